@@ -1,0 +1,456 @@
+/*
+ * hal/gemm.c - packed-panel SGEMM (see hal/gemm.h for the structure).
+ *
+ * Cost model for the defaults: an MR x NR micro-kernel call does
+ * 2*MR*NR*kc flops from kc*(MR+NR) loaded floats; with AVX2 (6x16, twelve
+ * ymm accumulators, two FMA ports, latency 4) that is 12 FMAs per 2 loads +
+ * 6 broadcasts per k, enough to keep both FMA pipes busy.
+ */
+#if defined(__GNUC__) && !defined(__clang__)
+/* ISO C mode makes GCC default to -ffp-contract=off; the micro-kernel's
+ * `acc += a * b` must become one FMA (clang contracts it by default). */
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
+#include <stdatomic.h>
+#include <string.h>
+#include "hal/gemm.h"
+
+#define KC HAL_GEMM_KC
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* ab = {alpha, beta}: passed in memory so that neither holds a vector
+ * register through the k loop (AVX2 needs all 16 for 12 accumulators). */
+typedef void (*kern_fn)(int64_t kc, const float *a, const float *b, const int64_t *koff,
+			float *c, int64_t ldc, int mr, int nr, const float *ab, const float *bias);
+
+/* ---- micro-kernels ----
+ * C[mr,nr] (tile at c, row stride ldc) = alpha * sum_k a[k*MR+i] * B(k,j)
+ * + bias[i] + beta * C, for a full MR x NR register tile of which only the
+ * top-left mr x nr part is stored. B(k,j) is b[k*NR+j] (a packed panel) or,
+ * with koff, b[koff[k]+j] (rows read in place). Each row is two vectors
+ * wide; every accumulator is a named variable so both compilers keep them
+ * in registers. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v16f __attribute__((vector_size(64)));
+
+#define ROWS4(X) X(0) X(1) X(2) X(3)
+#define ROWS6(X) ROWS4(X) X(4) X(5)
+#define ROWS8(X) ROWS6(X) X(6) X(7)
+
+#define K_DECL(i) VT c##i##0 = zero, c##i##1 = zero;
+#define K_FMA(i) { VT ai = a[i] - zero; c##i##0 += ai * b0; c##i##1 += ai * b1; }
+#define K_STORE(i) {                                                        \
+		float *ci = c + (i) * ldc;                                  \
+		VT x0 = c##i##0 * alpha, x1 = c##i##1 * alpha;              \
+		if (bias) {                                                 \
+			x0 += bias[i];                                      \
+			x1 += bias[i];                                      \
+		}                                                           \
+		if (beta != 0.0f) {                                         \
+			VT o0, o1;                                          \
+			memcpy(&o0, ci, sizeof o0);                         \
+			memcpy(&o1, ci + VW, sizeof o1);                    \
+			x0 += o0 * beta;                                    \
+			x1 += o1 * beta;                                    \
+		}                                                           \
+		memcpy(ci, &x0, sizeof x0);                                 \
+		memcpy(ci + VW, &x1, sizeof x1);                            \
+	}
+#define K_SPILL(i) memcpy(t + (i) * NR, &c##i##0, sizeof c##i##0); \
+	memcpy(t + (i) * NR + VW, &c##i##1, sizeof c##i##1);
+
+#define GEMM_KERNEL(NAME, ATTR, VTYPE, MR_, ROWS)                                   \
+	ATTR static void NAME(int64_t kc, const float *restrict a,                  \
+			      const float *restrict b, const int64_t *restrict koff, \
+			      float *restrict c, int64_t ldc, int mr, int nr,       \
+			      const float *ab, const float *restrict bias)          \
+	{                                                                           \
+		typedef VTYPE VT;                                                   \
+		enum { MR = MR_, VW = (int)(sizeof(VT) / sizeof(float)), NR = 2 * VW }; \
+		const VT zero = { 0 };                                              \
+		ROWS(K_DECL)                                                        \
+		if (koff) {                                                         \
+			for (int64_t k = 0; k < kc; k++) {                          \
+				const float *bk = b + koff[k];                      \
+				/* the next panel's row: rows read in place    \
+				 * are too many streams for the hardware        \
+				 * prefetcher */                                \
+				__builtin_prefetch(bk + 2 * NR);                    \
+				VT b0, b1;                                          \
+				memcpy(&b0, bk, sizeof b0);                         \
+				memcpy(&b1, bk + VW, sizeof b1);                    \
+				ROWS(K_FMA)                                         \
+				a += MR;                                            \
+			}                                                           \
+		} else {                                                            \
+			for (int64_t k = 0; k < kc; k++) {                          \
+				VT b0, b1;                                          \
+				memcpy(&b0, b, sizeof b0);                          \
+				memcpy(&b1, b + VW, sizeof b1);                     \
+				ROWS(K_FMA)                                         \
+				a += MR;                                            \
+				b += NR;                                            \
+			}                                                           \
+		}                                                                   \
+		const float alpha = ab[0], beta = ab[1];                            \
+		if (mr == MR && nr == NR) {                                         \
+			ROWS(K_STORE)                                               \
+			return;                                                     \
+		}                                                                   \
+		float t[MR * NR];                                                   \
+		ROWS(K_SPILL)                                                       \
+		for (int i = 0; i < mr; i++)                                        \
+			for (int j = 0; j < nr; j++) {                              \
+				float v = t[i * NR + j] * alpha;                    \
+				if (bias)                                           \
+					v += bias[i];                               \
+				if (beta != 0.0f)                                   \
+					v += beta * c[i * ldc + j];                 \
+				c[i * ldc + j] = v;                                 \
+			}                                                           \
+	}
+
+GEMM_KERNEL(kern_generic, , v4f, 4, ROWS4)
+#if defined(__x86_64__) || defined(__i386__)
+GEMM_KERNEL(kern_avx2, __attribute__((target("avx2,fma"))), v8f, 6, ROWS6)
+GEMM_KERNEL(kern_avx512, __attribute__((target("avx512f,avx2,fma"))), v16f, 8, ROWS8)
+#endif
+
+struct gemm_isa {
+	const char *name;
+	int mr, nr;
+	kern_fn kern;
+};
+
+static const struct gemm_isa isa_list[] = {
+#if defined(__x86_64__) || defined(__i386__)
+	{ "avx512", 8, 32, kern_avx512 },
+	{ "avx2", 6, 16, kern_avx2 },
+#endif
+	{ "generic", 4, 8, kern_generic },
+};
+#define N_ISA ((int)(sizeof isa_list / sizeof isa_list[0]))
+
+static int isa_supported(const struct gemm_isa *k)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_cpu_init();
+	if (strcmp(k->name, "avx512") == 0)
+		return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+	if (strcmp(k->name, "avx2") == 0)
+		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+	return strcmp(k->name, "generic") == 0;
+}
+
+/* Chosen once at load time, before any thread or plan exists. */
+static const struct gemm_isa *isa = &isa_list[N_ISA - 1];
+
+__attribute__((constructor)) static void gemm_select(void)
+{
+	for (int i = 0; i < N_ISA; i++)
+		if (isa_supported(&isa_list[i])) {
+			isa = &isa_list[i];
+			return;
+		}
+}
+
+const char *hal_gemm_isa(void)
+{
+	return isa->name;
+}
+
+int hal_gemm_nr(void)
+{
+	return isa->nr;
+}
+
+int hal_gemm_use_isa(const char *name)
+{
+	for (int i = 0; i < N_ISA; i++)
+		if (strcmp(isa_list[i].name, name) == 0 && isa_supported(&isa_list[i])) {
+			isa = &isa_list[i];
+			return 0;
+		}
+	return -1;
+}
+
+static int64_t round_up(int64_t x, int64_t m)
+{
+	return (x + m - 1) / m * m;
+}
+
+/* ---- packing ---- */
+
+/* Panels of A rows [i0, i0+mc), columns [k0, k0+kc): element (i,k) at
+ * a[i*rs + k*cs]. */
+static void pack_a_block(float *dst, const float *a, int64_t rs, int64_t cs, int64_t i0,
+			 int64_t mc, int64_t k0, int64_t kc, int mr)
+{
+	for (int64_t p = 0; p < mc; p += mr, dst += kc * mr) {
+		int m = (int)MIN(mr, mc - p);
+		const float *src = a + (i0 + p) * rs + k0 * cs;
+		if (m < mr)
+			memset(dst, 0, (size_t)(kc * mr) * sizeof *dst);
+		if (rs == 1) {  /* A^T in memory: each k holds mr contiguous rows */
+			for (int64_t k = 0; k < kc; k++)
+				memcpy(dst + k * mr, src + k * cs, (size_t)m * sizeof *dst);
+		} else {
+			for (int i = 0; i < m; i++)
+				for (int64_t k = 0; k < kc; k++)
+					dst[k * mr + i] = src[i * rs + k * cs];
+		}
+	}
+}
+
+/* Panels of B rows [k0, k0+kc), columns [j0, j0+nc): element (k,j) at
+ * b[k*rs + j*cs]. The layout of hal_gemm_pack_fn. */
+static void pack_b_block(float *dst, const float *b, int64_t rs, int64_t cs, int64_t k0,
+			 int64_t kc, int64_t j0, int64_t nc, int nr)
+{
+	if (cs == 1) {
+		/* KB rows at a time, panel by panel: KB source streams move
+		 * along their rows in order, and the destination is written in
+		 * runs of KB*nr contiguous floats (one row at a time would
+		 * store at a kc*nr*4-byte stride, which aliases in L1). */
+		enum { KB = 8 };
+		int64_t tail = nc % nr, full = nc - tail;
+		if (tail)
+			memset(dst + full * kc, 0, (size_t)(kc * nr) * sizeof *dst);
+		for (int64_t k = 0; k < kc; k += KB) {
+			int64_t g = MIN(KB, kc - k);
+			const float *src = b + (k0 + k) * rs + j0;
+			float *d = dst + k * nr;
+			for (int64_t p = 0; p < full; p += nr)
+				for (int64_t i = 0; i < g; i++)
+					hal_gemm_copy_nr(d + p * kc + i * nr, src + i * rs + p, nr);
+			if (tail)
+				for (int64_t i = 0; i < g; i++)
+					memcpy(d + full * kc + i * nr, src + i * rs + full,
+					       (size_t)tail * sizeof *dst);
+		}
+		return;
+	}
+	for (int64_t p = 0; p < nc; p += nr, dst += kc * nr) {
+		int n = (int)MIN(nr, nc - p);
+		const float *src = b + k0 * rs + (j0 + p) * cs;
+		if (n < nr)
+			memset(dst, 0, (size_t)(kc * nr) * sizeof *dst);
+		for (int j = 0; j < n; j++)
+			for (int64_t k = 0; k < kc; k++)
+				dst[k * nr + j] = src[j * cs + k * rs];
+	}
+}
+
+size_t hal_gemm_packed_a_bytes(int64_t M, int64_t K)
+{
+	return (size_t)(round_up(M, isa->mr) * K) * sizeof(float);
+}
+
+size_t hal_gemm_packed_b_bytes(int64_t K, int64_t N)
+{
+	return (size_t)(round_up(N, isa->nr) * K) * sizeof(float);
+}
+
+/* Full packed A: K block kb starts at kb*KC*Mpad, its panel p at p*kc*MR. */
+void hal_gemm_pack_a(float *dst, const float *a, int64_t lda, int trans, int64_t M, int64_t K)
+{
+	int64_t mpad = round_up(M, isa->mr);
+	for (int64_t k0 = 0; k0 < K; k0 += KC)
+		pack_a_block(dst + k0 * mpad, a, trans ? 1 : lda, trans ? lda : 1, 0, M, k0,
+			     MIN(KC, K - k0), isa->mr);
+}
+
+void hal_gemm_pack_b(float *dst, const float *b, int64_t ldb, int trans, int64_t K, int64_t N)
+{
+	int64_t npad = round_up(N, isa->nr);
+	for (int64_t k0 = 0; k0 < K; k0 += KC)
+		pack_b_block(dst + k0 * npad, b, trans ? 1 : ldb, trans ? ldb : 1, k0,
+			     MIN(KC, K - k0), 0, N, isa->nr);
+}
+
+/* ---- the driver ---- */
+
+/* Task grid and scratch layout; a pure function of the sizes so that infer()
+ * (hal_gemm_scratch_bytes) and exec() (hal_gemm) agree. */
+struct gemm_plan {
+	int64_t mc, nc, mb, nb, ntask;
+	int nslots;
+	size_t a_floats;     /* packed A in scratch (0 when pre-packed) */
+	size_t slot_floats;  /* one worker's B block (0 when pre-packed) */
+};
+
+#define TASKS_WANTED (2 * HAL_GEMM_SLOTS)
+#define SERIAL_FLOPS (1 << 18)  /* below this a fork/join costs more than it saves */
+
+static void gemm_plan(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode,
+		      struct gemm_plan *p)
+{
+	int mr = isa->mr, nr = isa->nr;
+	p->mc = MIN(round_up(M, mr), HAL_GEMM_MC / mr * mr);
+	p->nc = MIN(round_up(N, nr), HAL_GEMM_NC / nr * nr);
+	for (;;) {
+		p->mb = (M + p->mc - 1) / p->mc;
+		p->nb = (N + p->nc - 1) / p->nc;
+		p->ntask = p->mb * p->nb;
+		if (p->ntask >= TASKS_WANTED)
+			break;
+		/* Smaller tasks only cost re-packing B per M chunk (1/(2*mc) of
+		 * the flops) and shorter micro-panel sweeps. */
+		if (p->mc >= 8 * mr)
+			p->mc = round_up(p->mc / 2, mr);
+		else if (p->nc >= 8 * nr)
+			p->nc = round_up(p->nc / 2, nr);
+		else
+			break;
+	}
+	double flops = 2.0 * (double)M * (double)N * (double)K;
+	p->nslots = flops < SERIAL_FLOPS ? 1 : (int)MIN(p->ntask, HAL_GEMM_SLOTS);
+	p->a_floats = a_packed ? 0 : (size_t)round_up(round_up(M, mr) * K, 16);
+	/* b_mode 2 (read in place): a slot holds one packed tail panel */
+	p->slot_floats = b_mode == 1 ? 0
+			 : (size_t)round_up(MIN(K, KC) * (b_mode == 2 ? nr : p->nc), 16);
+}
+
+size_t hal_gemm_scratch_bytes(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode)
+{
+	if (M <= 0 || N <= 0 || K <= 0)
+		return 0;
+	struct gemm_plan p;
+	gemm_plan(M, N, K, a_packed, b_mode, &p);
+	return (p.a_floats + (size_t)p.nslots * p.slot_floats) * sizeof(float);
+}
+
+struct gemm_run {
+	const hal_gemm_args *g;
+	struct gemm_plan p;
+	const struct gemm_isa *isa;
+	const float *pa;      /* packed A */
+	float *slots;         /* nslots * slot_floats */
+	int64_t mpad, npad;
+	atomic_llong next;    /* next task; relaxed: the fork/join orders the data */
+};
+
+static void gemm_task(struct gemm_run *r, int64_t t, float *slot)
+{
+	const hal_gemm_args *g = r->g;
+	const int mr = r->isa->mr, nr = r->isa->nr;
+	const kern_fn kern = r->isa->kern;
+	int64_t jb = t / r->p.mb, ib = t % r->p.mb;
+	int64_t j0 = jb * r->p.nc, nc = MIN(r->p.nc, g->N - j0);
+	int64_t i0 = ib * r->p.mc, mc = MIN(r->p.mc, g->M - i0);
+	for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
+		int64_t kc = MIN(KC, g->K - k0);
+		const float *bp = slot;
+		const int64_t *koff = NULL;
+		if (g->b_koff) {
+			bp = g->b + j0;
+			koff = g->b_koff + k0;
+		} else if (g->b_packed)
+			bp = g->b_packed + k0 * r->npad + j0 * kc;
+		else if (g->b_pack)
+			g->b_pack(g->b_ctx, slot, k0, kc, j0, nc, nr);
+		else
+			pack_b_block(slot, g->b, g->trans_b ? 1 : g->ldb, g->trans_b ? g->ldb : 1,
+				     k0, kc, j0, nc, nr);
+		const float *ap = r->pa + k0 * r->mpad + i0 * kc;
+		const float ab[2] = { g->alpha, k0 == 0 ? g->beta : 1.0f };
+		const float *bias = k0 == 0 ? g->bias : NULL;
+		/* BLIS order: one B micro-panel (L1) against the whole A block (L2). */
+		for (int64_t j = 0; j < nc; j += nr) {
+			float *cj = g->c + i0 * g->ldc + j0 + j;
+			const float *bj = koff ? bp + j : bp + j * kc;
+			const int64_t *kj = koff;
+			if (koff && nc - j < nr) {
+				/* a partial last panel would read past column
+				 * N-1: pack it */
+				int64_t n = nc - j;
+				for (int64_t k = 0; k < kc; k++) {
+					memcpy(slot + k * nr, bj + koff[k], (size_t)n * sizeof *slot);
+					memset(slot + k * nr + n, 0, (size_t)(nr - n) * sizeof *slot);
+				}
+				bj = slot;
+				kj = NULL;
+			}
+			for (int64_t i = 0; i < mc; i += mr)
+				kern(kc, ap + i * kc, bj, kj, cj + i * g->ldc, g->ldc,
+				     (int)MIN(mr, mc - i), (int)MIN(nr, nc - j), ab,
+				     bias ? bias + i0 + i : NULL);
+		}
+	}
+}
+
+static void gemm_worker(void *arg, int64_t s0, int64_t s1)
+{
+	struct gemm_run *r = arg;
+	/* A thread handed several slots runs them one after the other, so the
+	 * first slot's buffer serves all the tasks it takes. */
+	float *slot = r->slots + (size_t)s0 * r->p.slot_floats;
+	int64_t t;
+	(void)s1;
+	while ((t = atomic_fetch_add_explicit(&r->next, 1, memory_order_relaxed)) < r->p.ntask)
+		gemm_task(r, t, slot);
+}
+
+struct pack_a_job {
+	const hal_gemm_args *g;
+	float *dst;
+	int64_t mpad;
+	int mr;
+};
+
+static void pack_a_range(void *arg, int64_t p0, int64_t p1)
+{
+	const struct pack_a_job *j = arg;
+	const hal_gemm_args *g = j->g;
+	int64_t i0 = p0 * j->mr, i1 = MIN(p1 * j->mr, g->M);
+	for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
+		int64_t kc = MIN(KC, g->K - k0);
+		pack_a_block(j->dst + k0 * j->mpad + i0 * kc, g->a, g->trans_a ? 1 : g->lda,
+			     g->trans_a ? g->lda : 1, i0, i1 - i0, k0, kc, j->mr);
+	}
+}
+
+/* K == 0: the product is empty, C = beta*C + bias. */
+static void gemm_k0(const hal_gemm_args *g)
+{
+	for (int64_t i = 0; i < g->M; i++)
+		for (int64_t j = 0; j < g->N; j++) {
+			float *c = g->c + i * g->ldc + j;
+			*c = (g->beta != 0.0f ? g->beta * *c : 0.0f) + (g->bias ? g->bias[i] : 0.0f);
+		}
+}
+
+void hal_gemm(hal_step *s, const hal_gemm_args *g, void *scratch)
+{
+	if (g->M <= 0 || g->N <= 0)
+		return;
+	if (g->K <= 0) {
+		gemm_k0(g);
+		return;
+	}
+	struct gemm_run r = { .g = g, .isa = isa };
+	gemm_plan(g->M, g->N, g->K, g->a_packed != NULL, g->b_koff ? 2 : g->b_packed != NULL, &r.p);
+	r.mpad = round_up(g->M, r.isa->mr);
+	r.npad = round_up(g->N, r.isa->nr);
+	float *base = scratch;
+	r.pa = g->a_packed;
+	if (!r.pa) {
+		struct pack_a_job j = { g, base, r.mpad, r.isa->mr };
+		int64_t npanel = r.mpad / r.isa->mr;
+		if (s && r.p.nslots > 1)
+			hal_parallel_for(s, npanel, 8, pack_a_range, &j);
+		else
+			pack_a_range(&j, 0, npanel);
+		r.pa = base;
+		base += r.p.a_floats;
+	}
+	r.slots = base;
+	atomic_init(&r.next, 0);
+	if (!s || r.p.nslots == 1)
+		gemm_worker(&r, 0, 1);
+	else
+		hal_parallel_for(s, r.p.nslots, 1, gemm_worker, &r);
+}

@@ -1,0 +1,1539 @@
+/*
+ * hal/ops/nn.c - convolution, pooling, normalisation and matrix products:
+ * Conv, ConvTranspose, BatchNormalization, Gemm, MatMul, MaxPool,
+ * AveragePool, GlobalAveragePool, GlobalMaxPool (LSTM: hal/ops/rnn.c).
+ *
+ * Every op has a scalar reference (direct loops, 1-D to 3-D, used when
+ * hal_use_reference is set and for shapes the fast paths do not cover) and,
+ * where it matters, a fast path:
+ *   Conv 1-D/2-D: depthwise-style convs (one input channel per group) as a
+ *     direct row loop over a padded copy of the plane; 1x1/stride 1/no
+ *     padding straight to hal_gemm with the input planes as B; every other
+ *     conv as one GEMM that reads B in place from a zero-padded, polyphase
+ *     copy of the input (below), so no im2col matrix is ever written.
+ *   ConvTranspose 1-D/2-D: hal_gemm into a column buffer, then col2im.
+ *   Gemm, MatMul: hal_gemm.
+ * Constant weights (W of Conv/ConvTranspose, B of Gemm/MatMul) are packed
+ * once in infer() into s->params; activations are packed per run into
+ * s->scratch. Spatial ops see their dims left-padded to 3-D (size 1, kernel
+ * 1, stride 1, no padding), so one set of loops serves 1-D, 2-D and 3-D.
+ * Semantics: the ONNX operator docs (onnx/docs/Operators.md), shapes as in
+ * ONNX Runtime (pooling ceil_mode drops a last window that would start in
+ * the end padding).
+ */
+#include <float.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+#include "hal/gemm.h"
+#include "hal/hal.h"
+
+#define SP 3                  /* spatial dims the kernels handle */
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define ALIGN64(n) (((n) + 63) & ~(size_t)63)
+
+/* ---- shared helpers ---- */
+
+static const hal_tensor *in_opt(const hal_step *s, int i)
+{
+	return i < s->n_in ? s->in[i] : NULL;
+}
+
+static hal_tensor *out_opt(const hal_step *s, int i)
+{
+	return i < s->n_out ? s->out[i] : NULL;
+}
+
+static int need_f32(hal_step *s, const hal_tensor *t, const char *what)
+{
+	if (!t)
+		return hal_err(s, AIDOS_E_INVALID, "missing input %s", what);
+	if (t->dtype != HAL_DT_F32)
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "%s: dtype %s, only float32 is supported",
+			       what, hal_dtype_name(t->dtype));
+	return 0;
+}
+
+/* Reads INTS attribute `name` into v[0..n): absent means `def` for each. */
+static int attr_ints_n(hal_step *s, const char *name, int n, int64_t def, int64_t *v)
+{
+	const int64_t *p;
+	int c = hal_attr_ints(s->node, name, &p);
+	for (int i = 0; i < n; i++)
+		v[i] = def;
+	if (c == 0)
+		return 0;
+	if (c != n)
+		return hal_err(s, AIDOS_E_INVALID, "%s has %d values, expected %d", name, c, n);
+	for (int i = 0; i < n; i++)
+		v[i] = p[i];
+	return 0;
+}
+
+static float *align_floats(void *p, size_t off_bytes)
+{
+	return (float *)((char *)p + ALIGN64(off_bytes));
+}
+
+enum { AP_NOTSET, AP_SAME_UPPER, AP_SAME_LOWER, AP_VALID };
+
+static int auto_pad(hal_step *s, int *mode)
+{
+	const char *a = hal_attr_str(s->node, "auto_pad", "NOTSET");
+	if (!a[0] || !strcmp(a, "NOTSET"))
+		*mode = AP_NOTSET;
+	else if (!strcmp(a, "SAME_UPPER"))
+		*mode = AP_SAME_UPPER;
+	else if (!strcmp(a, "SAME_LOWER"))
+		*mode = AP_SAME_LOWER;
+	else if (!strcmp(a, "VALID"))
+		*mode = AP_VALID;
+	else
+		return hal_err(s, AIDOS_E_INVALID, "auto_pad '%s' unknown", a);
+	return 0;
+}
+
+/* A sliding window over 3-D (left-padded) spatial dims. */
+struct win {
+	int nsp;              /* real spatial rank, 1..3 */
+	int64_t in[SP], out[SP], k[SP], st[SP], dl[SP], pb[SP], pe[SP];
+};
+
+static int64_t win_in(const struct win *w)
+{
+	return w->in[0] * w->in[1] * w->in[2];
+}
+
+static int64_t win_out(const struct win *w)
+{
+	return w->out[0] * w->out[1] * w->out[2];
+}
+
+static int64_t win_k(const struct win *w)
+{
+	return w->k[0] * w->k[1] * w->k[2];
+}
+
+/* Sets nsp, in[] from x's dims [N, C, spatial...] and the trivial defaults. */
+static int win_init(hal_step *s, struct win *w, const hal_tensor *x)
+{
+	if (x->rank < 3 || x->rank > 2 + SP)
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "input rank %d: 1-D to 3-D spatial supported",
+			       (int)x->rank);
+	w->nsp = (int)x->rank - 2;
+	for (int i = 0; i < SP; i++) {
+		w->in[i] = w->out[i] = w->k[i] = w->st[i] = w->dl[i] = 1;
+		w->pb[i] = w->pe[i] = 0;
+	}
+	for (int i = 0; i < w->nsp; i++)
+		w->in[SP - w->nsp + i] = x->dims[2 + i];
+	return 0;
+}
+
+/* Reads strides, dilations, pads (k[] already set) into the last nsp slots. */
+static int win_attrs(hal_step *s, struct win *w, int has_dilations)
+{
+	int n = w->nsp, o = SP - n, rc;
+	int64_t st[SP], dl[SP], pads[2 * SP];
+	if ((rc = attr_ints_n(s, "strides", n, 1, st)) ||
+	    (rc = attr_ints_n(s, "dilations", n, 1, dl)) ||
+	    (rc = attr_ints_n(s, "pads", 2 * n, 0, pads)))
+		return rc;
+	for (int i = 0; i < n; i++) {
+		if (st[i] < 1 || dl[i] < 1 || (!has_dilations && dl[i] != 1))
+			return hal_err(s, AIDOS_E_INVALID, "strides/dilations must be >= 1");
+		if (pads[i] < 0 || pads[n + i] < 0)
+			return hal_err(s, AIDOS_E_INVALID, "negative pads");
+		w->st[o + i] = st[i];
+		w->dl[o + i] = dl[i];
+		w->pb[o + i] = pads[i];
+		w->pe[o + i] = pads[n + i];
+	}
+	return 0;
+}
+
+/* Output dims of a Conv or pooling window (auto_pad may rewrite pads). */
+static int win_output(hal_step *s, struct win *w, int ap, int ceil_mode)
+{
+	for (int i = SP - w->nsp; i < SP; i++) {
+		int64_t dk = (w->k[i] - 1) * w->dl[i] + 1, in = w->in[i], o;
+		if (ap == AP_SAME_UPPER || ap == AP_SAME_LOWER) {
+			o = (in + w->st[i] - 1) / w->st[i];
+			int64_t tot = MAX(0, (o - 1) * w->st[i] + dk - in);
+			w->pb[i] = ap == AP_SAME_UPPER ? tot / 2 : tot - tot / 2;
+			w->pe[i] = tot - w->pb[i];
+		} else {
+			if (ap == AP_VALID)
+				w->pb[i] = w->pe[i] = 0;
+			int64_t span = in + w->pb[i] + w->pe[i] - dk;
+			if (span < 0)
+				return hal_err(s, AIDOS_E_SHAPE,
+					       "window %lld larger than padded input %lld",
+					       (long long)dk, (long long)(in + w->pb[i] + w->pe[i]));
+			o = (ceil_mode ? span + w->st[i] - 1 : span) / w->st[i] + 1;
+			if (ceil_mode && (o - 1) * w->st[i] >= in + w->pb[i])
+				o--;
+		}
+		w->out[i] = o;
+	}
+	return 0;
+}
+
+/* Output shape [N, C, out...]. */
+static void win_set_out(hal_tensor *y, int dtype, int64_t n, int64_t c, const struct win *w)
+{
+	int64_t d[2 + SP] = { n, c };
+	for (int i = 0; i < w->nsp; i++)
+		d[2 + i] = w->out[SP - w->nsp + i];
+	hal_tensor_set_shape(y, dtype, 2 + w->nsp, d);
+}
+
+typedef float v8f __attribute__((vector_size(32)));
+
+/* Hot loops are written with 8-wide vectors and built twice: AVX2 and the
+ * baseline, chosen at load time (GCC's -O2 would not vectorise them). */
+#if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 12)
+#define NN_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NN_CLONES
+#endif
+
+/* y[i] += x[i], i < n. */
+NN_CLONES
+static void add_to(float *restrict y, const float *restrict x, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		v8f a, b;
+		memcpy(&a, x + i, sizeof a);
+		memcpy(&b, y + i, sizeof b);
+		b += a;
+		memcpy(y + i, &b, sizeof b);
+	}
+	for (; i < n; i++)
+		y[i] += x[i];
+}
+
+/* y[i] = x[i] * a + b, i < n. */
+NN_CLONES
+static void scale_shift(float *restrict y, const float *restrict x, float a, float b, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		v8f v;
+		memcpy(&v, x + i, sizeof v);
+		v = v * a + b;
+		memcpy(y + i, &v, sizeof v);
+	}
+	for (; i < n; i++)
+		y[i] = x[i] * a + b;
+}
+
+static void fill(float *y, float v, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		y[i] = v;
+}
+
+/* ================= Conv ================= */
+
+enum { CONV_REF, CONV_DW, CONV_1X1, CONV_PHASE };
+
+struct conv {
+	struct win w;
+	int64_t n, cin, cout, group, cin_g, cout_g;
+	int path;
+	const float *wp;      /* packed weights, group g at wp + g*wp_stride; or NULL */
+	size_t wp_stride;
+	/* CONV_DW: a zero-padded copy of one input plane per worker, split
+	 * into sw column phases so every tap reads unit-stride. */
+	int64_t dw_hp, dw_wq; /* padded rows, columns per phase */
+	int dw_slots;
+	size_t dw_slot_floats;
+	/* CONV_PHASE: the group's input is copied once, zero-padded and split
+	 * into sh*sw polyphase planes [cin_g][sh][sw][hq][wq] (padded pixel
+	 * (r, c) lands in plane (r%sh, c%sw) at (r/sh, c/sw)). Tap (ci, ky, kx)
+	 * of output pixel (oy, ox) is then the plane element at
+	 * koff[k] + oy*wq + ox: a GEMM over the columns j = oy*wq + ox that
+	 * reads B in place (hal_gemm's b_koff). It computes wq-OW garbage
+	 * columns per row into cpad [cout_g, OH, wq], cropped into Y. */
+	int64_t hq, wq;
+	const int64_t *koff;  /* [cin_g*kh*kw] */
+	size_t xph_floats, cpad_floats;
+};
+
+#define DW_MAX_TAPS 64
+
+static int conv_infer(hal_step *s)
+{
+	const hal_tensor *x = in_opt(s, 0), *w = in_opt(s, 1), *b = in_opt(s, 2);
+	int rc, ap;
+	if ((rc = need_f32(s, x, "X")) || (rc = need_f32(s, w, "W")) ||
+	    (b && (rc = need_f32(s, b, "B"))))
+		return rc;
+	struct conv *c = hal_step_alloc(s, sizeof *c);
+	if (!c)
+		return AIDOS_E_NOMEM;
+	if ((rc = win_init(s, &c->w, x)))
+		return rc;
+	int nsp = c->w.nsp, o = SP - nsp;
+	if (w->rank != x->rank)
+		return hal_err(s, AIDOS_E_SHAPE, "W has rank %d, X %d", (int)w->rank, (int)x->rank);
+	c->n = x->dims[0];
+	c->cin = x->dims[1];
+	c->cout = w->dims[0];
+	c->group = hal_attr_int(s->node, "group", 1);
+	if (c->group < 1 || c->cin % c->group || c->cout % c->group)
+		return hal_err(s, AIDOS_E_SHAPE, "group %lld does not divide C=%lld and M=%lld",
+			       (long long)c->group, (long long)c->cin, (long long)c->cout);
+	c->cin_g = c->cin / c->group;
+	c->cout_g = c->cout / c->group;
+	if (w->dims[1] != c->cin_g)
+		return hal_err(s, AIDOS_E_SHAPE, "W has %lld input channels per group, X gives %lld",
+			       (long long)w->dims[1], (long long)c->cin_g);
+	int64_t ks[SP];
+	if ((rc = attr_ints_n(s, "kernel_shape", nsp, -1, ks)))
+		return rc;
+	for (int i = 0; i < nsp; i++) {
+		if (ks[i] >= 0 && ks[i] != w->dims[2 + i])
+			return hal_err(s, AIDOS_E_SHAPE, "kernel_shape disagrees with W");
+		c->w.k[o + i] = w->dims[2 + i];
+	}
+	if (b && (b->rank != 1 || b->dims[0] != c->cout))
+		return hal_err(s, AIDOS_E_SHAPE, "B must be [%lld]", (long long)c->cout);
+	if ((rc = win_attrs(s, &c->w, 1)) || (rc = auto_pad(s, &ap)) ||
+	    (rc = win_output(s, &c->w, ap, 0)))
+		return rc;
+	win_set_out(s->out[0], HAL_DT_F32, c->n, c->cout, &c->w);
+
+	const struct win *W = &c->w;
+	int64_t ohw = win_out(W), K = c->cin_g * win_k(W);
+	c->path = CONV_REF;
+	if (!hal_use_reference && W->k[0] == 1 && W->in[0] == 1 && W->out[0] == 1 && ohw > 0) {
+		int one = W->k[1] == 1 && W->k[2] == 1 && W->st[1] == 1 && W->st[2] == 1 &&
+			  W->pb[1] + W->pe[1] + W->pb[2] + W->pe[2] == 0;
+		c->path = c->cin_g == 1 && win_k(W) <= DW_MAX_TAPS ? CONV_DW
+			  : one ? CONV_1X1 : CONV_PHASE;
+	}
+	if (c->path == CONV_PHASE) {
+		int64_t sh = W->st[1], sw = W->st[2];
+		int64_t hp = MAX(W->in[1] + W->pb[1] + W->pe[1], (W->out[1] - 1) * sh +
+				 (W->k[1] - 1) * W->dl[1] + 1);
+		int64_t wp = MAX(W->in[2] + W->pb[2] + W->pe[2], (W->out[2] - 1) * sw +
+				 (W->k[2] - 1) * W->dl[2] + 1);
+		int64_t hq = (hp + sh - 1) / sh, wq = (wp + sw - 1) / sw;
+		int64_t *koff = hal_step_alloc(s, (size_t)MAX(K, 1) * sizeof *koff);
+		if (!koff)
+			return AIDOS_E_NOMEM;
+		for (int64_t ci = 0, k = 0; ci < c->cin_g; ci++)
+			for (int64_t ky = 0; ky < W->k[1]; ky++)
+				for (int64_t kx = 0; kx < W->k[2]; kx++) {
+					int64_t r = ky * W->dl[1], q = kx * W->dl[2];
+					koff[k++] = (((ci * sh + r % sh) * sw + q % sw) * hq + r / sh) * wq +
+						    q / sw;
+				}
+		c->koff = koff;
+		c->hq = hq;
+		c->wq = wq;
+		/* Garbage columns of the last output row read at most
+		 * (kw-1)*dw/sw floats past the last plane: zeroed slack. */
+		c->xph_floats = ALIGN64((size_t)(c->cin_g * sh * sw * hq * wq +
+						 (W->k[2] - 1) * W->dl[2] + 1) * sizeof(float)) /
+				sizeof(float);
+		c->cpad_floats = ALIGN64((size_t)(c->cout_g * W->out[1] * wq) * sizeof(float)) /
+				 sizeof(float);
+	}
+	if (c->path == CONV_DW) {
+		int64_t sh = W->st[1], sw = W->st[2];
+		int64_t hp = MAX(W->in[1] + W->pb[1] + W->pe[1], (W->out[1] - 1) * sh +
+				 (W->k[1] - 1) * W->dl[1] + 1);
+		int64_t wp = MAX(W->in[2] + W->pb[2] + W->pe[2], (W->out[2] - 1) * sw +
+				 (W->k[2] - 1) * W->dl[2] + 1);
+		c->dw_hp = hp;
+		c->dw_wq = (wp + sw - 1) / sw;
+		c->dw_slots = (int)MIN(c->n * c->cout, HAL_GEMM_SLOTS);
+		c->dw_slot_floats = ALIGN64((size_t)(sw * hp * c->dw_wq) * sizeof(float)) /
+				    sizeof(float);
+		s->scratch_bytes = (size_t)c->dw_slots * c->dw_slot_floats * sizeof(float);
+	}
+	if (c->path == CONV_1X1 || c->path == CONV_PHASE) {
+		if (w->is_const && w->data && K > 0) {
+			size_t gb = hal_gemm_packed_a_bytes(c->cout_g, K);
+			float *wp = hal_step_alloc(s, gb * (size_t)c->group);
+			if (!wp)
+				return AIDOS_E_NOMEM;
+			for (int64_t g = 0; g < c->group; g++)
+				hal_gemm_pack_a(wp + (size_t)g * (gb / sizeof *wp),
+						(const float *)w->data + g * c->cout_g * K, K, 0,
+						c->cout_g, K);
+			c->wp = wp;
+			c->wp_stride = gb / sizeof *wp;
+		}
+		if (c->path == CONV_PHASE)
+			s->scratch_bytes = (c->xph_floats + c->cpad_floats) * sizeof(float) +
+					   hal_gemm_scratch_bytes(c->cout_g, W->out[1] * c->wq, K,
+								  c->wp != NULL, 2);
+		else
+			s->scratch_bytes = hal_gemm_scratch_bytes(c->cout_g, ohw, K, c->wp != NULL, 0);
+	}
+	s->params = c;
+	return 0;
+}
+
+struct conv_job {
+	const struct conv *c;
+	const float *x, *w, *b;
+	float *y;
+};
+
+/* Reference: y[n,oc,o] = b[oc] + sum_{ci in group, k} x[n,ci,o*s-pb+k*d] * w[oc,ci,k]. */
+static void conv_ref_range(void *arg, int64_t t0, int64_t t1)
+{
+	const struct conv_job *j = arg;
+	const struct conv *c = j->c;
+	const struct win *W = &c->w;
+	int64_t ihw = win_in(W), ohw = win_out(W), kk = win_k(W);
+	for (int64_t t = t0; t < t1; t++) {
+		int64_t n = t / c->cout, oc = t % c->cout, g = oc / c->cout_g;
+		const float *x = j->x + (n * c->cin + g * c->cin_g) * ihw;
+		const float *wk = j->w + oc * c->cin_g * kk;
+		float *y = j->y + t * ohw;
+		for (int64_t od = 0; od < W->out[0]; od++)
+		for (int64_t oh = 0; oh < W->out[1]; oh++)
+		for (int64_t ow = 0; ow < W->out[2]; ow++) {
+			float acc = j->b ? j->b[oc] : 0.0f;
+			for (int64_t ci = 0; ci < c->cin_g; ci++)
+			for (int64_t kd = 0; kd < W->k[0]; kd++) {
+				int64_t id = od * W->st[0] - W->pb[0] + kd * W->dl[0];
+				if (id < 0 || id >= W->in[0])
+					continue;
+				for (int64_t kh = 0; kh < W->k[1]; kh++) {
+					int64_t ih = oh * W->st[1] - W->pb[1] + kh * W->dl[1];
+					if (ih < 0 || ih >= W->in[1])
+						continue;
+					for (int64_t kw = 0; kw < W->k[2]; kw++) {
+						int64_t iw = ow * W->st[2] - W->pb[2] + kw * W->dl[2];
+						if (iw < 0 || iw >= W->in[2])
+							continue;
+						acc += x[ci * ihw + (id * W->in[1] + ih) * W->in[2] + iw] *
+						       wk[((ci * W->k[0] + kd) * W->k[1] + kh) * W->k[2] + kw];
+					}
+				}
+			}
+			y[(od * W->out[1] + oh) * W->out[2] + ow] = acc;
+		}
+	}
+}
+
+/* First and one-past-last output index o with 0 <= o*st + off < in. */
+static void valid_range(int64_t off, int64_t st, int64_t in, int64_t nout, int64_t *lo, int64_t *hi)
+{
+	int64_t l = off >= 0 ? 0 : (-off + st - 1) / st;
+	int64_t h = in - 1 - off >= 0 ? (in - 1 - off) / st + 1 : 0;
+	*lo = MIN(l, nout);
+	*hi = MAX(*lo, MIN(h, nout));
+}
+
+/* A macro, not a function: returning a vector from baseline-ISA code
+ * would change the ABI (-Wpsabi). x must be a plain variable. */
+#define SPLAT8(x) ((v8f){ x, x, x, x, x, x, x, x })
+
+/* y[i] = bias + sum_t wt[t] * rows[t][i], i < n: one output row of a
+ * depthwise conv, 32 outputs (four independent accumulators) at a time. */
+NN_CLONES
+static void dw_row(float *restrict y, const float *const *rows, const float *wt, int nt,
+		   float bias, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 32 <= n; i += 32) {
+		v8f a0 = SPLAT8(bias), a1 = a0, a2 = a0, a3 = a0;
+		for (int t = 0; t < nt; t++) {
+			const float *r = rows[t] + i;
+			float wv = wt[t];
+			v8f w = SPLAT8(wv), x0, x1, x2, x3;
+			memcpy(&x0, r, sizeof x0);
+			memcpy(&x1, r + 8, sizeof x1);
+			memcpy(&x2, r + 16, sizeof x2);
+			memcpy(&x3, r + 24, sizeof x3);
+			a0 += w * x0;
+			a1 += w * x1;
+			a2 += w * x2;
+			a3 += w * x3;
+		}
+		memcpy(y + i, &a0, sizeof a0);
+		memcpy(y + i + 8, &a1, sizeof a1);
+		memcpy(y + i + 16, &a2, sizeof a2);
+		memcpy(y + i + 24, &a3, sizeof a3);
+	}
+	for (; i + 8 <= n; i += 8) {
+		v8f a = SPLAT8(bias), x;
+		for (int t = 0; t < nt; t++) {
+			float wv = wt[t];
+			memcpy(&x, rows[t] + i, sizeof x);
+			a += SPLAT8(wv) * x;
+		}
+		memcpy(y + i, &a, sizeof a);
+	}
+	for (; i < n; i++) {
+		float a = bias;
+		for (int t = 0; t < nt; t++)
+			a += wt[t] * rows[t][i];
+		y[i] = a;
+	}
+}
+
+struct dw_job {
+	const struct conv *c;
+	const float *x, *w, *b;
+	float *y, *buf;
+	atomic_llong next;    /* next plane; relaxed: the fork/join orders the data */
+};
+
+/* Depthwise-style conv (one input channel per group) of plane t = (n, oc),
+ * 2-D. P: this worker's padded buffer, zero outside the interior. */
+static void dw_plane(const struct dw_job *j, int64_t t, float *P)
+{
+	const struct conv *c = j->c;
+	const struct win *W = &c->w;
+	int64_t H = W->in[1], Wd = W->in[2], OH = W->out[1], OW = W->out[2];
+	int64_t KH = W->k[1], KW = W->k[2], sh = W->st[1], sw = W->st[2];
+	int64_t hp = c->dw_hp, wq = c->dw_wq, pt = W->pb[1], pl = W->pb[2];
+	int64_t n = t / c->cout, oc = t % c->cout, g = oc / c->cout_g;
+	const float *x = j->x + (n * c->cin + g) * H * Wd;
+	const float *wk = j->w + oc * KH * KW;
+	float *y = j->y + t * OH * OW;
+	for (int64_t iy = 0; iy < H; iy++) {
+		if (sw == 1) {
+			memcpy(P + (iy + pt) * wq + pl, x + iy * Wd, (size_t)Wd * sizeof *P);
+			continue;
+		}
+		/* padded column ix+pl goes to phase (ix+pl) % sw, index (ix+pl) / sw:
+		 * phase q takes ix = ix0, ix0+sw, ... */
+		const float *xr = x + iy * Wd;
+		if (sw == 2) {  /* one pass: even and odd padded columns */
+			float *d0 = P + ((pl & 1) * hp + iy + pt) * wq + pl / 2;
+			float *d1 = P + ((~pl & 1) * hp + iy + pt) * wq + (pl + 1) / 2;
+			int64_t m = 0;
+			for (; 2 * m + 1 < Wd; m++) {
+				d0[m] = xr[2 * m];
+				d1[m] = xr[2 * m + 1];
+			}
+			if (2 * m < Wd)
+				d0[m] = xr[2 * m];
+			continue;
+		}
+		for (int64_t q = 0; q < sw; q++) {
+			int64_t ix0 = ((q - pl) % sw + sw) % sw;
+			float *d = P + (q * hp + iy + pt) * wq + (ix0 + pl) / sw;
+			for (int64_t ix = ix0, m = 0; ix < Wd; ix += sw, m++)
+				d[m] = xr[ix];
+		}
+	}
+	const float *rows[DW_MAX_TAPS];
+	float wt[DW_MAX_TAPS];
+	for (int64_t oy = 0; oy < OH; oy++) {
+		int nt = 0;
+		for (int64_t ky = 0; ky < KH; ky++)
+			for (int64_t kx = 0; kx < KW; kx++, nt++) {
+				int64_t cp = kx * W->dl[2];
+				rows[nt] = P + ((cp % sw) * hp + oy * sh + ky * W->dl[1]) * wq + cp / sw;
+				wt[nt] = wk[ky * KW + kx];
+			}
+		dw_row(y + oy * OW, rows, wt, nt, j->b ? j->b[oc] : 0.0f, OW);
+	}
+}
+
+static void dw_worker(void *arg, int64_t s0, int64_t s1)
+{
+	struct dw_job *j = arg;
+	const struct conv *c = j->c;
+	float *P = j->buf + (size_t)s0 * c->dw_slot_floats;
+	int64_t t, planes = c->n * c->cout;
+	int zeroed = 0;
+	(void)s1;
+	while ((t = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < planes) {
+		if (!zeroed) {  /* the padding: same cells for every plane */
+			memset(P, 0, c->dw_slot_floats * sizeof *P);
+			zeroed = 1;
+		}
+		dw_plane(j, t, P);
+	}
+}
+
+struct phase_job {
+	const struct conv *c;
+	const float *x;       /* [cin_g, H, W] */
+	float *xph;           /* [cin_g, sh, sw, hq, wq] */
+	const float *cpad;    /* [cout_g, OH, wq] */
+	float *y;             /* [cout_g, OH, OW] */
+};
+
+/* Builds the polyphase planes of input channels [c0, c1). */
+static void phase_planes(void *arg, int64_t c0, int64_t c1)
+{
+	const struct phase_job *j = arg;
+	const struct conv *c = j->c;
+	const struct win *W = &c->w;
+	int64_t H = W->in[1], Wd = W->in[2], sh = W->st[1], sw = W->st[2];
+	int64_t hq = c->hq, wq = c->wq, pt = W->pb[1], pl = W->pb[2];
+	for (int64_t ci = c0; ci < c1; ci++) {
+		const float *x = j->x + ci * H * Wd;
+		for (int64_t qy = 0; qy < sh; qy++)
+			for (int64_t qx = 0; qx < sw; qx++) {
+				float *d = j->xph + ((ci * sh + qy) * sw + qx) * hq * wq;
+				/* columns m with pl <= m*sw + qx < pl + W hold input */
+				int64_t lo = MIN(MAX(pl - qx + sw - 1, 0) / sw, wq);
+				int64_t hi = MAX(MIN(MAX(pl + Wd - qx + sw - 1, 0) / sw, wq), lo);
+				for (int64_t ry = 0; ry < hq; ry++, d += wq) {
+					int64_t iy = ry * sh + qy - pt;
+					if (iy < 0 || iy >= H) {
+						memset(d, 0, (size_t)wq * sizeof *d);
+						continue;
+					}
+					const float *xr = x + iy * Wd + lo * sw + qx - pl;
+					memset(d, 0, (size_t)lo * sizeof *d);
+					if (sw == 1) {
+						memcpy(d + lo, xr, (size_t)(hi - lo) * sizeof *d);
+					} else {
+						for (int64_t m = 0; m < hi - lo; m++)
+							d[lo + m] = xr[m * sw];
+					}
+					memset(d + hi, 0, (size_t)(wq - hi) * sizeof *d);
+				}
+			}
+	}
+}
+
+static void crop_rows(void *arg, int64_t o0, int64_t o1)
+{
+	const struct phase_job *j = arg;
+	const struct win *W = &j->c->w;
+	int64_t OH = W->out[1], OW = W->out[2], wq = j->c->wq;
+	for (int64_t oc = o0; oc < o1; oc++)
+		for (int64_t oy = 0; oy < OH; oy++)
+			memcpy(j->y + (oc * OH + oy) * OW, j->cpad + (oc * OH + oy) * wq,
+			       (size_t)OW * sizeof *j->y);
+}
+
+static void conv_phase(hal_step *s, const struct conv *c, const float *x, const float *w,
+		       const float *b, float *y)
+{
+	const struct win *W = &c->w;
+	int64_t ihw = win_in(W), ohw = win_out(W), K = c->cin_g * win_k(W);
+	int64_t planes = c->cin_g * W->st[1] * W->st[2] * c->hq * c->wq;
+	float *xph = s->scratch, *cpad = xph + c->xph_floats;
+	memset(xph + planes, 0, (c->xph_floats - (size_t)planes) * sizeof *xph);
+	for (int64_t n = 0; n < c->n; n++)
+		for (int64_t g = 0; g < c->group; g++) {
+			struct phase_job j = { c, x + (n * c->cin + g * c->cin_g) * ihw, xph, cpad,
+					       y + (n * c->cout + g * c->cout_g) * ohw };
+			hal_parallel_for(s, c->cin_g, 4, phase_planes, &j);
+			hal_gemm_args a = {
+				.M = c->cout_g, .N = W->out[1] * c->wq, .K = K,
+				.a = w + g * c->cout_g * K, .lda = K,
+				.a_packed = c->wp ? c->wp + g * c->wp_stride : NULL,
+				.b = xph, .b_koff = c->koff,
+				.c = cpad, .ldc = W->out[1] * c->wq, .alpha = 1.0f, .beta = 0.0f,
+				.bias = b ? b + g * c->cout_g : NULL,
+			};
+			hal_gemm(s, &a, cpad + c->cpad_floats);
+			hal_parallel_for(s, c->cout_g, 4, crop_rows, &j);
+		}
+}
+
+/* 1x1, stride 1, no padding: Y_g [cout_g, HW] = W_g [cout_g, cin_g] X_g. */
+static void conv_1x1(hal_step *s, const struct conv *c, const float *x, const float *w,
+		     const float *b, float *y)
+{
+	int64_t hw = win_in(&c->w), K = c->cin_g;
+	for (int64_t n = 0; n < c->n; n++)
+		for (int64_t g = 0; g < c->group; g++) {
+			hal_gemm_args a = {
+				.M = c->cout_g, .N = hw, .K = K,
+				.a = w + g * c->cout_g * K, .lda = K,
+				.a_packed = c->wp ? c->wp + g * c->wp_stride : NULL,
+				.b = x + (n * c->cin + g * c->cin_g) * hw, .ldb = hw,
+				.c = y + (n * c->cout + g * c->cout_g) * hw, .ldc = hw,
+				.alpha = 1.0f, .beta = 0.0f,
+				.bias = b ? b + g * c->cout_g : NULL,
+			};
+			hal_gemm(s, &a, s->scratch);
+		}
+}
+
+static int conv_exec(hal_step *s)
+{
+	const struct conv *c = s->params;
+	const hal_tensor *b = in_opt(s, 2);
+	struct conv_job j = { c, s->in[0]->data, s->in[1]->data, b ? b->data : NULL,
+			      s->out[0]->data };
+	int64_t planes = c->n * c->cout;
+	if (planes == 0 || win_out(&c->w) == 0)
+		return 0;
+	switch (c->path) {
+	case CONV_DW: {
+		struct dw_job d = { .c = c, .x = j.x, .w = j.w, .b = j.b, .y = j.y,
+				    .buf = s->scratch };
+		atomic_init(&d.next, 0);
+		hal_parallel_for(s, c->dw_slots, 1, dw_worker, &d);
+		break;
+	}
+	case CONV_1X1:
+		conv_1x1(s, c, j.x, j.w, j.b, j.y);
+		break;
+	case CONV_PHASE:
+		conv_phase(s, c, j.x, j.w, j.b, j.y);
+		break;
+	default:
+		hal_parallel_for(s, planes, 1, conv_ref_range, &j);
+	}
+	return 0;
+}
+
+/* ================= ConvTranspose ================= */
+
+struct convt {
+	struct win w;         /* in: X spatial, out: Y spatial, pb/pe: pads */
+	int64_t n, cin, cout, group, cin_g, cout_g;
+	int fast;
+	const float *wp;      /* packed W_g^T per group, or NULL */
+	size_t wp_stride;
+	size_t col_bytes;     /* column buffer at the start of scratch */
+};
+
+static int convt_infer(hal_step *s)
+{
+	const hal_tensor *x = in_opt(s, 0), *w = in_opt(s, 1), *b = in_opt(s, 2);
+	int rc, ap;
+	if ((rc = need_f32(s, x, "X")) || (rc = need_f32(s, w, "W")) ||
+	    (b && (rc = need_f32(s, b, "B"))))
+		return rc;
+	struct convt *c = hal_step_alloc(s, sizeof *c);
+	if (!c)
+		return AIDOS_E_NOMEM;
+	if ((rc = win_init(s, &c->w, x)))
+		return rc;
+	int nsp = c->w.nsp, o = SP - nsp;
+	if (w->rank != x->rank)
+		return hal_err(s, AIDOS_E_SHAPE, "W has rank %d, X %d", (int)w->rank, (int)x->rank);
+	c->n = x->dims[0];
+	c->cin = x->dims[1];
+	c->group = hal_attr_int(s->node, "group", 1);
+	if (c->group < 1 || c->cin % c->group || w->dims[0] != c->cin)
+		return hal_err(s, AIDOS_E_SHAPE, "W [%lld, ...] does not fit C=%lld, group %lld",
+			       (long long)w->dims[0], (long long)c->cin, (long long)c->group);
+	c->cin_g = c->cin / c->group;
+	c->cout_g = w->dims[1];
+	c->cout = c->cout_g * c->group;
+	if (b && (b->rank != 1 || b->dims[0] != c->cout))
+		return hal_err(s, AIDOS_E_SHAPE, "B must be [%lld]", (long long)c->cout);
+	int64_t ks[SP], op[SP], oshape[2 + SP];
+	if ((rc = attr_ints_n(s, "kernel_shape", nsp, -1, ks)) ||
+	    (rc = attr_ints_n(s, "output_padding", nsp, 0, op)) ||
+	    (rc = win_attrs(s, &c->w, 1)) || (rc = auto_pad(s, &ap)))
+		return rc;
+	const int64_t *osp;
+	int nos = hal_attr_ints(s->node, "output_shape", &osp);
+	if (nos && nos != nsp && nos != nsp + 2)
+		return hal_err(s, AIDOS_E_INVALID, "output_shape has %d values", nos);
+	for (int i = 0; i < nsp; i++) {
+		if (ks[i] >= 0 && ks[i] != w->dims[2 + i])
+			return hal_err(s, AIDOS_E_SHAPE, "kernel_shape disagrees with W");
+		c->w.k[o + i] = w->dims[2 + i];
+		oshape[i] = nos ? osp[nos - nsp + i] : -1;
+	}
+	for (int i = 0; i < nsp; i++) {
+		int64_t *pb = &c->w.pb[o + i], *pe = &c->w.pe[o + i];
+		int64_t st = c->w.st[o + i], in = c->w.in[o + i];
+		int64_t full = st * (in - 1) + op[i] + (c->w.k[o + i] - 1) * c->w.dl[o + i] + 1;
+		int64_t out = oshape[i];
+		if (out < 0 && (ap == AP_SAME_UPPER || ap == AP_SAME_LOWER))
+			out = in * st;
+		if (ap == AP_VALID)
+			*pb = *pe = 0;
+		if (out >= 0) {
+			/* ONNX: total padding split, the odd one at the end for
+			 * SAME_UPPER, at the start otherwise. An output larger
+			 * than the full result is padded at the end (ORT). */
+			int64_t tot = MAX(0, full - out);
+			*pb = ap == AP_SAME_UPPER ? tot / 2 : tot - tot / 2;
+			*pe = tot - *pb;
+		} else {
+			out = full - *pb - *pe;
+		}
+		if (out < 0)
+			return hal_err(s, AIDOS_E_SHAPE, "negative output size");
+		c->w.out[o + i] = out;
+	}
+	win_set_out(s->out[0], HAL_DT_F32, c->n, c->cout, &c->w);
+
+	const struct win *W = &c->w;
+	int64_t ihw = win_in(W), rows = c->cout_g * win_k(W);
+	c->fast = !hal_use_reference && W->k[0] == 1 && W->in[0] == 1 && W->out[0] == 1 &&
+		  ihw > 0 && rows > 0 &&
+		  c->cin_g > 0;
+	if (c->fast) {
+		if (w->is_const && w->data) {
+			size_t gb = hal_gemm_packed_a_bytes(rows, c->cin_g);
+			float *wp = hal_step_alloc(s, gb * (size_t)c->group);
+			if (!wp)
+				return AIDOS_E_NOMEM;
+			for (int64_t g = 0; g < c->group; g++)
+				hal_gemm_pack_a(wp + (size_t)g * (gb / sizeof *wp),
+						(const float *)w->data + g * c->cin_g * rows, rows, 1,
+						rows, c->cin_g);
+			c->wp = wp;
+			c->wp_stride = gb / sizeof *wp;
+		}
+		c->col_bytes = ALIGN64((size_t)(rows * ihw) * sizeof(float));
+		s->scratch_bytes = c->col_bytes +
+				   hal_gemm_scratch_bytes(rows, ihw, c->cin_g, c->wp != NULL, 0);
+	}
+	s->params = c;
+	return 0;
+}
+
+struct convt_job {
+	const struct convt *c;
+	const float *x, *w, *b, *col;
+	float *y;
+	int64_t n, g;
+};
+
+/* Reference scatter: y[n,oc,i*s-pb+k*d] += x[n,ci,i] * w[ci,oc_g,k]. */
+static void convt_ref_range(void *arg, int64_t t0, int64_t t1)
+{
+	const struct convt_job *j = arg;
+	const struct convt *c = j->c;
+	const struct win *W = &c->w;
+	int64_t ihw = win_in(W), ohw = win_out(W), kk = win_k(W);
+	for (int64_t t = t0; t < t1; t++) {
+		int64_t n = t / c->cout, oc = t % c->cout, g = oc / c->cout_g, ocg = oc % c->cout_g;
+		float *y = j->y + t * ohw;
+		fill(y, j->b ? j->b[oc] : 0.0f, ohw);
+		for (int64_t ci = g * c->cin_g; ci < (g + 1) * c->cin_g; ci++) {
+			const float *x = j->x + (n * c->cin + ci) * ihw;
+			const float *wk = j->w + (ci * c->cout_g + ocg) * kk;
+			for (int64_t id = 0; id < W->in[0]; id++)
+			for (int64_t ih = 0; ih < W->in[1]; ih++)
+			for (int64_t iw = 0; iw < W->in[2]; iw++) {
+				float xv = x[(id * W->in[1] + ih) * W->in[2] + iw];
+				for (int64_t kd = 0; kd < W->k[0]; kd++) {
+					int64_t od = id * W->st[0] - W->pb[0] + kd * W->dl[0];
+					if (od < 0 || od >= W->out[0])
+						continue;
+					for (int64_t kh = 0; kh < W->k[1]; kh++) {
+						int64_t oh = ih * W->st[1] - W->pb[1] + kh * W->dl[1];
+						if (oh < 0 || oh >= W->out[1])
+							continue;
+						for (int64_t kw = 0; kw < W->k[2]; kw++) {
+							int64_t ow = iw * W->st[2] - W->pb[2] + kw * W->dl[2];
+							if (ow < 0 || ow >= W->out[2])
+								continue;
+							y[(od * W->out[1] + oh) * W->out[2] + ow] +=
+								xv * wk[(kd * W->k[1] + kh) * W->k[2] + kw];
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+/* col2im for output channels [t0, t1) of group j->g, image j->n: col row
+ * (ocg, ky, kx), column (iy, ix) adds into y[oy = iy*sh-ph+ky*dh, ox]. */
+/* One col2im row of one tap: yr[ix*sw + off] += cr[ix] for valid ix. */
+static void col2im_tap(float *yr, const float *cr, int64_t off, int64_t sw, int64_t OW,
+		       int64_t Wd)
+{
+	int64_t lo, hi;
+	valid_range(off, sw, OW, Wd, &lo, &hi);  /* ix with 0 <= ix*sw + off < OW */
+	if (sw == 1) {
+		if (lo < hi)
+			add_to(yr + lo + off, cr + lo, hi - lo);
+		return;
+	}
+	for (int64_t ix = lo; ix < hi; ix++)
+		yr[ix * sw + off] += cr[ix];
+}
+
+/* y[2i] += a[i], y[2i+1] += b[i], i < n: two neighbouring taps of a
+ * stride-2 ConvTranspose (the common k2s2 upsampling) in one pass. */
+NN_CLONES
+static void add_interleave2(float *restrict y, const float *restrict a, const float *restrict b,
+			    int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		v8f va, vb, y0, y1;
+		memcpy(&va, a + i, sizeof va);
+		memcpy(&vb, b + i, sizeof vb);
+		memcpy(&y0, y + 2 * i, sizeof y0);
+		memcpy(&y1, y + 2 * i + 8, sizeof y1);
+		y0 += __builtin_shufflevector(va, vb, 0, 8, 1, 9, 2, 10, 3, 11);
+		y1 += __builtin_shufflevector(va, vb, 4, 12, 5, 13, 6, 14, 7, 15);
+		memcpy(y + 2 * i, &y0, sizeof y0);
+		memcpy(y + 2 * i + 8, &y1, sizeof y1);
+	}
+	for (; i < n; i++) {
+		y[2 * i] += a[i];
+		y[2 * i + 1] += b[i];
+	}
+}
+
+/* col2im for output channels [t0, t1) of group j->g, image j->n: col row
+ * (ocg, ky, kx), column (iy, ix) adds into y[iy*sh-ph+ky*dh, ix*sw-pw+kx*dw]. */
+static void convt_col2im_range(void *arg, int64_t t0, int64_t t1)
+{
+	const struct convt_job *j = arg;
+	const struct convt *c = j->c;
+	const struct win *W = &c->w;
+	int64_t H = W->in[1], Wd = W->in[2], OH = W->out[1], OW = W->out[2];
+	int64_t KH = W->k[1], KW = W->k[2], sw = W->st[2], dw = W->dl[2], hw = H * Wd;
+	for (int64_t ocg = t0; ocg < t1; ocg++) {
+		int64_t oc = j->g * c->cout_g + ocg;
+		float *y = j->y + (j->n * c->cout + oc) * OH * OW;
+		fill(y, j->b ? j->b[oc] : 0.0f, OH * OW);
+		for (int64_t ky = 0; ky < KH; ky++) {
+			const float *col = j->col + (ocg * KH + ky) * KW * hw;
+			for (int64_t iy = 0; iy < H; iy++) {
+				int64_t oy = iy * W->st[1] - W->pb[1] + ky * W->dl[1];
+				if (oy < 0 || oy >= OH)
+					continue;
+				float *yr = y + oy * OW;
+				int64_t kx = 0;
+				if (sw == 2 && dw == 1) {
+					for (; kx + 1 < KW; kx += 2) {
+						/* taps kx, kx+1 hit columns 2*ix+off, 2*ix+off+1 */
+						const float *c0 = col + kx * hw + iy * Wd, *c1 = c0 + hw;
+						int64_t off = kx - W->pb[2], lo0, hi0, lo1, hi1;
+						valid_range(off, 2, OW, Wd, &lo0, &hi0);
+						valid_range(off + 1, 2, OW, Wd, &lo1, &hi1);
+						int64_t lo = MAX(lo0, lo1), hi = MAX(lo, MIN(hi0, hi1));
+						for (int64_t ix = lo0; ix < hi0; ix++)
+							if (ix < lo || ix >= hi)
+								yr[2 * ix + off] += c0[ix];
+						for (int64_t ix = lo1; ix < hi1; ix++)
+							if (ix < lo || ix >= hi)
+								yr[2 * ix + off + 1] += c1[ix];
+						if (lo < hi)
+							add_interleave2(yr + 2 * lo + off, c0 + lo, c1 + lo,
+									hi - lo);
+					}
+				}
+				for (; kx < KW; kx++)
+					col2im_tap(yr, col + kx * hw + iy * Wd, kx * dw - W->pb[2], sw, OW,
+						   Wd);
+			}
+		}
+	}
+}
+
+static int convt_exec(hal_step *s)
+{
+	const struct convt *c = s->params;
+	const hal_tensor *bt = in_opt(s, 2);
+	struct convt_job j = { c, s->in[0]->data, s->in[1]->data, bt ? bt->data : NULL, NULL,
+			       s->out[0]->data, 0, 0 };
+	const struct win *W = &c->w;
+	if (c->n * c->cout == 0 || win_out(W) == 0)
+		return 0;
+	if (!c->fast) {
+		hal_parallel_for(s, c->n * c->cout, 1, convt_ref_range, &j);
+		return 0;
+	}
+	int64_t ihw = win_in(W), rows = c->cout_g * win_k(W);
+	float *col = s->scratch;
+	j.col = col;
+	for (j.n = 0; j.n < c->n; j.n++)
+		for (j.g = 0; j.g < c->group; j.g++) {
+			hal_gemm_args a = {
+				.M = rows, .N = ihw, .K = c->cin_g,
+				.a = j.w + j.g * c->cin_g * rows, .lda = rows, .trans_a = 1,
+				.a_packed = c->wp ? c->wp + j.g * c->wp_stride : NULL,
+				.b = j.x + (j.n * c->cin + j.g * c->cin_g) * ihw, .ldb = ihw,
+				.c = col, .ldc = ihw, .alpha = 1.0f, .beta = 0.0f,
+			};
+			hal_gemm(s, &a, align_floats(s->scratch, c->col_bytes));
+			hal_parallel_for(s, c->cout_g, 1, convt_col2im_range, &j);
+		}
+	return 0;
+}
+
+/* ================= BatchNormalization ================= */
+
+struct bn {
+	int64_t n, c, hw;
+	float eps, momentum;
+	int training;
+};
+
+static int bn_infer(hal_step *s)
+{
+	const hal_tensor *x = in_opt(s, 0);
+	int rc;
+	if ((rc = need_f32(s, x, "X")))
+		return rc;
+	for (int i = 1; i < 5; i++)
+		if ((rc = need_f32(s, in_opt(s, i), "scale/B/mean/var")))
+			return rc;
+	if (x->rank < 2)
+		return hal_err(s, AIDOS_E_SHAPE, "X must have rank >= 2");
+	struct bn *p = hal_step_alloc(s, sizeof *p);
+	if (!p)
+		return AIDOS_E_NOMEM;
+	p->n = x->dims[0];
+	p->c = x->dims[1];
+	p->hw = 1;
+	for (int i = 2; i < x->rank; i++)
+		p->hw *= x->dims[i];
+	for (int i = 1; i < 5; i++)
+		if (hal_numel(s->in[i]) != p->c || s->in[i]->rank != 1)
+			return hal_err(s, AIDOS_E_UNSUPPORTED,
+				       "scale, B, mean, var must be [C=%lld] (spatial=0 unsupported)",
+				       (long long)p->c);
+	if (s->opset < 7 && !hal_attr_int(s->node, "spatial", 1))
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "spatial=0 unsupported");
+	p->eps = hal_attr_float(s->node, "epsilon", 1e-5f);
+	p->momentum = hal_attr_float(s->node, "momentum", 0.9f);
+	p->training = (int)hal_attr_int(s->node, "training_mode", 0);
+	int extra = 0;
+	for (int i = 1; i < s->n_out; i++)
+		extra |= s->out[i] != NULL;
+	if (extra && !(s->opset >= 14 && p->training))
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "training outputs before opset 14");
+	if (p->training && s->opset < 14)
+		p->training = 0;
+	hal_tensor_like(s->out[0], x);
+	for (int i = 1; i < 3; i++)
+		if (out_opt(s, i))
+			hal_tensor_like(s->out[i], s->in[3]);
+	if (p->training)
+		s->scratch_bytes = 2 * (size_t)p->c * sizeof(float);
+	s->params = p;
+	return 0;
+}
+
+struct bn_job {
+	const struct bn *p;
+	const float *x, *scale, *bias, *mean, *var;
+	float *y;
+};
+
+static void bn_range(void *arg, int64_t t0, int64_t t1)
+{
+	const struct bn_job *j = arg;
+	const struct bn *p = j->p;
+	for (int64_t t = t0; t < t1; t++) {
+		int64_t c = t % p->c;
+		float a = j->scale[c] / sqrtf(j->var[c] + p->eps);
+		float b = j->bias[c] - j->mean[c] * a;
+		if (hal_use_reference) {
+			for (int64_t i = 0; i < p->hw; i++)
+				j->y[t * p->hw + i] = (j->x[t * p->hw + i] - j->mean[c]) /
+						      sqrtf(j->var[c] + p->eps) * j->scale[c] +
+						      j->bias[c];
+		} else {
+			scale_shift(j->y + t * p->hw, j->x + t * p->hw, a, b, p->hw);
+		}
+	}
+}
+
+static int bn_exec(hal_step *s)
+{
+	const struct bn *p = s->params;
+	struct bn_job j = { p, s->in[0]->data, s->in[1]->data, s->in[2]->data, s->in[3]->data,
+			    s->in[4]->data, s->out[0]->data };
+	if (p->training) {
+		/* Batch statistics (population variance), then the running
+		 * averages: mean*momentum + batch_mean*(1-momentum). */
+		float *bm = s->scratch, *bv = bm + p->c;
+		double cnt = (double)(p->n * p->hw);
+		for (int64_t c = 0; c < p->c; c++) {
+			double sum = 0, sq = 0;
+			for (int64_t n = 0; n < p->n; n++)
+				for (int64_t i = 0; i < p->hw; i++)
+					sum += j.x[(n * p->c + c) * p->hw + i];
+			double m = cnt > 0 ? sum / cnt : 0;
+			for (int64_t n = 0; n < p->n; n++)
+				for (int64_t i = 0; i < p->hw; i++) {
+					double d = j.x[(n * p->c + c) * p->hw + i] - m;
+					sq += d * d;
+				}
+			bm[c] = (float)m;
+			bv[c] = (float)(cnt > 0 ? sq / cnt : 0);
+		}
+		for (int i = 1; i < 3; i++) {
+			hal_tensor *o = out_opt(s, i);
+			if (!o)
+				continue;
+			const float *run = i == 1 ? j.mean : j.var, *cur = i == 1 ? bm : bv;
+			for (int64_t c = 0; c < p->c; c++)
+				((float *)o->data)[c] = run[c] * p->momentum + cur[c] * (1 - p->momentum);
+		}
+		j.mean = bm;
+		j.var = bv;
+	}
+	hal_parallel_for(s, p->n * p->c, 4, bn_range, &j);
+	return 0;
+}
+
+/* ================= Gemm ================= */
+
+struct gemm_op {
+	int64_t M, N, K;
+	int ta, tb;
+	float alpha, beta;
+	int64_t cm, cn;       /* C as [cm, cn], each 1 or M/N; cm = 0: no C */
+	const float *bp;      /* packed B, or NULL */
+};
+
+static int gemm_infer(hal_step *s)
+{
+	const hal_tensor *a = in_opt(s, 0), *b = in_opt(s, 1), *c = in_opt(s, 2);
+	int rc;
+	if ((rc = need_f32(s, a, "A")) || (rc = need_f32(s, b, "B")) ||
+	    (c && (rc = need_f32(s, c, "C"))))
+		return rc;
+	if (a->rank != 2 || b->rank != 2)
+		return hal_err(s, AIDOS_E_SHAPE, "A and B must be 2-D");
+	struct gemm_op *p = hal_step_alloc(s, sizeof *p);
+	if (!p)
+		return AIDOS_E_NOMEM;
+	p->ta = hal_attr_int(s->node, "transA", 0) != 0;
+	p->tb = hal_attr_int(s->node, "transB", 0) != 0;
+	p->alpha = hal_attr_float(s->node, "alpha", 1.0f);
+	p->beta = hal_attr_float(s->node, "beta", 1.0f);
+	p->M = a->dims[p->ta];
+	p->K = a->dims[!p->ta];
+	p->N = b->dims[!p->tb];
+	if (b->dims[p->tb] != p->K)
+		return hal_err(s, AIDOS_E_SHAPE, "A gives K=%lld, B %lld", (long long)p->K,
+			       (long long)b->dims[p->tb]);
+	if (c) {
+		if (c->rank > 2)
+			return hal_err(s, AIDOS_E_SHAPE, "C has rank %d", (int)c->rank);
+		p->cm = c->rank == 2 ? c->dims[0] : 1;
+		p->cn = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
+		if ((p->cm != 1 && p->cm != p->M) || (p->cn != 1 && p->cn != p->N))
+			return hal_err(s, AIDOS_E_SHAPE, "C does not broadcast to [%lld, %lld]",
+				       (long long)p->M, (long long)p->N);
+	}
+	int64_t d[2] = { p->M, p->N };
+	hal_tensor_set_shape(s->out[0], HAL_DT_F32, 2, d);
+	if (!hal_use_reference) {
+		if (b->is_const && b->data && p->K > 0 && p->N > 0) {
+			float *bp = hal_step_alloc(s, hal_gemm_packed_b_bytes(p->K, p->N));
+			if (!bp)
+				return AIDOS_E_NOMEM;
+			hal_gemm_pack_b(bp, b->data, b->dims[1], p->tb, p->K, p->N);
+			p->bp = bp;
+		}
+		s->scratch_bytes = hal_gemm_scratch_bytes(p->M, p->N, p->K, 0, p->bp != NULL);
+	}
+	s->params = p;
+	return 0;
+}
+
+static int gemm_exec(hal_step *s)
+{
+	const struct gemm_op *p = s->params;
+	const float *a = s->in[0]->data, *b = s->in[1]->data;
+	const hal_tensor *ct = in_opt(s, 2);
+	const float *c = ct && p->cm ? ct->data : NULL;
+	float *y = s->out[0]->data;
+	int64_t lda = s->in[0]->dims[1], ldb = s->in[1]->dims[1];
+	if (hal_use_reference) {
+		for (int64_t i = 0; i < p->M; i++)
+			for (int64_t j = 0; j < p->N; j++) {
+				float acc = 0;
+				for (int64_t k = 0; k < p->K; k++)
+					acc += a[p->ta ? k * lda + i : i * lda + k] *
+					       b[p->tb ? j * ldb + k : k * ldb + j];
+				float cv = c ? c[(p->cm == 1 ? 0 : i) * p->cn + (p->cn == 1 ? 0 : j)] : 0;
+				y[i * p->N + j] = p->alpha * acc + p->beta * cv;
+			}
+		return 0;
+	}
+	if (c && p->beta != 0.0f)
+		for (int64_t i = 0; i < p->M; i++)
+			for (int64_t j = 0; j < p->N; j++)
+				y[i * p->N + j] =
+					p->beta * c[(p->cm == 1 ? 0 : i) * p->cn + (p->cn == 1 ? 0 : j)];
+	hal_gemm_args g = {
+		.M = p->M, .N = p->N, .K = p->K,
+		.a = a, .lda = lda, .trans_a = p->ta,
+		.b = b, .ldb = ldb, .trans_b = p->tb, .b_packed = p->bp,
+		.c = y, .ldc = p->N, .alpha = p->alpha, .beta = c && p->beta != 0.0f ? 1.0f : 0.0f,
+	};
+	hal_gemm(s, &g, s->scratch);
+	return 0;
+}
+
+/* ================= MatMul ================= */
+
+struct matmul {
+	int64_t M, N, K;
+	int brank;                            /* broadcast batch rank */
+	int64_t bd[HAL_MAX_RANK];             /* output batch dims */
+	int64_t sa[HAL_MAX_RANK], sb[HAL_MAX_RANK];  /* matrix strides per batch dim, 0 = bcast */
+	int64_t nbatch;
+	int fold;                             /* A's batch folds into M (B not batched) */
+	const float *bp;                      /* packed B matrices, or NULL */
+	int64_t nb_b;                         /* B matrices packed */
+	size_t bp_stride;                     /* floats between them */
+};
+
+static int matmul_infer(hal_step *s)
+{
+	const hal_tensor *a = in_opt(s, 0), *b = in_opt(s, 1);
+	int rc;
+	if ((rc = need_f32(s, a, "A")) || (rc = need_f32(s, b, "B")))
+		return rc;
+	if (a->rank < 1 || b->rank < 1)
+		return hal_err(s, AIDOS_E_SHAPE, "MatMul of a scalar");
+	struct matmul *p = hal_step_alloc(s, sizeof *p);
+	if (!p)
+		return AIDOS_E_NOMEM;
+	/* numpy: a 1-D A is [1,K] (M dropped), a 1-D B is [K,1] (N dropped). */
+	int ar = a->rank, br = b->rank;
+	p->M = ar == 1 ? 1 : a->dims[ar - 2];
+	p->K = a->dims[ar - 1];
+	p->N = br == 1 ? 1 : b->dims[br - 1];
+	int64_t kb = br == 1 ? b->dims[0] : b->dims[br - 2];
+	if (kb != p->K)
+		return hal_err(s, AIDOS_E_SHAPE, "A gives K=%lld, B %lld", (long long)p->K,
+			       (long long)kb);
+	int abr = ar > 2 ? ar - 2 : 0, bbr = br > 2 ? br - 2 : 0;
+	p->brank = MAX(abr, bbr);
+	int64_t st_a = p->M * p->K, st_b = p->K * p->N;
+	p->nbatch = 1;
+	for (int i = p->brank - 1; i >= 0; i--) {
+		int ia = i - (p->brank - abr), ib = i - (p->brank - bbr);
+		int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+		if (da != db && da != 1 && db != 1)
+			return hal_err(s, AIDOS_E_SHAPE, "batch dims %lld and %lld do not broadcast",
+				       (long long)da, (long long)db);
+		p->bd[i] = da == 1 ? db : da;
+		p->sa[i] = da == 1 ? 0 : st_a;
+		p->sb[i] = db == 1 ? 0 : st_b;
+		st_a *= da;
+		st_b *= db;
+		p->nbatch *= p->bd[i];
+	}
+	int64_t od[HAL_MAX_RANK];
+	int orank = 0;
+	for (int i = 0; i < p->brank; i++)
+		od[orank++] = p->bd[i];
+	if (ar > 1)
+		od[orank++] = p->M;
+	if (br > 1)
+		od[orank++] = p->N;
+	hal_tensor_set_shape(s->out[0], HAL_DT_F32, orank, od);
+	int64_t nb_b = hal_numel(b) / MAX(1, p->K * p->N);
+	/* B shared by every batch: fold A's batch dims into M (A is contiguous). */
+	p->fold = nb_b == 1 && hal_numel(a) == p->nbatch * p->M * p->K;
+	if (!hal_use_reference) {
+		int64_t M = p->fold ? p->nbatch * p->M : p->M;
+		if (b->is_const && b->data && p->K > 0 && p->N > 0 && nb_b > 0) {
+			size_t bb = hal_gemm_packed_b_bytes(p->K, p->N);
+			float *bp = hal_step_alloc(s, bb * (size_t)nb_b);
+			if (!bp)
+				return AIDOS_E_NOMEM;
+			for (int64_t i = 0; i < nb_b; i++)
+				hal_gemm_pack_b(bp + (size_t)i * (bb / sizeof *bp),
+						(const float *)b->data + i * p->K * p->N, p->N, 0,
+						p->K, p->N);
+			p->bp = bp;
+			p->nb_b = nb_b;
+			p->bp_stride = bb / sizeof *bp;
+		}
+		s->scratch_bytes = hal_gemm_scratch_bytes(M, p->N, p->K, 0, p->bp != NULL);
+	}
+	s->params = p;
+	return 0;
+}
+
+static int matmul_exec(hal_step *s)
+{
+	const struct matmul *p = s->params;
+	const float *a = s->in[0]->data, *b = s->in[1]->data;
+	float *y = s->out[0]->data;
+	if (!hal_use_reference && p->fold) {
+		hal_gemm_args g = {
+			.M = p->nbatch * p->M, .N = p->N, .K = p->K, .a = a, .lda = p->K,
+			.b = b, .ldb = p->N, .b_packed = p->bp, .c = y, .ldc = p->N,
+			.alpha = 1.0f, .beta = 0.0f,
+		};
+		hal_gemm(s, &g, s->scratch);
+		return 0;
+	}
+	for (int64_t t = 0; t < p->nbatch; t++) {
+		int64_t oa = 0, ob = 0, r = t;
+		for (int i = p->brank - 1; i >= 0; i--) {
+			int64_t k = r % p->bd[i];
+			r /= p->bd[i];
+			oa += k * p->sa[i];
+			ob += k * p->sb[i];
+		}
+		const float *at = a + oa, *bt = b + ob;
+		float *yt = y + t * p->M * p->N;
+		if (hal_use_reference) {
+			for (int64_t i = 0; i < p->M; i++)
+				for (int64_t j = 0; j < p->N; j++) {
+					float acc = 0;
+					for (int64_t k = 0; k < p->K; k++)
+						acc += at[i * p->K + k] * bt[k * p->N + j];
+					yt[i * p->N + j] = acc;
+				}
+			continue;
+		}
+		hal_gemm_args g = {
+			.M = p->M, .N = p->N, .K = p->K, .a = at, .lda = p->K,
+			.b = bt, .ldb = p->N,
+			.b_packed = p->bp ? p->bp + ob / MAX(1, p->K * p->N) * p->bp_stride : NULL,
+			.c = yt, .ldc = p->N, .alpha = 1.0f, .beta = 0.0f,
+		};
+		hal_gemm(s, &g, s->scratch);
+	}
+	return 0;
+}
+
+/* ================= pooling ================= */
+
+enum { POOL_MAX, POOL_AVG };
+
+struct pool {
+	struct win w;
+	int64_t planes;       /* N*C */
+	int kind, include_pad, storage_order, global;
+};
+
+static int pool_infer_common(hal_step *s, int kind, int global)
+{
+	const hal_tensor *x = in_opt(s, 0);
+	int rc, ap = AP_NOTSET;
+	if (!x)
+		return hal_err(s, AIDOS_E_INVALID, "missing input X");
+	int dt = x->dtype;
+	if (dt != HAL_DT_F32 && !(kind == POOL_MAX && (dt == HAL_DT_F64 || dt == HAL_DT_U8 ||
+						       dt == HAL_DT_I8)))
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "dtype %s unsupported", hal_dtype_name(dt));
+	struct pool *p = hal_step_alloc(s, sizeof *p);
+	if (!p)
+		return AIDOS_E_NOMEM;
+	if ((rc = win_init(s, &p->w, x)))
+		return rc;
+	p->kind = kind;
+	p->global = global;
+	p->planes = x->dims[0] * x->dims[1];
+	int nsp = p->w.nsp, o = SP - nsp;
+	if (global) {
+		for (int i = o; i < SP; i++)
+			p->w.k[i] = p->w.in[i];
+	} else {
+		int64_t ks[SP];
+		const int64_t *kv;
+		if (hal_attr_ints(s->node, "kernel_shape", &kv) != nsp)
+			return hal_err(s, AIDOS_E_INVALID, "kernel_shape must have %d values", nsp);
+		if ((rc = attr_ints_n(s, "kernel_shape", nsp, 1, ks)))
+			return rc;
+		for (int i = 0; i < nsp; i++) {
+			if (ks[i] < 1)
+				return hal_err(s, AIDOS_E_INVALID, "kernel_shape must be >= 1");
+			p->w.k[o + i] = ks[i];
+		}
+		if ((rc = win_attrs(s, &p->w, 1)) || (rc = auto_pad(s, &ap)))
+			return rc;
+		p->include_pad = (int)hal_attr_int(s->node, "count_include_pad", 0);
+		p->storage_order = (int)hal_attr_int(s->node, "storage_order", 0);
+	}
+	if ((rc = win_output(s, &p->w, ap, global ? 0 : (int)hal_attr_int(s->node, "ceil_mode", 0))))
+		return rc;
+	win_set_out(s->out[0], dt, x->dims[0], x->dims[1], &p->w);
+	hal_tensor *ind = out_opt(s, 1);
+	if (ind) {
+		if (kind != POOL_MAX || global)
+			return hal_err(s, AIDOS_E_INVALID, "unexpected second output");
+		win_set_out(ind, HAL_DT_I64, x->dims[0], x->dims[1], &p->w);
+	}
+	s->params = p;
+	return 0;
+}
+
+struct pool_job {
+	const struct pool *p;
+	const void *x;
+	void *y;
+	int64_t *ind;
+};
+
+/* Visits the taps of window (od, oh, ow) that fall inside the input; the
+ * macro body sees the input offset `ii` and spatial coordinates id, ih, iw. */
+#define POOL_TAPS(W, od, oh, ow, BODY)                                                \
+	for (int64_t kd_ = 0; kd_ < (W)->k[0]; kd_++) {                               \
+		int64_t id = (od) * (W)->st[0] - (W)->pb[0] + kd_ * (W)->dl[0];       \
+		if (id < 0 || id >= (W)->in[0])                                       \
+			continue;                                                     \
+		for (int64_t kh_ = 0; kh_ < (W)->k[1]; kh_++) {                       \
+			int64_t ih = (oh) * (W)->st[1] - (W)->pb[1] + kh_ * (W)->dl[1]; \
+			if (ih < 0 || ih >= (W)->in[1])                               \
+				continue;                                             \
+			for (int64_t kw_ = 0; kw_ < (W)->k[2]; kw_++) {               \
+				int64_t iw = (ow) * (W)->st[2] - (W)->pb[2] + kw_ * (W)->dl[2]; \
+				if (iw < 0 || iw >= (W)->in[2])                       \
+					continue;                                     \
+				int64_t ii = (id * (W)->in[1] + ih) * (W)->in[2] + iw; \
+				BODY                                                  \
+			}                                                             \
+		}                                                                     \
+	}
+
+/* Taps of one window axis inside [lo, hi). */
+static int64_t taps_in(int64_t o, int64_t st, int64_t pb, int64_t k, int64_t dl, int64_t lo,
+		       int64_t hi)
+{
+	int64_t n = 0;
+	for (int64_t i = 0; i < k; i++) {
+		int64_t x = o * st - pb + i * dl;
+		n += x >= lo && x < hi;
+	}
+	return n;
+}
+
+/* MaxPool for one element type. Indices count from the start of the whole
+ * input tensor: the (n, c) plane's offset plus the position in the plane,
+ * row-major (storage_order 0) or column-major (storage_order 1). */
+#define DEF_MAXPOOL(T, NAME, LOWEST)                                                      \
+	static void NAME(void *arg, int64_t t0, int64_t t1)                               \
+	{                                                                                 \
+		const struct pool_job *j = arg;                                           \
+		const struct win *W = &j->p->w;                                           \
+		int64_t ihw = win_in(W), ohw = win_out(W);                                \
+		for (int64_t t = t0; t < t1; t++) {                                       \
+			const T *x = (const T *)j->x + t * ihw;                           \
+			T *y = (T *)j->y + t * ohw;                                       \
+			for (int64_t od = 0; od < W->out[0]; od++)                        \
+			for (int64_t oh = 0; oh < W->out[1]; oh++)                        \
+			for (int64_t ow = 0; ow < W->out[2]; ow++) {                      \
+				T m = LOWEST;                                             \
+				int64_t at = -1, ad = 0, ah = 0, aw = 0;                  \
+				POOL_TAPS(W, od, oh, ow, if (at < 0 || x[ii] > m) {       \
+					m = x[ii];                                        \
+					at = ii;                                          \
+					ad = id;                                          \
+					ah = ih;                                          \
+					aw = iw;                                          \
+				})                                                        \
+				int64_t o = (od * W->out[1] + oh) * W->out[2] + ow;       \
+				y[o] = m;                                                 \
+				if (j->ind) {                                             \
+					if (j->p->storage_order)                          \
+						at = (aw * W->in[1] + ah) * W->in[0] + ad; \
+					j->ind[t * ohw + o] = at < 0 ? 0 : t * ihw + at;  \
+				}                                                         \
+			}                                                                 \
+		}                                                                         \
+	}
+
+DEF_MAXPOOL(float, maxpool_f32, -INFINITY)
+DEF_MAXPOOL(double, maxpool_f64, -INFINITY)
+DEF_MAXPOOL(uint8_t, maxpool_u8, 0)
+DEF_MAXPOOL(int8_t, maxpool_i8, INT8_MIN)
+
+static void avgpool_range(void *arg, int64_t t0, int64_t t1)
+{
+	const struct pool_job *j = arg;
+	const struct pool *p = j->p;
+	const struct win *W = &p->w;
+	int64_t ihw = win_in(W), ohw = win_out(W);
+	for (int64_t t = t0; t < t1; t++) {
+		const float *x = (const float *)j->x + t * ihw;
+		float *y = (float *)j->y + t * ohw;
+		for (int64_t od = 0; od < W->out[0]; od++)
+		for (int64_t oh = 0; oh < W->out[1]; oh++)
+		for (int64_t ow = 0; ow < W->out[2]; ow++) {
+			double sum = 0;
+			int64_t cnt = 0;
+			POOL_TAPS(W, od, oh, ow, sum += x[ii]; cnt++;)
+			if (p->include_pad) {
+				/* taps inside the padded input (not past the end
+				 * padding that ceil_mode may add) */
+				cnt = 1;
+				int64_t o3[SP] = { od, oh, ow };
+				for (int i = 0; i < SP; i++)
+					cnt *= taps_in(o3[i], W->st[i], W->pb[i], W->k[i], W->dl[i],
+						       -W->pb[i], W->in[i] + W->pe[i]);
+			}
+			y[(od * W->out[1] + oh) * W->out[2] + ow] = cnt ? (float)(sum / cnt) : 0.0f;
+		}
+	}
+}
+
+static void gpool_range(void *arg, int64_t t0, int64_t t1)
+{
+	const struct pool_job *j = arg;
+	const struct pool *p = j->p;
+	int64_t n = win_in(&p->w);
+	for (int64_t t = t0; t < t1; t++) {
+		const float *x = (const float *)j->x + t * n;
+		if (p->kind == POOL_AVG) {
+			double sum = 0;
+			for (int64_t i = 0; i < n; i++)
+				sum += x[i];
+			((float *)j->y)[t] = n ? (float)(sum / n) : 0.0f;
+		} else {
+			float m = -INFINITY;
+			for (int64_t i = 0; i < n; i++)
+				m = x[i] > m || i == 0 ? x[i] : m;
+			((float *)j->y)[t] = m;
+		}
+	}
+}
+
+static int pool_exec(hal_step *s)
+{
+	const struct pool *p = s->params;
+	hal_tensor *ind = out_opt(s, 1);
+	struct pool_job j = { p, s->in[0]->data, s->out[0]->data, ind ? ind->data : NULL };
+	int64_t grain = MAX(1, 16384 / MAX(1, win_out(&p->w) * win_k(&p->w)));
+	hal_range_fn fn = avgpool_range;
+	if (p->global) {
+		fn = gpool_range;
+	} else if (p->kind == POOL_MAX) {
+		switch (s->in[0]->dtype) {
+		case HAL_DT_F64: fn = maxpool_f64; break;
+		case HAL_DT_U8: fn = maxpool_u8; break;
+		case HAL_DT_I8: fn = maxpool_i8; break;
+		default: fn = maxpool_f32;
+		}
+	}
+	if (win_out(&p->w) > 0)
+		hal_parallel_for(s, p->planes, grain, fn, &j);
+	return 0;
+}
+
+static int maxpool_infer(hal_step *s) { return pool_infer_common(s, POOL_MAX, 0); }
+static int avgpool_infer(hal_step *s) { return pool_infer_common(s, POOL_AVG, 0); }
+static int gmaxpool_infer(hal_step *s) { return pool_infer_common(s, POOL_MAX, 1); }
+static int gavgpool_infer(hal_step *s) { return pool_infer_common(s, POOL_AVG, 1); }
+
+/* ================= registry ================= */
+
+static const hal_op op_conv = { "Conv", 1, HAL_OP_PURE, conv_infer, conv_exec };
+static const hal_op op_convt = { "ConvTranspose", 1, HAL_OP_PURE, convt_infer, convt_exec };
+static const hal_op op_bn = { "BatchNormalization", 1, HAL_OP_PURE, bn_infer, bn_exec };
+static const hal_op op_gemm = { "Gemm", 1, HAL_OP_PURE, gemm_infer, gemm_exec };
+static const hal_op op_matmul = { "MatMul", 1, HAL_OP_PURE, matmul_infer, matmul_exec };
+static const hal_op op_maxpool = { "MaxPool", 1, HAL_OP_PURE, maxpool_infer, pool_exec };
+static const hal_op op_avgpool = { "AveragePool", 1, HAL_OP_PURE, avgpool_infer, pool_exec };
+static const hal_op op_gmaxpool = { "GlobalMaxPool", 1, HAL_OP_PURE, gmaxpool_infer, pool_exec };
+static const hal_op op_gavgpool = { "GlobalAveragePool", 1, HAL_OP_PURE, gavgpool_infer,
+				    pool_exec };
+extern const hal_op hal_op_lstm;
+
+const hal_op *const hal_ops_nn[] = {
+	&op_conv, &op_convt, &op_bn, &op_gemm, &op_matmul, &op_maxpool, &op_avgpool,
+	&op_gmaxpool, &op_gavgpool, &hal_op_lstm, NULL,
+};

@@ -1,0 +1,100 @@
+/*
+ * hal/plan.h - plans: a graph specialised to input shapes, ready to run.
+ *
+ * hal_plan_build() walks the graph once in topological order. For each node
+ * it resolves the inputs, asks the kernel to infer output shapes, and folds
+ * the node when its value is known at plan time (every input constant, or
+ * the kernel computed it). What is left becomes a flat array of steps. Then
+ * every activation gets an offset in one arena from its lifetime [defining
+ * step, last reading step] (greedy best-fit by size, largest first), so a
+ * request touches only memory reserved here.
+ *
+ * Subgraphs (If branches) are child plans with their own arenas; a name a
+ * child does not define resolves in its parent, and the parent keeps that
+ * value alive until the step that owns the child.
+ */
+#ifndef AIDOS_HAL_PLAN_H
+#define AIDOS_HAL_PLAN_H
+
+#include "hal/hal.h"
+#include "hal/ir.h"
+#include "hal/model.h"
+#include "pools/pools.h"
+
+enum hal_value_kind {
+	HAL_VAL_INPUT = 1,   /* bound by the caller per run (or by the If/Loop owner) */
+	HAL_VAL_CONST = 2,   /* initializer, Constant, or folded */
+	HAL_VAL_ACT = 3,     /* computed per run, lives in the arena */
+};
+
+typedef struct hal_value {
+	const char *name;
+	hal_tensor t;
+	int kind;
+	int def;             /* run step that writes it (-1: before the first) */
+	int last;            /* last run step that reads it */
+	int alias;           /* index of the value whose bytes it shares, -1 */
+	size_t offset;       /* in the arena (ACT roots) */
+} hal_value;
+
+typedef struct hal_threadpool hal_threadpool;
+
+typedef struct hal_plan {
+	struct hal_plan *parent;
+	struct hal_plan *children;  /* control-flow sub-plans, freed with us */
+	struct hal_plan *next_child;
+	int parent_step;           /* run index of the parent's step that owns us */
+	const ir_graph *g;
+	const struct aidos_model *model;
+	int opset;
+	hal_threadpool *tp;
+
+	hal_value *val;            /* capacity fixed at build: pointers stay valid */
+	int n_val, cap_val;
+	int *hash;                 /* open addressing over val, -1 empty */
+	int hash_cap;
+
+	hal_step *step;            /* steps that run per request, in order */
+	int n_step, cap_step;
+	int n_folded;
+
+	int n_out;
+	hal_tensor **out;          /* graph outputs */
+	int n_in;
+	hal_value **in;            /* graph inputs (not initializers) */
+
+	ir_mem mem;                /* params, folded values, pointer arrays */
+	pool_arena arena;
+	size_t naive_bytes;
+	char err[512];
+} hal_plan;
+
+/* Input shapes for the top graph, by name. */
+typedef struct hal_input_shape {
+	const char *name;
+	int dtype;
+	int rank;
+	const int64_t *dims;
+} hal_input_shape;
+
+/* Builds a plan for graph g. For a subgraph, parent is the enclosing plan
+ * (which then owns the child and frees it) and parent_step the run index of
+ * the owning step; inputs are the subgraph's formal inputs (may be 0). On
+ * error returns a code with the message in err; a top-level *out is still
+ * set and must be freed. */
+int hal_plan_build(const struct aidos_model *m, const ir_graph *g, hal_plan *parent, int parent_step,
+		   int opset, hal_threadpool *tp, int n_in, const hal_input_shape *in,
+		   hal_plan **out, char *err, size_t errlen);
+void hal_plan_free(hal_plan *p);
+
+/* Runs every step. Inputs must already be bound (their t.data set). On error
+ * the message is in p->err. No allocation. */
+int hal_plan_run(hal_plan *p);
+
+/* Thread pool (hal/threadpool.c): threads - 1 workers; 1 means inline. */
+int hal_threadpool_create(int threads, hal_threadpool **out);
+void hal_threadpool_destroy(hal_threadpool *tp);
+int hal_threadpool_size(const hal_threadpool *tp);
+void hal_threadpool_run(hal_threadpool *tp, int64_t n, int64_t grain, hal_range_fn fn, void *arg);
+
+#endif

@@ -1,0 +1,1496 @@
+/*
+ * node/node.c - the node daemon: boot, the aidos.Node service, running
+ * requests, registration with the coordinator and the heartbeat (node.h
+ * tells the contracts, docs/cluster.md the design).
+ *
+ * Boot: options -> machine probe (cores, memory, cpu features) ->
+ * transport (UCX worker) -> RPC server -> data plane -> RegisterNode ->
+ * restore the agents the coordinator lists -> heartbeat thread. The data
+ * plane starts before registration so the address published in NodeInfo
+ * answers from the moment the coordinator knows it (NOTFOUND until agents
+ * arrive).
+ *
+ * Requests: both the data plane and Node.Infer call serve(): validate the
+ * tensors against the agent's model, take the agent's mutex, feed the state
+ * from the context region, run, check the state outputs against the
+ * state's shape, hand the reply to the caller's emit (which packs it while
+ * the outputs are still valid), and only then fold the state outputs into
+ * the region (version += 1): a request whose reply could not be made leaves
+ * the state as it was, so the client can send the same chunk again.
+ *
+ * Checkpoints: each heartbeat carries the contexts of stateful agents whose
+ * version changed (and every CKPT_RESEND beats all of them again, since the
+ * coordinator drops one that arrives while it migrates the agent); the same
+ * snapshot goes to DATA_DIR/agents/<name>.ctx, so a node restarted with its
+ * agents listed by the coordinator resumes them from the last checkpoint.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "node/node.h"
+#include "node/wire.h"
+#include "pools/pools.h"
+#include "proto/rpc.h"
+
+#define REGISTER_DEADLINE_MS 3000
+#define REGISTER_RETRY_MS 500
+#define PULL_TIMEOUT_MS 4000      /* the coordinator gives ImportContext 5 s in all */
+#define CKPT_RESEND 20            /* beats between full checkpoint resends */
+#define PEER_IDLE_MS 60000
+#define MAX_ADDR 256
+#define MAX_UCX_ADDR 65536
+#define MAX_RKEY 65536
+
+struct node {
+	node_opts o;
+	char name[NODE_NAME_MAX];
+	char *coord_addr, *data_dir, *listen, *ckpt_dir;
+	char rpc_addr[MAX_ADDR];
+	char transport[160], reason[1200];
+	char cpu_name[256];
+	uint32_t cores;
+	uint64_t mem_total;
+
+	xport *x;                  /* NULL: no data plane (transport auto, UCX unusable) */
+	node_models models;
+	node_table table;
+	node_peers *peers;
+	node_dp *dp;
+	rpc_server *srv;
+	rpc_client *coord;
+	int rpc_ref;
+
+	uint64_t hb_ms, lease_ms;
+	double boot_ms;            /* at registration */
+	int grpc_inflight;         /* atomic: Node.Infer calls running */
+
+	pthread_mutex_t mu;        /* stop, hb thread */
+	pthread_cond_t cv;
+	int stop;
+	pthread_t hb;
+	int hb_started;
+};
+
+/* ---- small helpers ---- */
+
+static double mono_msf(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+__attribute__((format(printf, 4, 5)))
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+void node_log(const node *n, int level, const char *fmt, ...)
+{
+	static const char *lv[] = { "info", "warn", "error" };
+	char msg[1500], line[1800];
+	struct timespec now;
+	struct tm tm;
+	va_list ap;
+
+	if (level < NODE_LOG_INFO || level > NODE_LOG_ERROR)
+		level = NODE_LOG_ERROR;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	/* one write per line: threads never interleave */
+	snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ aidos-node[%s] %s: %s\n",
+		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		 (int)(now.tv_nsec / 1000000), n ? n->name : "-", lv[level], msg);
+	fputs(line, stderr);
+}
+
+#define LOGI(n, ...) node_log(n, NODE_LOG_INFO, __VA_ARGS__)
+#define LOGW(n, ...) node_log(n, NODE_LOG_WARN, __VA_ARGS__)
+#define LOGE(n, ...) node_log(n, NODE_LOG_ERROR, __VA_ARGS__)
+
+/* Sleeps ms unless stopped; returns 1 when stopped. */
+static int nap(node *n, uint64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(ms / 1000);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&n->mu);
+	while (!n->stop && pthread_cond_timedwait(&n->cv, &n->mu, &ts) != ETIMEDOUT)
+		;
+	int s = n->stop;
+	pthread_mutex_unlock(&n->mu);
+	return s;
+}
+
+/* A malloc'ed deep copy of a message built from borrowed parts, as the RPC
+ * server frees replies (protobuf_c_message_free_unpacked with NULL). */
+static ProtobufCMessage *dup_msg(const void *msg)
+{
+	const ProtobufCMessage *m = msg;
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf = pool_malloc(len ? len : 1);
+	ProtobufCMessage *r;
+	if (!buf)
+		return NULL;
+	protobuf_c_message_pack(m, buf);
+	r = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+	pool_free(buf);
+	return r;
+}
+
+static int reply(const void *msg, ProtobufCMessage **resp, char *err, size_t errlen)
+{
+	if (!(*resp = dup_msg(msg)))
+		return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
+	return 0;
+}
+
+static uint64_t meminfo(const char *key)
+{
+	FILE *f = fopen("/proc/meminfo", "re");
+	char line[256];
+	size_t kl = strlen(key);
+	uint64_t v = 0;
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof line, f))
+		if (!strncmp(line, key, kl) && line[kl] == ':') {
+			v = strtoull(line + kl + 1, NULL, 10) * 1024u;
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* ---- agents as the protocol shows them ---- */
+
+/* Borrowed view of an agent's AgentInfo; valid while a lives and ai_pairs
+ * storage does. */
+typedef struct agent_view {
+	Aidos__AgentInfo ai;
+	Aidos__StatePair sp[NODE_MAX_STATE];
+	Aidos__StatePair *spp[NODE_MAX_STATE];
+} agent_view;
+
+static void agent_view_fill(node *n, node_agent *a, agent_view *v)
+{
+	aidos__agent_info__init(&v->ai);
+	v->ai.name = a->name;
+	v->ai.model_path = a->model_path;
+	v->ai.node = n->name;
+	v->ai.priority = a->priority;
+	v->ai.stateful = a->stateful;
+	for (int i = 0; i < a->n_state; i++) {
+		aidos__state_pair__init(&v->sp[i]);
+		v->sp[i].input = a->state[i].input;
+		v->sp[i].output = a->state[i].output;
+		v->spp[i] = &v->sp[i];
+	}
+	v->ai.n_state = (size_t)a->n_state;
+	v->ai.state = v->spp;
+	v->ai.device = a->device;
+	v->ai.context_node = a->stateful ? n->name : (char *)"";
+	pthread_mutex_lock(&a->smu);
+	v->ai.state_now = (Aidos__AgentState)a->state_now;
+	v->ai.context_version = a->version;
+	v->ai.latency_ms = a->latency_ms;
+	v->ai.requests = a->requests;
+	v->ai.mem_bytes = node_model_bytes(a->model) + a->ctx_len + a->arena_bytes;
+	pthread_mutex_unlock(&a->smu);
+}
+
+/* Where an agent's local checkpoint lives. */
+static void ckpt_path(const node *n, const char *agent, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%s.ctx", n->ckpt_dir, agent);
+}
+
+static int write_file(const char *path, const uint8_t *p, size_t len)
+{
+	char tmp[PATH_MAX + 8];
+	int fd, rc = 0;
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+		return -errno;
+	while (len) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			rc = -errno;
+			break;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	if (close(fd) && !rc)
+		rc = -errno;
+	if (!rc && rename(tmp, path))
+		rc = -errno;
+	if (rc)
+		unlink(tmp);
+	return rc;
+}
+
+/* Reads the local checkpoint of agent a into its region, if there is a
+ * valid one. Returns 1 when restored. */
+static int ckpt_load_local(node *n, node_agent *a)
+{
+	char path[PATH_MAX], why[300];
+	struct stat st;
+	uint8_t *buf = NULL;
+	int fd, ok = 0;
+	ckpt_path(n, a->name, path, sizeof path);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	if (fstat(fd, &st) || st.st_size <= 0 || (uint64_t)st.st_size > 2 * (uint64_t)a->ctx_len + 65536 ||
+	    !(buf = pool_malloc((size_t)st.st_size))) {
+		close(fd);
+		LOGW(n, "agent %s: local checkpoint %s unusable (size); starting from zeros", a->name, path);
+		return 0;
+	}
+	ssize_t r = pread(fd, buf, (size_t)st.st_size, 0);
+	close(fd);
+	Aidos__AgentContext *c = r == st.st_size ? aidos__agent_context__unpack(NULL, (size_t)r, buf) : NULL;
+	if (!c) {
+		LOGW(n, "agent %s: local checkpoint %s does not parse; starting from zeros", a->name, path);
+	} else if (strcmp(c->agent, a->name)) {
+		LOGW(n, "agent %s: local checkpoint %s is of agent '%.64s'; starting from zeros", a->name, path,
+		     c->agent);
+	} else if (node_ckpt_unpack(a->state, a->n_state, c, a->ctx, a->ctx_len, why, sizeof why)) {
+		LOGW(n, "agent %s: local checkpoint rejected: %s; starting from zeros", a->name, why);
+	} else {
+		a->version = c->version;
+		a->ckpt_sent = 0;   /* the coordinator may not have this one: send it */
+		ok = 1;
+	}
+	if (c)
+		aidos__agent_context__free_unpacked(c, NULL);
+	pool_free(buf);
+	return ok;
+}
+
+/* Spawns an agent from an AgentInfo (+ optional checkpoint) and inserts it.
+ * *out (may be NULL) gets a reference. */
+static int spawn(node *n, const Aidos__AgentInfo *ai, const Aidos__AgentContext *ctx, int local_ckpt,
+		 node_agent **out, char *err, size_t errlen)
+{
+	const char *ex_in[NODE_MAX_STATE], *ex_out[NODE_MAX_STATE];
+	node_agent *a;
+	double t0 = mono_msf();
+	int rc;
+
+	if (out)
+		*out = NULL;
+	if (ai->n_state > NODE_MAX_STATE)
+		return fail(err, errlen, AIDOS_E_INVALID, "agent %.64s: %zu state pairs (max %d)", ai->name, ai->n_state,
+			    NODE_MAX_STATE);
+	for (size_t i = 0; i < ai->n_state; i++) {
+		if (!ai->state[i])
+			return fail(err, errlen, AIDOS_E_INVALID, "agent %.64s: empty state pair %zu", ai->name, i);
+		ex_in[i] = ai->state[i]->input;
+		ex_out[i] = ai->state[i]->output;
+	}
+	node_agent_spec sp = { .name = ai->name, .model_path = ai->model_path, .device = ai->device,
+			       .priority = ai->priority, .stateful = ai->stateful || ai->n_state,
+			       .ex_in = ex_in, .ex_out = ex_out, .n_ex = (int)ai->n_state };
+	if ((rc = node_agent_create(&n->models, n->x, &sp, &a, err, errlen)))
+		return rc;
+	const char *from = "zeros";
+	if (ctx && (ctx->n_tensors || ctx->version)) {
+		char why[400];
+		if (!a->stateful) {
+			node_agent_unref(a);
+			return fail(err, errlen, AIDOS_E_INVALID, "agent %s is stateless: a context makes no sense", ai->name);
+		}
+		if ((rc = node_ckpt_unpack(a->state, a->n_state, ctx, a->ctx, a->ctx_len, why, sizeof why))) {
+			node_agent_unref(a);
+			return fail(err, errlen, rc, "agent %s: checkpoint refused: %s", ai->name, why);
+		}
+		a->version = ctx->version;
+		a->ckpt_sent = ctx->version;
+		from = "the coordinator's checkpoint";
+	} else if (a->stateful && local_ckpt && ckpt_load_local(n, a)) {
+		from = "the local checkpoint";
+	}
+	if ((rc = node_table_add(&n->table, a))) {
+		node_agent_unref(a);
+		return fail(err, errlen, rc == -EEXIST ? AIDOS_E_INVALID : rc, "agent '%s' already exists on node %s",
+			    ai->name, n->name);
+	}
+	if (a->stateful && !strcmp(from, "zeros")) {
+		char path[PATH_MAX];
+		ckpt_path(n, a->name, path, sizeof path);
+		unlink(path);   /* a stale one of an earlier agent of this name */
+	}
+	char pairs[512] = "";
+	size_t k = 0;
+	for (int i = 0; i < a->n_state && k < sizeof pairs; i++)
+		k += (size_t)snprintf(pairs + k, sizeof pairs - k, "%s%s<-%s", i ? " " : "", a->state[i].input,
+				      a->state[i].output);
+	if (a->stateful)
+		LOGI(n, "agent %s spawned in %.1f ms: %s, priority %d, state %s (%zu bytes, version %" PRIu64 " from %s)",
+		     a->name, mono_msf() - t0, a->model_path, a->priority, pairs, a->ctx_len, a->version, from);
+	else
+		LOGI(n, "agent %s spawned in %.1f ms: %s, priority %d, stateless (model shared by %d agents)", a->name,
+		     mono_msf() - t0, a->model_path, a->priority, node_model_refs(&n->models, a->model));
+	if (out)
+		*out = a;
+	else
+		node_agent_unref(a);
+	return 0;
+}
+
+/* Removes agent name; waits for its request in flight. why: for the log. */
+static int drop_agent(node *n, const char *name, const char *why, char *err, size_t errlen)
+{
+	node_agent *a = node_table_remove(&n->table, name);
+	char path[PATH_MAX];
+	if (!a)
+		return fail(err, errlen, AIDOS_E_NOTFOUND, "no agent '%.64s' on node %s", name, n->name);
+	pthread_mutex_lock(&a->mu);
+	pthread_mutex_lock(&a->smu);
+	a->state_now = AIDOS__AGENT_STATE__AGENT_DEAD;
+	pthread_mutex_unlock(&a->smu);
+	if (a->ctx_mem) {
+		xport_mem_release(a->x, a->ctx_mem);
+		a->ctx_mem = NULL;
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (a->stateful) {
+		ckpt_path(n, a->name, path, sizeof path);
+		unlink(path);
+	}
+	LOGI(n, "agent %s %s (%" PRIu64 " requests served)", a->name, why, a->requests);
+	node_agent_unref(a);
+	return 0;
+}
+
+/* ---- running requests ---- */
+
+static int dims_fit(const aidos_tensor *given, const aidos_tensor *model)
+{
+	if (model->rank < 0)
+		return 1;
+	if (given->rank != model->rank)
+		return 0;
+	for (int d = 0; d < given->rank; d++)
+		if (model->dims[d] >= 0 && model->dims[d] != given->dims[d])
+			return 0;
+	return 1;
+}
+
+static void shape_str(char *b, size_t len, const aidos_tensor *t)
+{
+	size_t k = (size_t)snprintf(b, len, "[");
+	for (int i = 0; i < t->rank && k < len; i++)
+		k += (t->dims[i] < 0) ? (size_t)snprintf(b + k, len - k, "%s?", i ? "," : "")
+				      : (size_t)snprintf(b + k, len - k, "%s%lld", i ? "," : "", (long long)t->dims[i]);
+	if (k < len)
+		snprintf(b + k, len - k, "]");
+}
+
+static const char *dt_name(int32_t dt)
+{
+	switch (dt) {
+	case AIDOS_DT_FLOAT: return "float32";
+	case AIDOS_DT_UINT8: return "uint8";
+	case AIDOS_DT_INT8: return "int8";
+	case AIDOS_DT_INT32: return "int32";
+	case AIDOS_DT_INT64: return "int64";
+	case AIDOS_DT_BOOL: return "bool";
+	case AIDOS_DT_DOUBLE: return "float64";
+	default: return "unsupported";
+	}
+}
+
+/* Checks the request's tensors against agent a's model and fills in[]
+ * (request tensors first, then the state). Returns the count or an error. */
+static int bind_inputs(node_agent *a, const Aidos__InferRequest *req, aidos_tensor *in, char *err, size_t errlen)
+{
+	aidos_model *m = node_model_handle(a->model);
+	int nin = aidos_model_n_inputs(m), k = 0;
+	char why[300], s1[128], s2[128];
+
+	if (req->n_inputs > NODE_MAX_INPUTS)
+		return fail(err, errlen, AIDOS_E_INVALID, "agent %s: %zu input tensors (max %d)", a->name,
+			    req->n_inputs, NODE_MAX_INPUTS);
+	for (size_t i = 0; i < req->n_inputs; i++) {
+		const Aidos__Tensor *pb = req->inputs[i];
+		aidos_tensor mi;
+		int j, rc;
+		if ((rc = aidos_wire_tensor_from_pb(pb, &in[k], why, sizeof why)))
+			return fail(err, errlen, AIDOS_E_INVALID, "agent %s: %s", a->name, why);
+		if (!pb->name[0])
+			return fail(err, errlen, AIDOS_E_INVALID, "agent %s: input tensor #%zu has no name", a->name, i);
+		for (j = 0; j < k; j++)
+			if (!strcmp(in[j].name, pb->name))
+				return fail(err, errlen, AIDOS_E_INVALID, "agent %s: tensor '%.128s' given twice", a->name,
+					    pb->name);
+		for (j = 0; j < a->n_state; j++)
+			if (!strcmp(a->state[j].input, pb->name))
+				return fail(err, errlen, AIDOS_E_INVALID,
+					    "agent %s: tensor '%.128s' is the agent's state (fed by the node from its "
+					    "context); do not send it", a->name, pb->name);
+		for (j = 0; j < nin; j++) {
+			aidos_model_input(m, j, &mi);
+			if (!strcmp(mi.name, pb->name))
+				break;
+		}
+		if (j == nin) {
+			char names[400];
+			size_t q = 0;
+			names[0] = 0;
+			for (int t = 0; t < nin && q < sizeof names; t++) {
+				aidos_model_input(m, t, &mi);
+				q += (size_t)snprintf(names + q, sizeof names - q, "%s%s", t ? ", " : "", mi.name);
+			}
+			return fail(err, errlen, AIDOS_E_INVALID, "agent %s: the model has no input '%.128s' (inputs: %s)",
+				    a->name, pb->name, names);
+		}
+		if (mi.dtype && mi.dtype != pb->dtype)
+			return fail(err, errlen, AIDOS_E_INVALID, "agent %s: tensor '%.128s' is %s, the model takes %s",
+				    a->name, pb->name, dt_name(pb->dtype), dt_name(mi.dtype));
+		if (!dims_fit(&in[k], &mi)) {
+			shape_str(s1, sizeof s1, &in[k]);
+			shape_str(s2, sizeof s2, &mi);
+			return fail(err, errlen, AIDOS_E_INVALID, "agent %s: tensor '%.128s' has shape %s, the model takes %s",
+				    a->name, pb->name, s1, s2);
+		}
+		k++;
+	}
+	/* Every model input that is not state must have come. */
+	for (int j = 0; j < nin; j++) {
+		aidos_tensor mi;
+		int have = 0;
+		aidos_model_input(m, j, &mi);
+		for (int t = 0; t < k && !have; t++)
+			have = !strcmp(in[t].name, mi.name);
+		for (int t = 0; t < a->n_state && !have; t++)
+			have = !strcmp(a->state[t].input, mi.name);
+		if (!have)
+			return fail(err, errlen, AIDOS_E_INVALID, "agent %s: input '%s' (%s) is missing", a->name, mi.name,
+				    dt_name(mi.dtype));
+	}
+	for (int j = 0; j < a->n_state; j++) {
+		const node_state *s = &a->state[j];
+		aidos_tensor *t = &in[k++];
+		memset(t, 0, sizeof *t);
+		t->name = s->input;
+		t->dtype = s->dtype;
+		t->rank = s->rank;
+		memcpy(t->dims, s->dims, sizeof t->dims);
+		t->data = a->ctx + s->offset;
+	}
+	return k;
+}
+
+/* The data plane's and Node.Infer's request runner (node_serve_fn). */
+static int serve(void *ctx, const Aidos__InferRequest *req, node_emit_fn emit, void *arg, char *err,
+		 size_t errlen)
+{
+	node *n = ctx;
+	aidos_tensor in[NODE_MAX_INPUTS + NODE_MAX_STATE];
+	aidos_tensor outs[NODE_MAX_INPUTS];
+	Aidos__Tensor opb[NODE_MAX_INPUTS], *opp[NODE_MAX_INPUTS];
+	Aidos__InferReply rep = AIDOS__INFER_REPLY__INIT;
+	char why[300], s1[128], s2[128];
+	node_agent *a;
+	int rc, k, nout;
+
+	if (!node_name_valid(req->agent))
+		return fail(err, errlen, AIDOS_E_INVALID, "invalid agent name '%.64s'", req->agent);
+	if (!(a = node_table_get(&n->table, req->agent)))
+		return fail(err, errlen, AIDOS_E_NOTFOUND, "no agent '%s' on node %s", req->agent, n->name);
+	if ((k = bind_inputs(a, req, in, err, errlen)) < 0) {
+		node_agent_unref(a);
+		return k;
+	}
+
+	pthread_mutex_lock(&a->mu);
+	pthread_mutex_lock(&a->smu);
+	int frozen = a->frozen, dead = a->state_now == AIDOS__AGENT_STATE__AGENT_DEAD;
+	if (!frozen && !dead)
+		a->state_now = AIDOS__AGENT_STATE__AGENT_INFER;
+	pthread_mutex_unlock(&a->smu);
+	if (frozen || dead) {
+		pthread_mutex_unlock(&a->mu);
+		node_agent_unref(a);
+		if (frozen)
+			return fail(err, errlen, AIDOS_E_NOTFOUND,
+				    "agent '%s' is migrating away from node %s; resolve it again", req->agent, n->name);
+		return fail(err, errlen, AIDOS_E_NOTFOUND, "no agent '%s' on node %s (just removed)", req->agent,
+			    n->name);
+	}
+
+	double t0 = mono_msf();
+	rc = aidos_session_run(a->sess, k, in);
+	double exec_ms = mono_msf() - t0;
+	if (rc) {
+		/* The session names the tensor or node at fault. An input it
+		 * cannot take is the caller's error, never "not found" (which
+		 * clients read as "the agent moved"). */
+		fail(err, errlen, rc == AIDOS_E_NOTFOUND || rc == AIDOS_E_SHAPE ? AIDOS_E_INVALID : rc,
+		     "agent %s: %s", a->name, aidos_session_errmsg(a->sess));
+		rc = rc == AIDOS_E_NOTFOUND || rc == AIDOS_E_SHAPE ? AIDOS_E_INVALID : rc;
+		goto done;
+	}
+	nout = aidos_model_n_outputs(node_model_handle(a->model));
+	if (nout > NODE_MAX_INPUTS) {
+		rc = fail(err, errlen, AIDOS_E_UNSUPPORTED, "agent %s: %d outputs", a->name, nout);
+		goto done;
+	}
+	for (int i = 0; i < nout; i++) {
+		aidos_session_output(a->sess, i, &outs[i]);
+		aidos__tensor__init(&opb[i]);
+		if ((rc = aidos_wire_tensor_to_pb(&outs[i], &opb[i], why, sizeof why))) {
+			fail(err, errlen, AIDOS_E_RUNTIME, "agent %s: output cannot be sent: %s", a->name, why);
+			rc = AIDOS_E_RUNTIME;
+			goto done;
+		}
+		opp[i] = &opb[i];
+	}
+	/* State outputs must fit the state, else the state is left alone. */
+	for (int j = 0; j < a->n_state; j++) {
+		const node_state *s = &a->state[j];
+		const aidos_tensor *o = &outs[s->out_idx];
+		int same = o->dtype == s->dtype && o->rank == s->rank;
+		for (int d = 0; same && d < s->rank; d++)
+			same = o->dims[d] == s->dims[d];
+		if (!same) {
+			aidos_tensor st = { .rank = s->rank };
+			memcpy(st.dims, s->dims, sizeof st.dims);
+			shape_str(s1, sizeof s1, o);
+			shape_str(s2, sizeof s2, &st);
+			rc = fail(err, errlen, AIDOS_E_INVALID,
+				  "agent %s: state output '%s' came out %s %s, the state '%s' is %s %s (state unchanged)",
+				  a->name, s->output, dt_name(o->dtype), s1, s->input, dt_name(s->dtype), s2);
+			goto done;
+		}
+	}
+	rep.n_outputs = (size_t)nout;
+	rep.outputs = opp;
+	rep.exec_ms = exec_ms;
+	if ((rc = emit(arg, &rep))) {
+		fail(err, errlen, rc, "agent %s: the reply cannot be made: %s", a->name, aidos_strerror(rc));
+		goto done;
+	}
+	aidos_plan_stats ps;
+	size_t arena = aidos_session_stats(a->sess, &ps) ? 0 : ps.arena_bytes;
+	pthread_mutex_lock(&a->smu);
+	for (int j = 0; j < a->n_state; j++)   /* memmove: an output may alias its input */
+		memmove(a->ctx + a->state[j].offset, outs[a->state[j].out_idx].data, a->state[j].bytes);
+	if (a->n_state)
+		a->version++;
+	a->requests++;
+	a->latency_ms = a->requests == 1 ? exec_ms : 0.9 * a->latency_ms + 0.1 * exec_ms;
+	a->arena_bytes = arena;
+	a->state_now = AIDOS__AGENT_STATE__AGENT_IDLE;
+	pthread_mutex_unlock(&a->smu);
+	pthread_mutex_unlock(&a->mu);
+	node_agent_unref(a);
+	return 0;
+done:
+	pthread_mutex_lock(&a->smu);
+	a->errors++;
+	a->state_now = AIDOS__AGENT_STATE__AGENT_IDLE;
+	pthread_mutex_unlock(&a->smu);
+	pthread_mutex_unlock(&a->mu);
+	node_agent_unref(a);
+	return rc;
+}
+
+/* ---- the Node service ---- */
+
+#define REQ(type, var, msg) const type *var = (const type *)(msg)
+
+static int check_agent_info(const Aidos__AgentInfo *ai, const char *what, char *err, size_t errlen)
+{
+	if (!ai)
+		return fail(err, errlen, AIDOS_E_INVALID, "%s: missing agent", what);
+	if (!node_name_valid(ai->name))
+		return fail(err, errlen, AIDOS_E_INVALID, "%s: invalid agent name '%.64s' (1-63 of [A-Za-z0-9._-])", what,
+			    ai->name);
+	if (ai->model_path[0] != '/' || strlen(ai->model_path) >= PATH_MAX)
+		return fail(err, errlen, AIDOS_E_INVALID, "%s: agent %s: model path '%.200s' is not absolute", what,
+			    ai->name, ai->model_path);
+	return 0;
+}
+
+static int h_spawn(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp, char *err, size_t errlen)
+{
+	node *n = ctx;
+	REQ(Aidos__SpawnRequest, req, m);
+	Aidos__SpawnReply rep = AIDOS__SPAWN_REPLY__INIT;
+	agent_view v;
+	node_agent *a;
+	int rc;
+
+	if ((rc = check_agent_info(req->agent, "Spawn", err, errlen)))
+		return rc;
+	if ((a = node_table_get(&n->table, req->agent->name))) {
+		/* The same agent again (a retried Spawn): answer what runs. */
+		if (strcmp(a->model_path, req->agent->model_path)) {
+			rc = fail(err, errlen, AIDOS_E_INVALID, "agent '%s' already runs on node %s with model %s",
+				  a->name, n->name, a->model_path);
+			node_agent_unref(a);
+			return rc;
+		}
+	} else if ((rc = spawn(n, req->agent, req->context, 0, &a, err, errlen))) {
+		LOGW(n, "Spawn refused: %s", err);
+		return rc;
+	}
+	agent_view_fill(n, a, &v);
+	rep.agent = &v.ai;
+	rc = reply(&rep, resp, err, errlen);
+	node_agent_unref(a);
+	return rc;
+}
+
+static int h_kill(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp, char *err, size_t errlen)
+{
+	node *n = ctx;
+	REQ(Aidos__NodeKillRequest, req, m);
+	Aidos__NodeKillReply rep = AIDOS__NODE_KILL_REPLY__INIT;
+	int rc;
+	if (!node_name_valid(req->agent))
+		return fail(err, errlen, AIDOS_E_INVALID, "Kill: invalid agent name '%.64s'", req->agent);
+	if ((rc = drop_agent(n, req->agent, "killed", err, errlen)))
+		return rc;
+	return reply(&rep, resp, err, errlen);
+}
+
+static int h_release(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp, char *err, size_t errlen)
+{
+	node *n = ctx;
+	REQ(Aidos__ReleaseContextRequest, req, m);
+	Aidos__ReleaseContextReply rep = AIDOS__RELEASE_CONTEXT_REPLY__INIT;
+	int rc;
+	if (!node_name_valid(req->agent))
+		return fail(err, errlen, AIDOS_E_INVALID, "ReleaseContext: invalid agent name '%.64s'", req->agent);
+	if ((rc = drop_agent(n, req->agent, "released (its context moved to another node)", err, errlen)))
+		return rc;
+	return reply(&rep, resp, err, errlen);
+}
+
+static int h_export(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp, char *err, size_t errlen)
+{
+	node *n = ctx;
+	REQ(Aidos__ExportContextRequest, req, m);
+	Aidos__ExportContextReply rep = AIDOS__EXPORT_CONTEXT_REPLY__INIT;
+	Aidos__Tensor lay[NODE_MAX_STATE], *layp[NODE_MAX_STATE];
+	node_agent *a;
+	const void *addr, *rkey;
+	size_t alen, rlen;
+	int rc;
+
+	if (!node_name_valid(req->agent))
+		return fail(err, errlen, AIDOS_E_INVALID, "ExportContext: invalid agent name '%.64s'", req->agent);
+	if (!(a = node_table_get(&n->table, req->agent)))
+		return fail(err, errlen, AIDOS_E_NOTFOUND, "no agent '%s' on node %s", req->agent, n->name);
+	if (!a->stateful) {
+		rc = fail(err, errlen, AIDOS_E_INVALID, "agent '%s' is stateless: it has no context to export", a->name);
+		goto out_unref;
+	}
+	if (!n->x) {
+		rc = fail(err, errlen, AIDOS_E_UNSUPPORTED, "node %s runs without a transport: cannot export", n->name);
+		goto out_unref;
+	}
+	/* Waits for the request in flight: the exported bytes are final. */
+	pthread_mutex_lock(&a->mu);
+	pthread_mutex_lock(&a->smu);
+	if (a->state_now == AIDOS__AGENT_STATE__AGENT_DEAD) {
+		pthread_mutex_unlock(&a->smu);
+		rc = fail(err, errlen, AIDOS_E_NOTFOUND, "no agent '%s' on node %s (just removed)", a->name, n->name);
+		goto out_unlock;
+	}
+	int was = a->frozen;
+	a->frozen = req->freeze;
+	a->state_now = req->freeze ? AIDOS__AGENT_STATE__AGENT_MIGRATING : AIDOS__AGENT_STATE__AGENT_IDLE;
+	uint64_t version = a->version;
+	pthread_mutex_unlock(&a->smu);
+	if (!a->ctx_mem && (rc = xport_mem_register(n->x, a->ctx, a->ctx_len, &a->ctx_mem))) {
+		a->ctx_mem = NULL;
+		pthread_mutex_lock(&a->smu);
+		a->frozen = was;
+		a->state_now = was ? AIDOS__AGENT_STATE__AGENT_MIGRATING : AIDOS__AGENT_STATE__AGENT_IDLE;
+		pthread_mutex_unlock(&a->smu);
+		fail(err, errlen, rc, "agent %s: cannot register its %zu-byte context: %s", a->name, a->ctx_len,
+		     aidos_strerror(rc));
+		goto out_unlock;
+	}
+	xport_address(n->x, &addr, &alen);
+	xport_mem_rkey(a->ctx_mem, &rkey, &rlen);
+	for (int i = 0; i < a->n_state; i++) {
+		aidos__tensor__init(&lay[i]);
+		lay[i].name = a->state[i].input;
+		lay[i].dtype = a->state[i].dtype;
+		lay[i].n_dims = (size_t)a->state[i].rank;
+		lay[i].dims = a->state[i].dims;
+		layp[i] = &lay[i];
+	}
+	rep.ucx_address.data = (uint8_t *)addr;
+	rep.ucx_address.len = alen;
+	rep.remote_addr = (uint64_t)(uintptr_t)a->ctx;
+	rep.length = a->ctx_len;
+	rep.rkey.data = (uint8_t *)rkey;
+	rep.rkey.len = rlen;
+	rep.checksum = node_ctx_checksum(a->ctx, a->ctx_len);
+	rep.version = version;
+	rep.n_layout = (size_t)a->n_state;
+	rep.layout = layp;
+	rc = reply(&rep, resp, err, errlen);
+	if (!rc)
+		LOGI(n, "agent %s: context %s (%zu bytes, version %" PRIu64 ", checksum %016" PRIx64 ")", a->name,
+		     req->freeze ? "exported, agent frozen" : was ? "exported, agent unfrozen" : "exported", a->ctx_len,
+		     version, rep.checksum);
+out_unlock:
+	pthread_mutex_unlock(&a->mu);
+out_unref:
+	node_agent_unref(a);
+	return rc;
+}
+
+static int h_import(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp, char *err, size_t errlen)
+{
+	node *n = ctx;
+	REQ(Aidos__ImportContextRequest, req, m);
+	Aidos__ImportContextReply rep = AIDOS__IMPORT_CONTEXT_REPLY__INIT;
+	const Aidos__ExportContextReply *f = req->from;
+	const char *ex_in[NODE_MAX_STATE], *ex_out[NODE_MAX_STATE];
+	node_agent *a;
+	node_peer *pe = NULL;
+	xport_ep *ep = NULL;
+	agent_view v;
+	char why[400];
+	int rc;
+
+	if ((rc = check_agent_info(req->agent, "ImportContext", err, errlen)))
+		return rc;
+	const Aidos__AgentInfo *ai = req->agent;
+	if (!f)
+		return fail(err, errlen, AIDOS_E_INVALID, "ImportContext: agent %s: missing source ('from')", ai->name);
+	if (!f->ucx_address.len || f->ucx_address.len > MAX_UCX_ADDR || !f->rkey.len || f->rkey.len > MAX_RKEY ||
+	    !f->length || f->length > NODE_MAX_CONTEXT || f->n_layout > NODE_MAX_STATE || ai->n_state > NODE_MAX_STATE)
+		return fail(err, errlen, AIDOS_E_INVALID,
+			    "ImportContext: agent %s: malformed source (address %zu bytes, rkey %zu bytes, length %" PRIu64
+			    ", %zu layout tensors)", ai->name, f->ucx_address.len, f->rkey.len, f->length, f->n_layout);
+	if (!n->x)
+		return fail(err, errlen, AIDOS_E_UNSUPPORTED, "node %s runs without a transport: cannot import", n->name);
+	if ((a = node_table_get(&n->table, ai->name))) {
+		node_agent_unref(a);
+		return fail(err, errlen, AIDOS_E_INVALID, "agent '%s' already exists on node %s", ai->name, n->name);
+	}
+	for (size_t i = 0; i < ai->n_state; i++) {
+		if (!ai->state[i])
+			return fail(err, errlen, AIDOS_E_INVALID, "agent %s: empty state pair %zu", ai->name, i);
+		ex_in[i] = ai->state[i]->input;
+		ex_out[i] = ai->state[i]->output;
+	}
+	node_agent_spec sp = { .name = ai->name, .model_path = ai->model_path, .device = ai->device,
+			       .priority = ai->priority, .stateful = 1, .ex_in = ex_in, .ex_out = ex_out,
+			       .n_ex = (int)ai->n_state };
+	double t0 = mono_msf();
+	if ((rc = node_agent_create(&n->models, n->x, &sp, &a, err, errlen)))
+		return rc;
+	double load_ms = mono_msf() - t0;
+	if ((rc = node_layout_check(a->state, a->n_state, a->ctx_len, f->layout, f->n_layout, f->length, why,
+				    sizeof why))) {
+		fail(err, errlen, rc, "agent %s: the source's context does not fit this model: %s", ai->name, why);
+		goto fail;
+	}
+	if ((rc = node_peer_get(n->peers, f->ucx_address.data, f->ucx_address.len, &pe, &ep))) {
+		fail(err, errlen, rc, "agent %s: cannot connect to the source's worker: %s", ai->name, aidos_strerror(rc));
+		goto fail;
+	}
+	t0 = mono_msf();
+	rc = xport_get(n->x, ep, a->ctx, a->ctx_len, f->remote_addr, f->rkey.data, f->rkey.len, PULL_TIMEOUT_MS);
+	double pull_ms = mono_msf() - t0;
+	node_peer_put(n->peers, pe, rc != 0);
+	if (rc) {
+		fail(err, errlen, rc, "agent %s: pulling %zu bytes of context failed: %s", ai->name, a->ctx_len,
+		     aidos_strerror(rc));
+		goto fail;
+	}
+	uint64_t h = node_ctx_checksum(a->ctx, a->ctx_len);
+	if (h != f->checksum) {
+		rc = fail(err, errlen, AIDOS_E_INVALID,
+			  "agent %s: the pulled context fails its checksum (%016" PRIx64 ", the source said %016" PRIx64
+			  "); not resumed", ai->name, h, f->checksum);
+		goto fail;
+	}
+	a->version = f->version;
+	if ((rc = node_table_add(&n->table, a))) {
+		fail(err, errlen, rc == -EEXIST ? AIDOS_E_INVALID : rc, "agent '%s' already exists on node %s", ai->name,
+		     n->name);
+		rc = rc == -EEXIST ? AIDOS_E_INVALID : rc;
+		goto fail;
+	}
+	LOGI(n, "agent %s imported: model loaded in %.1f ms, %zu bytes of context (version %" PRIu64
+	     ") pulled in %.3f ms, checksum ok", a->name, load_ms, a->ctx_len, a->version, pull_ms);
+	agent_view_fill(n, a, &v);
+	rep.agent = &v.ai;
+	rep.pull_ms = pull_ms;
+	rc = reply(&rep, resp, err, errlen);
+	node_agent_unref(a);
+	return rc;
+fail:
+	LOGW(n, "ImportContext refused: %s", err);
+	node_agent_unref(a);
+	return rc;
+}
+
+typedef struct grpc_emit {
+	ProtobufCMessage *out;
+} grpc_emit;
+
+static int emit_dup(void *arg, const Aidos__InferReply *rep)
+{
+	grpc_emit *g = arg;
+	if (protobuf_c_message_get_packed_size(&rep->base) > RPC_MAX_MESSAGE)
+		return AIDOS_E_RANGE;
+	return (g->out = dup_msg(rep)) ? 0 : AIDOS_E_NOMEM;
+}
+
+static int h_infer(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp, char *err, size_t errlen)
+{
+	node *n = ctx;
+	grpc_emit g = { NULL };
+	__atomic_add_fetch(&n->grpc_inflight, 1, __ATOMIC_RELAXED);
+	int rc = serve(n, (const Aidos__InferRequest *)m, emit_dup, &g, err, errlen);
+	__atomic_sub_fetch(&n->grpc_inflight, 1, __ATOMIC_RELAXED);
+	if (rc) {
+		if (g.out)
+			protobuf_c_message_free_unpacked(g.out, NULL);
+		return rc;
+	}
+	*resp = g.out;
+	return 0;
+}
+
+/* NodeInfo with borrowed parts (d and dp are the caller's storage). */
+static void node_info_fill(node *n, Aidos__NodeInfo *ni, Aidos__Device *d, Aidos__Device **dp)
+{
+	const void *addr = NULL;
+	size_t alen = 0;
+	aidos__node_info__init(ni);
+	aidos__device__init(d);
+	ni->name = n->name;
+	ni->rpc_addr = n->rpc_addr;
+	ni->transport = n->transport;
+	ni->transport_reason = n->reason;
+	if (n->x)
+		xport_address(n->x, &addr, &alen);
+	ni->ucx_address.data = (uint8_t *)addr;
+	ni->ucx_address.len = alen;
+	d->kind = "cpu";
+	d->name = n->cpu_name;
+	d->mem_bytes = n->mem_total;
+	d->cores = n->cores;
+	*dp = d;
+	ni->n_devices = 1;
+	ni->devices = dp;
+	ni->mem_total = n->mem_total;
+	ni->mem_free = meminfo("MemAvailable");
+	ni->queue_len = node_dp_queue_len(n->dp) + (uint32_t)__atomic_load_n(&n->grpc_inflight, __ATOMIC_RELAXED);
+	ni->state = AIDOS__NODE_STATE__NODE_READY;
+	ni->n_agents = (uint32_t)node_table_count(&n->table);
+	ni->boot_ms = n->boot_ms;
+	ni->lease_ms = n->lease_ms;
+	ni->heartbeat_ms = n->hb_ms;
+}
+
+/* AgentInfo views of every agent; *views and *ptrs: pool memory. */
+static int agents_views(node *n, agent_view **views, Aidos__AgentInfo ***ptrs, node_agent ***list, int *cnt)
+{
+	int rc = node_table_list(&n->table, list, cnt);
+	if (rc)
+		return rc;
+	*views = pool_calloc((size_t)*cnt + 1, sizeof **views);
+	*ptrs = pool_calloc((size_t)*cnt + 1, sizeof **ptrs);
+	if (!*views || !*ptrs) {
+		pool_free(*views);
+		pool_free(*ptrs);
+		for (int i = 0; i < *cnt; i++)
+			node_agent_unref((*list)[i]);
+		pool_free(*list);
+		return AIDOS_E_NOMEM;
+	}
+	for (int i = 0; i < *cnt; i++) {
+		agent_view_fill(n, (*list)[i], &(*views)[i]);
+		(*ptrs)[i] = &(*views)[i].ai;
+	}
+	return 0;
+}
+
+static void agents_views_free(agent_view *views, Aidos__AgentInfo **ptrs, node_agent **list, int cnt)
+{
+	for (int i = 0; i < cnt; i++)
+		node_agent_unref(list[i]);
+	pool_free(list);
+	pool_free(views);
+	pool_free(ptrs);
+}
+
+static int h_status(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp, char *err, size_t errlen)
+{
+	node *n = ctx;
+	Aidos__StatusReply rep = AIDOS__STATUS_REPLY__INIT;
+	Aidos__NodeInfo ni;
+	Aidos__Device d, *dp;
+	agent_view *views;
+	Aidos__AgentInfo **ptrs;
+	node_agent **list;
+	int cnt, rc;
+	(void)m;
+	node_info_fill(n, &ni, &d, &dp);
+	if ((rc = agents_views(n, &views, &ptrs, &list, &cnt)))
+		return fail(err, errlen, rc, "out of memory");
+	rep.node = &ni;
+	rep.n_agents = (size_t)cnt;
+	rep.agents = ptrs;
+	rc = reply(&rep, resp, err, errlen);
+	agents_views_free(views, ptrs, list, cnt);
+	return rc;
+}
+
+#define METHOD(name, req, fn) { "/aidos.Node/" name, &aidos__##req##__descriptor, fn, NULL }
+
+static const rpc_method methods[] = {
+	METHOD("Spawn", spawn_request, h_spawn),
+	METHOD("Kill", node_kill_request, h_kill),
+	METHOD("ExportContext", export_context_request, h_export),
+	METHOD("ImportContext", import_context_request, h_import),
+	METHOD("ReleaseContext", release_context_request, h_release),
+	METHOD("Infer", infer_request, h_infer),
+	METHOD("Status", status_request, h_status),
+};
+
+int node_call(node *n, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp, char *err,
+	      size_t errlen)
+{
+	*resp = NULL;
+	for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+		if (strcmp(methods[i].path, method))
+			continue;
+		if (!req || req->descriptor != methods[i].req_desc)
+			return fail(err, errlen, AIDOS_E_INVALID, "%s: request is not a %s", method,
+				    methods[i].req_desc->name);
+		err[0] = 0;
+		int rc = methods[i].fn(n, req, resp, err, errlen);
+		if (rc && *resp) {
+			protobuf_c_message_free_unpacked(*resp, NULL);
+			*resp = NULL;
+		}
+		return rc;
+	}
+	return fail(err, errlen, AIDOS_E_UNSUPPORTED, "unknown method '%s'", method ? method : "(null)");
+}
+
+/* ---- the coordinator link ---- */
+
+/* Registers once; on success restores the agents the reply lists and drops
+ * those it does not (they were placed elsewhere while this node was
+ * counted dead). */
+static int register_once(node *n, char *err, size_t errlen)
+{
+	Aidos__RegisterNodeRequest req = AIDOS__REGISTER_NODE_REQUEST__INIT;
+	Aidos__RegisterNodeReply *rep = NULL;
+	Aidos__NodeInfo ni;
+	Aidos__Device d, *dp;
+	node_agent **before = NULL;
+	int nbefore = 0, rc;
+
+	if (!n->boot_ms)
+		n->boot_ms = mono_msf() - n->o.t0_ms;
+	node_info_fill(n, &ni, &d, &dp);
+	req.node = &ni;
+	if (node_table_list(&n->table, &before, &nbefore))
+		nbefore = 0;
+	rc = rpc_call(n->coord, "/aidos.Coordinator/RegisterNode", &req.base, &aidos__register_node_reply__descriptor,
+		      (ProtobufCMessage **)&rep, REGISTER_DEADLINE_MS, err, errlen);
+	if (rc)
+		goto out;
+	if (!n->o.heartbeat_ms)
+		n->hb_ms = rep->heartbeat_ms ? rep->heartbeat_ms : 250;
+	n->lease_ms = rep->lease_ms;
+	if (n->lease_ms && n->hb_ms >= n->lease_ms)
+		LOGW(n, "heartbeat every %" PRIu64 " ms is not shorter than the coordinator's lease of %" PRIu64
+		     " ms: this node will be declared dead between beats", n->hb_ms, n->lease_ms);
+	LOGI(n, "registered with coordinator %s: heartbeat %" PRIu64 " ms, lease %" PRIu64 " ms, %zu agents to host",
+	     n->coord_addr, n->hb_ms, n->lease_ms, rep->n_agents);
+	for (int i = 0; i < nbefore; i++) {
+		int listed = 0;
+		for (size_t j = 0; j < rep->n_agents && !listed; j++)
+			listed = rep->agents[j] && !strcmp(rep->agents[j]->name, before[i]->name) &&
+				 !strcmp(rep->agents[j]->model_path, before[i]->model_path);
+		if (!listed) {
+			char e[300];
+			drop_agent(n, before[i]->name, "dropped: the coordinator placed it elsewhere", e, sizeof e);
+		}
+	}
+	for (size_t j = 0; j < rep->n_agents; j++) {
+		const Aidos__AgentInfo *ai = rep->agents[j];
+		node_agent *a;
+		char e[600];
+		if (!ai || check_agent_info(ai, "restore", e, sizeof e)) {
+			LOGW(n, "restore: skipping a malformed agent entry");
+			continue;
+		}
+		if ((a = node_table_get(&n->table, ai->name))) {
+			node_agent_unref(a);   /* still here */
+			continue;
+		}
+		if (spawn(n, ai, NULL, 1, NULL, e, sizeof e))
+			LOGE(n, "restore of agent %s failed: %s", ai->name, e);
+	}
+out:
+	for (int i = 0; i < nbefore; i++)
+		node_agent_unref(before[i]);
+	pool_free(before);
+	if (rep)
+		protobuf_c_message_free_unpacked(&rep->base, NULL);
+	return rc;
+}
+
+/* Snapshots of the checkpoints to send with this beat. */
+typedef struct beat_ckpts {
+	node_ckpt *c;
+	node_agent **who;
+	uint64_t *ver;
+	int n;
+} beat_ckpts;
+
+static void heartbeat_once(node *n, unsigned beat, int *failing)
+{
+	Aidos__HeartbeatRequest req = AIDOS__HEARTBEAT_REQUEST__INIT;
+	Aidos__HeartbeatReply *rep = NULL;
+	agent_view *views;
+	Aidos__AgentInfo **ptrs;
+	node_agent **list;
+	Aidos__AgentContext **cps = NULL;
+	beat_ckpts bc = { 0 };
+	char err[512];
+	int cnt, rc;
+
+	if (agents_views(n, &views, &ptrs, &list, &cnt))
+		return;
+	bc.c = pool_calloc((size_t)cnt + 1, sizeof *bc.c);
+	bc.who = pool_calloc((size_t)cnt + 1, sizeof *bc.who);
+	bc.ver = pool_calloc((size_t)cnt + 1, sizeof *bc.ver);
+	cps = pool_calloc((size_t)cnt + 1, sizeof *cps);
+	for (int i = 0; bc.c && bc.who && bc.ver && cps && i < cnt; i++) {
+		node_agent *a = list[i];
+		if (!a->stateful || a->ctx_len > AIDOS_WIRE_MAX_CHECKPOINT)
+			continue;
+		pthread_mutex_lock(&a->smu);
+		int due = a->version != a->ckpt_sent || (a->version && beat % CKPT_RESEND == 0);
+		if (due && !node_ckpt_pack(a->name, a->state, a->n_state, a->ctx, a->ctx_len, a->version, &bc.c[bc.n])) {
+			bc.who[bc.n] = a;
+			bc.ver[bc.n] = a->version;
+			cps[bc.n] = &bc.c[bc.n].msg;
+			bc.n++;
+		}
+		pthread_mutex_unlock(&a->smu);
+	}
+	req.node = n->name;
+	req.mem_free = meminfo("MemAvailable");
+	req.queue_len = node_dp_queue_len(n->dp) + (uint32_t)__atomic_load_n(&n->grpc_inflight, __ATOMIC_RELAXED);
+	req.n_agents = (size_t)cnt;
+	req.agents = ptrs;
+	req.n_checkpoints = (size_t)bc.n;
+	req.checkpoints = cps;
+	int deadline = (int)(n->hb_ms * 2 < 300 ? 300 : n->hb_ms * 2 > 2000 ? 2000 : n->hb_ms * 2);
+	rc = rpc_call(n->coord, "/aidos.Coordinator/Heartbeat", &req.base, &aidos__heartbeat_reply__descriptor,
+		      (ProtobufCMessage **)&rep, deadline, err, sizeof err);
+
+	/* Local copies whether or not the coordinator heard: a restart of
+	 * this node resumes from them. */
+	for (int i = 0; i < bc.n; i++) {
+		node_agent *a = bc.who[i];
+		size_t len = protobuf_c_message_get_packed_size(&bc.c[i].msg.base);
+		uint8_t *buf = pool_malloc(len ? len : 1);
+		char path[PATH_MAX];
+		if (bc.ver[i] != a->ckpt_sent && buf) {
+			protobuf_c_message_pack(&bc.c[i].msg.base, buf);
+			ckpt_path(n, a->name, path, sizeof path);
+			pthread_mutex_lock(&a->smu);
+			int alive = a->state_now != AIDOS__AGENT_STATE__AGENT_DEAD;
+			pthread_mutex_unlock(&a->smu);
+			int w = alive ? write_file(path, buf, len) : 0;
+			if (w)
+				LOGW(n, "agent %s: cannot write local checkpoint %s: %s", a->name, path, strerror(-w));
+		}
+		pool_free(buf);
+		if (!rc)
+			a->ckpt_sent = bc.ver[i];
+		node_ckpt_fini(&bc.c[i]);
+	}
+	if (rc) {
+		if (!*failing)
+			LOGW(n, "heartbeat to %s failed: %s (retrying every %" PRIu64 " ms)", n->coord_addr, err, n->hb_ms);
+		*failing = 1;
+	} else {
+		if (*failing)
+			LOGI(n, "heartbeat to %s answered again", n->coord_addr);
+		*failing = 0;
+		if (!rep->known) {
+			LOGW(n, "the coordinator does not know this node (restarted without it, or declared it dead): "
+				"registering again");
+			if (register_once(n, err, sizeof err))
+				LOGW(n, "registering again failed: %s", err);
+		}
+	}
+	if (rep)
+		protobuf_c_message_free_unpacked(&rep->base, NULL);
+	pool_free(bc.c);
+	pool_free(bc.who);
+	pool_free(bc.ver);
+	pool_free(cps);
+	agents_views_free(views, ptrs, list, cnt);
+}
+
+static void *hb_main(void *arg)
+{
+	node *n = arg;
+	unsigned beat = 0;
+	int failing = 0;
+	double last_sweep = mono_msf();
+	while (!nap(n, n->hb_ms)) {
+		heartbeat_once(n, ++beat, &failing);
+		if (n->peers && mono_msf() - last_sweep > 10000) {
+			int k = node_peers_sweep(n->peers, PEER_IDLE_MS);
+			if (k)
+				LOGI(n, "closed %d idle client endpoints", k);
+			last_sweep = mono_msf();
+		}
+	}
+	return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+static void probe_cpu(node *n)
+{
+	FILE *f = fopen("/proc/cpuinfo", "re");
+	char line[512], model[200] = "cpu";
+	if (f) {
+		while (fgets(line, sizeof line, f))
+			if (!strncmp(line, "model name", 10)) {
+				char *p = strchr(line, ':');
+				if (p) {
+					p++;
+					while (*p == ' ')
+						p++;
+					p[strcspn(p, "\n")] = 0;
+					snprintf(model, sizeof model, "%s", p);
+				}
+				break;
+			}
+		fclose(f);
+	}
+	const char *isa = "scalar";
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f"))
+		isa = "avx512";
+	else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		isa = "avx2";
+	else if (__builtin_cpu_supports("sse4.2"))
+		isa = "sse4.2";
+#endif
+	snprintf(n->cpu_name, sizeof n->cpu_name, "%s (%s)", model, isa);
+	long c = sysconf(_SC_NPROCESSORS_ONLN);
+	n->cores = c > 0 ? (uint32_t)c : 1;
+	n->mem_total = meminfo("MemTotal");
+}
+
+/* Splits "host:port" ("[v6]:port" too) into host and port. */
+static int split_hostport(const char *s, char *host, size_t hlen, char *port, size_t plen)
+{
+	const char *c;
+	if (!s || !*s)
+		return -1;
+	if (s[0] == '[') {
+		const char *e = strchr(s, ']');
+		if (!e || e[1] != ':')
+			return -1;
+		snprintf(host, hlen, "%.*s", (int)(e - s - 1), s + 1);
+		c = e + 1;
+	} else {
+		c = strrchr(s, ':');
+		if (!c || c == s)
+			return -1;
+		snprintf(host, hlen, "%.*s", (int)(c - s), s);
+	}
+	snprintf(port, plen, "%s", c + 1);
+	return port[0] ? 0 : -1;
+}
+
+/* The local address this host uses to reach the coordinator (a UDP
+ * "connect" sends nothing; it only asks the kernel for a route). */
+static int local_addr_towards(const char *hostport, char *out, size_t len)
+{
+	char host[256], port[32];
+	struct addrinfo hints = { .ai_socktype = SOCK_DGRAM }, *res = NULL;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	int fd, rc = -1;
+	if (split_hostport(hostport, host, sizeof host, port, sizeof port) || getaddrinfo(host, port, &hints, &res))
+		return -1;
+	if ((fd = socket(res->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0)) >= 0) {
+		if (!connect(fd, res->ai_addr, res->ai_addrlen) && !getsockname(fd, (struct sockaddr *)&ss, &sl)) {
+			if (ss.ss_family == AF_INET)
+				rc = inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)len) ? 0 : -1;
+			else if (ss.ss_family == AF_INET6 && len > 2) {
+				char a[INET6_ADDRSTRLEN];
+				if (inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, a, sizeof a)) {
+					snprintf(out, len, "[%s]", a);
+					rc = 0;
+				}
+			}
+		}
+		close(fd);
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
+static char *dupstr(const char *s)
+{
+	return s ? pool_strndup(s, strlen(s)) : NULL;
+}
+
+int node_create(const node_opts *o, node **out, char *err, size_t errlen)
+{
+	node *n;
+	char host[256], port[32];
+	int rc;
+
+	*out = NULL;
+	if (!o || !o->coord || !o->name || !o->data_dir)
+		return fail(err, errlen, AIDOS_E_INVALID, "--coord, --name and --data-dir are required");
+	if (!node_name_valid(o->name))
+		return fail(err, errlen, AIDOS_E_INVALID, "invalid node name '%.64s' (1-63 of [A-Za-z0-9._-])", o->name);
+	if (split_hostport(o->coord, host, sizeof host, port, sizeof port))
+		return fail(err, errlen, AIDOS_E_INVALID, "--coord '%s': want HOST:PORT", o->coord);
+	if (o->listen && split_hostport(o->listen, host, sizeof host, port, sizeof port))
+		return fail(err, errlen, AIDOS_E_INVALID, "--listen '%s': want HOST:PORT", o->listen);
+	if (o->advertise && split_hostport(o->advertise, host, sizeof host, port, sizeof port))
+		return fail(err, errlen, AIDOS_E_INVALID, "--advertise '%s': want HOST:PORT", o->advertise);
+	const char *tr = o->transport ? o->transport : "auto";
+	if (strcmp(tr, "auto") && strcmp(tr, "ucx") && strcmp(tr, "tcp"))
+		return fail(err, errlen, AIDOS_E_INVALID, "--transport '%s': want auto, ucx or tcp", tr);
+	if (strlen(o->data_dir) > PATH_MAX - 200)
+		return fail(err, errlen, AIDOS_E_INVALID, "--data-dir: path too long");
+
+	if (!(n = pool_calloc(1, sizeof *n)))
+		return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
+	n->o = *o;
+	snprintf(n->name, sizeof n->name, "%s", o->name);
+	n->coord_addr = dupstr(o->coord);
+	n->data_dir = dupstr(o->data_dir);
+	n->listen = dupstr(o->listen ? o->listen : "0.0.0.0:0");
+	n->ckpt_dir = pool_malloc(strlen(o->data_dir) + 16);
+	n->o.coord = n->coord_addr;
+	n->o.data_dir = n->data_dir;
+	n->o.listen = n->listen;
+	n->o.advertise = NULL;
+	n->o.transport = NULL;
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* nap() waits on the monotonic clock */
+	pthread_mutex_init(&n->mu, NULL);
+	pthread_cond_init(&n->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	node_models_init(&n->models);
+	node_table_init(&n->table);
+	n->hb_ms = o->heartbeat_ms ? o->heartbeat_ms : 250;
+	if (o->advertise)
+		snprintf(n->rpc_addr, sizeof n->rpc_addr, "%s", o->advertise);
+	if (!n->coord_addr || !n->data_dir || !n->listen || !n->ckpt_dir) {
+		node_destroy(n);
+		return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
+	}
+	sprintf(n->ckpt_dir, "%s/agents", n->data_dir);
+	if ((mkdir(n->data_dir, 0755) && errno != EEXIST) || (mkdir(n->ckpt_dir, 0755) && errno != EEXIST)) {
+		rc = -errno;
+		fail(err, errlen, rc, "cannot create %s: %s", n->ckpt_dir, strerror(errno));
+		node_destroy(n);
+		return rc;
+	}
+
+	double t = mono_msf();
+	probe_cpu(n);
+	LOGI(n, "probe: %s, %u cores, %.1f GiB memory (%.2f ms)", n->cpu_name, n->cores,
+	     (double)n->mem_total / (double)(1ull << 30), mono_msf() - t);
+
+	/* The transport: reported, never silent. */
+	t = mono_msf();
+	xport_opts xo = { 0 };
+	char xerr[512] = "";
+	if (!strcmp(tr, "tcp"))
+		xo.tls = "tcp";
+	rc = xport_create(&xo, &n->x, xerr, sizeof xerr);
+	if (rc) {
+		n->x = NULL;
+		if (strcmp(tr, "auto")) {
+			fail(err, errlen, rc, "--transport %s: UCX cannot start: %s", tr, xerr);
+			node_destroy(n);
+			return rc;
+		}
+		snprintf(n->transport, sizeof n->transport, "none");
+		snprintf(n->reason, sizeof n->reason,
+			 "--transport auto: UCX cannot start (%s); data plane off, requests only through Node.Infer",
+			 xerr);
+	} else {
+		const char *name, *why;
+		xport_describe(n->x, &name, &why);
+		snprintf(n->transport, sizeof n->transport, "%s", name);
+		snprintf(n->reason, sizeof n->reason, "--transport %s%s: %s", tr,
+			 !strcmp(tr, "tcp") ? " (UCX over TCP)" : !strcmp(tr, "ucx") ? " (UCX required)" : " (UCX's choice)",
+			 why);
+		if ((rc = node_peers_create(n->x, &n->peers))) {
+			fail(err, errlen, rc, "out of memory");
+			node_destroy(n);
+			return rc;
+		}
+	}
+	LOGI(n, "transport=%s (%s) in %.1f ms", n->transport, n->reason, mono_msf() - t);
+	*out = n;
+	return 0;
+}
+
+int node_start(node *n, char *err, size_t errlen)
+{
+	char host[256], port[32], ip[260];
+	double t;
+	int rc, bound = 0;
+
+	rpc_init();
+	n->rpc_ref++;
+	if ((rc = rpc_client_create(n->coord_addr, &n->coord)))
+		return fail(err, errlen, rc, "cannot open a channel to the coordinator %s: %s", n->coord_addr,
+			    aidos_strerror(rc));
+
+	t = mono_msf();
+	int n_methods = (int)(sizeof methods / sizeof methods[0]);
+	if ((rc = rpc_server_start(n->listen, methods, n_methods, n, n->o.rpc_threads > 0 ? n->o.rpc_threads : 8,
+				   &n->srv, &bound, err, errlen))) {
+		n->srv = NULL;
+		return rc;
+	}
+	if (!n->rpc_addr[0]) {
+		split_hostport(n->listen, host, sizeof host, port, sizeof port);
+		if (!strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !strcmp(host, "[::]") || !host[0]) {
+			if (local_addr_towards(n->coord_addr, ip, sizeof ip))
+				snprintf(ip, sizeof ip, "127.0.0.1");
+		} else {
+			snprintf(ip, sizeof ip, "%s", host);
+		}
+		snprintf(n->rpc_addr, sizeof n->rpc_addr, "%.200s:%d", ip, bound);
+	}
+	LOGI(n, "Node service on %s (advertised as %s) in %.1f ms", n->listen, n->rpc_addr, mono_msf() - t);
+
+	if (n->x) {
+		int w = n->o.workers > 0 ? n->o.workers : (n->cores < 4 ? (int)n->cores : 4);
+		if ((rc = node_dp_start(n->x, n->peers, w, serve, n, n, &n->dp, err, errlen)))
+			return rc;
+		LOGI(n, "data plane: %d workers, requests up to %u bytes", w, AIDOS_WIRE_MAX_MSG);
+	}
+
+	t = mono_msf();
+	for (unsigned tries = 1;; tries++) {
+		char e[512];
+		if (!(rc = register_once(n, e, sizeof e)))
+			break;
+		if (tries == 1 || tries % 20 == 0)
+			LOGW(n, "cannot register with coordinator %s (try %u): %s; retrying every %d ms", n->coord_addr,
+			     tries, e, REGISTER_RETRY_MS);
+		if (nap(n, REGISTER_RETRY_MS))
+			return fail(err, errlen, -ECANCELED, "stopped before the coordinator answered");
+	}
+	LOGI(n, "registration and restore took %.1f ms", mono_msf() - t);
+
+	if ((rc = pthread_create(&n->hb, NULL, hb_main, n)))
+		return fail(err, errlen, -rc, "cannot start the heartbeat thread: %s", strerror(rc));
+	n->hb_started = 1;
+	return 0;
+}
+
+void node_stop(node *n)
+{
+	pthread_mutex_lock(&n->mu);
+	__atomic_store_n(&n->stop, 1, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&n->cv);
+	pthread_mutex_unlock(&n->mu);
+}
+
+void node_destroy(node *n)
+{
+	if (!n)
+		return;
+	node_stop(n);
+	if (n->hb_started)
+		pthread_join(n->hb, NULL);
+	node_dp_stop(n->dp);
+	n->dp = NULL;
+	/* Handlers are short (the longest, ImportContext, pulls for at most
+	 * PULL_TIMEOUT_MS): 2 s of grace, then calls still in flight fail. */
+	rpc_server_stop_grace(n->srv, 2000);
+	n->srv = NULL;
+	node_table_fini(&n->table);   /* agents (and their registrations) go */
+	node_peers_destroy(n->peers);
+	node_models_fini(&n->models);
+	xport_destroy(n->x);
+	rpc_client_destroy(n->coord);
+	while (n->rpc_ref-- > 0)
+		rpc_shutdown();
+	pthread_mutex_destroy(&n->mu);
+	pthread_cond_destroy(&n->cv);
+	pool_free(n->coord_addr);
+	pool_free(n->data_dir);
+	pool_free(n->listen);
+	pool_free(n->ckpt_dir);
+	pool_free(n);
+}
+
+const char *node_rpc_addr(const node *n)
+{
+	return n->rpc_addr;
+}
+
+void node_transport(const node *n, const char **name, const char **reason)
+{
+	if (name)
+		*name = n->transport;
+	if (reason)
+		*reason = n->reason;
+}

@@ -1,0 +1,453 @@
+/*
+ * tools/aidos_main.c - `aidos`, the user CLI: run a model on .npy tensors,
+ * describe a model.
+ *
+ *   aidos run MODEL.onnx --input NAME=FILE.npy ... [--output-dir DIR]
+ *             [--threads N] [--repeat N] [--warmup N] [--reference] [--json]
+ *   aidos info MODEL.onnx [--json]
+ *
+ * Every error exits non-zero with one line naming the file, node or tensor.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include "aidos/aidos.h"
+#include "aidos/npy.h"
+#include "hal/hal.h"
+#include "hal/model.h"
+
+#define MAX_IN 64
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: aidos <command> [options]\n"
+		"\n"
+		"commands:\n"
+		"  run MODEL.onnx --input NAME=FILE.npy ...   run a model on .npy tensors\n"
+		"      --output-dir DIR   write each output to DIR/<output name, '/' -> '_'>.npy (default .)\n"
+		"      --threads N        threads for the executor (default 1)\n"
+		"      --repeat N         run N timed iterations after warm-up and report latency\n"
+		"      --warmup N         warm-up iterations before timing (default 3 with --repeat)\n"
+		"      --reference        use the scalar reference kernels only\n"
+		"      --json             print one JSON object instead of text\n"
+		"  info MODEL.onnx [--json]                   IR/opset versions, inputs, outputs, operators, weights\n"
+		"  version                                    print the version\n"
+		"\n"
+		"Exit status: 0 on success, 1 on a model or data error, 2 on a usage error.\n");
+}
+
+static int die_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "aidos: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n(see 'aidos --help')\n");
+	return 2;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || *end || end == s || v < lo || v > hi)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+static void print_dims(FILE *f, int rank, const int64_t *dims, const char *const *params)
+{
+	fputc('[', f);
+	for (int i = 0; i < rank; i++) {
+		if (i)
+			fputs(f == stdout ? ", " : ",", f);
+		if (dims[i] >= 0)
+			fprintf(f, "%lld", (long long)dims[i]);
+		else if (params && params[i])
+			fprintf(f, "\"%s\"", params[i]);
+		else
+			fputs("\"?\"", f);
+	}
+	fputc(']', f);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double pct(const double *v, int n, double p)
+{
+	double r = p * (n - 1);
+	int i = (int)r;
+	if (i + 1 >= n)
+		return v[n - 1];
+	return v[i] + (r - i) * (v[i + 1] - v[i]);
+}
+
+/* Output file name: the output's name with '/' replaced by '_'. */
+static void out_path(char *buf, size_t n, const char *dir, const char *name)
+{
+	size_t k = (size_t)snprintf(buf, n, "%s/", dir);
+	for (const char *p = name; *p && k + 5 < n; p++)
+		buf[k++] = *p == '/' ? '_' : *p;
+	snprintf(buf + k, n - k, ".npy");
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	const char *model = NULL, *outdir = ".";
+	const char *in_name[MAX_IN], *in_file[MAX_IN];
+	int n_in = 0, threads = 1, repeat = 0, warmup = -1, json = 0;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			usage(stdout);
+			return 0;
+		} else if (!strcmp(a, "--input") || !strcmp(a, "-i")) {
+			if (++i >= argc)
+				return die_usage("%s needs NAME=FILE.npy", a);
+			char *eq = strchr(argv[i], '=');
+			if (!eq || eq == argv[i] || !eq[1])
+				return die_usage("--input '%s': expected NAME=FILE.npy", argv[i]);
+			if (n_in >= MAX_IN)
+				return die_usage("more than %s inputs", "64");
+			*eq = 0;
+			in_name[n_in] = argv[i];
+			in_file[n_in++] = eq + 1;
+		} else if (!strcmp(a, "--output-dir") || !strcmp(a, "-o")) {
+			if (++i >= argc)
+				return die_usage("%s needs a directory", a);
+			outdir = argv[i];
+		} else if (!strcmp(a, "--threads")) {
+			if (++i >= argc || parse_int(argv[i], 1, 256, &threads))
+				return die_usage("--threads takes a number from 1 to 256%s", "");
+		} else if (!strcmp(a, "--repeat")) {
+			if (++i >= argc || parse_int(argv[i], 1, 1000000, &repeat))
+				return die_usage("--repeat takes a number from 1 to 1000000%s", "");
+		} else if (!strcmp(a, "--warmup")) {
+			if (++i >= argc || parse_int(argv[i], 0, 100000, &warmup))
+				return die_usage("--warmup takes a number from 0 to 100000%s", "");
+		} else if (!strcmp(a, "--reference")) {
+			hal_use_reference = 1;
+		} else if (!strcmp(a, "--json")) {
+			json = 1;
+		} else if (a[0] == '-') {
+			return die_usage("run: unknown option '%s'", a);
+		} else if (!model) {
+			model = a;
+		} else {
+			return die_usage("run: unexpected argument '%s'", a);
+		}
+	}
+	if (!model)
+		return die_usage("run: no model given%s", "");
+	if (warmup < 0)
+		warmup = repeat ? 3 : 0;
+
+	int rc = 1;
+	char err[1024];
+	aidos_model *m = NULL;
+	aidos_session *s = NULL;
+	aidos_tensor in[MAX_IN];
+	void *owned[MAX_IN] = {0};
+	double *lat = NULL;
+
+	double t0 = now_ms();
+	int e = aidos_model_load(model, &m, err, sizeof err);
+	double load_ms = now_ms() - t0;
+	if (e) {
+		fprintf(stderr, "aidos: %s\n", err);
+		goto out;
+	}
+	for (int i = 0; i < n_in; i++) {
+		if ((e = aidos_npy_load(in_file[i], &in[i], &owned[i], err, sizeof err))) {
+			fprintf(stderr, "aidos: input '%s': %s\n", in_name[i], err);
+			goto out;
+		}
+		in[i].name = in_name[i];
+	}
+	aidos_session_opts o = { .threads = threads };
+	if ((e = aidos_session_create(m, &o, &s, err, sizeof err))) {
+		fprintf(stderr, "aidos: %s\n", err);
+		goto out;
+	}
+	/* Planning is part of loading a model for a shape: report it apart. */
+	double tp0 = now_ms();
+	if ((e = aidos_session_plan(s, n_in, in))) {
+		fprintf(stderr, "aidos: %s: %s\n", model, aidos_session_errmsg(s));
+		goto out;
+	}
+	double plan_ms = now_ms() - tp0;
+	int iters = repeat ? repeat : 1;
+	lat = calloc((size_t)iters, sizeof *lat);
+	if (!lat) {
+		fprintf(stderr, "aidos: out of memory\n");
+		goto out;
+	}
+	for (int i = 0; i < warmup; i++)
+		if ((e = aidos_session_run(s, n_in, in)))
+			break;
+	for (int i = 0; !e && i < iters; i++) {
+		double a = now_ms();
+		e = aidos_session_run(s, n_in, in);
+		lat[i] = now_ms() - a;
+	}
+	if (e) {
+		fprintf(stderr, "aidos: %s: %s\n", model, aidos_session_errmsg(s));
+		goto out;
+	}
+	struct stat st;
+	if (stat(outdir, &st) < 0 && mkdir(outdir, 0755) < 0) {
+		fprintf(stderr, "aidos: output directory %s: %s\n", outdir, strerror(errno));
+		goto out;
+	}
+	int n_out = aidos_model_n_outputs(m);
+	for (int k = 0; k < n_out; k++) {
+		aidos_tensor t;
+		aidos_session_output(s, k, &t);
+		char path[PATH_MAX];
+		out_path(path, sizeof path, outdir, t.name);
+		if ((e = aidos_npy_save(path, &t))) {
+			fprintf(stderr, "aidos: output '%s': cannot write %s: %s\n", t.name, path, aidos_strerror(e));
+			goto out;
+		}
+		if (!json) {
+			printf("%s: %s ", t.name, hal_dtype_name(t.dtype));
+			print_dims(stdout, t.rank, t.dims, NULL);
+			printf(" -> %s\n", path);
+		}
+	}
+	qsort(lat, (size_t)iters, sizeof *lat, cmp_double);
+	aidos_plan_stats ps;
+	aidos_session_stats(s, &ps);
+	if (json) {
+		printf("{\"outputs\": {");
+		for (int k = 0; k < n_out; k++) {
+			aidos_tensor t;
+			aidos_session_output(s, k, &t);
+			printf("%s", k ? ", " : "");
+			json_str(stdout, t.name);
+			printf(": {\"shape\": ");
+			print_dims(stdout, t.rank, t.dims, NULL);
+			printf(", \"dtype\": \"%s\"}", hal_dtype_name(t.dtype));
+		}
+		printf("}, \"load_ms\": %.3f, \"plan_ms\": %.3f, \"latency_ms\": {\"median\": %.4f, \"p10\": %.4f, \"p90\": %.4f}, "
+		       "\"runs\": %d, \"threads\": %d, \"arena_bytes\": %zu, \"steps\": %d, \"folded\": %d}\n",
+		       load_ms, plan_ms, pct(lat, iters, 0.5), pct(lat, iters, 0.1), pct(lat, iters, 0.9), iters, threads,
+		       ps.arena_bytes, ps.steps, ps.folded);
+	} else {
+		printf("load %.2f ms, plan %.2f ms (%d steps, %d folded, arena %.1f KiB)\n", load_ms, plan_ms, ps.steps,
+		       ps.folded, ps.arena_bytes / 1024.0);
+		if (repeat)
+			printf("latency over %d runs (%d threads): median %.3f ms, p10 %.3f ms, p90 %.3f ms\n", iters,
+			       threads, pct(lat, iters, 0.5), pct(lat, iters, 0.1), pct(lat, iters, 0.9));
+		else
+			printf("latency %.3f ms (first run, %d threads)\n", lat[0], threads);
+	}
+	rc = 0;
+out:
+	free(lat);
+	for (int i = 0; i < n_in; i++)
+		free(owned[i]);
+	aidos_session_destroy(s);
+	aidos_model_free(m);
+	return rc;
+}
+
+/* ---- info ---- */
+
+typedef struct hist {
+	const char *op[512];
+	int count[512];
+	int n;
+} hist;
+
+static void count_ops(const ir_graph *g, hist *h, int *nodes)
+{
+	for (int i = 0; i < g->n_node; i++) {
+		const ir_node *nd = &g->node[i];
+		(*nodes)++;
+		int k;
+		for (k = 0; k < h->n; k++)
+			if (!strcmp(h->op[k], nd->op_type))
+				break;
+		if (k == h->n && h->n < 512) {
+			h->op[k] = nd->op_type;
+			h->count[k] = 0;
+			h->n++;
+		}
+		if (k < h->n)
+			h->count[k]++;
+		for (int a = 0; a < nd->n_attr; a++) {
+			if (nd->attr[a].type == IR_ATTR_GRAPH && nd->attr[a].g)
+				count_ops(nd->attr[a].g, h, nodes);
+			for (int j = 0; nd->attr[a].type == IR_ATTR_GRAPHS && j < nd->attr[a].n; j++)
+				count_ops(nd->attr[a].graphs[j], h, nodes);
+		}
+	}
+}
+
+static void print_value(FILE *f, const ir_value *v, int json)
+{
+	if (json) {
+		fputs("{\"name\": ", f);
+		json_str(f, v->name);
+		fprintf(f, ", \"dtype\": \"%s\", \"shape\": ", hal_dtype_name(v->dtype));
+		if (v->rank < 0)
+			fputs("null", f);
+		else
+			print_dims(f, v->rank, v->dims, v->dim_param);
+		fputc('}', f);
+	} else {
+		fprintf(f, "  %-32s %-8s ", v->name, hal_dtype_name(v->dtype));
+		if (v->rank < 0)
+			fputs("(shape unknown)", f);
+		else
+			print_dims(f, v->rank, v->dims, v->dim_param);
+		fputc('\n', f);
+	}
+}
+
+static int cmd_info(int argc, char **argv)
+{
+	const char *model = NULL;
+	int json = 0;
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			json = 1;
+		else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 0;
+		} else if (argv[i][0] == '-')
+			return die_usage("info: unknown option '%s'", argv[i]);
+		else if (!model)
+			model = argv[i];
+		else
+			return die_usage("info: unexpected argument '%s'", argv[i]);
+	}
+	if (!model)
+		return die_usage("info: no model given%s", "");
+	char err[1024];
+	aidos_model *m;
+	double t0 = now_ms();
+	if (aidos_model_load(model, &m, err, sizeof err)) {
+		fprintf(stderr, "aidos: %s\n", err);
+		return 1;
+	}
+	double load_ms = now_ms() - t0;
+	hist h;
+	h.n = 0;
+	int nodes = 0;
+	count_ops(m->graph, &h, &nodes);
+	size_t mapped, copied;
+	aidos_model_weight_bytes(m, &mapped, &copied);
+	const ir_graph *g = m->graph;
+	if (json) {
+		printf("{\"model\": ");
+		json_str(stdout, model);
+		printf(", \"ir_version\": %lld, \"opsets\": {", (long long)m->ir_version);
+		for (int i = 0; i < m->n_opset; i++) {
+			printf("%s", i ? ", " : "");
+			json_str(stdout, m->opset[i].domain[0] ? m->opset[i].domain : "ai.onnx");
+			printf(": %lld", (long long)m->opset[i].version);
+		}
+		printf("}, \"inputs\": [");
+		for (int i = 0; i < m->n_in; i++) {
+			printf("%s", i ? ", " : "");
+			print_value(stdout, m->in[i], 1);
+		}
+		printf("], \"outputs\": [");
+		for (int i = 0; i < g->n_output; i++) {
+			printf("%s", i ? ", " : "");
+			print_value(stdout, &g->output[i], 1);
+		}
+		printf("], \"nodes\": %d, \"operators\": {", nodes);
+		for (int k = 0; k < h.n; k++) {
+			printf("%s", k ? ", " : "");
+			json_str(stdout, h.op[k]);
+			printf(": %d", h.count[k]);
+		}
+		printf("}, \"unsupported\": [");
+		int first = 1;
+		for (int k = 0; k < h.n; k++)
+			if (!hal_op_find(h.op[k])) {
+				printf("%s", first ? "" : ", ");
+				json_str(stdout, h.op[k]);
+				first = 0;
+			}
+		printf("], \"weight_bytes\": %zu, \"weight_bytes_mapped\": %zu, \"weight_bytes_copied\": %zu, "
+		       "\"load_ms\": %.3f}\n", mapped + copied, mapped, copied, load_ms);
+	} else {
+		printf("%s\n", model);
+		printf("IR version %lld; opsets:", (long long)m->ir_version);
+		for (int i = 0; i < m->n_opset; i++)
+			printf(" %s %lld%s", m->opset[i].domain[0] ? m->opset[i].domain : "ai.onnx",
+			       (long long)m->opset[i].version, i + 1 < m->n_opset ? "," : "");
+		printf("\ninputs:\n");
+		for (int i = 0; i < m->n_in; i++)
+			print_value(stdout, m->in[i], 0);
+		printf("outputs:\n");
+		for (int i = 0; i < g->n_output; i++)
+			print_value(stdout, &g->output[i], 0);
+		printf("operators (%d nodes, subgraphs included):\n", nodes);
+		for (int k = 0; k < h.n; k++)
+			printf("  %-28s %5d%s\n", h.op[k], h.count[k], hal_op_find(h.op[k]) ? "" : "  (not supported)");
+		printf("weights: %zu bytes (%zu used in place from the file mapping, %zu copied)\n", mapped + copied,
+		       mapped, copied);
+		printf("load: %.3f ms\n", load_ms);
+	}
+	aidos_model_free(m);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+		printf("aidos %s\n", AIDOS_VERSION);
+		return 0;
+	}
+	if (!strcmp(cmd, "run"))
+		return cmd_run(argc - 2, argv + 2);
+	if (!strcmp(cmd, "info"))
+		return cmd_info(argc - 2, argv + 2);
+	fprintf(stderr, "aidos: unknown command '%s' (see 'aidos --help')\n", cmd);
+	return 2;
+}
