@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "hal/plan.h"
 #include "hal/ops/arity.h"
 
@@ -292,6 +293,14 @@ static int place(hal_plan *p)
 			it[m++] = (item){ .size = b, .start = i, .end = i, .s = &p->step[i] };
 			p->naive_bytes += b;
 		}
+	for (int i = 0; i < m; i++)
+		if (it[i].s && it[i].size > p->mem_limit) {
+			perr(p, AIDOS_E_NOMEM, "node '%s' (%s): scratch of %zu bytes, over the limit of %zu",
+			     it[i].s->node->name, it[i].s->node->op_type, it[i].size, p->mem_limit);
+			pool_free(it);
+			pool_free(live);
+			return AIDOS_E_NOMEM;
+		}
 	qsort(it, (size_t)m, sizeof *it, cmp_item);
 	size_t total = 0;
 	for (int i = 0; i < m; i++) {
@@ -311,7 +320,9 @@ static int place(hal_plan *p)
 		if (off + it[i].size > total)
 			total = off + it[i].size;
 	}
-	int rc = pool_arena_reserve(&p->arena, total);
+	int rc = total > p->mem_limit ? AIDOS_E_NOMEM : pool_arena_reserve(&p->arena, total);
+	if (rc)
+		perr(p, rc, "the activations need an arena of %zu bytes (limit %zu)", total, p->mem_limit);
 	if (!rc) {
 		unsigned char *base = p->arena.base;
 		for (int i = 0; i < m; i++) {
@@ -339,6 +350,14 @@ static int place(hal_plan *p)
 
 /* ---- building ---- */
 
+static size_t default_limit(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+	if (pages <= 0 || psz <= 0)
+		return (size_t)1 << 32;
+	return (size_t)pages * (size_t)psz / 2;
+}
+
 static int check_shape(hal_plan *p, hal_step *s, const hal_tensor *t, int k)
 {
 	const ir_node *n = s->node;
@@ -357,6 +376,9 @@ static int check_shape(hal_plan *p, hal_step *s, const hal_tensor *t, int k)
 			return perr(p, AIDOS_E_SHAPE, "node '%s' (%s): output %d is too large", n->name, n->op_type, k);
 		e *= t->dims[i];
 	}
+	if ((size_t)e * hal_dtype_size(t->dtype) > p->mem_limit)
+		return perr(p, AIDOS_E_NOMEM, "node '%s' (%s): output %d needs %zu bytes, over the limit of %zu",
+			    n->name, n->op_type, k, (size_t)e * hal_dtype_size(t->dtype), p->mem_limit);
 	return 0;
 }
 
@@ -459,6 +481,9 @@ static int add_node(hal_plan *p, const ir_node *n)
 			if (!s->out[k]->data)
 				return AIDOS_E_NOMEM;
 		}
+		if (s->scratch_bytes > p->mem_limit)
+			return perr(p, AIDOS_E_NOMEM, "node '%s' (%s): scratch of %zu bytes, over the limit of %zu",
+				    n->name, n->op_type, s->scratch_bytes, p->mem_limit);
 		if (s->scratch_bytes && !(s->scratch = plan_alloc(p, s->scratch_bytes)))
 			return AIDOS_E_NOMEM;
 		if ((rc = op->exec(s))) {
@@ -549,12 +574,12 @@ static int build(hal_plan *p, int n_in, const hal_input_shape *in)
 		p->out[p->n_out++] = &v->t;
 	}
 	if ((rc = place(p)))
-		return perr(p, rc, "cannot reserve the activation arena");
+		return perr(p, rc, "cannot reserve the activation arena");  /* keeps place()'s message */
 	return 0;
 }
 
 int hal_plan_build(const struct aidos_model *m, const ir_graph *g, hal_plan *parent, int parent_step,
-		   int opset, hal_threadpool *tp, int n_in, const hal_input_shape *in,
+		   int opset, hal_threadpool *tp, size_t mem_limit, int n_in, const hal_input_shape *in,
 		   hal_plan **out, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -575,6 +600,7 @@ int hal_plan_build(const struct aidos_model *m, const ir_graph *g, hal_plan *par
 	p->model = m;
 	p->opset = opset;
 	p->tp = tp;
+	p->mem_limit = mem_limit ? mem_limit : default_limit();
 	int rc = build(p, n_in, in);
 	if (rc && err && errlen)
 		snprintf(err, errlen, "%s", p->err[0] ? p->err : aidos_strerror(rc));

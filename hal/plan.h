@@ -48,6 +48,7 @@ typedef struct hal_plan {
 	const struct aidos_model *model;
 	int opset;
 	hal_threadpool *tp;
+	size_t mem_limit;          /* bytes one tensor, a folded value or the arena may take */
 
 	hal_value *val;            /* capacity fixed at build: pointers stay valid */
 	int n_val, cap_val;
@@ -83,7 +84,7 @@ typedef struct hal_input_shape {
  * error returns a code with the message in err; a top-level *out is still
  * set and must be freed. */
 int hal_plan_build(const struct aidos_model *m, const ir_graph *g, hal_plan *parent, int parent_step,
-		   int opset, hal_threadpool *tp, int n_in, const hal_input_shape *in,
+		   int opset, hal_threadpool *tp, size_t mem_limit, int n_in, const hal_input_shape *in,
 		   hal_plan **out, char *err, size_t errlen);
 void hal_plan_free(hal_plan *p);
 

@@ -83,6 +83,7 @@ struct aidos_session {
 	int64_t dims[64][AIDOS_MAX_RANK];
 	int map[64];          /* model input i -> index in the caller's array */
 	double plan_ms;
+	size_t mem_limit;     /* 0: the planner's default */
 	char err[768];
 };
 
@@ -111,6 +112,7 @@ int aidos_session_create(aidos_model *m, const aidos_session_opts *opts, aidos_s
 	if (!s)
 		return AIDOS_E_NOMEM;
 	s->m = m;
+	s->mem_limit = opts ? opts->max_tensor_bytes : 0;
 	int threads = opts && opts->threads > 0 ? opts->threads : 1;
 	int rc = hal_threadpool_create(threads, &s->tp);
 	if (rc) {
@@ -220,7 +222,7 @@ static int plan_for(aidos_session *s, const aidos_tensor *in, const int *map)
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	hal_plan *p;
-	int rc = hal_plan_build(m, m->graph, NULL, 0, m->opset_default, s->tp, m->n_in, shp, &p, s->err,
+	int rc = hal_plan_build(m, m->graph, NULL, 0, m->opset_default, s->tp, s->mem_limit, m->n_in, shp, &p, s->err,
 				sizeof s->err);
 	if (rc) {
 		hal_plan_free(p);

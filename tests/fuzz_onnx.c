@@ -93,7 +93,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 
 	aidos_session *s = NULL;
-	rc = aidos_session_create(m, NULL, &s, err, sizeof err);
+	/* A hostile file may ask for any size: bound it well under libFuzzer's 2 GiB. */
+	aidos_session_opts so = { .threads = 1, .max_tensor_bytes = 256u << 20 };
+	rc = aidos_session_create(m, &so, &s, err, sizeof err);
 	if (rc) {
 		CHECK(rc < 0 && err[0], "session_create returned %d with message '%s'", rc, err);
 	} else if (runnable) {

@@ -397,7 +397,8 @@ static void plan_and_run(aidos_model *m, counts *c)
 	}
 	aidos_session *s = NULL;
 	char err[512] = "";
-	int rc = aidos_session_create(m, NULL, &s, err, sizeof err);
+	aidos_session_opts so = { .threads = 1, .max_tensor_bytes = 256u << 20 };  /* hostile sizes stay small */
+	int rc = aidos_session_create(m, &so, &s, err, sizeof err);
 	if (rc) {
 		assert_true(rc < 0);
 		assert_true(err[0] != 0);

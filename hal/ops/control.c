@@ -29,7 +29,7 @@ static int plan_branch(hal_step *s, int b, if_params *pp)
 			       s->n_out);
 	hal_plan *p = s->plan, *c = NULL;
 	int idx = (int)(s - p->step);
-	int rc = hal_plan_build(p->model, g, p, idx, p->opset, p->tp, 0, NULL, &c, pp->err[b],
+	int rc = hal_plan_build(p->model, g, p, idx, p->opset, p->tp, p->mem_limit, 0, NULL, &c, pp->err[b],
 				sizeof pp->err[b]);
 	if (rc) {
 		if (rc == AIDOS_E_NOMEM)

@@ -1346,6 +1346,12 @@ static int pool_infer_common(hal_step *s, int kind, int global)
 		}
 		if ((rc = win_attrs(s, &p->w, 1)) || (rc = auto_pad(s, &ap)))
 			return rc;
+		/* A window that lies wholly in the padding has no input tap; ONNX
+		 * Runtime refuses such pads too, and without the bound a hostile
+		 * file makes one output cost kernel_shape's volume of empty taps. */
+		for (int i = o; i < SP; i++)
+			if (p->w.pb[i] >= p->w.k[i] || p->w.pe[i] >= p->w.k[i])
+				return hal_err(s, AIDOS_E_INVALID, "pads must be smaller than kernel_shape");
 		p->include_pad = (int)hal_attr_int(s->node, "count_include_pad", 0);
 		p->storage_order = (int)hal_attr_int(s->node, "storage_order", 0);
 	}

@@ -175,7 +175,8 @@ static int get_axes(hal_step *s, int since_input, int idx, int64_t *axes, int *n
 	if (c > HAL_MAX_RANK)
 		return hal_err(s, AIDOS_E_UNSUPPORTED, "axes has %d values, at most %d supported",
 			       c, HAL_MAX_RANK);
-	memcpy(axes, v, (size_t)c * sizeof *axes);
+	if (c)
+		memcpy(axes, v, (size_t)c * sizeof *axes);
 	*n = c;
 	return 0;
 }
@@ -777,7 +778,8 @@ static int slice_infer(hal_step *s)
 			na = hal_attr_ints(s->node, "axes", &v);
 			if (na > HAL_MAX_RANK)
 				return hal_err(s, AIDOS_E_INVALID, "axes has %d values", na);
-			memcpy(axes, v, (size_t)na * sizeof *v);
+			if (na)
+				memcpy(axes, v, (size_t)na * sizeof *v);
 		}
 	}
 	if (ne != n || (na >= 0 && na != n) || (ns >= 0 && ns != n))

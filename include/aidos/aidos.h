@@ -104,7 +104,10 @@ void aidos_model_weight_bytes(const aidos_model *m, size_t *mapped, size_t *copi
 typedef struct aidos_session aidos_session;
 
 typedef struct aidos_session_opts {
-	int threads;  /* 0: 1 thread; n: n threads (own pool) */
+	int threads;             /* 0: 1 thread; n: n threads (own pool) */
+	size_t max_tensor_bytes; /* 0: half the machine's memory. Planning fails with
+	                            AIDOS_E_NOMEM (naming the tensor) rather than
+	                            reserve more for one tensor or for the arena */
 } aidos_session_opts;
 
 /* Creates a session (and its thread pool). Planning happens on the first run
