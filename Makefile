@@ -34,9 +34,12 @@ BINS     := $(BUILD)/aidos $(BUILD)/aidosctl $(BUILD)/aidos-node $(BUILD)/aidos-
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz_*.c)
+# Helper programs of the script tests and benchmarks, built with the same
+# flags (sanitizers included) as the library they link.
+TOOL_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/tools/*.c) $(wildcard bench/*.c))
 
 .PHONY: all deps test test-unit demo bench conformance clean models san-test help
-all: $(BUILD)/libaidos.a $(BUILD)/libaidos.so $(BINS) $(TESTS)
+all: $(BUILD)/libaidos.a $(BUILD)/libaidos.so $(BINS) $(TESTS) $(TOOL_BINS)
 
 help:
 	@echo "make            build into build/ (aidos, aidosctl, aidos-node, aidos-coord, libaidos.{a,so})"
@@ -87,6 +90,10 @@ $(BUILD)/aidos-coord: $(BUILD)/obj/coordinator/coord_main.o $(BUILD)/libaidos.a
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libaidos.a
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(LDFLAGS) -lcmocka $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libaidos.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 # Real pretrained models from npm (pinned, sha256-checked, cached) and their
 # ONNX Runtime reference outputs.

@@ -80,11 +80,8 @@ q = lambda p: v[min(len(v) - 1, max(0, int(p * len(v) + 0.999999) - 1))]
 print(json.dumps({'n': len(v), 'median_ms': q(0.5), 'p99_ms': q(0.99), 'mean_ms': sum(v) / len(v), 'min_ms': v[0], 'max_ms': v[-1]}))"; }
 
 # ---- the client and the cluster ----
-mkdir -p "$build/bench"
-RI=$build/bench/remote_infer
-${CC:-cc} -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wno-unused-parameter -Iinclude -I. -I"$build/gen" \
-	-o "$RI" bench/remote_infer.c "$build/libaidos.a" -lgrpc -lgpr -lprotobuf-c -lucp -lucs -lm -pthread ||
-	{ echo "bench/cluster.sh: cannot build bench/remote_infer.c"; exit 1; }
+RI=$build/bench/remote_infer   # built by make
+[[ -x $RI ]] || { echo "bench/cluster.sh: $RI is missing: run make"; exit 1; }
 
 if [[ $(id -u) == 0 ]]; then
 	for ((w = 0; w < 60; w += 2)); do

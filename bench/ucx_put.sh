@@ -36,10 +36,9 @@ max_it=${AIDOS_BENCH_MAX_ITERS:-10000}
 sizes=(4096 16384 65536 262144 1048576 4194304)
 max=${sizes[-1]}
 
-bin=$build/bench/ucx_put
-mkdir -p "$build/bench" bench/results
-"${CC:-cc}" -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wno-unused-parameter -Iinclude -I. \
-	bench/ucx_put.c "$build/libaidos.a" -lucp -lucs -pthread -o "$bin"
+bin=$build/bench/ucx_put   # built by make
+mkdir -p bench/results
+[[ -x $bin ]] || { echo "bench/ucx_put.sh: $bin is missing: run make" >&2; exit 1; }
 
 id=$$
 nsa=aidos-put-a-$id nsb=aidos-put-b-$id

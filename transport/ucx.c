@@ -434,7 +434,8 @@ static void publish(xport *x, const char *tls, const char *lanes)
 			p = strchr(p, ',');
 			p = p ? p + 2 : "";
 		}
-		snprintf(name, sizeof name, "ucx:%s", cand[0] ? cand : "none");
+		/* %.150s: cand may exceed the name, and the name is for display */
+		snprintf(name, sizeof name, "ucx:%.150s", cand[0] ? cand : "none");
 	} else {
 		snprintf(name, sizeof name, "ucx:%s", tls);
 	}
