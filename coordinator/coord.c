@@ -1300,6 +1300,11 @@ static int h_heartbeat(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **
 		n->info->last_heartbeat_ms = wall_ms();
 		n->info->mem_free = req->mem_free;
 		n->info->queue_len = req->queue_len;
+		if (req->transport && req->transport[0] && strcmp(req->transport, n->info->transport))
+			set_str(&n->info->transport, req->transport);
+		if (req->transport_reason && req->transport_reason[0] &&
+		    strcmp(req->transport_reason, n->info->transport_reason))
+			set_str(&n->info->transport_reason, req->transport_reason);
 		n->reserved = 0;
 		if (n->info->state == AIDOS__NODE_STATE__NODE_UNKNOWN) {
 			n->info->state = AIDOS__NODE_STATE__NODE_READY;

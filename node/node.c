@@ -59,6 +59,7 @@ struct node {
 	char *coord_addr, *data_dir, *listen, *ckpt_dir;
 	char rpc_addr[MAX_ADDR];
 	char transport[160], reason[1200];
+	char tmode[96];        /* "--transport tcp (UCX over TCP)": the reason's prefix */
 	char cpu_name[256];
 	uint32_t cores;
 	uint64_t mem_total;
@@ -1127,6 +1128,16 @@ static void heartbeat_once(node *n, unsigned beat, int *failing)
 	req.agents = ptrs;
 	req.n_checkpoints = (size_t)bc.n;
 	req.checkpoints = cps;
+	/* The lanes UCX really uses are known only after the first transfer:
+	 * report the transport as it is now, not as it was at registration. */
+	char reason[sizeof n->reason];
+	if (n->x) {
+		const char *tname, *why;
+		xport_describe(n->x, &tname, &why);
+		snprintf(reason, sizeof reason, "%s: %s", n->tmode, why);
+		req.transport = (char *)tname;
+		req.transport_reason = reason;
+	}
 	int deadline = (int)(n->hb_ms * 2 < 300 ? 300 : n->hb_ms * 2 > 2000 ? 2000 : n->hb_ms * 2);
 	rc = rpc_call(n->coord, "/aidos.Coordinator/Heartbeat", &req.base, &aidos__heartbeat_reply__descriptor,
 		      (ProtobufCMessage **)&rep, deadline, err, sizeof err);
@@ -1374,9 +1385,9 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 		const char *name, *why;
 		xport_describe(n->x, &name, &why);
 		snprintf(n->transport, sizeof n->transport, "%s", name);
-		snprintf(n->reason, sizeof n->reason, "--transport %s%s: %s", tr,
-			 !strcmp(tr, "tcp") ? " (UCX over TCP)" : !strcmp(tr, "ucx") ? " (UCX required)" : " (UCX's choice)",
-			 why);
+		snprintf(n->tmode, sizeof n->tmode, "--transport %s%s", tr,
+			 !strcmp(tr, "tcp") ? " (UCX over TCP)" : !strcmp(tr, "ucx") ? " (UCX required)" : " (UCX's choice)");
+		snprintf(n->reason, sizeof n->reason, "%s: %s", n->tmode, why);
 		if ((rc = node_peers_create(n->x, &n->peers))) {
 			fail(err, errlen, rc, "out of memory");
 			node_destroy(n);
