@@ -96,6 +96,9 @@ int hal_plan_run(hal_plan *p);
 int hal_threadpool_create(int threads, hal_threadpool **out);
 void hal_threadpool_destroy(hal_threadpool *tp);
 int hal_threadpool_size(const hal_threadpool *tp);
+/* Brackets a request: workers spin through its gaps instead of sleeping. */
+void hal_threadpool_begin(hal_threadpool *tp);
+void hal_threadpool_end(hal_threadpool *tp);
 void hal_threadpool_run(hal_threadpool *tp, int64_t n, int64_t grain, hal_range_fn fn, void *arg);
 
 #endif

@@ -277,7 +277,9 @@ int aidos_session_run(aidos_session *s, int n, const aidos_tensor *inputs)
 			}
 	}
 	p->err[0] = 0;
+	hal_threadpool_begin(s->tp);
 	rc = hal_plan_run(p);
+	hal_threadpool_end(s->tp);
 	if (rc)
 		return serr(s, rc, "%s", p->err[0] ? p->err : aidos_strerror(rc));
 	return 0;

@@ -2,9 +2,11 @@
  * hal/threadpool.c - the executor's own thread pool.
  *
  * A job is published by bumping `gen`; workers spin on it for a bounded time
- * (SPIN_NS, read from the vDSO clock, no system call) and then sleep on a
- * futex, so an idle session costs no CPU while back-to-back kernels (tens of
- * microseconds apart) never pay a wake-up (about 50 us on this machine).
+ * (read from the vDSO clock, no system call) and then sleep on a futex: 50 us
+ * when idle, so an idle session costs no CPU, and up to 2 ms while a request
+ * runs (hal_threadpool_begin/end), so the single-threaded steps between
+ * parallel kernels never put a worker to sleep and no kernel pays a wake-up
+ * (about 50 us on this machine) or a system call.
  * Work is split statically: worker k runs chunk k of `chunks`, the caller
  * runs chunk 0. Completion: `pending` counts every worker down to zero; the
  * last one wakes the caller if it went to sleep.
@@ -18,7 +20,10 @@
 #include <unistd.h>
 #include "hal/plan.h"
 
-#define SPIN_NS 50000
+#define SPIN_NS 50000          /* idle: spin this long, then sleep */
+#define SPIN_ACTIVE_NS 2000000 /* inside a request: gaps between parallel kernels
+                                  (single-threaded steps) stay under this, so
+                                  workers never sleep mid-request */
 
 struct hal_threadpool {
 	int n;                       /* threads including the caller */
@@ -27,6 +32,7 @@ struct hal_threadpool {
 	_Atomic uint32_t pending;    /* chunks not yet done: futex word for the caller */
 	_Atomic int stop;
 	_Atomic int sleepers;        /* workers (or the caller) inside futex wait */
+	_Atomic int active;          /* a request is running: spin longer */
 	struct hal_worker { struct hal_threadpool *tp; int idx; } *wk;
 	/* The job, written before gen is released. */
 	hal_range_fn fn;
@@ -66,9 +72,10 @@ static void wait_change(hal_threadpool *tp, _Atomic uint32_t *w, uint32_t old)
 		cpu_relax();
 		if ((i & 255) == 255) {
 			uint64_t t = now_ns();
+			uint64_t limit = atomic_load_explicit(&tp->active, memory_order_relaxed) ? SPIN_ACTIVE_NS : SPIN_NS;
 			if (!t0)
 				t0 = t;
-			else if (t - t0 > SPIN_NS)
+			else if (t - t0 > limit)
 				break;
 		}
 	}
@@ -161,6 +168,18 @@ void hal_threadpool_destroy(hal_threadpool *tp)
 		pool_free(tp->wk);
 	}
 	pool_free(tp);
+}
+
+void hal_threadpool_begin(hal_threadpool *tp)
+{
+	if (tp)
+		atomic_store_explicit(&tp->active, 1, memory_order_relaxed);
+}
+
+void hal_threadpool_end(hal_threadpool *tp)
+{
+	if (tp)
+		atomic_store_explicit(&tp->active, 0, memory_order_relaxed);
 }
 
 int hal_threadpool_size(const hal_threadpool *tp)
