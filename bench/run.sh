@@ -3,6 +3,7 @@
 # and its peer side by side in one run and writing bench/results/*.json and
 # a Markdown table. Benchmarks are measurements, never pass/fail tests.
 #   bench/load.sh      model load + plan time next to ONNX Runtime's session creation
+#   bench/hotpath.sh   system calls per request in steady state (perf)
 #   bench/cluster.sh   placement latency, remote vs local inference, migration vs context size
 #   bench/ucx_put.sh   UCX put bandwidth between two namespaces, next to ucx_perftest
 set -uo pipefail
@@ -10,7 +11,7 @@ build=${1:-build}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 2
 status=0
-for b in bench/load.sh bench/cluster.sh bench/ucx_put.sh; do
+for b in bench/load.sh bench/hotpath.sh bench/cluster.sh bench/ucx_put.sh; do
 	echo "== $b"
 	"$b" "$build" || { echo "bench: $b failed (exit $?)" >&2; status=1; }
 done
