@@ -31,8 +31,8 @@
 #endif
 #endif
 
-static _Atomic int counting;
-static _Atomic long calls;
+static _Atomic int counting __attribute__((unused));
+static _Atomic long calls __attribute__((unused));
 
 #ifndef SANITIZED
 void *__libc_malloc(size_t);
@@ -63,7 +63,7 @@ int posix_memalign(void **out, size_t al, size_t n)
 }
 #endif
 
-static const char *cache_dir(void)
+__attribute__((unused)) static const char *cache_dir(void)
 {
 	static char buf[1024];
 	const char *c = getenv("AIDOS_CACHE");
