@@ -15,4 +15,5 @@ for b in bench/load.sh bench/hotpath.sh bench/cluster.sh bench/ucx_put.sh; do
 	echo "== $b"
 	"$b" "$build" || { echo "bench: $b failed (exit $?)" >&2; status=1; }
 done
+"$root/bench/plot.sh" || status=1
 exit $status
