@@ -367,14 +367,15 @@ static int check_shape(hal_plan *p, hal_step *s, const hal_tensor *t, int k)
 	if (t->rank < 0 || t->rank > HAL_MAX_RANK)
 		return perr(p, AIDOS_E_UNSUPPORTED, "node '%s' (%s): output %d has rank %d", n->name, n->op_type, k,
 			    t->rank);
-	int64_t e = 1;
+	int64_t e = 1, span = 1;  /* span: product of the non-zero dims (strides stay in range) */
 	for (int i = 0; i < t->rank; i++) {
 		if (t->dims[i] < 0)
 			return perr(p, AIDOS_E_SHAPE, "node '%s' (%s): output %d has negative dimension %lld",
 				    n->name, n->op_type, k, (long long)t->dims[i]);
-		if (t->dims[i] && e > MAX_NUMEL / t->dims[i])
+		if (t->dims[i] && span > MAX_NUMEL / t->dims[i])
 			return perr(p, AIDOS_E_SHAPE, "node '%s' (%s): output %d is too large", n->name, n->op_type, k);
 		e *= t->dims[i];
+		span *= t->dims[i] ? t->dims[i] : 1;
 	}
 	if ((size_t)e * hal_dtype_size(t->dtype) > p->mem_limit)
 		return perr(p, AIDOS_E_NOMEM, "node '%s' (%s): output %d needs %zu bytes, over the limit of %zu",

@@ -343,11 +343,16 @@ static void sr_simplify(strided *p)
 	int r = 0;
 	p->numel = 1;
 	for (int i = 0; i < p->rank; i++) {
-		p->numel *= p->dims[i];
+		/* Shapes are not yet checked here (the planner rejects oversized
+		 * outputs after infer): saturate instead of overflowing. */
+		int64_t span, merged;
+		if (__builtin_mul_overflow(p->numel, p->dims[i], &p->numel))
+			p->numel = INT64_MAX;
 		if (p->dims[i] == 1)
 			continue;
-		if (r > 0 && p->str[r - 1] == p->str[i] * p->dims[i]) {
-			p->dims[r - 1] *= p->dims[i];
+		if (r > 0 && !__builtin_mul_overflow(p->str[i], p->dims[i], &span) && p->str[r - 1] == span &&
+		    !__builtin_mul_overflow(p->dims[r - 1], p->dims[i], &merged)) {
+			p->dims[r - 1] = merged;
 			p->str[r - 1] = p->str[i];
 			continue;
 		}
