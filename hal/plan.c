@@ -395,7 +395,11 @@ static int add_node(hal_plan *p, const ir_node *n)
 	 * reads an input the node does not have. Versions newer than the
 	 * schemas aidos was generated from may add optional inputs: only the
 	 * minimum is checked for them. */
-	const hal_arity *ar = hal_arity_find(n->op_type, p->opset);
+	int first;
+	const hal_arity *ar = hal_arity_find(n->op_type, p->opset, &first);
+	if (!ar && first)
+		return perr(p, AIDOS_E_INVALID, "node '%s': %s does not exist at opset %d (it came in opset %d)", n->name,
+			    n->op_type, p->opset, first);
 	if (ar) {
 		int newer = p->opset > hal_arity_max_opset;
 		if (n->n_in < ar->min_in || (!newer && ar->max_in >= 0 && n->n_in > ar->max_in))

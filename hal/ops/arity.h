@@ -19,7 +19,9 @@ extern const hal_arity hal_arity_table[];   /* sorted by op, then since */
 extern const int hal_arity_count;
 extern const int hal_arity_max_opset;       /* newest opset the table knows */
 
-/* The row for op at opset, NULL when the schemas do not know the op. */
-const hal_arity *hal_arity_find(const char *op, int opset);
+/* The row for op at opset, NULL when the schemas do not know the op or it
+ * does not exist yet at that opset (*first then gets the opset that
+ * introduced it, else 0). */
+const hal_arity *hal_arity_find(const char *op, int opset, int *first);
 
 #endif

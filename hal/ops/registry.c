@@ -47,7 +47,7 @@ const hal_op *hal_op_find(const char *op_type)
 
 #include "hal/ops/arity.h"
 
-const hal_arity *hal_arity_find(const char *op, int opset)
+const hal_arity *hal_arity_find(const char *op, int opset, int *first)
 {
 	/* The table is sorted by name then version: binary search for the
 	 * first row of op, then walk its versions. Plan time only. */
@@ -60,8 +60,12 @@ const hal_arity *hal_arity_find(const char *op, int opset)
 			hi = mid;
 	}
 	const hal_arity *best = NULL;
-	for (int i = lo; i < hal_arity_count && !strcmp(hal_arity_table[i].op, op); i++)
+	*first = 0;
+	for (int i = lo; i < hal_arity_count && !strcmp(hal_arity_table[i].op, op); i++) {
+		if (!*first)
+			*first = hal_arity_table[i].since;
 		if (hal_arity_table[i].since <= opset)
 			best = &hal_arity_table[i];
+	}
 	return best;
 }
