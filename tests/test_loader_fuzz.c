@@ -508,6 +508,36 @@ static void print_counts(const char *what, const counts *c)
 }
 
 /* ---- seeds load ---- */
+/* Every input libFuzzer (tools/fuzz.sh) ever crashed, hung or exhausted
+ * memory with, kept in tests/fuzz-regress/: each must now load, plan and run
+ * or be refused with an error. */
+static void test_fuzz_regressions(void **state)
+{
+	(void)state;
+	DIR *d = opendir("tests/fuzz-regress");
+	if (!d)
+		fail_msg("tests/fuzz-regress: cannot open (run from the repository root)");
+	counts c = { .t0 = now_s() };
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[512];
+		strf(path, sizeof path, "tests/fuzz-regress/%s", e->d_name);
+		size_t len;
+		uint8_t *buf = read_file(path, &len);
+		if (!buf)
+			continue;
+		try_input(buf, len, &c, "%s", path);
+		free(buf);
+		n++;
+	}
+	closedir(d);
+	print_counts("fuzz regressions", &c);
+	assert_true(n > 0);
+}
+
 static void test_seeds_load(void **state)
 {
 	install_crash_capture();
@@ -1569,6 +1599,7 @@ int main(void)
 		cmocka_unit_test(test_hostile_negative_dims),
 		cmocka_unit_test(test_hostile_external_data),
 		cmocka_unit_test(test_hostile_repeated_count),
+		cmocka_unit_test(test_fuzz_regressions),
 		cmocka_unit_test(test_seeds_load),
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_tensor_decode),
