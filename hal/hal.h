@@ -71,6 +71,14 @@ typedef struct hal_tensor {
 } hal_tensor;
 
 int64_t hal_numel(const hal_tensor *t);
+
+/* Every tensor aidos holds, loaded, planned or given, has dims >= 0 whose
+ * non-zero ones multiply to at most HAL_MAX_SPAN: 2^40 elements (4 TiB of
+ * floats) keeps byte counts below 2^43, and bounding the non-zero dims too
+ * keeps the strides of an empty tensor such as [0, 2^62] in range. */
+#define HAL_MAX_SPAN (INT64_C(1) << 40)
+/* 1 when dims[0..rank) are all >= 0 and within HAL_MAX_SPAN as above. */
+int hal_dims_ok(int rank, const int64_t *dims);
 static inline size_t hal_nbytes(const hal_tensor *t)
 {
 	return (size_t)hal_numel(t) * hal_dtype_size(t->dtype);

@@ -465,19 +465,17 @@ static int decode_tensor(dec *d, pb msg, ir_tensor *t, const uint8_t *at)
 	}
 	(void)fdata;
 	t->rank = (int32_t)ndims;
-	/* The product of the non-zero dims is bounded too: an empty tensor of
-	 * dims [0, 2^62] would make every stride computed from it overflow. */
-	int64_t numel = 1, span = 1;
+	int64_t numel = 1;
 	for (int i = 0; i < t->rank; i++) {
 		if (dims_buf[i] < 0)
 			return derr(d, AIDOS_E_INVALID, at, "tensor '%s': negative dimension %lld", t->name,
 				    (long long)dims_buf[i]);
 		t->dims[i] = dims_buf[i];
-		if (dims_buf[i] && span > (INT64_C(1) << 40) / dims_buf[i])
-			return derr(d, AIDOS_E_INVALID, at, "tensor '%s': element count overflows", t->name);
-		numel *= dims_buf[i];
-		span *= dims_buf[i] ? dims_buf[i] : 1;
 	}
+	if (!hal_dims_ok(t->rank, t->dims))
+		return derr(d, AIDOS_E_INVALID, at, "tensor '%s': element count overflows", t->name);
+	for (int i = 0; i < t->rank; i++)
+		numel *= t->dims[i];
 	size_t es = hal_dtype_size(t->dtype);
 	if (t->dtype == HAL_DT_STRING || es == 0) {
 		if (t->dtype == HAL_DT_UNDEF)

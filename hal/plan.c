@@ -13,10 +13,6 @@
 /* Where empty constant tensors point, so "constant" always means data != NULL. */
 static _Alignas(64) unsigned char empty_data[64];
 
-/* Elements a single tensor may hold: 2^40 (4 TiB of floats) keeps every byte
- * count below 2^43 and far from overflow. */
-#define MAX_NUMEL (INT64_C(1) << 40)
-
 /* ---- small helpers ---- */
 
 static uint32_t hash_str(const char *s)
@@ -293,14 +289,6 @@ static int place(hal_plan *p)
 			it[m++] = (item){ .size = b, .start = i, .end = i, .s = &p->step[i] };
 			p->naive_bytes += b;
 		}
-	for (int i = 0; i < m; i++)
-		if (it[i].s && it[i].size > p->mem_limit) {
-			perr(p, AIDOS_E_NOMEM, "node '%s' (%s): scratch of %zu bytes, over the limit of %zu",
-			     it[i].s->node->name, it[i].s->node->op_type, it[i].size, p->mem_limit);
-			pool_free(it);
-			pool_free(live);
-			return AIDOS_E_NOMEM;
-		}
 	qsort(it, (size_t)m, sizeof *it, cmp_item);
 	size_t total = 0;
 	for (int i = 0; i < m; i++) {
@@ -367,16 +355,13 @@ static int check_shape(hal_plan *p, hal_step *s, const hal_tensor *t, int k)
 	if (t->rank < 0 || t->rank > HAL_MAX_RANK)
 		return perr(p, AIDOS_E_UNSUPPORTED, "node '%s' (%s): output %d has rank %d", n->name, n->op_type, k,
 			    t->rank);
-	int64_t e = 1, span = 1;  /* span: product of the non-zero dims (strides stay in range) */
-	for (int i = 0; i < t->rank; i++) {
+	for (int i = 0; i < t->rank; i++)
 		if (t->dims[i] < 0)
 			return perr(p, AIDOS_E_SHAPE, "node '%s' (%s): output %d has negative dimension %lld",
 				    n->name, n->op_type, k, (long long)t->dims[i]);
-		if (t->dims[i] && span > MAX_NUMEL / t->dims[i])
-			return perr(p, AIDOS_E_SHAPE, "node '%s' (%s): output %d is too large", n->name, n->op_type, k);
-		e *= t->dims[i];
-		span *= t->dims[i] ? t->dims[i] : 1;
-	}
+	if (!hal_dims_ok(t->rank, t->dims))
+		return perr(p, AIDOS_E_SHAPE, "node '%s' (%s): output %d is too large", n->name, n->op_type, k);
+	int64_t e = hal_numel(t);
 	if ((size_t)e * hal_dtype_size(t->dtype) > p->mem_limit)
 		return perr(p, AIDOS_E_NOMEM, "node '%s' (%s): output %d needs %zu bytes, over the limit of %zu",
 			    n->name, n->op_type, k, (size_t)e * hal_dtype_size(t->dtype), p->mem_limit);
@@ -464,6 +449,9 @@ static int add_node(hal_plan *p, const ir_node *n)
 			perr(p, rc, "node '%s' (%s): %s", n->name, n->op_type, aidos_strerror(rc));
 		return rc;
 	}
+	if (s->scratch_bytes > p->mem_limit)
+		return perr(p, AIDOS_E_NOMEM, "node '%s' (%s): scratch of %zu bytes, over the limit of %zu", n->name,
+			    n->op_type, s->scratch_bytes, p->mem_limit);
 	int inferred_const = n->n_out > 0;
 	for (int k = 0; k < n->n_out; k++) {
 		if ((rc = check_shape(p, s, s->out[k], k)))
@@ -486,9 +474,6 @@ static int add_node(hal_plan *p, const ir_node *n)
 			if (!s->out[k]->data)
 				return AIDOS_E_NOMEM;
 		}
-		if (s->scratch_bytes > p->mem_limit)
-			return perr(p, AIDOS_E_NOMEM, "node '%s' (%s): scratch of %zu bytes, over the limit of %zu",
-				    n->name, n->op_type, s->scratch_bytes, p->mem_limit);
 		if (s->scratch_bytes && !(s->scratch = plan_alloc(p, s->scratch_bytes)))
 			return AIDOS_E_NOMEM;
 		if ((rc = op->exec(s))) {

@@ -169,17 +169,15 @@ static int bind_check(aidos_session *s, int n, const aidos_tensor *in, int *map)
 		if (v->rank >= 0 && in[k].rank != v->rank)
 			return serr(s, AIDOS_E_SHAPE, "input '%s': rank %d given, the model takes rank %d", in[k].name,
 				    in[k].rank, v->rank);
-		int64_t span = 1;   /* product of the non-zero dims, bounded like every tensor's */
 		for (int d = 0; d < in[k].rank; d++) {
 			if (in[k].dims[d] < 0)
 				return serr(s, AIDOS_E_SHAPE, "input '%s': dimension %d is negative", in[k].name, d);
-			if (in[k].dims[d] && span > (INT64_C(1) << 40) / in[k].dims[d])
-				return serr(s, AIDOS_E_SHAPE, "input '%s' is too large (over 2^40 elements)", in[k].name);
-			span *= in[k].dims[d] ? in[k].dims[d] : 1;
 			if (v->rank >= 0 && v->dims[d] >= 0 && v->dims[d] != in[k].dims[d])
 				return serr(s, AIDOS_E_SHAPE, "input '%s': dimension %d is %lld, the model fixes it at %lld",
 					    in[k].name, d, (long long)in[k].dims[d], (long long)v->dims[d]);
 		}
+		if (!hal_dims_ok(in[k].rank, in[k].dims))
+			return serr(s, AIDOS_E_SHAPE, "input '%s' is too large (over 2^40 elements)", in[k].name);
 		if (!in[k].data && in[k].dims[0] != 0) {
 			hal_tensor t;
 			hal_tensor_set_shape(&t, in[k].dtype, in[k].rank, in[k].dims);

@@ -43,6 +43,19 @@ int64_t hal_numel(const hal_tensor *t)
 	return n;
 }
 
+int hal_dims_ok(int rank, const int64_t *dims)
+{
+	int64_t span = 1;
+	for (int i = 0; i < rank; i++) {
+		if (dims[i] < 0)
+			return 0;
+		if (dims[i] && span > HAL_MAX_SPAN / dims[i])
+			return 0;
+		span *= dims[i] ? dims[i] : 1;
+	}
+	return 1;
+}
+
 void hal_tensor_like(hal_tensor *dst, const hal_tensor *src)
 {
 	dst->dtype = src->dtype;
