@@ -12,12 +12,13 @@ extern const hal_op *const hal_ops_nn[];
 extern const hal_op *const hal_ops_shape[];
 extern const hal_op *const hal_ops_control[];
 extern const hal_op *const hal_ops_loss[];
+extern const hal_op *const hal_ops_norm[];
 
 int hal_use_reference;
 
 static const hal_op *const *const groups[] = {
 	hal_ops_elementwise, hal_ops_reduce, hal_ops_nn, hal_ops_shape, hal_ops_control,
-	hal_ops_loss,
+	hal_ops_loss, hal_ops_norm,
 };
 
 int hal_op_count(void)
