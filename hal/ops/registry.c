@@ -13,12 +13,13 @@ extern const hal_op *const hal_ops_shape[];
 extern const hal_op *const hal_ops_control[];
 extern const hal_op *const hal_ops_loss[];
 extern const hal_op *const hal_ops_norm[];
+extern const hal_op *const hal_ops_layout[];
 
 int hal_use_reference;
 
 static const hal_op *const *const groups[] = {
 	hal_ops_elementwise, hal_ops_reduce, hal_ops_nn, hal_ops_shape, hal_ops_control,
-	hal_ops_loss, hal_ops_norm,
+	hal_ops_loss, hal_ops_norm, hal_ops_layout,
 };
 
 int hal_op_count(void)
