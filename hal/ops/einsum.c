@@ -250,6 +250,8 @@ EINSUM(int64_t, int64_t, i64)
 
 static int einsum_exec(hal_step *s)
 {
+	if (hal_numel(s->out[0]) == 0)
+		return 0;   /* empty output: nothing to write, data may be NULL */
 	const einsum_params *p = s->params;
 	const void *in[EI_MAX_IN];
 	for (int i = 0; i < p->n_in; i++)

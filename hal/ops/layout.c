@@ -170,6 +170,8 @@ static int revseq_infer(hal_step *s)
 
 static int revseq_exec(hal_step *s)
 {
+	if (hal_numel(s->out[0]) == 0)
+		return 0;   /* empty output: nothing to write, data may be NULL */
 	const rs_params *p = s->params;
 	const char *x = s->in[0]->data;
 	char *y = s->out[0]->data;
@@ -212,6 +214,8 @@ static int eyelike_infer(hal_step *s)
 
 static int eyelike_exec(hal_step *s)
 {
+	if (hal_numel(s->out[0]) == 0)
+		return 0;   /* empty output: nothing to write, data may be NULL */
 	const int64_t k = *(const int64_t *)s->params;
 	hal_tensor *y = s->out[0];
 	const int64_t r = y->dims[0], c = y->dims[1];
@@ -346,6 +350,8 @@ static int compress_infer(hal_step *s)
 
 static int compress_exec(hal_step *s)
 {
+	if (hal_numel(s->out[0]) == 0)
+		return 0;   /* empty output: nothing to write, data may be NULL */
 	const compress_params *p = s->params;
 	const char *x = s->in[0]->data;
 	char *y = s->out[0]->data;
@@ -460,6 +466,8 @@ static int maxunpool_infer(hal_step *s)
 
 static int maxunpool_exec(hal_step *s)
 {
+	if (hal_numel(s->out[0]) == 0)
+		return 0;   /* empty output: nothing to write, data may be NULL */
 	const unpool_params *p = s->params;
 	const hal_tensor *x = s->in[0];
 	hal_tensor *y = s->out[0];

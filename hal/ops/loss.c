@@ -209,6 +209,8 @@ static int dropout_exec(hal_step *s)
 				       "training_mode with ratio %g needs random draws aidos does not make", r);
 	}
 	const hal_tensor *x = s->in[0];
+	if (hal_numel(x) == 0)
+		return 0;   /* empty: nothing to write, data may be NULL */
 	if (s->out[0]->data != x->data)
 		memcpy(s->out[0]->data, x->data, hal_nbytes(x));
 	if (s->n_out > 1 && s->out[1]->data) {

@@ -235,6 +235,8 @@ static int mvn_infer(hal_step *s)
 
 static int mvn_exec(hal_step *s)
 {
+	if (hal_numel(s->out[0]) == 0)
+		return 0;   /* empty output: nothing to write, data may be NULL */
 	const mvn_params *p = s->params;
 	const float *x = s->in[0]->data;
 	float *y = s->out[0]->data;

@@ -115,6 +115,8 @@ static int64_t tfidf_find(const tfidf_params *p, const hal_tensor *t, int64_t at
 
 static int tfidf_exec(hal_step *s)
 {
+	if (hal_numel(s->out[0]) == 0)
+		return 0;   /* empty output: nothing to write, data may be NULL */
 	const tfidf_params *p = s->params;
 	const hal_tensor *x = s->in[0];
 	float *y = s->out[0]->data;   /* [rows, out] */
