@@ -3,7 +3,8 @@
 # shape depends on an input's value, with that input made a plan-time
 # constant (tests/tools/const_inputs.py), run by test_onnx_node: OneHot,
 # Compress, NonZero, MaxUnpool output_shape, the window functions and their
-# expansions, STFT, MelWeightMatrix. In the plain suite these inputs are graph
+# expansions, STFT, MelWeightMatrix, and the data-dependent selections Unique
+# and NonMaxSuppression (all their inputs constant). In the plain suite these inputs are graph
 # inputs, which the planner does not yet treat as values, so they skip there.
 # Skipped (exit 77) without python3-onnx or the test data.
 set -uo pipefail
@@ -23,7 +24,13 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 	test_stft=1,2 test_stft_with_window=1 test_hannwindow=0 test_hannwindow_symmetric=0 \
 	test_hammingwindow=0 test_hammingwindow_symmetric=0 test_blackmanwindow=0 \
 	test_blackmanwindow_symmetric=0 test_hannwindow_expanded=0 test_hammingwindow_symmetric_expanded=0 \
-	test_blackmanwindow_symmetric_expanded=0 test_melweightmatrix=0,1,2,3,4 ||
+	test_blackmanwindow_symmetric_expanded=0 test_melweightmatrix=0,1,2,3,4 \
+	test_unique_not_sorted_without_axis=0 test_unique_sorted_with_axis=0 \
+	test_unique_sorted_with_axis_3d=0 test_unique_sorted_with_negative_axis=0 \
+	test_unique_sorted_without_axis=0 \
+	$(for c in center_point_box_format flipped_coordinates identical_boxes limit_output_size \
+		single_box suppress_by_IOU suppress_by_IOU_and_scores two_batches two_classes; do
+		echo test_nonmaxsuppression_$c=0,1,2,3,4; done) ||
 	{ echo "ops_const: const_inputs.py failed"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 out=$("$build"/tests/test_onnx_node --data "$tmp" --filter test_ 2>&1)
 rc=$?
