@@ -9,6 +9,8 @@
  *     explicit loops;
  *   - LayerNormalization with one value for Scale and B, with Mean and
  *     InvStdDev outputs, against a two-pass double computation;
+ *   - Split by num_outputs (opset 18), MatMul with batch broadcasting and a
+ *     1-D operand, Softmax over rows masked with -inf and float32's minimum;
  *   - bad attributes: AIDOS_E_INVALID with a message naming the node and
  *     the attribute (never a crash).
  * Each case is a one-node model written here as ONNX protobuf bytes (a
@@ -506,6 +508,133 @@ static void test_layernorm_stats(void **st)
 	close_model(s, m);
 }
 
+/* ---- forms the issue lists that ONNX 1.12's data predates or misses ---- */
+
+/* Split at opset 18 by num_outputs: chunks of ceil(dim / n), the last smaller. */
+static void test_split_num_outputs(void **st)
+{
+	(void)st;
+	static float x[2 * 7];
+	for (int i = 0; i < 14; i++)
+		x[i] = (float)i;
+	static pb node, bytes;
+	const char *ins[] = { "x" }, *outs[] = { "y0", "y1", "y2" };
+	node_begin(&node, "Split", ins, 1, outs, 3);
+	attr_int(&node, "axis", -1);
+	attr_int(&node, "num_outputs", 3);
+	io in = { "x", 2, { 2, 7 } };
+	model(&bytes, 18, &node, &in, 1, outs, 3);
+	aidos_model *m;
+	char err[256];
+	int rc;
+	float *xp[] = { x };
+	aidos_session *s = run_model(&bytes, &m, &in, xp, 1, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("Split num_outputs: %s", err);
+	const int width[3] = { 3, 3, 1 }, start[3] = { 0, 3, 6 };
+	for (int k = 0; k < 3; k++) {
+		aidos_tensor y;
+		assert_int_equal(aidos_session_output(s, k, &y), 0);
+		assert_int_equal(y.rank, 2);
+		assert_int_equal(y.dims[0], 2);
+		assert_int_equal(y.dims[1], width[k]);
+		double want[6];
+		for (int r = 0; r < 2; r++)
+			for (int c = 0; c < width[k]; c++)
+				want[r * width[k] + c] = x[r * 7 + start[k] + c];
+		check_close(y.data, want, 2 * width[k], "Split output");
+	}
+	close_model(s, m);
+}
+
+/* MatMul with numpy batch broadcasting: [2,1,3,4] x [5,4,2] -> [2,5,3,2],
+ * and a 1-D right operand: [2,3,4] x [4] -> [2,3]. */
+static void test_matmul_broadcast(void **st)
+{
+	(void)st;
+	static float a[2 * 3 * 4], b[5 * 4 * 2], v[4];
+	static double want[2 * 5 * 3 * 2];
+	fill(a, 24);
+	fill(b, 40);
+	fill(v, 4);
+	static pb node, bytes;
+	const char *ins[] = { "a", "b" }, *outs[] = { "y" };
+	node_begin(&node, "MatMul", ins, 2, outs, 1);
+	io in[] = { { "a", 4, { 2, 1, 3, 4 } }, { "b", 3, { 5, 4, 2 } } };
+	model(&bytes, 13, &node, in, 2, outs, 1);
+	aidos_model *m;
+	char err[256];
+	int rc;
+	float *xp[] = { a, b };
+	aidos_session *s = run_model(&bytes, &m, in, xp, 2, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("MatMul broadcast: %s", err);
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 5; j++)
+			for (int r = 0; r < 3; r++)
+				for (int c = 0; c < 2; c++) {
+					double acc = 0;
+					for (int k = 0; k < 4; k++)
+						acc += (double)a[(i * 3 + r) * 4 + k] * b[(j * 4 + k) * 2 + c];
+					want[((i * 5 + j) * 3 + r) * 2 + c] = acc;
+				}
+	expect_out(s, 4, (int64_t[]){ 2, 5, 3, 2 }, want, "MatMul [2,1,3,4]x[5,4,2]");
+	close_model(s, m);
+
+	io in2[] = { { "a", 3, { 2, 3, 4 } }, { "b", 1, { 4 } } };
+	model(&bytes, 13, &node, in2, 2, outs, 1);
+	float *xp2[] = { a, v };
+	s = run_model(&bytes, &m, in2, xp2, 2, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("MatMul 1-D: %s", err);
+	for (int r = 0; r < 6; r++) {
+		double acc = 0;
+		for (int k = 0; k < 4; k++)
+			acc += (double)a[r * 4 + k] * v[k];
+		want[r] = acc;
+	}
+	expect_out(s, 2, (int64_t[]){ 2, 3 }, want, "MatMul [2,3,4]x[4]");
+	close_model(s, m);
+}
+
+/* Softmax over attention scores with masked positions, as exporters write
+ * them: -inf, and the float32 minimum PyTorch adds (finfo.min). */
+static void test_softmax_masked(void **st)
+{
+	(void)st;
+	enum { R = 4, C = 6 };
+	static float x[R * C];
+	static double want[R * C];
+	fill(x, R * C);
+	for (int r = 0; r < R; r++) {
+		/* row r masks its last r + 1 positions */
+		for (int c = C - 1 - r; c < C; c++)
+			x[r * C + c] = (r & 1) ? -INFINITY : -3.4028234663852886e38f;
+		double mx = -INFINITY, sum = 0;
+		for (int c = 0; c < C - 1 - r; c++)
+			mx = fmax(mx, x[r * C + c]);
+		for (int c = 0; c < C - 1 - r; c++)
+			sum += exp(x[r * C + c] - mx);
+		for (int c = 0; c < C; c++)
+			want[r * C + c] = c < C - 1 - r ? exp(x[r * C + c] - mx) / sum : 0.0;
+	}
+	static pb node, bytes;
+	const char *ins[] = { "x" }, *outs[] = { "y" };
+	node_begin(&node, "Softmax", ins, 1, outs, 1);
+	attr_int(&node, "axis", -1);
+	io in = { "x", 2, { R, C } };
+	model(&bytes, 13, &node, &in, 1, outs, 1);
+	aidos_model *m;
+	char err[256];
+	int rc;
+	float *xp[] = { x };
+	aidos_session *s = run_model(&bytes, &m, &in, xp, 1, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("Softmax: %s", err);
+	expect_out(s, 2, (int64_t[]){ R, C }, want, "Softmax masked");
+	close_model(s, m);
+}
+
 /* ---- bad attributes are errors that name the node and attribute ---- */
 
 static void expect_invalid(const pb *node, int opset, const io *in, int n_in, float *const *x,
@@ -565,6 +694,9 @@ int main(void)
 		cmocka_unit_test(test_einsum_attention),
 		cmocka_unit_test(test_einsum_forms),
 		cmocka_unit_test(test_layernorm_stats),
+		cmocka_unit_test(test_split_num_outputs),
+		cmocka_unit_test(test_matmul_broadcast),
+		cmocka_unit_test(test_softmax_masked),
 		cmocka_unit_test(test_bad_attributes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
