@@ -15,13 +15,16 @@
  * reference does (integer bin edges from (dft_length + 1) * f / rate).
  * Output shapes depend on the values of size, frame_step, frame_length,
  * dft_length and num_mel_bins, so those must be known at plan time.
- * The transforms are direct O(n^2) sums in double (the reference).
+ * The transforms are direct O(n^2) sums in double (the reference), so
+ * lengths stop at DFT_MAX; windows at WINDOW_MAX points.
  */
 #include <math.h>
 #include <string.h>
 #include "hal/ops/ops_util.h"
 
 #define PI 3.14159265358979323846
+#define DFT_MAX 65536          /* direct transforms cost n^2 per signal */
+#define WINDOW_MAX (1 << 24)
 
 /* One DFT of n points: in[j * is] (complex when cplx, else real) for
  * j < len (zero beyond), out[k] for k < nout as (re, im) pairs at stride os. */
@@ -78,9 +81,12 @@ static int dft_infer(hal_step *s)
 	if (dl && hal_numel(dl) > 0) {
 		if ((rc = ou_const_int(s, dl, "dft_length", &p->n)))
 			return rc;
-		if (p->n < 1 || p->n > (INT64_C(1) << 24))
-			return hal_err(s, AIDOS_E_INVALID, "dft_length %lld must be in [1, 2^24]", (long long)p->n);
+		if (p->n < 1)
+			return hal_err(s, AIDOS_E_INVALID, "dft_length %lld must be positive", (long long)p->n);
 	}
+	if (p->n > DFT_MAX)
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "a transform of %lld points (the direct DFT stops at %d)",
+			       (long long)p->n, DFT_MAX);
 	int onesided = hal_attr_int(s->node, "onesided", 0) != 0;
 	p->nout = onesided ? p->n / 2 + 1 : p->n;
 	int64_t od[HAL_MAX_RANK];
@@ -137,6 +143,9 @@ static int stft_infer(hal_step *s)
 		p->flen = w->dims[0];
 		p->has_window = 1;
 	}
+	if (p->flen > DFT_MAX)
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "frames of %lld points (the direct DFT stops at %d)",
+			       (long long)p->flen, DFT_MAX);
 	if (p->flen < 1 || p->flen > x->dims[1] || p->step < 1)
 		return hal_err(s, AIDOS_E_INVALID, "frame_length %lld and frame_step %lld must be positive and fit the signal",
 			       (long long)p->flen, (long long)p->step);
@@ -187,8 +196,10 @@ static int window_infer(hal_step *s, double a0, double a1, double a2)
 	int rc = ou_const_int(s, sz, "size", &n);
 	if (rc)
 		return rc;
-	if (n < 0 || n > (INT64_C(1) << 30))
-		return hal_err(s, AIDOS_E_INVALID, "size %lld must be in [0, 2^30]", (long long)n);
+	if (n < 0)
+		return hal_err(s, AIDOS_E_INVALID, "size %lld is negative", (long long)n);
+	if (n > WINDOW_MAX)
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "a window of %lld points (at most %d)", (long long)n, WINDOW_MAX);
 	int64_t dt = hal_attr_int(s->node, "output_datatype", HAL_DT_F32);
 	if (dt != HAL_DT_F32 && dt != HAL_DT_F64)
 		return hal_err(s, AIDOS_E_UNSUPPORTED, "output_datatype %lld (float or double)", (long long)dt);
