@@ -188,8 +188,14 @@ static int einsum_infer(hal_step *s)
 		if (size[l] >= 0 && pos[l] < 0)
 			pos[l] = nl, order[nl++] = l;
 	p->n_in = nt, p->n_lab = nl, p->n_out = no;
-	for (int k = 0; k < nl; k++)
+	int64_t work = 1;
+	for (int k = 0; k < nl; k++) {
 		p->size[k] = size[order[k]];
+		if (p->size[k] && __builtin_mul_overflow(work, p->size[k], &work))
+			work = INT64_MAX;
+	}
+	if (work > HAL_MAX_SPAN)
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "equation '%s' needs more than 2^40 products", eq);
 	for (int i = 0; i < nt; i++) {
 		const hal_tensor *t = s->in[i];
 		int64_t st = 1;

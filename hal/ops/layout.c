@@ -83,7 +83,9 @@ static int d2s_infer_common(hal_step *s, int to_space)
 		if (p->h % b || p->w % b)
 			return hal_err(s, AIDOS_E_SHAPE, "height %lld and width %lld must be multiples of blocksize %lld",
 				       (long long)p->h, (long long)p->w, (long long)b);
-		d[1] = p->c * b * b, d[2] = p->h / b, d[3] = p->w / b;
+		if (__builtin_mul_overflow(p->c, b * b, &d[1]))
+			return hal_err(s, AIDOS_E_SHAPE, "channels %lld times blocksize^2 overflow", (long long)p->c);
+		d[2] = p->h / b, d[3] = p->w / b;
 	}
 	s->params = p;
 	return ou_set(s, s->out[0], x->dtype, 4, d);
@@ -284,7 +286,8 @@ static int onehot_exec(hal_step *s)
 	for (int64_t o = 0; o < p->outer; o++)
 		for (int64_t k = 0; k < p->inner; k++) {
 			double iv = hal_get_f64(ix, o * p->inner + k);
-			int64_t hot = (int64_t)iv;
+			/* NaN and huge indices select nothing (and must not be cast) */
+			int64_t hot = iv > -9e18 && iv < 9e18 ? (int64_t)iv : -p->depth - 1;
 			if (hot < 0)
 				hot += p->depth;
 			for (int64_t d = 0; d < p->depth; d++)

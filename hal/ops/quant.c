@@ -31,7 +31,7 @@ static int32_t q8_get(int dt, const void *p, int64_t i)
 static void q8_put(int dt, void *p, int64_t i, double v)
 {
 	double lo = dt == HAL_DT_U8 ? 0 : -128, hi = dt == HAL_DT_U8 ? 255 : 127;
-	v = v < lo ? lo : v > hi ? hi : v;
+	v = v != v ? 0 : v < lo ? lo : v > hi ? hi : v;   /* NaN (x / 0 * 0) saturates to 0 */
 	if (dt == HAL_DT_U8)
 		((uint8_t *)p)[i] = (uint8_t)v;
 	else
