@@ -12,7 +12,8 @@
  *   - Split by num_outputs (opset 18), MatMul with batch broadcasting and a
  *     1-D operand, Softmax over rows masked with -inf and float32's minimum;
  *   - bad attributes: AIDOS_E_INVALID with a message naming the node and
- *     the attribute (never a crash).
+ *     the attribute (never a crash); a loss target out of range fails that
+ *     request with AIDOS_E_RANGE and the next request runs.
  * Each case is a one-node model written here as ONNX protobuf bytes (a
  * minimal encoder below, field numbers from onnx.proto) and run through the
  * public API (aidos_model_load_buffer, aidos_session_run).
@@ -133,10 +134,14 @@ static void value_info(pb *graph, int field, const char *name, int dtype, int ra
 	pb_msg(graph, field, &vi);
 }
 
+/* io literals below name only what they need; dtype defaults to float32 */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
 typedef struct io {
 	const char *name;
 	int rank;
 	int64_t dims[8];
+	int dtype;           /* 0: float32 */
 } io;
 
 /* ModelProto {ir_version 1, graph 7, opset_import 8 {domain 1, version 2}}
@@ -150,7 +155,8 @@ static void model(pb *out, int opset, const pb *node, const io *in, int n_in, co
 	pb_msg(&g, 1, node);
 	pb_str(&g, 2, "g");
 	for (int i = 0; i < n_in; i++)
-		value_info(&g, 11, in[i].name, AIDOS_DT_FLOAT, in[i].rank, in[i].dims);
+		value_info(&g, 11, in[i].name, in[i].dtype ? in[i].dtype : AIDOS_DT_FLOAT, in[i].rank,
+			   in[i].dims);
 	for (int i = 0; i < n_out; i++) {
 		static pb vi;
 		vi.n = 0;
@@ -180,7 +186,7 @@ static void node_begin(pb *node, const char *op_type, const char *const *ins, in
 
 /* Loads bytes and runs them on inputs x[i] (float32, shapes from in[]);
  * returns the session (outputs readable) or NULL with err filled. */
-static aidos_session *run_model(const pb *bytes, aidos_model **m, const io *in, float *const *x,
+static aidos_session *run_model(const pb *bytes, aidos_model **m, const io *in, void *const *x,
 				int n_in, int *rc, char *err, size_t errlen)
 {
 	*rc = aidos_model_load_buffer(bytes->b, bytes->n, NULL, m, err, errlen);
@@ -196,7 +202,7 @@ static aidos_session *run_model(const pb *bytes, aidos_model **m, const io *in, 
 	for (int i = 0; i < n_in; i++) {
 		memset(&t[i], 0, sizeof t[i]);
 		t[i].name = in[i].name;
-		t[i].dtype = AIDOS_DT_FLOAT;
+		t[i].dtype = in[i].dtype ? in[i].dtype : AIDOS_DT_FLOAT;
 		t[i].rank = in[i].rank;
 		memcpy(t[i].dims, in[i].dims, sizeof t[i].dims);
 		t[i].data = x[i];
@@ -262,7 +268,7 @@ static void gelu_case(const char *approx)
 	char err[256];
 	int rc;
 	float *xp[] = { x };
-	aidos_session *s = run_model(&bytes, &m, &in, xp, 1, &rc, err, sizeof err);
+	aidos_session *s = run_model(&bytes, &m, &in, (void *const *)xp, 1, &rc, err, sizeof err);
 	if (!s)
 		fail_msg("Gelu %s: %s", approx ? approx : "none", err);
 	aidos_tensor y;
@@ -293,7 +299,7 @@ static aidos_session *einsum_run(const char *eq, const io *in, int n_in, float *
 	model(&bytes, 12, &node, in, n_in, outs, 1);
 	char err[256];
 	int rc;
-	aidos_session *s = run_model(&bytes, m, in, x, n_in, &rc, err, sizeof err);
+	aidos_session *s = run_model(&bytes, m, in, (void *const *)x, n_in, &rc, err, sizeof err);
 	if (!s)
 		fail_msg("Einsum '%s': %s", eq, err);
 	return s;
@@ -494,7 +500,7 @@ static void test_layernorm_stats(void **st)
 	char err[256];
 	int rc;
 	float *xp[] = { x, sc, bi };
-	aidos_session *s = run_model(&bytes, &m, in, xp, 3, &rc, err, sizeof err);
+	aidos_session *s = run_model(&bytes, &m, in, (void *const *)xp, 3, &rc, err, sizeof err);
 	if (!s)
 		fail_msg("LayerNormalization: %s", err);
 	expect_out(s, 2, (int64_t[]){ R, C }, want, "LayerNormalization Y");
@@ -528,7 +534,7 @@ static void test_split_num_outputs(void **st)
 	char err[256];
 	int rc;
 	float *xp[] = { x };
-	aidos_session *s = run_model(&bytes, &m, &in, xp, 1, &rc, err, sizeof err);
+	aidos_session *s = run_model(&bytes, &m, &in, (void *const *)xp, 1, &rc, err, sizeof err);
 	if (!s)
 		fail_msg("Split num_outputs: %s", err);
 	const int width[3] = { 3, 3, 1 }, start[3] = { 0, 3, 6 };
@@ -566,7 +572,7 @@ static void test_matmul_broadcast(void **st)
 	char err[256];
 	int rc;
 	float *xp[] = { a, b };
-	aidos_session *s = run_model(&bytes, &m, in, xp, 2, &rc, err, sizeof err);
+	aidos_session *s = run_model(&bytes, &m, in, (void *const *)xp, 2, &rc, err, sizeof err);
 	if (!s)
 		fail_msg("MatMul broadcast: %s", err);
 	for (int i = 0; i < 2; i++)
@@ -584,7 +590,7 @@ static void test_matmul_broadcast(void **st)
 	io in2[] = { { "a", 3, { 2, 3, 4 } }, { "b", 1, { 4 } } };
 	model(&bytes, 13, &node, in2, 2, outs, 1);
 	float *xp2[] = { a, v };
-	s = run_model(&bytes, &m, in2, xp2, 2, &rc, err, sizeof err);
+	s = run_model(&bytes, &m, in2, (void *const *)xp2, 2, &rc, err, sizeof err);
 	if (!s)
 		fail_msg("MatMul 1-D: %s", err);
 	for (int r = 0; r < 6; r++) {
@@ -628,7 +634,7 @@ static void test_softmax_masked(void **st)
 	char err[256];
 	int rc;
 	float *xp[] = { x };
-	aidos_session *s = run_model(&bytes, &m, &in, xp, 1, &rc, err, sizeof err);
+	aidos_session *s = run_model(&bytes, &m, &in, (void *const *)xp, 1, &rc, err, sizeof err);
 	if (!s)
 		fail_msg("Softmax: %s", err);
 	expect_out(s, 2, (int64_t[]){ R, C }, want, "Softmax masked");
@@ -646,7 +652,7 @@ static void expect_invalid(const pb *node, int opset, const io *in, int n_in, fl
 	aidos_model *m;
 	char err[256] = "";
 	int rc;
-	aidos_session *s = run_model(&bytes, &m, in, x, n_in, &rc, err, sizeof err);
+	aidos_session *s = run_model(&bytes, &m, in, (void *const *)x, n_in, &rc, err, sizeof err);
 	if (s)
 		fail_msg("expected an error mentioning '%s'", needle);
 	assert_int_equal(rc, AIDOS_E_INVALID);
@@ -685,6 +691,48 @@ static void test_bad_attributes(void **st)
 	node_begin(&node, "Dropout", ins, 1, outs, 1);
 	attr_float(&node, "ratio", 1.5f);
 	expect_invalid(&node, 11, in1, 1, x1, "ratio");
+
+	static int64_t tg[3] = { 0, 1, 2 };
+	io in3[] = { { "a", 2, { 3, 4 } }, { "b", 1, { 3 }, AIDOS_DT_INT64 } };
+	float *x3[] = { x, (float *)tg };
+	node_begin(&node, "NegativeLogLikelihoodLoss", ins, 2, outs, 1);
+	attr_str(&node, "reduction", "average");
+	expect_invalid(&node, 13, in3, 2, x3, "reduction");
+}
+
+/* A target outside [0, C) is an error at run time naming the position,
+ * and the session serves the next, valid request. */
+static void test_loss_target_range(void **st)
+{
+	(void)st;
+	static float x[3 * 4];
+	static int64_t tg[3] = { 0, 7, 2 };
+	fill(x, 12);
+	static pb node, bytes;
+	const char *ins[] = { "a", "b" }, *outs[] = { "y" };
+	node_begin(&node, "NegativeLogLikelihoodLoss", ins, 2, outs, 1);
+	attr_str(&node, "reduction", "sum");
+	io in[] = { { "a", 2, { 3, 4 } }, { "b", 1, { 3 }, AIDOS_DT_INT64 } };
+	model(&bytes, 13, &node, in, 2, outs, 1);
+	aidos_model *m;
+	aidos_session *s;
+	char err[256];
+	assert_int_equal(aidos_model_load_buffer(bytes.b, bytes.n, NULL, &m, err, sizeof err), 0);
+	assert_int_equal(aidos_session_create(m, NULL, &s, err, sizeof err), 0);
+	aidos_tensor t[2] = {
+		{ .name = "a", .dtype = AIDOS_DT_FLOAT, .rank = 2, .dims = { 3, 4 }, .data = x },
+		{ .name = "b", .dtype = AIDOS_DT_INT64, .rank = 1, .dims = { 3 }, .data = tg },
+	};
+	assert_int_equal(aidos_session_run(s, 2, t), AIDOS_E_RANGE);
+	if (!strstr(aidos_session_errmsg(s), "target[1] = 7"))
+		fail_msg("message '%s' does not name target[1]", aidos_session_errmsg(s));
+	tg[1] = 3;
+	assert_int_equal(aidos_session_run(s, 2, t), 0);
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	double want = -((double)x[0] + x[4 + 3] + x[8 + 2]);
+	check_close(y.data, &want, 1, "NLL sum");
+	close_model(s, m);
 }
 
 int main(void)
@@ -698,6 +746,7 @@ int main(void)
 		cmocka_unit_test(test_matmul_broadcast),
 		cmocka_unit_test(test_softmax_masked),
 		cmocka_unit_test(test_bad_attributes),
+		cmocka_unit_test(test_loss_target_range),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
