@@ -1,5 +1,5 @@
 /*
- * hal/ops/control.c - control flow: If.
+ * hal/ops/control.c - control flow: If and Scan.
  *
  * Each branch is planned as a child plan (hal/plan.h) when the If is
  * planned. A condition known at plan time (the usual case once shape
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "hal/plan.h"
+#include "hal/ops/ops_util.h"
 
 typedef struct if_params {
 	char err[2][384];   /* why branch 0 (then) / 1 (else) could not be planned */
@@ -108,6 +109,212 @@ static int if_exec(hal_step *s)
 	return 0;
 }
 
-static const hal_op op_if = { "If", 1, 0, if_infer, if_exec };
+/* ---- Scan (opsets 8 and 9+) ----
+ * The body is planned once as a child plan whose inputs are N state
+ * values and M scan slices, and run once per step: step t binds the
+ * current states and slice t of every scan input, then copies the body's
+ * new states into the other of two state buffers (the body may return an
+ * input unchanged, so states are never written in place) and its scan
+ * outputs into slice t of the node's scan outputs. Opset 8 adds a batch
+ * dim in front of everything and an optional sequence_lens input; aidos
+ * takes the full length for every batch entry and refuses sequence_lens.
+ * Supported: scan axes 0 (after the batch dim), forward or reverse inputs
+ * and outputs (scan_input_directions / scan_output_directions); other
+ * scan_input_axes / scan_output_axes are refused. */
 
-const hal_op *const hal_ops_control[] = { &op_if, NULL };
+#define SCAN_MAX 32
+
+typedef struct scan_params {
+	int n_state, n_scan, n_sout;   /* N, M, K */
+	int first;                     /* index of the first state input (1 at opset 8) */
+	int64_t batch, steps;
+	uint8_t in_rev[SCAN_MAX], out_rev[SCAN_MAX];
+	size_t state_bytes[SCAN_MAX];  /* one state of one batch entry */
+	size_t slice_in[SCAN_MAX];     /* one step of scan input j */
+	size_t slice_out[SCAN_MAX];    /* one step of scan output k */
+	size_t state_off[2][SCAN_MAX]; /* in scratch: two buffers per state */
+	int child_in[2 * SCAN_MAX];    /* body input i -> child plan input index */
+} scan_params;
+
+static int scan_dirs(hal_step *s, const char *name, int n, uint8_t *rev)
+{
+	const int64_t *v;
+	int c = hal_attr_ints(s->node, name, &v);
+	if (c && c != n)
+		return hal_err(s, AIDOS_E_INVALID, "%s has %d values for %d tensors", name, c, n);
+	for (int i = 0; i < c; i++) {
+		if (v[i] != 0 && v[i] != 1)
+			return hal_err(s, AIDOS_E_INVALID, "%s[%d] = %lld (0 or 1)", name, i, (long long)v[i]);
+		rev[i] = (uint8_t)v[i];
+	}
+	return 0;
+}
+
+static int scan_infer(hal_step *s)
+{
+	const ir_graph *g = hal_attr_graph(s->node, "body");
+	if (!g)
+		return hal_err(s, AIDOS_E_INVALID, "attribute body is missing");
+	scan_params *p = hal_step_alloc(s, sizeof *p);
+	if (!p)
+		return AIDOS_E_NOMEM;
+	const int v8 = s->opset < 9;
+	int64_t m = hal_attr_int(s->node, "num_scan_inputs", 0);
+	p->first = v8;
+	if (v8 && s->n_in > 0 && s->in[0])
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "sequence_lens (every batch entry runs the full length)");
+	int n_in = s->n_in - p->first;
+	if (m < 1 || m > n_in || m > SCAN_MAX || n_in - m > SCAN_MAX)
+		return hal_err(s, AIDOS_E_INVALID, "attribute num_scan_inputs %lld for %d inputs", (long long)m, n_in);
+	p->n_scan = (int)m;
+	p->n_state = n_in - p->n_scan;
+	p->n_sout = s->n_out - p->n_state;
+	if (p->n_sout < 0 || p->n_sout > SCAN_MAX || g->n_input != n_in || g->n_output != s->n_out)
+		return hal_err(s, AIDOS_E_INVALID, "body has %d inputs and %d outputs for %d and %d", g->n_input,
+			       g->n_output, n_in, s->n_out);
+	const int64_t *ax;
+	int nax = hal_attr_ints(s->node, "scan_input_axes", &ax);
+	for (int i = 0; i < nax; i++)
+		if (ax[i] != 0)
+			return hal_err(s, AIDOS_E_UNSUPPORTED, "scan_input_axes other than 0");
+	nax = hal_attr_ints(s->node, "scan_output_axes", &ax);
+	for (int i = 0; i < nax; i++)
+		if (ax[i] != 0)
+			return hal_err(s, AIDOS_E_UNSUPPORTED, "scan_output_axes other than 0");
+	int rc;
+	if ((rc = scan_dirs(s, v8 ? "directions" : "scan_input_directions", p->n_scan, p->in_rev)) ||
+	    (rc = scan_dirs(s, "scan_output_directions", p->n_sout, p->out_rev)))
+		return rc;
+	/* body input shapes: states as given (less the batch dim), slices less the scan dim */
+	hal_input_shape in[2 * SCAN_MAX];
+	int64_t dims[2 * SCAN_MAX][HAL_MAX_RANK];
+	const int lead = v8 ? 1 : 0;
+	p->batch = 1;
+	p->steps = -1;
+	for (int i = 0; i < n_in; i++) {
+		const hal_tensor *t = s->in[p->first + i];
+		const int scan = i >= p->n_state;
+		if (!t || hal_dtype_size(t->dtype) == 0)
+			return hal_err(s, AIDOS_E_INVALID, "input %d is missing or has no fixed-size dtype", p->first + i);
+		int drop = lead + scan;
+		if (t->rank < drop)
+			return hal_err(s, AIDOS_E_SHAPE, "input %d has rank %d", p->first + i, t->rank);
+		if (v8) {
+			if (i == 0)
+				p->batch = t->dims[0];
+			else if (t->dims[0] != p->batch)
+				return hal_err(s, AIDOS_E_SHAPE, "batch dims differ");
+		}
+		if (scan) {
+			if (p->steps < 0)
+				p->steps = t->dims[lead];
+			else if (t->dims[lead] != p->steps)
+				return hal_err(s, AIDOS_E_SHAPE, "scan inputs have %lld and %lld steps",
+					       (long long)p->steps, (long long)t->dims[lead]);
+		}
+		memcpy(dims[i], t->dims + drop, (size_t)(t->rank - drop) * sizeof(int64_t));
+		in[i].name = g->input[i].name;
+		in[i].dtype = t->dtype;
+		in[i].rank = t->rank - drop;
+		in[i].dims = dims[i];
+		size_t b = hal_dtype_size(t->dtype) * (size_t)ou_span(dims[i], 0, t->rank - drop);
+		if (scan)
+			p->slice_in[i - p->n_state] = b;
+		else
+			p->state_bytes[i] = b;
+	}
+	hal_plan *parent = s->plan, *c = NULL;
+	char err[384];
+	rc = hal_plan_build(parent->model, g, parent, (int)(s - parent->step), parent->opset, parent->tp,
+			    parent->mem_limit, n_in, in, &c, err, sizeof err);
+	if (rc)
+		return hal_err(s, rc, "body: %s", err);
+	s->sub[0] = c;
+	for (int i = 0; i < n_in; i++) {
+		p->child_in[i] = -1;
+		for (int k = 0; k < c->n_in; k++)
+			if (!strcmp(c->in[k]->name, in[i].name))
+				p->child_in[i] = k;
+	}
+	size_t off = 0;
+	for (int i = 0; i < p->n_state; i++) {
+		const hal_tensor *o = c->out[i];
+		if (o->dtype != in[i].dtype || o->rank != in[i].rank ||
+		    memcmp(o->dims, in[i].dims, (size_t)o->rank * sizeof(int64_t)))
+			return hal_err(s, AIDOS_E_UNSUPPORTED, "body state %d changes type or shape", i);
+		for (int b = 0; b < 2; b++) {
+			p->state_off[b][i] = off;
+			off += (p->state_bytes[i] + 63) & ~(size_t)63;
+		}
+		int64_t od[HAL_MAX_RANK];
+		od[0] = p->batch;
+		memcpy(od + lead, in[i].dims, (size_t)in[i].rank * sizeof(int64_t));
+		if ((rc = ou_set(s, s->out[i], o->dtype, in[i].rank + lead, od)))
+			return rc;
+	}
+	s->scratch_bytes = off;
+	for (int k = 0; k < p->n_sout; k++) {
+		const hal_tensor *o = c->out[p->n_state + k];
+		if (o->rank + 1 + lead > HAL_MAX_RANK)
+			return hal_err(s, AIDOS_E_UNSUPPORTED, "scan output %d has rank %d", k, o->rank);
+		int64_t od[HAL_MAX_RANK];
+		od[0] = p->batch;
+		od[lead] = p->steps;
+		memcpy(od + lead + 1, o->dims, (size_t)o->rank * sizeof(int64_t));
+		p->slice_out[k] = hal_nbytes(o);
+		if ((rc = ou_set(s, s->out[p->n_state + k], o->dtype, o->rank + 1 + lead, od)))
+			return rc;
+	}
+	s->params = p;
+	return 0;
+}
+
+static int scan_exec(hal_step *s)
+{
+	const scan_params *p = s->params;
+	hal_plan *c = s->sub[0];
+	char *st = s->scratch;
+	for (int64_t b = 0; b < p->batch; b++) {
+		int cur = 0;
+		for (int i = 0; i < p->n_state; i++)
+			if (p->state_bytes[i])
+				memcpy(st + p->state_off[0][i], (const char *)s->in[p->first + i]->data + b * p->state_bytes[i],
+				       p->state_bytes[i]);
+		for (int64_t t = 0; t < p->steps; t++) {
+			for (int i = 0; i < p->n_state; i++)
+				if (p->child_in[i] >= 0)
+					c->in[p->child_in[i]]->t.data = st + p->state_off[cur][i];
+			for (int j = 0; j < p->n_scan; j++) {
+				int i = p->n_state + j;
+				int64_t tt = p->in_rev[j] ? p->steps - 1 - t : t;
+				if (p->child_in[i] >= 0)
+					c->in[p->child_in[i]]->t.data =
+						(char *)s->in[p->first + i]->data + (b * p->steps + tt) * p->slice_in[j];
+			}
+			c->err[0] = 0;
+			int rc = hal_plan_run(c);
+			if (rc)
+				return hal_err(s, rc, "body, step %lld: %s", (long long)t, c->err);
+			for (int i = 0; i < p->n_state; i++)
+				if (p->state_bytes[i])
+					memcpy(st + p->state_off[!cur][i], c->out[i]->data, p->state_bytes[i]);
+			for (int k = 0; k < p->n_sout; k++) {
+				int64_t tt = p->out_rev[k] ? p->steps - 1 - t : t;
+				if (p->slice_out[k])
+					memcpy((char *)s->out[p->n_state + k]->data + (b * p->steps + tt) * p->slice_out[k],
+					       c->out[p->n_state + k]->data, p->slice_out[k]);
+			}
+			cur = !cur;
+		}
+		for (int i = 0; i < p->n_state; i++)
+			if (p->state_bytes[i])
+				memcpy((char *)s->out[i]->data + b * p->state_bytes[i], st + p->state_off[cur][i],
+				       p->state_bytes[i]);
+	}
+	return 0;
+}
+
+static const hal_op op_if = { "If", 1, 0, if_infer, if_exec };
+static const hal_op op_scan = { "Scan", 8, 0, scan_infer, scan_exec };
+
+const hal_op *const hal_ops_control[] = { &op_if, &op_scan, NULL };

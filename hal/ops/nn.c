@@ -1537,9 +1537,9 @@ static const hal_op op_avgpool = { "AveragePool", 1, HAL_OP_PURE, avgpool_infer,
 static const hal_op op_gmaxpool = { "GlobalMaxPool", 1, HAL_OP_PURE, gmaxpool_infer, pool_exec };
 static const hal_op op_gavgpool = { "GlobalAveragePool", 1, HAL_OP_PURE, gavgpool_infer,
 				    pool_exec };
-extern const hal_op hal_op_lstm;
+extern const hal_op hal_op_lstm, hal_op_gru, hal_op_rnn;
 
 const hal_op *const hal_ops_nn[] = {
 	&op_conv, &op_convt, &op_bn, &op_gemm, &op_matmul, &op_maxpool, &op_avgpool,
-	&op_gmaxpool, &op_gavgpool, &hal_op_lstm, NULL,
+	&op_gmaxpool, &op_gavgpool, &hal_op_lstm, &hal_op_gru, &hal_op_rnn, NULL,
 };

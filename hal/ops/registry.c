@@ -11,11 +11,23 @@ extern const hal_op *const hal_ops_reduce[];
 extern const hal_op *const hal_ops_nn[];
 extern const hal_op *const hal_ops_shape[];
 extern const hal_op *const hal_ops_control[];
+extern const hal_op *const hal_ops_loss[];
+extern const hal_op *const hal_ops_norm[];
+extern const hal_op *const hal_ops_layout[];
+extern const hal_op *const hal_ops_einsum[];
+extern const hal_op *const hal_ops_quant[];
+extern const hal_op *const hal_ops_vision[];
+extern const hal_op *const hal_ops_signal[];
+extern const hal_op *const hal_ops_text[];
+extern const hal_op *const hal_ops_select[];
 
 int hal_use_reference;
 
 static const hal_op *const *const groups[] = {
 	hal_ops_elementwise, hal_ops_reduce, hal_ops_nn, hal_ops_shape, hal_ops_control,
+	hal_ops_loss, hal_ops_norm, hal_ops_layout, hal_ops_einsum,
+	hal_ops_quant, hal_ops_vision, hal_ops_signal,
+	hal_ops_text, hal_ops_select,
 };
 
 int hal_op_count(void)

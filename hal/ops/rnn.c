@@ -1,7 +1,7 @@
 /*
  * hal/ops/rnn.c - LSTM (ONNX opsets 1-14: forward, reverse, bidirectional,
  * layout 0 and 1, sequence_lens, initial states, peepholes, clip,
- * input_forget, the ONNX activation functions).
+ * input_forget, the ONNX activation functions), and GRU and RNN (below).
  *
  * Per direction: the input projection X*W^T of every time step is one GEMM
  * ([seq*batch, I] x [I, 4H]) up front; then each step adds H_{t-1}*R^T (a
@@ -114,20 +114,22 @@ static int check(hal_step *s, const hal_tensor *t, const char *name, int rank,
 	return 0;
 }
 
-static int parse_acts(hal_step *s, struct lstm *p)
+/* The activations attribute: nact functions per direction (LSTM 3: f, g, h;
+ * GRU 2: f, g; RNN 1: f), defaulting to defaults[]. */
+static int parse_acts_n(hal_step *s, int64_t ndir, struct act (*out)[3], int nact,
+			const char *const *defaults)
 {
-	static const char *const defaults[3] = { "Sigmoid", "Tanh", "Tanh" };
 	int n = hal_attr_strings_n(s->node, "activations");
 	const float *al = NULL, *be = NULL;
 	int nal = hal_attr_floats(s->node, "activation_alpha", &al);
 	int nbe = hal_attr_floats(s->node, "activation_beta", &be);
-	if (n && n != 3 && n != 3 * p->ndir)
+	if (n && n != nact && n != nact * ndir)
 		return hal_err(s, AIDOS_E_INVALID, "activations has %d entries", n);
 	int ia = 0, ib = 0;
-	for (int d = 0; d < p->ndir; d++)
-		for (int k = 0; k < 3; k++) {
+	for (int d = 0; d < ndir; d++)
+		for (int k = 0; k < nact; k++) {
 			const char *nm = n ? hal_attr_strings_at(s->node, "activations",
-								  (d * 3 + k) % n) : defaults[k];
+								  (d * nact + k) % n) : defaults[k];
 			size_t i;
 			for (i = 0; i < sizeof act_names / sizeof act_names[0]; i++)
 				if (nm && name_eq(nm, act_names[i].name))
@@ -135,7 +137,7 @@ static int parse_acts(hal_step *s, struct lstm *p)
 			if (i == sizeof act_names / sizeof act_names[0])
 				return hal_err(s, AIDOS_E_UNSUPPORTED, "activation '%s'",
 					       nm ? nm : "?");
-			struct act *a = &p->act[d][k];
+			struct act *a = &out[d][k];
 			a->kind = act_names[i].kind;
 			a->a = act_names[i].a;
 			a->b = act_names[i].b;
@@ -147,6 +149,12 @@ static int parse_acts(hal_step *s, struct lstm *p)
 				a->b = be[ib++];
 		}
 	return 0;
+}
+
+static int parse_acts(hal_step *s, struct lstm *p)
+{
+	static const char *const defaults[3] = { "Sigmoid", "Tanh", "Tanh" };
+	return parse_acts_n(s, p->ndir, p->act, 3, defaults);
 }
 
 static int lstm_infer(hal_step *s)
@@ -360,3 +368,168 @@ static int lstm_exec(hal_step *s)
 }
 
 const hal_op hal_op_lstm = { "LSTM", 1, HAL_OP_PURE, lstm_infer, lstm_exec };
+
+/* ---- GRU and RNN (opsets 7-14): scalar reference ----
+ * GRU, gates z, r, h in W [D, 3H, I], R [D, 3H, H], B [D, 6H] (Wb then Rb):
+ *   z = f(x W_z + h R_z + b), r = f(x W_r + h R_r + b),
+ *   h~ = g(x W_h + (r * h) R_h + Rb_h + Wb_h), or with linear_before_reset
+ *   h~ = g(x W_h + r * (h R_h + Rb_h) + Wb_h); H_t = (1 - z) * h~ + z * h.
+ * RNN: H_t = f(x W + h R + Wb + Rb), W [D, H, I], R [D, H, H], B [D, 2H].
+ * Direction, layout, sequence_lens, initial_h and clip as for LSTM above. */
+
+struct rnn {
+	int64_t seq, batch, in, hid, ndir, gates;
+	int layout, reverse_only, lbr;
+	float clip;
+	struct act act[MAXD][3];
+};
+
+static int gru_rnn_infer(hal_step *s, int gates)
+{
+	const hal_tensor *x = in_opt(s, 0), *w = in_opt(s, 1), *r = in_opt(s, 2);
+	const hal_tensor *b = in_opt(s, 3), *sl = in_opt(s, 4), *h0 = in_opt(s, 5);
+	if (!x || !w || !r)
+		return hal_err(s, AIDOS_E_INVALID, "X, W and R are required");
+	if (x->dtype != HAL_DT_F32 || x->rank != 3)
+		return hal_err(s, x->dtype != HAL_DT_F32 ? AIDOS_E_UNSUPPORTED : AIDOS_E_SHAPE,
+			       "X must be float32 [seq, batch, input]");
+	struct rnn *p = hal_step_alloc(s, sizeof *p);
+	if (!p)
+		return AIDOS_E_NOMEM;
+	p->gates = gates;
+	const char *dir = hal_attr_str(s->node, "direction", "forward");
+	if (!strcmp(dir, "forward") || !dir[0])
+		p->ndir = 1;
+	else if (!strcmp(dir, "reverse"))
+		p->ndir = 1, p->reverse_only = 1;
+	else if (!strcmp(dir, "bidirectional"))
+		p->ndir = 2;
+	else
+		return hal_err(s, AIDOS_E_INVALID, "direction '%s'", dir);
+	p->layout = (int)hal_attr_int(s->node, "layout", 0);
+	if (p->layout != 0 && p->layout != 1)
+		return hal_err(s, AIDOS_E_INVALID, "layout %d", p->layout);
+	p->seq = x->dims[p->layout ? 1 : 0];
+	p->batch = x->dims[p->layout ? 0 : 1];
+	p->in = x->dims[2];
+	p->hid = hal_attr_int(s->node, "hidden_size", w->rank == 3 ? w->dims[1] / gates : 0);
+	p->clip = hal_attr_has(s->node, "clip") ? hal_attr_float(s->node, "clip", 0) : 0;
+	p->lbr = hal_attr_int(s->node, "linear_before_reset", 0) != 0;
+	int64_t D = p->ndir, H = p->hid, B = p->batch, G = gates;
+	int64_t sb0 = p->layout ? B : D, sb1 = p->layout ? D : B;
+	static const char *const gru_def[2] = { "Sigmoid", "Tanh" }, *const rnn_def[1] = { "Tanh" };
+	int rc;
+	if (H <= 0 || H > (INT64_C(1) << 24))
+		return hal_err(s, AIDOS_E_INVALID, "hidden_size must be in (0, 2^24]");
+	if ((rc = check(s, w, "W", 3, D, G * H, p->in)) || (rc = check(s, r, "R", 3, D, G * H, H)) ||
+	    (rc = check(s, b, "B", 2, D, 2 * G * H, 0)) ||
+	    (rc = check(s, h0, "initial_h", 3, sb0, sb1, H)) ||
+	    (rc = parse_acts_n(s, D, p->act, G == 3 ? 2 : 1, G == 3 ? gru_def : rnn_def)))
+		return rc;
+	if (sl && (sl->dtype != HAL_DT_I32 || hal_numel(sl) != B))
+		return hal_err(s, AIDOS_E_SHAPE, "sequence_lens must be int32 [%lld]", (long long)B);
+	hal_tensor *y = out_opt(s, 0), *yh = out_opt(s, 1);
+	int64_t yd[4] = { p->seq, D, B, H };
+	if (p->layout) {
+		yd[0] = B;
+		yd[1] = p->seq;
+		yd[2] = D;
+	}
+	if (y)
+		hal_tensor_set_shape(y, HAL_DT_F32, 4, yd);
+	int64_t hd[3] = { sb0, sb1, H };
+	if (yh)
+		hal_tensor_set_shape(yh, HAL_DT_F32, 3, hd);
+	/* scratch: h [B, H], gates [3H] */
+	s->scratch_bytes = (size_t)(B * H + 3 * H) * sizeof(float);
+	s->params = p;
+	return 0;
+}
+
+static int gru_infer(hal_step *s) { return gru_rnn_infer(s, 3); }
+static int rnn_infer(hal_step *s) { return gru_rnn_infer(s, 1); }
+
+static float dotf(const float *a, const float *b, int64_t n)
+{
+	float acc = 0;
+	for (int64_t i = 0; i < n; i++)
+		acc += a[i] * b[i];
+	return acc;
+}
+
+static int gru_rnn_exec(hal_step *s)
+{
+	const struct rnn *p = s->params;
+	const hal_tensor *bt = in_opt(s, 3), *slt = in_opt(s, 4), *h0t = in_opt(s, 5);
+	hal_tensor *yt = out_opt(s, 0), *yht = out_opt(s, 1);
+	const float *x = s->in[0]->data, *w = s->in[1]->data, *r = s->in[2]->data;
+	const int32_t *sl = slt ? slt->data : NULL;
+	const int64_t H = p->hid, B = p->batch, T = p->seq, D = p->ndir, I = p->in, G = p->gates;
+	float *h = s->scratch, *gv = h + B * H;   /* [B, H], [3H] */
+	float *y = yt ? yt->data : NULL;
+	if (y && sl)
+		memset(y, 0, (size_t)(T * D * B * H) * sizeof *y);
+	for (int64_t d = 0; d < D; d++) {
+		const int rev = p->reverse_only || d == 1;
+		const float *W = w + d * G * H * I, *R = r + d * G * H * H;
+		const float *wb = bt ? (const float *)bt->data + d * 2 * G * H : NULL;
+		const float *rb = wb ? wb + G * H : NULL;
+		const struct act *af = &p->act[d][0], *ag = &p->act[d][1];
+		for (int64_t b = 0; b < B; b++)
+			for (int64_t k = 0; k < H; k++) {
+				int64_t si = p->layout ? (b * D + d) * H + k : (d * B + b) * H + k;
+				h[b * H + k] = h0t ? ((const float *)h0t->data)[si] : 0.0f;
+			}
+		for (int64_t b = 0; b < B; b++) {
+			int64_t len = sl ? sl[b] : T;
+			len = len < 0 ? 0 : len > T ? T : len;
+			float *hb = h + b * H;
+			for (int64_t step = 0; step < len; step++) {
+				int64_t t = rev ? len - 1 - step : step;
+				const float *xt = x + (p->layout ? b * T + t : t * B + b) * I;
+				if (G == 1) {
+					for (int64_t k = 0; k < H; k++)
+						gv[k] = dotf(xt, W + k * I, I) + dotf(hb, R + k * H, H) +
+							(wb ? wb[k] + rb[k] : 0.0f);
+					for (int64_t k = 0; k < H; k++)
+						hb[k] = act_apply(af, clipv(gv[k], p->clip));
+				} else {
+					float *z = gv, *rr = gv + H, *hh = gv + 2 * H;
+					for (int64_t k = 0; k < 2 * H; k++)
+						gv[k] = act_apply(af, clipv(dotf(xt, W + k * I, I) +
+									    dotf(hb, R + k * H, H) +
+									    (wb ? wb[k] + rb[k] : 0.0f), p->clip));
+					for (int64_t k = 0; k < H; k++) {
+						const float *rh = R + (2 * H + k) * H;
+						float xpart = dotf(xt, W + (2 * H + k) * I, I) + (wb ? wb[2 * H + k] : 0.0f);
+						float rbh = rb ? rb[2 * H + k] : 0.0f, hpart;
+						if (p->lbr) {
+							hpart = rr[k] * (dotf(hb, rh, H) + rbh);
+						} else {
+							hpart = rbh;
+							for (int64_t q = 0; q < H; q++)
+								hpart += rr[q] * hb[q] * rh[q];
+						}
+						hh[k] = act_apply(ag, clipv(xpart + hpart, p->clip));
+					}
+					for (int64_t k = 0; k < H; k++)
+						hb[k] = (1 - z[k]) * hh[k] + z[k] * hb[k];
+				}
+				if (y) {
+					float *yo = y + (p->layout ? ((b * T + t) * D + d) * H
+								   : ((t * D + d) * B + b) * H);
+					memcpy(yo, hb, (size_t)H * sizeof *yo);
+				}
+			}
+		}
+		for (int64_t b = 0; b < B; b++) {
+			int64_t o = p->layout ? (b * D + d) * H : (d * B + b) * H;
+			if (yht)
+				memcpy((float *)yht->data + o, h + b * H, (size_t)H * sizeof(float));
+		}
+	}
+	return 0;
+}
+
+const hal_op hal_op_gru = { "GRU", 7, HAL_OP_PURE, gru_infer, gru_rnn_exec };
+const hal_op hal_op_rnn = { "RNN", 7, HAL_OP_PURE, rnn_infer, gru_rnn_exec };

@@ -1,0 +1,752 @@
+/*
+ * tests/test_ops.c - kernels and forms the ONNX 1.12 conformance data does
+ * not cover, each against a scalar reference written here:
+ *   - Gelu (opset 20, approximate "none" and "tanh"): 0.5 x (1 + erf(x/sqrt 2))
+ *     and 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) in double;
+ *   - Einsum in the forms transformer exports use (attention scores
+ *     "bhqd,bhkd->bhqk", context "bhqk,bhkd->bhqd", batch matmul, broadcast
+ *     ellipsis, transpose, diagonal, sums, implicit output) against
+ *     explicit loops;
+ *   - LayerNormalization with one value for Scale and B, with Mean and
+ *     InvStdDev outputs, against a two-pass double computation;
+ *   - Split by num_outputs (opset 18), MatMul with batch broadcasting and a
+ *     1-D operand, Softmax over rows masked with -inf and float32's minimum;
+ *   - bad attributes: AIDOS_E_INVALID with a message naming the node and
+ *     the attribute (never a crash); a loss target out of range fails that
+ *     request with AIDOS_E_RANGE and the next request runs.
+ * Each case is a one-node model written here as ONNX protobuf bytes (a
+ * minimal encoder below, field numbers from onnx.proto) and run through the
+ * public API (aidos_model_load_buffer, aidos_session_run).
+ * Tolerance: |got - want| <= 1e-5 + 1e-5 |want| (float32 results of float64
+ * references; sums here are at most a few dozen terms).
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "aidos/aidos.h"
+
+/* ---- a minimal protobuf writer ---- */
+
+typedef struct pb {
+	uint8_t b[8192];
+	size_t n;
+} pb;
+
+static void pb_raw(pb *p, const void *d, size_t n)
+{
+	assert_true(p->n + n <= sizeof p->b);
+	memcpy(p->b + p->n, d, n);
+	p->n += n;
+}
+
+static void pb_varint(pb *p, uint64_t v)
+{
+	do {
+		uint8_t c = (uint8_t)(v & 0x7f);
+		v >>= 7;
+		if (v)
+			c |= 0x80;
+		pb_raw(p, &c, 1);
+	} while (v);
+}
+
+static void pb_int(pb *p, int field, int64_t v)
+{
+	pb_varint(p, (uint64_t)field << 3);
+	pb_varint(p, (uint64_t)v);
+}
+
+static void pb_bytes(pb *p, int field, const void *d, size_t n)
+{
+	pb_varint(p, (uint64_t)field << 3 | 2);
+	pb_varint(p, n);
+	pb_raw(p, d, n);
+}
+
+static void pb_str(pb *p, int field, const char *s)
+{
+	pb_bytes(p, field, s, strlen(s));
+}
+
+static void pb_msg(pb *p, int field, const pb *m)
+{
+	pb_bytes(p, field, m->b, m->n);
+}
+
+/* AttributeProto: name 1, f 2, i 3, s 4, type 20 (FLOAT 1, INT 2, STRING 3). */
+static void attr_int(pb *node, const char *name, int64_t v)
+{
+	static pb a;
+	a.n = 0;
+	pb_str(&a, 1, name);
+	pb_int(&a, 3, v);
+	pb_int(&a, 20, 2);
+	pb_msg(node, 5, &a);
+}
+
+static void attr_float(pb *node, const char *name, float v)
+{
+	static pb a;
+	a.n = 0;
+	pb_str(&a, 1, name);
+	pb_varint(&a, 2 << 3 | 5);
+	pb_raw(&a, &v, 4);
+	pb_int(&a, 20, 1);
+	pb_msg(node, 5, &a);
+}
+
+static void attr_str(pb *node, const char *name, const char *v)
+{
+	static pb a;
+	a.n = 0;
+	pb_str(&a, 1, name);
+	pb_str(&a, 4, v);
+	pb_int(&a, 20, 3);
+	pb_msg(node, 5, &a);
+}
+
+/* ValueInfoProto {name 1, type 2 {tensor_type 1 {elem_type 1, shape 2 {dim 1 {dim_value 1}}}}} */
+static void value_info(pb *graph, int field, const char *name, int dtype, int rank,
+		       const int64_t *dims)
+{
+	static pb vi, ty, tt, sh, dm;
+	sh.n = 0;
+	for (int i = 0; i < rank; i++) {
+		dm.n = 0;
+		pb_int(&dm, 1, dims[i]);
+		pb_msg(&sh, 1, &dm);
+	}
+	tt.n = 0;
+	pb_int(&tt, 1, dtype);
+	pb_msg(&tt, 2, &sh);
+	ty.n = 0;
+	pb_msg(&ty, 1, &tt);
+	vi.n = 0;
+	pb_str(&vi, 1, name);
+	pb_msg(&vi, 2, &ty);
+	pb_msg(graph, field, &vi);
+}
+
+/* io literals below name only what they need; dtype defaults to float32 */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+typedef struct io {
+	const char *name;
+	int rank;
+	int64_t dims[8];
+	int dtype;           /* 0: float32 */
+} io;
+
+/* ModelProto {ir_version 1, graph 7, opset_import 8 {domain 1, version 2}}
+ * with one node (NodeProto: input 1, output 2, name 3, op_type 4). Outputs
+ * have no shape in the file (rank -1 there): the planner infers them. */
+static void model(pb *out, int opset, const pb *node, const io *in, int n_in, const char *const *outs,
+		  int n_out)
+{
+	static pb g, op;
+	g.n = 0;
+	pb_msg(&g, 1, node);
+	pb_str(&g, 2, "g");
+	for (int i = 0; i < n_in; i++)
+		value_info(&g, 11, in[i].name, in[i].dtype ? in[i].dtype : AIDOS_DT_FLOAT, in[i].rank,
+			   in[i].dims);
+	for (int i = 0; i < n_out; i++) {
+		static pb vi;
+		vi.n = 0;
+		pb_str(&vi, 1, outs[i]);
+		pb_msg(&g, 12, &vi);
+	}
+	out->n = 0;
+	pb_int(out, 1, 8);
+	pb_msg(out, 7, &g);
+	op.n = 0;
+	pb_str(&op, 1, "");
+	pb_int(&op, 2, opset);
+	pb_msg(out, 8, &op);
+}
+
+static void node_begin(pb *node, const char *op_type, const char *const *ins, int n_in,
+		       const char *const *outs, int n_out)
+{
+	node->n = 0;
+	for (int i = 0; i < n_in; i++)
+		pb_str(node, 1, ins[i]);
+	for (int i = 0; i < n_out; i++)
+		pb_str(node, 2, outs[i]);
+	pb_str(node, 3, "n0");
+	pb_str(node, 4, op_type);
+}
+
+/* Loads bytes and runs them on inputs x[i] (float32, shapes from in[]);
+ * returns the session (outputs readable) or NULL with err filled. */
+static aidos_session *run_model(const pb *bytes, aidos_model **m, const io *in, void *const *x,
+				int n_in, int *rc, char *err, size_t errlen)
+{
+	*rc = aidos_model_load_buffer(bytes->b, bytes->n, NULL, m, err, errlen);
+	if (*rc)
+		return NULL;
+	aidos_session *s = NULL;
+	*rc = aidos_session_create(*m, NULL, &s, err, errlen);
+	if (*rc) {
+		aidos_model_free(*m);
+		return NULL;
+	}
+	aidos_tensor t[8];
+	for (int i = 0; i < n_in; i++) {
+		memset(&t[i], 0, sizeof t[i]);
+		t[i].name = in[i].name;
+		t[i].dtype = in[i].dtype ? in[i].dtype : AIDOS_DT_FLOAT;
+		t[i].rank = in[i].rank;
+		memcpy(t[i].dims, in[i].dims, sizeof t[i].dims);
+		t[i].data = x[i];
+	}
+	*rc = aidos_session_run(s, n_in, t);
+	if (*rc) {
+		snprintf(err, errlen, "%s", aidos_session_errmsg(s));
+		aidos_session_destroy(s);
+		aidos_model_free(*m);
+		return NULL;
+	}
+	return s;
+}
+
+static void close_model(aidos_session *s, aidos_model *m)
+{
+	aidos_session_destroy(s);
+	aidos_model_free(m);
+}
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+
+static float frand(float lo, float hi)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return lo + (hi - lo) * (float)((rng >> 11) * (1.0 / 9007199254740992.0));
+}
+
+static void check_close(const float *got, const double *want, int64_t n, const char *what)
+{
+	for (int64_t i = 0; i < n; i++)
+		if (!(fabs(got[i] - want[i]) <= 1e-5 + 1e-5 * fabs(want[i])))
+			fail_msg("%s: element %lld is %.9g, want %.9g", what, (long long)i, got[i], want[i]);
+}
+
+/* ---- Gelu ---- */
+
+static void gelu_case(const char *approx)
+{
+	enum { N = 201 };
+	float x[N];
+	double want[N];
+	const int tanh_form = approx && !strcmp(approx, "tanh");
+	for (int i = 0; i < N; i++) {
+		double v = -8.0 + 16.0 * i / (N - 1);
+		x[i] = (float)v;
+		v = x[i];
+		if (tanh_form)
+			want[i] = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+		else
+			want[i] = 0.5 * v * (1 + erf(v / sqrt(2.0)));
+	}
+	static pb node, bytes;
+	const char *ins[] = { "x" }, *outs[] = { "y" };
+	node_begin(&node, "Gelu", ins, 1, outs, 1);
+	if (approx)
+		attr_str(&node, "approximate", approx);
+	io in = { "x", 1, { N } };
+	model(&bytes, 20, &node, &in, 1, outs, 1);
+	aidos_model *m;
+	char err[256];
+	int rc;
+	float *xp[] = { x };
+	aidos_session *s = run_model(&bytes, &m, &in, (void *const *)xp, 1, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("Gelu %s: %s", approx ? approx : "none", err);
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	assert_int_equal(y.rank, 1);
+	assert_int_equal(y.dims[0], N);
+	check_close(y.data, want, N, tanh_form ? "Gelu tanh" : "Gelu");
+	close_model(s, m);
+}
+
+static void test_gelu(void **st)
+{
+	(void)st;
+	gelu_case("tanh");
+	gelu_case(NULL);
+	gelu_case("none");
+}
+
+/* ---- Einsum ---- */
+
+/* Runs equation on a [ra] and (when rb >= 0) b [rb] and returns the session. */
+static aidos_session *einsum_run(const char *eq, const io *in, int n_in, float *const *x, aidos_model **m)
+{
+	static pb node, bytes;
+	const char *ins[] = { "a", "b" }, *outs[] = { "y" };
+	node_begin(&node, "Einsum", ins, n_in, outs, 1);
+	attr_str(&node, "equation", eq);
+	model(&bytes, 12, &node, in, n_in, outs, 1);
+	char err[256];
+	int rc;
+	aidos_session *s = run_model(&bytes, m, in, (void *const *)x, n_in, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("Einsum '%s': %s", eq, err);
+	return s;
+}
+
+static void fill(float *x, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		x[i] = frand(-1, 1);
+}
+
+static void expect_out(aidos_session *s, int rank, const int64_t *dims, const double *want,
+		       const char *what)
+{
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	assert_int_equal(y.rank, rank);
+	int64_t n = 1;
+	for (int i = 0; i < rank; i++) {
+		assert_int_equal(y.dims[i], dims[i]);
+		n *= dims[i];
+	}
+	check_close(y.data, want, n, what);
+}
+
+static void test_einsum_attention(void **st)
+{
+	(void)st;
+	enum { B = 2, H = 3, Q = 4, K = 5, D = 6 };
+	static float q[B * H * Q * D], k[B * H * K * D], p[B * H * Q * K], v[B * H * K * D];
+	static double want[B * H * Q * K * 8];
+	fill(q, B * H * Q * D);
+	fill(k, B * H * K * D);
+	fill(p, B * H * Q * K);
+	fill(v, B * H * K * D);
+	aidos_model *m;
+
+	/* scores: bhqd,bhkd->bhqk */
+	io in1[] = { { "a", 4, { B, H, Q, D } }, { "b", 4, { B, H, K, D } } };
+	float *x1[] = { q, k };
+	aidos_session *s = einsum_run("bhqd,bhkd->bhqk", in1, 2, x1, &m);
+	for (int b = 0; b < B; b++)
+		for (int h = 0; h < H; h++)
+			for (int i = 0; i < Q; i++)
+				for (int j = 0; j < K; j++) {
+					double acc = 0;
+					for (int d = 0; d < D; d++)
+						acc += (double)q[((b * H + h) * Q + i) * D + d] *
+						       k[((b * H + h) * K + j) * D + d];
+					want[((b * H + h) * Q + i) * K + j] = acc;
+				}
+	expect_out(s, 4, (int64_t[]){ B, H, Q, K }, want, "bhqd,bhkd->bhqk");
+	close_model(s, m);
+
+	/* context: bhqk,bhkd->bhqd */
+	io in2[] = { { "a", 4, { B, H, Q, K } }, { "b", 4, { B, H, K, D } } };
+	float *x2[] = { p, v };
+	s = einsum_run("bhqk,bhkd->bhqd", in2, 2, x2, &m);
+	for (int b = 0; b < B; b++)
+		for (int h = 0; h < H; h++)
+			for (int i = 0; i < Q; i++)
+				for (int d = 0; d < D; d++) {
+					double acc = 0;
+					for (int j = 0; j < K; j++)
+						acc += (double)p[((b * H + h) * Q + i) * K + j] *
+						       v[((b * H + h) * K + j) * D + d];
+					want[((b * H + h) * Q + i) * D + d] = acc;
+				}
+	expect_out(s, 4, (int64_t[]){ B, H, Q, D }, want, "bhqk,bhkd->bhqd");
+	close_model(s, m);
+
+	/* the same through a broadcast ellipsis: ...qk,...kd (implicit output
+	 * would be ...dq: letters in ASCII order), explicit here */
+	s = einsum_run("...qk,...kd->...qd", in2, 2, x2, &m);
+	expect_out(s, 4, (int64_t[]){ B, H, Q, D }, want, "...qk,...kd->...qd");
+	close_model(s, m);
+}
+
+static void test_einsum_forms(void **st)
+{
+	(void)st;
+	enum { B = 3, I = 4, J = 5, KK = 2 };
+	static float a[B * I * J], b[B * J * KK], sq[B * I * I], row[J];
+	static double want[B * I * J * KK];
+	fill(a, B * I * J);
+	fill(b, B * J * KK);
+	fill(sq, B * I * I);
+	fill(row, J);
+	aidos_model *m;
+
+	/* batch matmul, spaces allowed */
+	io in1[] = { { "a", 3, { B, I, J } }, { "b", 3, { B, J, KK } } };
+	float *x1[] = { a, b };
+	aidos_session *s = einsum_run("bij, bjk -> bik", in1, 2, x1, &m);
+	for (int t = 0; t < B; t++)
+		for (int i = 0; i < I; i++)
+			for (int k = 0; k < KK; k++) {
+				double acc = 0;
+				for (int j = 0; j < J; j++)
+					acc += (double)a[(t * I + i) * J + j] * b[(t * J + j) * KK + k];
+				want[(t * I + i) * KK + k] = acc;
+			}
+	expect_out(s, 3, (int64_t[]){ B, I, KK }, want, "bij,bjk->bik");
+	close_model(s, m);
+
+	/* implicit output: "bij,bjk" is "ik", b used twice is summed (numpy) */
+	s = einsum_run("bij,bjk", in1, 2, x1, &m);
+	double ik[I * KK] = { 0 };
+	for (int t = 0; t < B; t++)
+		for (int i = 0; i < I * KK; i++)
+			ik[i] += want[t * I * KK + i];
+	expect_out(s, 2, (int64_t[]){ I, KK }, ik, "bij,bjk");
+	close_model(s, m);
+
+	/* transpose of the last two dims */
+	io in2[] = { { "a", 3, { B, I, J } } };
+	float *x2[] = { a };
+	s = einsum_run("bij->bji", in2, 1, x2, &m);
+	for (int t = 0; t < B; t++)
+		for (int i = 0; i < I; i++)
+			for (int j = 0; j < J; j++)
+				want[(t * J + j) * I + i] = a[(t * I + i) * J + j];
+	expect_out(s, 3, (int64_t[]){ B, J, I }, want, "bij->bji");
+	close_model(s, m);
+
+	/* sums: over j, and over everything */
+	s = einsum_run("bij->bi", in2, 1, x2, &m);
+	double all = 0;
+	for (int t = 0; t < B; t++)
+		for (int i = 0; i < I; i++) {
+			double acc = 0;
+			for (int j = 0; j < J; j++)
+				acc += a[(t * I + i) * J + j];
+			want[t * I + i] = acc;
+			all += acc;
+		}
+	expect_out(s, 2, (int64_t[]){ B, I }, want, "bij->bi");
+	close_model(s, m);
+	s = einsum_run("bij->", in2, 1, x2, &m);
+	expect_out(s, 0, NULL, &all, "bij->");
+	close_model(s, m);
+
+	/* batched diagonal */
+	io in3[] = { { "a", 3, { B, I, I } } };
+	float *x3[] = { sq };
+	s = einsum_run("bii->bi", in3, 1, x3, &m);
+	for (int t = 0; t < B; t++)
+		for (int i = 0; i < I; i++)
+			want[t * I + i] = sq[(t * I + i) * I + i];
+	expect_out(s, 2, (int64_t[]){ B, I }, want, "bii->bi");
+	close_model(s, m);
+
+	/* a vector broadcast against a batch: bij,j->bi */
+	io in4[] = { { "a", 3, { B, I, J } }, { "b", 1, { J } } };
+	float *x4[] = { a, row };
+	s = einsum_run("bij,j->bi", in4, 2, x4, &m);
+	for (int t = 0; t < B; t++)
+		for (int i = 0; i < I; i++) {
+			double acc = 0;
+			for (int j = 0; j < J; j++)
+				acc += (double)a[(t * I + i) * J + j] * row[j];
+			want[t * I + i] = acc;
+		}
+	expect_out(s, 2, (int64_t[]){ B, I }, want, "bij,j->bi");
+	close_model(s, m);
+}
+
+/* ---- LayerNormalization with scalar Scale/B and its statistics ---- */
+
+static void test_layernorm_stats(void **st)
+{
+	(void)st;
+	enum { R = 6, C = 10 };
+	static float x[R * C], sc[1] = { 1.5f }, bi[1] = { -0.25f };
+	static double want[R * C], wm[R], wi[R];
+	fill(x, R * C);
+	for (int r = 0; r < R; r++) {
+		double m = 0, v = 0;
+		for (int c = 0; c < C; c++)
+			m += x[r * C + c];
+		m /= C;
+		for (int c = 0; c < C; c++)
+			v += (x[r * C + c] - m) * (x[r * C + c] - m);
+		v /= C;
+		wm[r] = m;
+		wi[r] = 1 / sqrt(v + 1e-3);
+		for (int c = 0; c < C; c++)
+			want[r * C + c] = (x[r * C + c] - m) * wi[r] * sc[0] + bi[0];
+	}
+	static pb node, bytes;
+	const char *ins[] = { "x", "s", "b" }, *outs[] = { "y", "mean", "inv" };
+	node_begin(&node, "LayerNormalization", ins, 3, outs, 3);
+	attr_int(&node, "axis", -1);
+	attr_float(&node, "epsilon", 1e-3f);
+	io in[] = { { "x", 2, { R, C } }, { "s", 1, { 1 } }, { "b", 1, { 1 } } };
+	model(&bytes, 17, &node, in, 3, outs, 3);
+	aidos_model *m;
+	char err[256];
+	int rc;
+	float *xp[] = { x, sc, bi };
+	aidos_session *s = run_model(&bytes, &m, in, (void *const *)xp, 3, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("LayerNormalization: %s", err);
+	expect_out(s, 2, (int64_t[]){ R, C }, want, "LayerNormalization Y");
+	aidos_tensor t;
+	assert_int_equal(aidos_session_output(s, 1, &t), 0);
+	assert_int_equal(t.rank, 2);
+	assert_int_equal(t.dims[1], 1);
+	check_close(t.data, wm, R, "Mean");
+	assert_int_equal(aidos_session_output(s, 2, &t), 0);
+	check_close(t.data, wi, R, "InvStdDev");
+	close_model(s, m);
+}
+
+/* ---- forms the issue lists that ONNX 1.12's data predates or misses ---- */
+
+/* Split at opset 18 by num_outputs: chunks of ceil(dim / n), the last smaller. */
+static void test_split_num_outputs(void **st)
+{
+	(void)st;
+	static float x[2 * 7];
+	for (int i = 0; i < 14; i++)
+		x[i] = (float)i;
+	static pb node, bytes;
+	const char *ins[] = { "x" }, *outs[] = { "y0", "y1", "y2" };
+	node_begin(&node, "Split", ins, 1, outs, 3);
+	attr_int(&node, "axis", -1);
+	attr_int(&node, "num_outputs", 3);
+	io in = { "x", 2, { 2, 7 } };
+	model(&bytes, 18, &node, &in, 1, outs, 3);
+	aidos_model *m;
+	char err[256];
+	int rc;
+	float *xp[] = { x };
+	aidos_session *s = run_model(&bytes, &m, &in, (void *const *)xp, 1, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("Split num_outputs: %s", err);
+	const int width[3] = { 3, 3, 1 }, start[3] = { 0, 3, 6 };
+	for (int k = 0; k < 3; k++) {
+		aidos_tensor y;
+		assert_int_equal(aidos_session_output(s, k, &y), 0);
+		assert_int_equal(y.rank, 2);
+		assert_int_equal(y.dims[0], 2);
+		assert_int_equal(y.dims[1], width[k]);
+		double want[6];
+		for (int r = 0; r < 2; r++)
+			for (int c = 0; c < width[k]; c++)
+				want[r * width[k] + c] = x[r * 7 + start[k] + c];
+		check_close(y.data, want, 2 * width[k], "Split output");
+	}
+	close_model(s, m);
+}
+
+/* MatMul with numpy batch broadcasting: [2,1,3,4] x [5,4,2] -> [2,5,3,2],
+ * and a 1-D right operand: [2,3,4] x [4] -> [2,3]. */
+static void test_matmul_broadcast(void **st)
+{
+	(void)st;
+	static float a[2 * 3 * 4], b[5 * 4 * 2], v[4];
+	static double want[2 * 5 * 3 * 2];
+	fill(a, 24);
+	fill(b, 40);
+	fill(v, 4);
+	static pb node, bytes;
+	const char *ins[] = { "a", "b" }, *outs[] = { "y" };
+	node_begin(&node, "MatMul", ins, 2, outs, 1);
+	io in[] = { { "a", 4, { 2, 1, 3, 4 } }, { "b", 3, { 5, 4, 2 } } };
+	model(&bytes, 13, &node, in, 2, outs, 1);
+	aidos_model *m;
+	char err[256];
+	int rc;
+	float *xp[] = { a, b };
+	aidos_session *s = run_model(&bytes, &m, in, (void *const *)xp, 2, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("MatMul broadcast: %s", err);
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 5; j++)
+			for (int r = 0; r < 3; r++)
+				for (int c = 0; c < 2; c++) {
+					double acc = 0;
+					for (int k = 0; k < 4; k++)
+						acc += (double)a[(i * 3 + r) * 4 + k] * b[(j * 4 + k) * 2 + c];
+					want[((i * 5 + j) * 3 + r) * 2 + c] = acc;
+				}
+	expect_out(s, 4, (int64_t[]){ 2, 5, 3, 2 }, want, "MatMul [2,1,3,4]x[5,4,2]");
+	close_model(s, m);
+
+	io in2[] = { { "a", 3, { 2, 3, 4 } }, { "b", 1, { 4 } } };
+	model(&bytes, 13, &node, in2, 2, outs, 1);
+	float *xp2[] = { a, v };
+	s = run_model(&bytes, &m, in2, (void *const *)xp2, 2, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("MatMul 1-D: %s", err);
+	for (int r = 0; r < 6; r++) {
+		double acc = 0;
+		for (int k = 0; k < 4; k++)
+			acc += (double)a[r * 4 + k] * v[k];
+		want[r] = acc;
+	}
+	expect_out(s, 2, (int64_t[]){ 2, 3 }, want, "MatMul [2,3,4]x[4]");
+	close_model(s, m);
+}
+
+/* Softmax over attention scores with masked positions, as exporters write
+ * them: -inf, and the float32 minimum PyTorch adds (finfo.min). */
+static void test_softmax_masked(void **st)
+{
+	(void)st;
+	enum { R = 4, C = 6 };
+	static float x[R * C];
+	static double want[R * C];
+	fill(x, R * C);
+	for (int r = 0; r < R; r++) {
+		/* row r masks its last r + 1 positions */
+		for (int c = C - 1 - r; c < C; c++)
+			x[r * C + c] = (r & 1) ? -INFINITY : -3.4028234663852886e38f;
+		double mx = -INFINITY, sum = 0;
+		for (int c = 0; c < C - 1 - r; c++)
+			mx = fmax(mx, x[r * C + c]);
+		for (int c = 0; c < C - 1 - r; c++)
+			sum += exp(x[r * C + c] - mx);
+		for (int c = 0; c < C; c++)
+			want[r * C + c] = c < C - 1 - r ? exp(x[r * C + c] - mx) / sum : 0.0;
+	}
+	static pb node, bytes;
+	const char *ins[] = { "x" }, *outs[] = { "y" };
+	node_begin(&node, "Softmax", ins, 1, outs, 1);
+	attr_int(&node, "axis", -1);
+	io in = { "x", 2, { R, C } };
+	model(&bytes, 13, &node, &in, 1, outs, 1);
+	aidos_model *m;
+	char err[256];
+	int rc;
+	float *xp[] = { x };
+	aidos_session *s = run_model(&bytes, &m, &in, (void *const *)xp, 1, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("Softmax: %s", err);
+	expect_out(s, 2, (int64_t[]){ R, C }, want, "Softmax masked");
+	close_model(s, m);
+}
+
+/* ---- bad attributes are errors that name the node and attribute ---- */
+
+static void expect_invalid(const pb *node, int opset, const io *in, int n_in, float *const *x,
+			   const char *needle)
+{
+	static pb bytes;
+	const char *outs[] = { "y" };
+	model(&bytes, opset, node, in, n_in, outs, 1);
+	aidos_model *m;
+	char err[256] = "";
+	int rc;
+	aidos_session *s = run_model(&bytes, &m, in, (void *const *)x, n_in, &rc, err, sizeof err);
+	if (s)
+		fail_msg("expected an error mentioning '%s'", needle);
+	assert_int_equal(rc, AIDOS_E_INVALID);
+	if (!strstr(err, "n0") || !strstr(err, needle))
+		fail_msg("message '%s' does not name node n0 and '%s'", err, needle);
+}
+
+static void test_bad_attributes(void **st)
+{
+	(void)st;
+	static float x[12], t[12];
+	static pb node;
+	io in1[] = { { "a", 2, { 3, 4 } } };
+	float *x1[] = { x };
+	const char *ins[] = { "a", "b" }, *outs[] = { "y" };
+
+	node_begin(&node, "Einsum", ins, 1, outs, 1);
+	attr_str(&node, "equation", "ij,jk->ik");
+	expect_invalid(&node, 12, in1, 1, x1, "equation");
+
+	node_begin(&node, "LayerNormalization", (const char *[]){ "a", "a" }, 2, outs, 1);
+	attr_int(&node, "axis", 5);
+	expect_invalid(&node, 17, in1, 1, x1, "axis");
+
+	node_begin(&node, "DepthToSpace", ins, 1, outs, 1);
+	attr_int(&node, "blocksize", 0);
+	io in4[] = { { "a", 4, { 1, 4, 1, 3 } } };
+	expect_invalid(&node, 13, in4, 1, x1, "blocksize");
+
+	node_begin(&node, "GridSample", ins, 2, outs, 1);
+	attr_str(&node, "mode", "linear-ish");
+	io in2[] = { { "a", 4, { 1, 1, 2, 3 } }, { "b", 4, { 1, 1, 2, 2 } } };
+	float *x2[] = { x, t };
+	expect_invalid(&node, 16, in2, 2, x2, "mode");
+
+	node_begin(&node, "Dropout", ins, 1, outs, 1);
+	attr_float(&node, "ratio", 1.5f);
+	expect_invalid(&node, 11, in1, 1, x1, "ratio");
+
+	static int64_t tg[3] = { 0, 1, 2 };
+	io in3[] = { { "a", 2, { 3, 4 } }, { "b", 1, { 3 }, AIDOS_DT_INT64 } };
+	float *x3[] = { x, (float *)tg };
+	node_begin(&node, "NegativeLogLikelihoodLoss", ins, 2, outs, 1);
+	attr_str(&node, "reduction", "average");
+	expect_invalid(&node, 13, in3, 2, x3, "reduction");
+}
+
+/* A target outside [0, C) is an error at run time naming the position,
+ * and the session serves the next, valid request. */
+static void test_loss_target_range(void **st)
+{
+	(void)st;
+	static float x[3 * 4];
+	static int64_t tg[3] = { 0, 7, 2 };
+	fill(x, 12);
+	static pb node, bytes;
+	const char *ins[] = { "a", "b" }, *outs[] = { "y" };
+	node_begin(&node, "NegativeLogLikelihoodLoss", ins, 2, outs, 1);
+	attr_str(&node, "reduction", "sum");
+	io in[] = { { "a", 2, { 3, 4 } }, { "b", 1, { 3 }, AIDOS_DT_INT64 } };
+	model(&bytes, 13, &node, in, 2, outs, 1);
+	aidos_model *m;
+	aidos_session *s;
+	char err[256];
+	assert_int_equal(aidos_model_load_buffer(bytes.b, bytes.n, NULL, &m, err, sizeof err), 0);
+	assert_int_equal(aidos_session_create(m, NULL, &s, err, sizeof err), 0);
+	aidos_tensor t[2] = {
+		{ .name = "a", .dtype = AIDOS_DT_FLOAT, .rank = 2, .dims = { 3, 4 }, .data = x },
+		{ .name = "b", .dtype = AIDOS_DT_INT64, .rank = 1, .dims = { 3 }, .data = tg },
+	};
+	assert_int_equal(aidos_session_run(s, 2, t), AIDOS_E_RANGE);
+	if (!strstr(aidos_session_errmsg(s), "target[1] = 7"))
+		fail_msg("message '%s' does not name target[1]", aidos_session_errmsg(s));
+	tg[1] = 3;
+	assert_int_equal(aidos_session_run(s, 2, t), 0);
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	double want = -((double)x[0] + x[4 + 3] + x[8 + 2]);
+	check_close(y.data, &want, 1, "NLL sum");
+	close_model(s, m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_gelu),
+		cmocka_unit_test(test_einsum_attention),
+		cmocka_unit_test(test_einsum_forms),
+		cmocka_unit_test(test_layernorm_stats),
+		cmocka_unit_test(test_split_num_outputs),
+		cmocka_unit_test(test_matmul_broadcast),
+		cmocka_unit_test(test_softmax_masked),
+		cmocka_unit_test(test_bad_attributes),
+		cmocka_unit_test(test_loss_target_range),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
