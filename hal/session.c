@@ -217,7 +217,7 @@ static int plan_for(aidos_session *s, const aidos_tensor *in, const int *map)
 	hal_input_shape shp[MAX_INPUTS];
 	for (int i = 0; i < m->n_in; i++) {
 		const aidos_tensor *t = &in[map[i]];
-		shp[i] = (hal_input_shape){ m->in[i]->name, t->dtype, t->rank, t->dims };
+		shp[i] = (hal_input_shape){ m->in[i]->name, t->dtype, t->rank, t->dims, NULL };
 	}
 	hal_plan_free(s->plan);
 	s->plan = NULL;
