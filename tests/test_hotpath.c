@@ -6,7 +6,8 @@
  * every library in the process, libaidos included) and counts calls while
  * `counting` is set. After planning and warm-up runs, further runs of real
  * models must make zero calls, on 1 and on 2 threads (the pool's workers
- * count too: the counter is global and atomic). Sanitizer builds replace the
+ * count too: the counter is global and atomic), also when requests alternate
+ * between two input shapes (both plans cached). Sanitizer builds replace the
  * allocator themselves, so there the test is skipped and says why.
  *
  * Models come from the golden cache (make models); a missing cache fails.
@@ -157,6 +158,75 @@ static void steady_state(const run_case *rc)
 #endif
 }
 
+/* Two input shapes through one session, alternating: both plans stay in the
+ * session's plan cache, so after each shape's first run (which plans it) no
+ * request allocates, and no request plans again. */
+static void alternating_shapes(const char *model, const char *name, const char *file_a, const char *file_b,
+			       int threads)
+{
+#ifdef SANITIZED
+	(void)model, (void)name, (void)file_a, (void)file_b, (void)threads;
+	skip();
+#else
+	char path[2048], err[512];
+	aidos_model *m;
+	aidos_session *s;
+	aidos_tensor in[2];
+	void *owned[2] = {0};
+	const char *file[2] = { file_a, file_b };
+	snprintf(path, sizeof path, "%s/models/%s", cache_dir(), model);
+	if (aidos_model_load(path, &m, err, sizeof err))
+		fail_msg("%s (run 'make models')", err);
+	for (int i = 0; i < 2; i++) {
+		snprintf(path, sizeof path, "%s/golden/%s", cache_dir(), file[i]);
+		if (aidos_npy_load(path, &in[i], &owned[i], err, sizeof err))
+			fail_msg("%s: %s (run 'make models')", path, err);
+		in[i].name = name;
+	}
+	assert_true(in[0].rank != in[1].rank || memcmp(in[0].dims, in[1].dims, sizeof in[0].dims));
+	aidos_session_opts o = { .threads = threads };
+	assert_int_equal(aidos_session_create(m, &o, &s, err, sizeof err), 0);
+	for (int k = 0; k < 4; k++)
+		assert_int_equal(aidos_session_run(s, 1, &in[k & 1]), 0);
+	aidos_plan_stats st;
+	assert_int_equal(aidos_session_stats(s, &st), 0);
+	assert_int_equal(st.cached_plans, 2);
+	assert_int_equal((int)st.plans_built, 2);
+	atomic_store(&calls, 0);
+	atomic_store(&counting, 1);
+	int bad = 0;
+	for (int k = 0; k < 20; k++)
+		if (aidos_session_run(s, 1, &in[k & 1]))
+			bad++;
+	atomic_store(&counting, 0);
+	long n = atomic_load(&calls);
+	print_message("    %s, %d thread(s), 2 shapes alternating: %ld allocator calls in 20 runs\n", model, threads,
+		      n);
+	assert_int_equal(bad, 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(aidos_session_stats(s, &st), 0);
+	assert_int_equal((int)st.plans_built, 2);
+	aidos_session_destroy(s);
+	aidos_model_free(m);
+	for (int i = 0; i < 2; i++)
+		free(owned[i]);
+#endif
+}
+
+static void t_alt_rec(void **st)
+{
+	(void)st;
+	alternating_shapes("ocr-models/ch_PP-OCRv4_rec_infer.onnx", "x", "ocr_rec_320/in/x.npy",
+			   "ocr_rec_b2_160/in/x.npy", 1);
+}
+
+static void t_alt_cls(void **st)
+{
+	(void)st;
+	alternating_shapes("ocr-models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "x", "ocr_cls_192/in/x.npy",
+			   "ocr_cls_b3_192/in/x.npy", 2);
+}
+
 static const run_case cases[] = {
 	{ "ocr-models/ch_ppocr_mobile_v2.0_cls_infer.onnx", { "x" }, { "ocr_cls_192/in/x.npy" }, 1, 1, NULL, NULL },
 	{ "ocr-models/ch_ppocr_mobile_v2.0_cls_infer.onnx", { "x" }, { "ocr_cls_192/in/x.npy" }, 1, 2, NULL, NULL },
@@ -177,6 +247,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(t0), cmocka_unit_test(t1), cmocka_unit_test(t2), cmocka_unit_test(t3),
 		cmocka_unit_test(t4), cmocka_unit_test(t5), cmocka_unit_test(t6),
+		cmocka_unit_test(t_alt_rec), cmocka_unit_test(t_alt_cls),
 	};
 	return cmocka_run_group_tests_name("hotpath: no allocation per request", tests, NULL, NULL);
 }
