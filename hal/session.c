@@ -331,25 +331,27 @@ static int plan_new(aidos_session *s, const aidos_tensor *in, const int *map, pl
 	aidos_model *m = s->m;
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	uint64_t vk = s->vk, need;
+	uint64_t vk = s->vk, need = 0;
 	hal_plan *p = NULL;
 	int rc;
 	/* Each retry adds at least one input to vk, so this ends. */
-	while ((rc = build_plan(s, in, map, vk, &p, &need)) && need) {
+	for (;;) {
 		for (int i = 0; i < m->n_in; i++) {
-			if (!((need >> i) & 1))
+			if (!((vk >> i) & 1))
 				continue;
 			const aidos_tensor *t = &in[map[i]];
 			hal_tensor h;
 			hal_tensor_set_shape(&h, t->dtype, t->rank, t->dims);
 			if (hal_numel(&h) > AIDOS_MAX_KEYED_ELEMS) {
 				char why[sizeof s->err];
-				snprintf(why, sizeof why, "%s", s->err);
+				snprintf(why, sizeof why, "%s", need ? s->err : "needed by an earlier plan");
 				return serr(s, AIDOS_E_UNSUPPORTED,
-					    "input '%s' would have to be known at plan time but has %lld elements (at most %d): %s",
+					    "input '%s' must be known at plan time (value-keyed) but has %lld elements, at most %d: %s",
 					    m->in[i]->name, (long long)hal_numel(&h), AIDOS_MAX_KEYED_ELEMS, why);
 			}
 		}
+		if (!(rc = build_plan(s, in, map, vk, &p, &need)) || !need)
+			break;
 		vk |= need;
 	}
 	if (rc)
