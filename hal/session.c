@@ -86,6 +86,7 @@ void aidos_model_weight_bytes(const aidos_model *m, size_t *mapped, size_t *copi
 
 #define MAX_INPUTS 64
 #define DEFAULT_MAX_PLANS 8
+#define MAX_PLANS 1024          /* a request scans them all: keep it short */
 
 /* One cached plan and the key it serves. */
 typedef struct plan_slot {
@@ -144,9 +145,9 @@ int aidos_session_create(aidos_model *m, const aidos_session_opts *opts, aidos_s
 			snprintf(err, errlen, "model has %d inputs (aidos takes up to %d)", m->n_in, MAX_INPUTS);
 		return AIDOS_E_UNSUPPORTED;
 	}
-	if (opts && opts->max_plans < 0) {
+	if (opts && (opts->max_plans < 0 || opts->max_plans > MAX_PLANS)) {
 		if (err && errlen)
-			snprintf(err, errlen, "max_plans is %d", opts->max_plans);
+			snprintf(err, errlen, "max_plans is %d (0 to %d)", opts->max_plans, MAX_PLANS);
 		return AIDOS_E_INVALID;
 	}
 	aidos_session *s = pool_calloc(1, sizeof *s);
@@ -305,11 +306,12 @@ static int build_plan(aidos_session *s, const aidos_tensor *in, const int *map, 
 		      uint64_t *need)
 {
 	aidos_model *m = s->m;
+	static const int64_t no_bytes;  /* a keyed input with no elements may have no data */
 	hal_input_shape shp[MAX_INPUTS];
 	for (int i = 0; i < m->n_in; i++) {
 		const aidos_tensor *t = &in[map[i]];
-		shp[i] = (hal_input_shape){ m->in[i]->name, t->dtype, t->rank, t->dims,
-					    (vk >> i) & 1 ? t->data : NULL };
+		const void *val = (vk >> i) & 1 ? (t->data ? t->data : &no_bytes) : NULL;
+		shp[i] = (hal_input_shape){ m->in[i]->name, t->dtype, t->rank, t->dims, val };
 	}
 	hal_plan *p;
 	*need = 0;

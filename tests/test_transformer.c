@@ -101,6 +101,15 @@ static void t_value_keyed_reshape(void **st)
 		assert_int_equal(ps.value_keyed, 1);
 		assert_int_equal((int)ps.plans_built, k < 3 ? k + 1 : 3);
 	}
+	/* An empty shape (reshape to a scalar) is a key too; it has no data. */
+	int64_t n0 = 0, n1 = 1;
+	aidos_tensor in[2] = { tensor("x", AIDOS_DT_FLOAT, 1, &n1, x), tensor("shape", AIDOS_DT_INT64, 1, &n0, NULL) };
+	if (aidos_session_run(s, 2, in))
+		fail_msg("scalar: %s", aidos_session_errmsg(s));
+	aidos_tensor out;
+	assert_int_equal(aidos_session_output(s, 0, &out), 0);
+	assert_int_equal(out.rank, 0);
+	assert_float_equal(*(const float *)out.data, 0.0f, 0);
 	aidos_session_destroy(s);
 	aidos_model_free(m);
 }

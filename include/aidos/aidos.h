@@ -112,8 +112,9 @@ typedef struct aidos_session_opts {
 	                            reserve more for one tensor or for the arena;
 	                            the arenas of all cached plans together are
 	                            kept under it too (least recently used go) */
-	int max_plans;           /* 0: 8. Plans cached per session, one per input
-	                            shape (and values of value-keyed inputs) */
+	int max_plans;           /* 0: 8; at most 1024. Plans cached per session,
+	                            one per input shape (and values of
+	                            value-keyed inputs) */
 } aidos_session_opts;
 
 /* Creates a session (and its thread pool). Planning happens on the first run
@@ -123,13 +124,15 @@ typedef struct aidos_session_opts {
  * Slice's starts, Reduce's axes fed as inputs) becomes value-keyed: each
  * plan folds its values in and serves only requests with the same values;
  * such an input may hold at most AIDOS_MAX_KEYED_ELEMS elements.
- * Errors: AIDOS_E_NOMEM, AIDOS_E_INVALID (max_plans < 0), -errno. */
+ * Errors: AIDOS_E_NOMEM, AIDOS_E_INVALID (max_plans out of range), -errno. */
 int aidos_session_create(aidos_model *m, const aidos_session_opts *opts,
 			 aidos_session **out, char *err, size_t errlen);
 void aidos_session_destroy(aidos_session *s);
 
-/* Plans for these inputs' shapes without running (optional; run plans too).
- * Inputs are matched by name. Errors as aidos_session_run. */
+/* Plans for these inputs without running (optional; run plans too), and
+ * caches the plan; a key already cached costs a lookup. Inputs are matched
+ * by name and need their data (a value-keyed input's values are part of the
+ * key). Errors as aidos_session_run. */
 int aidos_session_plan(aidos_session *s, int n, const aidos_tensor *inputs);
 
 /* Runs the model. Every model input must be given exactly once, by name, with
@@ -140,8 +143,8 @@ int aidos_session_plan(aidos_session *s, int n, const aidos_tensor *inputs);
  * Not thread-safe for one session; use one session per thread. */
 int aidos_session_run(aidos_session *s, int n, const aidos_tensor *inputs);
 
-/* Output i of the last successful run; data borrowed until the next run or
- * destroy. */
+/* Output i of the last successful run; data borrowed until the next run,
+ * plan (which may evict that run's plan from the cache) or destroy. */
 int aidos_session_output(const aidos_session *s, int i, aidos_tensor *out);
 /* The last error message of this session (never NULL). */
 const char *aidos_session_errmsg(const aidos_session *s);
