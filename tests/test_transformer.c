@@ -30,6 +30,7 @@
 
 #include "aidos/aidos.h"
 #include "aidos/npy.h"
+#include "pools/pools.h"
 
 static char dir[1200];
 
@@ -193,6 +194,70 @@ static void t_value_keyed_bound(void **st)
 	aidos_model_free(m);
 }
 
+/* ---- allocation failures ---- */
+
+/* create, then runs that plan, hit the cache, value-key and evict. Returns
+ * the first failing run's code (0: all ran). */
+static int alloc_seq(aidos_model *m, aidos_session **sp)
+{
+	aidos_session_opts o = { .max_plans = 2 };
+	char err[256];
+	float x[6] = { 0, 1, 2, 3, 4, 5 };
+	int64_t n6 = 6, n2 = 2;
+	int64_t shapes[4][2] = { { 2, 3 }, { 3, 2 }, { 2, 3 }, { 6, 1 } };
+	int rc = aidos_session_create(m, &o, sp, err, sizeof err);
+	if (rc)
+		return rc;
+	for (int k = 0; k < 4; k++) {
+		aidos_tensor in[2] = { tensor("x", AIDOS_DT_FLOAT, 1, &n6, x),
+				       tensor("shape", AIDOS_DT_INT64, 1, &n2, shapes[k]) };
+		if ((rc = aidos_session_run(*sp, 2, in))) {
+			assert_true(aidos_session_errmsg(*sp)[0] != 0);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* Every allocation of that sequence fails once in turn: each failure is a
+ * clean AIDOS_E_NOMEM (no crash; no leak under ASan), and the session works
+ * afterwards. */
+static void t_alloc_failures(void **st)
+{
+	(void)st;
+	aidos_model *m = load("dyn_reshape");
+	pool_stats s0, s1;
+	aidos_session *s = NULL;
+	pool_get_stats(&s0);
+	assert_int_equal(alloc_seq(m, &s), 0);
+	pool_get_stats(&s1);
+	aidos_session_destroy(s);
+	int total = (int)(s1.allocs - s0.allocs);
+	print_message("    %d allocations in the sequence: each fails once in turn\n", total);
+	assert_true(total > 10);
+	for (int nth = 1; nth <= total; nth++) {
+		s = NULL;
+		pool_fault_inject((uint64_t)nth, 0);
+		int rc = alloc_seq(m, &s);
+		pool_fault_inject(0, 0);
+		if (rc != AIDOS_E_NOMEM)
+			fail_msg("allocation %d failing gave %d (%s)", nth, rc, s ? aidos_session_errmsg(s) : "create");
+		if (s) {
+			float x[6] = { 0, 1, 2, 3, 4, 5 };
+			int64_t n6 = 6, n2 = 2, shp[2] = { 3, 2 };
+			aidos_tensor in[2] = { tensor("x", AIDOS_DT_FLOAT, 1, &n6, x),
+					       tensor("shape", AIDOS_DT_INT64, 1, &n2, shp) };
+			if (aidos_session_run(s, 2, in))
+				fail_msg("after allocation %d failed: %s", nth, aidos_session_errmsg(s));
+			aidos_tensor out;
+			assert_int_equal(aidos_session_output(s, 0, &out), 0);
+			assert_int_equal(out.dims[0], 3);
+			aidos_session_destroy(s);
+		}
+	}
+	aidos_model_free(m);
+}
+
 /* ---- transformers against ONNX Runtime ---- */
 
 #define MAX_IO 4
@@ -345,6 +410,7 @@ int main(void)
 		cmocka_unit_test(t_value_keyed_reshape),
 		cmocka_unit_test(t_value_keyed_only_needed),
 		cmocka_unit_test(t_value_keyed_bound),
+		cmocka_unit_test(t_alloc_failures),
 		cmocka_unit_test(t_bert_dec),
 		cmocka_unit_test(t_bert_dec_t2),
 		cmocka_unit_test(t_bert_dec_lru2),
