@@ -21,7 +21,7 @@ aidos itself). Writes, with random weights from fixed seeds:
       mask through And/Where, tanh-approximated Gelu, tied LM head, and the
       last real token's hidden state picked by GatherND with Range indices.
   dyn_reshape.onnx   x float [n], shape int64 [k] -> Reshape(x, shape):
-      "shape" must be value-keyed.
+      "shape" must be value-keyed (two requests in cases/dyn_reshape/{a,b}/in).
   dyn_mask.onnx      x float [2, 3], m int64 [2, 3] -> x * Cast(m) +
       ReduceSum(x, axes): "axes" (an input) is value-keyed, "m" is not.
   dyn_big.onnx       x float [6], t int64 [n] -> Reshape(x, Unsqueeze(
@@ -314,6 +314,12 @@ def main():
             lines.append(f"{name} {case}\n")
     for name, model in dyn_models().items():
         onnx.save(model, os.path.join(outdir, name + ".onnx"))
+    # Two requests of dyn_reshape (same x, two shape values) for tests/test_hotpath.c.
+    for case, shape in (("a", [2, 3]), ("b", [3, 2])):
+        d = os.path.join(outdir, "cases", "dyn_reshape", case, "in")
+        os.makedirs(d, exist_ok=True)
+        np.save(os.path.join(d, "x.npy"), np.arange(6, dtype=np.float32))
+        np.save(os.path.join(d, "shape.npy"), np.array(shape, dtype=np.int64))
     with open(os.path.join(outdir, "cases.txt"), "w") as f:
         f.writelines(lines)
 
