@@ -11,7 +11,8 @@
  *
  * A kernel (struct hal_op) has two entry points:
  *   infer(): called once per plan. Reads input dtypes/shapes (and values
- *            when an input is a plan-time constant), validates attributes,
+ *            when an input is a plan-time constant: a kernel that needs one
+ *            asks with hal_need_value()), validates attributes,
  *            sets every output's dtype and shape, may keep parsed
  *            attributes in s->params (hal_step_alloc) and ask for scratch
  *            memory (s->scratch_bytes). Reports problems with hal_err().
