@@ -8,7 +8,8 @@
  * scan over at most max_plans slots comparing a few words, so no
  * allocation, no system call (beyond the thread pool's wake-ups when its
  * workers slept). A new key plans, evicting the least recently used plan
- * when the cache is full or the cached arenas would pass the memory limit.
+ * when the cache is full or the cached plans (arenas, folded values, packed
+ * weights) would hold more than the memory limit.
  *
  * Value keying: when planning fails because a kernel needed the value of a
  * tensor that folds from graph inputs (hal_need_value sets plan->need_in),
@@ -95,6 +96,7 @@ typedef struct plan_slot {
 	uint64_t used;            /* LRU clock of its last run */
 	double plan_ms;
 	size_t arena;             /* bytes of its arena */
+	size_t bytes;             /* arena + plan-owned memory, child plans too */
 	int32_t dtype[MAX_INPUTS];
 	int32_t rank[MAX_INPUTS];
 	int64_t (*dims)[AIDOS_MAX_RANK]; /* [n_in][AIDOS_MAX_RANK] */
@@ -134,6 +136,17 @@ static void slot_clear(plan_slot *sl)
 	sl->n_vals = 0;
 	sl->vk = 0;
 	sl->arena = 0;
+	sl->bytes = 0;
+}
+
+/* What a plan holds: its arena and its own memory (steps, folded values,
+ * packed weights), and the same for its control-flow sub-plans. */
+static size_t plan_bytes(const hal_plan *p)
+{
+	size_t n = (p->arena.base ? p->arena.size : 0) + p->mem.total;
+	for (const hal_plan *c = p->children; c; c = c->next_child)
+		n += plan_bytes(c);
+	return n;
 }
 
 int aidos_session_create(aidos_model *m, const aidos_session_opts *opts, aidos_session **out,
@@ -379,8 +392,9 @@ static int plan_new(aidos_session *s, const aidos_tensor *in, const int *map, pl
 			o += b;
 		}
 	/* Eviction: a free slot, else the least recently used; then more of
-	 * the least recently used while the arenas together pass the limit. */
-	size_t arena = p->arena.base ? p->arena.size : 0;
+	 * the least recently used while the plans together hold more than the
+	 * memory limit. */
+	size_t arena = p->arena.base ? p->arena.size : 0, bytes = plan_bytes(p);
 	plan_slot *sl = NULL;
 	for (int i = 0; i < s->max_plans; i++)
 		if (!sl || !s->slot[i].plan || (sl->plan && s->slot[i].used < sl->used))
@@ -390,13 +404,13 @@ static int plan_new(aidos_session *s, const aidos_tensor *in, const int *map, pl
 	slot_clear(sl);
 	size_t limit = p->mem_limit;
 	for (;;) {
-		size_t total = arena;
+		size_t total = bytes;
 		plan_slot *lru = NULL;
 		for (int i = 0; i < s->max_plans; i++) {
 			plan_slot *o = &s->slot[i];
 			if (!o->plan)
 				continue;
-			total += o->arena;
+			total += o->bytes;
 			if (!lru || o->used < lru->used)
 				lru = o;
 		}
@@ -411,6 +425,7 @@ static int plan_new(aidos_session *s, const aidos_tensor *in, const int *map, pl
 	sl->vals = vals;
 	sl->n_vals = n_vals;
 	sl->arena = arena;
+	sl->bytes = bytes;
 	sl->plan_ms = ms_since(&t0);
 	for (int i = 0; i < m->n_in; i++) {
 		const aidos_tensor *t = &in[map[i]];
@@ -499,6 +514,7 @@ int aidos_session_stats(const aidos_session *s, aidos_plan_stats *st)
 		if (s->slot[i].plan) {
 			st->cached_plans++;
 			st->cached_arena_bytes += s->slot[i].arena;
+			st->cached_bytes += s->slot[i].bytes;
 		}
 	st->plans_built = s->built;
 	/* The current plan: the last run's, else the most recently planned. */

@@ -306,7 +306,7 @@ static void compare(const aidos_tensor *got, const aidos_tensor *ref, const char
 }
 
 /* Runs every case of model through one session. Returns 1 when skipped. */
-static int run_model(const char *model, int threads, int max_plans, int needs_ln)
+static int run_model_mem(const char *model, int threads, int max_plans, int needs_ln, size_t mem, size_t *peak)
 {
 	char path[4096], err[512];
 	snprintf(path, sizeof path, "%s/%s.onnx", dir, model);
@@ -319,7 +319,7 @@ static int run_model(const char *model, int threads, int max_plans, int needs_ln
 		fail_msg("%s missing (run 'make models')", path);
 	}
 	aidos_model *m = load(model);
-	aidos_session_opts o = { .threads = threads, .max_plans = max_plans };
+	aidos_session_opts o = { .threads = threads, .max_plans = max_plans, .max_tensor_bytes = mem };
 	aidos_session *s;
 	assert_int_equal(aidos_session_create(m, &o, &s, err, sizeof err), 0);
 	tcase c[32];
@@ -375,6 +375,10 @@ static int run_model(const char *model, int threads, int max_plans, int needs_ln
 		/* The attention mask feeds arithmetic only: never value-keyed. */
 		assert_int_equal(ps.value_keyed, 0);
 		assert_true(ps.cached_plans <= (max_plans ? max_plans : 8));
+		if (mem)
+			assert_true(ps.cached_bytes <= mem);
+		if (peak && ps.cached_bytes > *peak)
+			*peak = ps.cached_bytes;
 		for (int i = 0; i < n_in; i++)
 			free(own_in[i]);
 		for (int i = 0; i < n_out; i++)
@@ -382,16 +386,35 @@ static int run_model(const char *model, int threads, int max_plans, int needs_ln
 	}
 	aidos_plan_stats ps;
 	assert_int_equal(aidos_session_stats(s, &ps), 0);
-	print_message("    %s, %d thread(s), max_plans %d: %d cases, %d shapes, %d plans built, %d cached (%zu arena bytes)\n",
+	print_message("    %s, %d thread(s), max_plans %d: %d cases, %d shapes, %d plans built, %d cached (%zu arena bytes, %zu in all)\n",
 		      model, threads, max_plans ? max_plans : 8, nc, distinct, (int)ps.plans_built, ps.cached_plans,
-		      ps.cached_arena_bytes);
-	if (!max_plans || max_plans >= distinct)
+		      ps.cached_arena_bytes, ps.cached_bytes);
+	assert_true(ps.cached_bytes >= ps.cached_arena_bytes);
+	if (mem)
+		;                                                 /* evictions depend on the sizes */
+	else if (!max_plans || max_plans >= distinct)
 		assert_int_equal((int)ps.plans_built, distinct);  /* one plan per shape, repeats cached */
 	else
 		assert_true((int)ps.plans_built > distinct);      /* evicted, planned again */
 	aidos_session_destroy(s);
 	aidos_model_free(m);
 	return 0;
+}
+
+static int run_model(const char *model, int threads, int max_plans, int needs_ln)
+{
+	return run_model_mem(model, threads, max_plans, needs_ln, 0, NULL);
+}
+
+/* The memory bound: with max_tensor_bytes at 1.5 times the largest single
+ * plan, the cached plans never hold more, and every answer is still right. */
+static void t_gpt2_dec_membound(void **st)
+{
+	(void)st;
+	size_t one = 0;
+	run_model_mem("gpt2_dec", 1, 1, 0, 0, &one);
+	assert_true(one > 0);
+	run_model_mem("gpt2_dec", 1, 0, 0, one + one / 2, NULL);
 }
 
 static void t_bert_dec(void **st) { (void)st; run_model("bert_dec", 1, 0, 0); }
@@ -416,6 +439,7 @@ int main(void)
 		cmocka_unit_test(t_bert_dec_lru2),
 		cmocka_unit_test(t_gpt2_dec),
 		cmocka_unit_test(t_gpt2_dec_lru2),
+		cmocka_unit_test(t_gpt2_dec_membound),
 		cmocka_unit_test(t_bert_ln),
 		cmocka_unit_test(t_gpt2_ln),
 		cmocka_unit_test(t_bert_tiny),

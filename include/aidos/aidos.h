@@ -110,8 +110,9 @@ typedef struct aidos_session_opts {
 	size_t max_tensor_bytes; /* 0: half the machine's memory. Planning fails with
 	                            AIDOS_E_NOMEM (naming the tensor) rather than
 	                            reserve more for one tensor or for the arena;
-	                            the arenas of all cached plans together are
-	                            kept under it too (least recently used go) */
+	                            all cached plans together (arenas, folded
+	                            values, packed weights) are kept under it
+	                            too: the least recently used go */
 	int max_plans;           /* 0: 8; at most 1024. Plans cached per session,
 	                            one per input shape (and values of
 	                            value-keyed inputs) */
@@ -160,6 +161,7 @@ typedef struct aidos_plan_stats {
 	int cached_plans;       /* plans the session holds now */
 	int value_keyed;        /* inputs value-keyed in the current plan */
 	size_t cached_arena_bytes; /* arenas of all cached plans */
+	size_t cached_bytes;    /* all they hold: arenas, folded values, packed weights */
 	uint64_t plans_built;   /* plans made since the session was created */
 } aidos_plan_stats;
 int aidos_session_stats(const aidos_session *s, aidos_plan_stats *st);
