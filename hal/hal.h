@@ -11,7 +11,8 @@
  *
  * A kernel (struct hal_op) has two entry points:
  *   infer(): called once per plan. Reads input dtypes/shapes (and values
- *            when an input is a plan-time constant), validates attributes,
+ *            when an input is a plan-time constant: a kernel that needs one
+ *            asks with hal_need_value()), validates attributes,
  *            sets every output's dtype and shape, may keep parsed
  *            attributes in s->params (hal_step_alloc) and ask for scratch
  *            memory (s->scratch_bytes). Reports problems with hal_err().
@@ -154,6 +155,17 @@ void *hal_step_alloc(hal_step *s, size_t n);
  * prefixes the node's name and op type. */
 int hal_err(hal_step *s, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* Kernels whose output SHAPE depends on an input's VALUE (Reshape's shape,
+ * Slice's starts, Reduce's axes, Range's limit, ...) call this from infer()
+ * before reading t's data. Returns 0 when t's value is known at plan time
+ * (t->data set). Otherwise it returns AIDOS_E_UNSUPPORTED with the message
+ * "<what> of <op> must be known at plan time", and tells the planner that
+ * this value was needed: when t derives, through pure foldable ops, from
+ * small graph inputs, the session then plans again with those inputs
+ * "value-keyed" (folded as constants, their values part of the plan's key;
+ * hal/plan.h, docs/architecture.md "Planning"). t must be one of s->in[]. */
+int hal_need_value(hal_step *s, const hal_tensor *t, const char *what);
 
 /* Runs fn(arg, i0, i1) over [0, n) split across the plan's threads, in chunks
  * of at least `grain` items; returns when all are done. No allocation. */

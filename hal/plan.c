@@ -3,6 +3,7 @@
  * placement, and the flat executor loop. See hal/plan.h.
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,26 @@ static void *plan_alloc(hal_plan *p, size_t n)
 void *hal_step_alloc(hal_step *s, size_t n)
 {
 	return plan_alloc(s->plan, n);
+}
+
+int hal_need_value(hal_step *s, const hal_tensor *t, const char *what)
+{
+	if (t->data)
+		return 0;
+	/* Every input slot points at a hal_value's t (add_node), in this plan
+	 * or an enclosing one; anything else is not ours to trace. */
+	int mine = 0;
+	for (int k = 0; k < s->n_in && !mine; k++)
+		mine = s->in[k] == t;
+	if (mine) {
+		const hal_value *v = (const hal_value *)((const char *)t - offsetof(hal_value, t));
+		hal_plan *root = s->plan;
+		while (root && root->parent)
+			root = root->parent;
+		if (root && v->from_in)
+			root->need_in |= v->src;
+	}
+	return hal_err(s, AIDOS_E_UNSUPPORTED, "%s of %s must be known at plan time", what, s->op->name);
 }
 
 int hal_err(hal_step *s, int code, const char *fmt, ...)
@@ -412,7 +433,8 @@ static int add_node(hal_plan *p, const ir_node *n)
 	s->out = ir_mem_alloc(&p->mem, (size_t)(n->n_out > 16 ? n->n_out + 1 : 17) * sizeof(hal_tensor *));
 	if (!s->in || !s->out)
 		return AIDOS_E_NOMEM;
-	int all_const = 1;
+	int all_const = 1, from_in = 1;
+	uint64_t src = 0;
 	hal_value *in0 = NULL;
 	for (int k = 0; k < n->n_in; k++) {
 		if (!n->in[k][0])
@@ -428,6 +450,8 @@ static int add_node(hal_plan *p, const ir_node *n)
 		if (k == 0)
 			in0 = v;
 		all_const &= v->t.is_const;
+		from_in &= v->t.is_const || v->from_in;
+		src |= v->src;
 	}
 	hal_value *outv[64];
 	if (n->n_out > 64)
@@ -488,8 +512,14 @@ static int add_node(hal_plan *p, const ir_node *n)
 		p->n_folded++;
 		return 0;
 	}
-	for (int k = 0; k < n->n_out; k++)
+	for (int k = 0; k < n->n_out; k++) {
 		s->out[k]->is_const = 0, s->out[k]->data = NULL;
+		/* Would fold if the inputs in src were constants. */
+		if ((op->flags & HAL_OP_PURE) && from_in && src) {
+			outv[k]->from_in = 1;
+			outv[k]->src = src;
+		}
+	}
 	if ((op->flags & HAL_OP_ALIAS0) && in0 && n->n_out >= 1 && in0->kind == HAL_VAL_ACT &&
 	    find_local(p, in0->name) == in0 && hal_nbytes(s->out[0]) == hal_nbytes(&in0->t))
 		outv[0]->alias = (int)(in0 - p->val);
@@ -545,6 +575,24 @@ static int build(hal_plan *p, int n_in, const hal_input_shape *in)
 			return perr(p, AIDOS_E_NOMEM, "value table full");
 		}
 		hal_tensor_set_shape(&v->t, in[i].dtype, in[i].rank, in[i].dims);
+		if (in[i].value) {
+			/* Value-keyed: a constant of this plan, like an initializer. */
+			size_t b = hal_nbytes(&v->t);
+			v->kind = HAL_VAL_CONST;
+			v->t.is_const = 1;
+			v->t.data = b ? plan_alloc(p, b) : empty_data;
+			if (!v->t.data) {
+				pool_free(needed);
+				return perr(p, AIDOS_E_NOMEM, "out of memory");
+			}
+			if (b)
+				memcpy(v->t.data, in[i].value, b);
+			continue;
+		}
+		if (!p->parent && i < HAL_PLAN_MAX_KEYED_INPUTS) {
+			v->from_in = 1;
+			v->src = UINT64_C(1) << i;
+		}
 		p->in[p->n_in++] = v;
 	}
 	if ((rc = prune(p, g, needed))) {

@@ -35,6 +35,12 @@ typedef struct hal_value {
 	int last;            /* last run step that reads it */
 	int alias;           /* index of the value whose bytes it shares, -1 */
 	size_t offset;       /* in the arena (ACT roots) */
+	/* Provenance for value-keyed inputs (top-level plans only): bit i set
+	 * when the value depends on the VALUE of graph input i; from_in when it
+	 * would fold to a constant if those inputs were constants (it is an
+	 * input, or a pure op's output whose inputs are constants or from_in). */
+	uint64_t src;
+	uint8_t from_in;
 } hal_value;
 
 typedef struct hal_threadpool hal_threadpool;
@@ -67,22 +73,35 @@ typedef struct hal_plan {
 	ir_mem mem;                /* params, folded values, pointer arrays */
 	pool_arena arena;
 	size_t naive_bytes;
+	/* Top-level plan: the graph inputs whose values a kernel needed at plan
+	 * time (hal_need_value) and could have had by folding them; a failed
+	 * build with need_in set can be retried with those inputs value-keyed. */
+	uint64_t need_in;
 	char err[512];
 } hal_plan;
 
-/* Input shapes for the top graph, by name. */
+/* Input shapes for the top graph, by name. value, when not NULL, makes the
+ * input "value-keyed": the plan copies its hal_nbytes() bytes and treats it
+ * as a constant (folded like an initializer, not bound per run); the plan is
+ * then valid only for requests carrying these same values. */
 typedef struct hal_input_shape {
 	const char *name;
 	int dtype;
 	int rank;
 	const int64_t *dims;
+	const void *value;
 } hal_input_shape;
+
+/* Most graph inputs a top-level plan tracks for value keying (bits of
+ * hal_value.src); the session takes at most this many inputs anyway. */
+#define HAL_PLAN_MAX_KEYED_INPUTS 64
 
 /* Builds a plan for graph g. For a subgraph, parent is the enclosing plan
  * (which then owns the child and frees it) and parent_step the run index of
  * the owning step; inputs are the subgraph's formal inputs (may be 0). On
  * error returns a code with the message in err; a top-level *out is still
- * set and must be freed. */
+ * set and must be freed, and its need_in names the inputs (bit i: in[i])
+ * that planning would need as values (0: none would help). */
 int hal_plan_build(const struct aidos_model *m, const ir_graph *g, hal_plan *parent, int parent_step,
 		   int opset, hal_threadpool *tp, size_t mem_limit, int n_in, const hal_input_shape *in,
 		   hal_plan **out, char *err, size_t errlen);

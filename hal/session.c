@@ -1,10 +1,22 @@
 /*
  * hal/session.c - the public model and session API over plans.
  *
- * A session owns a thread pool and the plan for the input shapes it last
- * saw. A run with the same shapes binds the caller's input pointers into the
- * plan and executes it: no allocation, no system call (beyond the thread
- * pool's wake-ups when its workers slept). New shapes re-plan.
+ * A session owns a thread pool and a bounded cache of plans, one per input
+ * key: the dtype and shape of every input, plus the VALUES of the inputs
+ * that are value-keyed in that plan. A run whose key is cached binds the
+ * caller's input pointers into that plan and executes it: the lookup is a
+ * scan over at most max_plans slots comparing a few words, so no
+ * allocation, no system call (beyond the thread pool's wake-ups when its
+ * workers slept). A new key plans, evicting the least recently used plan
+ * when the cache is full or the cached plans (arenas, folded values, packed
+ * weights) would hold more than the memory limit.
+ *
+ * Value keying: when planning fails because a kernel needed the value of a
+ * tensor that folds from graph inputs (hal_need_value sets plan->need_in),
+ * those inputs are added to the session's value-keyed set and planning is
+ * retried with their values folded in as constants. The set only grows, and
+ * only with inputs a kernel actually asked for; an input of more than
+ * AIDOS_MAX_KEYED_ELEMS elements is refused instead.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -73,21 +85,37 @@ void aidos_model_weight_bytes(const aidos_model *m, size_t *mapped, size_t *copi
 
 /* ---- sessions ---- */
 
+#define MAX_INPUTS 64
+#define DEFAULT_MAX_PLANS 8
+#define MAX_PLANS 1024          /* a request scans them all: keep it short */
+
+/* One cached plan and the key it serves. */
+typedef struct plan_slot {
+	hal_plan *plan;           /* NULL: free slot */
+	uint64_t vk;              /* model inputs value-keyed in this plan */
+	uint64_t used;            /* LRU clock of its last run */
+	double plan_ms;
+	size_t arena;             /* bytes of its arena */
+	size_t bytes;             /* arena + plan-owned memory, child plans too */
+	int32_t dtype[MAX_INPUTS];
+	int32_t rank[MAX_INPUTS];
+	int64_t (*dims)[AIDOS_MAX_RANK]; /* [n_in][AIDOS_MAX_RANK] */
+	unsigned char *vals;      /* the vk inputs' bytes, in input order */
+	size_t n_vals;
+} plan_slot;
+
 struct aidos_session {
 	aidos_model *m;
 	hal_threadpool *tp;
-	hal_plan *plan;
-	/* Shapes the plan was made for, in model input order. */
-	int32_t dtype[64];
-	int32_t rank[64];
-	int64_t dims[64][AIDOS_MAX_RANK];
-	int map[64];          /* model input i -> index in the caller's array */
-	double plan_ms;
-	size_t mem_limit;     /* 0: the planner's default */
+	plan_slot *slot;          /* [max_plans] */
+	int max_plans;
+	plan_slot *cur;           /* the plan of the last run (outputs), or NULL */
+	uint64_t clock;
+	uint64_t vk;              /* inputs ever found to be needed as values */
+	uint64_t built;
+	size_t mem_limit;         /* 0: the planner's default */
 	char err[768];
 };
-
-#define MAX_INPUTS 64
 
 __attribute__((format(printf, 3, 4)))
 static int serr(aidos_session *s, int code, const char *fmt, ...)
@@ -99,6 +127,28 @@ static int serr(aidos_session *s, int code, const char *fmt, ...)
 	return code;
 }
 
+static void slot_clear(plan_slot *sl)
+{
+	hal_plan_free(sl->plan);
+	pool_free(sl->vals);
+	sl->plan = NULL;
+	sl->vals = NULL;
+	sl->n_vals = 0;
+	sl->vk = 0;
+	sl->arena = 0;
+	sl->bytes = 0;
+}
+
+/* What a plan holds: its arena and its own memory (steps, folded values,
+ * packed weights), and the same for its control-flow sub-plans. */
+static size_t plan_bytes(const hal_plan *p)
+{
+	size_t n = (p->arena.base ? p->arena.size : 0) + p->mem.total;
+	for (const hal_plan *c = p->children; c; c = c->next_child)
+		n += plan_bytes(c);
+	return n;
+}
+
 int aidos_session_create(aidos_model *m, const aidos_session_opts *opts, aidos_session **out,
 			 char *err, size_t errlen)
 {
@@ -108,16 +158,39 @@ int aidos_session_create(aidos_model *m, const aidos_session_opts *opts, aidos_s
 			snprintf(err, errlen, "model has %d inputs (aidos takes up to %d)", m->n_in, MAX_INPUTS);
 		return AIDOS_E_UNSUPPORTED;
 	}
+	if (opts && (opts->max_plans < 0 || opts->max_plans > MAX_PLANS)) {
+		if (err && errlen)
+			snprintf(err, errlen, "max_plans is %d (0 to %d)", opts->max_plans, MAX_PLANS);
+		return AIDOS_E_INVALID;
+	}
 	aidos_session *s = pool_calloc(1, sizeof *s);
 	if (!s)
 		return AIDOS_E_NOMEM;
 	s->m = m;
 	s->mem_limit = opts ? opts->max_tensor_bytes : 0;
+	s->max_plans = opts && opts->max_plans > 0 ? opts->max_plans : DEFAULT_MAX_PLANS;
+	s->slot = pool_calloc((size_t)s->max_plans, sizeof *s->slot);
+	int n_in = m->n_in ? m->n_in : 1;
+	for (int i = 0; s->slot && i < s->max_plans; i++)
+		if (!(s->slot[i].dims = pool_calloc((size_t)n_in, sizeof *s->slot[i].dims)))
+			break;
+	if (!s->slot || !s->slot[s->max_plans - 1].dims) {
+		for (int i = 0; s->slot && i < s->max_plans; i++)
+			pool_free(s->slot[i].dims);
+		pool_free(s->slot);
+		pool_free(s);
+		if (err && errlen)
+			snprintf(err, errlen, "out of memory");
+		return AIDOS_E_NOMEM;
+	}
 	int threads = opts && opts->threads > 0 ? opts->threads : 1;
 	int rc = hal_threadpool_create(threads, &s->tp);
 	if (rc) {
 		if (err && errlen)
 			snprintf(err, errlen, "cannot start %d threads: %s", threads, aidos_strerror(rc));
+		for (int i = 0; i < s->max_plans; i++)
+			pool_free(s->slot[i].dims);
+		pool_free(s->slot);
 		pool_free(s);
 		return rc;
 	}
@@ -129,7 +202,11 @@ void aidos_session_destroy(aidos_session *s)
 {
 	if (!s)
 		return;
-	hal_plan_free(s->plan);
+	for (int i = 0; i < s->max_plans; i++) {
+		slot_clear(&s->slot[i]);
+		pool_free(s->slot[i].dims);
+	}
+	pool_free(s->slot);
 	hal_threadpool_destroy(s->tp);
 	pool_free(s);
 }
@@ -137,6 +214,13 @@ void aidos_session_destroy(aidos_session *s)
 const char *aidos_session_errmsg(const aidos_session *s)
 {
 	return s->err;
+}
+
+static size_t in_bytes(const aidos_tensor *t)
+{
+	hal_tensor h;
+	hal_tensor_set_shape(&h, t->dtype, t->rank, t->dims);
+	return hal_nbytes(&h);
 }
 
 /* Matches the caller's tensors to model inputs by name; checks dtypes and
@@ -178,12 +262,8 @@ static int bind_check(aidos_session *s, int n, const aidos_tensor *in, int *map)
 		}
 		if (!hal_dims_ok(in[k].rank, in[k].dims))
 			return serr(s, AIDOS_E_SHAPE, "input '%s' is too large (over 2^40 elements)", in[k].name);
-		if (!in[k].data && in[k].dims[0] != 0) {
-			hal_tensor t;
-			hal_tensor_set_shape(&t, in[k].dtype, in[k].rank, in[k].dims);
-			if (hal_numel(&t))
-				return serr(s, AIDOS_E_INVALID, "input '%s' has no data", in[k].name);
-		}
+		if (!in[k].data && in_bytes(&in[k]))
+			return serr(s, AIDOS_E_INVALID, "input '%s' has no data", in[k].name);
 	}
 	for (int i = 0; i < m->n_in; i++)
 		if (map[i] < 0)
@@ -191,17 +271,39 @@ static int bind_check(aidos_session *s, int n, const aidos_tensor *in, int *map)
 	return 0;
 }
 
-static int same_shapes(const aidos_session *s, const aidos_tensor *in, const int *map)
+/* Whether slot sl serves these inputs: same dtypes and shapes, and the same
+ * bytes in every input value-keyed there. The request path: no allocation. */
+static int slot_matches(const aidos_session *s, const plan_slot *sl, const aidos_tensor *in, const int *map)
 {
-	if (!s->plan)
-		return 0;
+	const unsigned char *vals = sl->vals;
 	for (int i = 0; i < s->m->n_in; i++) {
 		const aidos_tensor *t = &in[map[i]];
-		if (t->dtype != s->dtype[i] || t->rank != s->rank[i] ||
-		    memcmp(t->dims, s->dims[i], (size_t)t->rank * sizeof(int64_t)))
+		if (t->dtype != sl->dtype[i] || t->rank != sl->rank[i] ||
+		    memcmp(t->dims, sl->dims[i], (size_t)t->rank * sizeof(int64_t)))
 			return 0;
 	}
+	if (!sl->vk)
+		return 1;
+	for (int i = 0; i < s->m->n_in; i++) {
+		if (!((sl->vk >> i) & 1))
+			continue;
+		const aidos_tensor *t = &in[map[i]];
+		size_t b = in_bytes(t);
+		if (b && memcmp(vals, t->data, b))
+			return 0;
+		vals += b;
+	}
 	return 1;
+}
+
+static plan_slot *find_slot(aidos_session *s, const aidos_tensor *in, const int *map)
+{
+	if (s->cur && slot_matches(s, s->cur, in, map))
+		return s->cur;
+	for (int i = 0; i < s->max_plans; i++)
+		if (s->slot[i].plan && &s->slot[i] != s->cur && slot_matches(s, &s->slot[i], in, map))
+			return &s->slot[i];
+	return NULL;
 }
 
 static double ms_since(const struct timespec *t0)
@@ -211,65 +313,167 @@ static double ms_since(const struct timespec *t0)
 	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-static int plan_for(aidos_session *s, const aidos_tensor *in, const int *map)
+/* Builds a plan for these inputs with the inputs in vk value-keyed. On a
+ * plan that failed only for want of input values, *need gets those inputs. */
+static int build_plan(aidos_session *s, const aidos_tensor *in, const int *map, uint64_t vk, hal_plan **out,
+		      uint64_t *need)
 {
 	aidos_model *m = s->m;
+	static const int64_t no_bytes;  /* a keyed input with no elements may have no data */
 	hal_input_shape shp[MAX_INPUTS];
 	for (int i = 0; i < m->n_in; i++) {
 		const aidos_tensor *t = &in[map[i]];
-		shp[i] = (hal_input_shape){ m->in[i]->name, t->dtype, t->rank, t->dims };
+		const void *val = (vk >> i) & 1 ? (t->data ? t->data : &no_bytes) : NULL;
+		shp[i] = (hal_input_shape){ m->in[i]->name, t->dtype, t->rank, t->dims, val };
 	}
-	hal_plan_free(s->plan);
-	s->plan = NULL;
-	struct timespec t0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	hal_plan *p;
+	*need = 0;
 	int rc = hal_plan_build(m, m->graph, NULL, 0, m->opset_default, s->tp, s->mem_limit, m->n_in, shp, &p, s->err,
 				sizeof s->err);
 	if (rc) {
+		*need = p ? p->need_in & ~vk : 0;
 		hal_plan_free(p);
 		return rc;
 	}
-	s->plan_ms = ms_since(&t0);
-	s->plan = p;
+	*out = p;
+	return 0;
+}
+
+/* Plans for a key not in the cache and stores it in a slot (evicting the
+ * least recently used ones as the count and memory bounds say). */
+static int plan_new(aidos_session *s, const aidos_tensor *in, const int *map, plan_slot **out)
+{
+	aidos_model *m = s->m;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	uint64_t vk = s->vk, need = 0;
+	hal_plan *p = NULL;
+	int rc;
+	/* Each retry adds at least one input to vk, so this ends. */
+	for (;;) {
+		for (int i = 0; i < m->n_in; i++) {
+			if (!((vk >> i) & 1))
+				continue;
+			const aidos_tensor *t = &in[map[i]];
+			hal_tensor h;
+			hal_tensor_set_shape(&h, t->dtype, t->rank, t->dims);
+			if (hal_numel(&h) > AIDOS_MAX_KEYED_ELEMS) {
+				char why[sizeof s->err];
+				snprintf(why, sizeof why, "%s", need ? s->err : "needed by an earlier plan");
+				return serr(s, AIDOS_E_UNSUPPORTED,
+					    "input '%s' must be known at plan time (value-keyed) but has %lld elements, at most %d: %s",
+					    m->in[i]->name, (long long)hal_numel(&h), AIDOS_MAX_KEYED_ELEMS, why);
+			}
+		}
+		if (!(rc = build_plan(s, in, map, vk, &p, &need)) || !need)
+			break;
+		vk |= need;
+	}
+	if (rc)
+		return rc;
+	/* Inputs found to be needed as values stay keyed in later plans: a
+	 * new shape of the same model needs them too. */
+	s->vk |= vk;
+	s->built++;
+	size_t n_vals = 0;
+	for (int i = 0; i < m->n_in; i++)
+		if ((vk >> i) & 1)
+			n_vals += in_bytes(&in[map[i]]);
+	unsigned char *vals = n_vals ? pool_malloc(n_vals) : NULL;
+	if (n_vals && !vals) {
+		hal_plan_free(p);
+		return serr(s, AIDOS_E_NOMEM, "out of memory");
+	}
+	for (size_t i = 0, o = 0; i < (size_t)m->n_in; i++)
+		if ((vk >> i) & 1) {
+			size_t b = in_bytes(&in[map[i]]);
+			if (b)
+				memcpy(vals + o, in[map[i]].data, b);
+			o += b;
+		}
+	/* Eviction: a free slot, else the least recently used; then more of
+	 * the least recently used while the plans together hold more than the
+	 * memory limit. */
+	size_t arena = p->arena.base ? p->arena.size : 0, bytes = plan_bytes(p);
+	plan_slot *sl = NULL;
+	for (int i = 0; i < s->max_plans; i++)
+		if (!sl || !s->slot[i].plan || (sl->plan && s->slot[i].used < sl->used))
+			sl = &s->slot[i];
+	if (s->cur == sl)
+		s->cur = NULL;
+	slot_clear(sl);
+	size_t limit = p->mem_limit;
+	for (;;) {
+		size_t total = bytes;
+		plan_slot *lru = NULL;
+		for (int i = 0; i < s->max_plans; i++) {
+			plan_slot *o = &s->slot[i];
+			if (!o->plan)
+				continue;
+			total += o->bytes;
+			if (!lru || o->used < lru->used)
+				lru = o;
+		}
+		if (total <= limit || !lru)
+			break;
+		if (s->cur == lru)
+			s->cur = NULL;
+		slot_clear(lru);
+	}
+	sl->plan = p;
+	sl->vk = vk;
+	sl->vals = vals;
+	sl->n_vals = n_vals;
+	sl->arena = arena;
+	sl->bytes = bytes;
+	sl->plan_ms = ms_since(&t0);
 	for (int i = 0; i < m->n_in; i++) {
 		const aidos_tensor *t = &in[map[i]];
-		s->dtype[i] = t->dtype;
-		s->rank[i] = t->rank;
-		memset(s->dims[i], 0, sizeof s->dims[i]);
-		memcpy(s->dims[i], t->dims, (size_t)t->rank * sizeof(int64_t));
+		sl->dtype[i] = t->dtype;
+		sl->rank[i] = t->rank;
+		memset(sl->dims[i], 0, sizeof sl->dims[i]);
+		memcpy(sl->dims[i], t->dims, (size_t)t->rank * sizeof(int64_t));
 	}
+	*out = sl;
+	return 0;
+}
+
+/* The cached plan for these inputs, planned now if needed. */
+static int get_slot(aidos_session *s, int n, const aidos_tensor *inputs, int *map, plan_slot **out)
+{
+	s->err[0] = 0;
+	if (n < 0 || n > MAX_INPUTS)
+		return serr(s, AIDOS_E_INVALID, "%d inputs", n);
+	int rc = bind_check(s, n, inputs, map);
+	if (rc)
+		return rc;
+	plan_slot *sl = find_slot(s, inputs, map);
+	if (!sl && (rc = plan_new(s, inputs, map, &sl)))
+		return rc;
+	sl->used = ++s->clock;
+	*out = sl;
 	return 0;
 }
 
 int aidos_session_plan(aidos_session *s, int n, const aidos_tensor *inputs)
 {
 	int map[MAX_INPUTS];
-	s->err[0] = 0;
-	if (n < 0 || n > MAX_INPUTS)
-		return serr(s, AIDOS_E_INVALID, "%d inputs", n);
-	int rc = bind_check(s, n, inputs, map);
-	if (rc)
-		return rc;
-	if (same_shapes(s, inputs, map))
-		return 0;
-	return plan_for(s, inputs, map);
+	plan_slot *sl;
+	return get_slot(s, n, inputs, map, &sl);
 }
 
 int aidos_session_run(aidos_session *s, int n, const aidos_tensor *inputs)
 {
 	int map[MAX_INPUTS];
-	s->err[0] = 0;
-	if (n < 0 || n > MAX_INPUTS)
-		return serr(s, AIDOS_E_INVALID, "%d inputs", n);
-	int rc = bind_check(s, n, inputs, map);
+	plan_slot *sl;
+	int rc = get_slot(s, n, inputs, map, &sl);
 	if (rc)
 		return rc;
-	if (!same_shapes(s, inputs, map) && (rc = plan_for(s, inputs, map)))
-		return rc;
-	hal_plan *p = s->plan;
+	s->cur = sl;
+	hal_plan *p = sl->plan;
 	/* Bind the caller's bytes in place: the plan's input values are read by
-	 * pointer, so this is the whole cost of handing inputs over. */
+	 * pointer, so this is the whole cost of handing inputs over. Inputs
+	 * value-keyed in this plan are constants of it and not in p->in. */
 	for (int i = 0; i < p->n_in; i++) {
 		const char *name = p->in[i]->name;
 		for (int k = 0; k < n; k++)
@@ -282,16 +486,18 @@ int aidos_session_run(aidos_session *s, int n, const aidos_tensor *inputs)
 	hal_threadpool_begin(s->tp);
 	rc = hal_plan_run(p);
 	hal_threadpool_end(s->tp);
-	if (rc)
+	if (rc) {
+		s->cur = NULL;
 		return serr(s, rc, "%s", p->err[0] ? p->err : aidos_strerror(rc));
+	}
 	return 0;
 }
 
 int aidos_session_output(const aidos_session *s, int i, aidos_tensor *out)
 {
-	if (!s->plan || i < 0 || i >= s->plan->n_out)
+	if (!s->cur || i < 0 || i >= s->cur->plan->n_out)
 		return AIDOS_E_NOTFOUND;
-	const hal_tensor *t = s->plan->out[i];
+	const hal_tensor *t = s->cur->plan->out[i];
 	memset(out, 0, sizeof *out);
 	out->name = s->m->graph->output[i].name;
 	out->dtype = t->dtype;
@@ -304,12 +510,27 @@ int aidos_session_output(const aidos_session *s, int i, aidos_tensor *out)
 int aidos_session_stats(const aidos_session *s, aidos_plan_stats *st)
 {
 	memset(st, 0, sizeof *st);
-	if (!s->plan)
+	for (int i = 0; i < s->max_plans; i++)
+		if (s->slot[i].plan) {
+			st->cached_plans++;
+			st->cached_arena_bytes += s->slot[i].arena;
+			st->cached_bytes += s->slot[i].bytes;
+		}
+	st->plans_built = s->built;
+	/* The current plan: the last run's, else the most recently planned. */
+	const plan_slot *sl = s->cur;
+	if (!sl)
+		for (int i = 0; i < s->max_plans; i++)
+			if (s->slot[i].plan && (!sl || s->slot[i].used > sl->used))
+				sl = &s->slot[i];
+	if (!sl)
 		return AIDOS_E_NOTFOUND;
-	st->arena_bytes = s->plan->arena.base ? s->plan->arena.size : 0;
-	st->naive_bytes = s->plan->naive_bytes;
-	st->steps = s->plan->n_step;
-	st->folded = s->plan->n_folded;
-	st->plan_ms = s->plan_ms;
+	const hal_plan *p = sl->plan;
+	st->arena_bytes = sl->arena;
+	st->naive_bytes = p->naive_bytes;
+	st->steps = p->n_step;
+	st->folded = p->n_folded;
+	st->plan_ms = sl->plan_ms;
+	st->value_keyed = __builtin_popcountll(sl->vk);
 	return 0;
 }

@@ -6,10 +6,13 @@
  * every library in the process, libaidos included) and counts calls while
  * `counting` is set. After planning and warm-up runs, further runs of real
  * models must make zero calls, on 1 and on 2 threads (the pool's workers
- * count too: the counter is global and atomic). Sanitizer builds replace the
+ * count too: the counter is global and atomic), also when requests alternate
+ * between two cached plans: two input shapes, or two values of a value-keyed
+ * input. Sanitizer builds replace the
  * allocator themselves, so there the test is skipped and says why.
  *
- * Models come from the golden cache (make models); a missing cache fails.
+ * Models come from the golden cache and its transformers/ folder (make
+ * models); a missing cache fails.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -157,6 +160,91 @@ static void steady_state(const run_case *rc)
 #endif
 }
 
+/* Two input keys through one session, alternating: both plans stay in the
+ * session's plan cache, so after each key's first run (which plans it) no
+ * request allocates, and no request plans again. A key is the input shapes
+ * (ocr rec/cls: batch and width; BERT: batch and sequence), or the values of
+ * a value-keyed input (a Reshape's shape fed as a graph input). Paths are
+ * under the cache; files[k][i] is input i of key k. */
+typedef struct alt_case {
+	const char *model;
+	int n_in;
+	const char *name[2];
+	const char *file[2][2];
+	int threads;
+	int value_keyed;          /* inputs the plans must have value-keyed */
+} alt_case;
+
+static void alternating(const alt_case *ac)
+{
+#ifdef SANITIZED
+	(void)ac;
+	skip();
+#else
+	char path[2048], err[512];
+	aidos_model *m;
+	aidos_session *s;
+	aidos_tensor in[2][2];
+	void *owned[2][2] = { { 0 } };
+	snprintf(path, sizeof path, "%s/%s", cache_dir(), ac->model);
+	if (aidos_model_load(path, &m, err, sizeof err))
+		fail_msg("%s (run 'make models')", err);
+	for (int k = 0; k < 2; k++)
+		for (int i = 0; i < ac->n_in; i++) {
+			snprintf(path, sizeof path, "%s/%s", cache_dir(), ac->file[k][i]);
+			if (aidos_npy_load(path, &in[k][i], &owned[k][i], err, sizeof err))
+				fail_msg("%s: %s (run 'make models')", path, err);
+			in[k][i].name = ac->name[i];
+		}
+	aidos_session_opts o = { .threads = ac->threads };
+	assert_int_equal(aidos_session_create(m, &o, &s, err, sizeof err), 0);
+	for (int k = 0; k < 4; k++)
+		if (aidos_session_run(s, ac->n_in, in[k & 1]))
+			fail_msg("%s", aidos_session_errmsg(s));
+	aidos_plan_stats st;
+	assert_int_equal(aidos_session_stats(s, &st), 0);
+	assert_int_equal(st.cached_plans, 2);
+	assert_int_equal((int)st.plans_built, 2);
+	assert_int_equal(st.value_keyed, ac->value_keyed);
+	atomic_store(&calls, 0);
+	atomic_store(&counting, 1);
+	int bad = 0;
+	for (int k = 0; k < 20; k++)
+		if (aidos_session_run(s, ac->n_in, in[k & 1]))
+			bad++;
+	atomic_store(&counting, 0);
+	long n = atomic_load(&calls);
+	print_message("    %s, %d thread(s), 2 %s alternating: %ld allocator calls in 20 runs\n", ac->model, ac->threads,
+		      ac->value_keyed ? "input values" : "shapes", n);
+	assert_int_equal(bad, 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(aidos_session_stats(s, &st), 0);
+	assert_int_equal((int)st.plans_built, 2);
+	aidos_session_destroy(s);
+	aidos_model_free(m);
+	for (int k = 0; k < 2; k++)
+		for (int i = 0; i < ac->n_in; i++)
+			free(owned[k][i]);
+#endif
+}
+
+#define TF "transformers/cases/"
+static const alt_case alt_cases[] = {
+	{ "models/ocr-models/ch_PP-OCRv4_rec_infer.onnx", 1, { "x" },
+	  { { "golden/ocr_rec_320/in/x.npy" }, { "golden/ocr_rec_b2_160/in/x.npy" } }, 1, 0 },
+	{ "models/ocr-models/ch_ppocr_mobile_v2.0_cls_infer.onnx", 1, { "x" },
+	  { { "golden/ocr_cls_192/in/x.npy" }, { "golden/ocr_cls_b3_192/in/x.npy" } }, 2, 0 },
+	{ "transformers/bert_dec.onnx", 2, { "input_ids", "attention_mask" },
+	  { { TF "bert_dec/00_b1_s8/in/input_ids.npy", TF "bert_dec/00_b1_s8/in/attention_mask.npy" },
+	    { TF "bert_dec/02_b3_s16/in/input_ids.npy", TF "bert_dec/02_b3_s16/in/attention_mask.npy" } }, 1, 0 },
+	{ "transformers/dyn_reshape.onnx", 2, { "x", "shape" },
+	  { { TF "dyn_reshape/a/in/x.npy", TF "dyn_reshape/a/in/shape.npy" },
+	    { TF "dyn_reshape/b/in/x.npy", TF "dyn_reshape/b/in/shape.npy" } }, 1, 1 },
+};
+
+#define ALT(i) static void alt##i(void **st) { (void)st; alternating(&alt_cases[i]); }
+ALT(0) ALT(1) ALT(2) ALT(3)
+
 static const run_case cases[] = {
 	{ "ocr-models/ch_ppocr_mobile_v2.0_cls_infer.onnx", { "x" }, { "ocr_cls_192/in/x.npy" }, 1, 1, NULL, NULL },
 	{ "ocr-models/ch_ppocr_mobile_v2.0_cls_infer.onnx", { "x" }, { "ocr_cls_192/in/x.npy" }, 1, 2, NULL, NULL },
@@ -177,6 +265,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(t0), cmocka_unit_test(t1), cmocka_unit_test(t2), cmocka_unit_test(t3),
 		cmocka_unit_test(t4), cmocka_unit_test(t5), cmocka_unit_test(t6),
+		cmocka_unit_test(alt0), cmocka_unit_test(alt1), cmocka_unit_test(alt2),
+		cmocka_unit_test(alt3),
 	};
 	return cmocka_run_group_tests_name("hotpath: no allocation per request", tests, NULL, NULL);
 }

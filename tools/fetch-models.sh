@@ -98,9 +98,29 @@ while read -r want spec folder; do
 done <"$sums"
 ((${#stamps[@]})) || die "tools/models.sha256 lists no package"
 
-# ---- golden data ----
+# ---- transformer test models (tests/test_transformer.c) ----
+# Built by tools/gen_transformers.py (python3-onnx, fixed seeds), ORT's
+# outputs added by tools/ort_run.js; again only when either script, ORT's
+# version or the shared corpus's bert_tiny (copied in when present) changed.
 ortver=$(node -e 'console.log(require(process.argv[1]).version)' \
 	"$root/tools/npm/node_modules/onnxruntime-node/package.json")
+tgen=$root/tools/gen_transformers.py
+trun=$root/tools/ort_run.js
+tiny=${AIDOS_SHARED:-$root/../shared}/corpus/torch/bert_tiny.onnx
+[[ -f $tiny ]] || tiny=
+tkey=$({ echo "ort $ortver"; sha "$tgen"; sha "$trun"; [[ -z $tiny ]] || sha "$tiny"; } | sha256sum | cut -d' ' -f1)
+tdir=$cache/transformers
+if [[ ! -f $tdir/.key || $(<"$tdir/.key") != "$tkey" || ! -f $tdir/cases.txt ]]; then
+	echo "models: building transformer test models -> $tdir"
+	rm -rf "$cache/transformers.new"
+	/usr/bin/python3 "$tgen" "$cache/transformers.new" ${tiny:+"$tiny"} || die "tools/gen_transformers.py failed"
+	node "$trun" "$cache/transformers.new" || die "tools/ort_run.js failed"
+	echo "$tkey" >"$cache/transformers.new/.key"
+	rm -rf "$tdir"
+	mv "$cache/transformers.new" "$tdir"
+fi
+
+# ---- golden data ----
 key=$({ printf '%s\n' "${stamps[@]}"; echo "ort $ortver"; sha "$cases"; sha "$gen"; } | sha256sum | cut -d' ' -f1)
 golden=$cache/golden
 if [[ -f $golden/.key && $(<"$golden/.key") == "$key" && -f $golden/manifest.txt ]]; then

@@ -315,7 +315,7 @@ static int red_axes(hal_step *s, const red_op *ro, int rank, int *ax, int *n, re
 		if (cnt == 0)
 			return 0;
 		if (!t->data)
-			return hal_err(s, AIDOS_E_UNSUPPORTED, "axes must be known at plan time");
+			return hal_need_value(s, t, "axes");
 		if (cnt > rank)
 			return hal_err(s, AIDOS_E_INVALID, "%lld axes for rank %d", (long long)cnt, rank);
 		for (int64_t i = 0; i < cnt; i++)

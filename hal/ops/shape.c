@@ -15,7 +15,8 @@
  * Ops whose output SHAPE depends on an input VALUE (Reshape's shape, Slice's
  * starts, ...) require that input to be a plan-time constant: aidos plans
  * every arena before the first request, so a data-dependent shape has no
- * place to live. infer() says so with AIDOS_E_UNSUPPORTED.
+ * place to live. infer() says so through hal_need_value(), which lets the
+ * session plan again with the graph inputs behind that value folded in.
  *
  * Most movement ops reduce to one "strided view": the output, walked in
  * row-major order, reads the source at off + sum(idx[d] * str[d]). Transpose,
@@ -105,10 +106,7 @@ static int set_out(hal_step *s, hal_tensor *o, int dtype, int rank, const int64_
 
 static int need_const(hal_step *s, const hal_tensor *t, const char *what)
 {
-	if (!t->data)
-		return hal_err(s, AIDOS_E_UNSUPPORTED, "%s of %s must be known at plan time",
-			       what, s->op->name);
-	return 0;
+	return hal_need_value(s, t, what);
 }
 
 /* Reads the integers of t (rank <= 1, a plan-time constant, at most max

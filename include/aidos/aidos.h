@@ -103,21 +103,37 @@ void aidos_model_weight_bytes(const aidos_model *m, size_t *mapped, size_t *copi
 /* ---- sessions: a model planned for input shapes, ready to run ---- */
 typedef struct aidos_session aidos_session;
 
+#define AIDOS_MAX_KEYED_ELEMS 64
+
 typedef struct aidos_session_opts {
 	int threads;             /* 0: 1 thread; n: n threads (own pool) */
 	size_t max_tensor_bytes; /* 0: half the machine's memory. Planning fails with
 	                            AIDOS_E_NOMEM (naming the tensor) rather than
-	                            reserve more for one tensor or for the arena */
+	                            reserve more for one tensor or for the arena;
+	                            all cached plans together (arenas, folded
+	                            values, packed weights) are kept under it
+	                            too: the least recently used go */
+	int max_plans;           /* 0: 8; at most 1024. Plans cached per session,
+	                            one per input shape (and values of
+	                            value-keyed inputs) */
 } aidos_session_opts;
 
 /* Creates a session (and its thread pool). Planning happens on the first run
- * and again only when input shapes change. Errors: AIDOS_E_NOMEM, -errno. */
+ * of each input shape; the session keeps up to max_plans plans (least
+ * recently used evicted), so a run with a known shape is planned already.
+ * A small graph input whose VALUE a kernel needs to plan (Reshape's shape,
+ * Slice's starts, Reduce's axes fed as inputs) becomes value-keyed: each
+ * plan folds its values in and serves only requests with the same values;
+ * such an input may hold at most AIDOS_MAX_KEYED_ELEMS elements.
+ * Errors: AIDOS_E_NOMEM, AIDOS_E_INVALID (max_plans out of range), -errno. */
 int aidos_session_create(aidos_model *m, const aidos_session_opts *opts,
 			 aidos_session **out, char *err, size_t errlen);
 void aidos_session_destroy(aidos_session *s);
 
-/* Plans for these inputs' shapes without running (optional; run plans too).
- * Inputs are matched by name. Errors as aidos_session_run. */
+/* Plans for these inputs without running (optional; run plans too), and
+ * caches the plan; a key already cached costs a lookup. Inputs are matched
+ * by name and need their data (a value-keyed input's values are part of the
+ * key). Errors as aidos_session_run. */
 int aidos_session_plan(aidos_session *s, int n, const aidos_tensor *inputs);
 
 /* Runs the model. Every model input must be given exactly once, by name, with
@@ -128,19 +144,25 @@ int aidos_session_plan(aidos_session *s, int n, const aidos_tensor *inputs);
  * Not thread-safe for one session; use one session per thread. */
 int aidos_session_run(aidos_session *s, int n, const aidos_tensor *inputs);
 
-/* Output i of the last successful run; data borrowed until the next run or
- * destroy. */
+/* Output i of the last successful run; data borrowed until the next run,
+ * plan (which may evict that run's plan from the cache) or destroy. */
 int aidos_session_output(const aidos_session *s, int i, aidos_tensor *out);
 /* The last error message of this session (never NULL). */
 const char *aidos_session_errmsg(const aidos_session *s);
 
-/* Plan statistics of the current plan: arena bytes, steps, folded nodes. */
+/* Plan statistics of the current plan (the last run's): arena bytes, steps,
+ * folded nodes; and of the session's plan cache. */
 typedef struct aidos_plan_stats {
 	size_t arena_bytes;     /* all activations of one request */
 	size_t naive_bytes;     /* sum of activation sizes without reuse */
 	int steps;              /* kernels run per request */
 	int folded;             /* nodes computed at plan time */
 	double plan_ms;
+	int cached_plans;       /* plans the session holds now */
+	int value_keyed;        /* inputs value-keyed in the current plan */
+	size_t cached_arena_bytes; /* arenas of all cached plans */
+	size_t cached_bytes;    /* all they hold: arenas, folded values, packed weights */
+	uint64_t plans_built;   /* plans made since the session was created */
 } aidos_plan_stats;
 int aidos_session_stats(const aidos_session *s, aidos_plan_stats *st);
 
