@@ -94,10 +94,10 @@ int disp_insert(disp_queue *q, disp_req *r)
 	return 0;
 }
 
-int disp_pick(const disp_queue *q, int (*busy)(uint32_t agent, void *ctx), void *ctx)
+int disp_pick(const disp_queue *q, int (*busy)(const disp_req *r, void *ctx), void *ctx)
 {
 	for (int i = 0; i < q->n; i++)
-		if (!busy || !busy(q->q[i]->agent, ctx))
+		if (!busy || !busy(q->q[i], ctx))
 			return i;
 	return -1;
 }

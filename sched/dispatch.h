@@ -75,9 +75,9 @@ int disp_admit(const disp_queue *q, const disp_req *r, uint64_t now_ns, uint64_t
 /* Inserts r in order (sets r->seq). Errors: AIDOS_E_BUSY (full). */
 int disp_insert(disp_queue *q, disp_req *r);
 
-/* Index of the first request whose agent is not busy (busy(agent, ctx)
- * != 0), or -1. busy may be NULL (nothing busy). */
-int disp_pick(const disp_queue *q, int (*busy)(uint32_t agent, void *ctx), void *ctx);
+/* Index of the first request whose agent is not busy (busy(r, ctx) != 0),
+ * or -1. busy may be NULL (nothing busy). */
+int disp_pick(const disp_queue *q, int (*busy)(const disp_req *r, void *ctx), void *ctx);
 
 /* Removes and returns q->q[i]. */
 disp_req *disp_take(disp_queue *q, int i);

@@ -142,9 +142,9 @@ static void test_admission(void **st)
 	assert_int_equal(q.n, 4);
 }
 
-static int busy_agent(uint32_t agent, void *ctx)
+static int busy_agent(const disp_req *r, void *ctx)
 {
-	return agent == *(uint32_t *)ctx;
+	return r->agent == *(uint32_t *)ctx;
 }
 
 static void test_pick_and_group(void **st)
