@@ -478,6 +478,21 @@ size_t node_model_bytes(const node_model *m)
 	return m->bytes;
 }
 
+int node_models_count(node_models *ms, uint64_t *bytes)
+{
+	int k = 0;
+	uint64_t b = 0;
+	pthread_mutex_lock(&ms->mu);
+	for (node_model *m = ms->list; m; m = m->next) {
+		k++;
+		b += m->bytes;
+	}
+	pthread_mutex_unlock(&ms->mu);
+	if (bytes)
+		*bytes = b;
+	return k;
+}
+
 int node_model_refs(node_models *ms, const node_model *m)
 {
 	pthread_mutex_lock(&ms->mu);
@@ -488,15 +503,29 @@ int node_model_refs(node_models *ms, const node_model *m)
 
 /* ---- agents ---- */
 
+const char *node_agent_state_name(int state_now)
+{
+	switch (state_now) {
+	case NODE_AGENT_LOADING: return "loading";
+	case NODE_AGENT_IDLE: return "idle";
+	case NODE_AGENT_INFER: return "infer";
+	case NODE_AGENT_SYNC: return "sync";
+	case NODE_AGENT_SUSPENDED: return "suspended";
+	case NODE_AGENT_DEAD: return "dead";
+	default: return "unknown";
+	}
+}
+
 static void agent_free(node_agent *a)
 {
 	if (a->ctx_mem && a->x)
 		xport_mem_release(a->x, a->ctx_mem);
-	aidos_session_destroy(a->sess);
+	aidos_session_destroy(a->sess);   /* its arena goes back to the pool */
 	if (a->model)
 		node_model_put(a->models, a->model);
 	node_state_free(a->state, a->n_state);
 	pool_arena_release(&a->ctx_arena);
+	mpool_destroy(a->pool);
 	pool_free(a->model_path);
 	pool_free(a->device);
 	pthread_mutex_destroy(&a->mu);
@@ -545,6 +574,10 @@ int node_agent_create(node_models *ms, xport *x, const node_agent_spec *sp, node
 	a->refs = 1;
 	a->x = x;
 	a->models = ms;
+	static uint32_t next_id;
+	a->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
+	a->quota = sp->quota;
+	a->deadline_ms = sp->deadline_ms;
 	snprintf(a->name, sizeof a->name, "%s", sp->name);
 	a->priority = sp->priority;
 	a->model_path = pool_strndup(sp->model_path, strlen(sp->model_path));
@@ -552,6 +585,12 @@ int node_agent_create(node_models *ms, xport *x, const node_agent_spec *sp, node
 	a->state_now = AIDOS__AGENT_STATE__AGENT_LOADING;
 	if (!a->model_path || !a->device) {
 		rc = fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
+		goto fail;
+	}
+	mpool_opts po = { .quota = sp->quota, .numa_cpu = -1 };
+	char why[400];
+	if ((rc = mpool_create(&po, &a->pool, why, sizeof why))) {
+		fail(err, errlen, rc, "agent %s: %s", sp->name, why);
 		goto fail;
 	}
 	if ((rc = node_model_get(ms, sp->model_path, &a->model, err, errlen)))
@@ -568,7 +607,6 @@ int node_agent_create(node_models *ms, xport *x, const node_agent_spec *sp, node
 		aidos_model_input(m, i, &ins[i]);
 	for (int i = 0; i < nout; i++)
 		aidos_model_output(m, i, &outs[i]);
-	char why[400];
 	if ((rc = node_state_match(ins, nin, outs, nout, sp->ex_in, sp->ex_out, sp->n_ex, sp->stateful, &a->state,
 				   &a->n_state, &total, why, sizeof why))) {
 		fail(err, errlen, rc, "agent %s (%s): %s", sp->name, sp->model_path, why);
@@ -576,9 +614,14 @@ int node_agent_create(node_models *ms, xport *x, const node_agent_spec *sp, node
 	}
 	a->stateful = a->n_state > 0;
 	if (a->stateful) {
-		/* One 64-byte aligned, zeroed block (zeros: the initial state). */
-		if (pool_arena_reserve(&a->ctx_arena, total)) {
-			rc = fail(err, errlen, AIDOS_E_NOMEM, "agent %s: no memory for %zu bytes of state", sp->name, total);
+		/* One 64-byte aligned, zeroed block of its pool (zeros: the
+		 * initial state). */
+		mpool *old = mpool_set_current(a->pool);
+		rc = pool_arena_reserve(&a->ctx_arena, total);
+		mpool_set_current(old);
+		if (rc) {
+			fail(err, errlen, rc, "agent %s: %zu bytes of state %s", sp->name, total,
+			     rc == AIDOS_E_QUOTA ? "exceed its memory quota" : "cannot be allocated");
 			goto fail;
 		}
 		a->ctx = a->ctx_arena.base;
