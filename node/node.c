@@ -69,8 +69,6 @@ struct node {
 	node_disp *disp;           /* run queues and workers: every request goes through it */
 	int standalone;            /* no coordinator */
 	char *socket;              /* opts.socket (owned) */
-	char *store_path;          /* DATA_DIR/agents.list */
-	pthread_mutex_t store_mu;  /* one store rewrite at a time */
 	double ready_ms;           /* boot time when node_start returned */
 	int quiet_spawn;           /* 1: no log line per spawn (a mass spawn logs a summary) */
 	int want_rpc;              /* the Node service runs (always with a coordinator) */
@@ -424,7 +422,9 @@ static int drop_agent(node *n, const char *name, const char *why, char *err, siz
 		ckpt_path(n, a->name, path, sizeof path);
 		unlink(path);
 	}
-	LOGI(n, "agent %s %s (%" PRIu64 " requests served)", a->name, why, a->requests);
+	node_store_del(n->ckpt_dir, a->name);
+	if (!n->quiet_spawn)
+		LOGI(n, "agent %s %s (%" PRIu64 " requests served)", a->name, why, a->requests);
 	node_agent_unref(a);
 	return 0;
 }
@@ -1316,8 +1316,6 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 	n->want_rpc = o->coord || o->listen;
 	n->coord_addr = dupstr(o->coord ? o->coord : "");
 	n->socket = dupstr(o->socket);
-	n->store_path = pool_malloc(strlen(o->data_dir) + 16);
-	pthread_mutex_init(&n->store_mu, NULL);
 	n->data_dir = dupstr(o->data_dir);
 	n->listen = dupstr(o->listen ? o->listen : "0.0.0.0:0");
 	n->ckpt_dir = pool_malloc(strlen(o->data_dir) + 16);
@@ -1338,12 +1336,11 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 	n->hb_ms = o->heartbeat_ms ? o->heartbeat_ms : 250;
 	if (o->advertise)
 		snprintf(n->rpc_addr, sizeof n->rpc_addr, "%s", o->advertise);
-	if (!n->coord_addr || !n->data_dir || !n->listen || !n->ckpt_dir || !n->store_path || (o->socket && !n->socket)) {
+	if (!n->coord_addr || !n->data_dir || !n->listen || !n->ckpt_dir || (o->socket && !n->socket)) {
 		node_destroy(n);
 		return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
 	}
 	sprintf(n->ckpt_dir, "%s/agents", n->data_dir);
-	sprintf(n->store_path, "%s/agents.list", n->data_dir);
 	if ((mkdir(n->data_dir, 0755) && errno != EEXIST) || (mkdir(n->ckpt_dir, 0755) && errno != EEXIST)) {
 		rc = -errno;
 		fail(err, errlen, rc, "cannot create %s: %s", n->ckpt_dir, strerror(errno));
@@ -1397,40 +1394,21 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 	return 0;
 }
 
-/* Rewrites the store from the agent table. Logged on failure: the agents
- * run whether or not the disk took the list. */
-static void store_save(node *n)
+/* Records agent a in the node's store (DATA_DIR/agents/NAME.agent).
+ * Logged on failure: the agent runs whether or not the disk took it. */
+static void store_put(node *n, node_agent *a)
 {
-	node_agent **list;
-	int cnt;
+	const char *in[NODE_MAX_STATE], *out[NODE_MAX_STATE];
 	char e[400];
-	if (node_table_list(&n->table, &list, &cnt))
-		return;
-	node_spawn_spec *sp = pool_calloc((size_t)cnt + 1, sizeof *sp);
-	const char **names = pool_calloc((size_t)cnt * 2 * NODE_MAX_STATE + 1, sizeof *names);
-	if (sp && names) {
-		for (int i = 0; i < cnt; i++) {
-			node_agent *a = list[i];
-			const char **in = names + (size_t)i * 2 * NODE_MAX_STATE, **out = in + NODE_MAX_STATE;
-			for (int k = 0; k < a->n_state; k++) {
-				in[k] = a->state[k].input;
-				out[k] = a->state[k].output;
-			}
-			sp[i] = (node_spawn_spec){ .name = a->name, .model_path = a->model_path, .device = a->device,
-						   .priority = a->priority, .quota = a->quota,
-						   .deadline_ms = a->deadline_ms, .stateful = a->stateful,
-						   .ex_in = in, .ex_out = out, .n_ex = a->n_state };
-		}
-		pthread_mutex_lock(&n->store_mu);
-		if (node_store_save(n->store_path, sp, cnt, e, sizeof e))
-			LOGW(n, "agent store: %s", e);
-		pthread_mutex_unlock(&n->store_mu);
+	for (int k = 0; k < a->n_state; k++) {
+		in[k] = a->state[k].input;
+		out[k] = a->state[k].output;
 	}
-	pool_free(sp);
-	pool_free(names);
-	for (int i = 0; i < cnt; i++)
-		node_agent_unref(list[i]);
-	pool_free(list);
+	node_spawn_spec sp = { .name = a->name, .model_path = a->model_path, .device = a->device,
+			       .priority = a->priority, .quota = a->quota, .deadline_ms = a->deadline_ms,
+			       .stateful = a->stateful, .ex_in = in, .ex_out = out, .n_ex = a->n_state };
+	if (node_store_put(n->ckpt_dir, &sp, e, sizeof e))
+		LOGW(n, "agent store: %s", e);
 }
 
 /* Writes the local checkpoint of every stateful agent (standalone
@@ -1478,19 +1456,24 @@ static void spec_to_agent_spec(const node_spawn_spec *s, node_agent_spec *sp)
 				 .deadline_ms = s->deadline_ms };
 }
 
-static int restore_one(void *ctx, const node_spawn_spec *s, int line)
+static int restore_one(void *ctx, const node_spawn_spec *s, const char *where)
 {
 	restore_ctx *r = ctx;
 	node_agent_spec sp;
 	node_agent *a;
 	char e[600];
+	if (!s) {
+		LOGE(r->n, "restore: %s is unreadable or malformed; skipped", where);
+		r->failed++;
+		return 0;
+	}
 	if ((a = node_table_get(&r->n->table, s->name))) {
 		node_agent_unref(a);
 		return 0;
 	}
 	spec_to_agent_spec(s, &sp);
 	if (spawn_sp(r->n, &sp, NULL, 1, NULL, e, sizeof e)) {
-		LOGE(r->n, "restore of agent %s (line %d) failed: %s", s->name, line, e);
+		LOGE(r->n, "restore of agent %s (%s) failed: %s", s->name, where, e);
 		r->failed++;
 	} else {
 		r->ok++;
@@ -1517,18 +1500,18 @@ int node_start(node *n, char *err, size_t errlen)
 	t = mono_msf();
 	restore_ctx r = { .n = n };
 	n->quiet_spawn = 1;
-	if (n->standalone && (rc = node_store_load(n->store_path, restore_one, &r, err, errlen))) {
+	char why[400] = "";
+	if (n->standalone && (rc = node_store_load(n->ckpt_dir, restore_one, &r, why, sizeof why))) {
 		n->quiet_spawn = 0;
-		return rc;
+		return fail(err, errlen, rc, "agent store %s: %s", n->ckpt_dir, strerror(-rc));
 	}
+	int stored = r.ok;
 	for (int i = 0; i < n->o.n_boot_agents; i++)
-		restore_one(&r, &n->o.boot_agents[i], i + 1);
+		restore_one(&r, &n->o.boot_agents[i], "the config");
 	n->quiet_spawn = 0;
-	if (r.ok || r.failed) {
-		LOGI(n, "%d agents restored and configured, %d failed, %d models (%.1f ms)", r.ok, r.failed,
-		     node_models_count(&n->models, NULL), mono_msf() - t);
-		store_save(n);
-	}
+	if (r.ok || r.failed)
+		LOGI(n, "%d agents restored from the store, %d from the config, %d failed, %d models (%.1f ms)", stored,
+		     r.ok - stored, r.failed, node_models_count(&n->models, NULL), mono_msf() - t);
 
 	if (n->want_rpc) {
 		rpc_init();
@@ -1636,9 +1619,7 @@ void node_destroy(node *n)
 	pool_free(n->data_dir);
 	pool_free(n->listen);
 	pool_free(n->ckpt_dir);
-	pool_free(n->store_path);
 	pool_free(n->socket);
-	pthread_mutex_destroy(&n->store_mu);
 	pool_free(n);
 }
 
@@ -1697,9 +1678,12 @@ int node_agent_spawn_local(node *n, const node_spawn_spec *s, char *err, size_t 
 		return fail(err, errlen, AIDOS_E_INVALID, "agent %.64s: %d state pairs (0..%d)", s->name, s->n_ex,
 			    NODE_MAX_STATE);
 	spec_to_agent_spec(s, &sp);
-	int rc = spawn_sp(n, &sp, NULL, 0, NULL, err, errlen);
-	if (!rc && !n->quiet_spawn)
-		store_save(n);
+	node_agent *a;
+	int rc = spawn_sp(n, &sp, NULL, 0, &a, err, errlen);
+	if (!rc) {
+		store_put(n, a);
+		node_agent_unref(a);
+	}
 	return rc;
 }
 
@@ -1707,10 +1691,7 @@ int node_agent_kill_local(node *n, const char *name, char *err, size_t errlen)
 {
 	if (!node_name_valid(name))
 		return fail(err, errlen, AIDOS_E_INVALID, "invalid agent name '%.64s'", name ? name : "");
-	int rc = drop_agent(n, name, "killed", err, errlen);
-	if (!rc && !n->quiet_spawn)
-		store_save(n);
-	return rc;
+	return drop_agent(n, name, "killed", err, errlen);
 }
 
 int node_agent_suspend_local(node *n, const char *name, int suspend, char *err, size_t errlen)

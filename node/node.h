@@ -324,7 +324,7 @@ typedef struct node_spawn_spec {
 } node_spawn_spec;
 
 /* Spawns an agent on this node and records it in the node's store
- * (DATA_DIR/agents.list), so a restarted standalone node restores it. The
+ * (DATA_DIR/agents/NAME.agent), so a restarted standalone node restores it. The
  * model is mapped once per node and shared. Errors: AIDOS_E_INVALID (spec,
  * an agent of that name exists), AIDOS_E_QUOTA, model errors; err gets
  * one line. Thread-safe. */

@@ -1,9 +1,9 @@
 /*
  * node/store.c - the node's own records in plain text: agent lines (the
- * store DATA_DIR/agents.list that a restarted standalone node restores, and
- * the `agent` lines of a --config file) and the config file itself.
+ * store DATA_DIR/agents/NAME.agent that a restarted standalone node
+ * restores, and the `agent` lines of a --config file) and the config file.
  *
- * One agent per line, words separated by blanks:
+ * One agent per line (agent lines), words separated by blanks:
  *   agent NAME model=PATH [priority=P] [quota=BYTES[K|M|G]] [deadline_ms=D]
  *         [device=cpu] [stateful=0|1] [state=IN:OUT,IN:OUT...]
  * Values are percent-encoded where they hold a blank, '%', ',', ':', '=' or
@@ -12,10 +12,15 @@
  * transport, socket, workers, run_workers, heartbeat_ms, pin) and agent
  * lines; '#' starts a comment line. Errors name the line.
  *
- * The store is rewritten whole (temporary file, fsync, rename) after each
- * local spawn or kill: a crash leaves the old list or the new one.
+ * The store is one file per agent, DATA_DIR/agents/NAME.agent, written on
+ * a local spawn (temporary file + rename: a crash leaves it whole or
+ * absent) and removed on a kill, so spawning or killing one of 4,096
+ * agents costs one small file, not a rewrite of all. No fsync: a power
+ * loss may forget the last spawns (the agents then simply are not
+ * restored).
  */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -283,38 +288,41 @@ bad:
 	return AIDOS_E_INVALID;
 }
 
-int node_store_save(const char *path, const node_spawn_spec *specs, int n, char *err, size_t errlen)
+static int slurp(const char *path, char **out, char *err, size_t errlen);
+
+/* DIR/NAME.agent */
+static int agent_file(const char *dir, const char *name, char *buf, size_t len)
 {
-	char tmp[PATH_MAX + 8], line[PATH_MAX * 3 + 4096];
-	int fd, rc = 0;
+	int k = snprintf(buf, len, "%s/%s.agent", dir, name);
+	return k < 0 || (size_t)k >= len ? AIDOS_E_RANGE : 0;
+}
+
+int node_store_put(const char *dir, const node_spawn_spec *s, char *err, size_t errlen)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8], line[PATH_MAX * 3 + 4096];
+	int fd, rc = 0, k;
+	if (agent_file(dir, s->name, path, sizeof path) || (k = node_spec_format(s, line, sizeof line)) < 0) {
+		snprintf(err, errlen, "agent %s: its record does not fit", s->name);
+		return AIDOS_E_RANGE;
+	}
 	snprintf(tmp, sizeof tmp, "%s.tmp", path);
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
 		rc = -errno;
 		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
 		return rc;
 	}
-	static const char head[] = "# aidos-node agent store: rewritten on every local spawn and kill\n";
-	if (write(fd, head, sizeof head - 1) != (ssize_t)(sizeof head - 1))
-		rc = -EIO;
-	for (int i = 0; !rc && i < n; i++) {
-		int k = node_spec_format(&specs[i], line, sizeof line);
-		if (k < 0)
-			continue;   /* cannot happen with valid names and paths */
-		const char *q = line;
-		while (k > 0) {
-			ssize_t w = write(fd, q, (size_t)k);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				rc = -errno;
-				break;
-			}
-			q += w;
-			k -= (int)w;
+	const char *q = line;
+	while (k > 0) {
+		ssize_t w = write(fd, q, (size_t)k);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			rc = w < 0 ? -errno : -EIO;
+			break;
 		}
+		q += w;
+		k -= (int)w;
 	}
-	if (!rc && fsync(fd))
-		rc = -errno;
 	if (close(fd) && !rc)
 		rc = -errno;
 	if (!rc && rename(tmp, path))
@@ -324,6 +332,14 @@ int node_store_save(const char *path, const node_spawn_spec *specs, int n, char 
 		snprintf(err, errlen, "cannot write %s: %s", path, strerror(-rc));
 	}
 	return rc;
+}
+
+int node_store_del(const char *dir, const char *name)
+{
+	char path[PATH_MAX];
+	if (agent_file(dir, name, path, sizeof path))
+		return AIDOS_E_RANGE;
+	return unlink(path) && errno != ENOENT ? -errno : 0;
 }
 
 /* Reads a whole small text file into pool memory. */
@@ -362,38 +378,36 @@ static int slurp(const char *path, char **out, char *err, size_t errlen)
 	return 0;
 }
 
-int node_store_load(const char *path, int (*cb)(void *ctx, const node_spawn_spec *s, int line), void *ctx,
+int node_store_load(const char *dir, int (*cb)(void *ctx, const node_spawn_spec *s, const char *file), void *ctx,
 		    char *err, size_t errlen)
 {
-	char *text, *p, why[400];
-	int rc, ln = 0;
-	if (access(path, F_OK))
-		return 0;   /* no store yet */
-	if ((rc = slurp(path, &text, err, errlen)))
-		return rc;
-	for (p = text; *p;) {
-		char *e = strchr(p, '\n');
-		if (e)
-			*e = 0;
-		ln++;
-		char *q = p;
-		while (*q == ' ' || *q == '\t')
-			q++;
-		if (*q && *q != '#') {
-			node_spec_buf b;
-			if (node_spec_parse(q, &b, why, sizeof why)) {
-				snprintf(err, errlen, "%s:%d: %s", path, ln, why);
-				pool_free(text);
-				return AIDOS_E_INVALID;
-			}
-			cb(ctx, &b.s, ln);
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char path[PATH_MAX], why[400];
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((e = readdir(d))) {
+		size_t l = strlen(e->d_name);
+		if (l < 7 || strcmp(e->d_name + l - 6, ".agent"))
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		char *text;
+		if (slurp(path, &text, why, sizeof why)) {
+			cb(ctx, NULL, path);
+			continue;
+		}
+		node_spec_buf b;
+		text[strcspn(text, "\n")] = 0;
+		if (node_spec_parse(text, &b, why, sizeof why)) {
+			snprintf(err, errlen, "%s: %s", path, why);
+			cb(ctx, NULL, path);   /* reported, and the others still come back */
+		} else {
+			cb(ctx, &b.s, path);
 			node_spec_buf_fini(&b);
 		}
-		if (!e)
-			break;
-		p = e + 1;
+		pool_free(text);
 	}
-	pool_free(text);
+	closedir(d);
 	return 0;
 }
 

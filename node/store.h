@@ -28,12 +28,15 @@ int node_spec_format(const node_spawn_spec *s, char *buf, size_t len);
 /* "123", "64K", "64M", "2G" (binary; "MiB"/"MB" accepted). Errors: AIDOS_E_INVALID. */
 int node_parse_size(const char *s, uint64_t *out);
 
-/* Writes the store atomically (temporary file, fsync, rename). Errors:
- * -errno with err. */
-int node_store_save(const char *path, const node_spawn_spec *specs, int n, char *err, size_t errlen);
-/* Calls cb for each agent line of the store (none when the file does not
- * exist). Errors: -errno (read), AIDOS_E_INVALID (err names line). */
-int node_store_load(const char *path, int (*cb)(void *ctx, const node_spawn_spec *s, int line), void *ctx,
+/* Records agent s in DIR/NAME.agent (temporary file + rename). Errors:
+ * -errno, AIDOS_E_RANGE, with err. */
+int node_store_put(const char *dir, const node_spawn_spec *s, char *err, size_t errlen);
+/* Removes DIR/NAME.agent (absent: fine). Errors: -errno. */
+int node_store_del(const char *dir, const char *name);
+/* Calls cb for each DIR/ *.agent file: s parsed, or NULL when the file is
+ * unreadable or malformed (err then has the last such message). Errors:
+ * -errno (the directory). */
+int node_store_load(const char *dir, int (*cb)(void *ctx, const node_spawn_spec *s, const char *file), void *ctx,
 		    char *err, size_t errlen);
 
 /* A config file: keys point into `text`; agents are parsed lines. */

@@ -321,7 +321,7 @@ static void *worker_main(void *arg)
 		pthread_spin_lock(&dq->lk);
 		int i = dq->q.n ? disp_pick(&dq->q, agent_busy, NULL) : -1;
 		if (i >= 0) {
-			k = disp_group(&dq->q, i, g, NODE_GROUP_MAX);
+			k = disp_group(&dq->q, i, g, NODE_GROUP_MAX, agent_busy, NULL);
 			job_of(g[0])->agent->running = 1;
 			for (int t = 0; t < k; t++)
 				work += g[t]->est_ns;

@@ -111,16 +111,21 @@ disp_req *disp_take(disp_queue *q, int i)
 	return r;
 }
 
-int disp_group(disp_queue *q, int i, disp_req **out, int max)
+int disp_group(disp_queue *q, int i, disp_req **out, int max, int (*busy)(const disp_req *r, void *ctx), void *ctx)
 {
 	uint32_t agent = q->q[i]->agent;
 	int k = 0;
 	out[k++] = disp_take(q, i);
+	/* Only what would run next anyway: the agent's requests up to the
+	 * first runnable request of another agent (requests of busy agents
+	 * could not run now, so they do not break the run). */
 	for (int j = i; j < q->n && k < max;) {
 		if (q->q[j]->agent == agent)
 			out[k++] = disp_take(q, j);
-		else
+		else if (busy && busy(q->q[j], ctx))
 			j++;
+		else
+			break;
 	}
 	return k;
 }

@@ -23,9 +23,9 @@
  * + the work running now) / workers + its own estimate > its deadline; a
  * full queue refuses with AIDOS_E_BUSY. Never a silent drop.
  *
- * Batching (disp_group): the requests queued for the agent of the chosen
- * one, in dispatch order, up to a maximum, run as one group: one pick, one
- * agent lock, the plan and weights hot in cache. See docs/architecture.md
+ * Batching (disp_group): the chosen request and the same agent's requests
+ * right behind it in dispatch order (up to a maximum) run as one group:
+ * one pick, the plan and weights hot in cache, and the order kept. See docs/architecture.md
  * for what is (and is not) fused along dimension 0.
  *
  *   disp_queue q;  disp_req *slots[64];
@@ -82,10 +82,13 @@ int disp_pick(const disp_queue *q, int (*busy)(const disp_req *r, void *ctx), vo
 /* Removes and returns q->q[i]. */
 disp_req *disp_take(disp_queue *q, int i);
 
-/* Takes the group that starts at index i: q->q[i] and the requests after
- * it of the same agent, in order, up to max in all, into out[]. Returns
- * the count (>= 1). */
-int disp_group(disp_queue *q, int i, disp_req **out, int max);
+/* Takes the group that starts at index i: q->q[i] and the requests of the
+ * same agent that follow it in dispatch order before any runnable request
+ * of another agent (busy() as for disp_pick), up to max in all, into
+ * out[]. So a group never runs a request ahead of one that the order puts
+ * first. Returns the count (>= 1). */
+int disp_group(disp_queue *q, int i, disp_req **out, int max, int (*busy)(const disp_req *r, void *ctx),
+	       void *ctx);
 
 /* Removes r wherever it is; returns 1 if it was queued. */
 int disp_remove(disp_queue *q, const disp_req *r);

@@ -164,13 +164,23 @@ static void test_pick_and_group(void **st)
 	busy = 99;
 	i = disp_pick(&q, busy_agent, &busy);
 	assert_int_equal(i, 0);
-	/* The group: agent 7's three requests in order, capped by max. */
-	int k = disp_group(&q, i, g, 2);
+	/* Agent 1's request (priority 8) sits between agent 7's 9 and 5: the
+	 * group is the 9 alone, the order is kept. */
+	int k = disp_group(&q, i, g, 16, busy_agent, &busy);
+	assert_int_equal(k, 1);
+	assert_ptr_equal(g[0], &r[0]);
+	disp_insert(&q, &r[0]);
+	/* With agent 1 busy (it could not run now) the group is 7's 9 and 5,
+	 * then 2's (priority 5, 2 ms) stops it; capped by max too. */
+	busy = 1;
+	i = disp_pick(&q, busy_agent, &busy);
+	assert_int_equal(i, 0);
+	k = disp_group(&q, i, g, 16, busy_agent, &busy);
 	assert_int_equal(k, 2);
 	assert_ptr_equal(g[0], &r[0]);
 	assert_ptr_equal(g[1], &r[2]);
 	assert_int_equal(q.n, 4);
-	k = disp_group(&q, disp_pick(&q, NULL, NULL), g, 16);   /* agent 1: alone */
+	k = disp_group(&q, disp_pick(&q, NULL, NULL), g, 16, NULL, NULL);   /* agent 1: alone */
 	assert_int_equal(k, 1);
 	assert_int_equal(g[0]->agent, 1);
 	assert_int_equal(disp_remove(&q, &r[4]), 1);
