@@ -47,6 +47,8 @@ typedef struct devq {
 	disp_req *slots[NODE_QUEUE_MAX];
 	uint64_t running_ns;       /* estimated work of the groups running */
 	uint32_t running;          /* requests running */
+	int top;                   /* highest priority submitted here (the reserved class) */
+	int reserve;               /* workers kept for the top class: 1 when there are 2 or more */
 	int stop;
 
 	uint32_t wake_seq;         /* futex word: bumped by every submit and freed agent */
@@ -320,6 +322,10 @@ static void *worker_main(void *arg)
 		uint64_t work = 0;
 		pthread_spin_lock(&dq->lk);
 		int i = dq->q.n ? disp_pick(&dq->q, agent_busy, NULL) : -1;
+		/* The queue is in priority order: if the first runnable request
+		 * may not take this worker, no later one may. */
+		if (i >= 0 && !disp_may_start(dq->q.q[i]->priority, dq->top, dq->running, dq->nworkers, dq->reserve))
+			i = -1;
 		if (i >= 0) {
 			k = disp_group(&dq->q, i, g, NODE_GROUP_MAX, agent_busy, NULL);
 			job_of(g[0])->agent->running = 1;
@@ -394,6 +400,8 @@ int node_disp_create(int workers, int pin, const node *logn, node_disp **out, ch
 	/* Only the cpu queue has workers: no other device runs agents yet. */
 	devq *dq = &d->dev[0];
 	dq->nworkers = workers;
+	dq->reserve = workers >= 2 ? 1 : 0;
+	dq->top = INT_MIN;
 	for (int i = 0; i < workers; i++) {
 		wstart *ws = pool_malloc(sizeof *ws);
 		if (ws)
@@ -495,6 +503,8 @@ int node_disp_submit(node_disp *d, node_job *j, char *err, size_t errlen)
 		return AIDOS_E_BUSY;
 	}
 	j->dr.est_ns = a->est_ns[dq->index];
+	if (j->dr.priority > dq->top)
+		dq->top = j->dr.priority;
 	rc = disp_admit(&dq->q, &j->dr, now, dq->running_ns, dq->nworkers, why, sizeof why);
 	if (!rc)
 		rc = disp_insert(&dq->q, &j->dr);

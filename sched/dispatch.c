@@ -149,3 +149,10 @@ uint64_t disp_est_update(uint64_t est_ns, uint64_t sample_ns)
 	int64_t v = (int64_t)est_ns + d / 8;
 	return v > 0 ? (uint64_t)v : 1;
 }
+
+int disp_may_start(int priority, int top, uint32_t running, int workers, int reserve)
+{
+	if (priority >= top)
+		return 1;
+	return (int)running < workers - reserve;
+}

@@ -18,6 +18,10 @@
  * Step 3 can starve a slow agent behind a stream of fast ones of the same
  * priority without deadlines; a deadline bounds it.
  *
+ * Reserve (disp_may_start): with two or more workers, one stays free for
+ * the top priority class, since a run is never preempted: a high-priority
+ * request then waits for no low-priority run.
+ *
  * Admission (disp_admit): a request with a deadline is refused at once with
  * AIDOS_E_DEADLINE when now + (the estimated work that would run before it
  * + the work running now) / workers + its own estimate > its deadline; a
@@ -92,6 +96,13 @@ int disp_group(disp_queue *q, int i, disp_req **out, int max, int (*busy)(const 
 
 /* Removes r wherever it is; returns 1 if it was queued. */
 int disp_remove(disp_queue *q, const disp_req *r);
+
+/* Whether a request of `priority` may start on a device whose workers run
+ * `running` requests: the last `reserve` idle workers are kept for the
+ * top priority class (`top`, the highest priority submitted there), so a
+ * top-class request never waits for lower-priority work to finish (runs
+ * are never preempted). Lower classes share workers - reserve. */
+int disp_may_start(int priority, int top, uint32_t running, int workers, int reserve);
 
 /* The online latency estimate: an exponentially weighted moving average
  * with weight 1/8 on the new sample (the first sample sets it). */

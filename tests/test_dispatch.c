@@ -4,7 +4,8 @@
  * within a priority, the priority x 1/latency_est score and arrival order
  * as tie-breaks, admission that refuses a deadline it cannot meet or a full
  * queue (with the figures in the message), picking past busy agents,
- * grouping an agent's queued requests, and the EWMA latency estimate.
+ * grouping an agent's queued requests, the worker kept for the top
+ * priority class, and the EWMA latency estimate.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -189,6 +190,18 @@ static void test_pick_and_group(void **st)
 	assert_int_equal(q.work_ns, 3 * MS);
 }
 
+static void test_reserve(void **st)
+{
+	/* 2 workers, 1 kept for the top class (10) */
+	assert_true(disp_may_start(1, 10, 0, 2, 1));    /* nothing runs: a low one may start */
+	assert_false(disp_may_start(1, 10, 1, 2, 1));   /* one runs: the last worker is kept */
+	assert_true(disp_may_start(10, 10, 1, 2, 1));   /* ... for the top class */
+	assert_true(disp_may_start(12, 10, 1, 2, 1));
+	assert_true(disp_may_start(1, 10, 0, 1, 0));    /* one worker: no reserve */
+	assert_false(disp_may_start(1, 10, 3, 4, 1));
+	assert_true(disp_may_start(1, 10, 2, 4, 1));
+}
+
 static void test_estimate(void **st)
 {
 	uint64_t e = disp_est_update(0, 800);
@@ -210,6 +223,7 @@ int main(void)
 		cmocka_unit_test(test_score_and_fifo),
 		cmocka_unit_test(test_admission),
 		cmocka_unit_test(test_pick_and_group),
+		cmocka_unit_test(test_reserve),
 		cmocka_unit_test(test_estimate),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
