@@ -1103,7 +1103,15 @@ static void test_kern_agents(void **st)
 	aidos_session_output(s, 0, &o);
 	assert_memory_equal(&r.outv[0], o.data, sizeof(float));
 	aidos_session_destroy(s);
-	node_agent_info(n, "j1", &l[0]);   /* l was freed: reuse as storage */
+	/* Steady state: no allocation per request through the dispatcher. */
+	pool_stats p0, p1;
+	pool_get_stats(&p0);
+	for (int i = 0; i < 200; i++) {
+		job_set(&r, 0, a, &T_j, NODE_PRIO_AGENT, 0);
+		assert_int_equal(node_run(n, &r.j[0], err, sizeof err), 0);
+	}
+	pool_get_stats(&p1);
+	assert_int_equal(p1.allocs, p0.allocs);
 
 	/* Suspend: refused while suspended, served again after. */
 	assert_int_equal(node_agent_suspend_local(n, "j2", 1, err, sizeof err), 0);
