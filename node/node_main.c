@@ -23,7 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "aidos/aidos.h"
 #include "node/node.h"
@@ -92,6 +96,28 @@ static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 		return -1;
 	*out = v;
 	return 0;
+}
+
+/* systemd's readiness protocol (sd_notify(3)), without libsystemd: one
+ * datagram to $NOTIFY_SOCKET ('@' = abstract namespace). No-op outside
+ * systemd. */
+static void notify(const char *msg)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len = path ? strlen(path) : 0;
+	if (!len || len >= sizeof sa.sun_path || (path[0] != '/' && path[0] != '@'))
+		return;
+	memcpy(sa.sun_path, path, len);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = 0;
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+		fprintf(stderr, "aidos-node: cannot notify systemd: %s\n", strerror(errno));
+	close(fd);
 }
 
 static sem_t stop_sem;
@@ -262,9 +288,11 @@ int main(int argc, char **argv)
 	printf("aidos-node ready boot_ms=%.1f name=%s agents=%d rpc=%s transport=%s socket=%s\n", now_ms() - t0,
 	       node_name(n), st.agents, node_rpc_addr(n), tname, node_socket(n) ? node_socket(n) : "none");
 	fflush(stdout);
+	notify("READY=1");
 
 	while (sem_wait(&stop_sem) && errno == EINTR)
 		;
+	notify("STOPPING=1");
 	double t1 = now_ms();
 	node_destroy(n);
 	fprintf(stderr, "aidos-node: stopped in %.1f ms\n", now_ms() - t1);
