@@ -329,6 +329,10 @@ static void *worker_main(void *arg)
 		if (i >= 0) {
 			k = disp_group(&dq->q, i, g, NODE_GROUP_MAX, agent_busy, NULL);
 			job_of(g[0])->agent->running = 1;
+			/* The worker's own reference: a submitter may drop its
+			 * reference (and a Kill the table's) as soon as done() or
+			 * node_run returns, while this worker still closes the run. */
+			node_agent_ref(job_of(g[0])->agent);
 			for (int t = 0; t < k; t++)
 				work += g[t]->est_ns;
 			dq->running_ns += work;
@@ -349,6 +353,7 @@ static void *worker_main(void *arg)
 			pthread_spin_unlock(&dq->lk);
 			if (more)   /* requests of this agent may wait for another worker */
 				kick(dq, 0);
+			node_agent_unref(a);   /* the last one (a killed agent) frees it here */
 			continue;
 		}
 		if (stop)
