@@ -303,6 +303,27 @@ static void pin_self(struct node_disp *d, int i)
 	pthread_setaffinity_np(pthread_self(), sizeof set, &set);   /* advice: failure is harmless */
 }
 
+/* Under dq->lk: could two workers start requests now (this one loops and
+ * takes the first; wake another only for a second)? The queue is in
+ * priority order, so disp_may_start is monotonic along it. */
+static int second_pick(devq *dq)
+{
+	uint32_t first = 0;
+	int have = 0;
+	for (int i = 0; i < dq->q.n; i++) {
+		const disp_req *r = dq->q.q[i];
+		if (agent_busy(r, NULL) || (have && r->agent == first))
+			continue;
+		if (!disp_may_start(r->priority, dq->top, dq->running + (uint32_t)have, dq->nworkers, dq->reserve))
+			return 0;
+		if (have)
+			return 1;
+		have = 1;
+		first = r->agent;
+	}
+	return 0;
+}
+
 typedef struct wstart {
 	devq *dq;
 	int i;
@@ -349,9 +370,9 @@ static void *worker_main(void *arg)
 			a->running = 0;
 			dq->running_ns -= work;
 			dq->running -= (uint32_t)k;
-			int more = dq->q.n;
+			int more = second_pick(dq);
 			pthread_spin_unlock(&dq->lk);
-			if (more)   /* requests of this agent may wait for another worker */
+			if (more)   /* this worker takes one; another can take more */
 				kick(dq, 0);
 			node_agent_unref(a);   /* the last one (a killed agent) frees it here */
 			continue;
@@ -513,6 +534,11 @@ int node_disp_submit(node_disp *d, node_job *j, char *err, size_t errlen)
 	rc = disp_admit(&dq->q, &j->dr, now, dq->running_ns, dq->nworkers, why, sizeof why);
 	if (!rc)
 		rc = disp_insert(&dq->q, &j->dr);
+	/* Wake a worker only if one could start it now: a request of a busy
+	 * agent is taken by the worker that frees it, one held back by the
+	 * reserve by the next worker that finishes. */
+	int startable = !rc && !a->running &&
+			disp_may_start(j->dr.priority, dq->top, dq->running, dq->nworkers, dq->reserve);
 	pthread_spin_unlock(&dq->lk);
 	if (rc) {
 		__atomic_add_fetch(rc == AIDOS_E_DEADLINE ? &dq->rej_deadline : &dq->rej_busy, 1, __ATOMIC_RELAXED);
@@ -521,7 +547,8 @@ int node_disp_submit(node_disp *d, node_job *j, char *err, size_t errlen)
 		return rc;
 	}
 	__atomic_add_fetch(&dq->submitted, 1, __ATOMIC_RELAXED);
-	kick(dq, 0);
+	if (startable)
+		kick(dq, 0);
 	return 0;
 }
 
