@@ -8,6 +8,13 @@
  * Node.Infer, malformed and oversized requests (the node keeps serving),
  * migration with the context pulled by one xport_get, an ImportContext
  * whose checksum or length is wrong (refused, not resumed), and Kill.
+ * And the node kernel standalone (hey_jarvis, the openWakeWord embedding
+ * model, Silero VAD): local spawn/list/info/suspend/kill with shared
+ * weights, outputs through the dispatcher equal to a direct run, no
+ * allocation per request, strict priority and EDF order under load,
+ * admission (deadline, full queue) and deadlines that pass in the queue,
+ * a quota breach that fails only that agent, 4,096 agents of one model,
+ * and a restart that restores agents and state from the node's own store.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -1495,17 +1502,20 @@ int main(void)
 		cmocka_unit_test(test_pairs_explicit),
 		cmocka_unit_test(test_ckpt_roundtrip),
 		cmocka_unit_test(test_wire_malformed),
-		cmocka_unit_test(test_cluster_place_infer),
-		cmocka_unit_test(test_cluster_bad_requests),
-		cmocka_unit_test(test_cluster_grpc_infer),
-		cmocka_unit_test(test_cluster_migrate),
-		cmocka_unit_test(test_cluster_kill),
+		/* The standalone kernel tests first: the cluster below keeps
+		 * heartbeating in the background once up, and the hot-path check
+		 * counts every allocation in the process. */
 		cmocka_unit_test(test_kern_lines),
 		cmocka_unit_test(test_kern_agents),
 		cmocka_unit_test(test_kern_priority_deadline),
 		cmocka_unit_test(test_kern_quota),
 		cmocka_unit_test(test_kern_4096_agents),
 		cmocka_unit_test(test_kern_restart),
+		cmocka_unit_test(test_cluster_place_infer),
+		cmocka_unit_test(test_cluster_bad_requests),
+		cmocka_unit_test(test_cluster_grpc_infer),
+		cmocka_unit_test(test_cluster_migrate),
+		cmocka_unit_test(test_cluster_kill),
 	};
 	return cmocka_run_group_tests_name("node", tests, NULL, cluster_down);
 }
