@@ -4,7 +4,8 @@
  * pool goes on); blocks are aligned, zeroed and inside the one registrable
  * region; accounting (used, peak, reserved, page kind) is exact; arenas
  * reserved on a thread with a current pool come from it; two pools are
- * independent (one agent's breach leaves the other's allocations alone).
+ * independent (one agent's breach leaves the other's allocations alone);
+ * a pool's whole region registers with the transport (UCX) in one call.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 
 #include "aidos/aidos.h"
 #include "pools/pools.h"
+#include "transport/transport.h"
 
 #define MiB (1ul << 20)
 
@@ -162,6 +164,33 @@ static void test_arena_current(void **st)
 	mpool_destroy(q);
 }
 
+/* A pool is registrable with the transport in one call (its whole
+ * region), and a remote key comes out of it. */
+static void test_register(void **st)
+{
+	xport_opts xo = { .tls = "tcp" };
+	xport *x;
+	char err[300];
+	if (xport_create(&xo, &x, err, sizeof err)) {
+		print_message("    skipped: UCX cannot start here (%s)\n", err);
+		skip();
+	}
+	mpool *p = mk(4 * MiB);
+	void *base, *blk;
+	size_t len;
+	assert_int_equal(mpool_alloc(p, 1 * MiB, &blk), 0);
+	mpool_region(p, &base, &len);
+	xport_mem *m;
+	assert_int_equal(xport_mem_register(x, base, len, &m), 0);
+	const void *rk;
+	size_t rl;
+	assert_int_equal(xport_mem_rkey(m, &rk, &rl), 0);
+	assert_true(rl > 0);
+	xport_mem_release(x, m);
+	mpool_destroy(p);
+	xport_destroy(x);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -169,6 +198,7 @@ int main(void)
 		cmocka_unit_test(test_blocks),
 		cmocka_unit_test(test_no_huge),
 		cmocka_unit_test(test_arena_current),
+		cmocka_unit_test(test_register),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
