@@ -1490,9 +1490,11 @@ int node_start(node *n, char *err, size_t errlen)
 	/* Workers first: restored agents can be asked at once. */
 	t = mono_msf();
 	int rw = n->o.run_workers > 0 ? n->o.run_workers : (int)n->cores;
-	if ((rc = node_disp_create(rw, n->o.pin, n, &n->disp, err, errlen)))
+	if ((rc = node_disp_create(rw, n->o.pin, n->o.rt_prio, n, &n->disp, err, errlen)))
 		return rc;
-	LOGI(n, "dispatcher: %d workers%s, queue %d per device (%.1f ms)", rw, n->o.pin ? " pinned to cores" : "",
+	LOGI(n, "dispatcher: %d workers%s%s, queue %d per device (%.1f ms)", rw, n->o.pin ? " pinned to cores" : "",
+	     rw >= 2 ? (n->o.rt_prio > 0 ? ", the last kept for the top priority class (SCHED_FIFO)"
+					 : ", the last kept for the top priority class") : "",
 	     NODE_QUEUE_MAX, mono_msf() - t);
 
 	/* Agents: standalone, the node's own store; then the config's. With a

@@ -255,8 +255,11 @@ int node_name_valid(const char *s);
 
 typedef struct node_disp node_disp;
 /* Starts `workers` threads for the cpu run queue, pinned to the allowed
- * CPUs in turn when pin. Errors: AIDOS_E_INVALID, AIDOS_E_NOMEM, -errno. */
-int node_disp_create(int workers, int pin, const node *logn, node_disp **out, char *err, size_t errlen);
+ * CPUs in turn when pin; with 2 or more, the last one is reserved for the
+ * top priority class, SCHED_FIFO at rt_prio when rt_prio > 0. Errors:
+ * AIDOS_E_INVALID, AIDOS_E_NOMEM, -errno. */
+int node_disp_create(int workers, int pin, int rt_prio, const node *logn, node_disp **out, char *err,
+		     size_t errlen);
 /* Stops the workers after the requests running; queued ones get done()
  * with AIDOS_E_BUSY ("the node is stopping"). NULL: no-op. */
 void node_disp_destroy(node_disp *d);
@@ -274,6 +277,7 @@ typedef struct node_opts {
 	const char *data_dir;      /* required; created if missing */
 	const char *socket;        /* local clients' unix socket path (node/ipc*.c); NULL: none */
 	int pin;                   /* 1: pin dispatcher workers to cores */
+	int rt_prio;               /* > 0: the top-class worker runs SCHED_FIFO at this priority */
 	int no_grpc;               /* standalone: 1 = no Node service (gRPC) at all */
 	const char *listen;        /* RPC listen address; NULL: 0.0.0.0:0 */
 	const char *advertise;     /* address others use; NULL: derived */

@@ -74,6 +74,8 @@ static void usage(FILE *f)
 		"  --workers N          data-plane worker threads (default min(4, cores))\n"
 		"  --run-workers N      dispatcher workers that run agents (default: cores)\n"
 		"  --pin 0|1            pin dispatcher workers to cores (default 1)\n"
+		"  --rt-prio N          run the worker kept for the top priority class SCHED_FIFO at N\n"
+		"                       (1..99; needs CAP_SYS_NICE; default 0: a normal thread)\n"
 		"  --help               this text\n"
 		"\n"
 		"Prints 'aidos-node ready boot_ms=<x> name=<n> agents=<k> rpc=<addr> transport=<name>\n"
@@ -167,6 +169,10 @@ int main(int argc, char **argv)
 			if (parse_u64(val, 1, 64, &v))
 				return usage_err("--run-workers takes 1..64, not", val);
 			o.run_workers = (int)v;
+		} else if (!strcmp(a, "--rt-prio")) {
+			if (parse_u64(val, 0, 99, &v))
+				return usage_err("--rt-prio takes 0..99, not", val);
+			o.rt_prio = (int)v;
 		} else if (!strcmp(a, "--pin")) {
 			if (parse_u64(val, 0, 1, &v))
 				return usage_err("--pin takes 0 or 1, not", val);

@@ -49,10 +49,13 @@ typedef struct devq {
 	uint32_t running;          /* requests running */
 	int top;                   /* highest priority submitted here (the reserved class) */
 	int reserve;               /* workers kept for the top class: 1 when there are 2 or more */
+	int hi_idle;               /* the reserved worker has nothing to run (under lk) */
 	int stop;
 
-	uint32_t wake_seq;         /* futex word: bumped by every submit and freed agent */
-	int sleepers;              /* workers asleep (or about to be) on wake_seq */
+	uint32_t wake_seq;         /* futex word of the other workers: bumped by submits and frees */
+	int sleepers;              /* of them, asleep (or about to be) on wake_seq */
+	uint32_t hi_seq;           /* the reserved worker's futex word: top-class submits */
+	int hi_sleepers;
 
 	int nworkers;
 	pthread_t th[MAX_WORKERS];
@@ -67,6 +70,7 @@ typedef struct devq {
 struct node_disp {
 	devq dev[NODE_MAX_DEVICES];
 	int pin;
+	int rt_prio;               /* > 0: the reserved worker runs SCHED_FIFO at this priority */
 	int cpus[CPU_SETSIZE];
 	int ncpu;
 	const node *logn;
@@ -96,12 +100,15 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Bumps the sequence; wakes one sleeper if there is one. */
-static void kick(devq *dq, int all)
+/* Bumps a sequence; wakes one of its sleepers (all: every one) if there
+ * is one. hi: the reserved worker's word, else the others'. */
+static void kick(devq *dq, int hi, int all)
 {
-	__atomic_add_fetch(&dq->wake_seq, 1, __ATOMIC_SEQ_CST);
-	if (__atomic_load_n(&dq->sleepers, __ATOMIC_SEQ_CST))
-		futex_wake(&dq->wake_seq, all ? INT32_MAX : 1);
+	uint32_t *w = hi ? &dq->hi_seq : &dq->wake_seq;
+	int *sl = hi ? &dq->hi_sleepers : &dq->sleepers;
+	__atomic_add_fetch(w, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(sl, __ATOMIC_SEQ_CST))
+		futex_wake(w, all ? INT32_MAX : 1);
 }
 
 static node_job *job_of(const disp_req *r)
@@ -303,10 +310,11 @@ static void pin_self(struct node_disp *d, int i)
 	pthread_setaffinity_np(pthread_self(), sizeof set, &set);   /* advice: failure is harmless */
 }
 
-/* Under dq->lk: could two workers start requests now (this one loops and
- * takes the first; wake another only for a second)? The queue is in
- * priority order, so disp_may_start is monotonic along it. */
-static int second_pick(devq *dq)
+/* Under dq->lk, after a run: should another (non-reserved) worker be
+ * woken? The finisher loops and takes the first runnable request it may
+ * take; wake another for a second one, or, when the finisher is the
+ * reserved worker, for any runnable request below the top class. */
+static int wake_other(devq *dq, int reserved)
 {
 	uint32_t first = 0;
 	int have = 0;
@@ -314,8 +322,8 @@ static int second_pick(devq *dq)
 		const disp_req *r = dq->q.q[i];
 		if (agent_busy(r, NULL) || (have && r->agent == first))
 			continue;
-		if (!disp_may_start(r->priority, dq->top, dq->running + (uint32_t)have, dq->nworkers, dq->reserve))
-			return 0;
+		if (reserved && r->priority < dq->top)
+			return 1;
 		if (have)
 			return 1;
 		have = 1;
@@ -336,17 +344,36 @@ static void *worker_main(void *arg)
 	disp_req *g[NODE_GROUP_MAX];
 	pool_free(arg);
 	pin_self(dq->d, wi);
+	/* The last worker is the reserved one when there is a reserve: it
+	 * takes top-class requests only, so they never wait for a lower run,
+	 * and it stays on its core (the others run the rest). */
+	int reserved = dq->reserve && wi >= dq->nworkers - dq->reserve;
+	if (reserved && dq->d->rt_prio > 0) {
+		/* A real-time class for the top-class lane: other processes on
+		 * the machine then cannot delay it either. It spins at most
+		 * SPIN_NS before sleeping, and the kernel's RT throttling
+		 * (sched_rt_runtime_us) bounds it anyway. */
+		struct sched_param sp = { .sched_priority = dq->d->rt_prio };
+		int e = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+		if (e)
+			node_log(dq->d->logn, NODE_LOG_WARN, "reserved worker: SCHED_FIFO %d refused: %s (runs as a normal thread)",
+				 dq->d->rt_prio, strerror(e));
+	}
+	uint32_t *wseq = reserved ? &dq->hi_seq : &dq->wake_seq;
+	int *wsleep = reserved ? &dq->hi_sleepers : &dq->sleepers;
 
 	for (;;) {
-		uint32_t seq = __atomic_load_n(&dq->wake_seq, __ATOMIC_SEQ_CST);
+		uint32_t seq = __atomic_load_n(wseq, __ATOMIC_SEQ_CST);
 		int k = 0, stop;
 		uint64_t work = 0;
 		pthread_spin_lock(&dq->lk);
 		int i = dq->q.n ? disp_pick(&dq->q, agent_busy, NULL) : -1;
 		/* The queue is in priority order: if the first runnable request
-		 * may not take this worker, no later one may. */
-		if (i >= 0 && !disp_may_start(dq->q.q[i]->priority, dq->top, dq->running, dq->nworkers, dq->reserve))
+		 * is below the top class, so is every later one. */
+		if (i >= 0 && reserved && dq->q.q[i]->priority < dq->top)
 			i = -1;
+		if (reserved)
+			dq->hi_idle = i < 0;
 		if (i >= 0) {
 			k = disp_group(&dq->q, i, g, NODE_GROUP_MAX, agent_busy, NULL);
 			job_of(g[0])->agent->running = 1;
@@ -370,10 +397,10 @@ static void *worker_main(void *arg)
 			a->running = 0;
 			dq->running_ns -= work;
 			dq->running -= (uint32_t)k;
-			int more = second_pick(dq);
+			int more = wake_other(dq, reserved);
 			pthread_spin_unlock(&dq->lk);
-			if (more)   /* this worker takes one; another can take more */
-				kick(dq, 0);
+			if (more)
+				kick(dq, 0, 0);
 			node_agent_unref(a);   /* the last one (a killed agent) frees it here */
 			continue;
 		}
@@ -383,21 +410,21 @@ static void *worker_main(void *arg)
 		/* Nothing runnable: spin a little, then sleep until the sequence
 		 * moves (a submit, or an agent freed with requests queued). */
 		uint64_t t0 = now_ns();
-		while (__atomic_load_n(&dq->wake_seq, __ATOMIC_ACQUIRE) == seq && now_ns() - t0 < SPIN_NS)
+		while (__atomic_load_n(wseq, __ATOMIC_ACQUIRE) == seq && now_ns() - t0 < SPIN_NS)
 			cpu_relax();
-		if (__atomic_load_n(&dq->wake_seq, __ATOMIC_SEQ_CST) != seq)
+		if (__atomic_load_n(wseq, __ATOMIC_SEQ_CST) != seq)
 			continue;
-		__atomic_add_fetch(&dq->sleepers, 1, __ATOMIC_SEQ_CST);
-		if (__atomic_load_n(&dq->wake_seq, __ATOMIC_SEQ_CST) == seq) {
+		__atomic_add_fetch(wsleep, 1, __ATOMIC_SEQ_CST);
+		if (__atomic_load_n(wseq, __ATOMIC_SEQ_CST) == seq) {
 			__atomic_add_fetch(&dq->sleeps, 1, __ATOMIC_RELAXED);
-			futex_wait(&dq->wake_seq, seq);
+			futex_wait(wseq, seq);
 		}
-		__atomic_sub_fetch(&dq->sleepers, 1, __ATOMIC_SEQ_CST);
+		__atomic_sub_fetch(wsleep, 1, __ATOMIC_SEQ_CST);
 	}
 	return NULL;
 }
 
-int node_disp_create(int workers, int pin, const node *logn, node_disp **out, char *err, size_t errlen)
+int node_disp_create(int workers, int pin, int rt_prio, const node *logn, node_disp **out, char *err, size_t errlen)
 {
 	node_disp *d;
 	*out = NULL;
@@ -410,6 +437,7 @@ int node_disp_create(int workers, int pin, const node *logn, node_disp **out, ch
 		return AIDOS_E_NOMEM;
 	}
 	d->pin = pin;
+	d->rt_prio = rt_prio;
 	d->logn = logn;
 	cpu_set_t set;
 	if (!sched_getaffinity(0, sizeof set, &set))
@@ -427,6 +455,7 @@ int node_disp_create(int workers, int pin, const node *logn, node_disp **out, ch
 	devq *dq = &d->dev[0];
 	dq->nworkers = workers;
 	dq->reserve = workers >= 2 ? 1 : 0;
+	dq->hi_idle = 1;
 	dq->top = INT_MIN;
 	for (int i = 0; i < workers; i++) {
 		wstart *ws = pool_malloc(sizeof *ws);
@@ -472,7 +501,8 @@ void node_disp_destroy(node_disp *d)
 		pthread_spin_lock(&dq->lk);
 		dq->stop = 1;
 		pthread_spin_unlock(&dq->lk);
-		kick(dq, 1);
+		kick(dq, 0, 1);
+		kick(dq, 1, 1);
 		for (int i = 0; i < dq->started; i++)
 			pthread_join(dq->th[i], NULL);
 		drain_stopped(dq);
@@ -534,11 +564,12 @@ int node_disp_submit(node_disp *d, node_job *j, char *err, size_t errlen)
 	rc = disp_admit(&dq->q, &j->dr, now, dq->running_ns, dq->nworkers, why, sizeof why);
 	if (!rc)
 		rc = disp_insert(&dq->q, &j->dr);
-	/* Wake a worker only if one could start it now: a request of a busy
-	 * agent is taken by the worker that frees it, one held back by the
-	 * reserve by the next worker that finishes. */
-	int startable = !rc && !a->running &&
-			disp_may_start(j->dr.priority, dq->top, dq->running, dq->nworkers, dq->reserve);
+	/* Wake a worker only if one could start it now (a request of a busy
+	 * agent is taken by the worker that frees it): a top-class request
+	 * goes to the reserved worker when it is idle, the rest to the
+	 * others. */
+	int startable = !rc && !a->running;
+	int to_hi = startable && dq->reserve && j->dr.priority >= dq->top && dq->hi_idle;
 	pthread_spin_unlock(&dq->lk);
 	if (rc) {
 		__atomic_add_fetch(rc == AIDOS_E_DEADLINE ? &dq->rej_deadline : &dq->rej_busy, 1, __ATOMIC_RELAXED);
@@ -548,7 +579,7 @@ int node_disp_submit(node_disp *d, node_job *j, char *err, size_t errlen)
 	}
 	__atomic_add_fetch(&dq->submitted, 1, __ATOMIC_RELAXED);
 	if (startable)
-		kick(dq, 0);
+		kick(dq, to_hi, 0);
 	return 0;
 }
 
