@@ -4,6 +4,7 @@
  * plane and the coordinator link (docs/cluster.md is the design).
  *
  *   node_opts o = { .coord = "198.18.77.1:7700", .name = "n1", .data_dir = "/var/lib/aidos" };
+ *                   // .coord = NULL: standalone
  *   node *n;
  *   char err[256];
  *   if (node_create(&o, &n, err, sizeof err)) { fputs(err, stderr); ... }
@@ -25,6 +26,13 @@
  * request at a time, ExportContext waits for the request in flight) and
  * `smu`, a short lock over its statistics, version and context bytes that
  * the heartbeat and Status take without ever waiting for a model run.
+ *
+ * Requests: every path (local socket, UCX data plane, Node.Infer) is a
+ * node_job given to the dispatcher (node/dispatch.h, node/worker.c): run
+ * queues per device ordered by sched/dispatch.h, workers pinned to cores.
+ * Memory: each agent has its own pool (pools/pools.h, mpool) holding its
+ * context region and arenas under its quota. Standalone (no coordinator)
+ * the node keeps its own store of agents (node/store.h).
  *
  * The pure parts (state pairing rules, context layout, checkpoint
  * pack/unpack, the table) are exposed here for tests/test_node.c.
