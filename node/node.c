@@ -72,6 +72,8 @@ struct node {
 	double ready_ms;           /* boot time when node_start returned */
 	int quiet_spawn;           /* 1: no log line per spawn (a mass spawn logs a summary) */
 	int want_rpc;              /* the Node service runs (always with a coordinator) */
+	pthread_t loader;          /* loads lazy agents after boot */
+	int loader_started;
 	node_models models;
 	node_table table;
 	node_peers *peers;
@@ -218,19 +220,20 @@ typedef struct agent_view {
 
 static void agent_view_fill(node *n, node_agent *a, agent_view *v)
 {
+	int loaded = __atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE);   /* its state pairs and model are set */
 	aidos__agent_info__init(&v->ai);
 	v->ai.name = a->name;
 	v->ai.model_path = a->model_path;
 	v->ai.node = n->name;
 	v->ai.priority = a->priority;
-	v->ai.stateful = a->stateful;
-	for (int i = 0; i < a->n_state; i++) {
+	v->ai.stateful = loaded ? a->stateful : a->want_stateful;
+	for (int i = 0; loaded && i < a->n_state; i++) {
 		aidos__state_pair__init(&v->sp[i]);
 		v->sp[i].input = a->state[i].input;
 		v->sp[i].output = a->state[i].output;
 		v->spp[i] = &v->sp[i];
 	}
-	v->ai.n_state = (size_t)a->n_state;
+	v->ai.n_state = loaded ? (size_t)a->n_state : 0;
 	v->ai.state = v->spp;
 	v->ai.device = a->device;
 	v->ai.context_node = a->stateful ? n->name : (char *)"";
@@ -243,7 +246,7 @@ static void agent_view_fill(node *n, node_agent *a, agent_view *v)
 	mpool_usage_get(a->pool, &pu);
 	/* weights (shared, counted per agent as the placement needs them) +
 	 * what its pool holds: context region and arenas */
-	v->ai.mem_bytes = node_model_bytes(a->model) + pu.used;
+	v->ai.mem_bytes = (loaded ? node_model_bytes(a->model) : 0) + pu.used;
 	pthread_mutex_unlock(&a->smu);
 }
 
@@ -418,7 +421,7 @@ static int drop_agent(node *n, const char *name, const char *why, char *err, siz
 		a->ctx_mem = NULL;
 	}
 	pthread_mutex_unlock(&a->mu);
-	if (a->stateful) {
+	if (a->stateful || a->want_stateful) {
 		ckpt_path(n, a->name, path, sizeof path);
 		unlink(path);
 	}
@@ -539,6 +542,63 @@ static int bind_inputs(node_agent *a, const Aidos__InferRequest *req, aidos_tens
 	return k;   /* the dispatcher's worker appends the state */
 }
 
+/* Finishes a lazy agent: model, session, state, then its local checkpoint.
+ * The caller holds a->mu. */
+static int agent_finish_load(node *n, node_agent *a, char *err, size_t errlen)
+{
+	if (__atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE))
+		return 0;
+	int failed_before = a->load_rc != 0;
+	double t0 = mono_msf();
+	int rc = node_agent_load(a, err, errlen);
+	if (rc) {
+		if (!failed_before)
+			LOGE(n, "agent %s cannot load: %s", a->name, err);
+		return rc;
+	}
+	const char *from = "";
+	if (a->stateful)
+		from = ckpt_load_local(n, a) ? ", state from the local checkpoint" : ", state from zeros";
+	node_agent_set_idle(a);   /* only now: the state is the restored one */
+	LOGI(n, "agent %s loaded in %.1f ms (model shared by %d agents%s)", a->name, mono_msf() - t0,
+	     node_model_refs(&n->models, a->model), from);
+	return 0;
+}
+
+/* The dispatcher's loader hook (node_disp_set_loader). */
+static int disp_load(void *ctx, node_agent *a, char *err, size_t errlen)
+{
+	return agent_finish_load(ctx, a, err, errlen);
+}
+
+/* After the ready line: loads the agents the boot left lazy, in name
+ * order, so their first requests find them ready. A request that comes
+ * first loads its agent itself (under the same mutex). */
+static void *loader_main(void *arg)
+{
+	node *n = arg;
+	node_agent **list;
+	int cnt;
+	if (node_table_list(&n->table, &list, &cnt))
+		return NULL;
+	double t0 = mono_msf();
+	int k = 0;
+	for (int i = 0; i < cnt; i++) {
+		node_agent *a = list[i];
+		if (!__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE) && !__atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE)) {
+			char e[600];
+			pthread_mutex_lock(&a->mu);
+			k += !agent_finish_load(n, a, e, sizeof e);
+			pthread_mutex_unlock(&a->mu);
+		}
+		node_agent_unref(a);
+	}
+	pool_free(list);
+	if (k)
+		LOGI(n, "%d agents loaded after boot in %.1f ms", k, mono_msf() - t0);
+	return NULL;
+}
+
 /* A request of the data plane or Node.Infer on its way through the
  * dispatcher: done() turns the outputs into the reply and emits it on the
  * worker, while the outputs are valid. */
@@ -597,6 +657,15 @@ static int serve(void *ctx, const Aidos__InferRequest *req, node_emit_fn emit, v
 		return fail(err, errlen, AIDOS_E_INVALID, "invalid agent name '%.64s'", req->agent);
 	if (!(a = node_table_get(&n->table, req->agent)))
 		return fail(err, errlen, AIDOS_E_NOTFOUND, "no agent '%s' on node %s", req->agent, n->name);
+	if (!__atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE)) {   /* bind_inputs needs its model */
+		pthread_mutex_lock(&a->mu);
+		rc = agent_finish_load(n, a, err, errlen);
+		pthread_mutex_unlock(&a->mu);
+		if (rc) {
+			node_agent_unref(a);
+			return rc;
+		}
+	}
 	if ((k = bind_inputs(a, req, in, err, errlen)) < 0) {
 		node_agent_unref(a);
 		return k;
@@ -1422,7 +1491,7 @@ static void ckpt_save_all(node *n)
 	for (int i = 0; i < cnt; i++) {
 		node_agent *a = list[i];
 		node_ckpt c;
-		if (a->stateful && a->version &&
+		if (__atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE) && a->stateful && a->version &&
 		    !node_ckpt_pack(a->name, a->state, a->n_state, a->ctx, a->ctx_len, a->version, &c)) {
 			size_t len = protobuf_c_message_get_packed_size(&c.msg.base);
 			uint8_t *buf = pool_malloc(len ? len : 1);
@@ -1460,8 +1529,9 @@ static int restore_one(void *ctx, const node_spawn_spec *s, const char *where)
 {
 	restore_ctx *r = ctx;
 	node_agent_spec sp;
-	node_agent *a;
-	char e[600];
+	node_agent *a = NULL;
+	char e[600] = "";
+	int rc;
 	if (!s) {
 		LOGE(r->n, "restore: %s is unreadable or malformed; skipped", where);
 		r->failed++;
@@ -1472,10 +1542,17 @@ static int restore_one(void *ctx, const node_spawn_spec *s, const char *where)
 		return 0;
 	}
 	spec_to_agent_spec(s, &sp);
-	if (spawn_sp(r->n, &sp, NULL, 1, NULL, e, sizeof e)) {
-		LOGE(r->n, "restore of agent %s (%s) failed: %s", s->name, where, e);
+	/* Lazy: the model is decoded after the ready line (loader_main) or by
+	 * the agent's first request, so boot does not wait for every model. */
+	if ((rc = node_agent_create_lazy(&r->n->models, r->n->x, &sp, &a, e, sizeof e)) ||
+	    (rc = node_table_add(&r->n->table, a))) {
+		if (a && rc)
+			node_agent_unref(a);
+		LOGE(r->n, "restore of agent %s (%s) failed: %s", s->name, where,
+		     rc == -EEXIST ? "an agent of that name exists" : e);
 		r->failed++;
 	} else {
+		node_agent_unref(a);
 		r->ok++;
 	}
 	return 0;
@@ -1492,6 +1569,7 @@ int node_start(node *n, char *err, size_t errlen)
 	int rw = n->o.run_workers > 0 ? n->o.run_workers : (int)n->cores;
 	if ((rc = node_disp_create(rw, n->o.pin, n->o.rt_prio, n, &n->disp, err, errlen)))
 		return rc;
+	node_disp_set_loader(n->disp, disp_load, n);
 	LOGI(n, "dispatcher: %d workers%s%s, queue %d per device (%.1f ms)", rw, n->o.pin ? " pinned to cores" : "",
 	     rw >= 2 ? (n->o.rt_prio > 0 ? ", the last kept for the top priority class (SCHED_FIFO)"
 					 : ", the last kept for the top priority class") : "",
@@ -1558,6 +1636,8 @@ int node_start(node *n, char *err, size_t errlen)
 	if (n->standalone) {
 		n->boot_ms = mono_msf() - n->o.t0_ms;
 		n->ready_ms = n->boot_ms;
+		if (r.ok && !n->o.no_preload && !pthread_create(&n->loader, NULL, loader_main, n))
+			n->loader_started = 1;
 		return 0;
 	}
 
@@ -1596,6 +1676,8 @@ void node_destroy(node *n)
 	node_stop(n);
 	if (n->hb_started)
 		pthread_join(n->hb, NULL);
+	if (n->loader_started)
+		pthread_join(n->loader, NULL);
 	node_dp_stop(n->dp);
 	n->dp = NULL;
 	/* Handlers are short (the longest, ImportContext, pulls for at most
@@ -1727,8 +1809,10 @@ static void agent_stat_fill(node_agent *a, node_agent_stat *o)
 	o->stateful = a->stateful;
 	o->rejected = __atomic_load_n(&a->rejected, __ATOMIC_RELAXED);
 	o->est_ns = __atomic_load_n(&a->est_ns[a->dev], __ATOMIC_RELAXED);
-	o->weights_bytes = node_model_bytes(a->model);
-	o->context_bytes = a->ctx_len;
+	int loaded = __atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE);
+	o->stateful = loaded ? a->stateful : a->want_stateful;
+	o->weights_bytes = loaded ? node_model_bytes(a->model) : 0;
+	o->context_bytes = loaded ? a->ctx_len : 0;
 	pthread_mutex_lock(&a->smu);
 	o->state = a->state_now;
 	o->requests = a->requests;

@@ -188,6 +188,15 @@ typedef struct node_agent {
 	uint64_t quota_errors;     /* requests failed by its quota: under smu */
 	int suspended;             /* atomic: requests refused until resumed */
 
+	/* Lazy agents (a standalone boot): the model is decoded, the state
+	 * paired and the session made by node_agent_load, under mu. */
+	int loaded;                /* atomic: model, session, state and ctx are set */
+	int want_stateful;
+	char **ex;                 /* [2 * n_ex] explicit pairs in, out (owned) until loaded */
+	int n_ex;
+	int load_rc;               /* under mu: a load that failed (answered again, not retried) */
+	char load_err[300];
+
 	pthread_mutex_t mu;        /* one request at a time; ExportContext */
 	int frozen;                /* under mu and smu: requests are redirected */
 
@@ -228,6 +237,18 @@ typedef struct node_agent_spec {
  * context region does not fit the quota), AIDOS_E_NOMEM. */
 int node_agent_create(node_models *ms, xport *x, const node_agent_spec *sp, node_agent **out, char *err,
 		      size_t errlen);
+/* The cheap half of node_agent_create: checks the spec (and that the model
+ * file exists), copies it, makes the pool; state LOADING, loaded 0. The
+ * rest is node_agent_load. refs = 1. Errors as node_agent_create. */
+int node_agent_create_lazy(node_models *ms, xport *x, const node_agent_spec *sp, node_agent **out, char *err,
+			   size_t errlen);
+/* Loads a lazy agent (model shared or decoded, state pairs, context region,
+ * session). The caller holds a->mu and, once it has restored what it
+ * restores (a checkpoint), calls node_agent_set_idle. A load that failed
+ * fails again with the same message. 0 when already loaded. */
+int node_agent_load(node_agent *a, char *err, size_t errlen);
+/* LOADING -> IDLE (other states are left alone). */
+void node_agent_set_idle(node_agent *a);
 void node_agent_ref(node_agent *a);
 /* Drops a reference; the last one frees the agent (releasing its region's
  * registration and its model reference). */
@@ -274,6 +295,9 @@ void node_disp_destroy(node_disp *d);
 int node_disp_submit(node_disp *d, node_job *j, char *err, size_t errlen);
 int node_disp_run(node_disp *d, node_job *j, char *err, size_t errlen);
 void node_disp_counts_get(node_disp *d, node_disp_counts *c);
+/* How a worker loads a lazy agent on its first request (called with a->mu
+ * held). Set before the first submit. */
+void node_disp_set_loader(node_disp *d, int (*fn)(void *ctx, node_agent *a, char *err, size_t errlen), void *ctx);
 
 /* ---- the node ---- */
 
@@ -286,6 +310,7 @@ typedef struct node_opts {
 	const char *socket;        /* local clients' unix socket path (node/ipc*.c); NULL: none */
 	int pin;                   /* 1: pin dispatcher workers to cores */
 	int rt_prio;               /* > 0: the top-class worker runs SCHED_FIFO at this priority */
+	int no_preload;            /* 1: lazy agents load on their first request only (tests) */
 	int no_grpc;               /* standalone: 1 = no Node service (gRPC) at all */
 	const char *listen;        /* RPC listen address; NULL: 0.0.0.0:0 */
 	const char *advertise;     /* address others use; NULL: derived */

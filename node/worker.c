@@ -71,6 +71,8 @@ struct node_disp {
 	devq dev[NODE_MAX_DEVICES];
 	int pin;
 	int rt_prio;               /* > 0: the reserved worker runs SCHED_FIFO at this priority */
+	int (*load)(void *ctx, node_agent *a, char *err, size_t errlen);  /* a lazy agent's first run */
+	void *load_ctx;
 	int cpus[CPU_SETSIZE];
 	int ncpu;
 	const node *logn;
@@ -189,6 +191,30 @@ static void run_one(devq *dq, node_job *j)
 		__atomic_add_fetch(&dq->failed, 1, __ATOMIC_RELAXED);
 		finish(j, AIDOS_E_NOTFOUND, err);
 		return;
+	}
+
+	/* A lazy agent loads on its first request (or earlier, by the node's
+	 * loader thread): under mu, as the load requires. */
+	if (!__atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE)) {
+		rc = dq->d->load ? dq->d->load(dq->d->load_ctx, a, err, sizeof err) : AIDOS_E_NOTFOUND;
+		for (int i = 0; !rc && i < j->nin; i++)
+			for (int s = 0; s < a->n_state; s++)
+				if (j->in[i].name && !strcmp(j->in[i].name, a->state[s].input)) {
+					snprintf(err, sizeof err, "agent %s: tensor '%.128s' is the agent's state; do not send it",
+						 a->name, j->in[i].name);
+					rc = AIDOS_E_INVALID;
+				}
+		if (rc) {
+			pthread_mutex_lock(&a->smu);
+			a->errors++;
+			if (a->state_now == NODE_AGENT_INFER)
+				a->state_now = NODE_AGENT_LOADING;
+			pthread_mutex_unlock(&a->smu);
+			pthread_mutex_unlock(&a->mu);
+			__atomic_add_fetch(&dq->failed, 1, __ATOMIC_RELAXED);
+			finish(j, rc, err);
+			return;
+		}
 	}
 
 	/* The request's tensors, then the state from the context region. */
@@ -598,6 +624,12 @@ int node_disp_run(node_disp *d, node_job *j, char *err, size_t errlen)
 	while (!__atomic_load_n(&flag, __ATOMIC_ACQUIRE))
 		futex_wait(&flag, 0);
 	return 0;
+}
+
+void node_disp_set_loader(node_disp *d, int (*fn)(void *ctx, node_agent *a, char *err, size_t errlen), void *ctx)
+{
+	d->load = fn;
+	d->load_ctx = ctx;
 }
 
 void node_disp_counts_get(node_disp *d, node_disp_counts *c)

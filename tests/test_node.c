@@ -1396,6 +1396,19 @@ static void test_kern_restart(void **st)
 	n = standalone(dir, 1);
 	node_agent_stat a;
 	assert_int_equal(node_agent_info(n, "j", &a), 0);
+	/* Restored lazily: loading until the node's loader (or a first
+	 * request) decodes its model, then idle. */
+	assert_true(!strcmp(node_agent_state_name(a.state), "loading") || !strcmp(node_agent_state_name(a.state), "idle"));
+	for (int t = 0; t < 60000; t++) {
+		node_agent_stat b1, b2;
+		node_agent_info(n, "j", &b1);
+		node_agent_info(n, "v", &b2);
+		if (b1.state == NODE_AGENT_IDLE && b2.state == NODE_AGENT_IDLE)
+			break;
+		usleep(1000);
+	}
+	assert_int_equal(node_agent_info(n, "j", &a), 0);
+	assert_string_equal(node_agent_state_name(a.state), "idle");
 	assert_int_equal(a.priority, 7);
 	assert_int_equal(a.pool.quota, 16 << 20);
 	assert_int_equal(node_agent_info(n, "v", &a), 0);
@@ -1418,10 +1431,23 @@ static void test_kern_restart(void **st)
 	fputs("agent bad model=%ZZ\n", f);
 	fclose(f);
 	node_destroy(n);
-	n = standalone(dir, 1);
-	node_stats(n, &(node_stat){ 0 });
+	/* Without the loader thread: j stays "loading" until its first
+	 * request, which loads it on the worker and is served. */
+	node_opts o = { .name = "solo", .data_dir = dir, .run_workers = 1, .no_preload = 1 };
+	assert_int_equal(node_create(&o, &n, err, sizeof err), 0);
+	assert_int_equal(node_start(n, err, sizeof err), 0);
 	assert_int_equal(node_agent_info(n, "j", &a), 0);
+	assert_string_equal(node_agent_state_name(a.state), "loading");
+	assert_int_equal(a.weights_bytes, 0);
 	assert_int_equal(node_agent_info(n, "bad", &a), AIDOS_E_NOTFOUND);
+	node_agent *jj = node_agent_find(n, "j");
+	job_set(&r, 5, jj, &T_j, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_run(n, &r.j[5], err, sizeof err), 0);
+	assert_int_equal(r.rc[5], 0);
+	assert_int_equal(node_agent_info(n, "j", &a), 0);
+	assert_string_equal(node_agent_state_name(a.state), "idle");
+	assert_true(a.weights_bytes > 0);
+	node_agent_unref(jj);
 	node_destroy(n);
 	rm_tmp(dir);
 }
