@@ -1586,7 +1586,13 @@ int node_start(node *n, char *err, size_t errlen)
 		return fail(err, errlen, rc, "agent store %s: %s", n->ckpt_dir, strerror(-rc));
 	}
 	int stored = r.ok;
-	for (int i = 0; i < n->o.n_boot_agents; i++)
+	/* With a coordinator it places the agents (and registration drops
+	 * any it does not list): the config's agent lines are for a
+	 * standalone node. */
+	if (!n->standalone && n->o.n_boot_agents)
+		LOGW(n, "%d agent lines of the config ignored: the coordinator %s places agents (aidosctl place)",
+		     n->o.n_boot_agents, n->coord_addr);
+	for (int i = 0; n->standalone && i < n->o.n_boot_agents; i++)
 		restore_one(&r, &n->o.boot_agents[i], "the config");
 	n->quiet_spawn = 0;
 	if (r.ok || r.failed)
