@@ -522,6 +522,9 @@ static void agent_free(node_agent *a)
 	if (a->ctx_mem && a->x)
 		xport_mem_release(a->x, a->ctx_mem);
 	aidos_session_destroy(a->sess);   /* its arena goes back to the pool */
+	aidos_session_destroy(a->bsess);
+	if (a->stage)
+		mpool_free(a->pool, a->stage);
 	if (a->model)
 		node_model_put(a->models, a->model);
 	node_state_free(a->state, a->n_state);
@@ -590,6 +593,7 @@ int node_agent_create_lazy(node_models *ms, xport *x, const node_agent_spec *sp,
 	a->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
 	a->quota = sp->quota;
 	a->deadline_ms = sp->deadline_ms;
+	a->batch_max = sp->batch_max > 1 ? (sp->batch_max > 8 ? 8 : sp->batch_max) : 1;
 	snprintf(a->name, sizeof a->name, "%s", sp->name);
 	a->priority = sp->priority;
 	a->model_path = pool_strndup(sp->model_path, strlen(sp->model_path));
@@ -687,6 +691,10 @@ int node_agent_load(node_agent *a, char *err, size_t errlen)
 		goto fail;
 	}
 	a->stateful = a->n_state > 0;
+	/* Fusable: stateless, and every input has a symbolic first dimension. */
+	a->batchable = a->batch_max > 1 && !a->stateful && nin > 0;
+	for (int i = 0; a->batchable && i < nin; i++)
+		a->batchable = ins[i].rank >= 1 && ins[i].dims[0] < 0;
 	__atomic_store_n(&a->loaded, 1, __ATOMIC_RELEASE);   /* every field above before the flag */
 	return 0;
 fail:

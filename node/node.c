@@ -1475,7 +1475,8 @@ static void store_put(node *n, node_agent *a)
 	}
 	node_spawn_spec sp = { .name = a->name, .model_path = a->model_path, .device = a->device,
 			       .priority = a->priority, .quota = a->quota, .deadline_ms = a->deadline_ms,
-			       .stateful = a->stateful, .ex_in = in, .ex_out = out, .n_ex = a->n_state };
+			       .stateful = a->stateful, .ex_in = in, .ex_out = out, .n_ex = a->n_state,
+			       .batch_max = a->batch_max };
 	if (node_store_put(n->ckpt_dir, &sp, e, sizeof e))
 		LOGW(n, "agent store: %s", e);
 }
@@ -1522,7 +1523,7 @@ static void spec_to_agent_spec(const node_spawn_spec *s, node_agent_spec *sp)
 	*sp = (node_agent_spec){ .name = s->name, .model_path = s->model_path, .device = s->device,
 				 .priority = s->priority, .stateful = s->stateful || s->n_ex, .ex_in = s->ex_in,
 				 .ex_out = s->ex_out, .n_ex = s->n_ex, .quota = s->quota,
-				 .deadline_ms = s->deadline_ms };
+				 .deadline_ms = s->deadline_ms, .batch_max = s->batch_max };
 }
 
 static int restore_one(void *ctx, const node_spawn_spec *s, const char *where)
@@ -1824,6 +1825,8 @@ static void agent_stat_fill(node_agent *a, node_agent_stat *o)
 	o->requests = a->requests;
 	o->errors = a->errors;
 	o->quota_errors = a->quota_errors;
+	o->fused = a->fused;
+	o->batch_max = a->batch_max;
 	o->latency_ms = a->latency_ms;
 	pthread_mutex_unlock(&a->smu);
 	mpool_usage_get(a->pool, &o->pool);

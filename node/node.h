@@ -197,6 +197,14 @@ typedef struct node_agent {
 	int load_rc;               /* under mu: a load that failed (answered again, not retried) */
 	char load_err[300];
 
+	/* Fusion along dimension 0 (node/worker.c run_fused), under mu. */
+	int batch_max;             /* > 1: up to this many queued requests run as one */
+	int batchable;             /* set at load: stateless, every input's dim 0 symbolic */
+	aidos_session *bsess;      /* the fused plan's own session (the single one keeps its plan) */
+	void *stage;               /* concatenated inputs, a block of its pool */
+	size_t stage_len;
+	uint64_t fused;            /* requests served in fused runs */
+
 	pthread_mutex_t mu;        /* one request at a time; ExportContext */
 	int frozen;                /* under mu and smu: requests are redirected */
 
@@ -228,6 +236,7 @@ typedef struct node_agent_spec {
 	int n_ex;
 	uint64_t quota;            /* pool quota in bytes, 0: the default window */
 	uint32_t deadline_ms;      /* default request deadline, 0: none */
+	int batch_max;             /* > 1: fuse up to this many queued requests along dim 0 */
 } node_agent_spec;
 
 /* Loads (or shares) the model, creates the agent's pool (quota), the
@@ -358,6 +367,10 @@ typedef struct node_spawn_spec {
 	int stateful;              /* pair state by the naming rules */
 	const char *const *ex_in, *const *ex_out;  /* explicit state pairs */
 	int n_ex;
+	int batch_max;             /* > 1: fuse up to this many (<= 8) queued requests along dim
+	                              0 when the model takes a symbolic batch dimension on every
+	                              input and the agent is stateless; the model must treat the
+	                              rows independently */
 } node_spawn_spec;
 
 /* Spawns an agent on this node and records it in the node's store
@@ -387,6 +400,8 @@ typedef struct node_agent_stat {
 	uint32_t deadline_ms;
 	int stateful;
 	uint64_t requests, errors, rejected, quota_errors;
+	uint64_t fused;            /* of requests, served in fused (batched) runs */
+	int batch_max;
 	double latency_ms;         /* moving average of run time */
 	uint64_t est_ns;           /* the dispatcher's estimate on its device */
 	uint64_t weights_bytes;    /* its model's (shared) */

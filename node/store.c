@@ -5,7 +5,7 @@
  *
  * One agent per line (agent lines), words separated by blanks:
  *   agent NAME model=PATH [priority=P] [quota=BYTES[K|M|G]] [deadline_ms=D]
- *         [device=cpu] [stateful=0|1] [state=IN:OUT,IN:OUT...]
+ *         [device=cpu] [stateful=0|1] [state=IN:OUT,IN:OUT...] [batch=N]
  * Values are percent-encoded where they hold a blank, '%', ',', ':', '=' or
  * a control byte (%XX), so any path or tensor name round-trips. The config
  * file has `key = value` lines (name, coord, data_dir, listen, advertise,
@@ -83,6 +83,8 @@ int node_spec_format(const node_spawn_spec *s, char *buf, size_t len)
 		    s->deadline_ms);
 	k = put_enc(buf, len, k, s->device && s->device[0] ? s->device : "cpu");
 	k = put_raw(buf, len, k, " stateful=%d", s->stateful ? 1 : 0);
+	if (s->batch_max > 1)
+		k = put_raw(buf, len, k, " batch=%d", s->batch_max);
 	for (int i = 0; i < s->n_ex; i++) {
 		k = put_raw(buf, len, k, i ? "," : " state=");
 		k = put_enc(buf, len, k, s->ex_in[i]);
@@ -236,6 +238,9 @@ int node_spec_parse(const char *line, node_spec_buf *b, char *err, size_t errlen
 			bad = strlen(v) >= sizeof b->device;
 			if (!bad)
 				snprintf(b->device, sizeof b->device, "%s", v);
+		} else if (KEY("batch")) {
+			bad = parse_num(v, 1, 8, &x);
+			b->s.batch_max = (int)x;
 		} else if (KEY("stateful")) {
 			bad = parse_num(v, 0, 1, &x);
 			b->s.stateful = (int)x;

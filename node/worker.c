@@ -35,6 +35,7 @@
 
 #include "node/dispatch.h"
 #include "node/node.h"
+#include "node/wire.h"
 #include "pools/pools.h"
 
 #define SPIN_NS 50000ull          /* idle spin before the futex sleep: 50 us */
@@ -336,6 +337,151 @@ static void pin_self(struct node_disp *d, int i)
 	pthread_setaffinity_np(pthread_self(), sizeof set, &set);   /* advice: failure is harmless */
 }
 
+/* Bytes of a tensor (0: unknown dtype or overflow). */
+static size_t tensor_bytes(const aidos_tensor *t)
+{
+	size_t n = aidos_wire_dtype_size(t->dtype);
+	for (int d = 0; n && d < t->rank; d++)
+		if (t->dims[d] < 0 || __builtin_mul_overflow(n, (size_t)t->dims[d], &n))
+			return 0;
+	return n;
+}
+
+/* Fuses the first requests of a group of one agent into one run along
+ * dimension 0: their inputs are copied one after another into the agent's
+ * staging block (its pool), its fused session runs [B, ...], and each
+ * request gets views of its row of every output (no copy). Only when the
+ * agent is batchable (stateless, symbolic dim 0 on every input) and the
+ * requests agree on names, types and the other dimensions, each with dim
+ * 0 = 1. Returns how many requests it served (0: none, the caller runs
+ * them one by one, which also reports any error in its own words). */
+static int run_fused(devq *dq, node_job **jobs, int k)
+{
+	node_agent *a = jobs[0]->agent;
+	node_job *j0 = jobs[0];
+	int B = k < a->batch_max ? k : a->batch_max, nin = j0->nin;
+	size_t per[NODE_MAX_INPUTS], total = 0;
+	uint64_t t0 = now_ns();
+
+	if (nin < 1 || nin > NODE_MAX_INPUTS)
+		return 0;
+	for (int i = 0; i < nin; i++) {
+		const aidos_tensor *t = &j0->in[i];
+		if (t->rank < 1 || t->dims[0] != 1 || !t->data || !t->name || !(per[i] = tensor_bytes(t)))
+			return 0;
+		total += pool_align_up(per[i] * (size_t)a->batch_max, POOL_ALIGN);
+	}
+	for (int b = 1; b < B; b++) {   /* the longest compatible prefix */
+		const node_job *j = jobs[b];
+		int ok = j->nin == nin && !(j->dr.deadline_ns && t0 > j->dr.deadline_ns);
+		for (int i = 0; ok && i < nin; i++) {
+			const aidos_tensor *x = &j->in[i], *y = &j0->in[i];
+			ok = x->name && !strcmp(x->name, y->name) && x->dtype == y->dtype && x->rank == y->rank && x->data &&
+			     !memcmp(x->dims, y->dims, (size_t)x->rank * sizeof x->dims[0]);
+		}
+		if (!ok) {
+			B = b;
+			break;
+		}
+	}
+	if (B < 2 || (j0->dr.deadline_ns && t0 > j0->dr.deadline_ns))
+		return 0;
+
+	pthread_mutex_lock(&a->mu);
+	pthread_mutex_lock(&a->smu);
+	int usable = __atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE) && a->batchable && !a->frozen &&
+		     a->state_now != NODE_AGENT_DEAD;
+	if (usable)
+		a->state_now = NODE_AGENT_INFER;
+	pthread_mutex_unlock(&a->smu);
+	if (!usable)
+		goto no;
+	/* Staging and the fused session: made once, at the first fused run
+	 * (planning time, not per request); a quota that cannot hold them
+	 * simply means no fusion. */
+	if (a->stage_len < total) {
+		if (a->stage)
+			mpool_free(a->pool, a->stage);
+		a->stage = NULL;
+		a->stage_len = 0;
+		if (mpool_alloc(a->pool, total, &a->stage))
+			goto idle;
+		a->stage_len = total;
+	}
+	char why[300];
+	if (!a->bsess && aidos_session_create(node_model_handle(a->model), NULL, &a->bsess, why, sizeof why))
+		goto idle;
+	aidos_tensor in[NODE_MAX_INPUTS];
+	unsigned char *st = a->stage;
+	for (int i = 0; i < nin; i++) {
+		in[i] = j0->in[i];
+		in[i].dims[0] = B;
+		in[i].data = st;
+		for (int b = 0; b < B; b++)
+			memcpy(st + (size_t)b * per[i], jobs[b]->in[i].data, per[i]);
+		st += pool_align_up(per[i] * (size_t)a->batch_max, POOL_ALIGN);
+	}
+	mpool *old = mpool_set_current(a->pool);
+	uint64_t t1 = now_ns();
+	int rc = aidos_session_run(a->bsess, nin, in);
+	uint64_t t2 = now_ns();
+	mpool_set_current(old);
+	int nout = aidos_model_n_outputs(node_model_handle(a->model));
+	aidos_tensor o[NODE_MAX_INPUTS];
+	size_t orow[NODE_MAX_INPUTS];
+	for (int i = 0; !rc && i < nout; i++) {
+		aidos_session_output(a->bsess, i, &o[i]);
+		size_t bytes = tensor_bytes(&o[i]);
+		/* Every output must carry the batch in dim 0, or the rows cannot
+		 * be handed out: run them one by one instead. */
+		if (nout > NODE_MAX_INPUTS || o[i].rank < 1 || o[i].dims[0] != B || !bytes)
+			rc = AIDOS_E_SHAPE;
+		else
+			orow[i] = bytes / (size_t)B;
+	}
+	for (int b = 0; !rc && b < B; b++)
+		if (jobs[b]->nout < nout)
+			rc = AIDOS_E_RANGE;
+	if (rc)
+		goto idle;
+	double each_ms = (double)(t2 - t1) / 1e6 / B;
+	/* Counted before the replies go: whoever hears a reply sees it. */
+	pthread_mutex_lock(&a->smu);
+	a->requests += (uint64_t)B;
+	a->fused += (uint64_t)B;
+	a->latency_ms = a->requests == (uint64_t)B ? each_ms : 0.9 * a->latency_ms + 0.1 * each_ms;
+	pthread_mutex_unlock(&a->smu);
+	for (int b = 0; b < B; b++) {
+		node_job *j = jobs[b];
+		for (int i = 0; i < nout; i++) {
+			j->out[i] = o[i];
+			j->out[i].dims[0] = 1;
+			j->out[i].data = (unsigned char *)o[i].data + (size_t)b * orow[i];
+		}
+		j->nout = nout;
+		j->exec_ms = each_ms;
+		j->queued_ns = t1 - j->t_submit;
+		finish(j, 0, NULL);   /* the job is the submitter's again after this */
+	}
+	pthread_mutex_lock(&a->smu);
+	a->state_now = NODE_AGENT_IDLE;
+	pthread_mutex_unlock(&a->smu);
+	pthread_mutex_unlock(&a->mu);
+	pthread_spin_lock(&dq->lk);
+	a->est_ns[dq->index] = disp_est_update(a->est_ns[dq->index], (t2 - t1) / (uint64_t)B);
+	pthread_spin_unlock(&dq->lk);
+	__atomic_add_fetch(&dq->completed, (uint64_t)B, __ATOMIC_RELAXED);
+	return B;
+idle:
+	pthread_mutex_lock(&a->smu);
+	if (a->state_now == NODE_AGENT_INFER)
+		a->state_now = NODE_AGENT_IDLE;
+	pthread_mutex_unlock(&a->smu);
+no:
+	pthread_mutex_unlock(&a->mu);
+	return 0;
+}
+
 /* Under dq->lk, after a run: should another (non-reserved) worker be
  * woken? The finisher loops and takes the first runnable request it may
  * take; wake another for a second one, or, when the finisher is the
@@ -417,7 +563,14 @@ static void *worker_main(void *arg)
 
 		if (k) {
 			node_agent *a = job_of(g[0])->agent;
-			for (int t = 0; t < k; t++)
+			int t = 0;
+			if (k >= 2 && a->batch_max > 1) {
+				node_job *jobs[NODE_GROUP_MAX];
+				for (int q = 0; q < k; q++)
+					jobs[q] = job_of(g[q]);
+				t = run_fused(dq, jobs, k);
+			}
+			for (; t < k; t++)
 				run_one(dq, job_of(g[t]));
 			pthread_spin_lock(&dq->lk);
 			a->running = 0;
