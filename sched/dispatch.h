@@ -29,8 +29,8 @@
  *
  * Batching (disp_group): the chosen request and the same agent's requests
  * right behind it in dispatch order (up to a maximum) run as one group:
- * one pick, the plan and weights hot in cache, and the order kept. See docs/architecture.md
- * for what is (and is not) fused along dimension 0.
+ * one pick, the plan and weights hot in cache, and the order kept; node/worker.c fuses a
+ * batchable agent's group along dimension 0 (docs/architecture.md says when).
  *
  *   disp_queue q;  disp_req *slots[64];
  *   disp_queue_init(&q, slots, 64);
