@@ -1525,7 +1525,7 @@ static void test_kern_lines(void **st)
 	char err[300], line[1024];
 	const char *in[] = { "h", "c x" }, *out[] = { "hn", "c:n" };
 	node_spawn_spec s = { .name = "a.1", .model_path = "/m dir/x=y.onnx", .priority = -3, .quota = 3 << 20,
-			      .deadline_ms = 40, .stateful = 1, .ex_in = in, .ex_out = out, .n_ex = 2 };
+			      .deadline_ms = 40, .stateful = 1, .ex_in = in, .ex_out = out, .n_ex = 2, .batch_max = 4 };
 	int k = node_spec_format(&s, line, sizeof line);
 	assert_true(k > 0);
 	assert_int_equal(node_spec_parse(line, &b, err, sizeof err), 0);
@@ -1537,6 +1537,7 @@ static void test_kern_lines(void **st)
 	assert_int_equal(b.s.n_ex, 2);
 	assert_string_equal(b.s.ex_in[1], "c x");
 	assert_string_equal(b.s.ex_out[1], "c:n");
+	assert_int_equal(b.s.batch_max, 4);
 	node_spec_buf_fini(&b);
 	assert_int_equal(node_spec_parse("agent x model=/a quota=2G", &b, err, sizeof err), 0);
 	assert_int_equal(b.s.quota, 2ull << 30);
