@@ -20,6 +20,11 @@ CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Wno-unused-parameter \
            -Wshadow -Wstrict-prototypes -Wvla -fPIC -pthread -Iinclude -I. -I$(BUILD)/gen
 LDLIBS  := -lgrpc -lgpr -lprotobuf-c -lucp -lucs -lm -pthread
+# libnuma (libnuma-dev, tools/deps.sh) binds agent pools to a NUMA node.
+ifneq ($(wildcard /usr/include/numa.h),)
+CFLAGS  += -DAIDOS_HAVE_NUMA
+LDLIBS  += -lnuma
+endif
 LDFLAGS += $(LDSAN)
 
 # Library sources: every module's .c files (tools and mains excluded).

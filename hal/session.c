@@ -37,6 +37,9 @@ const char *aidos_strerror(int code)
 	case AIDOS_E_TRUNCATED: return "truncated data";
 	case AIDOS_E_RANGE: return "value out of range";
 	case AIDOS_E_RUNTIME: return "runtime failure";
+	case AIDOS_E_DEADLINE: return "deadline cannot be met";
+	case AIDOS_E_BUSY: return "queue full";
+	case AIDOS_E_QUOTA: return "memory quota exceeded";
 	default:
 		return code < 0 && code > -4096 ? strerror(-code) : "unknown error";
 	}

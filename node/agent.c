@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "node/node.h"
 #include "node/wire.h"
@@ -478,6 +479,21 @@ size_t node_model_bytes(const node_model *m)
 	return m->bytes;
 }
 
+int node_models_count(node_models *ms, uint64_t *bytes)
+{
+	int k = 0;
+	uint64_t b = 0;
+	pthread_mutex_lock(&ms->mu);
+	for (node_model *m = ms->list; m; m = m->next) {
+		k++;
+		b += m->bytes;
+	}
+	pthread_mutex_unlock(&ms->mu);
+	if (bytes)
+		*bytes = b;
+	return k;
+}
+
 int node_model_refs(node_models *ms, const node_model *m)
 {
 	pthread_mutex_lock(&ms->mu);
@@ -488,17 +504,37 @@ int node_model_refs(node_models *ms, const node_model *m)
 
 /* ---- agents ---- */
 
+const char *node_agent_state_name(int state_now)
+{
+	switch (state_now) {
+	case NODE_AGENT_LOADING: return "loading";
+	case NODE_AGENT_IDLE: return "idle";
+	case NODE_AGENT_INFER: return "infer";
+	case NODE_AGENT_SYNC: return "sync";
+	case NODE_AGENT_SUSPENDED: return "suspended";
+	case NODE_AGENT_DEAD: return "dead";
+	default: return "unknown";
+	}
+}
+
 static void agent_free(node_agent *a)
 {
 	if (a->ctx_mem && a->x)
 		xport_mem_release(a->x, a->ctx_mem);
-	aidos_session_destroy(a->sess);
+	aidos_session_destroy(a->sess);   /* its arena goes back to the pool */
+	aidos_session_destroy(a->bsess);
+	if (a->stage)
+		mpool_free(a->pool, a->stage);
 	if (a->model)
 		node_model_put(a->models, a->model);
 	node_state_free(a->state, a->n_state);
 	pool_arena_release(&a->ctx_arena);
+	mpool_destroy(a->pool);
 	pool_free(a->model_path);
 	pool_free(a->device);
+	for (int i = 0; a->ex && i < 2 * a->n_ex; i++)
+		pool_free(a->ex[i]);
+	pool_free(a->ex);
 	pthread_mutex_destroy(&a->mu);
 	pthread_mutex_destroy(&a->smu);
 	pool_free(a);
@@ -517,13 +553,12 @@ void node_agent_unref(node_agent *a)
 		agent_free(a);
 }
 
-int node_agent_create(node_models *ms, xport *x, const node_agent_spec *sp, node_agent **out, char *err,
-		      size_t errlen)
+int node_agent_create_lazy(node_models *ms, xport *x, const node_agent_spec *sp, node_agent **out, char *err,
+			   size_t errlen)
 {
-	aidos_tensor ins[NODE_MAX_INPUTS], outs[NODE_MAX_INPUTS];
 	node_agent *a;
-	int rc, nin, nout;
-	size_t total = 0;
+	int rc;
+	struct stat st;
 
 	*out = NULL;
 	if (!node_name_valid(sp->name))
@@ -538,6 +573,15 @@ int node_agent_create(node_models *ms, xport *x, const node_agent_spec *sp, node
 				    "agent %s: device cuda: this node runs agents on the cpu only", sp->name);
 		return fail(err, errlen, AIDOS_E_INVALID, "agent %s: unknown device '%.32s'", sp->name, sp->device);
 	}
+	if (sp->n_ex < 0 || sp->n_ex > NODE_MAX_STATE)
+		return fail(err, errlen, AIDOS_E_INVALID, "agent %s: %d state pairs (at most %d)", sp->name, sp->n_ex,
+			    NODE_MAX_STATE);
+	/* The file must be there now (a spawn that cannot load fails now,
+	 * not at its first request); its decoding may wait. */
+	if (stat(sp->model_path, &st))
+		return fail(err, errlen, -errno, "model %s: %s", sp->model_path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return fail(err, errlen, AIDOS_E_INVALID, "model %s: not a regular file", sp->model_path);
 	if (!(a = pool_calloc(1, sizeof *a)))
 		return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
 	pthread_mutex_init(&a->mu, NULL);
@@ -545,55 +589,155 @@ int node_agent_create(node_models *ms, xport *x, const node_agent_spec *sp, node
 	a->refs = 1;
 	a->x = x;
 	a->models = ms;
+	static uint32_t next_id;
+	a->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
+	a->quota = sp->quota;
+	a->deadline_ms = sp->deadline_ms;
+	a->batch_max = sp->batch_max > 1 ? (sp->batch_max > 8 ? 8 : sp->batch_max) : 1;
 	snprintf(a->name, sizeof a->name, "%s", sp->name);
 	a->priority = sp->priority;
 	a->model_path = pool_strndup(sp->model_path, strlen(sp->model_path));
 	a->device = pool_strndup("cpu", 3);
+	a->want_stateful = sp->stateful || sp->n_ex;
 	a->state_now = AIDOS__AGENT_STATE__AGENT_LOADING;
 	if (!a->model_path || !a->device) {
 		rc = fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
 		goto fail;
 	}
-	if ((rc = node_model_get(ms, sp->model_path, &a->model, err, errlen)))
+	/* Explicit state pairs are kept until the load uses them. */
+	if (sp->n_ex) {
+		a->ex = pool_calloc((size_t)sp->n_ex * 2, sizeof *a->ex);
+		if (!a->ex) {
+			rc = fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
+			goto fail;
+		}
+		a->n_ex = sp->n_ex;
+		for (int i = 0; i < sp->n_ex; i++) {
+			const char *in = sp->ex_in[i] ? sp->ex_in[i] : "", *o = sp->ex_out[i] ? sp->ex_out[i] : "";
+			a->ex[2 * i] = pool_strndup(in, strlen(in));
+			a->ex[2 * i + 1] = pool_strndup(o, strlen(o));
+			if (!a->ex[2 * i] || !a->ex[2 * i + 1]) {
+				rc = fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
+				goto fail;
+			}
+		}
+	}
+	mpool_opts po = { .quota = sp->quota, .numa_cpu = -1 };
+	char why[400];
+	if ((rc = mpool_create(&po, &a->pool, why, sizeof why))) {
+		fail(err, errlen, rc, "agent %s: %s", sp->name, why);
 		goto fail;
+	}
+	*out = a;
+	return 0;
+fail:
+	agent_free(a);
+	return rc;
+}
+
+int node_agent_load(node_agent *a, char *err, size_t errlen)
+{
+	aidos_tensor ins[NODE_MAX_INPUTS], outs[NODE_MAX_INPUTS];
+	const char *ex_in[NODE_MAX_STATE], *ex_out[NODE_MAX_STATE];
+	int rc, nin, nout;
+	size_t total = 0;
+	char why[400];
+
+	if (__atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE))
+		return 0;
+	if (a->load_rc)   /* failed before: the same answer, not a retry per request */
+		return fail(err, errlen, a->load_rc, "agent %s: %s", a->name, a->load_err);
+	for (int i = 0; i < a->n_ex; i++) {
+		ex_in[i] = a->ex[2 * i];
+		ex_out[i] = a->ex[2 * i + 1];
+	}
+	if ((rc = node_model_get(a->models, a->model_path, &a->model, why, sizeof why))) {
+		fail(err, errlen, rc, "%s", why);
+		goto fail;
+	}
 	aidos_model *m = node_model_handle(a->model);
 	nin = aidos_model_n_inputs(m);
 	nout = aidos_model_n_outputs(m);
 	if (nin > NODE_MAX_INPUTS || nout > NODE_MAX_INPUTS) {
 		rc = fail(err, errlen, AIDOS_E_UNSUPPORTED, "agent %s: the model has %d inputs and %d outputs (max %d)",
-			  sp->name, nin, nout, NODE_MAX_INPUTS);
+			  a->name, nin, nout, NODE_MAX_INPUTS);
 		goto fail;
 	}
 	for (int i = 0; i < nin; i++)
 		aidos_model_input(m, i, &ins[i]);
 	for (int i = 0; i < nout; i++)
 		aidos_model_output(m, i, &outs[i]);
-	char why[400];
-	if ((rc = node_state_match(ins, nin, outs, nout, sp->ex_in, sp->ex_out, sp->n_ex, sp->stateful, &a->state,
+	if ((rc = node_state_match(ins, nin, outs, nout, ex_in, ex_out, a->n_ex, a->want_stateful, &a->state,
 				   &a->n_state, &total, why, sizeof why))) {
-		fail(err, errlen, rc, "agent %s (%s): %s", sp->name, sp->model_path, why);
+		fail(err, errlen, rc, "agent %s (%s): %s", a->name, a->model_path, why);
 		goto fail;
 	}
-	a->stateful = a->n_state > 0;
-	if (a->stateful) {
-		/* One 64-byte aligned, zeroed block (zeros: the initial state). */
-		if (pool_arena_reserve(&a->ctx_arena, total)) {
-			rc = fail(err, errlen, AIDOS_E_NOMEM, "agent %s: no memory for %zu bytes of state", sp->name, total);
+	if (a->n_state > 0) {
+		/* One 64-byte aligned, zeroed block of its pool (zeros: the
+		 * initial state). */
+		mpool *old = mpool_set_current(a->pool);
+		rc = pool_arena_reserve(&a->ctx_arena, total);
+		mpool_set_current(old);
+		if (rc) {
+			fail(err, errlen, rc, "agent %s: %zu bytes of state %s", a->name, total,
+			     rc == AIDOS_E_QUOTA ? "exceed its memory quota" : "cannot be allocated");
 			goto fail;
 		}
 		a->ctx = a->ctx_arena.base;
 		a->ctx_len = total;
 	}
 	if ((rc = aidos_session_create(m, NULL, &a->sess, why, sizeof why))) {
-		fail(err, errlen, rc, "agent %s: %s", sp->name, why);
+		fail(err, errlen, rc, "agent %s: %s", a->name, why);
 		goto fail;
 	}
-	a->state_now = AIDOS__AGENT_STATE__AGENT_IDLE;
-	*out = a;
+	a->stateful = a->n_state > 0;
+	/* Fusable: stateless, and every input has a symbolic first dimension. */
+	a->batchable = a->batch_max > 1 && !a->stateful && nin > 0;
+	for (int i = 0; a->batchable && i < nin; i++)
+		a->batchable = ins[i].rank >= 1 && ins[i].dims[0] < 0;
+	__atomic_store_n(&a->loaded, 1, __ATOMIC_RELEASE);   /* every field above before the flag */
 	return 0;
 fail:
-	agent_free(a);
+	/* Undo what was made, remember why. */
+	aidos_session_destroy(a->sess);
+	a->sess = NULL;
+	pool_arena_release(&a->ctx_arena);
+	a->ctx = NULL;
+	a->ctx_len = 0;
+	node_state_free(a->state, a->n_state);
+	a->state = NULL;
+	a->n_state = 0;
+	if (a->model)
+		node_model_put(a->models, a->model);
+	a->model = NULL;
+	a->load_rc = rc;
+	snprintf(a->load_err, sizeof a->load_err, "%s", err && errlen ? err : aidos_strerror(rc));
 	return rc;
+}
+
+void node_agent_set_idle(node_agent *a)
+{
+	pthread_mutex_lock(&a->smu);
+	if (a->state_now == AIDOS__AGENT_STATE__AGENT_LOADING)
+		a->state_now = AIDOS__AGENT_STATE__AGENT_IDLE;
+	pthread_mutex_unlock(&a->smu);
+}
+
+int node_agent_create(node_models *ms, xport *x, const node_agent_spec *sp, node_agent **out, char *err,
+		      size_t errlen)
+{
+	node_agent *a;
+	int rc = node_agent_create_lazy(ms, x, sp, &a, err, errlen);
+	if (rc)
+		return rc;
+	if ((rc = node_agent_load(a, err, errlen))) {
+		agent_free(a);
+		*out = NULL;
+		return rc;
+	}
+	node_agent_set_idle(a);
+	*out = a;
+	return 0;
 }
 
 /* ---- the agent table ---- */

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "node/node.h"
+#include "node/store.h"
 #include "node/wire.h"
 #include "pools/pools.h"
 #include "proto/rpc.h"
@@ -65,6 +66,14 @@ struct node {
 	uint64_t mem_total;
 
 	xport *x;                  /* NULL: no data plane (transport auto, UCX unusable) */
+	node_disp *disp;           /* run queues and workers: every request goes through it */
+	int standalone;            /* no coordinator */
+	char *socket;              /* opts.socket (owned) */
+	double ready_ms;           /* boot time when node_start returned */
+	int quiet_spawn;           /* 1: no log line per spawn (a mass spawn logs a summary) */
+	int want_rpc;              /* the Node service runs (always with a coordinator) */
+	pthread_t loader;          /* loads lazy agents after boot */
+	int loader_started;
 	node_models models;
 	node_table table;
 	node_peers *peers;
@@ -190,6 +199,15 @@ static uint64_t meminfo(const char *key)
 	return v;
 }
 
+/* Requests waiting or running: the dispatcher's queues (every path goes
+ * through them) plus the data plane's own backlog. */
+static uint32_t node_queue_len(node *n)
+{
+	node_disp_counts dc;
+	node_disp_counts_get(n->disp, &dc);
+	return dc.queued + dc.running + node_dp_queue_len(n->dp);
+}
+
 /* ---- agents as the protocol shows them ---- */
 
 /* Borrowed view of an agent's AgentInfo; valid while a lives and ai_pairs
@@ -202,19 +220,20 @@ typedef struct agent_view {
 
 static void agent_view_fill(node *n, node_agent *a, agent_view *v)
 {
+	int loaded = __atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE);   /* its state pairs and model are set */
 	aidos__agent_info__init(&v->ai);
 	v->ai.name = a->name;
 	v->ai.model_path = a->model_path;
 	v->ai.node = n->name;
 	v->ai.priority = a->priority;
-	v->ai.stateful = a->stateful;
-	for (int i = 0; i < a->n_state; i++) {
+	v->ai.stateful = loaded ? a->stateful : a->want_stateful;
+	for (int i = 0; loaded && i < a->n_state; i++) {
 		aidos__state_pair__init(&v->sp[i]);
 		v->sp[i].input = a->state[i].input;
 		v->sp[i].output = a->state[i].output;
 		v->spp[i] = &v->sp[i];
 	}
-	v->ai.n_state = (size_t)a->n_state;
+	v->ai.n_state = loaded ? (size_t)a->n_state : 0;
 	v->ai.state = v->spp;
 	v->ai.device = a->device;
 	v->ai.context_node = a->stateful ? n->name : (char *)"";
@@ -223,7 +242,11 @@ static void agent_view_fill(node *n, node_agent *a, agent_view *v)
 	v->ai.context_version = a->version;
 	v->ai.latency_ms = a->latency_ms;
 	v->ai.requests = a->requests;
-	v->ai.mem_bytes = node_model_bytes(a->model) + a->ctx_len + a->arena_bytes;
+	mpool_usage pu;
+	mpool_usage_get(a->pool, &pu);
+	/* weights (shared, counted per agent as the placement needs them) +
+	 * what its pool holds: context region and arenas */
+	v->ai.mem_bytes = (loaded ? node_model_bytes(a->model) : 0) + pu.used;
 	pthread_mutex_unlock(&a->smu);
 }
 
@@ -298,16 +321,73 @@ static int ckpt_load_local(node *n, node_agent *a)
 	return ok;
 }
 
-/* Spawns an agent from an AgentInfo (+ optional checkpoint) and inserts it.
+/* Spawns an agent from a spec (+ optional checkpoint) and inserts it.
  * *out (may be NULL) gets a reference. */
+static int spawn_sp(node *n, const node_agent_spec *sp, const Aidos__AgentContext *ctx, int local_ckpt,
+		    node_agent **out, char *err, size_t errlen)
+{
+	node_agent *a;
+	double t0 = mono_msf();
+	int rc;
+	const char *name = sp->name;
+
+	if (out)
+		*out = NULL;
+	if ((rc = node_agent_create(&n->models, n->x, sp, &a, err, errlen)))
+		return rc;
+	const char *from = "zeros";
+	if (ctx && (ctx->n_tensors || ctx->version)) {
+		char why[400];
+		if (!a->stateful) {
+			node_agent_unref(a);
+			return fail(err, errlen, AIDOS_E_INVALID, "agent %s is stateless: a context makes no sense", name);
+		}
+		if ((rc = node_ckpt_unpack(a->state, a->n_state, ctx, a->ctx, a->ctx_len, why, sizeof why))) {
+			node_agent_unref(a);
+			return fail(err, errlen, rc, "agent %s: checkpoint refused: %s", name, why);
+		}
+		a->version = ctx->version;
+		a->ckpt_sent = ctx->version;
+		from = "the coordinator's checkpoint";
+	} else if (a->stateful && local_ckpt && ckpt_load_local(n, a)) {
+		from = "the local checkpoint";
+	}
+	if ((rc = node_table_add(&n->table, a))) {
+		node_agent_unref(a);
+		if (rc == -EEXIST)
+			return fail(err, errlen, AIDOS_E_INVALID, "agent '%s' already exists on node %s", name, n->name);
+		return fail(err, errlen, rc, "agent '%s': out of memory", name);
+	}
+	if (a->stateful && !strcmp(from, "zeros")) {
+		char path[PATH_MAX];
+		ckpt_path(n, a->name, path, sizeof path);
+		unlink(path);   /* a stale one of an earlier agent of this name */
+	}
+	char pairs[512] = "";
+	size_t k = 0;
+	for (int i = 0; i < a->n_state && k < sizeof pairs; i++)
+		k += (size_t)snprintf(pairs + k, sizeof pairs - k, "%s%s<-%s", i ? " " : "", a->state[i].input,
+				      a->state[i].output);
+	if (n->quiet_spawn)
+		;   /* a mass spawn (tests, benchmarks) logs its own summary */
+	else if (a->stateful)
+		LOGI(n, "agent %s spawned in %.1f ms: %s, priority %d, state %s (%zu bytes, version %" PRIu64 " from %s)",
+		     a->name, mono_msf() - t0, a->model_path, a->priority, pairs, a->ctx_len, a->version, from);
+	else
+		LOGI(n, "agent %s spawned in %.1f ms: %s, priority %d, stateless (model shared by %d agents)", a->name,
+		     mono_msf() - t0, a->model_path, a->priority, node_model_refs(&n->models, a->model));
+	if (out)
+		*out = a;
+	else
+		node_agent_unref(a);
+	return 0;
+}
+
+/* Spawns an agent from an AgentInfo (the coordinator's). */
 static int spawn(node *n, const Aidos__AgentInfo *ai, const Aidos__AgentContext *ctx, int local_ckpt,
 		 node_agent **out, char *err, size_t errlen)
 {
 	const char *ex_in[NODE_MAX_STATE], *ex_out[NODE_MAX_STATE];
-	node_agent *a;
-	double t0 = mono_msf();
-	int rc;
-
 	if (out)
 		*out = NULL;
 	if (ai->n_state > NODE_MAX_STATE)
@@ -322,51 +402,7 @@ static int spawn(node *n, const Aidos__AgentInfo *ai, const Aidos__AgentContext 
 	node_agent_spec sp = { .name = ai->name, .model_path = ai->model_path, .device = ai->device,
 			       .priority = ai->priority, .stateful = ai->stateful || ai->n_state,
 			       .ex_in = ex_in, .ex_out = ex_out, .n_ex = (int)ai->n_state };
-	if ((rc = node_agent_create(&n->models, n->x, &sp, &a, err, errlen)))
-		return rc;
-	const char *from = "zeros";
-	if (ctx && (ctx->n_tensors || ctx->version)) {
-		char why[400];
-		if (!a->stateful) {
-			node_agent_unref(a);
-			return fail(err, errlen, AIDOS_E_INVALID, "agent %s is stateless: a context makes no sense", ai->name);
-		}
-		if ((rc = node_ckpt_unpack(a->state, a->n_state, ctx, a->ctx, a->ctx_len, why, sizeof why))) {
-			node_agent_unref(a);
-			return fail(err, errlen, rc, "agent %s: checkpoint refused: %s", ai->name, why);
-		}
-		a->version = ctx->version;
-		a->ckpt_sent = ctx->version;
-		from = "the coordinator's checkpoint";
-	} else if (a->stateful && local_ckpt && ckpt_load_local(n, a)) {
-		from = "the local checkpoint";
-	}
-	if ((rc = node_table_add(&n->table, a))) {
-		node_agent_unref(a);
-		return fail(err, errlen, rc == -EEXIST ? AIDOS_E_INVALID : rc, "agent '%s' already exists on node %s",
-			    ai->name, n->name);
-	}
-	if (a->stateful && !strcmp(from, "zeros")) {
-		char path[PATH_MAX];
-		ckpt_path(n, a->name, path, sizeof path);
-		unlink(path);   /* a stale one of an earlier agent of this name */
-	}
-	char pairs[512] = "";
-	size_t k = 0;
-	for (int i = 0; i < a->n_state && k < sizeof pairs; i++)
-		k += (size_t)snprintf(pairs + k, sizeof pairs - k, "%s%s<-%s", i ? " " : "", a->state[i].input,
-				      a->state[i].output);
-	if (a->stateful)
-		LOGI(n, "agent %s spawned in %.1f ms: %s, priority %d, state %s (%zu bytes, version %" PRIu64 " from %s)",
-		     a->name, mono_msf() - t0, a->model_path, a->priority, pairs, a->ctx_len, a->version, from);
-	else
-		LOGI(n, "agent %s spawned in %.1f ms: %s, priority %d, stateless (model shared by %d agents)", a->name,
-		     mono_msf() - t0, a->model_path, a->priority, node_model_refs(&n->models, a->model));
-	if (out)
-		*out = a;
-	else
-		node_agent_unref(a);
-	return 0;
+	return spawn_sp(n, &sp, ctx, local_ckpt, out, err, errlen);
 }
 
 /* Removes agent name; waits for its request in flight. why: for the log. */
@@ -385,11 +421,13 @@ static int drop_agent(node *n, const char *name, const char *why, char *err, siz
 		a->ctx_mem = NULL;
 	}
 	pthread_mutex_unlock(&a->mu);
-	if (a->stateful) {
+	if (a->stateful || a->want_stateful) {
 		ckpt_path(n, a->name, path, sizeof path);
 		unlink(path);
 	}
-	LOGI(n, "agent %s %s (%" PRIu64 " requests served)", a->name, why, a->requests);
+	node_store_del(n->ckpt_dir, a->name);
+	if (!n->quiet_spawn)
+		LOGI(n, "agent %s %s (%" PRIu64 " requests served)", a->name, why, a->requests);
 	node_agent_unref(a);
 	return 0;
 }
@@ -433,7 +471,8 @@ static const char *dt_name(int32_t dt)
 }
 
 /* Checks the request's tensors against agent a's model and fills in[]
- * (request tensors first, then the state). Returns the count or an error. */
+ * (the request's tensors; the state is fed by the worker). Returns the
+ * count or an error. */
 static int bind_inputs(node_agent *a, const Aidos__InferRequest *req, aidos_tensor *in, char *err, size_t errlen)
 {
 	aidos_model *m = node_model_handle(a->model);
@@ -500,130 +539,143 @@ static int bind_inputs(node_agent *a, const Aidos__InferRequest *req, aidos_tens
 			return fail(err, errlen, AIDOS_E_INVALID, "agent %s: input '%s' (%s) is missing", a->name, mi.name,
 				    dt_name(mi.dtype));
 	}
-	for (int j = 0; j < a->n_state; j++) {
-		const node_state *s = &a->state[j];
-		aidos_tensor *t = &in[k++];
-		memset(t, 0, sizeof *t);
-		t->name = s->input;
-		t->dtype = s->dtype;
-		t->rank = s->rank;
-		memcpy(t->dims, s->dims, sizeof t->dims);
-		t->data = a->ctx + s->offset;
-	}
-	return k;
+	return k;   /* the dispatcher's worker appends the state */
 }
 
-/* The data plane's and Node.Infer's request runner (node_serve_fn). */
+/* Finishes a lazy agent: model, session, state, then its local checkpoint.
+ * The caller holds a->mu. */
+static int agent_finish_load(node *n, node_agent *a, char *err, size_t errlen)
+{
+	if (__atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE))
+		return 0;
+	int failed_before = a->load_rc != 0;
+	double t0 = mono_msf();
+	int rc = node_agent_load(a, err, errlen);
+	if (rc) {
+		if (!failed_before)
+			LOGE(n, "agent %s cannot load: %s", a->name, err);
+		return rc;
+	}
+	const char *from = "";
+	if (a->stateful)
+		from = ckpt_load_local(n, a) ? ", state from the local checkpoint" : ", state from zeros";
+	node_agent_set_idle(a);   /* only now: the state is the restored one */
+	LOGI(n, "agent %s loaded in %.1f ms (model shared by %d agents%s)", a->name, mono_msf() - t0,
+	     node_model_refs(&n->models, a->model), from);
+	return 0;
+}
+
+/* The dispatcher's loader hook (node_disp_set_loader). */
+static int disp_load(void *ctx, node_agent *a, char *err, size_t errlen)
+{
+	return agent_finish_load(ctx, a, err, errlen);
+}
+
+/* After the ready line: loads the agents the boot left lazy, in name
+ * order, so their first requests find them ready. A request that comes
+ * first loads its agent itself (under the same mutex). */
+static void *loader_main(void *arg)
+{
+	node *n = arg;
+	node_agent **list;
+	int cnt;
+	if (node_table_list(&n->table, &list, &cnt))
+		return NULL;
+	double t0 = mono_msf();
+	int k = 0;
+	for (int i = 0; i < cnt; i++) {
+		node_agent *a = list[i];
+		if (!__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE) && !__atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE)) {
+			char e[600];
+			pthread_mutex_lock(&a->mu);
+			k += !agent_finish_load(n, a, e, sizeof e);
+			pthread_mutex_unlock(&a->mu);
+		}
+		node_agent_unref(a);
+	}
+	pool_free(list);
+	if (k)
+		LOGI(n, "%d agents loaded after boot in %.1f ms", k, mono_msf() - t0);
+	return NULL;
+}
+
+/* A request of the data plane or Node.Infer on its way through the
+ * dispatcher: done() turns the outputs into the reply and emits it on the
+ * worker, while the outputs are valid. */
+typedef struct serve_call {
+	node_emit_fn emit;
+	void *arg;
+	int rc;
+	char *err;
+	size_t errlen;
+} serve_call;
+
+static void serve_done(node_job *j, int rc, const char *msg)
+{
+	serve_call *c = j->user;
+	Aidos__Tensor opb[NODE_MAX_INPUTS], *opp[NODE_MAX_INPUTS];
+	Aidos__InferReply rep = AIDOS__INFER_REPLY__INIT;
+	char why[300];
+
+	c->rc = rc;
+	if (rc) {
+		fail(c->err, c->errlen, rc, "%s", msg);
+		return;
+	}
+	for (int i = 0; i < j->nout; i++) {
+		aidos__tensor__init(&opb[i]);
+		if (aidos_wire_tensor_to_pb(&j->out[i], &opb[i], why, sizeof why)) {
+			c->rc = fail(c->err, c->errlen, AIDOS_E_RUNTIME, "agent %s: output cannot be sent: %s",
+				     j->agent->name, why);
+			node_job_reply_failed(j);
+			return;
+		}
+		opp[i] = &opb[i];
+	}
+	rep.n_outputs = (size_t)j->nout;
+	rep.outputs = opp;
+	rep.exec_ms = j->exec_ms;
+	if ((rc = c->emit(c->arg, &rep))) {
+		c->rc = fail(c->err, c->errlen, rc, "agent %s: the reply cannot be made: %s", j->agent->name,
+			     aidos_strerror(rc));
+		node_job_reply_failed(j);
+	}
+}
+
+/* The data plane's and Node.Infer's request runner (node_serve_fn): checks
+ * the request, runs it through the dispatcher at the agent's priority and
+ * deadline, and waits. */
 static int serve(void *ctx, const Aidos__InferRequest *req, node_emit_fn emit, void *arg, char *err,
 		 size_t errlen)
 {
 	node *n = ctx;
-	aidos_tensor in[NODE_MAX_INPUTS + NODE_MAX_STATE];
-	aidos_tensor outs[NODE_MAX_INPUTS];
-	Aidos__Tensor opb[NODE_MAX_INPUTS], *opp[NODE_MAX_INPUTS];
-	Aidos__InferReply rep = AIDOS__INFER_REPLY__INIT;
-	char why[300], s1[128], s2[128];
+	aidos_tensor in[NODE_MAX_INPUTS], outs[NODE_MAX_INPUTS];
 	node_agent *a;
-	int rc, k, nout;
+	int rc, k;
 
 	if (!node_name_valid(req->agent))
 		return fail(err, errlen, AIDOS_E_INVALID, "invalid agent name '%.64s'", req->agent);
 	if (!(a = node_table_get(&n->table, req->agent)))
 		return fail(err, errlen, AIDOS_E_NOTFOUND, "no agent '%s' on node %s", req->agent, n->name);
+	if (!__atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE)) {   /* bind_inputs needs its model */
+		pthread_mutex_lock(&a->mu);
+		rc = agent_finish_load(n, a, err, errlen);
+		pthread_mutex_unlock(&a->mu);
+		if (rc) {
+			node_agent_unref(a);
+			return rc;
+		}
+	}
 	if ((k = bind_inputs(a, req, in, err, errlen)) < 0) {
 		node_agent_unref(a);
 		return k;
 	}
-
-	pthread_mutex_lock(&a->mu);
-	pthread_mutex_lock(&a->smu);
-	int frozen = a->frozen, dead = a->state_now == AIDOS__AGENT_STATE__AGENT_DEAD;
-	if (!frozen && !dead)
-		a->state_now = AIDOS__AGENT_STATE__AGENT_INFER;
-	pthread_mutex_unlock(&a->smu);
-	if (frozen || dead) {
-		pthread_mutex_unlock(&a->mu);
-		node_agent_unref(a);
-		if (frozen)
-			return fail(err, errlen, AIDOS_E_NOTFOUND,
-				    "agent '%s' is migrating away from node %s; resolve it again", req->agent, n->name);
-		return fail(err, errlen, AIDOS_E_NOTFOUND, "no agent '%s' on node %s (just removed)", req->agent,
-			    n->name);
-	}
-
-	double t0 = mono_msf();
-	rc = aidos_session_run(a->sess, k, in);
-	double exec_ms = mono_msf() - t0;
-	if (rc) {
-		/* The session names the tensor or node at fault. An input it
-		 * cannot take is the caller's error, never "not found" (which
-		 * clients read as "the agent moved"). */
-		fail(err, errlen, rc == AIDOS_E_NOTFOUND || rc == AIDOS_E_SHAPE ? AIDOS_E_INVALID : rc,
-		     "agent %s: %s", a->name, aidos_session_errmsg(a->sess));
-		rc = rc == AIDOS_E_NOTFOUND || rc == AIDOS_E_SHAPE ? AIDOS_E_INVALID : rc;
-		goto done;
-	}
-	nout = aidos_model_n_outputs(node_model_handle(a->model));
-	if (nout > NODE_MAX_INPUTS) {
-		rc = fail(err, errlen, AIDOS_E_UNSUPPORTED, "agent %s: %d outputs", a->name, nout);
-		goto done;
-	}
-	for (int i = 0; i < nout; i++) {
-		aidos_session_output(a->sess, i, &outs[i]);
-		aidos__tensor__init(&opb[i]);
-		if ((rc = aidos_wire_tensor_to_pb(&outs[i], &opb[i], why, sizeof why))) {
-			fail(err, errlen, AIDOS_E_RUNTIME, "agent %s: output cannot be sent: %s", a->name, why);
-			rc = AIDOS_E_RUNTIME;
-			goto done;
-		}
-		opp[i] = &opb[i];
-	}
-	/* State outputs must fit the state, else the state is left alone. */
-	for (int j = 0; j < a->n_state; j++) {
-		const node_state *s = &a->state[j];
-		const aidos_tensor *o = &outs[s->out_idx];
-		int same = o->dtype == s->dtype && o->rank == s->rank;
-		for (int d = 0; same && d < s->rank; d++)
-			same = o->dims[d] == s->dims[d];
-		if (!same) {
-			aidos_tensor st = { .rank = s->rank };
-			memcpy(st.dims, s->dims, sizeof st.dims);
-			shape_str(s1, sizeof s1, o);
-			shape_str(s2, sizeof s2, &st);
-			rc = fail(err, errlen, AIDOS_E_INVALID,
-				  "agent %s: state output '%s' came out %s %s, the state '%s' is %s %s (state unchanged)",
-				  a->name, s->output, dt_name(o->dtype), s1, s->input, dt_name(s->dtype), s2);
-			goto done;
-		}
-	}
-	rep.n_outputs = (size_t)nout;
-	rep.outputs = opp;
-	rep.exec_ms = exec_ms;
-	if ((rc = emit(arg, &rep))) {
-		fail(err, errlen, rc, "agent %s: the reply cannot be made: %s", a->name, aidos_strerror(rc));
-		goto done;
-	}
-	aidos_plan_stats ps;
-	size_t arena = aidos_session_stats(a->sess, &ps) ? 0 : ps.arena_bytes;
-	pthread_mutex_lock(&a->smu);
-	for (int j = 0; j < a->n_state; j++)   /* memmove: an output may alias its input */
-		memmove(a->ctx + a->state[j].offset, outs[a->state[j].out_idx].data, a->state[j].bytes);
-	if (a->n_state)
-		a->version++;
-	a->requests++;
-	a->latency_ms = a->requests == 1 ? exec_ms : 0.9 * a->latency_ms + 0.1 * exec_ms;
-	a->arena_bytes = arena;
-	a->state_now = AIDOS__AGENT_STATE__AGENT_IDLE;
-	pthread_mutex_unlock(&a->smu);
-	pthread_mutex_unlock(&a->mu);
-	node_agent_unref(a);
-	return 0;
-done:
-	pthread_mutex_lock(&a->smu);
-	a->errors++;
-	a->state_now = AIDOS__AGENT_STATE__AGENT_IDLE;
-	pthread_mutex_unlock(&a->smu);
-	pthread_mutex_unlock(&a->mu);
+	serve_call c = { .emit = emit, .arg = arg, .err = err, .errlen = errlen };
+	node_job j = { .agent = a, .in = in, .nin = k, .out = outs, .nout = NODE_MAX_INPUTS,
+		       .priority = NODE_PRIO_AGENT, .done = serve_done, .user = &c };
+	rc = node_disp_run(n->disp, &j, err, errlen);
+	if (!rc)
+		rc = c.rc;
 	node_agent_unref(a);
 	return rc;
 }
@@ -920,7 +972,7 @@ static void node_info_fill(node *n, Aidos__NodeInfo *ni, Aidos__Device *d, Aidos
 	ni->devices = dp;
 	ni->mem_total = n->mem_total;
 	ni->mem_free = meminfo("MemAvailable");
-	ni->queue_len = node_dp_queue_len(n->dp) + (uint32_t)__atomic_load_n(&n->grpc_inflight, __ATOMIC_RELAXED);
+	ni->queue_len = node_queue_len(n);
 	ni->state = AIDOS__NODE_STATE__NODE_READY;
 	ni->n_agents = (uint32_t)node_table_count(&n->table);
 	ni->boot_ms = n->boot_ms;
@@ -1123,7 +1175,7 @@ static void heartbeat_once(node *n, unsigned beat, int *failing)
 	}
 	req.node = n->name;
 	req.mem_free = meminfo("MemAvailable");
-	req.queue_len = node_dp_queue_len(n->dp) + (uint32_t)__atomic_load_n(&n->grpc_inflight, __ATOMIC_RELAXED);
+	req.queue_len = node_queue_len(n);
 	req.n_agents = (size_t)cnt;
 	req.agents = ptrs;
 	req.n_checkpoints = (size_t)bc.n;
@@ -1306,19 +1358,22 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 	int rc;
 
 	*out = NULL;
-	if (!o || !o->coord || !o->name || !o->data_dir)
-		return fail(err, errlen, AIDOS_E_INVALID, "--coord, --name and --data-dir are required");
+	if (!o || !o->name || !o->data_dir)
+		return fail(err, errlen, AIDOS_E_INVALID, "--name and --data-dir are required");
 	if (!node_name_valid(o->name))
 		return fail(err, errlen, AIDOS_E_INVALID, "invalid node name '%.64s' (1-63 of [A-Za-z0-9._-])", o->name);
-	if (split_hostport(o->coord, host, sizeof host, port, sizeof port))
+	if (o->coord && split_hostport(o->coord, host, sizeof host, port, sizeof port))
 		return fail(err, errlen, AIDOS_E_INVALID, "--coord '%s': want HOST:PORT", o->coord);
 	if (o->listen && split_hostport(o->listen, host, sizeof host, port, sizeof port))
 		return fail(err, errlen, AIDOS_E_INVALID, "--listen '%s': want HOST:PORT", o->listen);
 	if (o->advertise && split_hostport(o->advertise, host, sizeof host, port, sizeof port))
 		return fail(err, errlen, AIDOS_E_INVALID, "--advertise '%s': want HOST:PORT", o->advertise);
-	const char *tr = o->transport ? o->transport : "auto";
-	if (strcmp(tr, "auto") && strcmp(tr, "ucx") && strcmp(tr, "tcp"))
-		return fail(err, errlen, AIDOS_E_INVALID, "--transport '%s': want auto, ucx or tcp", tr);
+	/* Standalone, the data plane (for remote clients) is off unless asked
+	 * for: local clients use the socket, and UCX's start is most of a
+	 * boot. */
+	const char *tr = o->transport ? o->transport : o->coord ? "auto" : "none";
+	if (strcmp(tr, "auto") && strcmp(tr, "ucx") && strcmp(tr, "tcp") && strcmp(tr, "none"))
+		return fail(err, errlen, AIDOS_E_INVALID, "--transport '%s': want auto, ucx, tcp or none", tr);
 	if (strlen(o->data_dir) > PATH_MAX - 200)
 		return fail(err, errlen, AIDOS_E_INVALID, "--data-dir: path too long");
 
@@ -1326,11 +1381,15 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 		return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
 	n->o = *o;
 	snprintf(n->name, sizeof n->name, "%s", o->name);
-	n->coord_addr = dupstr(o->coord);
+	n->standalone = !o->coord;
+	n->want_rpc = o->coord || o->listen;
+	n->coord_addr = dupstr(o->coord ? o->coord : "");
+	n->socket = dupstr(o->socket);
 	n->data_dir = dupstr(o->data_dir);
 	n->listen = dupstr(o->listen ? o->listen : "0.0.0.0:0");
 	n->ckpt_dir = pool_malloc(strlen(o->data_dir) + 16);
-	n->o.coord = n->coord_addr;
+	n->o.coord = o->coord ? n->coord_addr : NULL;
+	n->o.socket = n->socket;
 	n->o.data_dir = n->data_dir;
 	n->o.listen = n->listen;
 	n->o.advertise = NULL;
@@ -1346,7 +1405,7 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 	n->hb_ms = o->heartbeat_ms ? o->heartbeat_ms : 250;
 	if (o->advertise)
 		snprintf(n->rpc_addr, sizeof n->rpc_addr, "%s", o->advertise);
-	if (!n->coord_addr || !n->data_dir || !n->listen || !n->ckpt_dir) {
+	if (!n->coord_addr || !n->data_dir || !n->listen || !n->ckpt_dir || (o->socket && !n->socket)) {
 		node_destroy(n);
 		return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
 	}
@@ -1369,8 +1428,13 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 	char xerr[512] = "";
 	if (!strcmp(tr, "tcp"))
 		xo.tls = "tcp";
-	rc = xport_create(&xo, &n->x, xerr, sizeof xerr);
-	if (rc) {
+	rc = strcmp(tr, "none") ? xport_create(&xo, &n->x, xerr, sizeof xerr) : 0;
+	if (!strcmp(tr, "none")) {
+		n->x = NULL;
+		snprintf(n->transport, sizeof n->transport, "none");
+		snprintf(n->reason, sizeof n->reason, "--transport none%s: no data plane; local clients use the socket",
+			 o->transport ? "" : " (standalone default)");
+	} else if (rc) {
 		n->x = NULL;
 		if (strcmp(tr, "auto")) {
 			fail(err, errlen, rc, "--transport %s: UCX cannot start: %s", tr, xerr);
@@ -1399,42 +1463,189 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 	return 0;
 }
 
+/* Records agent a in the node's store (DATA_DIR/agents/NAME.agent).
+ * Logged on failure: the agent runs whether or not the disk took it. */
+static void store_put(node *n, node_agent *a)
+{
+	const char *in[NODE_MAX_STATE], *out[NODE_MAX_STATE];
+	char e[400];
+	for (int k = 0; k < a->n_state; k++) {
+		in[k] = a->state[k].input;
+		out[k] = a->state[k].output;
+	}
+	node_spawn_spec sp = { .name = a->name, .model_path = a->model_path, .device = a->device,
+			       .priority = a->priority, .quota = a->quota, .deadline_ms = a->deadline_ms,
+			       .stateful = a->stateful, .ex_in = in, .ex_out = out, .n_ex = a->n_state,
+			       .batch_max = a->batch_max };
+	if (node_store_put(n->ckpt_dir, &sp, e, sizeof e))
+		LOGW(n, "agent store: %s", e);
+}
+
+/* Writes the local checkpoint of every stateful agent (standalone
+ * shutdown: no heartbeat carries them anywhere). */
+static void ckpt_save_all(node *n)
+{
+	node_agent **list;
+	int cnt;
+	if (node_table_list(&n->table, &list, &cnt))
+		return;
+	for (int i = 0; i < cnt; i++) {
+		node_agent *a = list[i];
+		node_ckpt c;
+		if (__atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE) && a->stateful && a->version &&
+		    !node_ckpt_pack(a->name, a->state, a->n_state, a->ctx, a->ctx_len, a->version, &c)) {
+			size_t len = protobuf_c_message_get_packed_size(&c.msg.base);
+			uint8_t *buf = pool_malloc(len ? len : 1);
+			char path[PATH_MAX];
+			if (buf) {
+				protobuf_c_message_pack(&c.msg.base, buf);
+				ckpt_path(n, a->name, path, sizeof path);
+				int w = write_file(path, buf, len);
+				if (w)
+					LOGW(n, "agent %s: cannot write local checkpoint %s: %s", a->name, path, strerror(-w));
+			}
+			pool_free(buf);
+			node_ckpt_fini(&c);
+		}
+		node_agent_unref(a);
+	}
+	pool_free(list);
+}
+
+/* store restore: one agent line */
+typedef struct restore_ctx {
+	node *n;
+	int ok, failed;
+} restore_ctx;
+
+static void spec_to_agent_spec(const node_spawn_spec *s, node_agent_spec *sp)
+{
+	*sp = (node_agent_spec){ .name = s->name, .model_path = s->model_path, .device = s->device,
+				 .priority = s->priority, .stateful = s->stateful || s->n_ex, .ex_in = s->ex_in,
+				 .ex_out = s->ex_out, .n_ex = s->n_ex, .quota = s->quota,
+				 .deadline_ms = s->deadline_ms, .batch_max = s->batch_max };
+}
+
+static int restore_one(void *ctx, const node_spawn_spec *s, const char *where)
+{
+	restore_ctx *r = ctx;
+	node_agent_spec sp;
+	node_agent *a = NULL;
+	char e[600] = "";
+	int rc;
+	if (!s) {
+		LOGE(r->n, "restore: %s is unreadable or malformed; skipped", where);
+		r->failed++;
+		return 0;
+	}
+	if ((a = node_table_get(&r->n->table, s->name))) {
+		node_agent_unref(a);
+		return 0;
+	}
+	spec_to_agent_spec(s, &sp);
+	/* Lazy: the model is decoded after the ready line (loader_main) or by
+	 * the agent's first request, so boot does not wait for every model. */
+	if ((rc = node_agent_create_lazy(&r->n->models, r->n->x, &sp, &a, e, sizeof e)) ||
+	    (rc = node_table_add(&r->n->table, a))) {
+		if (a && rc)
+			node_agent_unref(a);
+		LOGE(r->n, "restore of agent %s (%s) failed: %s", s->name, where,
+		     rc == -EEXIST ? "an agent of that name exists" : e);
+		r->failed++;
+	} else {
+		node_agent_unref(a);
+		r->ok++;
+	}
+	return 0;
+}
+
 int node_start(node *n, char *err, size_t errlen)
 {
 	char host[256], port[32], ip[260];
 	double t;
 	int rc, bound = 0;
 
-	rpc_init();
-	n->rpc_ref++;
-	if ((rc = rpc_client_create(n->coord_addr, &n->coord)))
+	/* Workers first: restored agents can be asked at once. */
+	t = mono_msf();
+	int rw = n->o.run_workers > 0 ? n->o.run_workers : (int)n->cores;
+	if ((rc = node_disp_create(rw, n->o.pin, n->o.rt_prio, n, &n->disp, err, errlen)))
+		return rc;
+	node_disp_set_loader(n->disp, disp_load, n);
+	LOGI(n, "dispatcher: %d workers%s%s, queue %d per device (%.1f ms)", rw, n->o.pin ? " pinned to cores" : "",
+	     rw >= 2 ? (n->o.rt_prio > 0 ? ", the last kept for the top priority class (SCHED_FIFO)"
+					 : ", the last kept for the top priority class") : "",
+	     NODE_QUEUE_MAX, mono_msf() - t);
+
+	/* Agents: standalone, the node's own store; then the config's. With a
+	 * coordinator, the agents it lists (at registration, below). */
+	t = mono_msf();
+	restore_ctx r = { .n = n };
+	n->quiet_spawn = 1;
+	char why[400] = "";
+	if (n->standalone && (rc = node_store_load(n->ckpt_dir, restore_one, &r, why, sizeof why))) {
+		n->quiet_spawn = 0;
+		return fail(err, errlen, rc, "agent store %s: %s", n->ckpt_dir, strerror(-rc));
+	}
+	int stored = r.ok;
+	/* With a coordinator it places the agents (and registration drops
+	 * any it does not list): the config's agent lines are for a
+	 * standalone node. */
+	if (!n->standalone && n->o.n_boot_agents)
+		LOGW(n, "%d agent lines of the config ignored: the coordinator %s places agents (aidosctl place)",
+		     n->o.n_boot_agents, n->coord_addr);
+	for (int i = 0; n->standalone && i < n->o.n_boot_agents; i++)
+		restore_one(&r, &n->o.boot_agents[i], "the config");
+	n->quiet_spawn = 0;
+	if (r.ok || r.failed)
+		LOGI(n, "%d agents restored from the store, %d from the config, %d failed, %d models (%.1f ms)", stored,
+		     r.ok - stored, r.failed, node_models_count(&n->models, NULL), mono_msf() - t);
+
+	if (n->want_rpc) {
+		rpc_init();
+		n->rpc_ref++;
+	}
+	if (!n->standalone && (rc = rpc_client_create(n->coord_addr, &n->coord)))
 		return fail(err, errlen, rc, "cannot open a channel to the coordinator %s: %s", n->coord_addr,
 			    aidos_strerror(rc));
 
-	t = mono_msf();
-	int n_methods = (int)(sizeof methods / sizeof methods[0]);
-	if ((rc = rpc_server_start(n->listen, methods, n_methods, n, n->o.rpc_threads > 0 ? n->o.rpc_threads : 8,
-				   &n->srv, &bound, err, errlen))) {
-		n->srv = NULL;
-		return rc;
-	}
-	if (!n->rpc_addr[0]) {
-		split_hostport(n->listen, host, sizeof host, port, sizeof port);
-		if (!strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !strcmp(host, "[::]") || !host[0]) {
-			if (local_addr_towards(n->coord_addr, ip, sizeof ip))
-				snprintf(ip, sizeof ip, "127.0.0.1");
-		} else {
-			snprintf(ip, sizeof ip, "%s", host);
+	/* The Node service: always with a coordinator; standalone only when
+	 * asked for (--listen). */
+	if (n->rpc_ref) {
+		t = mono_msf();
+		int n_methods = (int)(sizeof methods / sizeof methods[0]);
+		if ((rc = rpc_server_start(n->listen, methods, n_methods, n, n->o.rpc_threads > 0 ? n->o.rpc_threads : 8,
+					   &n->srv, &bound, err, errlen))) {
+			n->srv = NULL;
+			return rc;
 		}
-		snprintf(n->rpc_addr, sizeof n->rpc_addr, "%.200s:%d", ip, bound);
+		if (!n->rpc_addr[0]) {
+			split_hostport(n->listen, host, sizeof host, port, sizeof port);
+			if (!strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !strcmp(host, "[::]") || !host[0]) {
+				if (n->standalone || local_addr_towards(n->coord_addr, ip, sizeof ip))
+					snprintf(ip, sizeof ip, "127.0.0.1");
+			} else {
+				snprintf(ip, sizeof ip, "%s", host);
+			}
+			snprintf(n->rpc_addr, sizeof n->rpc_addr, "%.200s:%d", ip, bound);
+		}
+		LOGI(n, "Node service on %s (advertised as %s) in %.1f ms", n->listen, n->rpc_addr, mono_msf() - t);
+	} else {
+		snprintf(n->rpc_addr, sizeof n->rpc_addr, "none");
 	}
-	LOGI(n, "Node service on %s (advertised as %s) in %.1f ms", n->listen, n->rpc_addr, mono_msf() - t);
 
 	if (n->x) {
 		int w = n->o.workers > 0 ? n->o.workers : (n->cores < 4 ? (int)n->cores : 4);
 		if ((rc = node_dp_start(n->x, n->peers, w, serve, n, n, &n->dp, err, errlen)))
 			return rc;
 		LOGI(n, "data plane: %d workers, requests up to %u bytes", w, AIDOS_WIRE_MAX_MSG);
+	}
+
+	if (n->standalone) {
+		n->boot_ms = mono_msf() - n->o.t0_ms;
+		n->ready_ms = n->boot_ms;
+		if (r.ok && !n->o.no_preload && !pthread_create(&n->loader, NULL, loader_main, n))
+			n->loader_started = 1;
+		return 0;
 	}
 
 	t = mono_msf();
@@ -1453,6 +1664,7 @@ int node_start(node *n, char *err, size_t errlen)
 	if ((rc = pthread_create(&n->hb, NULL, hb_main, n)))
 		return fail(err, errlen, -rc, "cannot start the heartbeat thread: %s", strerror(rc));
 	n->hb_started = 1;
+	n->ready_ms = mono_msf() - n->o.t0_ms;
 	return 0;
 }
 
@@ -1471,12 +1683,20 @@ void node_destroy(node *n)
 	node_stop(n);
 	if (n->hb_started)
 		pthread_join(n->hb, NULL);
+	if (n->loader_started)
+		pthread_join(n->loader, NULL);
 	node_dp_stop(n->dp);
 	n->dp = NULL;
 	/* Handlers are short (the longest, ImportContext, pulls for at most
 	 * PULL_TIMEOUT_MS): 2 s of grace, then calls still in flight fail. */
 	rpc_server_stop_grace(n->srv, 2000);
 	n->srv = NULL;
+	/* Every submitter is gone but the socket server's (stopped by its
+	 * owner before this): the workers finish what runs, the rest fails. */
+	node_disp_destroy(n->disp);
+	n->disp = NULL;
+	if (n->standalone)
+		ckpt_save_all(n);   /* no coordinator keeps them: resume from disk */
 	node_table_fini(&n->table);   /* agents (and their registrations) go */
 	node_peers_destroy(n->peers);
 	node_models_fini(&n->models);
@@ -1490,6 +1710,7 @@ void node_destroy(node *n)
 	pool_free(n->data_dir);
 	pool_free(n->listen);
 	pool_free(n->ckpt_dir);
+	pool_free(n->socket);
 	pool_free(n);
 }
 
@@ -1504,4 +1725,172 @@ void node_transport(const node *n, const char **name, const char **reason)
 		*name = n->transport;
 	if (reason)
 		*reason = n->reason;
+}
+
+double node_boot_ms(const node *n)
+{
+	return n->ready_ms;
+}
+
+const char *node_name(const node *n)
+{
+	return n->name;
+}
+
+const char *node_socket(const node *n)
+{
+	return n->socket;
+}
+
+/* ---- requests ---- */
+
+int node_submit(node *n, node_job *j, char *err, size_t errlen)
+{
+	if (!n->disp)
+		return fail(err, errlen, AIDOS_E_BUSY, "the node is not started or is stopping");
+	return node_disp_submit(n->disp, j, err, errlen);
+}
+
+int node_run(node *n, node_job *j, char *err, size_t errlen)
+{
+	if (!n->disp)
+		return fail(err, errlen, AIDOS_E_BUSY, "the node is not started or is stopping");
+	return node_disp_run(n->disp, j, err, errlen);
+}
+
+/* ---- the node-local API ---- */
+
+int node_agent_spawn_local(node *n, const node_spawn_spec *s, char *err, size_t errlen)
+{
+	node_agent_spec sp;
+	if (!s || !s->name || !s->model_path)
+		return fail(err, errlen, AIDOS_E_INVALID, "spawn: name and model are required");
+	if (s->n_ex < 0 || s->n_ex > NODE_MAX_STATE || (s->n_ex && (!s->ex_in || !s->ex_out)))
+		return fail(err, errlen, AIDOS_E_INVALID, "agent %.64s: %d state pairs (0..%d)", s->name, s->n_ex,
+			    NODE_MAX_STATE);
+	spec_to_agent_spec(s, &sp);
+	node_agent *a;
+	int rc = spawn_sp(n, &sp, NULL, 0, &a, err, errlen);
+	if (!rc) {
+		store_put(n, a);
+		node_agent_unref(a);
+	}
+	return rc;
+}
+
+int node_agent_kill_local(node *n, const char *name, char *err, size_t errlen)
+{
+	if (!node_name_valid(name))
+		return fail(err, errlen, AIDOS_E_INVALID, "invalid agent name '%.64s'", name ? name : "");
+	return drop_agent(n, name, "killed", err, errlen);
+}
+
+int node_agent_suspend_local(node *n, const char *name, int suspend, char *err, size_t errlen)
+{
+	node_agent *a = node_table_get(&n->table, name);
+	if (!a)
+		return fail(err, errlen, AIDOS_E_NOTFOUND, "no agent '%.64s' on node %s", name ? name : "", n->name);
+	__atomic_store_n(&a->suspended, suspend ? 1 : 0, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&a->smu);
+	if (a->state_now == NODE_AGENT_IDLE || a->state_now == NODE_AGENT_SUSPENDED)
+		a->state_now = suspend ? NODE_AGENT_SUSPENDED : NODE_AGENT_IDLE;
+	pthread_mutex_unlock(&a->smu);
+	LOGI(n, "agent %s %s", a->name, suspend ? "suspended" : "resumed");
+	node_agent_unref(a);
+	return 0;
+}
+
+node_agent *node_agent_find(node *n, const char *name)
+{
+	return node_table_get(&n->table, name);
+}
+
+static void agent_stat_fill(node_agent *a, node_agent_stat *o)
+{
+	memset(o, 0, sizeof *o);
+	snprintf(o->name, sizeof o->name, "%s", a->name);
+	snprintf(o->model, sizeof o->model, "%s", a->model_path);
+	snprintf(o->device, sizeof o->device, "%s", a->device);
+	o->priority = a->priority;
+	o->deadline_ms = a->deadline_ms;
+	o->stateful = a->stateful;
+	o->rejected = __atomic_load_n(&a->rejected, __ATOMIC_RELAXED);
+	o->est_ns = __atomic_load_n(&a->est_ns[a->dev], __ATOMIC_RELAXED);
+	int loaded = __atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE);
+	o->stateful = loaded ? a->stateful : a->want_stateful;
+	o->weights_bytes = loaded ? node_model_bytes(a->model) : 0;
+	o->context_bytes = loaded ? a->ctx_len : 0;
+	pthread_mutex_lock(&a->smu);
+	o->state = a->state_now;
+	o->requests = a->requests;
+	o->errors = a->errors;
+	o->quota_errors = a->quota_errors;
+	o->fused = a->fused;
+	o->batch_max = a->batch_max;
+	o->latency_ms = a->latency_ms;
+	pthread_mutex_unlock(&a->smu);
+	mpool_usage_get(a->pool, &o->pool);
+}
+
+int node_agents_list(node *n, node_agent_stat **out, int *cnt)
+{
+	node_agent **list;
+	int k;
+	*out = NULL;
+	*cnt = 0;
+	if (node_table_list(&n->table, &list, &k))
+		return AIDOS_E_NOMEM;
+	node_agent_stat *st = pool_calloc((size_t)k + 1, sizeof *st);
+	for (int i = 0; i < k; i++) {
+		if (st)
+			agent_stat_fill(list[i], &st[i]);
+		node_agent_unref(list[i]);
+	}
+	pool_free(list);
+	if (!st)
+		return AIDOS_E_NOMEM;
+	*out = st;
+	*cnt = k;
+	return 0;
+}
+
+int node_agent_info(node *n, const char *name, node_agent_stat *out)
+{
+	node_agent *a = node_table_get(&n->table, name);
+	if (!a)
+		return AIDOS_E_NOTFOUND;
+	agent_stat_fill(a, out);
+	node_agent_unref(a);
+	return 0;
+}
+
+void node_stats(node *n, node_stat *s)
+{
+	node_agent **list;
+	int k;
+	pool_stats ps;
+	memset(s, 0, sizeof *s);
+	snprintf(s->name, sizeof s->name, "%s", n->name);
+	s->boot_ms = n->ready_ms;
+	s->standalone = n->standalone;
+	s->models = node_models_count(&n->models, &s->weights_bytes);
+	s->pool_pages = pool_pages_probe(0);
+	s->numa_nodes = pool_numa_nodes();
+	if (!node_table_list(&n->table, &list, &k)) {
+		s->agents = k;
+		for (int i = 0; i < k; i++) {
+			mpool_usage u;
+			mpool_usage_get(list[i]->pool, &u);
+			s->pool_quota += u.quota;
+			s->pool_reserved += u.reserved;
+			s->pool_used += u.used;
+			s->pool_peak += u.peak;
+			node_agent_unref(list[i]);
+		}
+		pool_free(list);
+	}
+	pool_get_stats(&ps);
+	s->heap_live = ps.bytes_live;
+	s->heap_peak = ps.bytes_peak;
+	node_disp_counts_get(n->disp, &s->disp);
 }

@@ -4,6 +4,7 @@
  * plane and the coordinator link (docs/cluster.md is the design).
  *
  *   node_opts o = { .coord = "198.18.77.1:7700", .name = "n1", .data_dir = "/var/lib/aidos" };
+ *                   // .coord = NULL: standalone
  *   node *n;
  *   char err[256];
  *   if (node_create(&o, &n, err, sizeof err)) { fputs(err, stderr); ... }
@@ -26,6 +27,13 @@
  * `smu`, a short lock over its statistics, version and context bytes that
  * the heartbeat and Status take without ever waiting for a model run.
  *
+ * Requests: every path (local socket, UCX data plane, Node.Infer) is a
+ * node_job given to the dispatcher (node/dispatch.h, node/worker.c): run
+ * queues per device ordered by sched/dispatch.h, workers pinned to cores.
+ * Memory: each agent has its own pool (pools/pools.h, mpool) holding its
+ * context region and arenas under its quota. Standalone (no coordinator)
+ * the node keeps its own store of agents (node/store.h).
+ *
  * The pure parts (state pairing rules, context layout, checkpoint
  * pack/unpack, the table) are exposed here for tests/test_node.c.
  */
@@ -40,6 +48,7 @@
 #include "transport/transport.h"
 #include "proto/rpc.h"
 #include "pools/pools.h"
+#include "node/dispatch.h"
 
 #define NODE_NAME_MAX 64                 /* names: 1..63 of [A-Za-z0-9._-] */
 #define NODE_MAX_STATE 64                /* state pairs per agent */
@@ -138,8 +147,24 @@ void node_model_put(node_models *ms, node_model *m);
 aidos_model *node_model_handle(const node_model *m);
 size_t node_model_bytes(const node_model *m);   /* weights mapped + copied */
 int node_model_refs(node_models *ms, const node_model *m);
+/* Models loaded and the bytes of their weights (each model once). */
+int node_models_count(node_models *ms, uint64_t *bytes);
 
 /* ---- agents ---- */
+
+/* Agent states as the node keeps them (node_agent.state_now holds the
+ * protocol's Aidos__AgentState values; "sync" is MIGRATING: its context is
+ * being exported or imported). */
+#define NODE_AGENT_LOADING AIDOS__AGENT_STATE__AGENT_LOADING
+#define NODE_AGENT_IDLE AIDOS__AGENT_STATE__AGENT_IDLE
+#define NODE_AGENT_INFER AIDOS__AGENT_STATE__AGENT_INFER
+#define NODE_AGENT_SYNC AIDOS__AGENT_STATE__AGENT_MIGRATING
+#define NODE_AGENT_SUSPENDED AIDOS__AGENT_STATE__AGENT_SUSPENDED
+#define NODE_AGENT_DEAD AIDOS__AGENT_STATE__AGENT_DEAD
+/* "loading", "idle", "infer", "sync", "suspended", "dead" (else "unknown"). */
+const char *node_agent_state_name(int state_now);
+
+#define NODE_MAX_DEVICES 2         /* run queues: 0 = cpu (1 = cuda, reserved) */
 
 typedef struct node_agent {
 	char name[NODE_NAME_MAX];
@@ -151,6 +176,34 @@ typedef struct node_agent {
 	aidos_session *sess;
 	xport *x;                  /* for ctx_mem; may be NULL */
 	node_models *models;
+
+	uint32_t id;               /* unique per process: the dispatcher's agent key */
+	int dev;                   /* run queue index (0: cpu) */
+	uint64_t quota;            /* bytes of its pool (0: the default window) */
+	uint32_t deadline_ms;      /* default deadline of its requests (0: none) */
+	mpool *pool;               /* its memory: context region and arenas */
+	uint64_t est_ns[NODE_MAX_DEVICES]; /* online latency estimate (EWMA), under the run queue's lock */
+	int running;               /* a worker runs it now: under the run queue's lock */
+	uint64_t rejected;         /* admission refusals (deadline, busy): atomic */
+	uint64_t quota_errors;     /* requests failed by its quota: under smu */
+	int suspended;             /* atomic: requests refused until resumed */
+
+	/* Lazy agents (a standalone boot): the model is decoded, the state
+	 * paired and the session made by node_agent_load, under mu. */
+	int loaded;                /* atomic: model, session, state and ctx are set */
+	int want_stateful;
+	char **ex;                 /* [2 * n_ex] explicit pairs in, out (owned) until loaded */
+	int n_ex;
+	int load_rc;               /* under mu: a load that failed (answered again, not retried) */
+	char load_err[300];
+
+	/* Fusion along dimension 0 (node/worker.c run_fused), under mu. */
+	int batch_max;             /* > 1: up to this many queued requests run as one */
+	int batchable;             /* set at load: stateless, every input's dim 0 symbolic */
+	aidos_session *bsess;      /* the fused plan's own session (the single one keeps its plan) */
+	void *stage;               /* concatenated inputs, a block of its pool */
+	size_t stage_len;
+	uint64_t fused;            /* requests served in fused runs */
 
 	pthread_mutex_t mu;        /* one request at a time; ExportContext */
 	int frozen;                /* under mu and smu: requests are redirected */
@@ -181,14 +234,30 @@ typedef struct node_agent_spec {
 	int priority, stateful;
 	const char *const *ex_in, *const *ex_out;
 	int n_ex;
+	uint64_t quota;            /* pool quota in bytes, 0: the default window */
+	uint32_t deadline_ms;      /* default request deadline, 0: none */
+	int batch_max;             /* > 1: fuse up to this many queued requests along dim 0 */
 } node_agent_spec;
 
-/* Loads (or shares) the model, creates the session, finds the state pairs
- * and allocates the zeroed context region. refs = 1. Errors: AIDOS_E_INVALID
- * (name, path, device, pairs), AIDOS_E_UNSUPPORTED (device), model errors,
- * AIDOS_E_NOMEM. */
+/* Loads (or shares) the model, creates the agent's pool (quota), the
+ * session, finds the state pairs and allocates the zeroed context region
+ * from the pool. refs = 1. Errors: AIDOS_E_INVALID (name, path, device,
+ * pairs), AIDOS_E_UNSUPPORTED (device), model errors, AIDOS_E_QUOTA (the
+ * context region does not fit the quota), AIDOS_E_NOMEM. */
 int node_agent_create(node_models *ms, xport *x, const node_agent_spec *sp, node_agent **out, char *err,
 		      size_t errlen);
+/* The cheap half of node_agent_create: checks the spec (and that the model
+ * file exists), copies it, makes the pool; state LOADING, loaded 0. The
+ * rest is node_agent_load. refs = 1. Errors as node_agent_create. */
+int node_agent_create_lazy(node_models *ms, xport *x, const node_agent_spec *sp, node_agent **out, char *err,
+			   size_t errlen);
+/* Loads a lazy agent (model shared or decoded, state pairs, context region,
+ * session). The caller holds a->mu and, once it has restored what it
+ * restores (a checkpoint), calls node_agent_set_idle. A load that failed
+ * fails again with the same message. 0 when already loaded. */
+int node_agent_load(node_agent *a, char *err, size_t errlen);
+/* LOADING -> IDLE (other states are left alone). */
+void node_agent_set_idle(node_agent *a);
 void node_agent_ref(node_agent *a);
 /* Drops a reference; the last one frees the agent (releasing its region's
  * registration and its model reference). */
@@ -220,19 +289,46 @@ int node_table_count(node_table *t);
 /* 1 if s is a valid agent or node name. */
 int node_name_valid(const char *s);
 
+/* ---- the dispatcher (node/worker.c; submitters use node/dispatch.h) ---- */
+
+typedef struct node_disp node_disp;
+/* Starts `workers` threads for the cpu run queue, pinned to the allowed
+ * CPUs in turn when pin; with 2 or more, the last one is reserved for the
+ * top priority class, SCHED_FIFO at rt_prio when rt_prio > 0. Errors:
+ * AIDOS_E_INVALID, AIDOS_E_NOMEM, -errno. */
+int node_disp_create(int workers, int pin, int rt_prio, const node *logn, node_disp **out, char *err,
+		     size_t errlen);
+/* Stops the workers after the requests running; queued ones get done()
+ * with AIDOS_E_BUSY ("the node is stopping"). NULL: no-op. */
+void node_disp_destroy(node_disp *d);
+int node_disp_submit(node_disp *d, node_job *j, char *err, size_t errlen);
+int node_disp_run(node_disp *d, node_job *j, char *err, size_t errlen);
+void node_disp_counts_get(node_disp *d, node_disp_counts *c);
+/* How a worker loads a lazy agent on its first request (called with a->mu
+ * held). Set before the first submit. */
+void node_disp_set_loader(node_disp *d, int (*fn)(void *ctx, node_agent *a, char *err, size_t errlen), void *ctx);
+
 /* ---- the node ---- */
 
 typedef struct node node;
 
 typedef struct node_opts {
-	const char *coord;         /* coordinator host:port (required) */
+	const char *coord;         /* coordinator host:port; NULL: standalone */
 	const char *name;          /* node name (required) */
 	const char *data_dir;      /* required; created if missing */
+	const char *socket;        /* local clients' unix socket path (node/ipc*.c); NULL: none */
+	int pin;                   /* 1: pin dispatcher workers to cores */
+	int rt_prio;               /* > 0: the top-class worker runs SCHED_FIFO at this priority */
+	int no_preload;            /* 1: lazy agents load on their first request only (tests) */
+	int no_grpc;               /* standalone: 1 = no Node service (gRPC) at all */
 	const char *listen;        /* RPC listen address; NULL: 0.0.0.0:0 */
 	const char *advertise;     /* address others use; NULL: derived */
 	const char *transport;     /* "auto" (default), "ucx", "tcp" */
 	uint64_t heartbeat_ms;     /* 0: what the coordinator asks */
 	int workers;               /* data-plane workers; 0: min(4, cores) */
+	int run_workers;           /* dispatcher workers (cpu queue); 0: cores */
+	const struct node_spawn_spec *boot_agents;  /* spawned at boot (config file); borrowed until node_start returns */
+	int n_boot_agents;
 	int rpc_threads;           /* 0: 8 */
 	double t0_ms;              /* process start (CLOCK_MONOTONIC ms) for boot_ms */
 } node_opts;
@@ -241,16 +337,102 @@ typedef struct node_opts {
  * thread that serves. Errors: AIDOS_E_INVALID (options), AIDOS_E_UNSUPPORTED
  * (transport), -errno. */
 int node_create(const node_opts *o, node **out, char *err, size_t errlen);
-/* RPC server, data plane, registration (retried until it answers or
- * node_stop is called), restore of the agents the coordinator lists,
- * heartbeat. Errors: those of rpc_server_start, -ECANCELED (stopped). */
+/* Boots the rest (DESIGN.md): dispatcher workers, the local store's
+ * agents (standalone), RPC server, data plane, registration with the
+ * coordinator when there is one (retried until it answers or node_stop is
+ * called) and restore of the agents it lists, heartbeat. Errors: those of
+ * rpc_server_start, -ECANCELED (stopped). */
 int node_start(node *n, char *err, size_t errlen);
+/* Boot time so far, ms from o.t0_ms (set when node_start returns). */
+double node_boot_ms(const node *n);
+const char *node_name(const node *n);
+const char *node_socket(const node *n);   /* opts.socket, or NULL */
 /* Asks node_start's registration loop to give up (async-signal-safe). */
 void node_stop(node *n);
 void node_destroy(node *n);
 
 const char *node_rpc_addr(const node *n);
 void node_transport(const node *n, const char **name, const char **reason);
+
+/* ---- the node-local API (the socket server, node/ipc*.c, and tests) ---- */
+
+/* What an agent is spawned with. */
+typedef struct node_spawn_spec {
+	const char *name;          /* 1-63 of [A-Za-z0-9._-] */
+	const char *model_path;    /* absolute path of the .onnx file */
+	const char *device;        /* NULL or "cpu" */
+	int priority;              /* higher runs first */
+	uint64_t quota;            /* bytes of its pool; 0: the default window */
+	uint32_t deadline_ms;      /* default deadline (SLO) of its requests; 0: none */
+	int stateful;              /* pair state by the naming rules */
+	const char *const *ex_in, *const *ex_out;  /* explicit state pairs */
+	int n_ex;
+	int batch_max;             /* > 1: fuse up to this many (<= 8) queued requests along dim
+	                              0 when the model takes a symbolic batch dimension on every
+	                              input and the agent is stateless; the model must treat the
+	                              rows independently */
+} node_spawn_spec;
+
+/* Spawns an agent on this node and records it in the node's store
+ * (DATA_DIR/agents/NAME.agent), so a restarted standalone node restores it. The
+ * model is mapped once per node and shared. Errors: AIDOS_E_INVALID (spec,
+ * an agent of that name exists), AIDOS_E_QUOTA, model errors; err gets
+ * one line. Thread-safe. */
+int node_agent_spawn_local(node *n, const node_spawn_spec *s, char *err, size_t errlen);
+/* Kills agent `name` (waits for its request running; queued ones fail
+ * with AIDOS_E_NOTFOUND) and drops it from the store. Errors:
+ * AIDOS_E_NOTFOUND. Thread-safe. */
+int node_agent_kill_local(node *n, const char *name, char *err, size_t errlen);
+/* Suspends (requests refused with AIDOS_E_BUSY) or resumes an agent.
+ * Errors: AIDOS_E_NOTFOUND. */
+int node_agent_suspend_local(node *n, const char *name, int suspend, char *err, size_t errlen);
+/* The agent named name, referenced (node_agent_unref it), or NULL: what a
+ * submitter puts in node_job.agent. */
+node_agent *node_agent_find(node *n, const char *name);
+
+/* One agent as `aidos ps` shows it. */
+typedef struct node_agent_stat {
+	char name[NODE_NAME_MAX];
+	char model[256];           /* path, truncated */
+	char device[8];
+	int state;                 /* NODE_AGENT_* */
+	int priority;
+	uint32_t deadline_ms;
+	int stateful;
+	uint64_t requests, errors, rejected, quota_errors;
+	uint64_t fused;            /* of requests, served in fused (batched) runs */
+	int batch_max;
+	double latency_ms;         /* moving average of run time */
+	uint64_t est_ns;           /* the dispatcher's estimate on its device */
+	uint64_t weights_bytes;    /* its model's (shared) */
+	uint64_t context_bytes;
+	mpool_usage pool;          /* quota, reserved, used, peak, page kind */
+} node_agent_stat;
+
+/* Every agent: *out (pool memory, pool_free it) holds *n entries sorted by
+ * name. Errors: AIDOS_E_NOMEM. Thread-safe. */
+int node_agents_list(node *n, node_agent_stat **out, int *cnt);
+/* One agent. Errors: AIDOS_E_NOTFOUND. */
+int node_agent_info(node *n, const char *name, node_agent_stat *out);
+
+/* The node as `aidos stats` shows it. */
+typedef struct node_stat {
+	char name[NODE_NAME_MAX];
+	double boot_ms;
+	int standalone;
+	int agents, models;
+	uint64_t weights_bytes;    /* of the models loaded (each once) */
+	uint64_t pool_quota, pool_reserved, pool_used, pool_peak;  /* sums over agents */
+	int pool_pages;            /* page kind a pool gets here (enum pool_pages) */
+	int numa_nodes;
+	uint64_t heap_live, heap_peak;  /* pools/alloc.c */
+	node_disp_counts disp;
+} node_stat;
+
+/* Fills s. Thread-safe. */
+void node_stats(node *n, node_stat *s);
+
+/* Requests from any submitter: node/dispatch.h (node_submit, node_run). */
 
 /* Runs one method of the Node service in process, as the server would
  * ("/aidos.Node/Spawn"; req of the method's request type). On success

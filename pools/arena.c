@@ -1,6 +1,8 @@
 /*
- * pools/arena.c - activation arenas. Above 2 MiB the arena is an anonymous
- * mapping advised onto transparent huge pages; below, a heap block.
+ * pools/arena.c - activation arenas. On a thread with a current agent pool
+ * the arena is a block of that pool (charged to the agent's quota); else
+ * above 2 MiB an anonymous mapping advised onto transparent huge pages, and
+ * below a heap block.
  */
 #include <string.h>
 #include <sys/mman.h>
@@ -13,6 +15,17 @@ int pool_arena_reserve(pool_arena *a, size_t size)
 {
 	memset(a, 0, sizeof *a);
 	size = pool_align_up(size ? size : POOL_ALIGN, POOL_ALIGN);
+	mpool *mp = mpool_current();
+	if (mp) {   /* an agent's arena: a block of its pool, under its quota */
+		void *b;
+		int rc = mpool_alloc(mp, size, &b);
+		if (rc)
+			return rc;
+		a->base = a->raw = b;
+		a->size = size;
+		a->owner = mp;
+		return 0;
+	}
 	if (size >= HUGE_MIN) {
 		size_t len = pool_align_up(size, HUGE_MIN);
 		void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -39,7 +52,9 @@ void pool_arena_release(pool_arena *a)
 {
 	if (!a->base)
 		return;
-	if (a->mapped)
+	if (a->owner)
+		mpool_free(a->owner, a->raw);
+	else if (a->mapped)
 		munmap(a->raw, a->size);
 	else
 		pool_free(a->raw);

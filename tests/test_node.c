@@ -8,6 +8,13 @@
  * Node.Infer, malformed and oversized requests (the node keeps serving),
  * migration with the context pulled by one xport_get, an ImportContext
  * whose checksum or length is wrong (refused, not resumed), and Kill.
+ * And the node kernel standalone (hey_jarvis, the openWakeWord embedding
+ * model, Silero VAD): local spawn/list/info/suspend/kill with shared
+ * weights, outputs through the dispatcher equal to a direct run, no
+ * allocation per request, strict priority and EDF order under load,
+ * admission (deadline, full queue) and deadlines that pass in the queue,
+ * a quota breach that fails only that agent, 4,096 agents of one model,
+ * and a restart that restores agents and state from the node's own store.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +23,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -895,6 +903,680 @@ static void test_cluster_kill(void **st)
 	assert_int_equal(node_call(K.n[0], "/aidos.Node/Kill", &sq.base, &r, err, sizeof err), AIDOS_E_INVALID);
 }
 
+
+/* ---- the node kernel, standalone in this process ---- */
+
+#include <semaphore.h>
+#include "node/dispatch.h"
+#include "node/store.h"
+
+static char jarvis[700], emb[700];
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int have_kernel_models(void)
+{
+	struct stat s1, s2, s3;
+	return !stat(jarvis, &s1) && !stat(emb, &s2) && !stat(model_path, &s3);
+}
+
+#define SKIP_WITHOUT_KERNEL_MODELS()                                                          \
+	do {                                                                                  \
+		if (!have_kernel_models()) {                                                  \
+			print_message("    skipped: %s or %s is missing (make models)\n", jarvis, emb); \
+			skip();                                                               \
+		}                                                                             \
+	} while (0)
+
+/* A standalone node on dir (created), `workers` dispatcher workers. */
+static node *standalone(const char *dir, int workers)
+{
+	char err[512];
+	node *n;
+	node_opts o = { .name = "solo", .data_dir = dir, .run_workers = workers, .pin = 0 };
+	if (node_create(&o, &n, err, sizeof err))
+		fail_msg("node_create: %s", err);
+	if (node_start(n, err, sizeof err))
+		fail_msg("node_start: %s", err);
+	return n;
+}
+
+static void mkdir_tmp(char *dir, size_t len)
+{
+	snprintf(dir, len, "/tmp/aidos-test-kern-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+}
+
+static void rm_tmp(const char *dir)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	if (system(cmd))
+		print_message("    could not remove %s\n", dir);
+}
+
+static void spawn_ok(node *n, const char *name, const char *model, int prio, uint64_t quota)
+{
+	char err[600];
+	node_spawn_spec sp = { .name = name, .model_path = model, .priority = prio, .quota = quota };
+	if (node_agent_spawn_local(n, &sp, err, sizeof err))
+		fail_msg("spawn %s: %s", name, err);
+}
+
+/* Jobs recorded in completion order; job 0 can hold the worker (gate). */
+#define NJ 1100
+typedef struct rec {
+	node_job j[NJ];
+	aidos_tensor out[NJ][2];
+	int rc[NJ];
+	char err[NJ][160];
+	int order[NJ];
+	int n;               /* atomic */
+	sem_t gate, finished;
+	int gated;           /* job index that waits on the gate, -1 none */
+	float outv[NJ];
+} rec;
+
+static void rec_done(node_job *j, int rc, const char *err)
+{
+	rec *r = j->user;
+	int i = (int)(j - r->j);
+	if (i == r->gated)
+		while (sem_wait(&r->gate) && errno == EINTR)
+			;
+	r->rc[i] = rc;
+	snprintf(r->err[i], sizeof r->err[i], "%s", err ? err : "");
+	if (!rc && j->nout >= 1 && j->out[0].dtype == AIDOS_DT_FLOAT)
+		r->outv[i] = ((const float *)j->out[0].data)[0];
+	r->order[__atomic_fetch_add(&r->n, 1, __ATOMIC_ACQ_REL)] = i;
+	sem_post(&r->finished);
+}
+
+static void rec_init(rec *r)
+{
+	memset(r, 0, sizeof *r);
+	sem_init(&r->gate, 0, 0);
+	sem_init(&r->finished, 0, 0);
+	r->gated = -1;
+}
+
+static void rec_wait(rec *r, int count)
+{
+	for (int k = 0; k < count; k++) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 120;
+		int w;
+		while ((w = sem_timedwait(&r->finished, &ts)) && errno == EINTR)
+			;
+		assert_int_equal(w, 0);
+	}
+}
+
+static float jin[16 * 96], ein[8 * 76 * 32];
+
+static void job_set(rec *r, int i, node_agent *a, aidos_tensor *in, int prio, uint64_t deadline)
+{
+	node_job *j = &r->j[i];
+	memset(j, 0, sizeof *j);
+	j->agent = a;
+	j->in = in;
+	j->nin = 1;
+	j->out = r->out[i];
+	j->nout = 2;
+	j->priority = prio;
+	j->deadline_ns = deadline;
+	j->done = rec_done;
+	j->user = r;
+}
+
+static aidos_tensor T_j = { .name = "x.1", .dtype = AIDOS_DT_FLOAT, .rank = 3, .dims = { 1, 16, 96 }, .data = jin };
+static aidos_tensor T_e = { .name = "input_1", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { 8, 76, 32, 1 }, .data = ein };
+
+/* Waits until the gated request, the only one submitted, has left the
+ * queue: the single worker picked it and holds in its done(). (A worker
+ * still closing the previous request may count as running a moment
+ * longer, so "running" alone is not the sign.) */
+static void wait_running(node *n, uint32_t k)
+{
+	for (int t = 0; t < 60000; t++) {
+		node_stat st;
+		node_stats(n, &st);
+		if (st.disp.queued == 0 && st.disp.running >= k)
+			return;
+		usleep(1000);
+	}
+	fail_msg("the dispatcher never started the gated request");
+}
+
+static void test_kern_agents(void **st)
+{
+	SKIP_WITHOUT_KERNEL_MODELS();
+	char dir[64], err[600];
+	mkdir_tmp(dir, sizeof dir);
+	node *n = standalone(dir, 1);
+	spawn_ok(n, "j1", jarvis, 5, 0);
+	spawn_ok(n, "j2", jarvis, 1, 32 << 20);
+	node_spawn_spec sp = { .name = "v1", .model_path = model_path, .stateful = 1, .deadline_ms = 250 };
+	assert_int_equal(node_agent_spawn_local(n, &sp, err, sizeof err), 0);
+	/* A name twice, a relative path, an unknown device: refused. */
+	assert_int_equal(node_agent_spawn_local(n, &sp, err, sizeof err), AIDOS_E_INVALID);
+	node_spawn_spec bad = { .name = "x", .model_path = "rel.onnx" };
+	assert_int_equal(node_agent_spawn_local(n, &bad, err, sizeof err), AIDOS_E_INVALID);
+	bad = (node_spawn_spec){ .name = "x", .model_path = jarvis, .device = "tpu" };
+	assert_int_equal(node_agent_spawn_local(n, &bad, err, sizeof err), AIDOS_E_INVALID);
+
+	node_agent_stat *l;
+	int cnt;
+	assert_int_equal(node_agents_list(n, &l, &cnt), 0);
+	assert_int_equal(cnt, 3);
+	assert_string_equal(l[0].name, "j1");
+	assert_string_equal(l[2].name, "v1");
+	assert_string_equal(node_agent_state_name(l[0].state), "idle");
+	assert_int_equal(l[1].pool.quota, 32 << 20);
+	assert_int_equal(l[2].deadline_ms, 250);
+	assert_true(l[2].stateful);
+	assert_true(l[2].pool.used >= l[2].context_bytes);   /* the context region is in its pool */
+	pool_free(l);
+	/* j1 and j2 share one model: one mapping */
+	node_stat ns;
+	node_stats(n, &ns);
+	assert_int_equal(ns.agents, 3);
+	assert_int_equal(ns.models, 2);
+	node_agent *a = node_agent_find(n, "j1");
+	assert_non_null(a);
+	node_agent *b = node_agent_find(n, "j2");
+	assert_ptr_equal(a->model, b->model);
+	assert_ptr_equal(node_model_handle(a->model), node_model_handle(b->model));
+
+	/* Outputs through the dispatcher equal a direct session run. */
+	for (int i = 0; i < 16 * 96; i++)
+		jin[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+	static rec r;
+	rec_init(&r);
+	job_set(&r, 0, a, &T_j, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_run(n, &r.j[0], err, sizeof err), 0);
+	assert_int_equal(r.rc[0], 0);
+	assert_int_equal(r.j[0].nout, 1);
+	aidos_session *s;
+	assert_int_equal(aidos_session_create(node_model_handle(a->model), NULL, &s, err, sizeof err), 0);
+	assert_int_equal(aidos_session_run(s, 1, &T_j), 0);
+	aidos_tensor o;
+	aidos_session_output(s, 0, &o);
+	assert_memory_equal(&r.outv[0], o.data, sizeof(float));
+	aidos_session_destroy(s);
+	/* Steady state: no allocation per request through the dispatcher. */
+	pool_stats p0, p1;
+	pool_get_stats(&p0);
+	for (int i = 0; i < 200; i++) {
+		job_set(&r, 0, a, &T_j, NODE_PRIO_AGENT, 0);
+		assert_int_equal(node_run(n, &r.j[0], err, sizeof err), 0);
+	}
+	pool_get_stats(&p1);
+	assert_int_equal(p1.allocs, p0.allocs);
+
+	/* Suspend: refused while suspended, served again after. */
+	assert_int_equal(node_agent_suspend_local(n, "j2", 1, err, sizeof err), 0);
+	node_agent_stat as;
+	assert_int_equal(node_agent_info(n, "j2", &as), 0);
+	assert_string_equal(node_agent_state_name(as.state), "suspended");
+	job_set(&r, 1, b, &T_j, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_run(n, &r.j[1], err, sizeof err), AIDOS_E_BUSY);
+	assert_non_null(strstr(err, "suspended"));
+	assert_int_equal(node_agent_suspend_local(n, "j2", 0, err, sizeof err), 0);
+	assert_int_equal(node_run(n, &r.j[1], err, sizeof err), 0);
+	assert_int_equal(r.rc[1], 0);
+	/* A state tensor sent by the client is refused. */
+	aidos_tensor vst = { .name = "state", .dtype = AIDOS_DT_FLOAT, .rank = 3, .dims = { 2, 1, 128 }, .data = ein };
+	node_agent *v = node_agent_find(n, "v1");
+	job_set(&r, 2, v, &vst, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_submit(n, &r.j[2], err, sizeof err), AIDOS_E_INVALID);
+
+	/* Kill: gone from the table, from the store; requests to a held
+	 * reference fail with NOTFOUND. */
+	assert_int_equal(node_agent_kill_local(n, "j1", err, sizeof err), 0);
+	assert_int_equal(node_agent_kill_local(n, "j1", err, sizeof err), AIDOS_E_NOTFOUND);
+	assert_int_equal(node_agent_info(n, "j1", &as), AIDOS_E_NOTFOUND);
+	job_set(&r, 3, a, &T_j, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_run(n, &r.j[3], err, sizeof err), AIDOS_E_NOTFOUND);
+	node_agent_unref(a);
+	node_agent_unref(b);
+	node_agent_unref(v);
+	char path[128];
+	snprintf(path, sizeof path, "%s/agents/j1.agent", dir);
+	assert_int_not_equal(access(path, F_OK), 0);
+	snprintf(path, sizeof path, "%s/agents/j2.agent", dir);
+	assert_int_equal(access(path, F_OK), 0);
+	node_destroy(n);
+	rm_tmp(dir);
+}
+
+static void test_kern_priority_deadline(void **st)
+{
+	SKIP_WITHOUT_KERNEL_MODELS();
+	char dir[64], err[600];
+	mkdir_tmp(dir, sizeof dir);
+	node *n = standalone(dir, 1);   /* one worker: a strict order to check */
+	spawn_ok(n, "lo", emb, 1, 0);
+	spawn_ok(n, "lo2", emb, 1, 0);
+	spawn_ok(n, "hi", jarvis, 10, 0);
+	node_agent *lo = node_agent_find(n, "lo"), *lo2 = node_agent_find(n, "lo2"), *hi = node_agent_find(n, "hi");
+	static rec r;
+	rec_init(&r);
+	/* Warm up: estimates known. */
+	job_set(&r, 0, lo, &T_e, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_run(n, &r.j[0], err, sizeof err), 0);
+	job_set(&r, 0, hi, &T_j, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_run(n, &r.j[0], err, sizeof err), 0);
+	assert_int_equal(r.rc[0], 0);
+
+	/* Job 0 (lo) holds the only worker; then a mix is queued. */
+	rec_init(&r);
+	r.gated = 0;
+	job_set(&r, 0, lo, &T_e, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_submit(n, &r.j[0], err, sizeof err), 0);
+	wait_running(n, 1);
+	uint64_t now = mono_ns(), S = 1000000000ull;
+	/* L H L L H L L H L, the highs with deadlines 30 s, 10 s, 20 s away */
+	const char *pat = "LHLLHLLHL";
+	uint64_t dl[] = { 30 * S, 10 * S, 20 * S };
+	int h = 0;
+	for (int i = 1; i <= 9; i++) {
+		if (pat[i - 1] == 'H')
+			job_set(&r, i, hi, &T_j, NODE_PRIO_AGENT, now + dl[h++]);
+		else
+			job_set(&r, i, lo2, &T_e, NODE_PRIO_AGENT, 0);
+		assert_int_equal(node_submit(n, &r.j[i], err, sizeof err), 0);
+	}
+	/* Admission: a deadline 1 us away cannot be met behind a running
+	 * request whose estimate is known: refused now, explicitly. */
+	job_set(&r, 10, hi, &T_j, NODE_PRIO_AGENT, mono_ns() + 1000);
+	assert_int_equal(node_submit(n, &r.j[10], err, sizeof err), AIDOS_E_DEADLINE);
+	assert_non_null(strstr(err, "deadline"));
+	/* Fill the queue: the request past NODE_QUEUE_MAX gets BUSY. */
+	int k = 11, busy = 0;
+	for (; k < NJ && !busy; k++) {
+		job_set(&r, k, hi, &T_j, 0, 0);
+		int rc = node_submit(n, &r.j[k], err, sizeof err);
+		if (rc) {
+			assert_int_equal(rc, AIDOS_E_BUSY);
+			assert_non_null(strstr(err, "full"));
+			busy = 1;
+		}
+	}
+	assert_true(busy);
+	int queued = 9 + (k - 1 - 11);
+	assert_int_equal(queued, NODE_QUEUE_MAX);
+	sem_post(&r.gate);
+	rec_wait(&r, 1 + queued);
+	/* Order: the held one, the highs (priority 10) by deadline (10 s: job
+	 * 5, 20 s: job 8, 30 s: job 2), the lows (priority 1) in arrival
+	 * order, then the priority-0 fill. */
+	int want[] = { 0, 5, 8, 2, 1, 3, 4, 6, 7, 9 };
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(r.order[i], want[i]);
+	for (int i = 10; i < 1 + queued; i++)
+		assert_true(r.order[i] >= 11);
+	for (int i = 0; i < 1 + queued; i++)
+		assert_int_equal(r.rc[r.order[i]], 0);
+
+	/* A request admitted on its estimate whose deadline passes while it
+	 * waits is answered with DEADLINE, not run and not dropped. */
+	rec_init(&r);
+	r.gated = 0;
+	job_set(&r, 0, lo, &T_e, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_submit(n, &r.j[0], err, sizeof err), 0);
+	wait_running(n, 1);
+	node_agent_stat as;
+	node_agent_info(n, "lo", &as);
+	job_set(&r, 1, hi, &T_j, NODE_PRIO_AGENT, mono_ns() + 2 * as.est_ns + 200000000ull);
+	int rc = node_submit(n, &r.j[1], err, sizeof err);
+	assert_true(rc == 0 || rc == AIDOS_E_DEADLINE);   /* refused at once only on a stalled machine */
+	usleep(300000 + (useconds_t)(2 * as.est_ns / 1000));
+	sem_post(&r.gate);
+	rec_wait(&r, rc ? 1 : 2);
+	if (!rc) {
+		assert_int_equal(r.rc[1], AIDOS_E_DEADLINE);
+		assert_non_null(strstr(r.err[1], "passed while queued"));
+	}
+	node_stat ns;
+	node_stats(n, &ns);
+	assert_true(ns.disp.rejected_deadline >= 1);
+	assert_true(ns.disp.rejected_busy >= 1);
+	assert_int_equal(ns.disp.queued, 0);
+	node_agent_unref(lo);
+	node_agent_unref(lo2);
+	node_agent_unref(hi);
+	node_destroy(n);
+	rm_tmp(dir);
+}
+
+/* Queued requests of a batchable agent run as one along dim 0, and each
+ * gets its own row, equal to a run of its own. */
+static void test_kern_fused(void **st)
+{
+	SKIP_WITHOUT_KERNEL_MODELS();
+	enum { B = 8, ROW = 76 * 32 };
+	char dir[64], err[600];
+	mkdir_tmp(dir, sizeof dir);
+	node *n = standalone(dir, 1);
+	spawn_ok(n, "blk", jarvis, 1, 0);
+	node_spawn_spec sp = { .name = "eb", .model_path = emb, .priority = 1, .batch_max = B };
+	assert_int_equal(node_agent_spawn_local(n, &sp, err, sizeof err), 0);
+	node_agent *blk = node_agent_find(n, "blk"), *eb = node_agent_find(n, "eb");
+	static float rows[B][ROW];
+	static aidos_tensor tin[B];
+	static float got[B][128];
+	static rec r;
+	for (int b = 0; b < B; b++) {
+		for (int i = 0; i < ROW; i++)
+			rows[b][i] = (float)((i * (b + 3)) % 17) / 17.0f - 0.4f;
+		tin[b] = (aidos_tensor){ .name = "input_1", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { 1, 76, 32, 1 },
+					 .data = rows[b] };
+	}
+	rec_init(&r);
+	r.gated = 0;
+	job_set(&r, 0, blk, &T_j, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_submit(n, &r.j[0], err, sizeof err), 0);
+	wait_running(n, 1);
+	for (int b = 0; b < B; b++) {
+		job_set(&r, 1 + b, eb, &tin[b], NODE_PRIO_AGENT, 0);
+		assert_int_equal(node_submit(n, &r.j[1 + b], err, sizeof err), 0);
+	}
+	sem_post(&r.gate);
+	rec_wait(&r, 1 + B);
+	node_agent_stat as;
+	assert_int_equal(node_agent_info(n, "eb", &as), 0);
+	assert_int_equal(as.fused, B);
+	assert_int_equal(as.requests, B);
+	/* Each row against a run of its own. rec_done kept the first value;
+	 * compare the whole row through a direct session. */
+	aidos_session *s;
+	assert_int_equal(aidos_session_create(node_model_handle(eb->model), NULL, &s, err, sizeof err), 0);
+	for (int b = 0; b < B; b++) {
+		assert_int_equal(r.rc[1 + b], 0);
+		assert_int_equal(aidos_session_run(s, 1, &tin[b]), 0);
+		aidos_tensor o;
+		aidos_session_output(s, 0, &o);
+		float want = ((const float *)o.data)[0];
+		assert_true(fabsf(r.outv[1 + b] - want) <= 1e-4f * (1.0f + fabsf(want)));
+		got[b][0] = r.outv[1 + b];
+	}
+	aidos_session_destroy(s);
+	/* Rows differ (the inputs did): not one answer copied B times. */
+	assert_true(got[0][0] != got[1][0] || got[1][0] != got[2][0]);
+	/* Without queued company a request runs alone. */
+	job_set(&r, 20, eb, &tin[3], NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_run(n, &r.j[20], err, sizeof err), 0);
+	assert_int_equal(r.rc[20], 0);
+	assert_int_equal(node_agent_info(n, "eb", &as), 0);
+	assert_int_equal(as.fused, B);
+	assert_int_equal(as.requests, B + 1);
+	node_agent_unref(blk);
+	node_agent_unref(eb);
+	node_destroy(n);
+	rm_tmp(dir);
+}
+
+static void test_kern_quota(void **st)
+{
+	SKIP_WITHOUT_KERNEL_MODELS();
+	char dir[64], err[600];
+	mkdir_tmp(dir, sizeof dir);
+	node *n = standalone(dir, 2);
+	spawn_ok(n, "small", emb, 1, 64 << 10);   /* 64 KiB: the arena does not fit */
+	spawn_ok(n, "big", emb, 1, 0);
+	node_agent *sm = node_agent_find(n, "small"), *bg = node_agent_find(n, "big");
+	static rec r;
+	rec_init(&r);
+	for (int round = 0; round < 2; round++) {
+		job_set(&r, 0, sm, &T_e, NODE_PRIO_AGENT, 0);
+		assert_int_equal(node_run(n, &r.j[0], err, sizeof err), 0);
+		assert_int_equal(r.rc[0], AIDOS_E_QUOTA);
+		assert_non_null(strstr(r.err[0], "quota"));
+		/* The other agent of the same model is untouched. */
+		job_set(&r, 1, bg, &T_e, NODE_PRIO_AGENT, 0);
+		assert_int_equal(node_run(n, &r.j[1], err, sizeof err), 0);
+		assert_int_equal(r.rc[1], 0);
+	}
+	node_agent_stat a1, a2;
+	assert_int_equal(node_agent_info(n, "small", &a1), 0);
+	assert_int_equal(node_agent_info(n, "big", &a2), 0);
+	assert_int_equal(a1.quota_errors, 2);
+	assert_true(a1.pool.breaches >= 2);
+	assert_int_equal(a1.pool.used, 0);
+	assert_int_equal(a2.quota_errors, 0);
+	assert_int_equal(a2.requests, 2);
+	assert_true(a2.pool.used > (64u << 10));   /* its arena, in its pool */
+	assert_true(a2.pool.peak >= a2.pool.used);
+	/* A stateful agent whose context region exceeds its quota: the spawn
+	 * fails, with QUOTA. */
+	node_spawn_spec sp = { .name = "v", .model_path = model_path, .stateful = 1, .quota = 512 };
+	assert_int_equal(node_agent_spawn_local(n, &sp, err, sizeof err), AIDOS_E_QUOTA);
+	assert_non_null(strstr(err, "quota"));
+	print_message("    quota: small agent refused (%s), big agent arena %llu bytes in pool (%s pages)\n",
+		      r.err[0], (unsigned long long)a2.pool.used, pool_pages_name(a2.pool.pages));
+	node_agent_unref(sm);
+	node_agent_unref(bg);
+	node_destroy(n);
+	rm_tmp(dir);
+}
+
+static void test_kern_4096_agents(void **st)
+{
+	SKIP_WITHOUT_KERNEL_MODELS();
+	enum { N = 4096 };
+	char dir[64], err[600], name[32];
+	mkdir_tmp(dir, sizeof dir);
+	node *n = standalone(dir, 2);
+	pool_stats p0, p1;
+	spawn_ok(n, "first", jarvis, 1, 0);   /* the model's one load, not counted per agent */
+	pool_get_stats(&p0);
+	uint64_t t0 = mono_ns();
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof name, "a%04d", i);
+		node_spawn_spec sp = { .name = name, .model_path = jarvis, .priority = i % 4, .quota = 8 << 20 };
+		if (node_agent_spawn_local(n, &sp, err, sizeof err))
+			fail_msg("spawn %s: %s", name, err);
+	}
+	uint64_t t1 = mono_ns();
+	pool_get_stats(&p1);
+	node_stat ns;
+	node_stats(n, &ns);
+	assert_int_equal(ns.agents, N + 1);
+	assert_int_equal(ns.models, 1);   /* one mapping, shared by all */
+	/* Every agent answers; spot-check some, concurrently queued. */
+	static rec r;
+	rec_init(&r);
+	for (int i = 0; i < 64; i++) {
+		snprintf(name, sizeof name, "a%04d", i * 64 + 63);
+		node_agent *a = node_agent_find(n, name);
+		assert_non_null(a);
+		job_set(&r, i, a, &T_j, NODE_PRIO_AGENT, 0);
+		assert_int_equal(node_submit(n, &r.j[i], err, sizeof err), 0);
+		node_agent_unref(a);   /* the table holds it until the job is done */
+	}
+	rec_wait(&r, 64);
+	for (int i = 0; i < 64; i++) {
+		assert_int_equal(r.rc[i], 0);
+		assert_memory_equal(&r.outv[i], &r.outv[0], sizeof(float));
+	}
+	pool_stats p2;
+	pool_get_stats(&p2);
+	node_stats(n, &ns);
+	double heap = (double)(p1.bytes_live - p0.bytes_live) / N;
+	print_message("    %d agents of one model: spawn %.1f us each, %.0f bytes of heap each, pools %llu MiB "
+		      "reserved (address space), %llu KiB used after 64 ran\n",
+		      N, (double)(t1 - t0) / 1e3 / N, heap, (unsigned long long)(ns.pool_reserved >> 20),
+		      (unsigned long long)(ns.pool_used >> 10));
+	/* Kill them all (the store loses each record). */
+	t0 = mono_ns();
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof name, "a%04d", i);
+		assert_int_equal(node_agent_kill_local(n, name, err, sizeof err), 0);
+	}
+	node_stats(n, &ns);
+	assert_int_equal(ns.agents, 1);
+	node_destroy(n);
+	rm_tmp(dir);
+}
+
+static void test_kern_restart(void **st)
+{
+	SKIP_WITHOUT_KERNEL_MODELS();
+	char dir[64], err[600];
+	mkdir_tmp(dir, sizeof dir);
+	node *n = standalone(dir, 1);
+	spawn_ok(n, "j", jarvis, 7, 16 << 20);
+	node_spawn_spec sp = { .name = "v", .model_path = model_path, .stateful = 1, .deadline_ms = 500 };
+	assert_int_equal(node_agent_spawn_local(n, &sp, err, sizeof err), 0);
+	/* Three VAD chunks move its state to version 3. */
+	static float vchunk[512];
+	static int64_t sr = 16000;
+	for (int i = 0; i < 512; i++)
+		vchunk[i] = 0.3f * sinf((float)i * 0.05f);
+	aidos_tensor vin[2] = {
+		{ .name = "input", .dtype = AIDOS_DT_FLOAT, .rank = 2, .dims = { 1, 512 }, .data = vchunk },
+		{ .name = "sr", .dtype = AIDOS_DT_INT64, .rank = 0, .data = &sr },
+	};
+	static rec r;
+	rec_init(&r);
+	node_agent *v = node_agent_find(n, "v");
+	for (int i = 0; i < 3; i++) {
+		job_set(&r, i, v, vin, NODE_PRIO_AGENT, 0);
+		r.j[i].nin = 2;
+		assert_int_equal(node_run(n, &r.j[i], err, sizeof err), 0);
+		assert_int_equal(r.rc[i], 0);
+	}
+	static uint8_t ctx[1024];
+	assert_int_equal(v->ctx_len, sizeof ctx);
+	memcpy(ctx, v->ctx, sizeof ctx);
+	assert_int_equal(v->version, 3);
+	node_agent_unref(v);
+	node_destroy(n);   /* what SIGTERM does: checkpoints saved, store kept */
+
+	n = standalone(dir, 1);
+	node_agent_stat a;
+	assert_int_equal(node_agent_info(n, "j", &a), 0);
+	/* Restored lazily: loading until the node's loader (or a first
+	 * request) decodes its model, then idle. */
+	assert_true(!strcmp(node_agent_state_name(a.state), "loading") || !strcmp(node_agent_state_name(a.state), "idle"));
+	for (int t = 0; t < 60000; t++) {
+		node_agent_stat b1, b2;
+		node_agent_info(n, "j", &b1);
+		node_agent_info(n, "v", &b2);
+		if (b1.state == NODE_AGENT_IDLE && b2.state == NODE_AGENT_IDLE)
+			break;
+		usleep(1000);
+	}
+	assert_int_equal(node_agent_info(n, "j", &a), 0);
+	assert_string_equal(node_agent_state_name(a.state), "idle");
+	assert_int_equal(a.priority, 7);
+	assert_int_equal(a.pool.quota, 16 << 20);
+	assert_int_equal(node_agent_info(n, "v", &a), 0);
+	assert_int_equal(a.deadline_ms, 500);
+	v = node_agent_find(n, "v");
+	assert_int_equal(v->version, 3);
+	assert_memory_equal(v->ctx, ctx, sizeof ctx);
+	/* The next chunk continues from there. */
+	job_set(&r, 4, v, vin, NODE_PRIO_AGENT, 0);
+	r.j[4].nin = 2;
+	assert_int_equal(node_run(n, &r.j[4], err, sizeof err), 0);
+	assert_int_equal(r.rc[4], 0);
+	assert_int_equal(v->version, 4);
+	node_agent_unref(v);
+	/* A malformed store record is skipped, the others come back. */
+	char path[128];
+	snprintf(path, sizeof path, "%s/agents/bad.agent", dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("agent bad model=%ZZ\n", f);
+	fclose(f);
+	node_destroy(n);
+	/* Without the loader thread: j stays "loading" until its first
+	 * request, which loads it on the worker and is served. */
+	node_opts o = { .name = "solo", .data_dir = dir, .run_workers = 1, .no_preload = 1 };
+	assert_int_equal(node_create(&o, &n, err, sizeof err), 0);
+	assert_int_equal(node_start(n, err, sizeof err), 0);
+	assert_int_equal(node_agent_info(n, "j", &a), 0);
+	assert_string_equal(node_agent_state_name(a.state), "loading");
+	assert_int_equal(a.weights_bytes, 0);
+	assert_int_equal(node_agent_info(n, "bad", &a), AIDOS_E_NOTFOUND);
+	node_agent *jj = node_agent_find(n, "j");
+	job_set(&r, 5, jj, &T_j, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_run(n, &r.j[5], err, sizeof err), 0);
+	assert_int_equal(r.rc[5], 0);
+	assert_int_equal(node_agent_info(n, "j", &a), 0);
+	assert_string_equal(node_agent_state_name(a.state), "idle");
+	assert_true(a.weights_bytes > 0);
+	node_agent_unref(jj);
+	node_destroy(n);
+	rm_tmp(dir);
+}
+
+static void test_kern_lines(void **st)
+{
+	node_spec_buf b;
+	char err[300], line[1024];
+	const char *in[] = { "h", "c x" }, *out[] = { "hn", "c:n" };
+	node_spawn_spec s = { .name = "a.1", .model_path = "/m dir/x=y.onnx", .priority = -3, .quota = 3 << 20,
+			      .deadline_ms = 40, .stateful = 1, .ex_in = in, .ex_out = out, .n_ex = 2, .batch_max = 4 };
+	int k = node_spec_format(&s, line, sizeof line);
+	assert_true(k > 0);
+	assert_int_equal(node_spec_parse(line, &b, err, sizeof err), 0);
+	assert_string_equal(b.s.name, "a.1");
+	assert_string_equal(b.s.model_path, "/m dir/x=y.onnx");
+	assert_int_equal(b.s.priority, -3);
+	assert_int_equal(b.s.quota, 3 << 20);
+	assert_int_equal(b.s.deadline_ms, 40);
+	assert_int_equal(b.s.n_ex, 2);
+	assert_string_equal(b.s.ex_in[1], "c x");
+	assert_string_equal(b.s.ex_out[1], "c:n");
+	assert_int_equal(b.s.batch_max, 4);
+	node_spec_buf_fini(&b);
+	assert_int_equal(node_spec_parse("agent x model=/a quota=2G", &b, err, sizeof err), 0);
+	assert_int_equal(b.s.quota, 2ull << 30);
+	node_spec_buf_fini(&b);
+	const char *bad[] = { "agent", "agent -x model=/a", "agent x", "agent x model=/a quota=12Q",
+			      "agent x model=/a prio=1", "agent x model=/a state=a", "agent x model=%4", "agent x novalue" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		assert_int_equal(node_spec_parse(bad[i], &b, err, sizeof err), AIDOS_E_INVALID);
+	uint64_t v;
+	assert_int_equal(node_parse_size("64MiB", &v), 0);
+	assert_int_equal(v, 64 << 20);
+	assert_int_equal(node_parse_size("-1", &v), AIDOS_E_INVALID);
+	assert_int_equal(node_parse_size("99999999999999999G", &v), AIDOS_E_INVALID);
+	/* A config file. */
+	char path[] = "/tmp/aidos-test-cfg-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	const char *txt = "# node\nname = n7\n  data_dir=/tmp/x  \nsocket = /run/a.sock\nworkers = 3\n"
+			  "agent a model=/m.onnx priority=2\nagent b model=/n.onnx deadline_ms=5\n";
+	assert_int_equal(write(fd, txt, strlen(txt)), (ssize_t)strlen(txt));
+	close(fd);
+	node_config c;
+	assert_int_equal(node_config_load(path, &c, err, sizeof err), 0);
+	assert_string_equal(c.name, "n7");
+	assert_string_equal(c.data_dir, "/tmp/x");
+	assert_string_equal(c.socket, "/run/a.sock");
+	assert_int_equal(c.workers, 3);
+	assert_int_equal(c.n_agents, 2);
+	assert_string_equal(c.agents[1].s.name, "b");
+	assert_int_equal(c.agents[1].s.deadline_ms, 5);
+	node_config_fini(&c);
+	fd = open(path, O_WRONLY | O_TRUNC);
+	assert_int_equal(write(fd, "name = n\nbogus = 1\n", 19), 19);
+	close(fd);
+	assert_int_equal(node_config_load(path, &c, err, sizeof err), AIDOS_E_INVALID);
+	assert_non_null(strstr(err, ":2: unknown key"));
+	unlink(path);
+}
+
 int main(void)
 {
 	const char *env = getenv("AIDOS_CACHE"), *home = getenv("HOME");
@@ -904,6 +1586,8 @@ int main(void)
 		snprintf(cache_dir, sizeof cache_dir, "%s/.cache/aidos", home && *home ? home : ".");
 	snprintf(model_path, sizeof model_path, "%s/models/vad-web/silero_vad_v5.onnx", cache_dir);
 	snprintf(golden_dir, sizeof golden_dir, "%s/golden/vad_v5_16k", cache_dir);
+	snprintf(jarvis, sizeof jarvis, "%s/models/openwakeword/hey_jarvis_v0.1.onnx", cache_dir);
+	snprintf(emb, sizeof emb, "%s/models/openwakeword/embedding_model.onnx", cache_dir);
 
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_table),
@@ -912,6 +1596,16 @@ int main(void)
 		cmocka_unit_test(test_pairs_explicit),
 		cmocka_unit_test(test_ckpt_roundtrip),
 		cmocka_unit_test(test_wire_malformed),
+		/* The standalone kernel tests first: the cluster below keeps
+		 * heartbeating in the background once up, and the hot-path check
+		 * counts every allocation in the process. */
+		cmocka_unit_test(test_kern_lines),
+		cmocka_unit_test(test_kern_agents),
+		cmocka_unit_test(test_kern_priority_deadline),
+		cmocka_unit_test(test_kern_fused),
+		cmocka_unit_test(test_kern_quota),
+		cmocka_unit_test(test_kern_4096_agents),
+		cmocka_unit_test(test_kern_restart),
 		cmocka_unit_test(test_cluster_place_infer),
 		cmocka_unit_test(test_cluster_bad_requests),
 		cmocka_unit_test(test_cluster_grpc_infer),

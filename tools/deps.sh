@@ -6,7 +6,7 @@
 #   Debian: gcc libc6-dev make clang libclang-rt-14-dev (LeakSanitizer/UBSan runtime for
 #           clang) libcmocka-dev python3-onnx python3-numpy libonnx-testdata
 #           nodejs npm gnuplot-nox, and what the control plane links
-#           (protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libucx-dev), the local
+#           (protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libucx-dev libnuma-dev), the local
 #           cluster and its benchmarks (iproute2 util-linux ucx-utils)
 #   npm:    tools/npm/package.json + package-lock.json -> tools/npm/node_modules
 #           (onnxruntime-node, the reference peer; the model packages listed
@@ -29,6 +29,8 @@ pkgs=(gcc libc6-dev make clang libclang-rt-14-dev libcmocka-dev python3-onnx pyt
       # control plane and transport (Makefile: protoc-c, -lgrpc -lgpr
       # -lprotobuf-c -lucp -lucs)
       protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libucx-dev
+      # NUMA placement of agent pools (Makefile: -lnuma)
+      libnuma-dev
       # the one-machine cluster and its benchmarks: ip, unshare, ucx_perftest
       iproute2 util-linux ucx-utils)
 

@@ -44,6 +44,9 @@ enum aidos_error {
 	AIDOS_E_TRUNCATED = -1006,   /* data ends before its declared length */
 	AIDOS_E_RANGE = -1007,       /* a value outside its allowed range */
 	AIDOS_E_RUNTIME = -1008,     /* the model failed while running */
+	AIDOS_E_DEADLINE = -1009,    /* the request cannot finish before its deadline */
+	AIDOS_E_BUSY = -1010,        /* the queue is full: try again later */
+	AIDOS_E_QUOTA = -1011,       /* the agent's memory quota would be exceeded */
 };
 
 /* A static, human-readable name for code (0, AIDOS_E_* or -errno). */
