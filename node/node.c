@@ -1505,3 +1505,7 @@ void node_transport(const node *n, const char **name, const char **reason)
 	if (reason)
 		*reason = n->reason;
 }
+
+/* ---- local clients (node/ipc.h): what the socket server serves ---- */
+struct node_models *node_ipc_models(struct node *n) { return &n->models; }
+struct node_table *node_ipc_table(struct node *n) { return &n->table; }

@@ -21,6 +21,8 @@
 
 #include "aidos/aidos.h"
 #include "node/node.h"
+#include "aidos/client.h"  /* --socket: local clients */
+#include "node/ipc.h"
 
 static double now_ms(void)
 {
@@ -49,6 +51,9 @@ static void usage(FILE *f)
 		"                       restricted to TCP (UCX_TLS=tcp). Default auto.\n"
 		"  --heartbeat-ms N     heartbeat period (default: what the coordinator asks, 250)\n"
 		"  --workers N          data-plane worker threads (default min(4, cores))\n"
+		"  --socket PATH        serve local clients (aidos CLI, libaidos, Python) on this unix\n"
+		"                       socket (env AIDOS_SOCKET; 'default': $XDG_RUNTIME_DIR/aidos/node.sock\n"
+		"                       or /run/aidos/node.sock); off when neither is given\n"
 		"  --help               this text\n"
 		"\n"
 		"Prints 'aidos-node ready boot_ms=<x> name=<n> rpc=<addr> transport=<name>' on stdout\n"
@@ -93,6 +98,7 @@ int main(int argc, char **argv)
 {
 	double t0 = now_ms();   /* boot_ms counts from here */
 	node_opts o = { .t0_ms = t0 };
+	const char *sock = getenv("AIDOS_SOCKET");   /* local clients (node/ipc.h) */
 	char err[1024];
 	uint64_t v;
 
@@ -127,6 +133,8 @@ int main(int argc, char **argv)
 			if (parse_u64(val, 10, 60000, &v))
 				return usage_err("--heartbeat-ms takes 10..60000, not", val);
 			o.heartbeat_ms = v;
+		} else if (!strcmp(a, "--socket")) {
+			sock = val;
 		} else if (!strcmp(a, "--workers")) {
 			if (parse_u64(val, 1, 64, &v))
 				return usage_err("--workers takes 1..64, not", val);
@@ -176,6 +184,25 @@ int main(int argc, char **argv)
 		node_destroy(n);
 		return 1;
 	}
+	/* ---- local clients (node/ipc.h) ---- */
+	ipc_node *ipcn = NULL;
+	ipc_server *ipcs = NULL;
+	if (sock && *sock) {
+		char def[256];
+		ipc_ops ops;
+		ipc_opts io = { .path = strcmp(sock, "default") ? sock : aidos_client_default_socket(def, sizeof def) };
+		if (ipc_node_create(node_ipc_models(n), node_ipc_table(n), &ipcn, err, sizeof err) ||
+		    (ipc_node_ops(ipcn, &ops), ipc_server_create(&io, &ops, &ipcs, err, sizeof err)) ||
+		    ipc_server_start(ipcs, err, sizeof err)) {
+			fprintf(stderr, "aidos-node: local clients: %s\n", err);
+			ipc_server_destroy(ipcs);
+			ipc_node_destroy(ipcn);
+			node_destroy(n);
+			return 1;
+		}
+		fprintf(stderr, "aidos-node: local clients on %s\n", ipc_server_path(ipcs));
+	}
+	/* ---- */
 	const char *tname;
 	node_transport(n, &tname, NULL);
 	printf("aidos-node ready boot_ms=%.1f name=%s rpc=%s transport=%s\n", now_ms() - t0, o.name,
@@ -185,6 +212,8 @@ int main(int argc, char **argv)
 	while (sem_wait(&stop_sem) && errno == EINTR)
 		;
 	double t1 = now_ms();
+	ipc_server_destroy(ipcs);   /* local clients first: they hold agents */
+	ipc_node_destroy(ipcn);
 	node_destroy(n);
 	fprintf(stderr, "aidos-node: stopped in %.1f ms\n", now_ms() - t1);
 	return 0;
