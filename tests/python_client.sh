@@ -60,9 +60,9 @@ timeout 120 "$build/aidos" run "$M/melspectrogram.onnx" --input "input=$G/mel_12
 
 export AIDOS_SOCKET=$S AIDOS_LIB=$build/libaidos.so PYTHONPATH=$root/node/python
 # ASan's runtime must come first when the library is instrumented
-if nm -D "$build/libaidos.so" 2>/dev/null | grep -q __asan_init; then
+if [[ $(nm -D "$build/libaidos.so" 2>/dev/null | grep -c __asan_init) != 0 ]]; then
 	export LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)"
-	export ASAN_OPTIONS=detect_leaks=0:${ASAN_OPTIONS:-}
+	export ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0   # python itself "leaks" at exit
 fi
 
 run_py() {  # NAME DESCRIPTION  (script on stdin)
