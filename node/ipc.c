@@ -316,6 +316,7 @@ typedef struct ipc_client {
 	uint32_t sq_entries, cq_entries;
 	uint32_t sq_head;      /* the poller's own counters: never read back */
 	uint32_t cq_tail;
+	uint32_t cq_head_seen; /* last cq_head read: reread only when the ring looks full */
 	ipc_handle *h;         /* [IPC_MAX_HANDLES] */
 	uint32_t nh;           /* atomic: control thread appends (release) */
 	pthread_t th;
@@ -486,9 +487,15 @@ static int cq_push(ipc_client *c, const aidos_cqe *e, int msg)
 {
 	aidos_ring_hdr *h = c->hdr;
 	unsigned spins = 0;
-	/* acquire: the client's reads of the entries below cq_head are done
-	 * before we overwrite them. */
-	while (c->cq_tail - __atomic_load_n(&h->cq_head.v, __ATOMIC_ACQUIRE) >= c->cq_entries) {
+	/* The client's head is read only when our last view of it says the
+	 * ring is full (one cache-line transfer less per request). acquire:
+	 * the client's reads of the entries below cq_head are done before we
+	 * overwrite them. A head the client set past our tail reads as "full"
+	 * until it is sane again: only this client waits. */
+	while (c->cq_tail - c->cq_head_seen >= c->cq_entries) {
+		c->cq_head_seen = __atomic_load_n(&h->cq_head.v, __ATOMIC_ACQUIRE);
+		if (c->cq_tail - c->cq_head_seen < c->cq_entries)
+			break;
 		if (__atomic_load_n(&c->stop, __ATOMIC_RELAXED))
 			return -1;
 		if (++spins < 4096) {
