@@ -153,17 +153,18 @@ static int call(aidos_client *c, uint16_t type, const void *p, uint32_t len, uin
 			    .len = len };
 	struct iovec iov[2] = { { &m, sizeof m }, { (void *)p, len } };
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+	/* A send that fails may still have a reply waiting: a node that
+	 * refuses a connection (uid, too many clients) says why at once and
+	 * closes, with seq 0. */
 	ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-	if (n != (ssize_t)(sizeof m + len)) {
-		c->dead = 1;
-		return fail(err, errlen, -EPIPE, "the node at %s went away", c->path);
-	}
 	aidos_ipc_msg r;
 	if (recv_all(c->fd, &r, sizeof r, passed_fd)) {
 		c->dead = 1;
 		return fail(err, errlen, -EPIPE, "the node at %s went away", c->path);
 	}
-	if (r.magic != AIDOS_IPC_MAGIC || r.len > AIDOS_IPC_MAX_PAYLOAD || r.seq != m.seq || r.type != type) {
+	int refusal = r.seq == 0 && r.status < 0;
+	if (r.magic != AIDOS_IPC_MAGIC || r.len > AIDOS_IPC_MAX_PAYLOAD || (!refusal && (r.seq != m.seq || r.type != type)) ||
+	    (!refusal && n != (ssize_t)(sizeof m + len))) {
 		c->dead = 1;
 		return fail(err, errlen, AIDOS_E_INVALID, "the node at %s sent a malformed reply", c->path);
 	}

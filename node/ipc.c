@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <poll.h>
@@ -381,6 +382,20 @@ int ipc_server_create(const ipc_opts *o, const ipc_ops *ops, ipc_server **out, c
 	if (env && *env)
 		s->spin_us = (uint32_t)strtoul(env, NULL, 10);
 	s->uid = geteuid();
+	/* A group allowed besides the node's uid and root: the option, else
+	 * AIDOS_SOCKET_GROUP (a name or a number). */
+	const char *genv = getenv("AIDOS_SOCKET_GROUP");
+	if (!s->o.gid_set && genv && *genv) {
+		char *end;
+		long g = strtol(genv, &end, 10);
+		struct group *gr = *end ? getgrnam(genv) : NULL;
+		if (*end && !gr) {
+			pool_free(s);
+			return fail(err, errlen, AIDOS_E_INVALID, "AIDOS_SOCKET_GROUP: no group '%s'", genv);
+		}
+		s->o.gid = gr ? (long)gr->gr_gid : g;
+		s->o.gid_set = 1;
+	}
 	s->c = pool_calloc((size_t)s->o.max_clients, sizeof *s->c);
 	if (!s->c) {
 		pool_free(s);
@@ -688,6 +703,10 @@ static int send_err(int fd, const aidos_ipc_msg *q, int32_t rc, const char *msg)
 /* The memfd: header, rings, heap; mapped here, fd passed to the client. */
 static int client_map(ipc_server *s, ipc_client *c, const aidos_ipc_hello *hq, char *err, size_t errlen)
 {
+	if (c->memfd >= 0) {   /* an earlier HELLO that failed half way */
+		close(c->memfd);
+		c->memfd = -1;
+	}
 	c->sq_entries = hq->sq_entries ? hq->sq_entries : s->o.sq_entries;
 	c->cq_entries = hq->cq_entries ? hq->cq_entries : s->o.cq_entries;
 	c->heap_bytes = hq->heap_bytes ? hq->heap_bytes : s->o.heap_bytes;

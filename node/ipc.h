@@ -129,8 +129,9 @@ int ipc_sqe_check(const aidos_sqe *s, uint8_t *heap, uint64_t heap_bytes, const 
 
 typedef struct ipc_opts {
 	const char *path;        /* socket path (NULL: aidos_client_default_socket) */
-	long gid;                /* a group also allowed to connect; < 0 or 0 with
-	                            gid_set == 0: none (same uid and root always are) */
+	long gid;                /* with gid_set: a group also allowed to connect (same
+	                            uid and root always are); without: env
+	                            AIDOS_SOCKET_GROUP (name or number), else none */
 	int gid_set;
 	uint64_t heap_bytes;     /* per client default; 0: IPC_DEFAULT_HEAP */
 	uint32_t sq_entries, cq_entries; /* defaults; 0: IPC_DEFAULT_ENTRIES */

@@ -22,7 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -679,14 +681,36 @@ static void test_peercred(void **state)
 {
 	if (geteuid() != 0)
 		skip();   /* needs a second uid */
-	int rfd;
-	pid_t pid = spawn_child("nobody", &rfd);
+	/* Let the filesystem allow everyone, so only SO_PEERCRED decides. */
+	chmod(tmp_dir, 0711);
+	chmod(sock_path, 0666);
+	int rfd, st;
 	char b = 0;
+	pid_t pid = spawn_child("nobody", &rfd);
 	assert_int_equal(read(rfd, &b, 1), 1);
-	int st;
 	waitpid(pid, &st, 0);
 	close(rfd);
-	assert_int_equal(b, 'd');   /* denied */
+	assert_int_equal(b, 'd');   /* denied by the node, saying which uid */
+	/* A server that allows a group lets that group's members in. */
+	char err[512], p2[200], saved[256];
+	snprintf(p2, sizeof p2, "%s/group.sock", tmp_dir);
+	ipc_ops ops;
+	ipc_server *s2;
+	ipc_node_ops(in_node, &ops);
+	ipc_opts o = { .path = p2, .gid = 4242, .gid_set = 1 };
+	assert_int_equal(ipc_server_create(&o, &ops, &s2, err, sizeof err), 0);
+	assert_int_equal(ipc_server_start(s2, err, sizeof err), 0);
+	snprintf(saved, sizeof saved, "%s", sock_path);
+	snprintf(sock_path, sizeof sock_path, "%s", p2);
+	pid = spawn_child("group", &rfd);
+	snprintf(sock_path, sizeof sock_path, "%s", saved);
+	b = 0;
+	assert_int_equal(read(rfd, &b, 1), 1);
+	waitpid(pid, &st, 0);
+	close(rfd);
+	ipc_server_destroy(s2);
+	chmod(tmp_dir, 0700);
+	assert_int_equal(b, 'a');   /* allowed */
 }
 
 /* Child modes (re-executed binary): "loop" connects and runs requests
@@ -696,11 +720,18 @@ static int child_main(const char *mode, const char *sock, int wfd)
 {
 	char err[512];
 	aidos_client *c;
-	if (!strcmp(mode, "nobody")) {
-		if (setgid(65534) || setuid(65534))
+	if (!strcmp(mode, "nobody") || !strcmp(mode, "group")) {
+		gid_t g = !strcmp(mode, "group") ? 4242 : 65534;
+		if (setgroups(0, NULL) || setgid(g) || setuid(65534))
 			return 2;
 		int rc = aidos_client_connect(sock, NULL, &c, err, sizeof err);
-		char b = rc == -EACCES ? 'd' : 'x';
+		char b = 'x';
+		if (rc == -EACCES && strstr(err, "uid 65534 may not use this node"))
+			b = 'd';
+		else if (!rc && !aidos_client_ping(c, NULL))
+			b = 'a';
+		if (!rc)
+			aidos_client_close(c);
 		if (write(wfd, &b, 1) != 1)
 			return 3;
 		return 0;
