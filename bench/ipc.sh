@@ -9,7 +9,8 @@
 #      raw_syscalls:sys_enter over `ipc --only ping` with 1,000 and 11,000
 #      pings, the difference divided by 10,000.
 #   3. `aidos ping --count 100000 --json` against a real aidos-node --socket
-#      (node on CPU 0, CLI on CPU 1, both spinning), then with the default
+#      (its poller on CPU 0 by AIDOS_IPC_CPU, the CLI on CPU 1, both
+#      spinning), then with the default
 #      spins (50 us, then futex sleep) unpinned.
 # Numbers depend on the machine's load: the run records `uptime`'s load.
 set -uo pipefail
@@ -58,12 +59,12 @@ timeout 900 "$build/aidos-coord" --listen 127.0.0.1:0 --data-dir "$tmp/c" >"$tmp
 pids+=($!)
 if wait_ready "$tmp/c.out" "${pids[0]}"; then
 	coord=$(sed -n 's/.* listen=\([^ ]*\).*/\1/p' "$tmp/c.out")
-	AIDOS_IPC_SPIN_US=1000000 taskset -c 0 timeout 900 "$build/aidos-node" --coord "$coord" --name b1 \
+	AIDOS_IPC_SPIN_US=1000000 AIDOS_IPC_CPU=0 timeout 900 "$build/aidos-node" --coord "$coord" --name b1 \
 		--data-dir "$tmp/n" --listen 127.0.0.1:0 --socket "$tmp/s1" >"$tmp/n.out" 2>"$tmp/n.err" &
 	pids+=($!)
 	if wait_ready "$tmp/n.out" "${pids[1]}"; then
 		cli_pinned=$(AIDOS_CLIENT_SPIN_US=1000000 taskset -c 1 "$build/aidos" ping --socket "$tmp/s1" --count 100000 --json)
-		echo "ipc: aidos ping, node on CPU 0 and CLI on CPU 1, both spinning: $cli_pinned"
+		echo "ipc: aidos ping, node's poller on CPU 0 and CLI on CPU 1, both spinning: $cli_pinned"
 	fi
 	kill "${pids[1]}" 2>/dev/null; wait "${pids[1]}" 2>/dev/null
 	timeout 900 "$build/aidos-node" --coord "$coord" --name b2 --data-dir "$tmp/n2" --listen 127.0.0.1:0 \
@@ -98,7 +99,9 @@ for k, label in (("aidos_ping_pinned", "`aidos ping` vs aidos-node, pinned, spin
         print("| %s | %d | %d |" % (label, r[k]["rtt_ns"]["median"], r[k]["rtt_ns"]["p99"]))
 print("| hey_jarvis in process (ns) | %d | %d |" % (m["in_process_ns"]["median"], m["in_process_ns"]["p99"]))
 print("| hey_jarvis through the node (ns) | %d | %d |" % (m["through_node_ns"]["median"], m["through_node_ns"]["p99"]))
-print("| **overhead of the node (median, ns)** | %d | |" % m["overhead_median_ns"])
+print("| through the node minus in process (median, ns) | %d | |" % m["overhead_median_ns"])
+rt = m["round_trip_minus_model_ns"]
+print("| **round trip minus the model's time in the node (ns)** | %d | %d |" % (rt["median"], rt["p99"]))
 print()
 print("| clients | requests/s |")
 print("|---:|---:|")

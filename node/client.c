@@ -90,6 +90,7 @@ struct aidos_client {
 	uint64_t next_ud;
 	uint64_t spin_ns;
 	uint64_t deadline_rel;
+	uint64_t last_exec_ns;      /* model time of the last infer, as the node measured it */
 	blk *b;                     /* [MAX_BLOCKS] sorted by off, covering the heap */
 	int nb;
 	agent_ent ag[MAX_AGENTS];
@@ -310,6 +311,11 @@ void *aidos_client_region(aidos_client *c, size_t *len)
 	if (len)
 		*len = c->map_bytes;
 	return c->map;
+}
+
+uint64_t aidos_client_last_exec_ns(const aidos_client *c)
+{
+	return c->last_exec_ns;
 }
 
 void aidos_client_set_deadline(aidos_client *c, uint64_t rel_ns)
@@ -849,6 +855,7 @@ again:
 		o->data = c->heap + r.off;
 	}
 	*nout = (int)e.nout;
+	c->last_exec_ns = e.exec_ns;
 	rc = 0;
 out:
 	for (int i = 0; i < ntmp; i++)

@@ -23,6 +23,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -337,6 +338,7 @@ struct ipc_server {
 	int stop;
 	uid_t uid;
 	uint32_t spin_us;
+	int cpu;               /* pollers pinned here (AIDOS_IPC_CPU), -1: not */
 	uint32_t next_id;
 	ipc_client **c;        /* [max_clients] */
 	int nc;                /* atomic reads by ipc_server_clients */
@@ -382,6 +384,8 @@ int ipc_server_create(const ipc_opts *o, const ipc_ops *ops, ipc_server **out, c
 	if (env && *env)
 		s->spin_us = (uint32_t)strtoul(env, NULL, 10);
 	s->uid = geteuid();
+	env = getenv("AIDOS_IPC_CPU");   /* benchmarks: pin every poller to one core */
+	s->cpu = env && *env ? atoi(env) : -1;
 	/* A group allowed besides the node's uid and root: the option, else
 	 * AIDOS_SOCKET_GROUP (a name or a number). */
 	const char *genv = getenv("AIDOS_SOCKET_GROUP");
@@ -570,6 +574,12 @@ static void *poller_main(void *arg)
 	aidos_sqe sqe;
 	aidos_cqe e;
 
+	if (s->cpu >= 0 && s->cpu < CPU_SETSIZE) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(s->cpu, &set);
+		pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+	}
 	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
 		/* acquire: pairs with the client's release of sq_tail, so the
 		 * descriptor bytes written before it are visible here. */

@@ -144,6 +144,11 @@ void aidos_client_set_deadline(aidos_client *c, uint64_t rel_ns);
 int aidos_client_infer(aidos_client *c, const char *agent, int nin, const aidos_tensor *in, int *nout,
 		       aidos_tensor *out, int max_out, char *err, size_t errlen);
 
+/* The time the model of the last successful aidos_client_infer on c ran,
+ * as the node measured it (ns): the rest of the round trip is the cost of
+ * going through the node. */
+uint64_t aidos_client_last_exec_ns(const aidos_client *c);
+
 /* The shared region, for tools and tests: the ring header (node/ipc_abi.h)
  * and the heap. Borrowed until aidos_client_close. */
 void *aidos_client_region(aidos_client *c, size_t *len);
