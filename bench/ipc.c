@@ -133,15 +133,14 @@ int main(int argc, char **argv)
 	if (!mkdtemp(dir))
 		return 1;
 	snprintf(sock, sizeof sock, "%s/node.sock", dir);
-	setenv("AIDOS_IPC_SPIN_US", "1000000", 0);   /* the ping phase: both sides spin */
-	setenv("AIDOS_CLIENT_SPIN_US", "1000000", 0);
+	setenv("AIDOS_CLIENT_SPIN_US", "1000000", 0);   /* ping and model: both sides spin */
 
 	/* The node: its threads (control, pollers) inherit CPU 0. */
 	pin(0);
 	ipc_node *in;
 	ipc_ops ops;
 	ipc_server *srv;
-	ipc_opts o = { .path = sock };
+	ipc_opts o = { .path = sock, .spin_us = 1000000 };
 	if (ipc_node_create(NULL, NULL, &in, err, sizeof err))
 		return 1;
 	ipc_node_ops(in, &ops);
@@ -238,8 +237,15 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	aidos_client_close(c);
 
-	/* clients: default spins, unpinned */
+	/* clients: a second node with the default spins, unpinned */
 	unpin();
+	ipc_server_destroy(srv);
+	srv = NULL;
+	ipc_opts o2 = { .path = sock };
+	if (ipc_server_create(&o2, &ops, &srv, err, sizeof err) || ipc_server_start(srv, err, sizeof err)) {
+		fprintf(stderr, "ipc bench: %s\n", err);
+		return 1;
+	}
 	printf(", \"clients\": [");
 	for (int n = 1; n <= cmax; n *= 2) {
 		pthread_t th[64];

@@ -381,7 +381,7 @@ int ipc_server_create(const ipc_opts *o, const ipc_ops *ops, ipc_server **out, c
 		s->o.max_clients = 256;
 	s->spin_us = o->spin_us ? o->spin_us : 50;
 	const char *env = getenv("AIDOS_IPC_SPIN_US");
-	if (env && *env)
+	if (!o->spin_us && env && *env)
 		s->spin_us = (uint32_t)strtoul(env, NULL, 10);
 	s->uid = geteuid();
 	env = getenv("AIDOS_IPC_CPU");   /* benchmarks: pin every poller to one core */

@@ -135,8 +135,8 @@ typedef struct ipc_opts {
 	int gid_set;
 	uint64_t heap_bytes;     /* per client default; 0: IPC_DEFAULT_HEAP */
 	uint32_t sq_entries, cq_entries; /* defaults; 0: IPC_DEFAULT_ENTRIES */
-	uint32_t spin_us;        /* poller spin before sleeping; 0: 50. Env
-	                            AIDOS_IPC_SPIN_US overrides (benchmarks);
+	uint32_t spin_us;        /* poller spin before sleeping; 0: env
+	                            AIDOS_IPC_SPIN_US, else 50 (benchmarks);
 	                            AIDOS_IPC_CPU=N pins every poller to core N */
 	int max_clients;         /* 0: 256 */
 } ipc_opts;
