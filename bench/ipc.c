@@ -13,6 +13,7 @@
  *   model:  MODEL (one float input, fixed shape) run in process by
  *           aidos_session_run on CPU 1, then through the node with the
  *           input written in place in the heap; medians compared.
+ *           AIDOS_BENCH_SOLO=1: node requests only (no in-process run between).
  *   clients: 1..clients-max clients at once, each on its own agent of
  *           MODEL, unpinned, default spin: total requests per second.
  * Output: one JSON object on stdout.
@@ -205,9 +206,11 @@ int main(int argc, char **argv)
 	}
 	/* Interleaved, so both see the same machine load. */
 	uint64_t *wv = malloc(sizeof *wv * (size_t)runs), *ov = malloc(sizeof *ov * (size_t)runs);
+	int solo = getenv("AIDOS_BENCH_SOLO") != NULL;   /* node requests only: the client's caches stay warm */
 	for (int i = 0; i < runs; i++) {
 		uint64_t t0 = now_ns();
-		aidos_session_run(s, 1, &x);
+		if (!solo)
+			aidos_session_run(s, 1, &x);
 		uint64_t t1 = now_ns();
 		if (aidos_client_infer(c, "a0", 1, &hx, &nout, out, 8, err, sizeof err)) {
 			fprintf(stderr, "ipc bench: %s\n", err);
