@@ -6,7 +6,8 @@
  * model and inputs; every descriptor field malformed in turn (each fails
  * alone, the next request works); a submission tail that jumps; garbage on
  * the control socket; a client killed (SIGKILL) in the middle of its
- * requests; a uid the node refuses.
+ * requests; a uid the node refuses and a group it lets in; no allocation
+ * per request in steady state on either side.
  *
  * Children are this binary re-executed (`test_ipc --child MODE SOCK`), so
  * no test forks a process that has threads running.
@@ -35,6 +36,7 @@
 #include "aidos/client.h"
 #include "node/ipc.h"
 #include "node/ipc_abi.h"
+#include "pools/pools.h"
 
 #define NAG 4       /* agents */
 #define NSET 3      /* input sets per agent */
@@ -196,6 +198,36 @@ static void spawn_all(aidos_client *c)
 }
 
 /* ---- tests ---- */
+
+/* Steady state: no allocation on either side (client library and node run
+ * in this process, so pools/alloc.c's counters see both). */
+static void test_no_alloc(void **state)
+{
+	if (!have_models())
+		skip();
+	make_refs();
+	aidos_client *c = conn();
+	spawn_all(c);
+	char err[512];
+	aidos_tensor x = { .name = "x.1", .dtype = AIDOS_DT_FLOAT, .rank = 3, .dims = { 1, 16, 96 } };
+	assert_int_equal(aidos_client_tensor_alloc(c, &x), 0);
+	memcpy(x.data, R[0][2].in, R[0][2].in_n * 4);
+	aidos_tensor out[4];
+	int nout;
+	for (int i = 0; i < 5; i++)   /* open the agent, size the output area, plan */
+		assert_int_equal(aidos_client_infer(c, "jarvis", 1, &x, &nout, out, 4, err, sizeof err), 0);
+	pool_stats a, b;
+	pool_get_stats(&a);
+	for (int i = 0; i < 200; i++) {
+		assert_int_equal(aidos_client_infer(c, "jarvis", 1, &x, &nout, out, 4, err, sizeof err), 0);
+		assert_int_equal(aidos_client_ping(c, NULL), 0);
+	}
+	pool_get_stats(&b);
+	assert_int_equal(b.allocs, a.allocs);
+	assert_memory_equal(out[0].data, R[0][2].out[0], R[0][2].out_bytes[0]);
+	aidos_client_tensor_free(c, &x);
+	aidos_client_close(c);
+}
 
 static void test_ping(void **state)
 {
@@ -767,6 +799,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_spawn_list_kill),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_no_alloc),
 		cmocka_unit_test(test_control_garbage),
 		cmocka_unit_test(test_client_killed),
 		cmocka_unit_test(test_peercred),
