@@ -303,6 +303,16 @@ static void test_spawn_list_kill(void **state)
 	assert_int_equal(aidos_client_kill(c, "tmp1", err, sizeof err), 0);
 	assert_int_equal(aidos_client_kill(c, "tmp1", err, sizeof err), AIDOS_E_NOTFOUND);
 	assert_int_equal(aidos_client_infer(c, "tmp1", 1, &x, &nout, out, 4, err, sizeof err), AIDOS_E_NOTFOUND);
+	/* spawned again under the same name: the client's stale handle is
+	 * replaced on the fly */
+	so.name = "tmp1";
+	so.model = p;
+	assert_int_equal(aidos_client_spawn(c, &so, err, sizeof err), 0);
+	assert_int_equal(aidos_client_infer(c, "tmp1", 1, &x, &nout, out, 4, err, sizeof err), 0);
+	aidos_client *c2 = conn();   /* another client sees it too */
+	assert_int_equal(aidos_client_kill(c2, "tmp1", err, sizeof err), 0);
+	assert_int_equal(aidos_client_infer(c, "tmp1", 1, &x, &nout, out, 4, err, sizeof err), AIDOS_E_NOTFOUND);
+	aidos_client_close(c2);
 	/* quota: a plan bigger than the quota fails that agent's requests only */
 	so = (aidos_client_spawn_opts){ .name = "tiny", .model = p, .quota_bytes = 64 };
 	assert_int_equal(aidos_client_spawn(c, &so, err, sizeof err), 0);
