@@ -4,7 +4,12 @@
  * agent, run one request. Written against today's node API
  * (node_agent_create, node_table_*, aidos_session_run under the agent's
  * mutex, as node.c's serve() does); when the dispatcher's node_submit
- * lands, in_exec becomes a submission and the rest stays.
+ * lands, in_exec becomes a submission and the rest stays. Note for that
+ * switch: exec is synchronous today (the client's poller runs the model),
+ * and the completion ring has one producer; completions arriving from
+ * dispatcher workers must be pushed by one thread per client (or under a
+ * per-client lock), and the inputs stay valid only while the client does
+ * not reuse its heap tensors, i.e. until the completion.
  *
  * Spawn options the node's agents do not carry yet (quota, default
  * deadline) are kept here, by name. The quota is enforced per request:
