@@ -33,6 +33,7 @@
 #define MAX_BLOCKS 4096
 
 __attribute__((format(printf, 4, 5)))
+/* Writes one line into err (when given) and returns code. */
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
 	if (err && errlen) {
@@ -44,6 +45,7 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	return code;
 }
 
+/* CLOCK_MONOTONIC in ns (vDSO: no system call). */
 static uint64_t mono_ns(void)
 {
 	struct timespec ts;
@@ -51,6 +53,7 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* A spin-wait hint to the core. */
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -114,6 +117,8 @@ const char *aidos_client_default_socket(char *buf, size_t len)
 
 /* ---- the control socket ---- */
 
+/* Reads exactly n bytes; with passed_fd, an fd sent by SCM_RIGHTS with the
+ * first bytes lands there. Returns 0 or -EPIPE (EOF, error). */
 static int recv_all(int fd, void *p, size_t n, int *passed_fd)
 {
 	uint8_t *q = p;
@@ -436,6 +441,9 @@ int aidos_client_stats(aidos_client *c, aidos_node_stats *st, char *err, size_t 
 
 /* ---- the heap allocator (private block list, first fit, coalescing) ---- */
 
+/* First fit of len bytes (rounded up to AIDOS_RING_ALIGN) in the heap;
+ * *off gets the offset. Errors: AIDOS_E_NOMEM (no room, or the block list
+ * is full). */
 static int heap_alloc(aidos_client *c, uint64_t len, uint64_t *off)
 {
 	len = pool_align_up(len ? len : 1, AIDOS_RING_ALIGN);
@@ -458,6 +466,8 @@ static int heap_alloc(aidos_client *c, uint64_t len, uint64_t *off)
 	return AIDOS_E_NOMEM;
 }
 
+/* Frees the block at off (coalescing with free neighbours); unknown
+ * offsets are ignored. */
 static void heap_free(aidos_client *c, uint64_t off)
 {
 	int lo = 0, hi = c->nb - 1, i = -1;
@@ -487,6 +497,7 @@ static void heap_free(aidos_client *c, uint64_t off)
 	}
 }
 
+/* Bytes of a dense tensor of t's dtype and dims. Errors: AIDOS_E_INVALID. */
 static int dense_bytes(const aidos_tensor *t, uint64_t *bytes)
 {
 	size_t es = aidos_ring_dtype_size(t->dtype);
@@ -536,6 +547,8 @@ static int node_gone(aidos_client *c)
 	return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
+/* Writes s into the next submission slot and publishes it, waking the
+ * poller if it sleeps. Returns 0 or -EPIPE (ring full and node gone). */
 static int submit(aidos_client *c, const aidos_sqe *s)
 {
 	aidos_ring_hdr *h = c->hdr;
@@ -657,6 +670,7 @@ int ipc_client_jump(aidos_client *c, uint32_t by, aidos_cqe *e)
 
 /* ---- infer ---- */
 
+/* Drops the cached handle of agent name and frees its output area. */
 static void forget_agent(aidos_client *c, const char *name)
 {
 	for (int i = 0; i < c->na; i++) {
@@ -670,6 +684,8 @@ static void forget_agent(aidos_client *c, const char *name)
 	}
 }
 
+/* The cached handle of agent name, opened on the control socket on first
+ * use. Errors: the node's (AIDOS_E_NOTFOUND), AIDOS_E_RANGE, -EPIPE. */
 static int open_agent(aidos_client *c, const char *name, agent_ent **out, char *err, size_t errlen)
 {
 	for (int i = 0; i < c->na; i++)

@@ -45,6 +45,7 @@
 #define RX_CAP (sizeof(aidos_ipc_msg) + AIDOS_IPC_MAX_PAYLOAD)
 
 __attribute__((format(printf, 4, 5)))
+/* Writes one line into err (when given) and returns code. */
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
 	if (err && errlen) {
@@ -56,6 +57,7 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	return code;
 }
 
+/* CLOCK_MONOTONIC in ns. */
 static uint64_t mono_ns(void)
 {
 	struct timespec ts;
@@ -63,6 +65,7 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* A spin-wait hint to the core (x86 pause, arm yield). */
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -87,6 +90,8 @@ static void futex_wake(uint32_t *w)
 
 /* ---- pure checks ---- */
 
+/* 1 if s is NUL-terminated inside its field of `field` bytes and an agent
+ * name (1..63 of [A-Za-z0-9._-]). */
 static int name_ok(const char *s, size_t field)
 {
 	size_t n = strnlen(s, field);
@@ -118,6 +123,7 @@ int ipc_msg_check(const aidos_ipc_msg *m, char *err, size_t errlen)
 	return 0;
 }
 
+/* 1 for 0 (the default) or a power of two up to IPC_MAX_ENTRIES. */
 static int pow2_ok(uint32_t v)
 {
 	return v == 0 || (v <= IPC_MAX_ENTRIES && (v & (v - 1)) == 0);
@@ -442,6 +448,8 @@ static int make_dirs(const char *path)
 	return 0;
 }
 
+/* The control thread: poll() over the stop eventfd, the listening socket
+ * and every client's socket until ipc_server_destroy. */
 static void *control_main(void *arg);
 
 int ipc_server_start(ipc_server *s, char *err, size_t errlen)
@@ -543,6 +551,8 @@ static int cq_push(ipc_client *c, const aidos_cqe *e, int msg)
 	return 0;
 }
 
+/* Checks and runs one INFER descriptor (a private copy) of client c,
+ * filling the completion e (result, outputs, bytes needed, message). */
 static void run_one(ipc_client *c, const aidos_sqe *s, aidos_cqe *e)
 {
 	ipc_server *srv = c->s;
@@ -565,6 +575,7 @@ static void run_one(ipc_client *c, const aidos_sqe *s, aidos_cqe *e)
 		__atomic_fetch_add(&srv->errors, 1, __ATOMIC_RELAXED);
 }
 
+/* A client's poller: takes descriptors until the client is stopped. */
 static void *poller_main(void *arg)
 {
 	ipc_client *c = arg;
@@ -661,6 +672,8 @@ static void *poller_main(void *arg)
 
 /* ---- clients ---- */
 
+/* Stops the client's poller (after the request it runs), closes its
+ * handles, unmaps and closes its memfd and socket, frees it. */
 static void client_free(ipc_server *s, ipc_client *c)
 {
 	if (c->started) {
@@ -684,6 +697,8 @@ static void client_free(ipc_server *s, ipc_client *c)
 	pool_free(c);
 }
 
+/* Sends one message (header, payload, optionally an fd by SCM_RIGHTS)
+ * without blocking. Returns 0, or -1 when it could not go whole. */
 static int send_msg(int fd, uint16_t type, uint32_t seq, int32_t status, const void *p, size_t len, int pass_fd)
 {
 	aidos_ipc_msg m = { .magic = AIDOS_IPC_MAGIC, .type = type, .version = AIDOS_RING_VERSION, .seq = seq,
@@ -705,12 +720,16 @@ static int send_msg(int fd, uint16_t type, uint32_t seq, int32_t status, const v
 	return n == (ssize_t)(sizeof m + len) ? 0 : -1;   /* short or blocked: drop the client */
 }
 
+/* An error reply to q: status rc (AIDOS_E_INVALID if 0), the message as
+ * payload. */
 static int send_err(int fd, const aidos_ipc_msg *q, int32_t rc, const char *msg)
 {
 	return send_msg(fd, q->type, q->seq, rc ? rc : AIDOS_E_INVALID, msg, strlen(msg), -1);
 }
 
 /* The memfd: header, rings, heap; mapped here, fd passed to the client. */
+/* Creates, sizes, seals and maps the client's memfd, writes the header
+ * and starts the poller. Errors: -errno with one line in err. */
 static int client_map(ipc_server *s, ipc_client *c, const aidos_ipc_hello *hq, char *err, size_t errlen)
 {
 	if (c->memfd >= 0) {   /* an earlier HELLO that failed half way */
@@ -765,6 +784,8 @@ static int client_map(ipc_server *s, ipc_client *c, const aidos_ipc_hello *hq, c
 }
 
 /* Handles one whole message from client c. Returns -1 to drop it. */
+/* Answers one whole control message of client c (payload p). Returns 0,
+ * or -1 when the client must be dropped (framing error, reply not sent). */
 static int handle(ipc_server *s, ipc_client *c, const aidos_ipc_msg *q, const uint8_t *p)
 {
 	char err[512];
@@ -893,6 +914,8 @@ static int client_readable(ipc_server *s, ipc_client *c)
 	}
 }
 
+/* Accepts a connection: SO_PEERCRED decides (same uid, root, or the
+ * allowed group); a refused peer gets one error reply (seq 0). */
 static void accept_one(ipc_server *s)
 {
 	int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -941,6 +964,7 @@ static void accept_one(ipc_server *s)
 	__atomic_store_n(&s->nc, s->nc + 1, __ATOMIC_RELAXED);
 }
 
+/* Removes client i from the list (the last takes its place), frees it. */
 static void drop_client(ipc_server *s, int i)
 {
 	ipc_client *c = s->c[i];

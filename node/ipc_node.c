@@ -52,6 +52,7 @@ typedef struct ref {
 } ref;
 
 __attribute__((format(printf, 4, 5)))
+/* Writes one line into err (when given) and returns code. */
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
 	if (err && errlen) {
@@ -63,6 +64,7 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	return code;
 }
 
+/* CLOCK_MONOTONIC in ns (vDSO). */
 static uint64_t mono_ns(void)
 {
 	struct timespec ts;
@@ -70,6 +72,7 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* The spawn options kept for agent name, or NULL. Under in->mu. */
 static extra *find_extra(ipc_node *in, const char *name)
 {
 	for (int i = 0; i < in->nex; i++)
@@ -78,6 +81,8 @@ static extra *find_extra(ipc_node *in, const char *name)
 	return NULL;
 }
 
+/* ipc_ops.spawn: creates the agent and adds it to the table. Errors:
+ * -EEXIST, those of node_agent_create, AIDOS_E_NOMEM. */
 static int in_spawn(void *ctx, const aidos_ipc_spawn *sp, char *err, size_t errlen)
 {
 	ipc_node *in = ctx;
@@ -122,6 +127,8 @@ static int in_spawn(void *ctx, const aidos_ipc_spawn *sp, char *err, size_t errl
 	return 0;
 }
 
+/* ipc_ops.kill: removes the agent (waiting for its request in flight) and
+ * marks it dead for handles still open. Errors: AIDOS_E_NOTFOUND. */
 static int in_kill(void *ctx, const char *name, char *err, size_t errlen)
 {
 	ipc_node *in = ctx;
@@ -143,6 +150,7 @@ static int in_kill(void *ctx, const char *name, char *err, size_t errlen)
 	return 0;
 }
 
+/* The `aidos ps` name of an agent state. */
 static const char *state_name(int s)
 {
 	switch (s) {
@@ -156,6 +164,7 @@ static const char *state_name(int s)
 	}
 }
 
+/* ipc_ops.list: records of agents [start, start + cap) in name order. */
 static int in_list(void *ctx, uint32_t start, aidos_ipc_agent *out, int cap, int *n, uint32_t *total, char *err,
 		   size_t errlen)
 {
@@ -195,6 +204,7 @@ static int in_list(void *ctx, uint32_t start, aidos_ipc_agent *out, int cap, int
 	return 0;
 }
 
+/* ipc_ops.stats: agents and node heap in use. */
 static void in_stats(void *ctx, aidos_ipc_stats *st)
 {
 	ipc_node *in = ctx;
@@ -204,6 +214,8 @@ static void in_stats(void *ctx, aidos_ipc_stats *st)
 	st->pool_bytes = ps.bytes_live;
 }
 
+/* ipc_ops.open: references the agent and describes its inputs (state
+ * inputs excluded: the node feeds them) and outputs. */
 static int in_open(void *ctx, const char *name, void **agent, aidos_ipc_io *io, int cap, int *nin, int *nout,
 		   char *err, size_t errlen)
 {
@@ -264,6 +276,7 @@ static int in_open(void *ctx, const char *name, void **agent, aidos_ipc_io *io, 
 	return 0;
 }
 
+/* ipc_ops.close: drops open's reference. */
 static void in_close(void *ctx, void *agent)
 {
 	ref *r = agent;
