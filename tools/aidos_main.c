@@ -462,6 +462,7 @@ static int common_opt(int argc, char **argv, int *i, const char **sock)
 	return 0;
 }
 
+/* Connects to the node at sock (NULL: the default); prints why not. */
 static aidos_client *node_connect(const char *sock)
 {
 	aidos_client *c;
@@ -473,6 +474,7 @@ static aidos_client *node_connect(const char *sock)
 	return c;
 }
 
+/* A non-negative decimal. Returns 0 or -1. */
 static int parse_u64v(const char *s, uint64_t *out)
 {
 	char *end;
@@ -484,6 +486,7 @@ static int parse_u64v(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* `aidos spawn`: exit 0 spawned, 1 refused or no node, 2 usage. Likewise below. */
 static int cmd_spawn(int argc, char **argv)
 {
 	const char *sock = NULL, *name = NULL, *model = NULL;
@@ -542,6 +545,7 @@ static int cmd_spawn(int argc, char **argv)
 	return 0;
 }
 
+/* `aidos kill N`. */
 static int cmd_kill(int argc, char **argv)
 {
 	const char *sock = NULL, *name = NULL;
@@ -579,6 +583,7 @@ static int cmd_kill(int argc, char **argv)
 	return 0;
 }
 
+/* `aidos ps [--json]`. */
 static int cmd_ps(int argc, char **argv)
 {
 	const char *sock = NULL;
@@ -643,6 +648,7 @@ static int cmd_ps(int argc, char **argv)
 	return 0;
 }
 
+/* `aidos stats [--json]`. */
 static int cmd_stats(int argc, char **argv)
 {
 	const char *sock = NULL;
@@ -690,6 +696,7 @@ static int cmd_stats(int argc, char **argv)
 	return 0;
 }
 
+/* `aidos ping [--count N] [--json]`: 100 warm-up pings, then N measured. */
 static int cmd_ping(int argc, char **argv)
 {
 	const char *sock = NULL;
@@ -746,6 +753,8 @@ static int cmd_ping(int argc, char **argv)
 	return 0;
 }
 
+/* `aidos infer N --input K=F.npy ...`: inputs loaded into the shared heap,
+ * outputs written as DIR/<name, '/' -> '_'>.npy. */
 static int cmd_infer(int argc, char **argv)
 {
 	const char *sock = NULL, *agent = NULL, *outdir = ".";
