@@ -346,6 +346,7 @@ struct ipc_server {
 	uint32_t spin_us;
 	int cpu;               /* pollers pinned here (AIDOS_IPC_CPU), -1: not */
 	uint32_t next_id;
+	aidos_ipc_io *io_scratch; /* [2 * AIDOS_RING_MAX_OUT]: OPEN's answer, control thread */
 	ipc_client **c;        /* [max_clients] */
 	int nc;                /* atomic reads by ipc_server_clients */
 	uint64_t requests, errors; /* atomic */
@@ -407,7 +408,10 @@ int ipc_server_create(const ipc_opts *o, const ipc_ops *ops, ipc_server **out, c
 		s->o.gid_set = 1;
 	}
 	s->c = pool_calloc((size_t)s->o.max_clients, sizeof *s->c);
-	if (!s->c) {
+	s->io_scratch = pool_malloc(2 * AIDOS_RING_MAX_OUT * sizeof *s->io_scratch);
+	if (!s->c || !s->io_scratch) {
+		pool_free(s->c);
+		pool_free(s->io_scratch);
 		pool_free(s);
 		return fail(err, errlen, AIDOS_E_NOMEM, "ipc server: out of memory");
 	}
@@ -683,9 +687,11 @@ static void client_free(ipc_server *s, ipc_client *c)
 		pthread_join(c->th, NULL);   /* finishes the request it runs */
 	}
 	uint32_t nh = __atomic_load_n(&c->nh, __ATOMIC_ACQUIRE);
-	for (uint32_t i = 0; i < nh; i++)
+	for (uint32_t i = 0; i < nh; i++) {
 		if (c->h[i].agent)
 			s->ops.close(s->ops.ctx, c->h[i].agent);
+		pool_free(c->h[i].io);
+	}
 	if (c->map)
 		munmap(c->map, c->map_bytes);
 	if (c->memfd >= 0)
@@ -815,16 +821,20 @@ static int handle(ipc_server *s, ipc_client *c, const aidos_ipc_msg *q, const ui
 			return send_err(c->fd, q, AIDOS_E_RANGE, "this client has opened 256 agents (the limit)");
 		ipc_handle *hd = &c->h[nh];
 		int nin = 0, nout = 0;
-		if ((rc = s->ops.open(s->ops.ctx, (const char *)p, &hd->agent, hd->io, 2 * AIDOS_RING_MAX_OUT, &nin,
-				      &nout, err, sizeof err)))
+		if ((rc = s->ops.open(s->ops.ctx, (const char *)p, &hd->agent, s->io_scratch, 2 * AIDOS_RING_MAX_OUT,
+				      &nin, &nout, err, sizeof err)))
 			return send_err(c->fd, q, rc, err);
-		if (nin > AIDOS_RING_MAX_TENSORS || nout > AIDOS_RING_MAX_OUT) {
+		if (nin > AIDOS_RING_MAX_TENSORS || nout > AIDOS_RING_MAX_OUT || nin < 0 || nout < 0 ||
+		    !(hd->io = pool_malloc((size_t)(nin + nout + 1) * sizeof *hd->io))) {
 			s->ops.close(s->ops.ctx, hd->agent);
 			hd->agent = NULL;
+			if (nin >= 0 && nout >= 0 && nin <= AIDOS_RING_MAX_TENSORS && nout <= AIDOS_RING_MAX_OUT)
+				return send_err(c->fd, q, AIDOS_E_NOMEM, "out of memory");
 			snprintf(err, sizeof err, "agent '%s' has %d inputs and %d outputs (the rings take %d and %d)",
 				 (const char *)p, nin, nout, AIDOS_RING_MAX_TENSORS, AIDOS_RING_MAX_OUT);
 			return send_err(c->fd, q, AIDOS_E_UNSUPPORTED, err);
 		}
+		memcpy(hd->io, s->io_scratch, (size_t)(nin + nout) * sizeof *hd->io);
 		hd->nin = nin;
 		hd->nout = nout;
 		/* release: the handle's fields are written before a poller that
@@ -1028,5 +1038,6 @@ void ipc_server_destroy(ipc_server *s)
 	if (s->efd >= 0)
 		close(s->efd);
 	pool_free(s->c);
+	pool_free(s->io_scratch);
 	pool_free(s);
 }

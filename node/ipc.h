@@ -97,7 +97,7 @@ typedef struct ipc_ops {
 typedef struct ipc_handle {
 	void *agent;
 	int nin, nout;
-	aidos_ipc_io io[2 * AIDOS_RING_MAX_OUT];   /* inputs then outputs */
+	aidos_ipc_io *io;          /* [nin + nout]: inputs then outputs (owned) */
 } ipc_handle;
 
 /* Checks a control message header received from a client: magic, version,

@@ -30,10 +30,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static ipc_handle H[3];
 static uint8_t *heap;
 
+static aidos_ipc_io IO[3][2 * AIDOS_RING_MAX_OUT];
+
 static void init(void)
 {
 	heap = malloc(HEAP);
 	memset(H, 0, sizeof H);
+	for (int i = 0; i < 3; i++)
+		H[i].io = IO[i];
 	/* jarvis-like: one float input [1, 16, 96], one output */
 	H[0].nin = 1;
 	H[0].nout = 1;
