@@ -548,7 +548,8 @@ static int node_gone(aidos_client *c)
 }
 
 /* Writes s into the next submission slot and publishes it, waking the
- * poller if it sleeps. Returns 0 or -EPIPE (ring full and node gone). */
+ * poller if it sleeps. Returns 0, 1 when the poller slept and was woken,
+ * or -EPIPE (ring full and node gone). */
 static int submit(aidos_client *c, const aidos_sqe *s)
 {
 	aidos_ring_hdr *h = c->hdr;
@@ -576,13 +577,18 @@ static int submit(aidos_client *c, const aidos_sqe *s)
 	if (__atomic_load_n(&h->node_flags.v, __ATOMIC_RELAXED) & AIDOS_RING_NEED_WAKEUP) {
 		__atomic_fetch_add(&h->sq_wake.v, 1, __ATOMIC_RELEASE);
 		syscall(SYS_futex, &h->sq_wake.v, FUTEX_WAKE, 1, NULL, NULL, 0);
+		return 1;
 	}
 	return 0;
 }
 
-/* Waits for the completion of request ud (older ones are skipped). */
-static int wait_cqe(aidos_client *c, uint64_t ud, aidos_cqe *out)
+/* Waits for the completion of request ud (older ones are skipped),
+ * spinning c->spin_ns, plus IPC_WAKE_SPIN_US when woke != 0 (submit had to
+ * wake the poller, which needs ~50 us to come back: sleeping before it
+ * answers would make it wake us in turn, on every request), then sleeping. */
+static int wait_cqe(aidos_client *c, uint64_t ud, aidos_cqe *out, int woke)
 {
+	const uint64_t spin = c->spin_ns + (woke > 0 ? IPC_WAKE_SPIN_US * 1000ull : 0);
 	aidos_ring_hdr *h = c->hdr;
 	uint64_t t0 = 0;
 	unsigned n = 0;
@@ -610,7 +616,7 @@ static int wait_cqe(aidos_client *c, uint64_t ud, aidos_cqe *out)
 		uint64_t now = mono_ns();
 		if (!t0)
 			t0 = now;
-		if (now - t0 < c->spin_ns)
+		if (now - t0 < spin)
 			continue;
 		/* Sleep until the node bumps cq_wake. */
 		uint32_t w = __atomic_load_n(&h->cq_wake.v, __ATOMIC_ACQUIRE);
@@ -642,8 +648,8 @@ int aidos_client_ping(aidos_client *c, uint64_t *rtt_ns)
 	s.user_data = c->next_ud++;
 	uint64_t t0 = rtt_ns ? mono_ns() : 0;
 	int rc = submit(c, &s);
-	if (!rc)
-		rc = wait_cqe(c, s.user_data, &e);
+	if (rc >= 0)
+		rc = wait_cqe(c, s.user_data, &e, rc);
 	if (rtt_ns)
 		*rtt_ns = mono_ns() - t0;
 	return rc ? rc : e.res;
@@ -654,7 +660,7 @@ int ipc_client_raw(aidos_client *c, aidos_sqe *s, aidos_cqe *e)
 {
 	s->user_data = c->next_ud++;
 	int rc = submit(c, s);
-	return rc ? rc : wait_cqe(c, s->user_data, e);
+	return rc < 0 ? rc : wait_cqe(c, s->user_data, e, rc);
 }
 
 int ipc_client_jump(aidos_client *c, uint32_t by, aidos_cqe *e)
@@ -665,7 +671,7 @@ int ipc_client_jump(aidos_client *c, uint32_t by, aidos_cqe *e)
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	__atomic_fetch_add(&c->hdr->sq_wake.v, 1, __ATOMIC_RELEASE);
 	syscall(SYS_futex, &c->hdr->sq_wake.v, FUTEX_WAKE, 1, NULL, NULL, 0);
-	return wait_cqe(c, 0, e);
+	return wait_cqe(c, 0, e, 1);
 }
 
 /* ---- infer ---- */
@@ -817,7 +823,7 @@ again:
 		s.out_len = a->out_cap;
 		s.deadline_ns = c->deadline_rel ? mono_ns() + c->deadline_rel : 0;
 		s.user_data = c->next_ud++;
-		if ((rc = submit(c, &s)) || (rc = wait_cqe(c, s.user_data, &e))) {
+		if ((rc = submit(c, &s)) < 0 || (rc = wait_cqe(c, s.user_data, &e, rc))) {
 			fail(err, errlen, rc, "the node at %s went away", c->path);
 			goto out;
 		}

@@ -513,7 +513,8 @@ int ipc_server_start(ipc_server *s, char *err, size_t errlen)
 /* ---- the poller ---- */
 
 /* Pushes one completion, waiting while the ring is full (the client is not
- * reading: only this client's poller waits). Returns -1 when stopped. */
+ * reading: only this client's poller waits). Returns -1 when stopped, 1
+ * when the client slept and was woken, 0 otherwise. */
 static int cq_push(ipc_client *c, const aidos_cqe *e, int msg)
 {
 	aidos_ring_hdr *h = c->hdr;
@@ -551,6 +552,7 @@ static int cq_push(ipc_client *c, const aidos_cqe *e, int msg)
 	if (__atomic_load_n(&h->client_flags.v, __ATOMIC_RELAXED) & AIDOS_RING_CQ_WAITING) {
 		__atomic_fetch_add(&h->cq_wake.v, 1, __ATOMIC_RELEASE);
 		futex_wake(&h->cq_wake.v);
+		return 1;
 	}
 	return 0;
 }
@@ -586,6 +588,11 @@ static void *poller_main(void *arg)
 	ipc_server *s = c->s;
 	aidos_ring_hdr *h = c->hdr;
 	const uint64_t spin_ns = (uint64_t)s->spin_us * 1000;
+	/* After waking a sleeping client, spin long enough for it to come
+	 * back (a futex wake-up takes ~50 us here): otherwise both sides can
+	 * settle into sleeping on every request, each waiting out the
+	 * other's wake-up. */
+	uint64_t extra_ns = 0;
 	aidos_sqe sqe;
 	aidos_cqe e;
 
@@ -612,12 +619,13 @@ static void *poller_main(void *arg)
 					uint64_t now = mono_ns();
 					if (!t0)
 						t0 = now;
-					else if (now - t0 >= spin_ns)
+					else if (now - t0 >= spin_ns + extra_ns)
 						break;
 				}
 			}
 			if (__atomic_load_n(&h->sq_tail.v, __ATOMIC_ACQUIRE) != c->sq_head)
 				continue;
+			extra_ns = 0;
 			uint32_t w = __atomic_load_n(&h->sq_wake.v, __ATOMIC_ACQUIRE);
 			__atomic_store_n(&h->node_flags.v, AIDOS_RING_NEED_WAKEUP, __ATOMIC_RELAXED);
 			/* Full barrier between announcing the sleep and re-reading
@@ -643,7 +651,7 @@ static void *poller_main(void *arg)
 			c->sq_head = tail;
 			/* release: we are done reading the slots before head */
 			__atomic_store_n(&h->sq_head.v, c->sq_head, __ATOMIC_RELEASE);
-			if (cq_push(c, &e, 1))
+			if (cq_push(c, &e, 1) < 0)
 				break;
 			continue;
 		}
@@ -668,8 +676,11 @@ static void *poller_main(void *arg)
 			run_one(c, &sqe, &e);
 			msg = e.res != 0;
 		}
-		if (cq_push(c, &e, msg))
+		int pushed = cq_push(c, &e, msg);
+		if (pushed < 0)
 			break;
+		if (pushed)
+			extra_ns = IPC_WAKE_SPIN_US * 1000ull;
 	}
 	return NULL;
 }

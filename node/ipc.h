@@ -43,6 +43,7 @@
 #define IPC_MAX_HEAP (16ull << 30)
 #define IPC_DEFAULT_ENTRIES 64
 #define IPC_MAX_ENTRIES 4096
+#define IPC_WAKE_SPIN_US 250           /* extra spin after waking the other side */
 
 /* What a request hands to ops->exec: the inputs (data in the client's heap,
  * names owned by the server, valid during the call) and the output area. */
