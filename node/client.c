@@ -574,10 +574,11 @@ static int submit(aidos_client *c, const aidos_sqe *s)
 	 * pairs with the poller's barrier between setting NEED_WAKEUP and
 	 * re-reading sq_tail, so a sleeping poller is always woken. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	if (__atomic_load_n(&h->node_flags.v, __ATOMIC_RELAXED) & AIDOS_RING_NEED_WAKEUP) {
+	uint32_t f = __atomic_load_n(&h->node_flags.v, __ATOMIC_RELAXED);
+	if (f & AIDOS_RING_NEED_WAKEUP) {
 		__atomic_fetch_add(&h->sq_wake.v, 1, __ATOMIC_RELEASE);
 		syscall(SYS_futex, &h->sq_wake.v, FUTEX_WAKE, 1, NULL, NULL, 0);
-		return 1;
+		return !(f & AIDOS_RING_CROWDED);   /* spin long for the answer unless cores are scarce */
 	}
 	return 0;
 }

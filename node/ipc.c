@@ -345,6 +345,7 @@ struct ipc_server {
 	uid_t uid;
 	uint32_t spin_us;
 	int cpu;               /* pollers pinned here (AIDOS_IPC_CPU), -1: not */
+	long ncpu;             /* cores online */
 	uint32_t next_id;
 	aidos_ipc_io *io_scratch; /* [2 * AIDOS_RING_MAX_OUT]: OPEN's answer, control thread */
 	ipc_client **c;        /* [max_clients] */
@@ -393,6 +394,7 @@ int ipc_server_create(const ipc_opts *o, const ipc_ops *ops, ipc_server **out, c
 	s->uid = geteuid();
 	env = getenv("AIDOS_IPC_CPU");   /* benchmarks: pin every poller to one core */
 	s->cpu = env && *env ? atoi(env) : -1;
+	s->ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	/* A group allowed besides the node's uid and root: the option, else
 	 * AIDOS_SOCKET_GROUP (a name or a number). */
 	const char *genv = getenv("AIDOS_SOCKET_GROUP");
@@ -581,6 +583,13 @@ static void run_one(ipc_client *c, const aidos_sqe *s, aidos_cqe *e)
 		__atomic_fetch_add(&srv->errors, 1, __ATOMIC_RELAXED);
 }
 
+/* 1 when the clients outnumber half the cores: long spins would then take
+ * cores from models (a hint, read racily). */
+static int crowded(ipc_server *s)
+{
+	return (long)__atomic_load_n(&s->nc, __ATOMIC_RELAXED) * 2 > s->ncpu;
+}
+
 /* A client's poller: takes descriptors until the client is stopped. */
 static void *poller_main(void *arg)
 {
@@ -627,7 +636,8 @@ static void *poller_main(void *arg)
 				continue;
 			extra_ns = 0;
 			uint32_t w = __atomic_load_n(&h->sq_wake.v, __ATOMIC_ACQUIRE);
-			__atomic_store_n(&h->node_flags.v, AIDOS_RING_NEED_WAKEUP, __ATOMIC_RELAXED);
+			uint32_t cr = crowded(s) ? AIDOS_RING_CROWDED : 0;
+			__atomic_store_n(&h->node_flags.v, AIDOS_RING_NEED_WAKEUP | cr, __ATOMIC_RELAXED);
 			/* Full barrier between announcing the sleep and re-reading
 			 * the tail; pairs with the client's barrier between
 			 * publishing a tail and reading node_flags. */
@@ -635,7 +645,7 @@ static void *poller_main(void *arg)
 			if (__atomic_load_n(&h->sq_tail.v, __ATOMIC_ACQUIRE) == c->sq_head &&
 			    !__atomic_load_n(&c->stop, __ATOMIC_RELAXED))
 				futex_wait(&h->sq_wake.v, w, 1000);
-			__atomic_store_n(&h->node_flags.v, 0, __ATOMIC_RELAXED);
+			__atomic_store_n(&h->node_flags.v, cr, __ATOMIC_RELAXED);
 			continue;
 		}
 		memset(&e, 0, offsetof(aidos_cqe, msg));
@@ -679,7 +689,9 @@ static void *poller_main(void *arg)
 		int pushed = cq_push(c, &e, msg);
 		if (pushed < 0)
 			break;
-		if (pushed)
+		/* Only while there are cores to spare: with more busy clients
+		 * than cores, that spin would take a core from another model. */
+		if (pushed && !crowded(s))
 			extra_ns = IPC_WAKE_SPIN_US * 1000ull;
 	}
 	return NULL;

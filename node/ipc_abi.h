@@ -48,6 +48,8 @@
 
 /* node_flags bits */
 #define AIDOS_RING_NEED_WAKEUP 1u      /* the node's poller sleeps on sq_wake */
+#define AIDOS_RING_CROWDED 2u          /* more clients than cores to spare: a client
+                                          should not spin long after a wake-up */
 /* client_flags bits */
 #define AIDOS_RING_CQ_WAITING 1u       /* the client sleeps on cq_wake */
 
