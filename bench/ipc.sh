@@ -55,7 +55,7 @@ wait_ready() {
 	return 1
 }
 cli_pinned=null cli_default=null
-timeout 900 "$build/aidos-coord" --listen 127.0.0.1:0 --data-dir "$tmp/c" >"$tmp/c.out" 2>"$tmp/c.err" &
+timeout 900 "$build/aidos-coord" --listen 127.0.0.1:0 --data-dir "$tmp/c" --lease-ms 3600000 --heartbeat-ms 1000 >"$tmp/c.out" 2>"$tmp/c.err" &
 pids+=($!)
 if wait_ready "$tmp/c.out" "${pids[0]}"; then
 	coord=$(sed -n 's/.* listen=\([^ ]*\).*/\1/p' "$tmp/c.out")

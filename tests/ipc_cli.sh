@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # tests/ipc_cli.sh BUILD_DIR - the `aidos` node commands against a real
 # aidos-node serving local clients (--socket), on loopback with its
-# coordinator (today's aidos-node needs one).
+# coordinator (today's aidos-node needs one). The coordinator's lease is
+# an hour: a node that re-registers (its heartbeat late on a loaded machine)
+# drops the agents the coordinator does not know, and these are spawned
+# locally.
 #
 # Checks (each prints "PASS|FAIL|SKIP <name>: <detail>"):
 #   nonode   every node command with no node on the socket: exit 1 and a
@@ -71,7 +74,7 @@ if [[ ! -f $M/hey_jarvis_v0.1.onnx || ! -f $G/oww_hey_jarvis/in/x.1.npy ]]; then
 	exit 0
 fi
 
-timeout 600 "$build/aidos-coord" --listen 127.0.0.1:0 --data-dir "$tmp/coord" >"$tmp/coord.out" 2>"$tmp/coord.err" &
+timeout 600 "$build/aidos-coord" --listen 127.0.0.1:0 --data-dir "$tmp/coord" --lease-ms 3600000 --heartbeat-ms 1000 >"$tmp/coord.out" 2>"$tmp/coord.err" &
 pids+=($!)
 if ! wait_ready "$tmp/coord.out" "${pids[0]}"; then
 	fail start "aidos-coord did not start: $(tail -3 "$tmp/coord.err")"

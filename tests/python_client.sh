@@ -6,7 +6,8 @@
 # Client.tensor) and without numpy (AIDOS_PY_NO_NUMPY=1: Tensor of
 # array.array), outputs equal to `aidos run`'s .npy files bit for bit; ps,
 # stats, ping, kill; errors raise AidosError with the node's message; the
-# example script runs. Last line: `N passed, N failed, N skipped`.
+# example script runs. The coordinator's lease is an hour (see
+# tests/ipc_cli.sh). Last line: `N passed, N failed, N skipped`.
 set -uo pipefail
 if [[ $# -ne 1 || ! -d $1 ]]; then
 	echo "usage: tests/python_client.sh BUILD_DIR" >&2
@@ -42,7 +43,7 @@ wait_ready() {
 	return 1
 }
 S=$tmp/node.sock
-timeout 600 "$build/aidos-coord" --listen 127.0.0.1:0 --data-dir "$tmp/coord" >"$tmp/coord.out" 2>"$tmp/coord.err" &
+timeout 600 "$build/aidos-coord" --listen 127.0.0.1:0 --data-dir "$tmp/coord" --lease-ms 3600000 --heartbeat-ms 1000 >"$tmp/coord.out" 2>"$tmp/coord.err" &
 pids+=($!)
 wait_ready "$tmp/coord.out" "${pids[0]}" || { echo "FAIL: aidos-coord did not start"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 coord=$(sed -n 's/.* listen=\([^ ]*\).*/\1/p' "$tmp/coord.out")
