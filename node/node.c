@@ -1894,3 +1894,7 @@ void node_stats(node *n, node_stat *s)
 	s->heap_peak = ps.bytes_peak;
 	node_disp_counts_get(n->disp, &s->disp);
 }
+
+/* ---- local clients (node/ipc.h): what the socket server serves ---- */
+struct node_models *node_ipc_models(struct node *n) { return &n->models; }
+struct node_table *node_ipc_table(struct node *n) { return &n->table; }

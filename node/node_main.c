@@ -32,6 +32,8 @@
 #include "aidos/aidos.h"
 #include "node/node.h"
 #include "node/store.h"
+#include "aidos/client.h"  /* --socket: local clients */
+#include "node/ipc.h"
 
 static double now_ms(void)
 {
@@ -146,6 +148,7 @@ int main(int argc, char **argv)
 	node_opts o = { .t0_ms = t0, .pin = -1 };
 	node_config cfg = { 0 };
 	const char *config = NULL;
+	const char *sock;   /* local clients (node/ipc.h): o.socket */
 	char err[1024];
 	uint64_t v;
 	int rc;
@@ -243,6 +246,7 @@ int main(int argc, char **argv)
 		if (env && *env)
 			o.socket = env;
 	}
+	sock = o.socket;
 	if (o.pin < 0)
 		o.pin = 1;
 	if (!o.name)
@@ -287,6 +291,25 @@ int main(int argc, char **argv)
 		node_destroy(n);
 		return 1;
 	}
+	/* ---- local clients (node/ipc.h) ---- */
+	ipc_node *ipcn = NULL;
+	ipc_server *ipcs = NULL;
+	if (sock && *sock) {
+		char def[256];
+		ipc_ops ops;
+		ipc_opts io = { .path = strcmp(sock, "default") ? sock : aidos_client_default_socket(def, sizeof def) };
+		if (ipc_node_create(node_ipc_models(n), node_ipc_table(n), &ipcn, err, sizeof err) ||
+		    (ipc_node_ops(ipcn, &ops), ipc_server_create(&io, &ops, &ipcs, err, sizeof err)) ||
+		    ipc_server_start(ipcs, err, sizeof err)) {
+			fprintf(stderr, "aidos-node: local clients: %s\n", err);
+			ipc_server_destroy(ipcs);
+			ipc_node_destroy(ipcn);
+			node_destroy(n);
+			return 1;
+		}
+		fprintf(stderr, "aidos-node: local clients on %s\n", ipc_server_path(ipcs));
+	}
+	/* ---- */
 	const char *tname;
 	node_transport(n, &tname, NULL);
 	node_stat st;
@@ -302,6 +325,8 @@ int main(int argc, char **argv)
 		;
 	notify("STOPPING=1");
 	double t1 = now_ms();
+	ipc_server_destroy(ipcs);   /* local clients first: they hold agents */
+	ipc_node_destroy(ipcn);
 	node_destroy(n);
 	fprintf(stderr, "aidos-node: stopped in %.1f ms\n", now_ms() - t1);
 	return 0;

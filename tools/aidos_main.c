@@ -5,6 +5,11 @@
  *   aidos run MODEL.onnx --input NAME=FILE.npy ... [--output-dir DIR]
  *             [--threads N] [--repeat N] [--warmup N] [--reference] [--json]
  *   aidos info MODEL.onnx [--json]
+ * and, talking to the local node through its socket (include/aidos/client.h):
+ *   aidos spawn --name N [--priority P] [--quota BYTES] [--deadline-ms D] MODEL.onnx
+ *   aidos infer N --input K=F.npy ... [--output-dir DIR] [--json]
+ *   aidos ps [--json] | kill N | stats [--json] | ping [--count N] [--json]
+ *   (each takes --socket PATH; default $AIDOS_SOCKET, then the node's default)
  *
  * Every error exits non-zero with one line naming the file, node or tensor.
  */
@@ -16,6 +21,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include "aidos/aidos.h"
+#include "aidos/client.h"
 #include "aidos/npy.h"
 #include "hal/hal.h"
 #include "hal/model.h"
@@ -37,6 +43,18 @@ static void usage(FILE *f)
 		"      --json             print one JSON object instead of text\n"
 		"  info MODEL.onnx [--json]                   IR/opset versions, inputs, outputs, operators, weights\n"
 		"  version                                    print the version\n"
+		"\n"
+		"node commands (a running aidos-node, through its local socket; 'aidos CMD --help'):\n"
+		"  spawn --name N [--priority P] [--quota BYTES] [--deadline-ms D] MODEL.onnx\n"
+		"                                             start an agent on the node\n"
+		"  infer N --input K=F.npy ... [--output-dir DIR] [--json]\n"
+		"                                             run agent N; outputs to DIR/<output name>.npy\n"
+		"  ps [--json]                                list the node's agents\n"
+		"  kill N                                     remove agent N\n"
+		"  stats [--json]                             node counters\n"
+		"  ping [--count N] [--json]                  null requests through the shared-memory rings\n"
+		"  every node command takes --socket PATH (default: $AIDOS_SOCKET, else\n"
+		"  $XDG_RUNTIME_DIR/aidos/node.sock, else /run/aidos/node.sock as root)\n"
 		"\n"
 		"Exit status: 0 on success, 1 on a model or data error, 2 on a usage error.\n");
 }
@@ -429,6 +447,435 @@ static int cmd_info(int argc, char **argv)
 	return 0;
 }
 
+/* ---- node commands: a running aidos-node through its local socket ---- */
+
+/* Parses the options every node command shares; returns 1 when argv[*i]
+ * was one (consumed), 0 when not, -1 on a usage error. */
+static int common_opt(int argc, char **argv, int *i, const char **sock)
+{
+	if (!strcmp(argv[*i], "--socket")) {
+		if (++*i >= argc)
+			return -1;
+		*sock = argv[*i];
+		return 1;
+	}
+	return 0;
+}
+
+/* Connects to the node at sock (NULL: the default); prints why not. */
+static aidos_client *node_connect(const char *sock)
+{
+	aidos_client *c;
+	char err[1024];
+	if (aidos_client_connect(sock, NULL, &c, err, sizeof err)) {
+		fprintf(stderr, "aidos: %s\n", err);
+		return NULL;
+	}
+	return c;
+}
+
+/* A non-negative decimal. Returns 0 or -1. */
+static int parse_u64v(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-')
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* `aidos spawn`: exit 0 spawned, 1 refused or no node, 2 usage. Likewise below. */
+static int cmd_spawn(int argc, char **argv)
+{
+	const char *sock = NULL, *name = NULL, *model = NULL;
+	aidos_client_spawn_opts o = { 0 };
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		int k = common_opt(argc, argv, &i, &sock);
+		if (k < 0)
+			return die_usage("%s needs a value", a);
+		if (k)
+			continue;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			printf("usage: aidos spawn --name N [--priority P] [--quota BYTES] [--deadline-ms D] [--socket PATH] MODEL.onnx\n"
+			       "Starts agent N running MODEL.onnx on the local node. --priority -1000..1000 (default 0),\n"
+			       "--quota: the agent's memory quota in bytes (0: none), --deadline-ms: its default request\n"
+			       "deadline. Exit status: 0 spawned, 1 refused (the node says why), 2 usage.\n");
+			return 0;
+		} else if (!strcmp(a, "--name")) {
+			if (++i >= argc)
+				return die_usage("%s needs a name", a);
+			name = argv[i];
+		} else if (!strcmp(a, "--priority")) {
+			if (++i >= argc || parse_int(argv[i], -1000, 1000, &o.priority))
+				return die_usage("--priority takes -1000..1000%s", "");
+		} else if (!strcmp(a, "--quota")) {
+			if (++i >= argc || parse_u64v(argv[i], &o.quota_bytes))
+				return die_usage("--quota takes a number of bytes%s", "");
+		} else if (!strcmp(a, "--deadline-ms")) {
+			if (++i >= argc || parse_u64v(argv[i], &o.deadline_ms) || o.deadline_ms > 86400000)
+				return die_usage("--deadline-ms takes 0..86400000%s", "");
+		} else if (a[0] == '-') {
+			return die_usage("spawn: unknown option '%s'", a);
+		} else if (!model) {
+			model = a;
+		} else {
+			return die_usage("spawn: unexpected argument '%s'", a);
+		}
+	}
+	if (!name)
+		return die_usage("spawn: --name N is required%s", "");
+	if (!model)
+		return die_usage("spawn: no model given%s", "");
+	aidos_client *c = node_connect(sock);
+	if (!c)
+		return 1;
+	char err[1024];
+	o.name = name;
+	o.model = model;
+	int rc = aidos_client_spawn(c, &o, err, sizeof err);
+	aidos_client_close(c);
+	if (rc) {
+		fprintf(stderr, "aidos: spawn %s: %s\n", name, err);
+		return 1;
+	}
+	printf("spawned %s (%s)\n", name, model);
+	return 0;
+}
+
+/* `aidos kill N`. */
+static int cmd_kill(int argc, char **argv)
+{
+	const char *sock = NULL, *name = NULL;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		int k = common_opt(argc, argv, &i, &sock);
+		if (k < 0)
+			return die_usage("%s needs a value", a);
+		if (k)
+			continue;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			printf("usage: aidos kill N [--socket PATH]\nRemoves agent N from the local node (its request in flight finishes).\n");
+			return 0;
+		} else if (a[0] == '-') {
+			return die_usage("kill: unknown option '%s'", a);
+		} else if (!name) {
+			name = a;
+		} else {
+			return die_usage("kill: unexpected argument '%s'", a);
+		}
+	}
+	if (!name)
+		return die_usage("kill: no agent name given%s", "");
+	aidos_client *c = node_connect(sock);
+	if (!c)
+		return 1;
+	char err[1024];
+	int rc = aidos_client_kill(c, name, err, sizeof err);
+	aidos_client_close(c);
+	if (rc) {
+		fprintf(stderr, "aidos: kill %s: %s\n", name, err);
+		return 1;
+	}
+	printf("killed %s\n", name);
+	return 0;
+}
+
+/* `aidos ps [--json]`. */
+static int cmd_ps(int argc, char **argv)
+{
+	const char *sock = NULL;
+	int json = 0;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		int k = common_opt(argc, argv, &i, &sock);
+		if (k < 0)
+			return die_usage("%s needs a value", a);
+		if (k)
+			continue;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			printf("usage: aidos ps [--json] [--socket PATH]\nLists the local node's agents: state, priority, "
+			       "requests, errors, mean model time, memory, quota, model.\n");
+			return 0;
+		} else if (!strcmp(a, "--json")) {
+			json = 1;
+		} else {
+			return die_usage("ps: unexpected argument '%s'", a);
+		}
+	}
+	aidos_client *c = node_connect(sock);
+	if (!c)
+		return 1;
+	char err[1024];
+	aidos_agent_info *l;
+	int n;
+	int rc = aidos_client_list(c, &l, &n, err, sizeof err);
+	aidos_client_close(c);
+	if (rc) {
+		fprintf(stderr, "aidos: ps: %s\n", err);
+		return 1;
+	}
+	if (json) {
+		printf("[");
+		for (int i = 0; i < n; i++) {
+			printf("%s{\"name\": ", i ? ", " : "");
+			json_str(stdout, l[i].name);
+			printf(", \"state\": ");
+			json_str(stdout, l[i].state);
+			printf(", \"priority\": %d, \"requests\": %llu, \"errors\": %llu, \"latency_ns\": %llu, "
+			       "\"mem_bytes\": %llu, \"quota_bytes\": %llu, \"deadline_ms\": %llu, \"model\": ",
+			       l[i].priority, (unsigned long long)l[i].requests, (unsigned long long)l[i].errors,
+			       (unsigned long long)l[i].latency_ns, (unsigned long long)l[i].mem_bytes,
+			       (unsigned long long)l[i].quota_bytes, (unsigned long long)l[i].deadline_ms);
+			json_str(stdout, l[i].model);
+			printf("}");
+		}
+		printf("]\n");
+	} else {
+		printf("%-20s %-9s %5s %10s %7s %10s %12s %12s  %s\n", "NAME", "STATE", "PRIO", "REQUESTS", "ERRORS",
+		       "MODEL_US", "MEM", "QUOTA", "MODEL");
+		for (int i = 0; i < n; i++)
+			printf("%-20s %-9s %5d %10llu %7llu %10.1f %12llu %12s  %s\n", l[i].name, l[i].state, l[i].priority,
+			       (unsigned long long)l[i].requests, (unsigned long long)l[i].errors,
+			       (double)l[i].latency_ns / 1e3, (unsigned long long)l[i].mem_bytes,
+			       l[i].quota_bytes ? (snprintf(err, sizeof err, "%llu", (unsigned long long)l[i].quota_bytes), err)
+						: "-",
+			       l[i].model);
+	}
+	aidos_client_list_free(l);
+	return 0;
+}
+
+/* `aidos stats [--json]`. */
+static int cmd_stats(int argc, char **argv)
+{
+	const char *sock = NULL;
+	int json = 0;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		int k = common_opt(argc, argv, &i, &sock);
+		if (k < 0)
+			return die_usage("%s needs a value", a);
+		if (k)
+			continue;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			printf("usage: aidos stats [--json] [--socket PATH]\nThe local node's counters: agents, clients, "
+			       "requests and errors through the rings, shared memory, node heap, uptime.\n");
+			return 0;
+		} else if (!strcmp(a, "--json")) {
+			json = 1;
+		} else {
+			return die_usage("stats: unexpected argument '%s'", a);
+		}
+	}
+	aidos_client *c = node_connect(sock);
+	if (!c)
+		return 1;
+	char err[1024];
+	aidos_node_stats st;
+	int rc = aidos_client_stats(c, &st, err, sizeof err);
+	aidos_client_close(c);
+	if (rc) {
+		fprintf(stderr, "aidos: stats: %s\n", err);
+		return 1;
+	}
+	if (json)
+		printf("{\"agents\": %llu, \"clients\": %llu, \"requests\": %llu, \"errors\": %llu, \"uptime_ms\": %llu, "
+		       "\"heap_bytes\": %llu, \"pool_bytes\": %llu}\n",
+		       (unsigned long long)st.agents, (unsigned long long)st.clients, (unsigned long long)st.requests,
+		       (unsigned long long)st.errors, (unsigned long long)st.uptime_ms, (unsigned long long)st.heap_bytes,
+		       (unsigned long long)st.pool_bytes);
+	else
+		printf("agents %llu\nclients %llu (this one included)\nrequests %llu\nerrors %llu\nuptime_ms %llu\n"
+		       "shared_memory_bytes %llu\nnode_heap_bytes %llu\n",
+		       (unsigned long long)st.agents, (unsigned long long)st.clients, (unsigned long long)st.requests,
+		       (unsigned long long)st.errors, (unsigned long long)st.uptime_ms, (unsigned long long)st.heap_bytes,
+		       (unsigned long long)st.pool_bytes);
+	return 0;
+}
+
+/* `aidos ping [--count N] [--json]`: 100 warm-up pings, then N measured. */
+static int cmd_ping(int argc, char **argv)
+{
+	const char *sock = NULL;
+	int json = 0, count = 1000;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		int k = common_opt(argc, argv, &i, &sock);
+		if (k < 0)
+			return die_usage("%s needs a value", a);
+		if (k)
+			continue;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			printf("usage: aidos ping [--count N] [--json] [--socket PATH]\n"
+			       "Sends N (default 1000) null requests through the shared-memory rings, one at a time,\n"
+			       "after 100 unmeasured ones, and reports the round trip: median, p99, min, max in ns.\n"
+			       "JSON: {\"count\": N, \"rtt_ns\": {\"median\": x, \"p99\": x, \"min\": x, \"max\": x}}\n");
+			return 0;
+		} else if (!strcmp(a, "--json")) {
+			json = 1;
+		} else if (!strcmp(a, "--count")) {
+			if (++i >= argc || parse_int(argv[i], 1, 100000000, &count))
+				return die_usage("--count takes 1..100000000%s", "");
+		} else {
+			return die_usage("ping: unexpected argument '%s'", a);
+		}
+	}
+	aidos_client *c = node_connect(sock);
+	if (!c)
+		return 1;
+	double *v = malloc((size_t)count * sizeof *v);
+	int rc = v ? 0 : AIDOS_E_NOMEM;
+	for (int i = 0; i < 100 && !rc; i++)
+		rc = aidos_client_ping(c, NULL);
+	for (int i = 0; i < count && !rc; i++) {
+		uint64_t ns;
+		rc = aidos_client_ping(c, &ns);
+		v[i] = (double)ns;
+	}
+	aidos_client_close(c);
+	if (rc) {
+		fprintf(stderr, "aidos: ping: %s\n", aidos_strerror(rc));
+		free(v);
+		return 1;
+	}
+	qsort(v, (size_t)count, sizeof *v, cmp_double);
+	double med = pct(v, count, 0.5), p99 = pct(v, count, 0.99);
+	if (json)
+		printf("{\"count\": %d, \"rtt_ns\": {\"median\": %.0f, \"p99\": %.0f, \"min\": %.0f, \"max\": %.0f}}\n", count,
+		       med, p99, v[0], v[count - 1]);
+	else
+		printf("ping: %d round trips through the rings: median %.0f ns, p99 %.0f ns, min %.0f ns, max %.0f ns\n",
+		       count, med, p99, v[0], v[count - 1]);
+	free(v);
+	return 0;
+}
+
+/* `aidos infer N --input K=F.npy ...`: inputs loaded into the shared heap,
+ * outputs written as DIR/<name, '/' -> '_'>.npy. */
+static int cmd_infer(int argc, char **argv)
+{
+	const char *sock = NULL, *agent = NULL, *outdir = ".";
+	const char *in_name[MAX_IN], *in_file[MAX_IN];
+	int n_in = 0, json = 0;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		int k = common_opt(argc, argv, &i, &sock);
+		if (k < 0)
+			return die_usage("%s needs a value", a);
+		if (k)
+			continue;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			printf("usage: aidos infer N --input K=F.npy ... [--output-dir DIR] [--json] [--socket PATH]\n"
+			       "Runs agent N of the local node on the .npy inputs (loaded into the shared heap) and writes\n"
+			       "each output to DIR/<output name, '/' -> '_'>.npy (default DIR: .). --json prints the\n"
+			       "outputs' names, dtypes, shapes and files.\n");
+			return 0;
+		} else if (!strcmp(a, "--input") || !strcmp(a, "-i")) {
+			if (++i >= argc)
+				return die_usage("%s needs NAME=FILE.npy", a);
+			char *eq = strchr(argv[i], '=');
+			if (!eq || eq == argv[i] || !eq[1])
+				return die_usage("--input '%s': expected NAME=FILE.npy", argv[i]);
+			if (n_in >= MAX_IN)
+				return die_usage("more than %s inputs", "64");
+			*eq = 0;
+			in_name[n_in] = argv[i];
+			in_file[n_in++] = eq + 1;
+		} else if (!strcmp(a, "--output-dir") || !strcmp(a, "-o")) {
+			if (++i >= argc)
+				return die_usage("%s needs a directory", a);
+			outdir = argv[i];
+		} else if (!strcmp(a, "--json")) {
+			json = 1;
+		} else if (a[0] == '-') {
+			return die_usage("infer: unknown option '%s'", a);
+		} else if (!agent) {
+			agent = a;
+		} else {
+			return die_usage("infer: unexpected argument '%s'", a);
+		}
+	}
+	if (!agent)
+		return die_usage("infer: no agent name given%s", "");
+	aidos_client *c = node_connect(sock);
+	if (!c)
+		return 1;
+	int rc = 1, e;
+	char err[1024];
+	aidos_tensor in[MAX_IN], out[MAX_IN];
+	int nout = 0, loaded = 0;
+	for (; loaded < n_in; loaded++) {
+		void *owned;
+		aidos_tensor t;
+		if ((e = aidos_npy_load(in_file[loaded], &t, &owned, err, sizeof err))) {
+			fprintf(stderr, "aidos: input '%s': %s\n", in_name[loaded], err);
+			goto out;
+		}
+		in[loaded] = t;
+		in[loaded].name = in_name[loaded];
+		e = aidos_client_tensor_alloc(c, &in[loaded]);
+		if (e) {
+			aidos_npy_free(owned);
+			fprintf(stderr, "aidos: input '%s' does not fit the node's shared heap: %s\n", in_name[loaded],
+				aidos_strerror(e));
+			goto out;
+		}
+		size_t bytes = hal_dtype_size(t.dtype);
+		for (int d = 0; d < t.rank; d++)
+			bytes *= (size_t)t.dims[d];
+		memcpy(in[loaded].data, t.data, bytes);   /* the file is read once, then in place */
+		aidos_npy_free(owned);
+	}
+	if ((e = aidos_client_infer(c, agent, n_in, in, &nout, out, MAX_IN, err, sizeof err))) {
+		fprintf(stderr, "aidos: infer %s: %s\n", agent, err);
+		goto out;
+	}
+	if (json)
+		printf("{\"agent\": ");
+	if (json) {
+		json_str(stdout, agent);
+		printf(", \"outputs\": [");
+	}
+	for (int i = 0; i < nout; i++) {
+		char path[PATH_MAX];
+		out_path(path, sizeof path, outdir, out[i].name);
+		if ((e = aidos_npy_save(path, &out[i]))) {
+			fprintf(stderr, "aidos: output '%s': cannot write %s: %s\n", out[i].name, path, aidos_strerror(e));
+			goto out;
+		}
+		if (json) {
+			printf("%s{\"name\": ", i ? ", " : "");
+			json_str(stdout, out[i].name);
+			printf(", \"dtype\": \"%s\", \"shape\": ", aidos_npy_descr(out[i].dtype));
+			print_dims(stdout, out[i].rank, out[i].dims, NULL);
+			printf(", \"file\": ");
+			json_str(stdout, path);
+			printf("}");
+		} else {
+			printf("%s -> %s\n", out[i].name, path);
+		}
+	}
+	if (json)
+		printf("]}\n");
+	rc = 0;
+out:
+	for (int i = 0; i < loaded; i++)
+		aidos_client_tensor_free(c, &in[i]);
+	aidos_client_close(c);
+	return rc;
+}
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+} node_cmds[] = {
+	{ "spawn", cmd_spawn }, { "infer", cmd_infer }, { "ps", cmd_ps },
+	{ "kill", cmd_kill },   { "stats", cmd_stats }, { "ping", cmd_ping },
+};
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -448,6 +895,9 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 2, argv + 2);
 	if (!strcmp(cmd, "info"))
 		return cmd_info(argc - 2, argv + 2);
+	for (size_t i = 0; i < sizeof node_cmds / sizeof node_cmds[0]; i++)
+		if (!strcmp(cmd, node_cmds[i].name))
+			return node_cmds[i].fn(argc - 2, argv + 2);
 	fprintf(stderr, "aidos: unknown command '%s' (see 'aidos --help')\n", cmd);
 	return 2;
 }

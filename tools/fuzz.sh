@@ -8,7 +8,9 @@
 # and seeded with every libonnx-testdata model.onnx and the golden models
 # cached by tools/fetch-models.sh (${AIDOS_CACHE:-$HOME/.cache/aidos}/models),
 # each up to the 1 MiB input limit. Crashes, leaks, timeouts and OOMs go to
-# /tmp/aidos-crashes/ (override with AIDOS_CRASH_DIR); replay one with
+# /tmp/aidos-crashes/ (override with AIDOS_CRASH_DIR); FUZZ_TARGET=ipc fuzzes
+# tests/fuzz_ipc.c instead (control messages and ring descriptors; corpus
+# build-fuzz/corpus-ipc/, no seeds needed). Replay one with
 #   build-fuzz/fuzz_onnx /tmp/aidos-crashes/crash-<sha1>
 # Extra arguments after the seconds go to libFuzzer, e.g. to go on after a
 # finding: tools/fuzz.sh 600 -fork=2 -ignore_crashes=1 -ignore_ooms=1
@@ -34,8 +36,19 @@ make --no-print-directory -s -j"$(nproc)" BUILD=$out CC="$CC" \
 	OPT="$san -fsanitize=fuzzer-no-link" "$out/libaidos.a"
 ldlibs=$(sed -n 's/^LDLIBS *:= *//p' Makefile)
 # shellcheck disable=SC2086
-"$CC" $san -fsanitize=fuzzer -std=c11 -D_GNU_SOURCE -Iinclude -I. -Wall -Wextra \
-	-Wno-unused-parameter tests/fuzz_onnx.c "$out/libaidos.a" ${ldlibs:--lm -pthread} -o "$out/fuzz_onnx"
+target=${FUZZ_TARGET:-onnx}
+"$CC" $san -fsanitize=fuzzer -std=c11 -D_GNU_SOURCE -Iinclude -I. -I$out/gen -Wall -Wextra \
+	-Wno-unused-parameter "tests/fuzz_$target.c" "$out/libaidos.a" ${ldlibs:--lm -pthread} -o "$out/fuzz_$target"
+if [[ $target != onnx ]]; then   # a protocol target: no model seeds
+	mkdir -p "$out/corpus-$target"
+	set +e
+	ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$out/fuzz_$target" -max_total_time="$secs" -max_len=4096 \
+		-timeout=10 -artifact_prefix="$crashes/" -print_final_stats=1 "$@" "$out/corpus-$target" 2>&1 |
+		tee "$out/fuzz-$target.log" | grep -vE '^#[0-9]+.*(NEW|REDUCE|pulse)'
+	rc=${PIPESTATUS[0]}
+	echo "fuzz: fuzz_$target exited $rc (log: $out/fuzz-$target.log)"
+	exit "$rc"
+fi
 
 # Seed corpus (names by folder and case, so reseeding overwrites, not adds).
 seeded=0
