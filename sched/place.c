@@ -268,3 +268,10 @@ int sched_move_worth(const sched_node *nodes, int n, const sched_agent *a, int t
 		*go = s2;
 	return ok && s2.total <= (1.0 - r->min_gain) * s1.total;
 }
+
+int sched_overloaded(const sched_rebalance_params *r, double measured_ms, double est_ms, double util, int *streak)
+{
+	int over = (est_ms > 0 && measured_ms > r->over_ratio * est_ms) || util > r->util_high;
+	*streak = over ? *streak + 1 : 0;
+	return *streak >= r->sustain;
+}

@@ -161,6 +161,13 @@ typedef struct sched_rebalance_params {
 
 void sched_rebalance_params_default(sched_rebalance_params *r);
 
+/* One overload check of a node: measured_ms is its mean request latency (or
+ * queue wait + service) over the last window, est_ms what its estimates
+ * predict, util its measured device utilisation. Advances *streak (the
+ * consecutive overloaded checks; reset when not) and returns 1 when the
+ * node has been overloaded for r->sustain checks in a row. Pure. */
+int sched_overloaded(const sched_rebalance_params *r, double measured_ms, double est_ms, double util, int *streak);
+
 /* Whether moving agent a (placed) from its node (a->cur_node) to `to` is worth it:
  * 1 when the predicted cost there (its own load taken off the source) is at
  * most (1 - min_gain) of staying. Scores of both go to *stay and *go (may be
