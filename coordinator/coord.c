@@ -54,6 +54,8 @@ typedef struct cnode {
 	/* The scheduler's aggregates, updated incrementally (agent_account,
 	 * heartbeats): never recomputed by scanning the agents. */
 	uint32_t n_agents;       /* agents the directory puts here */
+	int has_gpu;             /* from info->devices, cached by node_static() */
+	uint32_t workers[SCHED_DEV_N];
 	double util[SCHED_DEV_N][SCHED_PRIO_N]; /* sum of the agents' contrib */
 	double lat_ratio;        /* measured / estimated latency (last heartbeat), 0: no data */
 	int streak;              /* consecutive overloaded checks */
@@ -392,10 +394,14 @@ static int grow(void ***arr, int *cap, int n)
 	return 0;
 }
 
+static void node_static(cnode *n);
+static int node_has_gpu(const Aidos__NodeInfo *n);
+
 /* Inserts n (its info set) in name order. The name must be new. */
 static int insert_node(coord *c, cnode *n)
 {
 	int at;
+	node_static(n);
 	if (grow((void ***)&c->nodes, &c->cap_nodes, c->n_nodes))
 		return AIDOS_E_NOMEM;
 	if (c->n_nodes + 1 > c->cap_view) {
@@ -517,13 +523,22 @@ static cmodel *model_est(coord *c, const char *path, int dev, int create)
 	return &c->models[lo];
 }
 
+/* Caches what the view needs from a node's device list (c->mu held):
+ * after every change of n->info (register). */
+static void node_static(cnode *n)
+{
+	n->has_gpu = node_has_gpu(n->info);
+	for (int d = 0; d < SCHED_DEV_N; d++)
+		n->workers[d] = node_workers(n->info, d);
+}
+
 /* The agent's share of its node's utilisation: measured rate x estimated
  * latency on its device / the device's workers. */
 static double agent_contrib(const cnode *n, const cagent *a)
 {
 	double rate = a->info->rate > 0 ? a->info->rate : 0;
 	double est = a->info->est_ms > 0 ? a->info->est_ms : a->info->latency_ms;
-	return rate * est / 1000.0 / node_workers(n->info, agent_dev(a));
+	return rate * est / 1000.0 / n->workers[agent_dev(a)];
 }
 
 /* Keeps the per-node aggregates in step with where the directory puts a
@@ -940,16 +955,18 @@ static void fill_view(coord *c)
 	for (int i = 0; i < c->n_nodes; i++) {
 		const cnode *n = c->nodes[i];
 		sched_node *v = &c->view[i];
-		memset(v, 0, sizeof *v);
 		v->name = n->info->name;
 		v->ready = n->info->state == AIDOS__NODE_STATE__NODE_READY;
-		v->has_gpu = node_has_gpu(n->info);
+		v->has_gpu = n->has_gpu;
+		v->gpu_mem_free = 0;
+		v->link_gbps = 0;
+		v->rtt_ms = 0;
 		v->mem_free = n->info->mem_free > n->reserved ? n->info->mem_free - n->reserved : 0;
 		v->mem_total = n->info->mem_total;
 		v->queue_len = n->info->queue_len;
 		v->n_agents = n->n_agents;
 		for (int d = 0; d < SCHED_DEV_N; d++) {
-			v->servers[d] = node_workers(n->info, d);
+			v->servers[d] = n->workers[d];
 			/* measured slowdown over the models' unloaded estimates */
 			v->speed[d] = n->lat_ratio > 1.0 ? (float)n->lat_ratio : 1.0f;
 			for (int k = 0; k < SCHED_PRIO_N; k++)
@@ -1384,6 +1401,7 @@ static int h_register(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **r
 		     info->transport_reason);
 		pb_free(n->info);
 		n->info = info;
+		node_static(n);
 	} else {
 		if (!(n = pool_calloc(1, sizeof *n))) {
 			pthread_mutex_unlock(&c->mu);
@@ -1391,6 +1409,7 @@ static int h_register(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **r
 			return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
 		}
 		n->info = info;
+		node_static(n);
 		if (insert_node(c, n)) {
 			pthread_mutex_unlock(&c->mu);
 			pb_free(info);

@@ -62,8 +62,7 @@ int sched_score_node(const sched_node *nodes, int i, const sched_agent *a, const
 {
 	const sched_node *nd = &nodes[i];
 	int here = a->placed && a->cur_node == i;
-	memset(s, 0, sizeof *s);
-	s->idx = i;
+	*s = (sched_score){ .idx = i };
 	if (a->pinned && strcmp(a->pinned, nd->name)) {
 		s->why = "not the pinned node";
 		return 0;
