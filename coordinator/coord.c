@@ -57,7 +57,8 @@ typedef struct cnode {
 	int has_gpu;             /* from info->devices, cached by node_static() */
 	uint32_t workers[SCHED_DEV_N];
 	double util[SCHED_DEV_N][SCHED_PRIO_N]; /* sum of the agents' contrib */
-	double lat_ratio;        /* measured / estimated latency (last heartbeat), 0: no data */
+	double lat_ratio;        /* measured / estimated response time, queueing included (last heartbeat), 0: no data */
+	double exec_ratio;       /* measured / estimated execution time: the node's speed */
 	int streak;              /* consecutive overloaded checks */
 } cnode;
 
@@ -968,7 +969,7 @@ static void fill_view(coord *c)
 		for (int d = 0; d < SCHED_DEV_N; d++) {
 			v->servers[d] = n->workers[d];
 			/* measured slowdown over the models' unloaded estimates */
-			v->speed[d] = n->lat_ratio > 1.0 ? (float)n->lat_ratio : 1.0f;
+			v->speed[d] = n->exec_ratio > 1.0 ? (float)n->exec_ratio : 1.0f;
 			for (int k = 0; k < SCHED_PRIO_N; k++)
 				v->util[d][k] = (float)n->util[d][k];
 		}
@@ -1507,8 +1508,8 @@ static void observe(coord *c, cnode *n, cagent *a, uint64_t requests, uint64_t n
 		a->info->est_ms = m->est_ms;
 	}
 	if (lat > 0 && a->info->est_ms > 0 && a->info->rate > 0) {
-		*w += a->info->rate;
-		*sum += a->info->rate * lat / a->info->est_ms;
+		*w += a->info->rate * a->info->est_ms;   /* unloaded work per second */
+		*sum += a->info->rate * lat;             /* measured execution per second */
 	}
 	agent_account(c, a);   /* the new rate and estimate into n's util */
 	(void)n;
@@ -1570,7 +1571,10 @@ static int h_heartbeat(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **
 				a->info->context_version = ai->context_version;
 			observe(c, n, a, ai->requests, now, &lat_w, &lat_sum);
 		}
-		n->lat_ratio = lat_w > 0 ? lat_sum / lat_w : 0;
+		/* Little's law: queue_len requests waiting add queue_len seconds of
+		 * waiting per second to the requests' total response time. */
+		n->exec_ratio = lat_w > 0 ? lat_sum / lat_w : 0;
+		n->lat_ratio = lat_w > 0 ? (lat_sum + 1000.0 * req->queue_len) / lat_w : 0;
 		n->info->lat_ratio = n->lat_ratio;
 		for (size_t i = 0; i < req->n_checkpoints; i++)
 			if (req->checkpoints[i])
@@ -1902,7 +1906,7 @@ static int h_list_nodes(void *ctx, const ProtobufCMessage *m, ProtobufCMessage *
 				for (int k = 0; k < SCHED_PRIO_N; k++)
 					ni->pred_util += d == dev ? n->util[d][k] : 0;
 			ni->overload_streak = (uint32_t)n->streak;
-			ni->speed = n->lat_ratio > 1.0 ? n->lat_ratio : 1.0;
+			ni->speed = n->exec_ratio > 1.0 ? n->exec_ratio : 1.0;
 			ni->workers = node_workers(ni, dev);
 			list[i] = ni;
 		}
@@ -2266,13 +2270,25 @@ int coord_rebalance(coord *c)
 		cnode *n = c->nodes[i];
 		if (!a)
 			continue;
-		char names[1][MAX_NAME], why[256] = "";
+		char names[SPAWN_TRIES][MAX_NAME], why[256] = "";
 		sched_score stay, go;
 		sched_agent sa;
-		int to;
-		a->considered_ms = now;   /* cool-down whatever the outcome */
-		if (!decide(c, a, NULL, n->info->name, names, NULL, 1, why, sizeof why) ||
-		    !find_node_idx(c, names[0], &to))
+		int to = -1, m, cls = sched_prio_class(a->info->priority), dev = agent_dev(a);
+		m = decide(c, a, NULL, n->info->name, names, NULL, SPAWN_TRIES, why, sizeof why);
+		/* Rebalancing makes room for higher-priority agents and never takes
+		 * it: a lower-class agent does not move onto a node where a higher
+		 * class runs (else saturating low-priority load would follow them
+		 * around, one cool-down at a time). */
+		for (int j = 0; j < m && to < 0; j++) {
+			int t, busy_hi = 0;
+			if (!find_node_idx(c, names[j], &t))
+				continue;
+			for (int k = cls + 1; k < SCHED_PRIO_N; k++)
+				busy_hi |= c->nodes[t]->util[dev][k] > 0;
+			if (!busy_hi)
+				to = t;
+		}
+		if (to < 0)
 			continue;
 		fill_agent(c, a, &sa, NULL, n->info->name);
 		if (!sched_move_worth(c->view, c->n_nodes, &sa, to, &c->sp, &c->rp, &stay, &go))
@@ -2280,13 +2296,14 @@ int coord_rebalance(coord *c)
 		move *mv = &todo[nt++];
 		mv->a = a;
 		a->busy = "rebalance";
+		a->considered_ms = now;   /* cool-down: not moved again before rp.cooldown_s */
 		snprintf(mv->from, sizeof mv->from, "%s", n->info->name);
-		snprintf(mv->to, sizeof mv->to, "%s", names[0]);
+		snprintf(mv->to, sizeof mv->to, "%s", c->nodes[to]->info->name);
 		snprintf(mv->reason, sizeof mv->reason,
 			 "node %s overloaded for %d checks (latency x%.2f of estimate, queue %u); priority %d; "
 			 "predicted %.2f ms there vs %.2f ms on %s",
 			 n->info->name, n->streak, n->lat_ratio, n->info->queue_len, a->info->priority, stay.total,
-			 go.total, names[0]);
+			 go.total, c->nodes[to]->info->name);
 		add_event(c, "overload", a->info->name, mv->from, mv->to, mv->reason);
 		n->streak = 0;
 	}

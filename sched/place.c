@@ -35,6 +35,7 @@ void sched_rebalance_params_default(sched_rebalance_params *r)
 	r->min_gain = 0.3;
 	r->cooldown_s = 60.0;
 	r->util_high = 0.9;
+	r->room_gain = 0.0;
 }
 
 int sched_prio_class(int priority)
@@ -265,7 +266,12 @@ int sched_move_worth(const sched_node *nodes, int n, const sched_agent *a, int t
 		*stay = s1;
 	if (go)
 		*go = s2;
-	return ok && s2.total <= (1.0 - r->min_gain) * s1.total;
+	double gain = r->min_gain;
+	const sched_node *src = &nodes[a->cur_node];
+	for (int k = sched_prio_class(a->priority) + 1; k < SCHED_PRIO_N; k++)
+		if (src->util[s1.dev][k] > 0)
+			gain = r->room_gain;   /* it makes room for a higher class */
+	return ok && s2.total <= (1.0 - gain) * s1.total;
 }
 
 int sched_overloaded(const sched_rebalance_params *r, double measured_ms, double est_ms, double util, int *streak)

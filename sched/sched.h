@@ -157,6 +157,7 @@ typedef struct sched_rebalance_params {
 	double min_gain;       /* the move must cut the agent's predicted cost by this fraction (0.3) */
 	double cooldown_s;     /* an agent moved is not moved again within this (60) */
 	double util_high;      /* predicted utilisation that counts as overloaded too (0.9) */
+	double room_gain;      /* min_gain instead when the move makes room for a higher class (0) */
 } sched_rebalance_params;
 
 void sched_rebalance_params_default(sched_rebalance_params *r);
@@ -170,7 +171,8 @@ int sched_overloaded(const sched_rebalance_params *r, double measured_ms, double
 
 /* Whether moving agent a (placed) from its node (a->cur_node) to `to` is worth it:
  * 1 when the predicted cost there (its own load taken off the source) is at
- * most (1 - min_gain) of staying. Scores of both go to *stay and *go (may be
+ * most (1 - min_gain) of staying, or (1 - room_gain) when a higher priority
+ * class runs on its node (moving makes room for it). Scores of both go to *stay and *go (may be
  * NULL). Pure. */
 int sched_move_worth(const sched_node *nodes, int n, const sched_agent *a, int to, const sched_params *p,
 		     const sched_rebalance_params *r, sched_score *stay, sched_score *go);

@@ -1003,7 +1003,8 @@ static void test_unknown_grace(void **state)
 	reg(c, "n2", 4 * GiB);
 	assert_int_equal(pthread_create(&th, NULL, hb_main, &h), 0);
 	double t0 = now_ms();
-	while (strcmp(agent_node(c, "vad"), "n2") && now_ms() - t0 < 3000)
+	/* bounded wait, generous: a loaded 2-core machine can stall threads */
+	while (strcmp(agent_node(c, "vad"), "n2") && now_ms() - t0 < 10000)
 		usleep(10000);
 	assert_string_equal(agent_node(c, "vad"), "n2");
 	assert_int_equal(node_state(c, "n1"), AIDOS__NODE_STATE__NODE_DEAD);
