@@ -445,13 +445,12 @@ static void agent_free(cagent *a)
 	pool_free(a);
 }
 
-static void agent_account(coord *c, cagent *a);
+static void agent_account_at(coord *c, cagent *a, cnode *n);
 
 static void remove_agent(coord *c, cagent *a)
 {
 	int at;
-	set_str(&a->info->node, "");
-	agent_account(c, a);
+	agent_account_at(c, a, NULL);   /* out of its node's aggregates */
 	if (find_agent_idx(c, a->info->name, &at) && c->agents[at] == a) {
 		memmove(&c->agents[at], &c->agents[at + 1], (size_t)(c->n_agents - at - 1) * sizeof *c->agents);
 		c->n_agents--;
@@ -545,9 +544,8 @@ static double agent_contrib(const cnode *n, const cagent *a)
 /* Keeps the per-node aggregates in step with where the directory puts a
  * (c->mu held): call after every change of a->info->node, rate or
  * estimate. O(log nodes). */
-static void agent_account(coord *c, cagent *a)
+static void agent_account_at(coord *c, cagent *a, cnode *n)
 {
-	cnode *n = a->info->node[0] ? find_node(c, a->info->node) : NULL;
 	int cls = sched_prio_class(a->info->priority);
 	if (a->at) {
 		a->at->n_agents--;
@@ -563,6 +561,11 @@ static void agent_account(coord *c, cagent *a)
 		a->contrib = agent_contrib(n, a);
 		n->util[a->dev][cls] += a->contrib;
 	}
+}
+
+static void agent_account(coord *c, cagent *a)
+{
+	agent_account_at(c, a, a->info->node[0] ? find_node(c, a->info->node) : NULL);
 }
 
 /* Records a scheduler event (c->mu held) and logs it. */

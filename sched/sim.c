@@ -629,9 +629,9 @@ static void on_tick(sim *s)
 			int k = sched_rank(s->view, s->cfg->nodes, &sa, &s->sp, NULL, &best, 1, NULL, 0);
 			hist_add(&s->dec, (now_ns() - t0) / 1000.0);
 			sched_score go;
-			a->moved_at = s->now;   /* considered: cool down either way */
 			if (!k || !sched_move_worth(s->view, s->cfg->nodes, &sa, best, &s->sp, &s->rp, NULL, &go))
-				continue;
+				break;   /* its best move does not pay: the next check sees again */
+			a->moved_at = s->now;   /* cool-down: not moved again before rp.cooldown_s */
 			dev = go.dev;
 			view_remove(s, pick);
 			view_add(s, pick, best, dev);
