@@ -412,7 +412,7 @@ static void test_decision_1000_nodes(void **state)
 	/* Not a timed assertion: prints the decision latency at 1,000 nodes
 	 * (the acceptance figure comes from `make sim` and bench/coord_place). */
 	static sched_node n[1000];
-	static char names[1000][8];
+	static char names[1000][16];
 	for (int i = 0; i < 1000; i++) {
 		snprintf(names[i], sizeof names[i], "n%03d", i);
 		n[i] = G(names[i], i % 3 ? 1.35f : 1.0f);
