@@ -12,8 +12,12 @@
 #             after (the load really hurt, so the recovery means something)
 # A p99 of 400 requests on a shared 2-core machine can catch another
 # tenant's burst: when only the p99 check fails, the measurement runs once
-# more and the second run decides (both printed). Needs root and network
-# namespaces: exit 77 otherwise. Last line: `N passed, N failed, N skipped`.
+# more and the second run decides (both printed). Under sanitizers
+# (AIDOS_SAN=1: the model runs ~5x slower, with ASan's own jitter) the two
+# timing checks are reported and skipped, and one move of lo1/lo2 suffices
+# (one saturated agent alone may stay under the threshold there). Needs
+# root and network namespaces: exit 77 otherwise. Last line:
+# `N passed, N failed, N skipped`.
 set -uo pipefail
 build=${1:-build}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,14 +37,19 @@ for attempt in 1 2; do
 		echo "0 passed, 1 failed, 0 skipped"
 		exit 1
 	fi
-	/usr/bin/python3 - "$tmp/r.json" >"$tmp/checks.txt" <<'PY'
+	/usr/bin/python3 - "$tmp/r.json" "${AIDOS_SAN:-0}" >"$tmp/checks.txt" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
+san = sys.argv[2] == '1'
+def timing(ok):
+    return 'SKIP' if san else ('ok  ' if ok else 'FAIL')
 moved = sorted(m['agent'] for m in r['moves'] if m['from'] == 'n1' and m['to'] == 'n2')
-print('%s moved: %s' % ('ok  ' if moved == ['lo1', 'lo2'] and all('overloaded' in m['reason'] for m in r['moves']) else 'FAIL', moved))
-print('%s p99: after %.2f ms vs unloaded %.2f ms (x%.2f, limit 1.5)' % ('ok  ' if r['after_over_unloaded'] <= 1.5 else 'FAIL',
+want = [['lo1'], ['lo2'], ['lo1', 'lo2']] if san else [['lo1', 'lo2']]
+print('%s moved: %s' % ('ok  ' if moved in want and all(m['agent'] != 'hi' and 'overloaded' in m['reason'] for m in r['moves'])
+      else 'FAIL', moved))
+print('%s p99: after %.2f ms vs unloaded %.2f ms (x%.2f, limit 1.5)' % (timing(r['after_over_unloaded'] <= 1.5),
       r['after_p99_ms'], r['unloaded_p99_ms'], r['after_over_unloaded']))
-print('%s worse: loaded p99 %.2f ms > after %.2f ms' % ('ok  ' if r['loaded_p99_ms'] > r['after_p99_ms'] else 'FAIL',
+print('%s worse: loaded p99 %.2f ms > after %.2f ms' % (timing(r['loaded_p99_ms'] > r['after_p99_ms']),
       r['loaded_p99_ms'], r['after_p99_ms']))
 PY
 	cat "$tmp/checks.txt"
@@ -52,5 +61,7 @@ PY
 done
 pass=$(grep -c '^ok' "$tmp/checks.txt")
 fail=$(grep -c '^FAIL' "$tmp/checks.txt")
-echo "$pass passed, $fail failed, 0 skipped"
+skip=$(grep -c '^SKIP' "$tmp/checks.txt")
+((skip)) && echo "rebalance: timing checks skipped under sanitizers (measured on the optimized build)"
+echo "$pass passed, $fail failed, $skip skipped"
 ((fail == 0))
