@@ -11,9 +11,11 @@
  * reconnects, as clients must (docs/cluster.md), and counts a re-route.
  * Writes one line per answered request to OUT.tsv: "t_ms<TAB>rtt_ms<TAB>node"
  * (t_ms since start), and prints {"agent","requests","reroutes","errors"}.
+ * SIGTERM or SIGINT stops it early, cleanly (the file is complete).
  * Exit status 0, 1 when no request at all succeeded, 2 on usage.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,14 @@
 #include "transport/transport.h"
 
 #define MAX_IN 16
+
+/* SIGTERM/SIGINT end the run cleanly: OUT.tsv is complete up to the stop. */
+static volatile sig_atomic_t stop;
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
 
 static double now_ms(void)
 {
@@ -152,7 +162,11 @@ int main(int argc, char **argv)
 	long ok = 0, reroutes = 0, errors = 0;
 	uint64_t id = 0;
 	double t0 = now_ms(), next = t0;
-	while (now_ms() - t0 < secs * 1000) {
+	struct sigaction sa = { 0 };
+	sa.sa_handler = on_stop;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	while (!stop && now_ms() - t0 < secs * 1000) {
 		if (period > 0) {
 			sleep_ms(next - now_ms());
 			next += period;
