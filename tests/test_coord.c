@@ -1380,12 +1380,20 @@ static void test_rebalance(void **state)
 	hb_agents(c, "n1", 2, names, fast, reqs, 0);
 	for (int k = 0; k < 4; k++)
 		assert_int_equal(coord_rebalance(c), 0);
-	/* a minimum gain: an overloaded node whose agents would not do
-	 * better elsewhere keeps them (n2 is as slow now) */
+	/* no flapping: n2 overloaded now, but lo2 stays there (its cool-down;
+	 * and n1 runs a higher class, which a lower one never moves onto) */
 	const char *n2names[] = { "lo2" };
 	double n2slow[] = { 40 };
 	uint64_t n2reqs[] = { 400 };
-	hb_agents(c, "n2", 1, n2names, n2slow, n2reqs, 50);
+	for (int k = 0; k < 4; k++) {
+		n2reqs[0] += 40;
+		hb_agents(c, "n2", 1, n2names, n2slow, n2reqs, 8);
+		usleep(20000);
+		assert_int_equal(coord_rebalance(c), 0);
+	}
+	a = agent_of(c, "lo2", &hold);
+	assert_string_equal(a->node, "n2");
+	coord_reply_free(&hold->base);
 	coord_destroy(c);
 }
 
