@@ -6,18 +6,21 @@
 #   bench/hotpath.sh   system calls per request in steady state (perf)
 #   bench/cluster.sh   placement latency, remote vs local inference, migration vs context size
 #   bench/ucx_put.sh   UCX put bandwidth between two namespaces, next to ucx_perftest
-#   bench/rebalance.sh high-priority p99 unloaded / loaded / after automatic rebalancing
-#   bench/coord_place  placement decision latency of the coordinator at 1,000 nodes x 100,000 agents
-#   (the scheduling simulator is `make sim`: bench/sim.sh)
 set -uo pipefail
 build=${1:-build}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 2
 status=0
-for b in bench/load.sh bench/hotpath.sh bench/cluster.sh bench/ucx_put.sh bench/rebalance.sh; do
+for b in bench/load.sh bench/hotpath.sh bench/cluster.sh bench/ucx_put.sh; do
 	echo "== $b"
 	"$b" "$build" || { echo "bench: $b failed (exit $?)" >&2; status=1; }
 done
+# Scheduling (issue 6): high-priority p99 unloaded / loaded / after automatic
+# rebalancing (bench/rebalance.sh), and the coordinator's placement decision
+# at 1,000 nodes x 100,000 agents (bench/coord_place.c). The simulator is
+# `make sim` (bench/sim.sh).
+echo "== bench/rebalance.sh"
+bench/rebalance.sh "$build" || { echo "bench: bench/rebalance.sh failed (exit $?)" >&2; status=1; }
 echo "== bench/coord_place"
 "$build/bench/coord_place" --json bench/results/coord-place-latest.json || { echo "bench: coord_place failed" >&2; status=1; }
 "$root/bench/plot.sh" || status=1
