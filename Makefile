@@ -43,7 +43,7 @@ FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 # flags (sanitizers included) as the library they link.
 TOOL_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/tools/*.c) $(wildcard bench/*.c))
 
-.PHONY: all deps test test-unit demo bench conformance clean models san-test help
+.PHONY: all deps test test-unit demo bench conformance clean models san-test help sim
 all: $(BUILD)/libaidos.a $(BUILD)/libaidos.so $(BINS) $(TESTS) $(TOOL_BINS)
 
 help:
@@ -54,6 +54,7 @@ help:
 	@echo "make demo       run a real model end to end"
 	@echo "make bench      benchmarks (bench/)"
 	@echo "make conformance ONNX node conformance cases"
+	@echo "make sim        cluster scheduling simulator (1,000 nodes): docs/scheduling.md, bench/results/sim-latest.json"
 
 deps:
 	@tools/deps.sh
@@ -119,6 +120,9 @@ demo: all models
 
 bench: all models
 	@bench/run.sh $(BUILD)
+
+sim: all
+	@bench/sim.sh $(BUILD)
 
 conformance: all
 	@$(BUILD)/tests/test_onnx_node --all

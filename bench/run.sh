@@ -17,5 +17,13 @@ for b in bench/load.sh bench/hotpath.sh bench/cluster.sh bench/ucx_put.sh bench/
 	echo "== $b"
 	"$b" "$build" || { echo "bench: $b failed (exit $?)" >&2; status=1; }
 done
+# Scheduling (issue 6): high-priority p99 unloaded / loaded / after automatic
+# rebalancing (bench/rebalance.sh), and the coordinator's placement decision
+# at 1,000 nodes x 100,000 agents (bench/coord_place.c). The simulator is
+# `make sim` (bench/sim.sh).
+echo "== bench/rebalance.sh"
+bench/rebalance.sh "$build" || { echo "bench: bench/rebalance.sh failed (exit $?)" >&2; status=1; }
+echo "== bench/coord_place"
+"$build/bench/coord_place" --json bench/results/coord-place-latest.json || { echo "bench: coord_place failed" >&2; status=1; }
 "$root/bench/plot.sh" || status=1
 exit $status

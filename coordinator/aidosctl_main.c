@@ -11,7 +11,8 @@
  *   aidosctl [--coord ADDR] kill NAME
  *   aidosctl [--coord ADDR] infer NAME --input K=F.npy ... --output-dir DIR [--json]
  *                                 [--timeout-ms N]
- *   aidosctl [--coord ADDR] top [--once] [--interval-ms N]
+ *   aidosctl [--coord ADDR] top [--once] [--json] [--interval-ms N]
+ *   aidosctl [--coord ADDR] explain NAME [--json]
  *
  * The coordinator comes from --coord or $AIDOS_COORD. Control calls are
  * gRPC (proto/rpc.h); `infer` moves tensors over the data plane: it
@@ -274,12 +275,15 @@ static void fmt_devices(char *b, size_t n, const Aidos__NodeInfo *ni)
 		snprintf(b, n, "-");
 }
 
-static void print_nodes(FILE *f, const Aidos__ListNodesReply *r)
+static void print_nodes(FILE *f, const Aidos__ListNodesReply *r, int sched)
 {
 	table t = { 0 };
 	uint64_t now = wall_ms();
 	cell(&t, "NAME"), cell(&t, "STATE"), cell(&t, "RPC"), cell(&t, "DEVICES"), cell(&t, "MEM FREE/TOTAL");
-	cell(&t, "QUEUE"), cell(&t, "AGENTS"), cell(&t, "HEARTBEAT"), cell(&t, "TRANSPORT (REASON)");
+	cell(&t, "QUEUE"), cell(&t, "AGENTS"), cell(&t, "HEARTBEAT");
+	if (sched)
+		cell(&t, "UTIL"), cell(&t, "LAT/EST"), cell(&t, "OVERLOAD");
+	cell(&t, "TRANSPORT (REASON)");
 	row_end(&t);
 	for (size_t i = 0; i < r->n_nodes; i++) {
 		const Aidos__NodeInfo *n = r->nodes[i];
@@ -291,6 +295,14 @@ static void print_nodes(FILE *f, const Aidos__ListNodesReply *r)
 		cell(&t, "%s", n->name), cell(&t, "%s", coord_node_state_name(n->state));
 		cell(&t, "%s", n->rpc_addr), cell(&t, "%s", dev), cell(&t, "%s/%s", fr, tot);
 		cell(&t, "%u", n->queue_len), cell(&t, "%u", n->n_agents), cell(&t, "%s", age);
+		if (sched) {
+			cell(&t, "%.2f", n->pred_util);
+			if (n->lat_ratio > 0)
+				cell(&t, "x%.2f", n->lat_ratio);
+			else
+				cell(&t, "-");
+			cell(&t, "%u", n->overload_streak);
+		}
 		cell(&t, "%s (%s)", n->transport[0] ? n->transport : "none",
 		     n->transport_reason[0] ? n->transport_reason : "no reason given");
 		row_end(&t);
@@ -299,11 +311,13 @@ static void print_nodes(FILE *f, const Aidos__ListNodesReply *r)
 	table_free(&t);
 }
 
-static void print_agents(FILE *f, const Aidos__ListAgentsReply *r)
+static void print_agents(FILE *f, const Aidos__ListAgentsReply *r, int sched)
 {
 	table t = { 0 };
 	cell(&t, "NAME"), cell(&t, "NODE"), cell(&t, "STATE"), cell(&t, "PRIO"), cell(&t, "DEVICE");
 	cell(&t, "STATEFUL"), cell(&t, "CTX VER"), cell(&t, "MEM"), cell(&t, "REQUESTS"), cell(&t, "LATENCY");
+	if (sched)
+		cell(&t, "EST"), cell(&t, "RATE"), cell(&t, "MOVES");
 	cell(&t, "PIN"), cell(&t, "MODEL");
 	row_end(&t);
 	for (size_t i = 0; i < r->n_agents; i++) {
@@ -325,6 +339,8 @@ static void print_agents(FILE *f, const Aidos__ListAgentsReply *r)
 		}
 		cell(&t, "%" PRIu64, a->context_version), cell(&t, "%s", mem);
 		cell(&t, "%" PRIu64, a->requests), cell(&t, "%.2fms", a->latency_ms);
+		if (sched)
+			cell(&t, "%.2fms", a->est_ms), cell(&t, "%.1f/s", a->rate), cell(&t, "%u", a->moves);
 		cell(&t, "%s", a->pinned_node[0] ? a->pinned_node : "-"), cell(&t, "%s", a->model_path);
 		row_end(&t);
 	}
@@ -352,10 +368,11 @@ static void json_node(FILE *f, const Aidos__NodeInfo *n, uint64_t now)
 	}
 	fprintf(f, "],\"mem_total\":%" PRIu64 ",\"mem_free\":%" PRIu64 ",\"queue_len\":%u,\"agents\":%u,"
 		   "\"last_heartbeat_ms\":%" PRIu64 ",\"heartbeat_age_ms\":%" PRId64 ",\"boot_ms\":%.3f,"
-		   "\"lease_ms\":%" PRIu64 ",\"heartbeat_ms\":%" PRIu64 "}",
+		   "\"lease_ms\":%" PRIu64 ",\"heartbeat_ms\":%" PRIu64 ",\"pred_util\":%.4f,\"lat_ratio\":%.4f,"
+		   "\"overload_streak\":%u,\"speed\":%.4f,\"workers\":%u}",
 		n->mem_total, n->mem_free, n->queue_len, n->n_agents, n->last_heartbeat_ms,
 		n->last_heartbeat_ms ? (int64_t)(now - n->last_heartbeat_ms) : -1, n->boot_ms, n->lease_ms,
-		n->heartbeat_ms);
+		n->heartbeat_ms, n->pred_util, n->lat_ratio, n->overload_streak, n->speed, n->workers);
 }
 
 static void json_agent(FILE *f, const Aidos__AgentInfo *a)
@@ -383,7 +400,42 @@ static void json_agent(FILE *f, const Aidos__AgentInfo *a)
 	json_str(f, a->pinned_node);
 	fprintf(f, ",\"model_path\":");
 	json_str(f, a->model_path);
+	fprintf(f, ",\"rate\":%.4f,\"est_ms\":%.4f,\"moves\":%u,\"moved_ms\":%" PRIu64 ",\"reason\":", a->rate,
+		a->est_ms, a->moves, a->moved_ms);
+	json_str(f, a->reason);
 	fputc('}', f);
+}
+
+static void json_event(FILE *f, const Aidos__Event *e)
+{
+	fprintf(f, "{\"seq\":%" PRIu64 ",\"ms\":%" PRIu64 ",\"kind\":", e->seq, e->ms);
+	json_str(f, e->kind);
+	fprintf(f, ",\"agent\":");
+	json_str(f, e->agent);
+	fprintf(f, ",\"from\":");
+	json_str(f, e->from_node);
+	fprintf(f, ",\"to\":");
+	json_str(f, e->to_node);
+	fprintf(f, ",\"reason\":");
+	json_str(f, e->reason);
+	fputc('}', f);
+}
+
+static void print_events(FILE *f, const Aidos__EventsReply *r, size_t last)
+{
+	fprintf(f, "scheduler events (rebalancing %s), newest last:\n", r->rebalance ? "on" : "off");
+	if (!r->n_events)
+		fprintf(f, "  (none)\n");
+	for (size_t i = r->n_events > last ? r->n_events - last : 0; i < r->n_events; i++) {
+		const Aidos__Event *e = r->events[i];
+		time_t t = (time_t)(e->ms / 1000);
+		struct tm tm;
+		char ts[32];
+		localtime_r(&t, &tm);
+		strftime(ts, sizeof ts, "%H:%M:%S", &tm);
+		fprintf(f, "  %s %-9s %s %s -> %s: %s\n", ts, e->kind, e->agent, e->from_node[0] ? e->from_node : "-",
+			e->to_node[0] ? e->to_node : "-", e->reason);
+	}
 }
 
 static int want_help(int argc, char **argv)
@@ -432,7 +484,7 @@ static int cmd_list(const char *cmd, int argc, char **argv)
 			}
 			printf("]}\n");
 		} else {
-			print_nodes(stdout, r);
+			print_nodes(stdout, r, 0);
 		}
 		pb_release(r);
 	} else {
@@ -450,7 +502,7 @@ static int cmd_list(const char *cmd, int argc, char **argv)
 			}
 			printf("]}\n");
 		} else {
-			print_agents(stdout, r);
+			print_agents(stdout, r, 0);
 		}
 		pb_release(r);
 	}
@@ -477,18 +529,25 @@ static int parse_int(const char *s, long lo, long hi, long *out)
 
 static int cmd_top(int argc, char **argv)
 {
-	int once = 0;
+	int once = 0, json = 0;
 	long interval = 1000;
 	if (want_help(argc, argv)) {
-		printf("usage: aidosctl top [--once] [--interval-ms N]\n\n"
-		       "A live view of the cluster's nodes and agents, refreshed every N ms (default\n"
-		       "1000) until Ctrl-C. --once prints one frame without screen control codes (for\n"
-		       "scripts) and exits.\n");
+		printf("usage: aidosctl top [--once] [--json] [--interval-ms N]\n\n"
+		       "A live view of the scheduler's view of the cluster, refreshed every N ms\n"
+		       "(default 1000) until Ctrl-C: nodes (queue, agents, predicted utilisation,\n"
+		       "measured/estimated latency, overload streak of the rebalancer), agents\n"
+		       "(latency, estimate, request rate, moves) and the latest scheduler events\n"
+		       "(placements, overloads, rebalancing moves with their reasons). --once prints\n"
+		       "one frame without screen control codes (for scripts) and exits. --json prints\n"
+		       "one frame as {\"nodes\": [...], \"agents\": [...], \"events\": [...],\n"
+		       "\"rebalance\": bool} and exits.\n");
 		return 0;
 	}
 	for (int i = 0; i < argc; i++) {
 		if (!strcmp(argv[i], "--once")) {
 			once = 1;
+		} else if (!strcmp(argv[i], "--json")) {
+			once = json = 1;
 		} else if (!strcmp(argv[i], "--interval-ms")) {
 			if (i + 1 >= argc)
 				return usage_err("top", "%s needs a value", "--interval-ms");
@@ -509,6 +568,8 @@ static int cmd_top(int argc, char **argv)
 		Aidos__ListAgentsRequest areq = AIDOS__LIST_AGENTS_REQUEST__INIT;
 		Aidos__ListNodesReply *nr = NULL;
 		Aidos__ListAgentsReply *ar = NULL;
+		Aidos__EventsRequest ereq = AIDOS__EVENTS_REQUEST__INIT;
+		Aidos__EventsReply *er = NULL;
 		char err[768] = "", ts[32];
 		char *frame = NULL;
 		size_t flen = 0;
@@ -524,7 +585,31 @@ static int cmd_top(int argc, char **argv)
 		if (!rc)
 			rc = ccall("/aidos.Coordinator/ListAgents", &areq, &aidos__list_agents_reply__descriptor,
 				   (void **)&ar, DEADLINE_LIST, err, sizeof err);
-		if (rc) {
+		if (!rc)
+			rc = ccall("/aidos.Coordinator/Events", &ereq, &aidos__events_reply__descriptor, (void **)&er,
+				   DEADLINE_LIST, err, sizeof err);
+		if (!rc && json) {
+			uint64_t wnow = wall_ms();
+			fprintf(f, "{\"nodes\":[");
+			for (size_t i = 0; i < nr->n_nodes; i++) {
+				if (i)
+					fputc(',', f);
+				json_node(f, nr->nodes[i], wnow);
+			}
+			fprintf(f, "],\"agents\":[");
+			for (size_t i = 0; i < ar->n_agents; i++) {
+				if (i)
+					fputc(',', f);
+				json_agent(f, ar->agents[i]);
+			}
+			fprintf(f, "],\"events\":[");
+			for (size_t i = 0; i < er->n_events; i++) {
+				if (i)
+					fputc(',', f);
+				json_event(f, er->events[i]);
+			}
+			fprintf(f, "],\"rebalance\":%s}\n", er->rebalance ? "true" : "false");
+		} else if (rc) {
 			fprintf(f, "aidos top - coordinator %s - %s\n\nerror: %s\n", coord_addr, ts, err);
 		} else {
 			int ready = 0, dead = 0, pending = 0;
@@ -540,12 +625,15 @@ static int cmd_top(int argc, char **argv)
 			fprintf(f, "aidos top - coordinator %s - %s\n", coord_addr, ts);
 			fprintf(f, "nodes: %zu (%d ready, %d dead)   agents: %zu (%d pending)   requests: %" PRIu64 "\n\n",
 				nr->n_nodes, ready, dead, ar->n_agents, pending, reqs);
-			print_nodes(f, nr);
+			print_nodes(f, nr, 1);
 			fputc('\n', f);
-			print_agents(f, ar);
+			print_agents(f, ar, 1);
+			fputc('\n', f);
+			print_events(f, er, 10);
 		}
 		pb_release(nr);
 		pb_release(ar);
+		pb_release(er);
 		fclose(f);
 		if (once) {
 			fwrite(frame, 1, flen, stdout);
@@ -560,6 +648,93 @@ static int cmd_top(int argc, char **argv)
 		for (long waited = 0; waited < interval && !top_stop; waited += 50)
 			sleep_ms(interval - waited < 50 ? (int)(interval - waited) : 50);
 	}
+	return 0;
+}
+
+/* ---- explain ---- */
+
+static int cmd_explain(int argc, char **argv)
+{
+	const char *name = NULL;
+	int json = 0;
+	char err[768];
+	if (want_help(argc, argv)) {
+		printf("usage: aidosctl explain NAME [--json]\n\n"
+		       "Why agent NAME is where it is: its last placement or move reason, and the\n"
+		       "placement policy's score for every node as if it were placed now (ms per\n"
+		       "request, lower is better: latency on the device it would use there x queueing,\n"
+		       "measured backlog, GPU-first penalty, context move, memory pressure, replica\n"
+		       "spread; docs/scheduling.md), best first, with the constraint that rules out\n"
+		       "each infeasible node. --json prints {\"agent\", \"best\", \"candidates\": [...]}.\n");
+		return 0;
+	}
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			json = 1;
+		else if (argv[i][0] == '-')
+			return usage_err("explain", "unknown option '%s'", argv[i]);
+		else if (!name)
+			name = argv[i];
+		else
+			return usage_err("explain", "unexpected argument '%s'", argv[i]);
+	}
+	if (!name)
+		return usage_err("explain", "%s", "agent name required");
+	Aidos__ExplainRequest req = AIDOS__EXPLAIN_REQUEST__INIT;
+	Aidos__ExplainReply *r = NULL;
+	req.agent = (char *)name;
+	if (ccall("/aidos.Coordinator/Explain", &req, &aidos__explain_reply__descriptor, (void **)&r, DEADLINE_LIST,
+		  err, sizeof err))
+		return die("explain: %s", err);
+	if (json) {
+		printf("{\"agent\":");
+		json_agent(stdout, r->agent);
+		printf(",\"best\":");
+		json_str(stdout, r->best);
+		printf(",\"candidates\":[");
+		for (size_t i = 0; i < r->n_candidates; i++) {
+			const Aidos__Candidate *c = r->candidates[i];
+			printf("%s{\"node\":", i ? "," : "");
+			json_str(stdout, c->node);
+			printf(",\"feasible\":%s,\"why_not\":", c->feasible ? "true" : "false");
+			json_str(stdout, c->why_not);
+			printf(",\"device\":");
+			json_str(stdout, c->device);
+			printf(",\"total\":%.4f,\"latency\":%.4f,\"queue\":%.4f,\"gpu\":%.4f,\"move\":%.4f,"
+			       "\"memory\":%.4f,\"spread\":%.4f}",
+			       c->total, c->latency, c->queue, c->gpu, c->move, c->memory, c->spread);
+		}
+		printf("]}\n");
+	} else {
+		const Aidos__AgentInfo *a = r->agent;
+		table t = { 0 };
+		printf("agent %s on %s (priority %d, %s, est %.2f ms, %.1f req/s, %u moves)\n", a->name,
+		       a->node[0] ? a->node : "-", a->priority, a->device[0] ? a->device : "cpu", a->est_ms, a->rate,
+		       a->moves);
+		printf("why there: %s\n", a->reason[0] ? a->reason : "(no reason recorded)");
+		printf("the policy now prefers: %s\n\n", r->best);
+		cell(&t, "NODE"), cell(&t, "SCORE ms"), cell(&t, "LATENCY"), cell(&t, "QUEUE"), cell(&t, "GPU");
+		cell(&t, "MOVE"), cell(&t, "MEMORY"), cell(&t, "SPREAD"), cell(&t, "DEVICE"), cell(&t, "NOTE");
+		row_end(&t);
+		for (size_t i = 0; i < r->n_candidates; i++) {
+			const Aidos__Candidate *c = r->candidates[i];
+			cell(&t, "%s", c->node);
+			if (c->feasible) {
+				cell(&t, "%.3f", c->total), cell(&t, "%.3f", c->latency), cell(&t, "%.3f", c->queue);
+				cell(&t, "%.1f", c->gpu), cell(&t, "%.3f", c->move), cell(&t, "%.3f", c->memory);
+				cell(&t, "%.1f", c->spread), cell(&t, "%s", c->device);
+				cell(&t, "%s", !strcmp(c->node, a->node) ? "current" : "");
+			} else {
+				for (int k = 0; k < 8; k++)
+					cell(&t, "-");
+				cell(&t, "ruled out: %s", c->why_not);
+			}
+			row_end(&t);
+		}
+		table_print(&t, stdout);
+		table_free(&t);
+	}
+	pb_release(r);
 	return 0;
 }
 
@@ -1184,7 +1359,8 @@ static void usage(FILE *f)
 		"  kill NAME                                   stop an agent\n"
 		"  infer NAME --input K=F.npy ... --output-dir DIR [--json] [--timeout-ms N]\n"
 		"                                              run one request over the data plane\n"
-		"  top [--once] [--interval-ms N]              live view of nodes and agents\n"
+		"  top [--once] [--json] [--interval-ms N]     live scheduler view: nodes, agents, events\n"
+		"  explain NAME [--json]                       why an agent is where it is (scores)\n"
 		"\n"
 		"'aidosctl <command> --help' describes each. Errors are one line on stderr; exit\n"
 		"status 0 on success, 1 on a failure, 2 on a usage error.\n");
@@ -1226,7 +1402,8 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	static const char *const cmds[] = { "nodes", "agents", "place", "migrate", "drain", "kill", "infer", "top" };
+	static const char *const cmds[] = { "nodes", "agents", "place", "migrate", "drain", "kill", "infer", "top",
+					    "explain" };
 	int known = 0;
 	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
 		known |= !strcmp(cmd, cmds[i]);
@@ -1248,6 +1425,8 @@ int main(int argc, char **argv)
 		rc = cmd_kill(n, args);
 	else if (!strcmp(cmd, "infer"))
 		rc = cmd_infer(n, args);
+	else if (!strcmp(cmd, "explain"))
+		rc = cmd_explain(n, args);
 	else
 		rc = cmd_top(n, args);
 	if (coord_cli)

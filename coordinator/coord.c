@@ -51,6 +51,15 @@ typedef struct cnode {
 	uint64_t seen_mono;      /* monotonic ms of the last register/heartbeat; 0: none since start */
 	uint64_t reserved;       /* bytes placed on it since its last reported mem_free */
 	int known_false_logged;
+	/* The scheduler's aggregates, updated incrementally (agent_account,
+	 * heartbeats): never recomputed by scanning the agents. */
+	uint32_t n_agents;       /* agents the directory puts here */
+	int has_gpu;             /* from info->devices, cached by node_static() */
+	uint32_t workers[SCHED_DEV_N];
+	double util[SCHED_DEV_N][SCHED_PRIO_N]; /* sum of the agents' contrib */
+	double lat_ratio;        /* measured / estimated response time, queueing included (last heartbeat), 0: no data */
+	double exec_ratio;       /* measured / estimated execution time: the node's speed */
+	int streak;              /* consecutive overloaded checks */
 } cnode;
 
 typedef struct cagent {
@@ -59,7 +68,27 @@ typedef struct cagent {
 	const char *busy;            /* operation in flight ("place", "migrate", ...), NULL: none */
 	char exclude[MAX_NAME];      /* node to avoid when placing again (the one that died) */
 	char last_fail[512];         /* last placement failure, logged once */
+	cnode *at;                   /* the node whose aggregates count it, NULL: none */
+	double contrib;              /* its share of at->util[dev][cls] */
+	int dev;
+	uint64_t prev_requests, prev_ms; /* last heartbeat's counter, for the rate */
+	uint64_t considered_ms;      /* last time the rebalancer considered moving it (cool-down) */
 } cagent;
+
+/* An online latency estimate of one model on one kind of device, from every
+ * node's reports: it follows a lower figure at once and rises slowly (2% of
+ * the gap per report), so it tracks the unloaded latency, not the queue. */
+typedef struct cmodel {
+	char *path;
+	int dev;
+	double est_ms;
+} cmodel;
+
+#define EVENT_RING 256
+typedef struct cevent {
+	uint64_t ms, seq;
+	char kind[16], agent[MAX_NAME], from[MAX_NAME], to[MAX_NAME], reason[256];
+} cevent;
 
 typedef struct cclient {
 	char *addr;
@@ -86,6 +115,17 @@ struct coord {
 	pthread_mutex_t save_mu;     /* one writer of cluster.pb at a time */
 	uint64_t saved_gen;          /* newest snapshot written (under save_mu) */
 	int save_failing;
+
+	sched_node *view;            /* the policy's view, filled from the aggregates (under mu) */
+	sched_score *scores;
+	int cap_view;
+	sched_params sp;
+	sched_rebalance_params rp;
+	cmodel *models;              /* sorted by (path, dev) */
+	int n_models, cap_models;
+	cevent events[EVENT_RING];   /* ring: the newest EVENT_RING scheduler events */
+	uint64_t event_seq;
+	uint64_t rebalance_last;
 
 	rpc_server *srv;
 	int rpc_ref;
@@ -355,12 +395,28 @@ static int grow(void ***arr, int *cap, int n)
 	return 0;
 }
 
+static void node_static(cnode *n);
+static int node_has_gpu(const Aidos__NodeInfo *n);
+
 /* Inserts n (its info set) in name order. The name must be new. */
 static int insert_node(coord *c, cnode *n)
 {
 	int at;
+	node_static(n);
 	if (grow((void ***)&c->nodes, &c->cap_nodes, c->n_nodes))
 		return AIDOS_E_NOMEM;
+	if (c->n_nodes + 1 > c->cap_view) {
+		int cap = c->cap_nodes;
+		sched_node *v = pool_realloc(c->view, (size_t)cap * sizeof *v);
+		if (!v)
+			return AIDOS_E_NOMEM;
+		c->view = v;
+		sched_score *sc = pool_realloc(c->scores, (size_t)cap * sizeof *sc);
+		if (!sc)
+			return AIDOS_E_NOMEM;
+		c->scores = sc;
+		c->cap_view = cap;
+	}
 	find_node_idx(c, n->info->name, &at);
 	memmove(&c->nodes[at + 1], &c->nodes[at], (size_t)(c->n_nodes - at) * sizeof *c->nodes);
 	c->nodes[at] = n;
@@ -389,9 +445,12 @@ static void agent_free(cagent *a)
 	pool_free(a);
 }
 
+static void agent_account_at(coord *c, cagent *a, cnode *n);
+
 static void remove_agent(coord *c, cagent *a)
 {
 	int at;
+	agent_account_at(c, a, NULL);   /* out of its node's aggregates */
 	if (find_agent_idx(c, a->info->name, &at) && c->agents[at] == a) {
 		memmove(&c->agents[at], &c->agents[at + 1], (size_t)(c->n_agents - at - 1) * sizeof *c->agents);
 		c->n_agents--;
@@ -401,11 +460,126 @@ static void remove_agent(coord *c, cagent *a)
 
 static uint32_t agents_on(const coord *c, const char *node)
 {
-	uint32_t n = 0;
-	for (int i = 0; i < c->n_agents; i++)
-		if (!strcmp(c->agents[i]->info->node, node))
-			n++;
-	return n;
+	const cnode *n = find_node(c, node);
+	return n ? n->n_agents : 0;
+}
+
+static int agent_dev(const cagent *a)
+{
+	return !strcmp(a->info->device, "cuda") ? SCHED_DEV_GPU : SCHED_DEV_CPU;
+}
+
+static uint32_t node_workers(const Aidos__NodeInfo *n, int dev)
+{
+	uint32_t w = 0;
+	for (size_t i = 0; i < n->n_devices; i++) {
+		const Aidos__Device *d = n->devices[i];
+		if (!d)
+			continue;
+		if (dev == SCHED_DEV_GPU && !strcmp(d->kind, "cuda"))
+			w++;
+		else if (dev == SCHED_DEV_CPU && !strcmp(d->kind, "cpu"))
+			w += d->cores;
+	}
+	return w ? w : 1;
+}
+
+static int cmp_model(const cmodel *m, const char *path, int dev)
+{
+	int r = strcmp(m->path, path);
+	return r ? r : m->dev - dev;
+}
+
+/* The estimate entry of (path, dev), created when create (c->mu held).
+ * NULL when absent or out of memory. O(log models) to find. */
+static cmodel *model_est(coord *c, const char *path, int dev, int create)
+{
+	int lo = 0, hi = c->n_models;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2, r = cmp_model(&c->models[mid], path, dev);
+		if (!r)
+			return &c->models[mid];
+		if (r < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (!create)
+		return NULL;
+	if (c->n_models == c->cap_models) {
+		int cap = c->cap_models ? 2 * c->cap_models : 16;
+		cmodel *m = pool_realloc(c->models, (size_t)cap * sizeof *m);
+		if (!m)
+			return NULL;
+		c->models = m;
+		c->cap_models = cap;
+	}
+	char *p = pool_strndup(path, strlen(path));
+	if (!p)
+		return NULL;
+	memmove(&c->models[lo + 1], &c->models[lo], (size_t)(c->n_models - lo) * sizeof *c->models);
+	c->models[lo] = (cmodel){ .path = p, .dev = dev, .est_ms = 0 };
+	c->n_models++;
+	return &c->models[lo];
+}
+
+/* Caches what the view needs from a node's device list (c->mu held):
+ * after every change of n->info (register). */
+static void node_static(cnode *n)
+{
+	n->has_gpu = node_has_gpu(n->info);
+	for (int d = 0; d < SCHED_DEV_N; d++)
+		n->workers[d] = node_workers(n->info, d);
+}
+
+/* The agent's share of its node's utilisation: measured rate x estimated
+ * latency on its device / the device's workers. */
+static double agent_contrib(const cnode *n, const cagent *a)
+{
+	double rate = a->info->rate > 0 ? a->info->rate : 0;
+	double est = a->info->est_ms > 0 ? a->info->est_ms : a->info->latency_ms;
+	return rate * est / 1000.0 / n->workers[agent_dev(a)];
+}
+
+/* Keeps the per-node aggregates in step with where the directory puts a
+ * (c->mu held): call after every change of a->info->node, rate or
+ * estimate. O(log nodes). */
+static void agent_account_at(coord *c, cagent *a, cnode *n)
+{
+	int cls = sched_prio_class(a->info->priority);
+	if (a->at) {
+		a->at->n_agents--;
+		a->at->util[a->dev][cls] -= a->contrib;
+		if (a->at->util[a->dev][cls] < 1e-12)
+			a->at->util[a->dev][cls] = 0;
+	}
+	a->at = n;
+	a->contrib = 0;
+	a->dev = agent_dev(a);
+	if (n) {
+		n->n_agents++;
+		a->contrib = agent_contrib(n, a);
+		n->util[a->dev][cls] += a->contrib;
+	}
+}
+
+static void agent_account(coord *c, cagent *a)
+{
+	agent_account_at(c, a, a->info->node[0] ? find_node(c, a->info->node) : NULL);
+}
+
+/* Records a scheduler event (c->mu held) and logs it. */
+static void add_event(coord *c, const char *kind, const char *agent, const char *from, const char *to,
+		      const char *reason)
+{
+	cevent *e = &c->events[c->event_seq % EVENT_RING];
+	e->seq = ++c->event_seq;
+	e->ms = wall_ms();
+	snprintf(e->kind, sizeof e->kind, "%s", kind);
+	snprintf(e->agent, sizeof e->agent, "%s", agent ? agent : "");
+	snprintf(e->from, sizeof e->from, "%s", from ? from : "");
+	snprintf(e->to, sizeof e->to, "%s", to ? to : "");
+	snprintf(e->reason, sizeof e->reason, "%s", reason ? reason : "");
 }
 
 static int node_has_gpu(const Aidos__NodeInfo *n)
@@ -427,6 +601,7 @@ static void make_pending(coord *c, cagent *a, const char *from)
 {
 	snprintf(a->exclude, sizeof a->exclude, "%s", from ? from : "");
 	set_str(&a->info->node, "");
+	agent_account(c, a);
 	set_str(&a->info->context_node, "");
 	a->info->state_now = AIDOS__AGENT_STATE__AGENT_PENDING;
 	c->placer_kick = 1;
@@ -513,6 +688,8 @@ static int persist(coord *c)
 	char err[512];
 	int rc = 0;
 
+	if (c->o.memory_only)
+		return 0;
 	pthread_mutex_lock(&c->mu);
 	nodes = pool_malloc(((size_t)c->n_nodes + 1) * sizeof *nodes);
 	agents = pool_malloc(((size_t)c->n_agents + 1) * sizeof *agents);
@@ -655,6 +832,7 @@ static int load_state(coord *c, char *err, size_t errlen)
 			goto out;
 		}
 		cnode *n = find_node(c, a->info->node);
+		agent_account(c, a);
 		if (!n || n->info->state == AIDOS__NODE_STATE__NODE_DEAD) {
 			make_pending(c, a, a->info->node);
 		} else if (a->info->state_now == AIDOS__AGENT_STATE__AGENT_LOADING ||
@@ -772,32 +950,101 @@ static void adopt_pairs(Aidos__AgentInfo *dst, const Aidos__AgentInfo *src)
 	pb_free(cp);
 }
 
-/* What sched_place sees of the cluster (c->mu held). names: n * MAX_NAME. */
-static void sched_view(const coord *c, sched_node *sn, char (*names)[MAX_NAME])
+/* The policy's view of the cluster (c->mu held): c->view[i] for c->nodes[i],
+ * filled from the aggregates the heartbeats and placements keep, so this is
+ * one copy per node (no scan of the agents, no allocation). Names point
+ * into the node infos: valid until c->mu is dropped. */
+static void fill_view(coord *c)
 {
 	for (int i = 0; i < c->n_nodes; i++) {
 		const cnode *n = c->nodes[i];
-		snprintf(names[i], MAX_NAME, "%s", n->info->name);
-		sn[i].name = names[i];
-		sn[i].ready = n->info->state == AIDOS__NODE_STATE__NODE_READY;
-		sn[i].has_gpu = node_has_gpu(n->info);
-		sn[i].mem_free = n->info->mem_free > n->reserved ? n->info->mem_free - n->reserved : 0;
-		sn[i].queue_len = n->info->queue_len;
-		sn[i].n_agents = agents_on(c, n->info->name);
+		sched_node *v = &c->view[i];
+		v->name = n->info->name;
+		v->ready = n->info->state == AIDOS__NODE_STATE__NODE_READY;
+		v->has_gpu = n->has_gpu;
+		v->gpu_mem_free = 0;
+		v->link_gbps = 0;
+		v->rtt_ms = 0;
+		v->mem_free = n->info->mem_free > n->reserved ? n->info->mem_free - n->reserved : 0;
+		v->mem_total = n->info->mem_total;
+		v->queue_len = n->info->queue_len;
+		v->n_agents = n->n_agents;
+		for (int d = 0; d < SCHED_DEV_N; d++) {
+			v->servers[d] = n->workers[d];
+			/* measured slowdown over the models' unloaded estimates */
+			v->speed[d] = n->exec_ratio > 1.0 ? (float)n->exec_ratio : 1.0f;
+			for (int k = 0; k < SCHED_PRIO_N; k++)
+				v->util[d][k] = (float)n->util[d][k];
+		}
 	}
+}
+
+/* What the policy knows of agent a (c->mu held); strings borrowed from a
+ * and from pin/excl. */
+static void fill_agent(coord *c, const cagent *a, sched_agent *sa, const char *pin, const char *excl)
+{
+	memset(sa, 0, sizeof *sa);
+	sa->name = a->info->name;
+	sa->mem_bytes = a->info->mem_bytes;
+	sa->needs_gpu = !strcmp(a->info->device, "cuda");
+	sa->gpu_ok = sa->needs_gpu;
+	sa->priority = a->info->priority;
+	sa->pinned = pin && pin[0] ? pin : NULL;
+	sa->exclude = excl && excl[0] ? excl : NULL;
+	double est = a->info->est_ms > 0 ? a->info->est_ms : a->info->latency_ms;
+	if (est <= 0) {   /* new: what its model does elsewhere, else the prior from its size */
+		cmodel *m = model_est(c, a->info->model_path, agent_dev(a), 0);
+		est = m ? m->est_ms : 0;
+	}
+	sa->est_ms[agent_dev(a)] = est;
+	sa->rate = a->info->rate;
+	int at;
+	if (a->at && find_node_idx(c, a->at->info->name, &at)) {
+		sa->placed = 1;
+		sa->cur_node = at;
+	}
+	if (a->ckpt && a->info->context_node[0] && find_node_idx(c, a->info->context_node, &at)) {
+		uint64_t b = 0;
+		for (size_t i = 0; i < a->ckpt->n_tensors; i++)
+			if (a->ckpt->tensors[i])
+				b += a->ckpt->tensors[i]->data.len;
+		sa->ctx_node = at;
+		sa->ctx_bytes = b;
+	}
+}
+
+/* Scores of the best candidate for the reason line (c->mu held). */
+static void fmt_score(char *b, size_t n, const sched_score *s)
+{
+	snprintf(b, n, "score %.2f = latency %.2f + queue %.2f + gpu %.1f + move %.2f + memory %.2f + spread %.1f ms",
+		 s->total, s->latency, s->queue, s->gpu, s->move, s->memory, s->spread);
+}
+
+/* One placement decision for a (c->mu held): the k best nodes' names into
+ * names[0..k), best first; returns how many, 0 with why. The same code
+ * serves Place, Migrate without a target, the placer, the rebalancer,
+ * Explain and coord_decide(). No allocation. */
+static int decide(coord *c, const cagent *a, const char *pin, const char *excl, char (*names)[MAX_NAME],
+		  sched_score *best_scores, int k, char *why, size_t whylen)
+{
+	sched_agent sa;
+	int idx[SPAWN_TRIES];
+	if (k > SPAWN_TRIES)
+		k = SPAWN_TRIES;
+	fill_view(c);
+	fill_agent(c, a, &sa, pin, excl);
+	int m = sched_rank(c->view, c->n_nodes, &sa, &c->sp, c->scores, idx, k, why, whylen);
+	for (int j = 0; j < m; j++) {
+		snprintf(names[j], MAX_NAME, "%s", c->view[idx[j]].name);
+		if (best_scores)
+			best_scores[j] = c->scores[idx[j]];
+	}
+	return m;
 }
 
 static int sched_code(const char *why)
 {
 	return strstr(why, "is not in the cluster") ? AIDOS_E_NOTFOUND : AIDOS_E_NOMEM;
-}
-
-static void fmt_bytes(char *b, size_t n, uint64_t v)
-{
-	if (v >= (1ull << 30))
-		snprintf(b, n, "%.1f GiB", (double)v / (double)(1ull << 30));
-	else
-		snprintf(b, n, "%.1f MiB", (double)v / (double)(1ull << 20));
 }
 
 /* Places agent a (busy, held by the caller; c->mu not held): chooses a node
@@ -807,34 +1054,20 @@ static void fmt_bytes(char *b, size_t n, uint64_t v)
  * an unknown node), AIDOS_E_NOMEM (nothing fits), the last node's error. */
 static int place_agent(coord *c, cagent *a, char *reason, size_t rlen, char *err, size_t errlen)
 {
-	sched_node *sn = NULL;
-	char (*names)[MAX_NAME] = NULL;
-	char aname[MAX_NAME], pin[MAX_NAME], excl[MAX_NAME], last[512] = "", addr[512];
-	int n, rc = 0, tried = 0;
-	sched_agent sa;
+	char names[SPAWN_TRIES][MAX_NAME];
+	sched_score best[SPAWN_TRIES];
+	char aname[MAX_NAME], pin[MAX_NAME], excl[MAX_NAME], last[512] = "", addr[512], why[256] = "";
+	int m, rc = 0, tried = 0;
 
 	pthread_mutex_lock(&c->mu);
-	n = c->n_nodes;
-	sn = pool_calloc((size_t)n + 1, sizeof *sn);
-	names = pool_calloc((size_t)n + 1, sizeof *names);
-	if (!sn || !names) {
-		pthread_mutex_unlock(&c->mu);
-		rc = fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
-		goto out;
-	}
-	sched_view(c, sn, names);
 	snprintf(aname, sizeof aname, "%s", a->info->name);
 	snprintf(pin, sizeof pin, "%s", a->info->pinned_node);
 	snprintf(excl, sizeof excl, "%s", a->exclude);
-	sa = (sched_agent){ .name = aname, .mem_bytes = a->info->mem_bytes,
-			    .needs_gpu = !strcmp(a->info->device, "cuda"), .priority = a->info->priority,
-			    .pinned = pin[0] ? pin : NULL, .exclude = excl[0] ? excl : NULL };
+	m = decide(c, a, pin, excl, names, best, SPAWN_TRIES, why, sizeof why);
 	pthread_mutex_unlock(&c->mu);
 
-	for (;;) {
-		char why[256];
-		int idx = sched_place(sn, n, &sa, why, sizeof why);
-		if (idx < 0) {
+	for (int idx = 0;; idx++) {
+		if (idx >= m) {
 			if (!tried)
 				rc = fail(err, errlen, sched_code(why), "cannot place agent '%s': %s", aname, why);
 			else
@@ -842,9 +1075,6 @@ static int place_agent(coord *c, cagent *a, char *reason, size_t rlen, char *err
 					  aname, tried, tried > 1 ? "s" : "", last);
 			goto out;
 		}
-		if (tried == SPAWN_TRIES)
-			goto out;   /* rc and err from the last failure */
-
 		/* Build the request from the state as it is now. */
 		Aidos__SpawnRequest req = AIDOS__SPAWN_REQUEST__INIT, *own = NULL;
 		const char *target = names[idx];
@@ -858,10 +1088,8 @@ static int place_agent(coord *c, cagent *a, char *reason, size_t rlen, char *err
 			own = pb_dup(&req);
 		}
 		pthread_mutex_unlock(&c->mu);
-		if (!node) {
-			sn[idx].ready = 0;
+		if (!node)
 			continue;
-		}
 		if (!own) {
 			rc = fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
 			goto out;
@@ -891,7 +1119,6 @@ static int place_agent(coord *c, cagent *a, char *reason, size_t rlen, char *err
 			snprintf(last, sizeof last, "%s: %s", target, cerr);
 			fail(err, errlen, rc, "cannot place agent '%s': spawn on node %s failed: %s", aname,
 			     target, cerr);
-			sn[idx].ready = 0;
 			str_free(nn);
 			str_free(cn);
 			continue;
@@ -913,24 +1140,22 @@ static int place_agent(coord *c, cagent *a, char *reason, size_t rlen, char *err
 		a->last_fail[0] = 0;
 		if ((node = find_node(c, target)))
 			node->reserved += a->info->mem_bytes;
+		agent_account(c, a);
+		char sc[200];
+		fmt_score(sc, sizeof sc, &best[idx]);
+		if (pin[0])
+			snprintf(reason, rlen, "node %s: pinned by operator (%s)", target, sc);
+		else
+			snprintf(reason, rlen, "node %s: best of the policy (%s)%s", target, sc,
+				 tried > 1 ? "; earlier nodes failed to spawn" : "");
+		set_str(&a->info->reason, reason);
+		add_event(c, "place", aname, "", target, reason);
 		pthread_mutex_unlock(&c->mu);
 		node_reply_free(rep);
-
-		char fb[32];
-		fmt_bytes(fb, sizeof fb, sn[idx].mem_free);
-		if (pin[0])
-			snprintf(reason, rlen, "node %s: pinned by operator (%s free, queue %u, %u agents)", target,
-				 fb, sn[idx].queue_len, sn[idx].n_agents);
-		else
-			snprintf(reason, rlen, "node %s: least loaded that fits (queue %u, %u agents, %s free)%s",
-				 target, sn[idx].queue_len, sn[idx].n_agents, fb,
-				 tried > 1 ? "; earlier nodes failed to spawn" : "");
 		rc = 0;
 		goto out;
 	}
 out:
-	pool_free(sn);
-	pool_free(names);
 	return rc;
 }
 
@@ -971,25 +1196,11 @@ static int migrate_agent(coord *c, cagent *a, const char *to, mig_result *res, c
 		goto unlock;
 	}
 	{
-		sched_node *sn = pool_calloc((size_t)c->n_nodes + 1, sizeof *sn);
-		char (*names)[MAX_NAME] = pool_calloc((size_t)c->n_nodes + 1, sizeof *names);
-		char why[256];
-		if (!sn || !names) {
-			pool_free(sn);
-			pool_free(names);
-			rc = fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
-			goto unlock;
-		}
-		sched_view(c, sn, names);
-		sched_agent sa = { .name = aname, .mem_bytes = a->info->mem_bytes,
-				   .needs_gpu = !strcmp(a->info->device, "cuda"), .priority = a->info->priority,
-				   .pinned = to, .exclude = res->from };
-		int idx = sched_place(sn, c->n_nodes, &sa, why, sizeof why);
-		if (idx >= 0)
-			snprintf(res->to, sizeof res->to, "%s", names[idx]);
-		pool_free(sn);
-		pool_free(names);
-		if (idx < 0) {
+		char why[256] = "", names[1][MAX_NAME];
+		int m = decide(c, a, to, res->from, names, NULL, 1, why, sizeof why);
+		if (m)
+			snprintf(res->to, sizeof res->to, "%s", names[0]);
+		else {
 			if (to && !strcmp(to, res->from))
 				rc = fail(err, errlen, AIDOS_E_INVALID, "agent '%s' is already on node '%s'", aname, to);
 			else
@@ -1086,6 +1297,7 @@ static int migrate_agent(coord *c, cagent *a, const char *to, mig_result *res, c
 	a->info->state_now = new_state;
 	if ((dst = find_node(c, res->to)))
 		dst->reserved += a->info->mem_bytes;
+	agent_account(c, a);
 	pthread_mutex_unlock(&c->mu);
 	pb_free(info);
 	{
@@ -1193,6 +1405,7 @@ static int h_register(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **r
 		     info->transport_reason);
 		pb_free(n->info);
 		n->info = info;
+		node_static(n);
 	} else {
 		if (!(n = pool_calloc(1, sizeof *n))) {
 			pthread_mutex_unlock(&c->mu);
@@ -1200,6 +1413,7 @@ static int h_register(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **r
 			return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
 		}
 		n->info = info;
+		node_static(n);
 		if (insert_node(c, n)) {
 			pthread_mutex_unlock(&c->mu);
 			pb_free(info);
@@ -1274,12 +1488,44 @@ static int take_checkpoint(coord *c, const char *node, const Aidos__AgentContext
 	return 1;
 }
 
+/* Folds one report of agent a (on node n; c->mu held) into the view: its
+ * request rate from the counter's delta, the model's unloaded estimate, the
+ * node's measured/estimated latency (weighted by rate into *w, *sum) and
+ * the node's aggregates. O(log models). */
+static void observe(coord *c, cnode *n, cagent *a, uint64_t requests, uint64_t now, double *w, double *sum)
+{
+	if (a->prev_ms && now > a->prev_ms && requests >= a->prev_requests) {
+		double r = (double)(requests - a->prev_requests) * 1000.0 / (double)(now - a->prev_ms);
+		a->info->rate = a->info->rate > 0 ? 0.5 * a->info->rate + 0.5 * r : r;
+	}
+	a->prev_ms = now;
+	a->prev_requests = requests;
+	a->info->requests = requests;
+	double lat = a->info->latency_ms;
+	cmodel *m = lat > 0 ? model_est(c, a->info->model_path, agent_dev(a), 1) : NULL;
+	if (m) {
+		if (m->est_ms <= 0 || lat < m->est_ms)
+			m->est_ms = lat;
+		else
+			m->est_ms += 0.02 * (lat - m->est_ms);
+		a->info->est_ms = m->est_ms;
+	}
+	if (lat > 0 && a->info->est_ms > 0 && a->info->rate > 0) {
+		*w += a->info->rate * a->info->est_ms;   /* unloaded work per second */
+		*sum += a->info->rate * lat;             /* measured execution per second */
+	}
+	agent_account(c, a);   /* the new rate and estimate into n's util */
+	(void)n;
+}
+
 static int h_heartbeat(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp, char *err, size_t errlen)
 {
 	coord *c = ctx;
 	REQ(Aidos__HeartbeatRequest, req, m);
 	Aidos__HeartbeatReply rep = AIDOS__HEARTBEAT_REPLY__INIT;
 	int changed = 0, ckpts = 0, rc;
+	uint64_t now = wall_ms();
+	double lat_w = 0, lat_sum = 0;
 
 	if (!coord_name_valid(req->node))
 		return fail(err, errlen, AIDOS_E_INVALID, "Heartbeat: invalid node name '%.64s'", req->node);
@@ -1322,12 +1568,17 @@ static int h_heartbeat(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **
 			    ai->state_now != AIDOS__AGENT_STATE__AGENT_PENDING)
 				a->info->state_now = ai->state_now;
 			a->info->latency_ms = ai->latency_ms;
-			a->info->requests = ai->requests;
 			if (ai->mem_bytes)
 				a->info->mem_bytes = ai->mem_bytes;
 			if (!a->info->stateful || ai->context_version > a->info->context_version)
 				a->info->context_version = ai->context_version;
+			observe(c, n, a, ai->requests, now, &lat_w, &lat_sum);
 		}
+		/* Little's law: queue_len requests waiting add queue_len seconds of
+		 * waiting per second to the requests' total response time. */
+		n->exec_ratio = lat_w > 0 ? lat_sum / lat_w : 0;
+		n->lat_ratio = lat_w > 0 ? (lat_sum + 1000.0 * req->queue_len) / lat_w : 0;
+		n->info->lat_ratio = n->lat_ratio;
 		for (size_t i = 0; i < req->n_checkpoints; i++)
 			if (req->checkpoints[i])
 				ckpts += take_checkpoint(c, req->node, req->checkpoints[i]);
@@ -1398,6 +1649,10 @@ static int h_place(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
 	ai->context_version = 0;
 	ai->latency_ms = 0;
 	ai->requests = 0;
+	ai->rate = 0;
+	ai->est_ms = 0;
+	ai->moves = 0;
+	ai->moved_ms = 0;
 	a->busy = "place";
 
 	pthread_mutex_lock(&c->mu);
@@ -1645,8 +1900,18 @@ static int h_list_nodes(void *ctx, const ProtobufCMessage *m, ProtobufCMessage *
 	Aidos__NodeInfo **list = pool_malloc(((size_t)c->n_nodes + 1) * sizeof *list);
 	if (list) {
 		for (int i = 0; i < c->n_nodes; i++) {
-			c->nodes[i]->info->n_agents = agents_on(c, c->nodes[i]->info->name);
-			list[i] = c->nodes[i]->info;
+			cnode *n = c->nodes[i];
+			Aidos__NodeInfo *ni = n->info;
+			int dev = node_has_gpu(ni) ? SCHED_DEV_GPU : SCHED_DEV_CPU;
+			ni->n_agents = n->n_agents;
+			ni->pred_util = 0;
+			for (int d = 0; d < SCHED_DEV_N; d++)
+				for (int k = 0; k < SCHED_PRIO_N; k++)
+					ni->pred_util += d == dev ? n->util[d][k] : 0;
+			ni->overload_streak = (uint32_t)n->streak;
+			ni->speed = n->exec_ratio > 1.0 ? n->exec_ratio : 1.0;
+			ni->workers = node_workers(ni, dev);
+			list[i] = ni;
 		}
 		qsort(list, (size_t)c->n_nodes, sizeof *list, by_node_name);
 		rep.n_nodes = (size_t)c->n_nodes;
@@ -1714,6 +1979,125 @@ static int h_resolve(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **re
 	return rc;
 }
 
+static const char *dev_name(int dev)
+{
+	return dev == SCHED_DEV_GPU ? "cuda" : "cpu";
+}
+
+static int by_score(const void *x, const void *y)
+{
+	const Aidos__Candidate *a = *(Aidos__Candidate *const *)x, *b = *(Aidos__Candidate *const *)y;
+	if (a->feasible != b->feasible)
+		return a->feasible ? -1 : 1;
+	if (a->total != b->total)
+		return a->total < b->total ? -1 : 1;
+	return strcmp(a->node, b->node);
+}
+
+/* Explain: every node's score terms for the agent as if it were placed now
+ * (its own node included, its context where it lives), best first. */
+static int h_explain(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp, char *err, size_t errlen)
+{
+	coord *c = ctx;
+	REQ(Aidos__ExplainRequest, req, m);
+	Aidos__ExplainReply rep = AIDOS__EXPLAIN_REPLY__INIT;
+	Aidos__Candidate *cands = NULL, **list = NULL;
+	char names[1][MAX_NAME], why[256] = "";
+	int rc;
+
+	if (!coord_name_valid(req->agent))
+		return fail(err, errlen, AIDOS_E_INVALID, "Explain: invalid agent name '%.64s'", req->agent);
+	pthread_mutex_lock(&c->mu);
+	cagent *a = find_agent(c, req->agent);
+	if (!a) {
+		pthread_mutex_unlock(&c->mu);
+		return fail(err, errlen, AIDOS_E_NOTFOUND, "agent '%s' not found", req->agent);
+	}
+	int n = c->n_nodes;
+	cands = pool_calloc((size_t)n + 1, sizeof *cands);
+	list = pool_calloc((size_t)n + 1, sizeof *list);
+	if (!cands || !list) {
+		rc = fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
+		goto out;
+	}
+	int k = decide(c, a, a->info->pinned_node, NULL, names, NULL, 1, why, sizeof why);
+	for (int i = 0; i < n; i++) {
+		const sched_score *s = &c->scores[i];
+		Aidos__Candidate *cd = &cands[i];
+		aidos__candidate__init(cd);
+		cd->node = (char *)c->view[i].name;
+		cd->feasible = s->feasible;
+		cd->why_not = (char *)(s->feasible ? "" : s->why ? s->why : "");
+		cd->device = (char *)dev_name(s->dev);
+		cd->total = s->total;
+		cd->latency = s->latency;
+		cd->queue = s->queue;
+		cd->gpu = s->gpu;
+		cd->move = s->move;
+		cd->memory = s->memory;
+		cd->spread = s->spread;
+		list[i] = cd;
+	}
+	qsort(list, (size_t)n, sizeof *list, by_score);
+	rep.agent = a->info;
+	rep.n_candidates = (size_t)n;
+	rep.candidates = list;
+	rep.best = k ? names[0] : why;
+	rc = reply_dup(&rep, resp, err, errlen);
+out:
+	pthread_mutex_unlock(&c->mu);
+	pool_free(cands);
+	pool_free(list);
+	return rc;
+}
+
+static int h_events(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp, char *err, size_t errlen)
+{
+	coord *c = ctx;
+	REQ(Aidos__EventsRequest, req, m);
+	Aidos__EventsReply rep = AIDOS__EVENTS_REPLY__INIT;
+	Aidos__Event evs[EVENT_RING], *list[EVENT_RING];
+	int rc;
+	pthread_mutex_lock(&c->mu);
+	uint64_t first = c->event_seq > EVENT_RING ? c->event_seq - EVENT_RING + 1 : 1;
+	if (req->after_seq + 1 > first)
+		first = req->after_seq + 1;
+	for (uint64_t q = first; q <= c->event_seq; q++) {
+		const cevent *e = &c->events[(q - 1) % EVENT_RING];
+		Aidos__Event *o = &evs[rep.n_events];
+		aidos__event__init(o);
+		o->ms = e->ms;
+		o->seq = e->seq;
+		o->kind = (char *)e->kind;
+		o->agent = (char *)e->agent;
+		o->from_node = (char *)e->from;
+		o->to_node = (char *)e->to;
+		o->reason = (char *)e->reason;
+		list[rep.n_events++] = o;
+	}
+	rep.events = list;
+	rep.rebalance = c->o.rebalance != COORD_REBALANCE_OFF;
+	rc = reply_dup(&rep, resp, err, errlen);
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+int coord_decide(coord *c, const char *agent, char *node, size_t len, char *err, size_t errlen)
+{
+	char names[1][MAX_NAME], why[256] = "";
+	int rc = 0;
+	pthread_mutex_lock(&c->mu);
+	cagent *a = find_agent(c, agent);
+	if (!a)
+		rc = fail(err, errlen, AIDOS_E_NOTFOUND, "agent '%s' not found", agent);
+	else if (!decide(c, a, a->info->pinned_node, NULL, names, NULL, 1, why, sizeof why))
+		rc = fail(err, errlen, sched_code(why), "agent '%s': %s", agent, why);
+	else
+		snprintf(node, len, "%s", names[0]);
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
 #define METHOD(name, req, fn) \
 	{ "/aidos.Coordinator/" name, &aidos__##req##__descriptor, fn, coord_reply_free }
 
@@ -1727,6 +2111,8 @@ static const rpc_method methods[] = {
 	METHOD("ListNodes", list_nodes_request, h_list_nodes),
 	METHOD("ListAgents", list_agents_request, h_list_agents),
 	METHOD("Resolve", resolve_request, h_resolve),
+	METHOD("Explain", explain_request, h_explain),
+	METHOD("Events", events_request, h_events),
 };
 
 const rpc_method *coord_rpc_methods(int *n)
@@ -1830,6 +2216,131 @@ static void *reaper_main(void *arg)
 	return NULL;
 }
 
+/* ---- the rebalancer ---- */
+
+typedef struct move {
+	cagent *a;
+	char from[MAX_NAME], to[MAX_NAME], reason[256];
+} move;
+
+#define MOVES_PER_CHECK 8
+
+int coord_rebalance(coord *c)
+{
+	move todo[MOVES_PER_CHECK];
+	int nt = 0, moved = 0;
+	uint64_t now = wall_ms();
+	cagent **pick = NULL;
+
+	pthread_mutex_lock(&c->mu);
+	/* 1. each node's overload check (hysteresis: sustained for rp.sustain checks) */
+	int any = 0;
+	for (int i = 0; i < c->n_nodes; i++) {
+		cnode *n = c->nodes[i];
+		if (n->info->state != AIDOS__NODE_STATE__NODE_READY) {
+			n->streak = 0;
+			continue;
+		}
+		int dev = node_has_gpu(n->info) ? SCHED_DEV_GPU : SCHED_DEV_CPU;
+		double util = 0, w = node_workers(n->info, dev);
+		for (int k = 0; k < SCHED_PRIO_N; k++)
+			util += n->util[dev][k];
+		/* queue depth counts as utilisation: 2 requests waiting per worker = 1.0 */
+		double qu = (double)n->info->queue_len / (2.0 * w);
+		sched_overloaded(&c->rp, n->lat_ratio, 1.0, util > qu ? util : qu, &n->streak);
+		n->info->overload_streak = (uint32_t)n->streak;
+		any |= n->streak >= c->rp.sustain;
+	}
+	if (!any || !(pick = pool_calloc((size_t)c->n_nodes + 1, sizeof *pick)))
+		goto unlock;
+	/* 2. per overloaded node, its mover: the lowest class, then the
+	 * heaviest, neither busy, pinned, nor within its cool-down (one pass) */
+	for (int j = 0; j < c->n_agents; j++) {
+		cagent *a = c->agents[j];
+		int at;
+		if (!a->at || a->at->streak < c->rp.sustain || a->busy || a->info->pinned_node[0] ||
+		    (a->considered_ms && now - a->considered_ms < (uint64_t)(c->rp.cooldown_s * 1000)) ||
+		    !find_node_idx(c, a->at->info->name, &at))
+			continue;
+		cagent *p = pick[at];
+		int ca = sched_prio_class(a->info->priority), cp = p ? sched_prio_class(p->info->priority) : 0;
+		if (!p || ca < cp || (ca == cp && a->contrib > p->contrib))
+			pick[at] = a;
+	}
+	/* 3. where each would go, and whether that pays (minimum gain) */
+	for (int i = 0; i < c->n_nodes && nt < MOVES_PER_CHECK; i++) {
+		cagent *a = pick[i];
+		cnode *n = c->nodes[i];
+		if (!a)
+			continue;
+		char names[SPAWN_TRIES][MAX_NAME], why[256] = "";
+		sched_score stay, go;
+		sched_agent sa;
+		int to = -1, m, cls = sched_prio_class(a->info->priority), dev = agent_dev(a);
+		m = decide(c, a, NULL, n->info->name, names, NULL, SPAWN_TRIES, why, sizeof why);
+		/* Rebalancing makes room for higher-priority agents and never takes
+		 * it: a lower-class agent does not move onto a node where a higher
+		 * class runs (else saturating low-priority load would follow them
+		 * around, one cool-down at a time). */
+		for (int j = 0; j < m && to < 0; j++) {
+			int t, busy_hi = 0;
+			if (!find_node_idx(c, names[j], &t))
+				continue;
+			for (int k = cls + 1; k < SCHED_PRIO_N; k++)
+				busy_hi |= c->nodes[t]->util[dev][k] > 0;
+			if (!busy_hi)
+				to = t;
+		}
+		if (to < 0)
+			continue;
+		fill_agent(c, a, &sa, NULL, n->info->name);
+		if (!sched_move_worth(c->view, c->n_nodes, &sa, to, &c->sp, &c->rp, &stay, &go))
+			continue;
+		move *mv = &todo[nt++];
+		mv->a = a;
+		a->busy = "rebalance";
+		a->considered_ms = now;   /* cool-down: not moved again before rp.cooldown_s */
+		snprintf(mv->from, sizeof mv->from, "%s", n->info->name);
+		snprintf(mv->to, sizeof mv->to, "%s", c->nodes[to]->info->name);
+		snprintf(mv->reason, sizeof mv->reason,
+			 "node %s overloaded for %d checks (latency x%.2f of estimate, queue %u); priority %d; "
+			 "predicted %.2f ms there vs %.2f ms on %s",
+			 n->info->name, n->streak, n->lat_ratio, n->info->queue_len, a->info->priority, stay.total,
+			 go.total, c->nodes[to]->info->name);
+		add_event(c, "overload", a->info->name, mv->from, mv->to, mv->reason);
+		n->streak = 0;
+	}
+unlock:
+	pthread_mutex_unlock(&c->mu);
+	pool_free(pick);
+	/* 4. the moves, through the migration path (context included) */
+	for (int i = 0; i < nt; i++) {
+		mig_result res;
+		char err[512];
+		int rc = migrate_agent(c, todo[i].a, todo[i].to, &res, err, sizeof err);
+		pthread_mutex_lock(&c->mu);
+		cagent *a = todo[i].a;
+		if (!rc) {
+			moved++;
+			a->info->moves++;
+			a->info->moved_ms = wall_ms();
+			set_str(&a->info->reason, todo[i].reason);
+			add_event(c, "rebalance", a->info->name, todo[i].from, todo[i].to, todo[i].reason);
+			log_at(c, LOG_INFO, "rebalance: agent %s moved %s -> %s in %.1f ms: %s", a->info->name,
+			       todo[i].from, todo[i].to, res.ms, todo[i].reason);
+		} else {
+			add_event(c, "rebalance-failed", a->info->name, todo[i].from, todo[i].to, err);
+			log_at(c, LOG_WARN, "rebalance: agent %s stays on %s: %s", a->info->name, todo[i].from, err);
+		}
+		a->busy = NULL;
+		settle(c, a);
+		pthread_mutex_unlock(&c->mu);
+	}
+	if (moved)
+		persist(c);
+	return moved;
+}
+
 /* Places every PENDING agent that nobody is working on. */
 static void place_pending(coord *c)
 {
@@ -1876,7 +2387,8 @@ static void *placer_main(void *arg)
 	struct timespec ts;
 	pthread_mutex_lock(&c->mu);
 	while (!c->stop) {
-		deadline_in(&ts, PLACER_PERIOD_MS);
+		deadline_in(&ts, c->o.rebalance != COORD_REBALANCE_OFF && c->o.rebalance_ms < PLACER_PERIOD_MS
+					 ? c->o.rebalance_ms : PLACER_PERIOD_MS);
 		while (!c->stop && !c->placer_kick &&
 		       pthread_cond_timedwait(&c->placer_cv, &c->mu, &ts) != ETIMEDOUT)
 			;
@@ -1885,6 +2397,10 @@ static void *placer_main(void *arg)
 		c->placer_kick = 0;
 		pthread_mutex_unlock(&c->mu);
 		place_pending(c);
+		if (c->o.rebalance != COORD_REBALANCE_OFF && mono_ms() - c->rebalance_last >= c->o.rebalance_ms) {
+			c->rebalance_last = mono_ms();
+			coord_rebalance(c);
+		}
 		pthread_mutex_lock(&c->mu);
 	}
 	pthread_mutex_unlock(&c->mu);
@@ -1917,6 +2433,10 @@ int coord_create(const coord_opts *o, coord **out, char *err, size_t errlen)
 		c->o.spawn_deadline_ms = 5000;
 	if (c->o.call_deadline_ms <= 0)
 		c->o.call_deadline_ms = 2000;
+	if (!c->o.rebalance_ms)
+		c->o.rebalance_ms = 1000;
+	sched_params_default(&c->sp);
+	sched_rebalance_params_default(&c->rp);
 	if (c->o.lease_ms <= c->o.heartbeat_ms) {
 		fail(err, errlen, AIDOS_E_INVALID,
 		     "coordinator: lease (%" PRIu64 " ms) must exceed the heartbeat period (%" PRIu64 " ms)",
@@ -1945,7 +2465,7 @@ int coord_create(const coord_opts *o, coord **out, char *err, size_t errlen)
 		coord_destroy(c);
 		return rc;
 	}
-	if ((rc = load_state(c, err, errlen))) {
+	if (!c->o.memory_only && (rc = load_state(c, err, errlen))) {
 		coord_destroy(c);
 		return rc;
 	}
@@ -2021,6 +2541,11 @@ void coord_destroy(coord *c)
 	}
 	for (int i = 0; i < c->n_agents; i++)
 		agent_free(c->agents[i]);
+	for (int i = 0; i < c->n_models; i++)
+		pool_free(c->models[i].path);
+	pool_free(c->models);
+	pool_free(c->view);
+	pool_free(c->scores);
 	pool_free(c->nodes);
 	pool_free(c->agents);
 	for (int i = 0; i < c->n_clis; i++) {

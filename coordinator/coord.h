@@ -54,6 +54,8 @@ typedef int (*coord_node_call_fn)(void *ctx, const char *rpc_addr, const char *m
 				  const ProtobufCMessageDescriptor *resp_desc,
 				  ProtobufCMessage **resp, int deadline_ms, char *err, size_t errlen);
 
+enum { COORD_REBALANCE_ON = 0, COORD_REBALANCE_OFF = 1 };
+
 typedef struct coord_opts {
 	const char *data_dir;      /* required; created if missing (one level) */
 	uint64_t heartbeat_ms;     /* period asked of nodes; 0: 250 */
@@ -63,6 +65,9 @@ typedef struct coord_opts {
 	int call_deadline_ms;      /* every other call to a node; 0: 2000 */
 	int json_log;              /* log lines as JSON objects */
 	int quiet;                 /* log warnings and errors only */
+	int rebalance;             /* COORD_REBALANCE_ON (0, default) or _OFF */
+	uint64_t rebalance_ms;     /* rebalancer check period; 0: 1000 */
+	int memory_only;           /* never write cluster.pb (simulations, benchmarks); not for production */
 	coord_node_call_fn node_call;  /* NULL: gRPC through proto/rpc.h */
 	void *node_call_ctx;
 } coord_opts;
@@ -103,6 +108,19 @@ void coord_reply_free(ProtobufCMessage *resp);
 /* Runs one reaper pass now (tests): returns the number of nodes declared
  * dead. Thread-safe. */
 int coord_reap(coord *c);
+
+/* The node the placement policy would choose for agent `name` now (its
+ * own node included), into node: the decision Place, the placer and the
+ * rebalancer make, without moving anything. For benchmarks of the decision
+ * (bench/coord_place.c) and tests. Errors: AIDOS_E_NOTFOUND (no such agent;
+ * pinned to an unknown node), AIDOS_E_NOMEM (nothing fits). Thread-safe. */
+int coord_decide(coord *c, const char *name, char *node, size_t len, char *err, size_t errlen);
+
+/* Runs one rebalancer check now (tests; the placer thread runs it every
+ * rebalance_ms unless rebalancing is off): updates each node's overload
+ * streak and moves agents off nodes overloaded long enough. Returns the
+ * number of agents moved. Thread-safe; call without holding anything. */
+int coord_rebalance(coord *c);
 
 /* Writes the state now. 0 or -errno / AIDOS_E_NOMEM. Thread-safe. */
 int coord_save(coord *c);

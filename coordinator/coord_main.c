@@ -33,6 +33,9 @@ static void usage(FILE *f)
 		"  --data-dir DIR       where cluster.pb lives (created if missing)\n"
 		"  --heartbeat-ms N     heartbeat period asked of nodes (default 250)\n"
 		"  --lease-ms N         a node silent this long is declared dead (default 1000)\n"
+		"  --rebalance on|off   move load off overloaded nodes automatically (default on;\n"
+		"                       docs/scheduling.md)\n"
+		"  --rebalance-ms N     period of the rebalancer's checks (default 1000)\n"
 		"  --json-log           log lines on stderr as JSON objects\n"
 		"  --help               this text\n"
 		"\n"
@@ -89,7 +92,7 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--json-log")) {
 			o.json_log = 1;
 		} else if (!strcmp(a, "--listen") || !strcmp(a, "--data-dir") || !strcmp(a, "--heartbeat-ms") ||
-			   !strcmp(a, "--lease-ms")) {
+			   !strcmp(a, "--lease-ms") || !strcmp(a, "--rebalance") || !strcmp(a, "--rebalance-ms")) {
 			if (!v)
 				return usage_err("%s needs a value", a);
 			i++;
@@ -97,6 +100,14 @@ int main(int argc, char **argv)
 				listen = v;
 			else if (!strcmp(a, "--data-dir"))
 				dir = v;
+			else if (!strcmp(a, "--rebalance")) {
+				if (strcmp(v, "on") && strcmp(v, "off"))
+					return usage_err("--rebalance takes on or off, not '%s'", v);
+				o.rebalance = !strcmp(v, "off") ? COORD_REBALANCE_OFF : COORD_REBALANCE_ON;
+			} else if (!strcmp(a, "--rebalance-ms")) {
+				if (parse_ms(v, &o.rebalance_ms))
+					return usage_err("bad value '%s': milliseconds in 1..3600000", v);
+			}
 			else if (parse_ms(v, !strcmp(a, "--lease-ms") ? &o.lease_ms : &o.heartbeat_ms))
 				return usage_err("bad value '%s': milliseconds in 1..3600000", v);
 		} else {
@@ -141,8 +152,10 @@ int main(int argc, char **argv)
 	else
 		printf("aidos-coord ready boot_ms=%.1f listen=%s:%d\n", now_ms() - t0, host, port);
 	fflush(stdout);
-	coord_log(c, COORD_LOG_INFO, "serving on %s (heartbeat %" PRIu64 " ms, lease %" PRIu64 " ms, data %s)",
-		  listen, o.heartbeat_ms ? o.heartbeat_ms : 250, o.lease_ms ? o.lease_ms : 1000, dir);
+	coord_log(c, COORD_LOG_INFO,
+		  "serving on %s (heartbeat %" PRIu64 " ms, lease %" PRIu64 " ms, rebalance %s, data %s)", listen,
+		  o.heartbeat_ms ? o.heartbeat_ms : 250, o.lease_ms ? o.lease_ms : 1000,
+		  o.rebalance == COORD_REBALANCE_OFF ? "off" : "on", dir);
 
 	do {
 		rc = sigwait(&set, &sig);

@@ -20,7 +20,10 @@
 # Environment: AIDOS_CLUSTER_DIR (default /tmp/aidos-cluster: logs/, data/,
 # pids/), AIDOS_BUILD (default build: the binaries), AIDOS_READY_TIMEOUT
 # (seconds to wait for each `ready` line, default 30), AIDOS_NODE_ARGS
-# (extra aidos-node options), AIDOS_COORD_ARGS (extra aidos-coord options).
+# (extra aidos-node options), AIDOS_COORD_ARGS (extra aidos-coord options),
+# AIDOS_CPU_PIN=1 (node K runs on CPU (K-1) mod the CPUs online, with
+# taskset, so a node saturated with work leaves the others' CPUs free: the
+# rebalancing test needs that on a small machine).
 set -uo pipefail
 
 DIR=${AIDOS_CLUSTER_DIR:-/tmp/aidos-cluster}
@@ -186,21 +189,26 @@ cmd_up() {
 		die "the coordinator did not come up (run '$0 down' to clean up)"
 
 	# The nodes, all started at once, then waited for.
-	local k pids=()
+	local k pids=() ncpu pin=()
+	ncpu=$(nproc 2>/dev/null || echo 1)
 	for ((k = 1; k <= n; k++)); do
 		local name=n$k out=$DIR/logs/n$k.out log=$DIR/logs/n$k.log
 		mkdir -p "$DIR/data/$name"
+		pin=()
+		if [[ ${AIDOS_CPU_PIN:-0} == 1 ]] && command -v taskset >/dev/null; then
+			pin=(taskset -c $(((k - 1) % ncpu)))   # taskset execs: $! stays the node's pid
+		fi
 		if [[ $mode == netns ]]; then
 			# ip netns exec, unshare (no --fork) and env all exec: $! is
 			# the node's own pid.
 			# shellcheck disable=SC2086
-			ip netns exec "aidos-n$k" unshare --ipc env UCX_TLS=tcp "$BUILD/aidos-node" \
+			ip netns exec "aidos-n$k" unshare --ipc env UCX_TLS=tcp "${pin[@]}" "$BUILD/aidos-node" \
 				--coord "$coord" --name "$name" --data-dir "$DIR/data/$name" \
 				--listen "$NET.$((10 + k)):$NODE_PORT" --transport tcp ${AIDOS_NODE_ARGS:-} \
 				>"$out" 2>"$log" </dev/null &
 		else
 			# shellcheck disable=SC2086
-			env UCX_TLS=tcp "$BUILD/aidos-node" --coord "$coord" --name "$name" \
+			env UCX_TLS=tcp "${pin[@]}" "$BUILD/aidos-node" --coord "$coord" --name "$name" \
 				--data-dir "$DIR/data/$name" --listen "127.0.0.1:$((NODE_PORT + k))" --transport tcp \
 				${AIDOS_NODE_ARGS:-} >"$out" 2>"$log" </dev/null &
 		fi

@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -512,8 +513,15 @@ static void test_replace_dead_agents(void **state)
 	fake_node *n1 = fake(0, "n1"), *n2 = fake(1, "n2");
 	ckpt_buf ck;
 	reg(c, "n1", 4 * GiB);
+	/* n1 stays alive while the agents are placed, however slow the
+	 * machine (a 200 ms lease is short on a loaded 2-core box) */
+	hb_thread h1 = { c, "n1", 0 };
+	pthread_t th1;
+	assert_int_equal(pthread_create(&th1, NULL, hb_main, &h1), 0);
 	place_ok(c, "vad", 1, "n1");
 	place_ok(c, "det", 0, "n1");
+	h1.stop = 1;
+	pthread_join(th1, NULL);
 	reg(c, "n2", 4 * GiB);
 	hb_thread h = { c, "n2", 0 };
 	pthread_t th;
@@ -995,7 +1003,8 @@ static void test_unknown_grace(void **state)
 	reg(c, "n2", 4 * GiB);
 	assert_int_equal(pthread_create(&th, NULL, hb_main, &h), 0);
 	double t0 = now_ms();
-	while (strcmp(agent_node(c, "vad"), "n2") && now_ms() - t0 < 3000)
+	/* bounded wait, generous: a loaded 2-core machine can stall threads */
+	while (strcmp(agent_node(c, "vad"), "n2") && now_ms() - t0 < 10000)
 		usleep(10000);
 	assert_string_equal(agent_node(c, "vad"), "n2");
 	assert_int_equal(node_state(c, "n1"), AIDOS__NODE_STATE__NODE_DEAD);
@@ -1209,6 +1218,256 @@ static void test_over_grpc(void **state)
 	coord_destroy(c);
 }
 
+
+/* ---- the scheduler view, explain, rebalancing ---- */
+
+/* A heartbeat of node carrying its agents' latency and request counters. */
+static void hb_agents(coord *c, const char *node, int n, const char *const *names, const double *lat,
+		      const uint64_t *reqs, uint32_t queue)
+{
+	Aidos__HeartbeatRequest req = AIDOS__HEARTBEAT_REQUEST__INIT;
+	Aidos__AgentInfo ai[8], *aps[8];
+	Aidos__HeartbeatReply *r = NULL;
+	char err[256] = "";
+	for (int i = 0; i < n; i++) {
+		aidos__agent_info__init(&ai[i]);
+		ai[i].name = (char *)names[i];
+		ai[i].state_now = AIDOS__AGENT_STATE__AGENT_INFER;
+		ai[i].latency_ms = lat[i];
+		ai[i].requests = reqs[i];
+		aps[i] = &ai[i];
+	}
+	req.node = (char *)node;
+	req.mem_free = 1ull << 32;
+	req.queue_len = queue;
+	req.n_agents = (size_t)n;
+	req.agents = aps;
+	assert_int_equal(call(c, "Heartbeat", &req, &r, err, sizeof err), 0);
+	coord_reply_free(&r->base);
+}
+
+static void place_prio(coord *c, const char *name, int prio)
+{
+	Aidos__PlaceRequest req = AIDOS__PLACE_REQUEST__INIT;
+	Aidos__AgentInfo ai = AIDOS__AGENT_INFO__INIT;
+	char err[512] = "";
+	ai.name = (char *)name;
+	ai.model_path = "/models/squeezenet.onnx";
+	ai.priority = prio;
+	ai.mem_bytes = 64 << 20;
+	req.agent = &ai;
+	int rc = call(c, "Place", &req, NULL, err, sizeof err);
+	if (rc)
+		print_error("place %s: %s\n", name, err);
+	assert_int_equal(rc, 0);
+}
+
+static void test_explain_and_events(void **state)
+{
+	coord *c = make(1000, 50, 0);
+	fake(0, "n1");
+	fake(1, "n2");
+	reg(c, "n1", 1ull << 32);
+	reg(c, "n2", 1ull << 32);
+	place_prio(c, "a1", 5);
+	Aidos__ExplainRequest req = AIDOS__EXPLAIN_REQUEST__INIT;
+	Aidos__ExplainReply *r = NULL;
+	char err[512] = "";
+	req.agent = "a1";
+	assert_int_equal(call(c, "Explain", &req, &r, err, sizeof err), 0);
+	assert_int_equal(r->n_candidates, 2);
+	assert_string_equal(r->agent->node, "n1");
+	assert_non_null(strstr(r->agent->reason, "best of the policy"));
+	for (size_t i = 0; i < r->n_candidates; i++) {
+		const Aidos__Candidate *cd = r->candidates[i];
+		assert_true(cd->feasible);
+		double sum = cd->latency + cd->queue + cd->gpu + cd->move + cd->memory + cd->spread;
+		assert_true(fabs(sum - cd->total) < 1e-9);
+		assert_string_equal(cd->device, "cpu");
+	}
+	/* best first */
+	assert_true(r->candidates[0]->total <= r->candidates[1]->total);
+	coord_reply_free(&r->base);
+	/* a pinned agent: the other node is ruled out, and says why */
+	Aidos__PlaceReply *pr = NULL;
+	assert_int_equal(place(c, "p1", "n2", 0, 1 << 20, &pr, err, sizeof err), 0);
+	assert_non_null(strstr(pr->reason, "pinned by operator"));
+	coord_reply_free(&pr->base);
+	req.agent = "p1";
+	assert_int_equal(call(c, "Explain", &req, &r, err, sizeof err), 0);
+	assert_string_equal(r->best, "n2");
+	assert_true(r->candidates[0]->feasible);
+	assert_false(r->candidates[1]->feasible);
+	assert_string_equal(r->candidates[1]->why_not, "not the pinned node");
+	coord_reply_free(&r->base);
+	req.agent = "nope";
+	assert_int_equal(call(c, "Explain", &req, &r, err, sizeof err), AIDOS_E_NOTFOUND);
+	coord_reply_free(r ? &r->base : NULL);
+	/* events: the two placements, in order */
+	Aidos__EventsRequest ereq = AIDOS__EVENTS_REQUEST__INIT;
+	Aidos__EventsReply *er = NULL;
+	assert_int_equal(call(c, "Events", &ereq, &er, err, sizeof err), 0);
+	assert_int_equal(er->n_events, 2);
+	assert_string_equal(er->events[0]->kind, "place");
+	assert_string_equal(er->events[0]->agent, "a1");
+	assert_string_equal(er->events[1]->agent, "p1");
+	assert_true(er->rebalance);
+	uint64_t last = er->events[1]->seq;
+	coord_reply_free(&er->base);
+	ereq.after_seq = last;
+	assert_int_equal(call(c, "Events", &ereq, &er, err, sizeof err), 0);
+	assert_int_equal(er->n_events, 0);
+	coord_reply_free(&er->base);
+	/* the decision hook agrees with explain */
+	char node[64];
+	assert_int_equal(coord_decide(c, "p1", node, sizeof node, err, sizeof err), 0);
+	assert_string_equal(node, "n2");
+	assert_int_equal(coord_decide(c, "nope", node, sizeof node, err, sizeof err), AIDOS_E_NOTFOUND);
+	coord_destroy(c);
+}
+
+static void test_rebalance(void **state)
+{
+	coord *c = make(1000, 50, 0);
+	const char *names[] = { "hi", "lo1", "lo2" };
+	double fast[] = { 10, 10, 10 }, slow[] = { 40, 40, 40 };
+	uint64_t reqs[] = { 0, 0, 0 };
+	char err[512] = "";
+	fake(0, "n1");
+	fake(1, "n2");
+	reg(c, "n1", 1ull << 32);
+	/* everything on n1 first (the only node), then n2 joins */
+	place_prio(c, "hi", 200);
+	place_prio(c, "lo1", 0);
+	place_prio(c, "lo2", 0);
+	reg(c, "n2", 1ull << 32);
+	hb_agents(c, "n1", 3, names, fast, reqs, 0);   /* the unloaded estimate: 10 ms */
+	usleep(20000);
+	/* the low-priority load arrives: latency x4, lo2 the heaviest */
+	for (int k = 0; k < 2; k++) {
+		reqs[0] += 2, reqs[1] += 10, reqs[2] += 40;
+		hb_agents(c, "n1", 3, names, slow, reqs, 6);
+		usleep(20000);
+		assert_int_equal(coord_rebalance(c), 0);   /* not sustained yet */
+	}
+	reqs[0] += 2, reqs[1] += 10, reqs[2] += 40;
+	hb_agents(c, "n1", 3, names, slow, reqs, 6);
+	assert_int_equal(coord_rebalance(c), 1);   /* third overloaded check in a row */
+	Aidos__ListAgentsReply *hold = NULL;
+	const Aidos__AgentInfo *a = agent_of(c, "lo2", &hold);
+	assert_string_equal(a->node, "n2");   /* the lowest class, heaviest, moved */
+	assert_int_equal(a->moves, 1);
+	assert_non_null(strstr(a->reason, "overloaded"));
+	assert_true(a->rate > 0);
+	coord_reply_free(&hold->base);
+	a = agent_of(c, "hi", &hold);
+	assert_string_equal(a->node, "n1");   /* the high-priority agent stays */
+	coord_reply_free(&hold->base);
+	assert_true(fake_hosts(&fakes[1], "lo2"));
+	assert_false(fake_hosts(&fakes[0], "lo2"));
+	Aidos__EventsRequest ereq = AIDOS__EVENTS_REQUEST__INIT;
+	Aidos__EventsReply *er = NULL;
+	assert_int_equal(call(c, "Events", &ereq, &er, err, sizeof err), 0);
+	const Aidos__Event *e = er->events[er->n_events - 1];
+	assert_string_equal(e->kind, "rebalance");
+	assert_string_equal(e->agent, "lo2");
+	assert_string_equal(e->from_node, "n1");
+	assert_string_equal(e->to_node, "n2");
+	coord_reply_free(&er->base);
+	/* hysteresis: the streak starts again; healthy reports reset it */
+	assert_int_equal(coord_rebalance(c), 0);
+	assert_int_equal(coord_rebalance(c), 0);
+	hb_agents(c, "n1", 2, names, fast, reqs, 0);
+	for (int k = 0; k < 4; k++)
+		assert_int_equal(coord_rebalance(c), 0);
+	/* no flapping: n2 overloaded now, but lo2 stays there (its cool-down;
+	 * and n1 runs a higher class, which a lower one never moves onto) */
+	const char *n2names[] = { "lo2" };
+	double n2slow[] = { 40 };
+	uint64_t n2reqs[] = { 400 };
+	for (int k = 0; k < 4; k++) {
+		n2reqs[0] += 40;
+		hb_agents(c, "n2", 1, n2names, n2slow, n2reqs, 8);
+		usleep(20000);
+		assert_int_equal(coord_rebalance(c), 0);
+	}
+	a = agent_of(c, "lo2", &hold);
+	assert_string_equal(a->node, "n2");
+	coord_reply_free(&hold->base);
+	coord_destroy(c);
+}
+
+static void test_rebalance_off(void **state)
+{
+	coord_opts o = { .data_dir = tmpdir, .heartbeat_ms = 250, .lease_ms = 100000, .reaper_ms = 50,
+			 .quiet = 1, .node_call = fake_call, .rebalance = COORD_REBALANCE_OFF, .rebalance_ms = 10 };
+	coord *c = NULL;
+	char err[256] = "";
+	assert_int_equal(coord_create(&o, &c, err, sizeof err), 0);
+	assert_int_equal(coord_start(c), 0);
+	const char *names[] = { "hi", "lo1" };
+	double fast[] = { 10, 10 }, slow[] = { 50, 50 };
+	uint64_t reqs[] = { 0, 0 };
+	fake(0, "n1");
+	fake(1, "n2");
+	reg(c, "n1", 1ull << 32);
+	place_prio(c, "hi", 200);
+	place_prio(c, "lo1", 0);
+	reg(c, "n2", 1ull << 32);
+	hb_agents(c, "n1", 2, names, fast, reqs, 0);
+	for (int k = 0; k < 10; k++) {   /* overloaded for 10 x 3 periods of the rebalancer */
+		usleep(30000);
+		reqs[0] += 5, reqs[1] += 50;
+		hb_agents(c, "n1", 2, names, slow, reqs, 8);
+	}
+	Aidos__ListAgentsReply *hold = NULL;
+	const Aidos__AgentInfo *a = agent_of(c, "lo1", &hold);
+	assert_string_equal(a->node, "n1");
+	assert_int_equal(a->moves, 0);
+	coord_reply_free(&hold->base);
+	Aidos__EventsRequest ereq = AIDOS__EVENTS_REQUEST__INIT;
+	Aidos__EventsReply *er = NULL;
+	assert_int_equal(call(c, "Events", &ereq, &er, err, sizeof err), 0);
+	assert_false(er->rebalance);
+	coord_reply_free(&er->base);
+	coord_destroy(c);
+}
+
+static void test_decide_at_scale(void **state)
+{
+	/* the real decision over a 1,000-node view (memory only): it picks
+	 * the node with the least high-class work for a high-class agent */
+	coord_opts o = { .data_dir = tmpdir, .memory_only = 1, .quiet = 1, .node_call = fake_call,
+			 .rebalance = COORD_REBALANCE_OFF };
+	coord *c = NULL;
+	char err[256] = "", name[32], node[64];
+	assert_int_equal(coord_create(&o, &c, err, sizeof err), 0);
+	for (int i = 0; i < 1000; i++) {
+		snprintf(name, sizeof name, "m%04d", i);
+		if (i < MAX_FAKES)
+			fake(i, name);
+		reg(c, name, 1ull << 32);
+	}
+	/* placements spread: 20 agents on 20 distinct nodes */
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof name, "s%02d", i);
+		Aidos__PlaceRequest req = AIDOS__PLACE_REQUEST__INIT;
+		Aidos__AgentInfo ai = AIDOS__AGENT_INFO__INIT;
+		Aidos__PlaceReply *r = NULL;
+		ai.name = name;
+		ai.model_path = "/models/m.onnx";
+		ai.pinned_node = "";
+		snprintf(node, sizeof node, "m%04d", i % MAX_FAKES);
+		ai.pinned_node = node;   /* fakes exist only for the first MAX_FAKES nodes */
+		req.agent = &ai;
+		assert_int_equal(call(c, "Place", &req, &r, err, sizeof err), 0);
+		coord_reply_free(&r->base);
+	}
+	assert_int_equal(coord_decide(c, "s00", node, sizeof node, err, sizeof err), 0);
+	assert_string_equal(node, "m0000");   /* pinned */
+	coord_destroy(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1229,6 +1488,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_malformed_requests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alloc_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_over_grpc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_explain_and_events, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rebalance, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rebalance_off, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_decide_at_scale, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
