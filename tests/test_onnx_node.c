@@ -1104,9 +1104,10 @@ static int write_report(tally *ops, int n_ops, tally *fold, int n_fold, tally *r
 		    "map, optional), a dtype aidos does not hold (string, bfloat16, ...), or when aidos reports\n"
 		    "AIDOS_E_UNSUPPORTED for it. Skips count as not passed.\n\n", opt_data, ATOL, RTOL);
 	fprintf(fp, "Ops whose output shape depends on an input's value (OneHot's depth, Compress, NonZero,\n"
-		    "Unique, NonMaxSuppression, the window functions, STFT, MelWeightMatrix, ...) run when that\n"
-		    "value is known at plan time and skip here, where it is a graph input;\n"
-		    "`tests/ops_const.sh` runs their cases with those inputs made initializers. Dropout in\n"
+		    "Unique, NonMaxSuppression, the window functions, STFT, MelWeightMatrix, ...) ask for it\n"
+		    "through hal_need_value(): where it is a graph input, the session plans again with that\n"
+		    "input value-keyed (folded as a constant, its value part of the plan's key), for inputs of\n"
+		    "at most 64 elements, beyond which the run fails with a message saying so. Dropout in\n"
 		    "training mode with a non-zero ratio draws random numbers no other runtime reproduces and\n"
 		    "is refused.\n\n");
 	fprintf(fp, "## Totals\n\n| folder | cases | passed | failed | skipped |\n|---|---:|---:|---:|---:|\n");

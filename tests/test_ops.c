@@ -13,7 +13,9 @@
  *     1-D operand, Softmax over rows masked with -inf and float32's minimum;
  *   - bad attributes: AIDOS_E_INVALID with a message naming the node and
  *     the attribute (never a crash); a loss target out of range fails that
- *     request with AIDOS_E_RANGE and the next request runs.
+ *     request with AIDOS_E_RANGE and the next request runs;
+ *   - NonZero of a graph input, planned value-keyed per distinct value,
+ *     against a loop; over the session's 64-element bound a clear error.
  * Each case is a one-node model written here as ONNX protobuf bytes (a
  * minimal encoder below, field numbers from onnx.proto) and run through the
  * public API (aidos_model_load_buffer, aidos_session_run).
@@ -735,6 +737,63 @@ static void test_loss_target_range(void **st)
 	close_model(s, m);
 }
 
+/* NonZero of a graph input: the output shape depends on the value, so the
+ * session plans it value-keyed (hal_need_value): each distinct value gets
+ * its own plan with the right shape; over the session's 64-element bound
+ * the run fails with AIDOS_E_UNSUPPORTED and a message saying so. */
+static void nonzero_run(aidos_session *s, const float *x, int n, int expect_rc)
+{
+	aidos_tensor t = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 1, .dims = { n },
+			   .data = (void *)x };
+	int rc = aidos_session_run(s, 1, &t);
+	if (rc != expect_rc)
+		fail_msg("NonZero of %d elements: rc %d (%s), want %d", n, rc, aidos_session_errmsg(s),
+			 expect_rc);
+	if (rc) {
+		if (!strstr(aidos_session_errmsg(s), "at most"))
+			fail_msg("message '%s' does not state the bound", aidos_session_errmsg(s));
+		return;
+	}
+	int64_t want[80];
+	int k = 0;
+	for (int i = 0; i < n; i++)
+		if (x[i] != 0)
+			want[k++] = i;
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	assert_int_equal(y.dtype, AIDOS_DT_INT64);
+	assert_int_equal(y.rank, 2);
+	assert_int_equal(y.dims[0], 1);
+	assert_int_equal(y.dims[1], k);
+	assert_memory_equal(y.data, want, (size_t)k * sizeof *want);
+}
+
+static void test_nonzero_value_keyed(void **st)
+{
+	(void)st;
+	static pb node, bytes;
+	const char *ins[] = { "x" }, *outs[] = { "y" };
+	node_begin(&node, "NonZero", ins, 1, outs, 1);
+	io in = { "x", 1, { -1 } };
+	model(&bytes, 13, &node, &in, 1, outs, 1);
+	aidos_model *m;
+	aidos_session *s;
+	char err[256];
+	assert_int_equal(aidos_model_load_buffer(bytes.b, bytes.n, NULL, &m, err, sizeof err), 0);
+	assert_int_equal(aidos_session_create(m, NULL, &s, err, sizeof err), 0);
+	static const float a[6] = { 0, 1, 0, 2, 3, 0 }, b[6] = { 5, 0, 0, 0, 0, 0 };
+	static float big[80];
+	for (int i = 0; i < 80; i++)
+		big[i] = (float)(i % 3);
+	nonzero_run(s, a, 6, 0);
+	nonzero_run(s, b, 6, 0);
+	nonzero_run(s, a, 6, 0);
+	nonzero_run(s, big, 64, 0);
+	nonzero_run(s, big, 80, AIDOS_E_UNSUPPORTED);
+	nonzero_run(s, b, 6, 0);
+	close_model(s, m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -747,6 +806,7 @@ int main(void)
 		cmocka_unit_test(test_softmax_masked),
 		cmocka_unit_test(test_bad_attributes),
 		cmocka_unit_test(test_loss_target_range),
+		cmocka_unit_test(test_nonzero_value_keyed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
