@@ -15,7 +15,9 @@
  *     the attribute (never a crash); a loss target out of range fails that
  *     request with AIDOS_E_RANGE and the next request runs;
  *   - NonZero of a graph input, planned value-keyed per distinct value,
- *     against a loop; over the session's 64-element bound a clear error.
+ *     against a loop; over the session's 64-element bound a clear error;
+ *   - Cast float32 <-> bfloat16: nearest-even rounding against a double
+ *     reference, exact widening.
  * Each case is a one-node model written here as ONNX protobuf bytes (a
  * minimal encoder below, field numbers from onnx.proto) and run through the
  * public API (aidos_model_load_buffer, aidos_session_run).
@@ -794,6 +796,79 @@ static void test_nonzero_value_keyed(void **st)
 	close_model(s, m);
 }
 
+/* Cast float32 -> bfloat16 rounds to nearest, ties to even (reference: the
+ * value scaled to 8 significant bits and rounded by nearbyint() in double,
+ * the default rounding mode being nearest-even), keeps inf and NaN; Cast
+ * bfloat16 -> float32 is exact. bfloat16 is ONNX type 16 (no AIDOS_DT_ name). */
+#define DT_BF16 16
+static double bf16_ref(float x)
+{
+	if (isnan(x) || isinf(x) || x == 0)
+		return x;
+	int e;
+	frexp(x, &e);                      /* |x| = m 2^e, m in [0.5, 1) */
+	double ulp = ldexp(1.0, (e < -125 ? -125 : e) - 8);   /* 8 significant bits; subnormal: 2^-133 */
+	double r = nearbyint(x / ulp) * ulp;
+	return fabs(r) >= 0x1p128 ? copysign(INFINITY, r) : r;   /* past bfloat16's max */
+}
+
+static void test_cast_bfloat16(void **st)
+{
+	(void)st;
+	enum { N = 12 };
+	static float x[N] = { 1.0f, 1.00390625f /* tie, to even: 1 */, 1.01171875f /* tie, up */,
+			      0.47892547f, -3.14159265f, 3.4e38f /* rounds to inf */, 1e-39f,
+			      -0.0f, 65504.0f, 0.1f, 0, 0 };
+	x[10] = INFINITY;
+	x[11] = NAN;
+	static pb node, bytes;
+	const char *ins[] = { "x" }, *outs[] = { "y" };
+	node_begin(&node, "Cast", ins, 1, outs, 1);
+	attr_int(&node, "to", DT_BF16);
+	io in = { "x", 1, { N } };
+	model(&bytes, 13, &node, &in, 1, outs, 1);
+	aidos_model *m;
+	char err[256];
+	int rc;
+	float *xp[] = { x };
+	aidos_session *s = run_model(&bytes, &m, &in, (void *const *)xp, 1, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("Cast to bfloat16: %s", err);
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	assert_int_equal(y.dtype, DT_BF16);
+	assert_int_equal(y.dims[0], N);
+	static uint16_t b[N];
+	memcpy(b, y.data, sizeof b);
+	for (int i = 0; i < N; i++) {
+		uint32_t bits = (uint32_t)b[i] << 16;
+		float got;
+		memcpy(&got, &bits, 4);
+		double want = bf16_ref(x[i]);
+		if (isnan(want) ? !isnan(got) : (double)got != want || !signbit(got) != !signbit(want))
+			fail_msg("bfloat16 of %.9g: got %.9g, want %.9g", x[i], got, want);
+	}
+	close_model(s, m);
+
+	/* back: bfloat16 -> float32, exact widening of those bit patterns */
+	node_begin(&node, "Cast", ins, 1, outs, 1);
+	attr_int(&node, "to", AIDOS_DT_FLOAT);
+	io inb = { "x", 1, { N }, DT_BF16 };
+	model(&bytes, 13, &node, &inb, 1, outs, 1);
+	uint16_t *bp[] = { b };
+	s = run_model(&bytes, &m, &inb, (void *const *)bp, 1, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("Cast from bfloat16: %s", err);
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	assert_int_equal(y.dtype, AIDOS_DT_FLOAT);
+	for (int i = 0; i < N; i++) {
+		uint32_t bits;
+		memcpy(&bits, (const float *)y.data + i, 4);
+		assert_int_equal(bits, (uint32_t)b[i] << 16);
+	}
+	close_model(s, m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -807,6 +882,7 @@ int main(void)
 		cmocka_unit_test(test_bad_attributes),
 		cmocka_unit_test(test_loss_target_range),
 		cmocka_unit_test(test_nonzero_value_keyed),
+		cmocka_unit_test(test_cast_bfloat16),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
