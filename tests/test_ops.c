@@ -17,7 +17,9 @@
  *   - NonZero of a graph input, planned value-keyed per distinct value,
  *     against a loop; over the session's 64-element bound a clear error;
  *   - Cast float32 <-> bfloat16: nearest-even rounding against a double
- *     reference, exact widening.
+ *     reference, exact widening;
+ *   - Loop (no scan outputs) ended by its body's condition or by M, both
+ *     known only at run time, against a closed form.
  * Each case is a one-node model written here as ONNX protobuf bytes (a
  * minimal encoder below, field numbers from onnx.proto) and run through the
  * public API (aidos_model_load_buffer, aidos_session_run).
@@ -869,6 +871,82 @@ static void test_cast_bfloat16(void **st)
 	close_model(s, m);
 }
 
+/* Loop without scan outputs, planned once and re-run per iteration: the body
+ * doubles a carried float[2] and sets cond_out = (iteration_num < lim), lim
+ * an outer-scope graph input; M is a graph input read at run time. It runs
+ * n = min(M, max(lim, 0) + 1) iterations, so x = x0 * 2^n. */
+static void test_loop_early_exit(void **st)
+{
+	(void)st;
+	static pb body, n1, n2, a, g, op, bytes;
+	const char *bi[] = { "x", "x" }, *bo[] = { "y" }, *ci[] = { "i", "lim" }, *co[] = { "c" };
+	node_begin(&n1, "Add", bi, 2, bo, 1);
+	node_begin(&n2, "Less", ci, 2, co, 1);
+	body.n = 0;
+	pb_msg(&body, 1, &n1);
+	pb_msg(&body, 1, &n2);
+	pb_str(&body, 2, "body");
+	static const int64_t none[1];
+	value_info(&body, 11, "i", AIDOS_DT_INT64, 0, none);
+	value_info(&body, 11, "c_in", AIDOS_DT_BOOL, 0, none);
+	value_info(&body, 11, "x", AIDOS_DT_FLOAT, 1, (const int64_t[]){ 2 });
+	value_info(&body, 12, "c", AIDOS_DT_BOOL, 0, none);
+	value_info(&body, 12, "y", AIDOS_DT_FLOAT, 1, (const int64_t[]){ 2 });
+	static pb node;
+	const char *li[] = { "M", "", "x0" }, *lo[] = { "xf" };
+	node_begin(&node, "Loop", li, 3, lo, 1);
+	a.n = 0;
+	pb_str(&a, 1, "body");
+	pb_msg(&a, 6, &body);
+	pb_int(&a, 20, 5);   /* GRAPH */
+	pb_msg(&node, 5, &a);
+	g.n = 0;
+	pb_msg(&g, 1, &node);
+	pb_str(&g, 2, "g");
+	value_info(&g, 11, "M", AIDOS_DT_INT64, 0, none);
+	value_info(&g, 11, "lim", AIDOS_DT_INT64, 0, none);
+	value_info(&g, 11, "x0", AIDOS_DT_FLOAT, 1, (const int64_t[]){ 2 });
+	static pb vi;
+	vi.n = 0;
+	pb_str(&vi, 1, "xf");
+	pb_msg(&g, 12, &vi);
+	bytes.n = 0;
+	pb_int(&bytes, 1, 8);
+	pb_msg(&bytes, 7, &g);
+	op.n = 0;
+	pb_str(&op, 1, "");
+	pb_int(&op, 2, 13);
+	pb_msg(&bytes, 8, &op);
+	aidos_model *m;
+	aidos_session *s;
+	char err[256];
+	if (aidos_model_load_buffer(bytes.b, bytes.n, NULL, &m, err, sizeof err))
+		fail_msg("load: %s", err);
+	assert_int_equal(aidos_session_create(m, NULL, &s, err, sizeof err), 0);
+	static const int64_t cases[][2] = { { 10, 3 }, { 2, 5 }, { 0, 5 }, { 7, -4 }, { 64, 40 } };
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		int64_t mv = cases[k][0], lim = cases[k][1];
+		float x0[2] = { 1.5f, -0.25f };
+		aidos_tensor t[3] = {
+			{ .name = "M", .dtype = AIDOS_DT_INT64, .rank = 0, .data = &mv },
+			{ .name = "lim", .dtype = AIDOS_DT_INT64, .rank = 0, .data = &lim },
+			{ .name = "x0", .dtype = AIDOS_DT_FLOAT, .rank = 1, .dims = { 2 }, .data = x0 },
+		};
+		if (aidos_session_run(s, 3, t))
+			fail_msg("Loop M=%lld lim=%lld: %s", (long long)mv, (long long)lim, aidos_session_errmsg(s));
+		int64_t n = (lim < 0 ? 0 : lim) + 1;
+		if (mv < n)
+			n = mv;
+		double want[2] = { ldexp(1.5, (int)n), ldexp(-0.25, (int)n) };
+		aidos_tensor y;
+		assert_int_equal(aidos_session_output(s, 0, &y), 0);
+		assert_int_equal(y.rank, 1);
+		assert_int_equal(y.dims[0], 2);
+		check_close(y.data, want, 2, "Loop carried value");
+	}
+	close_model(s, m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -883,6 +961,7 @@ int main(void)
 		cmocka_unit_test(test_loss_target_range),
 		cmocka_unit_test(test_nonzero_value_keyed),
 		cmocka_unit_test(test_cast_bfloat16),
+		cmocka_unit_test(test_loop_early_exit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
