@@ -10,12 +10,17 @@
  *   - same dtype and shape;
  *   - float/double: |got - want| <= ATOL + RTOL * |want| with ATOL = 1e-4,
  *     RTOL = 1e-3; NaN matches NaN, an infinity matches the same infinity;
- *   - integers and bools: exactly.
+ *   - integers and bools: exactly;
+ *   - bfloat16 (stored as uint16 bits by ONNX 1.12, bound as bfloat16 where
+ *     the model says so): within one bfloat16 ulp, since that data was made
+ *     by truncation and the spec rounds to nearest even.
+ * A case whose input rank contradicts the model's declared rank is skipped
+ * as inconsistent test data.
  *
  * Skips. A case is skipped, with its reason, when its model uses an op aidos
  * has no kernel for (hal_op_find() is NULL, or a non-default domain), a
  * graph input/output that is not a tensor (sequence, map, optional), or a
- * dtype aidos does not hold (hal_dtype_size() == 0: string, float16, ...).
+ * dtype aidos does not hold (hal_dtype_size() == 0: string, complex, ...).
  * These are read from the model bytes by a small protobuf walker below (the
  * test does not trust the loader it tests to classify its own input); any
  * AIDOS_E_UNSUPPORTED from load, decode, plan or run is a skip too, with the
@@ -36,7 +41,10 @@
  *                   pytorch-operator/ and simple/ (`make conformance`):
  *                   one line per failure, a skip-reason summary,
  *                   docs/conformance.md, and last `N passed, N failed,
- *                   N skipped`.
+ *                   N skipped`. In the per-op table, skipped cases of an
+ *                   op with a kernel that need a feature aidos does not
+ *                   claim (features[]) get their own "<Op> (<feature>)"
+ *                   row, so an op's own row is its claimed scope.
  *   --filter SUBSTR the cases whose folder/name contains SUBSTR, verbosely.
  *
  * The op under test of a case is found from the model, not only the name:
