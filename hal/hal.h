@@ -53,6 +53,7 @@ enum hal_dtype {
 	HAL_DT_F64 = 11,
 	HAL_DT_U32 = 12,
 	HAL_DT_U64 = 13,
+	HAL_DT_BF16 = 16,  /* bfloat16: the top half of a float32 */
 };
 
 /* Bytes per element, 0 for types aidos cannot hold in memory. */

@@ -588,7 +588,7 @@ static int decode_tensor(dec *d, pb msg, ir_tensor *t, const uint8_t *at)
 			switch (t->dtype) {
 			case HAL_DT_I64: case HAL_DT_U64: { int64_t x = (int64_t)v; memcpy(out + k * 8, &x, 8); break; }
 			case HAL_DT_I32: case HAL_DT_U32: { int32_t x = (int32_t)v; memcpy(out + k * 4, &x, 4); break; }
-			case HAL_DT_I16: case HAL_DT_U16: case HAL_DT_F16: { uint16_t x = (uint16_t)v; memcpy(out + k * 2, &x, 2); break; }
+			case HAL_DT_I16: case HAL_DT_U16: case HAL_DT_F16: case HAL_DT_BF16: { uint16_t x = (uint16_t)v; memcpy(out + k * 2, &x, 2); break; }
 			default: out[k] = (uint8_t)v; break;
 			}
 			k++;

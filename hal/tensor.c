@@ -9,7 +9,7 @@ size_t hal_dtype_size(int dtype)
 	switch (dtype) {
 	case HAL_DT_F32: case HAL_DT_I32: case HAL_DT_U32: return 4;
 	case HAL_DT_U8: case HAL_DT_I8: case HAL_DT_BOOL: return 1;
-	case HAL_DT_U16: case HAL_DT_I16: case HAL_DT_F16: return 2;
+	case HAL_DT_U16: case HAL_DT_I16: case HAL_DT_F16: case HAL_DT_BF16: return 2;
 	case HAL_DT_I64: case HAL_DT_F64: case HAL_DT_U64: return 8;
 	default: return 0;
 	}
@@ -31,6 +31,7 @@ const char *hal_dtype_name(int dtype)
 	case HAL_DT_F64: return "float64";
 	case HAL_DT_U32: return "uint32";
 	case HAL_DT_U64: return "uint64";
+	case HAL_DT_BF16: return "bfloat16";
 	default: return "?";
 	}
 }

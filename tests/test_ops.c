@@ -13,7 +13,13 @@
  *     1-D operand, Softmax over rows masked with -inf and float32's minimum;
  *   - bad attributes: AIDOS_E_INVALID with a message naming the node and
  *     the attribute (never a crash); a loss target out of range fails that
- *     request with AIDOS_E_RANGE and the next request runs.
+ *     request with AIDOS_E_RANGE and the next request runs;
+ *   - NonZero of a graph input, planned value-keyed per distinct value,
+ *     against a loop; over the session's 64-element bound a clear error;
+ *   - Cast float32 <-> bfloat16: nearest-even rounding against a double
+ *     reference, exact widening;
+ *   - Loop (no scan outputs) ended by its body's condition or by M, both
+ *     known only at run time, against a closed form.
  * Each case is a one-node model written here as ONNX protobuf bytes (a
  * minimal encoder below, field numbers from onnx.proto) and run through the
  * public API (aidos_model_load_buffer, aidos_session_run).
@@ -735,6 +741,212 @@ static void test_loss_target_range(void **st)
 	close_model(s, m);
 }
 
+/* NonZero of a graph input: the output shape depends on the value, so the
+ * session plans it value-keyed (hal_need_value): each distinct value gets
+ * its own plan with the right shape; over the session's 64-element bound
+ * the run fails with AIDOS_E_UNSUPPORTED and a message saying so. */
+static void nonzero_run(aidos_session *s, const float *x, int n, int expect_rc)
+{
+	aidos_tensor t = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 1, .dims = { n },
+			   .data = (void *)x };
+	int rc = aidos_session_run(s, 1, &t);
+	if (rc != expect_rc)
+		fail_msg("NonZero of %d elements: rc %d (%s), want %d", n, rc, aidos_session_errmsg(s),
+			 expect_rc);
+	if (rc) {
+		if (!strstr(aidos_session_errmsg(s), "at most"))
+			fail_msg("message '%s' does not state the bound", aidos_session_errmsg(s));
+		return;
+	}
+	int64_t want[80];
+	int k = 0;
+	for (int i = 0; i < n; i++)
+		if (x[i] != 0)
+			want[k++] = i;
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	assert_int_equal(y.dtype, AIDOS_DT_INT64);
+	assert_int_equal(y.rank, 2);
+	assert_int_equal(y.dims[0], 1);
+	assert_int_equal(y.dims[1], k);
+	assert_memory_equal(y.data, want, (size_t)k * sizeof *want);
+}
+
+static void test_nonzero_value_keyed(void **st)
+{
+	(void)st;
+	static pb node, bytes;
+	const char *ins[] = { "x" }, *outs[] = { "y" };
+	node_begin(&node, "NonZero", ins, 1, outs, 1);
+	io in = { "x", 1, { -1 } };
+	model(&bytes, 13, &node, &in, 1, outs, 1);
+	aidos_model *m;
+	aidos_session *s;
+	char err[256];
+	assert_int_equal(aidos_model_load_buffer(bytes.b, bytes.n, NULL, &m, err, sizeof err), 0);
+	assert_int_equal(aidos_session_create(m, NULL, &s, err, sizeof err), 0);
+	static const float a[6] = { 0, 1, 0, 2, 3, 0 }, b[6] = { 5, 0, 0, 0, 0, 0 };
+	static float big[80];
+	for (int i = 0; i < 80; i++)
+		big[i] = (float)(i % 3);
+	nonzero_run(s, a, 6, 0);
+	nonzero_run(s, b, 6, 0);
+	nonzero_run(s, a, 6, 0);
+	nonzero_run(s, big, 64, 0);
+	nonzero_run(s, big, 80, AIDOS_E_UNSUPPORTED);
+	nonzero_run(s, b, 6, 0);
+	close_model(s, m);
+}
+
+/* Cast float32 -> bfloat16 rounds to nearest, ties to even (reference: the
+ * value scaled to 8 significant bits and rounded by nearbyint() in double,
+ * the default rounding mode being nearest-even), keeps inf and NaN; Cast
+ * bfloat16 -> float32 is exact. bfloat16 is ONNX type 16 (no AIDOS_DT_ name). */
+#define DT_BF16 16
+static double bf16_ref(float x)
+{
+	if (isnan(x) || isinf(x) || x == 0)
+		return x;
+	int e;
+	frexp(x, &e);                      /* |x| = m 2^e, m in [0.5, 1) */
+	double ulp = ldexp(1.0, (e < -125 ? -125 : e) - 8);   /* 8 significant bits; subnormal: 2^-133 */
+	double r = nearbyint(x / ulp) * ulp;
+	return fabs(r) >= 0x1p128 ? copysign(INFINITY, r) : r;   /* past bfloat16's max */
+}
+
+static void test_cast_bfloat16(void **st)
+{
+	(void)st;
+	enum { N = 12 };
+	static float x[N] = { 1.0f, 1.00390625f /* tie, to even: 1 */, 1.01171875f /* tie, up */,
+			      0.47892547f, -3.14159265f, 3.4e38f /* rounds to inf */, 1e-39f,
+			      -0.0f, 65504.0f, 0.1f, 0, 0 };
+	x[10] = INFINITY;
+	x[11] = NAN;
+	static pb node, bytes;
+	const char *ins[] = { "x" }, *outs[] = { "y" };
+	node_begin(&node, "Cast", ins, 1, outs, 1);
+	attr_int(&node, "to", DT_BF16);
+	io in = { "x", 1, { N } };
+	model(&bytes, 13, &node, &in, 1, outs, 1);
+	aidos_model *m;
+	char err[256];
+	int rc;
+	float *xp[] = { x };
+	aidos_session *s = run_model(&bytes, &m, &in, (void *const *)xp, 1, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("Cast to bfloat16: %s", err);
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	assert_int_equal(y.dtype, DT_BF16);
+	assert_int_equal(y.dims[0], N);
+	static uint16_t b[N];
+	memcpy(b, y.data, sizeof b);
+	for (int i = 0; i < N; i++) {
+		uint32_t bits = (uint32_t)b[i] << 16;
+		float got;
+		memcpy(&got, &bits, 4);
+		double want = bf16_ref(x[i]);
+		if (isnan(want) ? !isnan(got) : (double)got != want || !signbit(got) != !signbit(want))
+			fail_msg("bfloat16 of %.9g: got %.9g, want %.9g", x[i], got, want);
+	}
+	close_model(s, m);
+
+	/* back: bfloat16 -> float32, exact widening of those bit patterns */
+	node_begin(&node, "Cast", ins, 1, outs, 1);
+	attr_int(&node, "to", AIDOS_DT_FLOAT);
+	io inb = { "x", 1, { N }, DT_BF16 };
+	model(&bytes, 13, &node, &inb, 1, outs, 1);
+	uint16_t *bp[] = { b };
+	s = run_model(&bytes, &m, &inb, (void *const *)bp, 1, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("Cast from bfloat16: %s", err);
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	assert_int_equal(y.dtype, AIDOS_DT_FLOAT);
+	for (int i = 0; i < N; i++) {
+		uint32_t bits;
+		memcpy(&bits, (const float *)y.data + i, 4);
+		assert_int_equal(bits, (uint32_t)b[i] << 16);
+	}
+	close_model(s, m);
+}
+
+/* Loop without scan outputs, planned once and re-run per iteration: the body
+ * doubles a carried float[2] and sets cond_out = (iteration_num < lim), lim
+ * an outer-scope graph input; M is a graph input read at run time. It runs
+ * n = min(M, max(lim, 0) + 1) iterations, so x = x0 * 2^n. */
+static void test_loop_early_exit(void **st)
+{
+	(void)st;
+	static pb body, n1, n2, a, g, op, bytes;
+	const char *bi[] = { "x", "x" }, *bo[] = { "y" }, *ci[] = { "i", "lim" }, *co[] = { "c" };
+	node_begin(&n1, "Add", bi, 2, bo, 1);
+	node_begin(&n2, "Less", ci, 2, co, 1);
+	body.n = 0;
+	pb_msg(&body, 1, &n1);
+	pb_msg(&body, 1, &n2);
+	pb_str(&body, 2, "body");
+	static const int64_t none[1];
+	value_info(&body, 11, "i", AIDOS_DT_INT64, 0, none);
+	value_info(&body, 11, "c_in", AIDOS_DT_BOOL, 0, none);
+	value_info(&body, 11, "x", AIDOS_DT_FLOAT, 1, (const int64_t[]){ 2 });
+	value_info(&body, 12, "c", AIDOS_DT_BOOL, 0, none);
+	value_info(&body, 12, "y", AIDOS_DT_FLOAT, 1, (const int64_t[]){ 2 });
+	static pb node;
+	const char *li[] = { "M", "", "x0" }, *lo[] = { "xf" };
+	node_begin(&node, "Loop", li, 3, lo, 1);
+	a.n = 0;
+	pb_str(&a, 1, "body");
+	pb_msg(&a, 6, &body);
+	pb_int(&a, 20, 5);   /* GRAPH */
+	pb_msg(&node, 5, &a);
+	g.n = 0;
+	pb_msg(&g, 1, &node);
+	pb_str(&g, 2, "g");
+	value_info(&g, 11, "M", AIDOS_DT_INT64, 0, none);
+	value_info(&g, 11, "lim", AIDOS_DT_INT64, 0, none);
+	value_info(&g, 11, "x0", AIDOS_DT_FLOAT, 1, (const int64_t[]){ 2 });
+	static pb vi;
+	vi.n = 0;
+	pb_str(&vi, 1, "xf");
+	pb_msg(&g, 12, &vi);
+	bytes.n = 0;
+	pb_int(&bytes, 1, 8);
+	pb_msg(&bytes, 7, &g);
+	op.n = 0;
+	pb_str(&op, 1, "");
+	pb_int(&op, 2, 13);
+	pb_msg(&bytes, 8, &op);
+	aidos_model *m;
+	aidos_session *s;
+	char err[256];
+	if (aidos_model_load_buffer(bytes.b, bytes.n, NULL, &m, err, sizeof err))
+		fail_msg("load: %s", err);
+	assert_int_equal(aidos_session_create(m, NULL, &s, err, sizeof err), 0);
+	static const int64_t cases[][2] = { { 10, 3 }, { 2, 5 }, { 0, 5 }, { 7, -4 }, { 64, 40 } };
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		int64_t mv = cases[k][0], lim = cases[k][1];
+		float x0[2] = { 1.5f, -0.25f };
+		aidos_tensor t[3] = {
+			{ .name = "M", .dtype = AIDOS_DT_INT64, .rank = 0, .data = &mv },
+			{ .name = "lim", .dtype = AIDOS_DT_INT64, .rank = 0, .data = &lim },
+			{ .name = "x0", .dtype = AIDOS_DT_FLOAT, .rank = 1, .dims = { 2 }, .data = x0 },
+		};
+		if (aidos_session_run(s, 3, t))
+			fail_msg("Loop M=%lld lim=%lld: %s", (long long)mv, (long long)lim, aidos_session_errmsg(s));
+		int64_t n = (lim < 0 ? 0 : lim) + 1;
+		if (mv < n)
+			n = mv;
+		double want[2] = { ldexp(1.5, (int)n), ldexp(-0.25, (int)n) };
+		aidos_tensor y;
+		assert_int_equal(aidos_session_output(s, 0, &y), 0);
+		assert_int_equal(y.rank, 1);
+		assert_int_equal(y.dims[0], 2);
+		check_close(y.data, want, 2, "Loop carried value");
+	}
+	close_model(s, m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -747,6 +959,9 @@ int main(void)
 		cmocka_unit_test(test_softmax_masked),
 		cmocka_unit_test(test_bad_attributes),
 		cmocka_unit_test(test_loss_target_range),
+		cmocka_unit_test(test_nonzero_value_keyed),
+		cmocka_unit_test(test_cast_bfloat16),
+		cmocka_unit_test(test_loop_early_exit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

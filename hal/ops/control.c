@@ -1,5 +1,5 @@
 /*
- * hal/ops/control.c - control flow: If and Scan.
+ * hal/ops/control.c - control flow: If, Scan and Loop.
  *
  * Each branch is planned as a child plan (hal/plan.h) when the If is
  * planned. A condition known at plan time (the usual case once shape
@@ -314,7 +314,256 @@ static int scan_exec(hal_step *s)
 	return 0;
 }
 
+/* ---- Loop (opsets 1-16, dense tensors only) ----
+ * Inputs M (trip count), cond, and N loop-carried values; the body takes
+ * (iteration_num, cond_in, N carried) and gives (cond_out, N carried, K scan
+ * outputs); the node gives the final N carried values and the K scan
+ * outputs stacked along a new first axis.
+ * The carried values must keep their type and shape across iterations
+ * (as Scan's states; two state buffers, never written in place). The body
+ * is planned once and re-run per iteration; when it cannot be planned with
+ * iteration_num unknown (its shapes depend on the iteration: a Slice by
+ * the iteration number, say) and the trip count is known, it is planned
+ * once per iteration with iteration_num a constant, for at most LOOP_UNROLL
+ * iterations. Scan outputs fix their length at plan time, so they need M
+ * and the initial cond as values (hal_need_value) and a body whose
+ * cond_out is its cond_in (directly or through Identity): the loop then
+ * runs exactly M iterations, or none. Without scan outputs the loop stops
+ * at run time on M or on cond_out, whichever comes first. */
+
+#define LOOP_MAX 32
+#define LOOP_UNROLL 64
+
+typedef struct loop_params {
+	int n_carried, n_sout;          /* N, K */
+	int n_plans;                    /* 1, or one per iteration */
+	int64_t trips;                  /* with scan outputs: iterations planned */
+	hal_plan **plans;               /* [n_plans] */
+	int *child_in;                  /* [n_plans][2 + N]: body input -> plan input, -1 folded */
+	size_t state_bytes[LOOP_MAX];
+	size_t slice_out[LOOP_MAX];
+	size_t state_off[2][LOOP_MAX];  /* in scratch: two buffers per carried value */
+	size_t it_off, cond_off;        /* in scratch: iteration_num (int64), cond_in (bool) */
+} loop_params;
+
+/* Whether the body's cond_out is its cond_in, directly or through Identity. */
+static int loop_cond_passes(const ir_graph *g)
+{
+	const char *want = g->input[1].name, *name = g->output[0].name;
+	for (int hops = 0; hops <= g->n_node; hops++) {
+		if (!strcmp(name, want))
+			return 1;
+		const ir_node *n = NULL;
+		for (int i = 0; i < g->n_node && !n; i++)
+			if (g->node[i].n_out > 0 && !strcmp(g->node[i].out[0], name))
+				n = &g->node[i];
+		if (!n || strcmp(n->op_type, "Identity") || n->n_in < 1)
+			return 0;
+		name = n->in[0];
+	}
+	return 0;
+}
+
+/* Plans the body for these carried shapes; iteration_num is a constant
+ * when it_val is not NULL. Fills plan k of p. */
+static int loop_plan(hal_step *s, const ir_graph *g, loop_params *p, int k, const int64_t *it_val,
+		     char *err, size_t errlen)
+{
+	hal_input_shape in[2 + LOOP_MAX];
+	const int n = 2 + p->n_carried;
+	in[0] = (hal_input_shape){ g->input[0].name, HAL_DT_I64, 0, NULL, it_val };
+	in[1] = (hal_input_shape){ g->input[1].name, HAL_DT_BOOL, 0, NULL, NULL };
+	for (int i = 0; i < p->n_carried; i++) {
+		const hal_tensor *t = s->in[2 + i];
+		in[2 + i] = (hal_input_shape){ g->input[2 + i].name, t->dtype, t->rank, t->dims, NULL };
+	}
+	hal_plan *parent = s->plan, *c = NULL;
+	int rc = hal_plan_build(parent->model, g, parent, (int)(s - parent->step), parent->opset, parent->tp,
+				parent->mem_limit, n, in, &c, err, errlen);
+	if (rc)
+		return rc;
+	p->plans[k] = c;
+	for (int i = 0; i < n; i++) {
+		p->child_in[k * n + i] = -1;
+		for (int j = 0; j < c->n_in; j++)
+			if (!strcmp(c->in[j]->name, in[i].name))
+				p->child_in[k * n + i] = j;
+	}
+	const hal_tensor *co = c->out[0];
+	if (co->dtype != HAL_DT_BOOL || hal_numel(co) != 1) {
+		snprintf(err, errlen, "cond_out is %s with %lld elements, not one bool", hal_dtype_name(co->dtype),
+			 (long long)hal_numel(co));
+		return AIDOS_E_INVALID;
+	}
+	for (int i = 0; i < p->n_carried; i++) {
+		const hal_tensor *o = c->out[1 + i], *t = s->in[2 + i];
+		if (o->dtype != t->dtype || o->rank != t->rank ||
+		    memcmp(o->dims, t->dims, (size_t)o->rank * sizeof(int64_t))) {
+			snprintf(err, errlen, "loop-carried value %d changes type or shape", i);
+			return AIDOS_E_UNSUPPORTED;
+		}
+	}
+	for (int j = 0; j < p->n_sout; j++) {
+		const hal_tensor *o = c->out[1 + p->n_carried + j], *o0 = p->plans[0]->out[1 + p->n_carried + j];
+		if (o->dtype != o0->dtype || o->rank != o0->rank ||
+		    memcmp(o->dims, o0->dims, (size_t)o->rank * sizeof(int64_t))) {
+			snprintf(err, errlen, "scan output %d changes type or shape across iterations", j);
+			return AIDOS_E_UNSUPPORTED;
+		}
+	}
+	return 0;
+}
+
+static int loop_infer(hal_step *s)
+{
+	const ir_graph *g = hal_attr_graph(s->node, "body");
+	if (!g)
+		return hal_err(s, AIDOS_E_INVALID, "attribute body is missing");
+	if (s->n_in < 2)
+		return hal_err(s, AIDOS_E_INVALID, "Loop takes M, cond and the loop-carried values");
+	loop_params *p = hal_step_alloc(s, sizeof *p);
+	if (!p)
+		return AIDOS_E_NOMEM;
+	p->n_carried = s->n_in - 2;
+	p->n_sout = s->n_out - p->n_carried;
+	if (p->n_carried > LOOP_MAX || p->n_sout < 0 || p->n_sout > LOOP_MAX)
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "%d loop-carried values and %d scan outputs (at most %d each)",
+			       p->n_carried, s->n_out - p->n_carried, LOOP_MAX);
+	if (g->n_input != 2 + p->n_carried || g->n_output != 1 + s->n_out)
+		return hal_err(s, AIDOS_E_INVALID, "body has %d inputs and %d outputs for %d and %d", g->n_input,
+			       g->n_output, 2 + p->n_carried, 1 + s->n_out);
+	for (int i = 0; i < p->n_carried; i++)
+		if (!s->in[2 + i] || hal_dtype_size(s->in[2 + i]->dtype) == 0)
+			return hal_err(s, AIDOS_E_UNSUPPORTED, "loop-carried value %d is missing or not a numeric tensor", i);
+	const hal_tensor *m = s->in[0], *cond = s->in[1];
+	int rc;
+	if (m && hal_numel(m) != 1)
+		return hal_err(s, AIDOS_E_SHAPE, "M has %lld elements, not 1", (long long)hal_numel(m));
+	if (cond && hal_numel(cond) != 1)
+		return hal_err(s, AIDOS_E_SHAPE, "cond has %lld elements, not 1", (long long)hal_numel(cond));
+	int64_t trips = -1;   /* plan-time trip count, -1 unknown */
+	if (p->n_sout > 0) {
+		if (!m)
+			return hal_err(s, AIDOS_E_UNSUPPORTED, "scan outputs of a loop without a trip count M");
+		if (!loop_cond_passes(g))
+			return hal_err(s, AIDOS_E_UNSUPPORTED,
+				       "scan outputs of a loop whose body can end it early (their length is only known at run time)");
+		if ((rc = hal_need_value(s, m, "M")) || (cond && (rc = hal_need_value(s, cond, "cond"))))
+			return rc;
+	}
+	if (m && m->data) {
+		trips = hal_get_i64(m, 0);
+		if (trips < 0)
+			trips = 0;
+		if (cond && cond->data && !hal_get_i64(cond, 0))
+			trips = 0;
+	}
+	p->trips = trips;
+	p->plans = hal_step_alloc(s, LOOP_UNROLL * sizeof *p->plans);
+	p->child_in = hal_step_alloc(s, LOOP_UNROLL * (size_t)(2 + p->n_carried) * sizeof *p->child_in);
+	if (!p->plans || !p->child_in)
+		return AIDOS_E_NOMEM;
+	char err[384];
+	p->n_plans = 1;
+	rc = loop_plan(s, g, p, 0, NULL, err, sizeof err);
+	if (rc == AIDOS_E_UNSUPPORTED && trips >= 1 && trips <= LOOP_UNROLL) {
+		/* one plan per iteration, iteration_num folded in */
+		char err1[256];
+		for (int64_t t = 0; t < trips && rc != AIDOS_E_NOMEM; t++) {
+			rc = loop_plan(s, g, p, (int)t, &t, err1, sizeof err1);
+			if (rc) {
+				snprintf(err, sizeof err, "iteration %lld: %s", (long long)t, err1);
+				break;
+			}
+		}
+		p->n_plans = (int)trips;
+	} else if (rc == AIDOS_E_UNSUPPORTED && trips > LOOP_UNROLL) {
+		return hal_err(s, rc, "body: %s (planned per iteration only up to %d iterations, M is %lld)", err,
+			       LOOP_UNROLL, (long long)trips);
+	}
+	if (rc)
+		return rc == AIDOS_E_NOMEM ? rc : hal_err(s, rc, "body: %s", err);
+	size_t off = 0;
+	for (int i = 0; i < p->n_carried; i++) {
+		const hal_tensor *t = s->in[2 + i];
+		p->state_bytes[i] = hal_nbytes(t);
+		for (int b = 0; b < 2; b++) {
+			p->state_off[b][i] = off;
+			off += (p->state_bytes[i] + 63) & ~(size_t)63;
+		}
+		if ((rc = ou_set(s, s->out[i], t->dtype, t->rank, t->dims)))
+			return rc;
+	}
+	p->it_off = off;
+	p->cond_off = off + 8;
+	s->scratch_bytes = off + 64;
+	for (int j = 0; j < p->n_sout; j++) {
+		const hal_tensor *o = p->plans[0]->out[1 + p->n_carried + j];
+		if (o->rank + 1 > HAL_MAX_RANK)
+			return hal_err(s, AIDOS_E_UNSUPPORTED, "scan output %d has rank %d", j, o->rank);
+		int64_t od[HAL_MAX_RANK];
+		od[0] = trips;
+		memcpy(od + 1, o->dims, (size_t)o->rank * sizeof(int64_t));
+		p->slice_out[j] = hal_nbytes(o);
+		if ((rc = ou_set(s, s->out[p->n_carried + j], o->dtype, o->rank + 1, od)))
+			return rc;
+	}
+	s->params = p;
+	return 0;
+}
+
+static int loop_exec(hal_step *s)
+{
+	const loop_params *p = s->params;
+	char *st = s->scratch;
+	const int n = 2 + p->n_carried;
+	int64_t max = p->trips >= 0 ? p->trips : s->in[0] ? hal_get_i64(s->in[0], 0) : INT64_MAX;
+	int cond = s->in[1] ? hal_get_i64(s->in[1], 0) != 0 : 1;
+	if (p->n_plans > 1 && max > p->n_plans)
+		max = p->n_plans;
+	for (int i = 0; i < p->n_carried; i++)
+		if (p->state_bytes[i])
+			memcpy(st + p->state_off[0][i], s->in[2 + i]->data, p->state_bytes[i]);
+	int cur = 0;
+	int64_t t = 0;
+	for (; t < max && cond; t++) {
+		int k = p->n_plans > 1 ? (int)t : 0;
+		hal_plan *c = p->plans[k];
+		const int *ci = p->child_in + (size_t)k * n;
+		memcpy(st + p->it_off, &t, 8);
+		st[p->cond_off] = 1;
+		if (ci[0] >= 0)
+			c->in[ci[0]]->t.data = st + p->it_off;
+		if (ci[1] >= 0)
+			c->in[ci[1]]->t.data = st + p->cond_off;
+		for (int i = 0; i < p->n_carried; i++)
+			if (ci[2 + i] >= 0)
+				c->in[ci[2 + i]]->t.data = st + p->state_off[cur][i];
+		c->err[0] = 0;
+		int rc = hal_plan_run(c);
+		if (rc)
+			return hal_err(s, rc, "body, iteration %lld: %s", (long long)t, c->err);
+		cond = *(const uint8_t *)c->out[0]->data != 0;
+		for (int i = 0; i < p->n_carried; i++)
+			if (p->state_bytes[i])
+				memcpy(st + p->state_off[!cur][i], c->out[1 + i]->data, p->state_bytes[i]);
+		for (int j = 0; j < p->n_sout; j++)
+			if (p->slice_out[j])
+				memcpy((char *)s->out[p->n_carried + j]->data + t * p->slice_out[j],
+				       c->out[1 + p->n_carried + j]->data, p->slice_out[j]);
+		cur = !cur;
+	}
+	if (p->n_sout > 0 && t != p->trips)
+		return hal_err(s, AIDOS_E_RUNTIME, "ran %lld of %lld planned iterations", (long long)t,
+			       (long long)p->trips);
+	for (int i = 0; i < p->n_carried; i++)
+		if (p->state_bytes[i])
+			memcpy(s->out[i]->data, st + p->state_off[cur][i], p->state_bytes[i]);
+	return 0;
+}
+
 static const hal_op op_if = { "If", 1, 0, if_infer, if_exec };
 static const hal_op op_scan = { "Scan", 8, 0, scan_infer, scan_exec };
+static const hal_op op_loop = { "Loop", 1, 0, loop_infer, loop_exec };
 
-const hal_op *const hal_ops_control[] = { &op_if, &op_scan, NULL };
+const hal_op *const hal_ops_control[] = { &op_if, &op_scan, &op_loop, NULL };

@@ -30,7 +30,7 @@
 #include <tgmath.h>
 #include "hal/hal.h"
 
-#define NDT (HAL_DT_U64 + 1)   /* kernel tables are indexed by dtype */
+#define NDT (HAL_DT_BF16 + 1)   /* kernel tables are indexed by dtype */
 #define GRAIN_CHEAP 32768      /* elements per thread chunk: memory-bound ops */
 #define GRAIN_MATH 4096        /* exp, erf, pow, ... */
 
@@ -381,6 +381,27 @@ static inline float h2f(uint16_t h)
 	}
 	memcpy(&f, &bits, 4);
 	return f;
+}
+
+/* bfloat16 <-> float: widening is exact (the 16 bits are float32's top
+ * half); narrowing rounds to nearest, ties to even, as the ONNX Cast spec
+ * (opset 13+) and ONNX Runtime do; NaN stays a quiet NaN of the same sign. */
+static inline float bf2f(uint16_t h)
+{
+	uint32_t bits = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &bits, 4);
+	return f;
+}
+
+static inline uint16_t f2bf(float f)
+{
+	uint32_t bits;
+	memcpy(&bits, &f, 4);
+	if ((bits & 0x7fffffffu) > 0x7f800000u)
+		return (uint16_t)((bits >> 16) | 0x40);
+	bits += 0x7fffu + ((bits >> 16) & 1);   /* carries into the exponent: inf on overflow */
+	return (uint16_t)(bits >> 16);
 }
 
 static inline uint16_t f2h(float f)
@@ -841,14 +862,14 @@ static const ew_fn t_powx[NDT] = {
 	[HAL_DT_I32] = k_powx_i32, [HAL_DT_I64] = k_powx_i64,
 };
 
-/* ---- Cast: every pair of f16 f32 f64 i8..i64 u8..u64 bool ----
+/* ---- Cast: every pair of f16 bf16 f32 f64 i8..i64 u8..u64 bool ----
  * (Kind names are words: tgmath.h brings complex.h, whose I is a macro.)
  * LD_k loads a source element (half -> float); ST_k converts to the
  * destination: floats by C conversion, floats to integers through the
  * saturating helpers (then wrapped to the width), anything to bool as != 0. */
 #define CAST_TYPES(X, a) \
 	X(a, f32, float, HAL_DT_F32, flt) X(a, f64, double, HAL_DT_F64, flt) \
-	X(a, f16, uint16_t, HAL_DT_F16, half) \
+	X(a, f16, uint16_t, HAL_DT_F16, half) X(a, bf16, uint16_t, HAL_DT_BF16, bhalf) \
 	X(a, i8, int8_t, HAL_DT_I8, sint) X(a, i16, int16_t, HAL_DT_I16, sint) \
 	X(a, i32, int32_t, HAL_DT_I32, sint) X(a, i64, int64_t, HAL_DT_I64, sint) \
 	X(a, u8, uint8_t, HAL_DT_U8, uint) X(a, u16, uint16_t, HAL_DT_U16, uint) \
@@ -856,7 +877,7 @@ static const ew_fn t_powx[NDT] = {
 	X(a, b8, uint8_t, HAL_DT_BOOL, bool)
 #define CAST_TYPES2(X, a) \
 	X(a, f32, float, HAL_DT_F32, flt) X(a, f64, double, HAL_DT_F64, flt) \
-	X(a, f16, uint16_t, HAL_DT_F16, half) \
+	X(a, f16, uint16_t, HAL_DT_F16, half) X(a, bf16, uint16_t, HAL_DT_BF16, bhalf) \
 	X(a, i8, int8_t, HAL_DT_I8, sint) X(a, i16, int16_t, HAL_DT_I16, sint) \
 	X(a, i32, int32_t, HAL_DT_I32, sint) X(a, i64, int64_t, HAL_DT_I64, sint) \
 	X(a, u8, uint8_t, HAL_DT_U8, uint) X(a, u16, uint16_t, HAL_DT_U16, uint) \
@@ -868,8 +889,10 @@ static const ew_fn t_powx[NDT] = {
 #define LD_uint(x) (x)
 #define LD_bool(x) (x)
 #define LD_half(x) h2f(x)
+#define LD_bhalf(x) bf2f(x)
 #define ST_flt(DT, v) (DT)(v)
 #define ST_half(DT, v) f2h((float)(v))
+#define ST_bhalf(DT, v) f2bf((float)(v))
 #define ST_bool(DT, v) (DT)((v) != 0)
 #define ST_sint(DT, v) _Generic((v), float: (DT)f2i64(v), double: (DT)f2i64(v), default: (DT)(v))
 #define ST_uint(DT, v) _Generic((v), float: (DT)f2u64(v), double: (DT)f2u64(v), default: (DT)(v))

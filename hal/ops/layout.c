@@ -5,9 +5,9 @@
  *
  * Semantics: the ONNX operator docs. Ops whose output shape depends on an
  * input's values (OneHot's depth, Compress's condition, NonZero's input,
- * MaxUnpool's output_shape) need that input to be known at plan time and
- * otherwise report AIDOS_E_UNSUPPORTED with "... must be known at plan time",
- * as the planner's other kernels do. Data moves as bytes, so any dtype aidos
+ * MaxUnpool's output_shape) ask for that value with hal_need_value(): a
+ * graph input is then value-keyed by the session (at most 64 elements),
+ * anything else reports "... must be known at plan time". Data moves as bytes, so any dtype aidos
  * holds works except where a value is computed (EyeLike's and OneHot's
  * numbers, Det's float arithmetic).
  */

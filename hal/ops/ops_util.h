@@ -49,13 +49,12 @@ static inline int ou_need_float(hal_step *s, const hal_tensor *t, const char *wh
 }
 
 /* 0 when t's value is known at plan time (weights, folded values); else
- * AIDOS_E_UNSUPPORTED with the wording the planner's other kernels use. */
+ * AIDOS_E_UNSUPPORTED through hal_need_value(), which also asks the session
+ * to plan again with the graph inputs t derives from value-keyed (bounded by
+ * the session's element limit). t must be one of s->in[]. */
 static inline int ou_need_const(hal_step *s, const hal_tensor *t, const char *what)
 {
-	if (!t->data)
-		return hal_err(s, AIDOS_E_UNSUPPORTED, "%s of %s must be known at plan time", what,
-			       s->op->name);
-	return 0;
+	return hal_need_value(s, t, what);
 }
 
 /* A scalar (or one-element) plan-time constant as int64 into *v. */

@@ -4,8 +4,9 @@
  *
  * A plan fixes every tensor's shape before a request runs, so these ops
  * run only when their inputs are known at plan time (weights, folded
- * values, or inputs the planner treats as values); otherwise infer() says
- * "... must be known at plan time" (AIDOS_E_UNSUPPORTED). infer() computes
+ * values, or graph inputs value-keyed through hal_need_value(), at most 64
+ * elements each); otherwise infer() says "... must be known at plan time"
+ * (AIDOS_E_UNSUPPORTED). infer() computes
  * the selection into s->params and sets the shapes; exec() copies it out.
  *
  * Unique: as numpy.unique with return_index/inverse/counts; slices along

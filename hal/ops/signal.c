@@ -14,7 +14,8 @@
  * MelWeightMatrix builds the triangular filter bank exactly as the ONNX
  * reference does (integer bin edges from (dft_length + 1) * f / rate).
  * Output shapes depend on the values of size, frame_step, frame_length,
- * dft_length and num_mel_bins, so those must be known at plan time.
+ * dft_length and num_mel_bins, so those are asked for with hal_need_value()
+ * (graph inputs become value-keyed).
  * The transforms are direct O(n^2) sums in double (the reference), so
  * lengths stop at DFT_MAX; windows at WINDOW_MAX points.
  */
