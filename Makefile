@@ -19,7 +19,7 @@ endif
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Wno-unused-parameter \
            -Wshadow -Wstrict-prototypes -Wvla -fPIC -pthread -Iinclude -I. -I$(BUILD)/gen
-LDLIBS  := -lgrpc -lgpr -lprotobuf-c -lucp -lucs -lm -pthread
+LDLIBS  := -lgrpc -lgpr -lprotobuf-c -lucp -lucs -lrdmacm -libverbs -lm -pthread
 LDFLAGS += $(LDSAN)
 
 # Library sources: every module's .c files (tools and mains excluded).

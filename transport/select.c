@@ -83,3 +83,53 @@ int xport_tag_recv(xport *x, uint64_t want, uint64_t mask, void *buf, size_t cap
 {
 	return x->ops->tag_recv(x, want, mask, buf, cap, len, got_tag, timeout_ms);
 }
+
+int xport_open(const char *kind, const xport_opts *o, xport **out, char *err, size_t errlen)
+{
+	xport_opts t = { 0 };
+
+	*out = NULL;
+	if (o)
+		t = *o;
+	if (!kind || !strcmp(kind, "ucx"))
+		return xport_ucx->create(o, out, err, errlen);
+	if (!strcmp(kind, "tcp")) {
+		t.tls = "tcp";
+		return xport_ucx->create(&t, out, err, errlen);
+	}
+	if (!strcmp(kind, "verbs"))
+		return xport_verbs->create(o, out, err, errlen);
+	if (err && errlen)
+		snprintf(err, errlen, "unknown transport '%s': want verbs, ucx or tcp", kind);
+	return AIDOS_E_INVALID;
+}
+
+int xport_open_auto(const char *want, const xport_opts *o, xport **out, char *why, size_t whylen, char *err,
+		    size_t errlen)
+{
+	char dev[256], verr[512] = "";
+	int rc;
+
+	*out = NULL;
+	if (!want)
+		want = "auto";
+	if (strcmp(want, "auto")) {
+		if ((rc = xport_open(want, o, out, err, errlen)))
+			return rc;
+		snprintf(why, whylen, "--transport %s (%s)", want,
+			 !strcmp(want, "tcp") ? "UCX over TCP" : !strcmp(want, "ucx") ? "UCX required" : "raw verbs required");
+		return 0;
+	}
+	/* auto: verbs when a device has an active port, then UCX. */
+	if (xport_verbs_probe(dev, sizeof dev)) {
+		if (!(rc = xport_verbs->create(o, out, verr, sizeof verr))) {
+			snprintf(why, whylen, "--transport auto (RDMA device %s active: raw verbs)", dev);
+			return 0;
+		}
+		snprintf(dev + strlen(dev), sizeof dev - strlen(dev), " is active but verbs failed: %s", verr);
+	}
+	if ((rc = xport_ucx->create(o, out, err, errlen)))
+		return rc;
+	snprintf(why, whylen, "--transport auto (verbs not used: %s; UCX's choice)", dev);
+	return 0;
+}

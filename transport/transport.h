@@ -180,8 +180,8 @@ int xport_tag_recv(xport *x, uint64_t want, uint64_t mask, void *buf, size_t cap
  *   char why[512], err[256];
  *   xport *x;
  *   if (xport_open_auto("auto", NULL, &x, why, sizeof why, err, sizeof err)) ...
- *   // why: "verbs: device rxe0 port 1 active (...)" or
- *   //      "no RDMA device with an active port (...): UCX"
+ *   // why: "--transport auto (RDMA device rxe0 active: raw verbs)" or
+ *   //      "--transport auto (verbs not used: no RDMA devices; UCX's choice)"
  *
  * Every call above dispatches through the handle's xport_ops; each backend's
  * objects start with the public struct, so the dispatch is one indirect call.
@@ -216,6 +216,34 @@ struct xport_ep { const xport_ops *ops; };
 struct xport_mem { const xport_ops *ops; };
 
 extern const xport_ops *const xport_ucx;    /* transport/ucx.c */
+extern const xport_ops *const xport_verbs;  /* transport/verbs.c */
+
+/* The handle's backend ("ucx" or "verbs"). */
+const char *xport_backend(const xport *x);
+
+/* Opens the backend named by kind: "ucx" (UCX's choice of transports),
+ * "tcp" (UCX over TCP: o->tls forced to "tcp"), "verbs" (raw verbs over
+ * librdmacm; fails unless an RDMA device with an active port exists).
+ * Errors: AIDOS_E_INVALID (unknown kind), AIDOS_E_UNSUPPORTED (no such
+ * device / transport here), AIDOS_E_NOMEM, -errno; err says which. */
+int xport_open(const char *kind, const xport_opts *o, xport **out, char *err, size_t errlen);
+
+/* Opens want ("auto", "verbs", "ucx", "tcp"; NULL: "auto") and writes into
+ * why (never left empty) which backend it chose and why, as a prefix for
+ * xport_describe's reason: "--transport auto (RDMA device rxe0 active: raw
+ * verbs)", "--transport auto (verbs not used: no RDMA devices; UCX's
+ * choice)". auto tries verbs when an RDMA device with an active port exists,
+ * else (or when verbs fails, its error quoted in why) UCX; UCX then names its
+ * own transports (TCP included) through xport_describe: nothing falls back
+ * silently. A named backend that cannot start is an error, never a fallback.
+ * Errors: those of xport_open; err (may be NULL) says why nothing opened. */
+int xport_open_auto(const char *want, const xport_opts *o, xport **out, char *why, size_t whylen, char *err,
+		    size_t errlen);
+
+/* 1 if some RDMA device has a port in state ACTIVE, and its name in dev
+ * (may be NULL); 0 otherwise with the reason in dev ("no RDMA devices",
+ * "rxe0: port 1 DOWN"). No side effects; safe anywhere. */
+int xport_verbs_probe(char *dev, size_t devlen);
 
 /* FNV-1a 64 over bytes, continuing from h (start with XPORT_FNV_INIT). */
 #define XPORT_FNV_INIT 0xcbf29ce484222325ull
