@@ -2,7 +2,7 @@
  * node/node_main.c - `aidos-node`: the node daemon (docs/cluster.md).
  *
  *   aidos-node --coord ADDR --name NAME --data-dir DIR [--listen ADDR]
- *              [--advertise ADDR] [--transport auto|ucx|tcp] [--heartbeat-ms N]
+ *              [--advertise ADDR] [--transport auto|verbs|ucx|tcp] [--heartbeat-ms N]
  *
  * Prints exactly one line on stdout, `aidos-node ready boot_ms=<x> name=<n>
  * rpc=<addr> transport=<name>`, once it serves (registered, agents
@@ -44,9 +44,10 @@ static void usage(FILE *f)
 		"  --listen ADDR        host:port for the aidos.Node service (default 0.0.0.0:0, any port)\n"
 		"  --advertise ADDR     host:port others use to reach it (default: the address this\n"
 		"                       host uses towards the coordinator, with the bound port)\n"
-		"  --transport T        auto: UCX's own choice of transports, and without UCX no data\n"
-		"                       plane (said so); ucx: the same but UCX must start; tcp: UCX\n"
-		"                       restricted to TCP (UCX_TLS=tcp). Default auto.\n"
+		"  --transport T        auto: raw verbs when an RDMA device has an active port, else\n"
+		"                       UCX's own choice, and without either no data plane (said so);\n"
+		"                       verbs: raw verbs must start (AIDOS_RDMA_DEV/PORT/GID/MTU/IP);\n"
+		"                       ucx: UCX must start; tcp: UCX restricted to TCP. Default auto.\n"
 		"  --heartbeat-ms N     heartbeat period (default: what the coordinator asks, 250)\n"
 		"  --workers N          data-plane worker threads (default min(4, cores))\n"
 		"  --help               this text\n"
@@ -120,8 +121,8 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--advertise"))
 			o.advertise = val;
 		else if (!strcmp(a, "--transport")) {
-			if (strcmp(val, "auto") && strcmp(val, "ucx") && strcmp(val, "tcp"))
-				return usage_err("--transport takes auto, ucx or tcp, not", val);
+			if (strcmp(val, "auto") && strcmp(val, "verbs") && strcmp(val, "ucx") && strcmp(val, "tcp"))
+				return usage_err("--transport takes auto, verbs, ucx or tcp, not", val);
 			o.transport = val;
 		} else if (!strcmp(a, "--heartbeat-ms")) {
 			if (parse_u64(val, 10, 60000, &v))
