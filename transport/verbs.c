@@ -1104,10 +1104,32 @@ static int cm_wait(struct rdma_event_channel *ch, enum rdma_cm_event_type want, 
 	}
 }
 
+static int connect_once(vx *x, const unsigned char *a, xport_ep **out);
+
+/* Connects, retrying a rejected or unreachable attempt twice: the first
+ * connection between two rxe devices of one host is sometimes rejected
+ * (measured in tools/test-rxe.sh's VM: REJECTED, status 8, "invalid service
+ * id", once, right after the neighbour entry appears); the next one works. */
 static int verbs_connect(xport *xb, const void *addr, size_t len, xport_ep **out)
 {
 	vx *x = (vx *)xb;
 	const unsigned char *a = addr;
+	int rc;
+
+	*out = NULL;
+	if (!a || len != ADDR_LEN || memcmp(a, "AXVA", 4) || rd16(a + 4) != ENV_VERSION || rd16(a + 6) != ADDR_LEN ||
+	    rd64(a + 24) != xport_fnv1a(XPORT_FNV_INIT, a, 24))
+		return AIDOS_E_INVALID;
+	for (int i = 0;; i++) {
+		rc = connect_once(x, a, out);
+		if (i == 2 || (rc != -ECONNREFUSED && rc != -EHOSTUNREACH))
+			return rc;
+		usleep(50000);
+	}
+}
+
+static int connect_once(vx *x, const unsigned char *a, xport_ep **out)
+{
 	struct rdma_event_channel *ch = NULL;
 	struct rdma_cm_id *id = NULL;
 	struct rdma_cm_event *ev;
@@ -1115,10 +1137,6 @@ static int verbs_connect(xport *xb, const void *addr, size_t len, xport_ep **out
 	char why[256] = "";
 	int rc;
 
-	*out = NULL;
-	if (!a || len != ADDR_LEN || memcmp(a, "AXVA", 4) || rd16(a + 4) != ENV_VERSION || rd16(a + 6) != ADDR_LEN ||
-	    rd64(a + 24) != xport_fnv1a(XPORT_FNV_INIT, a, 24))
-		return AIDOS_E_INVALID;
 	lk(x);
 	for (vep *e = x->eps; e; e = e->next)
 		if (e->cached && !memcmp(e->addr, a, ADDR_LEN)) {
