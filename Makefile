@@ -38,7 +38,7 @@ FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 # flags (sanitizers included) as the library they link.
 TOOL_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/tools/*.c) $(wildcard bench/*.c))
 
-.PHONY: all deps test test-unit demo bench conformance clean models san-test help
+.PHONY: all deps test test-unit demo bench conformance clean models san-test help test-rxe
 all: $(BUILD)/libaidos.a $(BUILD)/libaidos.so $(BINS) $(TESTS) $(TOOL_BINS)
 
 help:
@@ -49,6 +49,7 @@ help:
 	@echo "make demo       run a real model end to end"
 	@echo "make bench      benchmarks (bench/)"
 	@echo "make conformance ONNX node conformance cases"
+	@echo "make test-rxe   the verbs transport over Soft-RoCE in a QEMU VM (tools/test-rxe.sh)"
 
 deps:
 	@tools/deps.sh
@@ -104,6 +105,11 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory models
 	@tests/run.sh $(BUILD)
+
+# Soft-RoCE in a QEMU VM: Debian's kernel + rdma-core fetched once into
+# ~/.cache/aidos/rxe; the verbs cluster test and perftest comparison inside.
+test-rxe: all
+	@tools/test-rxe.sh $(BUILD)
 
 san-test:
 	@$(MAKE) --no-print-directory SAN=1 all
