@@ -68,8 +68,8 @@
 #define HDR 16                   /* {u64 tag, u32 total, u32 off} */
 #define RECV_DEPTH 16            /* receive buffers posted per QP */
 #define SEND_SLOTS 8             /* bounce slots per QP for non-inline SENDs */
-#define SEND_WR 64               /* QP send queue depth */
-#define MAX_EPS 64               /* bounds the shared CQ */
+#define SEND_WR 32               /* QP send queue depth */
+#define MAX_EPS 256              /* bounds the shared CQ (rxe: 32K CQEs at most) */
 #define CQ_DEPTH (MAX_EPS * (RECV_DEPTH + SEND_WR))
 #define STAGE (4u << 20)         /* get/put bounce buffer for unregistered memory */
 #define MAX_MSG (1u << 30)
@@ -287,21 +287,25 @@ static int wc_code(enum ibv_wc_status s)
 }
 
 /* Marks ep failed with why (first reason wins) and moves its QP to the error
- * state, which flushes every posted WR. Lock held. */
-static void ep_fail(vep *ep, int code, const char *why)
+ * state, which flushes every posted WR. Failures (not orderly closes,
+ * quiet != 0) get one stderr line. Lock held. */
+static void ep_fail_q(vep *ep, int code, const char *why, int quiet)
 {
 	struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
 
 	if (!ep->status) {
 		__atomic_store_n(&ep->status, code ? code : -ECONNRESET, __ATOMIC_RELEASE);
-		snprintf(ep->desc, sizeof ep->desc, "verbs failed: %s", why);
-		fprintf(stderr, "aidos verbs: endpoint %s: %s\n", ep->passive ? "(accepted)" : "(connected)", why);
+		snprintf(ep->desc, sizeof ep->desc, "verbs %s: %s", quiet ? "closed" : "failed", why);
+		if (!quiet)
+			fprintf(stderr, "aidos verbs: endpoint %s: %s\n", ep->passive ? "(accepted)" : "(connected)", why);
 	}
 	if (ep->qp && !ep->dead) {
 		ibv_modify_qp(ep->qp, &a, IBV_QP_STATE);
 		ep->dead = 1;
 	}
 }
+
+static void ep_fail(vep *ep, int code, const char *why) { ep_fail_q(ep, code, why, 0); }
 
 /* ---- completions ---- */
 
@@ -603,13 +607,17 @@ static int verbs_choose(vx *x, const xport_opts *o, uint32_t *ip, char *err, siz
 			}
 			int best = -1, best_rank = -1;
 			uint32_t best_ip = 0;
-			for (int g = 0; g < pa.gid_tbl_len; g++) {
-				struct ibv_gid_entry ge;
+			/* One call for the valid entries (rxe's table has 1024 slots,
+			 * mostly empty: querying each costs seconds under emulation). */
+			struct ibv_gid_entry ge[64];
+			ssize_t ng = ibv_query_gid_table(c, ge, 64, 0);
+			for (ssize_t i2 = 0; i2 < ng; i2++) {
 				uint32_t gip = 0;
-				if (ibv_query_gid_ex(c, (uint32_t)p, (uint32_t)g, &ge, 0))
+				int g = (int)ge[i2].gid_index;
+				if (ge[i2].port_num != (uint32_t)p)
 					continue;
-				int v4 = gid_ipv4(&ge.gid, &gip);
-				int rank = (ge.gid_type == IBV_GID_TYPE_ROCE_V2) * 2 + v4;
+				int v4 = gid_ipv4(&ge[i2].gid, &gip);
+				int rank = (ge[i2].gid_type == IBV_GID_TYPE_ROCE_V2) * 2 + v4;
 				if (want_gid >= 0 ? g == want_gid : rank > best_rank) {
 					best = g, best_rank = rank, best_ip = v4 ? gip : 0;
 					if (want_gid >= 0)
@@ -868,10 +876,12 @@ static void *cm_main(void *arg)
 			case RDMA_CM_EVENT_DEVICE_REMOVAL:
 			case RDMA_CM_EVENT_CONNECT_ERROR:
 			case RDMA_CM_EVENT_UNREACHABLE:
+				/* a peer going away is routine (every client exits):
+				 * recorded on the endpoint, not logged */
 				if (ep)
-					ep_fail(ep, -ECONNRESET, ev->event == RDMA_CM_EVENT_DISCONNECTED ?
-						"peer disconnected (process gone or closed the connection)" :
-						rdma_event_str(ev->event));
+					ep_fail_q(ep, -ECONNRESET, ev->event == RDMA_CM_EVENT_DISCONNECTED ?
+						  "peer disconnected (process gone or closed the connection)" :
+						  rdma_event_str(ev->event), ev->event == RDMA_CM_EVENT_DISCONNECTED);
 				break;
 			default:
 				break;
@@ -951,13 +961,6 @@ static int verbs_create(const xport_opts *o, xport **out, char *err, size_t errl
 		goto fail;
 	}
 	fcntl(x->cc->fd, F_SETFL, fcntl(x->cc->fd, F_GETFL) | O_NONBLOCK);
-	x->stage = pool_malloc(STAGE);
-	x->stage_mr = x->stage ? ibv_reg_mr(x->pd, x->stage, STAGE, IBV_ACCESS_LOCAL_WRITE) : NULL;
-	if (!x->stage_mr) {
-		rc = AIDOS_E_NOMEM;
-		seterr(err, errlen, "staging buffer: cannot allocate or register %u bytes", STAGE);
-		goto fail;
-	}
 	uint16_t port = ((struct sockaddr_in *)rdma_get_local_addr(x->listen))->sin_port;
 	uint64_t seed = now_ns() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)x;
 	x->self_id = xport_fnv1a(XPORT_FNV_INIT, &seed, sizeof seed);
@@ -1003,7 +1006,7 @@ static void verbs_destroy(xport *xb)
 	for (vep *ep = x->eps; ep; ep = ep->next) {
 		if (ep->id && ep->established)
 			rdma_disconnect(ep->id);
-		ep_fail(ep, -ECONNRESET, "transport closed");
+		ep_fail_q(ep, -ECONNRESET, "transport closed", 1);
 		ep->refs = 0;
 		ep->held = 0;
 	}
@@ -1279,7 +1282,7 @@ static void verbs_disconnect(xport *xb, xport_ep *eb)
 		ep->cached = 0;
 		if (ep->established && !ep->status)
 			rdma_disconnect(ep->id);
-		ep_fail(ep, -ECONNRESET, "disconnected by this side");
+		ep_fail_q(ep, -ECONNRESET, "disconnected by this side", 1);
 		reap(x);
 	}
 	ulk(x);
@@ -1423,8 +1426,19 @@ static int rma(xport *xb, xport_ep *eb, int write, void *local, size_t len, uint
 		return rc;
 	}
 	ulk(x);
-	/* Unregistered local memory: through the staging buffer. */
+	/* Unregistered local memory: through the staging buffer, made on
+	 * first use (most processes never need it). */
 	pthread_mutex_lock(&x->stage_mu);
+	if (!x->stage_mr) {
+		if (!x->stage)
+			x->stage = pool_malloc(STAGE);
+		x->stage_mr = x->stage ? ibv_reg_mr(x->pd, x->stage, STAGE, IBV_ACCESS_LOCAL_WRITE) : NULL;
+		if (!x->stage_mr) {
+			pthread_mutex_unlock(&x->stage_mu);
+			fprintf(stderr, "aidos verbs: staging buffer: cannot allocate or register %u bytes\n", STAGE);
+			return AIDOS_E_NOMEM;
+		}
+	}
 	lk(x);
 	for (size_t off = 0; off < len && !rc; off += STAGE) {
 		size_t n = len - off < STAGE ? len - off : STAGE;
