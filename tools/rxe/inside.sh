@@ -9,10 +9,10 @@
 #               --transport verbs; `aidosctl nodes --json` says verbs for both
 #   3 infer     Silero VAD fed its state, placed on each node in turn:
 #               `aidosctl infer` (over verbs) byte-identical to `aidos run`
-#   4 migrate   stateful Silero VAD, 20 chunks, migrated after chunk 10
+#   4 migrate   stateful Silero VAD, 12 chunks, migrated after chunk 6
 #               (the target pulls the context with RDMA READ): every output
 #               and state byte-identical to an unmigrated twin and to aidos run
-#   5 migsize   synthetic stateful models of 64 KiB..32 MiB context migrated
+#   5 migsize   synthetic stateful models of 64 KiB..8 MiB context migrated
 #               n1 -> n2, aidosctl's migration time each (BENCH lines)
 #   6 serving   a wrong rkey and a dead source in ImportContext-by-migration
 #               do not stop the nodes: infer still answers afterwards
@@ -114,8 +114,8 @@ else
 	dstA=n2
 	[[ $srcA == n2 ]] && dstA=n1
 	if ((ok)); then
-		for k in $(seq -w 0 19); do
-			if [[ $k == 10 ]]; then
+		for k in $(seq -w 0 11); do
+			if [[ $k == 06 ]]; then
 				if ctl migrate vadA --to "$dstA" >"$W/mig.vadA" 2>&1; then
 					mig_line=$(head -n 1 "$W/mig.vadA")
 				else
@@ -125,11 +125,11 @@ else
 			for a in vadA vadB; do
 				mkdir -p "$W/st/$a/$k"
 				ctl infer "$a" --input "input=$D/vad_$k.npy" --input "sr=$D/sr.npy" --output-dir "$W/st/$a/$k" \
-					>"$W/inf.$a.$k" 2>&1 || { ok=0; detail+="infer $a chunk $k: $(tail -n 1 "$W/inf.$a.$k"); "; }
+					>"$W/inf.$a.$k" 2>&1 || { ok=0; detail+="infer $a chunk $k: $(grep -v '^aidos verbs' "$W/inf.$a.$k" | tail -n 2 | tr '\n' ' '); "; }
 			done
 		done
 		cp "$D/state0.npy" "$W/st_state.npy"
-		for k in $(seq -w 0 19); do
+		for k in $(seq -w 0 11); do
 			mkdir -p "$W/st/local/$k"
 			timeout 30 "$B/aidos" run "$VAD" --input "input=$D/vad_$k.npy" --input "sr=$D/sr.npy" \
 				--input "state=$W/st_state.npy" --output-dir "$W/st/local/$k" >/dev/null 2>&1 ||
@@ -137,7 +137,7 @@ else
 			cp "$W/st/local/$k/stateN.npy" "$W/st_state.npy"
 		done
 		same_b=0 same_l=0
-		for k in $(seq -w 0 19); do
+		for k in $(seq -w 0 11); do
 			cmp -s "$W/st/vadA/$k/output.npy" "$W/st/vadB/$k/output.npy" &&
 				cmp -s "$W/st/vadA/$k/stateN.npy" "$W/st/vadB/$k/stateN.npy" && same_b=$((same_b + 1))
 			cmp -s "$W/st/vadA/$k/output.npy" "$W/st/local/$k/output.npy" &&
@@ -145,33 +145,39 @@ else
 		done
 		after=$(agent_node vadA)
 		[[ $after == "$dstA" ]] || { ok=0; detail+="vadA on '$after' after the migration, wanted $dstA; "; }
-		((same_b == 20)) || { ok=0; detail+="$same_b/20 chunks identical to the unmigrated agent; "; }
-		((same_l == 20)) || { ok=0; detail+="$same_l/20 chunks identical to aidos run; "; }
+		((same_b == 12)) || { ok=0; detail+="$same_b/12 chunks identical to the unmigrated agent; "; }
+		((same_l == 12)) || { ok=0; detail+="$same_l/12 chunks identical to aidos run; "; }
 		pulled=$(grep -h -i "import\|pull" "$W/$dstA.log" | tail -n 1)
 	fi
 	if ((ok)); then
-		pass migrate "20/20 outputs and states byte-identical to the unmigrated twin and to aidos run; $srcA -> $dstA: $mig_line"
+		pass migrate "12/12 outputs and states byte-identical to the unmigrated twin and to aidos run; $srcA -> $dstA after chunk 6: $mig_line"
 		note "target log: ${pulled:-?}"
 	else
 		fail migrate "$detail"
+		tail -n 4 "$W/n1.log" "$W/n2.log" | sed 's/^/      | /'
 	fi
 fi
 
 # ---- 5. migration time vs context size ----
 n_ok=0 n_try=0
-for sz in 65536 1048576 8388608 33554432; do
+for sz in 65536 1048576 8388608; do
 	m=$D/state_$sz.onnx
 	[[ -f $m ]] || continue
 	n_try=$((n_try + 1))
 	a=ctx$sz
 	ctl place "$a" "$m" --stateful --node n1 >/dev/null 2>&1 || continue
-	ctl infer "$a" --input "x=$D/one.npy" --output-dir "$W/ctx/$a" >/dev/null 2>&1
+	ctl infer "$a" --input "x=$D/one.npy" --output-dir "$W/ctx/$a" >"$W/inf1.$a" 2>&1 ||
+		note "infer $a before the migration: $(grep -v '^aidos verbs' "$W/inf1.$a" | tail -n 2 | tr '\n' ' ')"
 	src=$(agent_node "$a")
 	dst=n2
 	[[ $src == n2 ]] && dst=n1
 	if ctl migrate "$a" --to "$dst" >"$W/mig.$a" 2>&1; then
 		ms=$(sed -n 's/.* in \([0-9.]*\) ms (context \([0-9]*\) bytes.*/\1/p' "$W/mig.$a" | head -n 1)
-		ctl infer "$a" --input "x=$D/one.npy" --output-dir "$W/ctx2/$a" >/dev/null 2>&1 && n_ok=$((n_ok + 1))
+		if ctl infer "$a" --input "x=$D/one.npy" --output-dir "$W/ctx2/$a" >"$W/inf2.$a" 2>&1; then
+			n_ok=$((n_ok + 1))
+		else
+			note "infer $a after the migration: $(grep -v '^aidos verbs' "$W/inf2.$a" | tail -n 2 | tr '\n' ' ')"
+		fi
 		bench "{\"tool\":\"aidos-verbs\",\"op\":\"migrate\",\"size\":$sz,\"ms\":${ms:-0}}"
 		note "context $sz bytes $src -> $dst: $(head -n 1 "$W/mig.$a")"
 	else
@@ -182,15 +188,15 @@ done
 if ((n_try == 0)); then
 	skip migsize "no synthetic state models in the image (python3-onnx on the host)"
 elif ((n_ok == n_try)); then
-	pass migsize "$n_ok contexts (64 KiB..32 MiB) migrated over RDMA READ and served afterwards"
+	pass migsize "$n_ok contexts (64 KiB..8 MiB) migrated over RDMA READ and served afterwards"
 else
 	fail migsize "$n_ok/$n_try contexts migrated and served"
 fi
 
 # ---- 6. the nodes keep serving after transport errors ----
-# A source killed mid-pull: migrate the 32 MiB context and kill its node
-# while the target reads it (rxe at ~40 MB/s: the pull lasts ~1 s).
-m=$D/state_33554432.onnx
+# A source killed mid-pull: migrate the 8 MiB context and kill its node
+# while the target reads it (measured: the pull lasts ~2 s in the VM).
+m=$D/state_8388608.onnx
 if [[ -f $m && -f $VAD ]]; then
 	start_node n3 rxe0 7713
 	for i in $(seq 200); do grep -q ready "$W/n3.out" && break; sleep 0.1; done
@@ -217,7 +223,7 @@ if [[ -f $m && -f $VAD ]]; then
 		fail peer-killed "after killing the source, n2 no longer answers"
 	fi
 else
-	skip peer-killed "no 32 MiB state model or VAD in the image"
+	skip peer-killed "no 8 MiB state model or VAD in the image"
 fi
 
 kill "$(cat "$W/n1.pid")" "$(cat "$W/n2.pid")" "$CPID" 2>/dev/null
