@@ -210,18 +210,11 @@ con=$build/test-logs/rxe-console.log
 
 # ---- 5. results ----
 grep -E '^(rxe-vm|    PASS|    FAIL|    SKIP|      )' "$con"
-passed=$(grep -c '^    PASS' "$con")
-failed=$(grep -c '^    FAIL' "$con")
-skipped=$(grep -c '^    SKIP' "$con")
-if ! grep -q '^rxe-vm: done' "$con"; then
-	log "the VM did not finish (qemu exit $qrc after $vm_s s); last console lines:"
-	tail -n 30 "$con" | sed 's/^/    | /'
-	failed=$((failed + 1))
-fi
 sed -n 's/^BENCH //p' "$con" >"$work/bench.jsonl"
+: >"$work/table.txt"
 if [[ -s $work/bench.jsonl && -x $PY ]]; then
 	mkdir -p "$root/bench/results"
-	"$PY" - "$work/bench.jsonl" "$root/bench/results/rxe-latest.json" "$accel" "$vm_s" <<'PYEOF' || failed=$((failed + 1))
+	"$PY" - "$work/bench.jsonl" "$root/bench/results/rxe-latest.json" "$accel" "$vm_s" >"$work/table.txt" 2>&1 <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith('{')]
 out = {"setup": "one QEMU VM (%s), Debian 6.1 kernel, rxe0@veth0 <-> rxe1@veth1, MTU 9000" % sys.argv[3],
@@ -260,7 +253,35 @@ mig = sorted((r for r in rows if r.get("op") == "migrate"), key=lambda r: r["siz
 if mig:
     print("      migration over RDMA READ, context size -> aidosctl migrate ms: " +
           ", ".join("%d KiB %.1f ms" % (r["size"] >> 10, r["ms"]) for r in mig))
+# the acceptance targets (issue 5), on this link
+wb, vb = get("perftest", "write_bw", 1048576), get("aidos-verbs", "put_bw", 1048576)
+if wb and vb:
+    r = vb["MBps"] / wb["MBps"]
+    print("    %s bw-1MiB: aidos verbs put %.1f MB/s = %.0f%% of ib_write_bw %.1f MB/s (target >= 90%%)" %
+          ("PASS" if r >= 0.9 else "FAIL", vb["MBps"], 100 * r, wb["MBps"]))
+else:
+    print("    FAIL bw-1MiB: missing ib_write_bw or aidos verbs put_bw at 1 MiB")
+worst = None
+for sz in (2, 64):
+    wl, vl = get("perftest", "write_lat", sz), get("aidos-verbs", "put_lat", sz)
+    if wl and vl and (worst is None or vl["us"] / wl["us"] > worst[0]):
+        worst = (vl["us"] / wl["us"], sz, vl["us"], wl["us"])
+if worst:
+    print("    %s lat-small: aidos verbs put ping-pong / ib_write_lat, worst of 2 B and 64 B: %.2fx "
+          "(%d B: %.1f us vs %.1f us; target <= 1.2x)" % ("PASS" if worst[0] <= 1.2 else "FAIL", *worst))
+else:
+    print("    FAIL lat-small: missing ib_write_lat or aidos verbs put_lat at 2/64 B")
 PYEOF
+	(($? == 0)) || echo "    FAIL results: the comparison script failed" >>"$work/table.txt"
+fi
+cat "$work/table.txt"
+passed=$(cat "$con" "$work/table.txt" | grep -c '^    PASS')
+failed=$(cat "$con" "$work/table.txt" | grep -c '^    FAIL')
+skipped=$(cat "$con" "$work/table.txt" | grep -c '^    SKIP')
+if ! grep -q '^rxe-vm: done' "$con"; then
+	log "the VM did not finish (qemu exit $qrc after $vm_s s); last console lines:"
+	tail -n 30 "$con" | sed 's/^/    | /'
+	failed=$((failed + 1))
 fi
 log "VM ($accel) ran $vm_s s; whole run $((SECONDS - t_start)) s"
 echo "$passed passed, $failed failed, $skipped skipped"

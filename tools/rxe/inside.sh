@@ -74,7 +74,7 @@ else
 	fail up "cluster did not come up: $(cat "$W/nodes.err" 2>/dev/null | head -c 300)"
 	tail -n 5 "$W/n1.log" "$W/n2.log" 2>/dev/null | sed 's/^/      | /'
 fi
-agent_node() { ctl agents --json 2>/dev/null | grep -o "{[^{}]*\"name\":\"$1\"[^{}]*}" | grep -o '"node":"[^"]*"' | cut -d'"' -f4; }
+agent_node() { ctl agents --json 2>/dev/null | grep -o "\"name\":\"$1\",\"node\":\"[^\"]*\"" | cut -d'"' -f8; }
 
 # ---- 3. remote inference equals aidos run ----
 VAD=$D/silero_vad_v5.onnx
@@ -166,6 +166,7 @@ for sz in 65536 1048576 8388608; do
 	n_try=$((n_try + 1))
 	a=ctx$sz
 	ctl place "$a" "$m" --stateful --node n1 >/dev/null 2>&1 || continue
+	mkdir -p "$W/ctx/$a" "$W/ctx2/$a"
 	ctl infer "$a" --input "x=$D/one.npy" --output-dir "$W/ctx/$a" >"$W/inf1.$a" 2>&1 ||
 		note "infer $a before the migration: $(grep -v '^aidos verbs' "$W/inf1.$a" | tail -n 2 | tr '\n' ' ')"
 	src=$(agent_node "$a")
@@ -195,7 +196,7 @@ fi
 
 # ---- 6. the nodes keep serving after transport errors ----
 # A source killed mid-pull: migrate the 8 MiB context and kill its node
-# while the target reads it (measured: the pull lasts ~2 s in the VM).
+# as soon as it logs the export (measured: the pull then lasts ~0.9 s).
 m=$D/state_8388608.onnx
 if [[ -f $m && -f $VAD ]]; then
 	start_node n3 rxe0 7713
@@ -203,9 +204,11 @@ if [[ -f $m && -f $VAD ]]; then
 	ctl place big "$m" --stateful --node n3 >/dev/null 2>&1
 	src=$(agent_node big)
 	(ctl migrate big --to n2 >"$W/mig.big" 2>&1; echo $? >"$W/mig.big.rc") &
-	sleep 0.3
+	mpid=$!
+	# kill the source as soon as it has exported (the target pulls then)
+	for i in $(seq 1000); do grep -q "exported, agent frozen" "$W/n3.log" && break; sleep 0.01; done
 	kill -9 "$(cat "$W/n3.pid")" 2>/dev/null
-	wait
+	wait "$mpid"
 	mrc=$(cat "$W/mig.big.rc")
 	err=$(tail -n 1 "$W/mig.big")
 	mkdir -p "$W/after"
@@ -226,8 +229,8 @@ else
 	skip peer-killed "no 8 MiB state model or VAD in the image"
 fi
 
-kill "$(cat "$W/n1.pid")" "$(cat "$W/n2.pid")" "$CPID" 2>/dev/null
-wait 2>/dev/null
+kill "$(cat "$W/n1.pid")" "$(cat "$W/n2.pid")" "$(cat "$W/n3.pid" 2>/dev/null)" "$CPID" 2>/dev/null
+wait 2>/dev/null   # every child: the daemons just killed
 
 # ---- 7. benchmarks on rxe0 <-> rxe1 ----
 # the RoCE v2 GID holding the device's IPv4 address (what verbs.c picks)
@@ -246,9 +249,10 @@ pt() {   # tool op size args...: server on rxe1 (10.77.0.2), client on rxe0
 	local op=$1 size=$2 bin=$3
 	shift 3
 	timeout 60 "$bin" -d rxe1 -x "$G1" -s "$size" -F "$@" >"$W/pt.srv" 2>&1 &
+	local spid=$!
 	sleep 0.5
 	timeout 60 "$bin" -d rxe0 -x "$G0" -s "$size" -F "$@" $IP1 >"$W/pt.cli" 2>&1
-	wait
+	wait "$spid"
 	# data line: first field is the size
 	local line
 	line=$(awk -v s="$size" '$1 == s {print; exit}' "$W/pt.cli")
@@ -271,11 +275,12 @@ for s in 65536 1048576; do pt read_bw $s /usr/bin/ib_read_bw -n 60 --report_gbit
 vp() {   # backend tool
 	local port=$((7800 + RANDOM % 100))
 	AIDOS_RDMA_DEV=rxe1 UCX_NET_DEVICES=rxe1:1 timeout 120 "$B/bench/verbs_put" server $IP1:$port --backend "$1" >"$W/vp.srv" 2>&1 &
+	local spid=$!
 	sleep 0.5
 	AIDOS_RDMA_DEV=rxe0 UCX_NET_DEVICES=rxe0:1 timeout 120 "$B/bench/verbs_put" client $IP1:$port --backend "$1" --lat-iters 1000 \
 		--bw-bytes 64e6 >"$W/vp.cli" 2>"$W/vp.err"
 	local rc=$?
-	wait
+	wait "$spid"
 	grep '^{' "$W/vp.cli" | sed "s/^{/{\"tool\":\"$2\",/" | sed 's/^/BENCH /'
 	((rc == 0)) || note "verbs_put --backend $1: exit $rc: $(tail -n 2 "$W/vp.err" | tr '\n' ' ') $(tail -n 2 "$W/vp.srv" | tr '\n' ' ')"
 	return $rc
@@ -289,9 +294,10 @@ fi
 export UCX_TLS=rc_v UCX_UD_VERBS_ETH_DGID_CHECK=n
 uxp() {   # test size iters -> the "Final:" line's fields
 	UCX_NET_DEVICES=rxe1:1 timeout 60 ucx_perftest -t "$1" -s "$2" -n "$3" >"$W/ux.srv" 2>&1 &
+	local spid=$!
 	sleep 0.5
 	UCX_NET_DEVICES=rxe0:1 timeout 60 ucx_perftest $IP1 -t "$1" -s "$2" -n "$3" >"$W/ux.cli" 2>&1
-	wait
+	wait "$spid"
 	grep 'Final:' "$W/ux.cli" | tail -n 1
 }
 # Final: iterations typical avg overall bw_avg(MB/s = 2^20 B/s) bw_overall ...
