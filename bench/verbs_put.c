@@ -7,7 +7,10 @@
  *
  *   verbs_put server IP:PORT [--backend verbs|ucx|tcp] [--max BYTES]
  *   verbs_put client IP:PORT [--backend B] [--lat-sizes 2,64,4096]
- *             [--bw-sizes 65536,1048576] [--lat-iters N] [--bw-bytes N]
+ *             [--bw-sizes 65536,1048576] [--lat-iters N] [--bw-bytes N] [--spin-us N]
+ *
+ * Completions are busy-polled (xport_opts.spin_us = -1) unless --spin-us N
+ * (0: the transport's default, 50 us, then sleep), as perftest busy-polls.
  *
  * The RDMA device, port, GID and IP of each side come from AIDOS_RDMA_* (see
  * transport/transport.h). Both sides register one region of --max bytes and
@@ -105,8 +108,11 @@ struct side {
 	xport_ep *ep;
 };
 
+static int spin_us = -1;   /* busy-poll completions, as perftest does (--spin-us) */
+
 static void side_open(struct side *s, const char *backend, size_t max)
 {
+	xport_opts o = { .spin_us = spin_us };
 	char err[512];
 	int rc;
 
@@ -114,7 +120,7 @@ static void side_open(struct side *s, const char *backend, size_t max)
 	if (!(s->buf = aligned_alloc(4096, max)))
 		die("alloc", AIDOS_E_NOMEM);
 	memset(s->buf, 0, max);
-	if ((rc = xport_open(backend, NULL, &s->x, err, sizeof err))) {
+	if ((rc = xport_open(backend, &o, &s->x, err, sizeof err))) {
 		fprintf(stderr, "verbs_put: %s\n", err);
 		die("xport_open", rc);
 	}
@@ -140,12 +146,12 @@ static void swap(struct side *s, int fd)
 		die("read address", -EIO);
 }
 
-/* Spins until the last byte of [0, size) of our region is v. With UCX the
+/* Spins until the last byte of [off, off + size) of our region is v. With UCX the
  * spinner must also drive its worker (software RMA over TCP, and UCX's
  * rc transports move data only inside UCX calls); raw verbs needs nothing. */
-static void spin_for(const struct side *s, size_t size, unsigned char v)
+static void spin_for(const struct side *s, size_t off, size_t size, unsigned char v)
 {
-	const volatile unsigned char *p = s->buf + size - 1;
+	const volatile unsigned char *p = s->buf + off + size - 1;
 	int pump = strcmp(xport_backend(s->x), "verbs") != 0;
 	uint64_t junk;
 
@@ -171,7 +177,7 @@ static int server(const struct sockaddr_in *sa, const char *backend, size_t max)
 		die("xport_connect (back to the client)", rc);
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		uint64_t cmd[3];
+		uint64_t cmd[4];
 		/* between commands keep the transport progressing (UCX's software
 		 * RMA over TCP needs the target; verbs does not) */
 		if (poll(&p, 1, 0) == 0) {
@@ -194,8 +200,9 @@ static int server(const struct sockaddr_in *sa, const char *backend, size_t max)
 		if (cmd[0] == CMD_PINGPONG) {
 			size_t size = cmd[1];
 			for (uint64_t i = 0; i < cmd[2]; i++) {
-				spin_for(&s, size, (unsigned char)(i + 1));
-				if ((rc = xport_put(s.x, s.ep, s.buf, size, s.base, s.rk, s.rklen, 10000)))
+				spin_for(&s, 0, size, (unsigned char)(i + 1));
+				/* back into the client's receive half (cmd[3]) */
+				if ((rc = xport_put(s.x, s.ep, s.buf, size, s.base + cmd[3], s.rk, s.rklen, 10000)))
 					die("xport_put (pong)", rc);
 			}
 			uint64_t ok = 1;
@@ -253,7 +260,7 @@ static int client(const struct sockaddr_in *sa, const char *backend, const char 
 	const char *tname, *why;
 
 	for (int i = 0; i < nl; i++)
-		max = lat[i] > max ? lat[i] : max;
+		max = 2 * lat[i] > max ? 2 * lat[i] : max;   /* ping-pong: send low half, receive high half */
 	for (int i = 0; i < nb; i++)
 		max = bw[i] > max ? bw[i] : max;
 	for (double t0 = now_s(); now_s() - t0 < 20; usleep(50000)) {
@@ -279,16 +286,21 @@ static int client(const struct sockaddr_in *sa, const char *backend, const char 
 	 * over TCP; measured: -ETIMEDOUT), so UCX gets put_rtt only */
 	for (int i = 0; i < nl && !strcmp(xport_backend(s.x), "verbs"); i++) {
 		size_t size = lat[i] ? lat[i] : 1;
-		uint64_t cmd[3] = { CMD_PINGPONG, size, (uint64_t)lat_iters }, ack;
+		/* we send from [0, size) and receive the pong into the upper half */
+		size_t rx = s.max / 2;
+		uint64_t cmd[4] = { CMD_PINGPONG, size, (uint64_t)lat_iters, rx }, ack;
+		if (size > rx)
+			die("latency size larger than half the region", AIDOS_E_RANGE);
 		if (xfer(fd, cmd, sizeof cmd, 1))
 			die("send command", -EIO);
 		memset(s.buf, 0, size);
+		memset(s.buf + rx, 0, size);
 		double t0 = now_s();
 		for (long k = 0; k < lat_iters; k++) {
 			s.buf[size - 1] = (unsigned char)(k + 1);
 			if ((rc = xport_put(s.x, s.ep, s.buf, size, s.base, s.rk, s.rklen, 10000)))
 				die("xport_put (ping)", rc);
-			spin_for(&s, size, (unsigned char)(k + 1));
+			spin_for(&s, rx, size, (unsigned char)(k + 1));
 		}
 		double dt = now_s() - t0;
 		if (xfer(fd, &ack, sizeof ack, 0))
@@ -326,7 +338,7 @@ static int client(const struct sockaddr_in *sa, const char *backend, const char 
 	/* the bytes arrived: the server's checksum of its region equals ours */
 	for (size_t j = 0; j < max; j++)
 		s.buf[j] = (unsigned char)(j * 37 + 1);
-	uint64_t cmd[3] = { CMD_SUM, max, 0 }, h;
+	uint64_t cmd[4] = { CMD_SUM, max, 0, 0 }, h;
 	if ((rc = xport_put(s.x, s.ep, s.buf, max, s.base, s.rk, s.rklen, 30000)))
 		die("xport_put (checksum)", rc);
 	if (xfer(fd, cmd, sizeof cmd, 1) || xfer(fd, &h, sizeof h, 0))
@@ -357,7 +369,7 @@ int main(int argc, char **argv)
 
 	if (argc < 3 || parse_ep(argv[2], &sa)) {
 		fprintf(stderr, "usage: verbs_put server|client IP:PORT [--backend verbs|ucx|tcp] [--max BYTES]\n"
-				"       [--lat-sizes L] [--bw-sizes L] [--lat-iters N] [--bw-bytes N]\n");
+				"       [--lat-sizes L] [--bw-sizes L] [--lat-iters N] [--bw-bytes N] [--spin-us N]\n");
 		return 2;
 	}
 	for (int i = 3; i + 1 < argc; i += 2) {
@@ -373,6 +385,8 @@ int main(int argc, char **argv)
 			lat_iters = atol(argv[i + 1]);
 		else if (!strcmp(argv[i], "--bw-bytes"))
 			bw_bytes = atof(argv[i + 1]);
+		else if (!strcmp(argv[i], "--spin-us"))
+			spin_us = atoi(argv[i + 1]);
 		else {
 			fprintf(stderr, "verbs_put: unknown option %s\n", argv[i]);
 			return 2;

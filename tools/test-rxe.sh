@@ -56,21 +56,21 @@ trap 'exit 130' INT TERM
 # ---- 1. packages ----
 PKGS=(busybox-static libibverbs1 librdmacm1 ibverbs-providers ibverbs-utils rdmacm-utils perftest libucx0
       ucx-utils iproute2 libmnl0 libelf1 libbpf1 libcap2 libxtables12 libbsd0 libmd0 libnl-3-200
-      libnl-route-3-200 libnuma1)
+      libnl-route-3-200 libnuma1 libpci3)
 mkdir -p "$C/debs"
 kpkg=$(ls "$C"/debs/linux-image-6.1*-amd64_*.deb 2>/dev/null | head -n 1)
-if [[ -z $kpkg ]] || [[ ! -f $C/debs/.complete ]]; then
+if [[ -z $kpkg ]] || [[ $(cat "$C/debs/.complete" 2>/dev/null) != "${PKGS[*]}" ]]; then
 	kname=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-6\.1[^ ]*-amd64\)$/\1/p' | head -n 1)
 	[[ -n $kname ]] || skip_all "apt-cache knows no linux-image-amd64 (6.1) here: cannot fetch the kernel"
 	log "fetching $kname and ${#PKGS[@]} packages with apt-get download into $C/debs"
 	(cd "$C/debs" && apt-get download "$kname" "${PKGS[@]}" >"$work/apt.log" 2>&1) ||
 		{ tail -n 5 "$work/apt.log"; skip_all "apt-get download failed (no network?)"; }
-	touch "$C/debs/.complete"
+	echo "${PKGS[*]}" >"$C/debs/.complete"
 	kpkg=$(ls "$C"/debs/linux-image-6.1*-amd64_*.deb | head -n 1)
 fi
 
 # ---- 2. base initramfs (cached by the package set and this recipe) ----
-BASE_RECIPE=2   # bump when the base recipe below changes
+BASE_RECIPE=3   # bump when the base recipe below changes
 key=$( (ls "$C/debs"; echo "$BASE_RECIPE"; cat "$root/tools/rxe/init") | sha256sum | cut -c1-16)
 base=$C/base-$key.cpio
 R=$C/root
