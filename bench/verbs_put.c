@@ -237,14 +237,32 @@ static int parse_sizes(const char *p, size_t *sz, int cap)
 	return n;
 }
 
+static int cmp_d(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Latency line: "us" the median of the per-iteration times (perftest's
+ * t_typical), "us_avg" the mean; t[] in seconds, sorted here. */
+static void emit_lat(const char *backend, const char *tname, const char *op, size_t size, double *t, long n,
+		     double scale)
+{
+	double sum = 0;
+
+	for (long i = 0; i < n; i++)
+		sum += t[i];
+	qsort(t, (size_t)n, sizeof *t, cmp_d);
+	printf("{\"backend\":\"%s\",\"transport\":\"%s\",\"op\":\"%s\",\"size\":%zu,\"iters\":%ld,\"us\":%.2f,"
+	       "\"us_avg\":%.2f}\n", backend, tname, op, size, n, t[n / 2] * scale * 1e6, sum / (double)n * scale * 1e6);
+	fflush(stdout);
+}
+
 static void emit(const char *backend, const char *tname, const char *op, size_t size, long iters, double secs)
 {
-	if (!strcmp(op, "put_lat"))
-		printf("{\"backend\":\"%s\",\"transport\":\"%s\",\"op\":\"%s\",\"size\":%zu,\"iters\":%ld,\"us\":%.2f}\n",
-		       backend, tname, op, size, iters, secs / (double)iters / 2 * 1e6);
-	else if (!strcmp(op, "get_lat") || !strcmp(op, "put_rtt"))
-		printf("{\"backend\":\"%s\",\"transport\":\"%s\",\"op\":\"%s\",\"size\":%zu,\"iters\":%ld,\"us\":%.2f}\n",
-		       backend, tname, op, size, iters, secs / (double)iters * 1e6);
+	if (0)
+		;
 	else
 		printf("{\"backend\":\"%s\",\"transport\":\"%s\",\"op\":\"%s\",\"size\":%zu,\"iters\":%ld,\"MBps\":%.2f}\n",
 		       backend, tname, op, size, iters, (double)size * (double)iters / secs / 1e6);
@@ -272,6 +290,9 @@ static int client(const struct sockaddr_in *sa, const char *backend, const char 
 	}
 	if (fd < 0)
 		die("connect to server", -ECONNREFUSED);
+	double *lt = malloc((size_t)lat_iters * sizeof *lt);
+	if (!lt)
+		die("alloc", AIDOS_E_NOMEM);
 	side_open(&s, backend, max);
 	swap(&s, fd);
 	if ((rc = xport_connect(s.x, s.addr, s.alen, &s.ep)))
@@ -295,17 +316,17 @@ static int client(const struct sockaddr_in *sa, const char *backend, const char 
 			die("send command", -EIO);
 		memset(s.buf, 0, size);
 		memset(s.buf + rx, 0, size);
-		double t0 = now_s();
 		for (long k = 0; k < lat_iters; k++) {
+			double t0 = now_s();
 			s.buf[size - 1] = (unsigned char)(k + 1);
 			if ((rc = xport_put(s.x, s.ep, s.buf, size, s.base, s.rk, s.rklen, 10000)))
 				die("xport_put (ping)", rc);
 			spin_for(&s, rx, size, (unsigned char)(k + 1));
+			lt[k] = now_s() - t0;
 		}
-		double dt = now_s() - t0;
 		if (xfer(fd, &ack, sizeof ack, 0))
 			die("read ack", -EIO);
-		emit(backend, tname, "put_lat", size, lat_iters, dt);
+		emit_lat(backend, tname, "put_lat", size, lt, lat_iters, 0.5);
 	}
 	for (int w = 1; w >= 0; w--)
 	for (int i = 0; i < nl; i++) {
@@ -314,11 +335,13 @@ static int client(const struct sockaddr_in *sa, const char *backend, const char 
 		for (long k = 0; k < it / 10 + 1; k++)
 			if ((rc = rma(&s, w, size)))
 				die(w ? "xport_put" : "xport_get", rc);
-		double t0 = now_s();
-		for (long k = 0; k < it; k++)
+		for (long k = 0; k < it; k++) {
+			double t0 = now_s();
 			if ((rc = rma(&s, w, size)))
 				die(w ? "xport_put" : "xport_get", rc);
-		emit(backend, tname, w ? "put_rtt" : "get_lat", size, it, now_s() - t0);
+			lt[k] = now_s() - t0;
+		}
+		emit_lat(backend, tname, w ? "put_rtt" : "get_lat", size, lt, it, 1.0);
 	}
 	for (int w = 1; w >= 0; w--)
 		for (int i = 0; i < nb; i++) {
@@ -356,6 +379,7 @@ static int client(const struct sockaddr_in *sa, const char *backend, const char 
 	xport_mem_release(s.x, s.m);
 	xport_destroy(s.x);
 	free(s.buf);
+	free(lt);
 	return 0;
 }
 

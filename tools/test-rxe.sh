@@ -173,7 +173,7 @@ np.save(d + "/state0.npy", np.zeros((2, 1, 128), np.float32))
 np.save(d + "/one.npy", np.ones((1,), np.float32))
 PYEOF
 	if "$PY" -c 'import onnx' 2>/dev/null; then
-		for sz in 65536 1048576 8388608; do
+		for sz in 65536 1048576 4194304 8388608; do
 			"$PY" "$root/tests/tools/state_model.py" "$O/aidos/data/state_$sz.onnx" "$sz" 2>/dev/null
 		done
 	fi
