@@ -15,10 +15,10 @@
  * several SENDs, in order on the RC QP, and is reassembled on the receiver
  * (the one allocation outside setup: a message > CHUNK). Messages that fit
  * the QP's max_inline_data go inline (no DMA read of the send buffer), the
- * others through SEND_SLOTS registered bounce slots per QP. get/put are one
- * RDMA READ/WRITE each, zero-copy when the local buffer lies in a region of
- * xport_mem_register, else through a registered staging buffer (STAGE bytes
- * at a time). A receiver that does not consume its messages holds the
+ * others through SEND_SLOTS registered bounce slots per QP. get/put are RDMA
+ * READ/WRITE (a large one split into up to RMA_SPLIT WRs in flight),
+ * zero-copy when the local buffer lies in a region of xport_mem_register,
+ * else through a registered staging buffer (STAGE bytes at a time). A receiver that does not consume its messages holds the
  * buffers; the sender then waits in RNR retries (rnr_retry 7: forever) -
  * backpressure, not loss.
  *
