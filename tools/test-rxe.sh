@@ -253,24 +253,26 @@ mig = sorted((r for r in rows if r.get("op") == "migrate"), key=lambda r: r["siz
 if mig:
     print("      migration over RDMA READ, context size -> aidosctl migrate ms: " +
           ", ".join("%d KiB %.1f ms" % (r["size"] >> 10, r["ms"]) for r in mig))
-# the acceptance targets (issue 5), on this link
+# the targets of issue 5, on this link: reported, not asserted (no timed
+# assertions in tests: under emulation on a shared host the same tool varies
+# 2-50x between runs)
 wb, vb = get("perftest", "write_bw", 1048576), get("aidos-verbs", "put_bw", 1048576)
 if wb and vb:
     r = vb["MBps"] / wb["MBps"]
-    print("    %s bw-1MiB: aidos verbs put %.1f MB/s = %.0f%% of ib_write_bw %.1f MB/s (target >= 90%%)" %
-          ("PASS" if r >= 0.9 else "FAIL", vb["MBps"], 100 * r, wb["MBps"]))
+    print("    target bw-1MiB: aidos verbs put %.1f MB/s = %.0f%% of ib_write_bw %.1f MB/s (>= 90%%: %s)" %
+          (vb["MBps"], 100 * r, wb["MBps"], "met" if r >= 0.9 else "NOT met"))
 else:
-    print("    FAIL bw-1MiB: missing ib_write_bw or aidos verbs put_bw at 1 MiB")
+    print("    target bw-1MiB: not measured (ib_write_bw or aidos verbs put_bw at 1 MiB missing)")
 worst = None
 for sz in (2, 64):
     wl, vl = get("perftest", "write_lat", sz), get("aidos-verbs", "put_lat", sz)
     if wl and vl and (worst is None or vl["us"] / wl["us"] > worst[0]):
         worst = (vl["us"] / wl["us"], sz, vl["us"], wl["us"])
 if worst:
-    print("    %s lat-small: aidos verbs put ping-pong / ib_write_lat, worst of 2 B and 64 B: %.2fx "
-          "(%d B: %.1f us vs %.1f us; target <= 1.2x)" % ("PASS" if worst[0] <= 1.2 else "FAIL", *worst))
+    print("    target lat-small: aidos verbs put ping-pong / ib_write_lat, worst of 2 B and 64 B: %.2fx "
+          "(%d B: %.1f us vs %.1f us; <= 1.2x: %s)" % (*worst, "met" if worst[0] <= 1.2 else "NOT met"))
 else:
-    print("    FAIL lat-small: missing ib_write_lat or aidos verbs put_lat at 2/64 B")
+    print("    target lat-small: not measured (ib_write_lat or aidos verbs put_lat missing)")
 PYEOF
 	(($? == 0)) || echo "    FAIL results: the comparison script failed" >>"$work/table.txt"
 fi
