@@ -184,11 +184,14 @@ static void test_tag_large(void **state)
 {
 	struct pair p = { 0 };
 	size_t n = (3u << 20) + 12345;
-	unsigned char *src = malloc(n), *dst = malloc(n);
-	struct rx r = { .buf = dst, .cap = n };
+	unsigned char *src, *dst;
+	struct rx r = { .cap = n };
 	pthread_t th;
 
 	NEED_RDMA();
+	src = malloc(n);
+	dst = malloc(n);
+	r.buf = dst;
 	assert_non_null(src);
 	assert_non_null(dst);
 	for (size_t i = 0; i < n; i++)
@@ -214,12 +217,18 @@ static void test_put_get(void **state)
 {
 	struct pair p = { 0 };
 	size_t n = 6u << 20;   /* > the 4 MiB staging buffer */
-	unsigned char *region = aligned_alloc(4096, n), *loc = aligned_alloc(4096, n), *back = malloc(n);
+	unsigned char *region, *loc, *back;
 	xport_mem *m, *lm;
 	const void *rk;
 	size_t rkl;
 
 	NEED_RDMA();
+	region = aligned_alloc(4096, n);
+	loc = aligned_alloc(4096, n);
+	back = malloc(n);
+	assert_non_null(region);
+	assert_non_null(loc);
+	assert_non_null(back);
 	memset(region, 0, n);
 	for (size_t i = 0; i < n; i++)
 		loc[i] = (unsigned char)(i * 13 + 1);
