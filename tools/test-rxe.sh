@@ -70,7 +70,7 @@ if [[ -z $kpkg ]] || [[ $(cat "$C/debs/.complete" 2>/dev/null) != "${PKGS[*]}" ]
 fi
 
 # ---- 2. base initramfs (cached by the package set and this recipe) ----
-BASE_RECIPE=3   # bump when the base recipe below changes
+BASE_RECIPE=4   # bump when the base recipe below changes
 key=$( (ls "$C/debs"; echo "$BASE_RECIPE"; cat "$root/tools/rxe/init") | sha256sum | cut -c1-16)
 base=$C/base-$key.cpio
 R=$C/root
@@ -122,7 +122,7 @@ if [[ ! -f $base ]]; then
 		mkdir -p "$B/lib/modules/$kver/$(dirname "${p#"$M"/}")"
 		cp "$p" "$B/lib/modules/$kver/${p#"$M"/}"
 	}
-	for m in veth crc32_generic ib_core ib_uverbs udp_tunnel ip6_udp_tunnel rdma_rxe ib_cm iw_cm configfs \
+	for m in veth bridge crc32_generic ib_core ib_uverbs udp_tunnel ip6_udp_tunnel rdma_rxe ib_cm iw_cm configfs \
 		rdma_cm rdma_ucm; do
 		addmod "$m"
 	done
@@ -152,6 +152,8 @@ for b in aidos aidosctl aidos-node aidos-coord bench/verbs_put tests/test_verbs;
 	copy_elf "$build/$b" "$O" "/aidos/build/$b"
 done
 cp "$root/tools/rxe/inside.sh" "$O/aidos/tools/rxe/"
+mkdir -p "$O/aidos/deploy"
+cp "$root/deploy/softroce.sh" "$O/aidos/deploy/"
 VAD=$CACHE/models/vad-web/silero_vad_v5.onnx
 [[ -f $VAD ]] && cp "$VAD" "$O/aidos/data/"
 if [[ -x $PY ]] && "$PY" -c 'import numpy' 2>/dev/null; then
