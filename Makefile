@@ -19,7 +19,7 @@ endif
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Wno-unused-parameter \
            -Wshadow -Wstrict-prototypes -Wvla -fPIC -pthread -Iinclude -I. -I$(BUILD)/gen
-LDLIBS  := -lgrpc -lgpr -lprotobuf-c -lucp -lucs -lm -pthread
+LDLIBS  := -lgrpc -lgpr -lprotobuf-c -lucp -lucs -lrdmacm -libverbs -lm -pthread
 # libnuma (libnuma-dev, tools/deps.sh) binds agent pools to a NUMA node.
 ifneq ($(wildcard /usr/include/numa.h),)
 CFLAGS  += -DAIDOS_HAVE_NUMA
@@ -43,7 +43,7 @@ FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 # flags (sanitizers included) as the library they link.
 TOOL_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/tools/*.c) $(wildcard bench/*.c))
 
-.PHONY: all deps test test-unit demo bench conformance clean models san-test help sim
+.PHONY: all deps test test-unit demo bench conformance clean models san-test help sim test-rxe
 all: $(BUILD)/libaidos.a $(BUILD)/libaidos.so $(BINS) $(TESTS) $(TOOL_BINS)
 
 help:
@@ -55,6 +55,7 @@ help:
 	@echo "make bench      benchmarks (bench/)"
 	@echo "make conformance ONNX node conformance cases"
 	@echo "make sim        cluster scheduling simulator (1,000 nodes): docs/scheduling.md, bench/results/sim-latest.json"
+	@echo "make test-rxe   the verbs transport over Soft-RoCE in a QEMU VM (tools/test-rxe.sh)"
 
 deps:
 	@tools/deps.sh
@@ -110,6 +111,11 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory models
 	@tests/run.sh $(BUILD)
+
+# Soft-RoCE in a QEMU VM: Debian's kernel + rdma-core fetched once into
+# ~/.cache/aidos/rxe; the verbs cluster test and perftest comparison inside.
+test-rxe: all
+	@tools/test-rxe.sh $(BUILD)
 
 san-test:
 	@$(MAKE) --no-print-directory SAN=1 all

@@ -1149,7 +1149,9 @@ static int cmd_infer(int argc, char **argv)
 			 * is read when libucs loads, so set the live option. */
 			if (!getenv("UCX_LOG_LEVEL"))
 				ucs_global_opts_set_value("LOG_LEVEL", "fatal");
-			if ((r = xport_create(&xo, &x, err, sizeof err))) {
+			/* A node on raw verbs is reached over verbs (AIDOS_RDMA_DEV etc.). */
+			const char *kind = !strncmp(rr->node->transport, "verbs:", 6) ? "verbs" : "ucx";
+			if ((r = xport_open(kind, &xo, &x, err, sizeof err))) {
 				rc = die("infer: cannot start the transport: %s", err);
 				goto out;
 			}

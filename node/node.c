@@ -60,7 +60,7 @@ struct node {
 	char *coord_addr, *data_dir, *listen, *ckpt_dir;
 	char rpc_addr[MAX_ADDR];
 	char transport[160], reason[1200];
-	char tmode[96];        /* "--transport tcp (UCX over TCP)": the reason's prefix */
+	char tmode[400];       /* "--transport tcp (UCX over TCP)": the reason's prefix */
 	char cpu_name[256];
 	uint32_t cores;
 	uint64_t mem_total;
@@ -1372,8 +1372,8 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 	 * for: local clients use the socket, and UCX's start is most of a
 	 * boot. */
 	const char *tr = o->transport ? o->transport : o->coord ? "auto" : "none";
-	if (strcmp(tr, "auto") && strcmp(tr, "ucx") && strcmp(tr, "tcp") && strcmp(tr, "none"))
-		return fail(err, errlen, AIDOS_E_INVALID, "--transport '%s': want auto, ucx, tcp or none", tr);
+	if (strcmp(tr, "auto") && strcmp(tr, "verbs") && strcmp(tr, "ucx") && strcmp(tr, "tcp") && strcmp(tr, "none"))
+		return fail(err, errlen, AIDOS_E_INVALID, "--transport '%s': want auto, verbs, ucx, tcp or none", tr);
 	if (strlen(o->data_dir) > PATH_MAX - 200)
 		return fail(err, errlen, AIDOS_E_INVALID, "--data-dir: path too long");
 
@@ -1426,9 +1426,7 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 	t = mono_msf();
 	xport_opts xo = { 0 };
 	char xerr[512] = "";
-	if (!strcmp(tr, "tcp"))
-		xo.tls = "tcp";
-	rc = strcmp(tr, "none") ? xport_create(&xo, &n->x, xerr, sizeof xerr) : 0;
+	rc = strcmp(tr, "none") ? xport_open_auto(tr, &xo, &n->x, n->tmode, sizeof n->tmode, xerr, sizeof xerr) : 0;
 	if (!strcmp(tr, "none")) {
 		n->x = NULL;
 		snprintf(n->transport, sizeof n->transport, "none");
@@ -1437,7 +1435,7 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 	} else if (rc) {
 		n->x = NULL;
 		if (strcmp(tr, "auto")) {
-			fail(err, errlen, rc, "--transport %s: UCX cannot start: %s", tr, xerr);
+			fail(err, errlen, rc, "--transport %s cannot start: %s", tr, xerr);
 			node_destroy(n);
 			return rc;
 		}
@@ -1449,8 +1447,6 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 		const char *name, *why;
 		xport_describe(n->x, &name, &why);
 		snprintf(n->transport, sizeof n->transport, "%s", name);
-		snprintf(n->tmode, sizeof n->tmode, "--transport %s%s", tr,
-			 !strcmp(tr, "tcp") ? " (UCX over TCP)" : !strcmp(tr, "ucx") ? " (UCX required)" : " (UCX's choice)");
 		snprintf(n->reason, sizeof n->reason, "%s: %s", n->tmode, why);
 		if ((rc = node_peers_create(n->x, &n->peers))) {
 			fail(err, errlen, rc, "out of memory");

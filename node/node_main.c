@@ -4,7 +4,7 @@
  *
  *   aidos-node --name NAME --data-dir DIR [--coord ADDR] [--config FILE]
  *              [--socket PATH] [--listen ADDR] [--advertise ADDR]
- *              [--transport auto|ucx|tcp|none] [--heartbeat-ms N] ...
+ *              [--transport auto|verbs|ucx|tcp|none] [--heartbeat-ms N] ...
  *
  * Boot (DESIGN.md): config -> HAL probe -> transport -> pools and
  * dispatcher workers -> store and configured agents (standalone) ->
@@ -70,9 +70,10 @@ static void usage(FILE *f)
 		"                       standalone: no Node service unless given)\n"
 		"  --advertise ADDR     host:port others use to reach it (default: the address this\n"
 		"                       host uses towards the coordinator, with the bound port)\n"
-		"  --transport T        auto: UCX's own choice of transports, and without UCX no data\n"
-		"                       plane (said so); ucx: the same but UCX must start; tcp: UCX\n"
-		"                       restricted to TCP (UCX_TLS=tcp); none: no data plane. Default\n"
+		"  --transport T        auto: raw verbs when an RDMA device has an active port, else\n"
+		"                       UCX's own choice, and without either no data plane (said so);\n"
+		"                       verbs: raw verbs must start (AIDOS_RDMA_DEV/PORT/GID/MTU/IP);\n"
+		"                       ucx: UCX must start; tcp: UCX restricted to TCP; none: no data plane. Default\n"
 		"                       auto with --coord, none standalone.\n"
 		"  --heartbeat-ms N     heartbeat period (default: what the coordinator asks, 250)\n"
 		"  --workers N          data-plane worker threads (default min(4, cores))\n"
@@ -193,8 +194,9 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--advertise"))
 			o.advertise = val;
 		else if (!strcmp(a, "--transport")) {
-			if (strcmp(val, "auto") && strcmp(val, "ucx") && strcmp(val, "tcp") && strcmp(val, "none"))
-				return usage_err("--transport takes auto, ucx, tcp or none, not", val);
+			if (strcmp(val, "auto") && strcmp(val, "verbs") && strcmp(val, "ucx") && strcmp(val, "tcp") &&
+			    strcmp(val, "none"))
+				return usage_err("--transport takes auto, verbs, ucx, tcp or none, not", val);
 			o.transport = val;
 		} else if (!strcmp(a, "--heartbeat-ms")) {
 			if (parse_u64(val, 10, 60000, &v))

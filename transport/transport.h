@@ -81,6 +81,15 @@ typedef struct xport_opts {
 	unsigned flags;         /* XPORT_OPT_*; 0 by default */
 	int spin_us;            /* idle busy-poll before a waiter sleeps on the worker's
 				 * event fd; 0: 50 us, < 0: never sleep (a dedicated core) */
+	/* verbs backend only (transport/verbs.c); each also settable by the
+	 * environment variable named, the option winning. 0 / NULL: automatic. */
+	const char *rdma_dev;   /* AIDOS_RDMA_DEV: "rxe0"; auto: first device with an active port */
+	int rdma_port;          /* AIDOS_RDMA_PORT: 1..; auto: the first active port */
+	int rdma_gid;           /* AIDOS_RDMA_GID: GID index + 1 (so 0 stays "auto"); auto:
+				 * the RoCE v2 IPv4 GID, else v2, else v1, else index 0 */
+	int rdma_mtu;           /* AIDOS_RDMA_MTU: 256..4096; auto: the port's active MTU */
+	const char *rdma_ip;    /* AIDOS_RDMA_IP: address the connection manager listens on and
+				 * publishes; auto: the IPv4 address inside the chosen GID */
 } xport_opts;
 
 /* Creates the UCP context (TAG + RMA) and one worker; o may be NULL.
@@ -160,6 +169,81 @@ int xport_put(xport *x, xport_ep *ep, const void *local, size_t len, uint64_t re
 int xport_tag_send(xport *x, xport_ep *ep, uint64_t tag, const void *buf, size_t len, int timeout_ms);
 int xport_tag_recv(xport *x, uint64_t want, uint64_t mask, void *buf, size_t cap, size_t *len,
 		   uint64_t *got_tag, int timeout_ms);
+
+/* ---- Backends and their choice ----
+ *
+ * xport_create() is the UCX backend. Raw verbs (transport/verbs.c: librdmacm
+ * RC queue pairs, SEND/RECV for tag messages, one-sided RDMA READ/WRITE for
+ * get/put) sits behind the same calls; xport_open() picks a backend by name and
+ * xport_open_auto() picks the best one this host has, saying why:
+ *
+ *   char why[512], err[256];
+ *   xport *x;
+ *   if (xport_open_auto("auto", NULL, &x, why, sizeof why, err, sizeof err)) ...
+ *   // why: "--transport auto (RDMA device rxe0 active: raw verbs)" or
+ *   //      "--transport auto (verbs not used: no RDMA devices; UCX's choice)"
+ *
+ * Every call above dispatches through the handle's xport_ops; each backend's
+ * objects start with the public struct, so the dispatch is one indirect call.
+ * Backends implement every entry (no NULLs); the table only grows. */
+#define XPORT_OPS_VERSION 1
+typedef struct xport_ops {
+	unsigned version;       /* XPORT_OPS_VERSION */
+	const char *name;       /* "ucx", "verbs" */
+	int (*create)(const xport_opts *o, xport **out, char *err, size_t errlen);
+	void (*destroy)(xport *x);
+	void (*describe)(const xport *x, const char **name, const char **reason);
+	int (*address)(const xport *x, const void **addr, size_t *len);
+	int (*connect)(xport *x, const void *addr, size_t len, xport_ep **out);
+	void (*disconnect)(xport *x, xport_ep *ep);
+	int (*ep_status)(const xport_ep *ep);
+	const char *(*ep_describe)(const xport_ep *ep);
+	int (*mem_register)(xport *x, void *p, size_t len, xport_mem **out);
+	int (*mem_rkey)(const xport_mem *m, const void **rkey, size_t *len);
+	void (*mem_release)(xport *x, xport_mem *m);
+	int (*get)(xport *x, xport_ep *ep, void *local, size_t len, uint64_t remote_addr, const void *rkey,
+		   size_t rkey_len, int timeout_ms);
+	int (*put)(xport *x, xport_ep *ep, const void *local, size_t len, uint64_t remote_addr, const void *rkey,
+		   size_t rkey_len, int timeout_ms);
+	int (*tag_send)(xport *x, xport_ep *ep, uint64_t tag, const void *buf, size_t len, int timeout_ms);
+	int (*tag_recv)(xport *x, uint64_t want, uint64_t mask, void *buf, size_t cap, size_t *len,
+			uint64_t *got_tag, int timeout_ms);
+} xport_ops;
+
+/* The public heads every backend object starts with (backends only). */
+struct xport { const xport_ops *ops; };
+struct xport_ep { const xport_ops *ops; };
+struct xport_mem { const xport_ops *ops; };
+
+extern const xport_ops *const xport_ucx;    /* transport/ucx.c */
+extern const xport_ops *const xport_verbs;  /* transport/verbs.c */
+
+/* The handle's backend ("ucx" or "verbs"). */
+const char *xport_backend(const xport *x);
+
+/* Opens the backend named by kind: "ucx" (UCX's choice of transports),
+ * "tcp" (UCX over TCP: o->tls forced to "tcp"), "verbs" (raw verbs over
+ * librdmacm; fails unless an RDMA device with an active port exists).
+ * Errors: AIDOS_E_INVALID (unknown kind), AIDOS_E_UNSUPPORTED (no such
+ * device / transport here), AIDOS_E_NOMEM, -errno; err says which. */
+int xport_open(const char *kind, const xport_opts *o, xport **out, char *err, size_t errlen);
+
+/* Opens want ("auto", "verbs", "ucx", "tcp"; NULL: "auto") and writes into
+ * why (never left empty) which backend it chose and why, as a prefix for
+ * xport_describe's reason: "--transport auto (RDMA device rxe0 active: raw
+ * verbs)", "--transport auto (verbs not used: no RDMA devices; UCX's
+ * choice)". auto tries verbs when an RDMA device with an active port exists,
+ * else (or when verbs fails, its error quoted in why) UCX; UCX then names its
+ * own transports (TCP included) through xport_describe: nothing falls back
+ * silently. A named backend that cannot start is an error, never a fallback.
+ * Errors: those of xport_open; err (may be NULL) says why nothing opened. */
+int xport_open_auto(const char *want, const xport_opts *o, xport **out, char *why, size_t whylen, char *err,
+		    size_t errlen);
+
+/* 1 if some RDMA device has a port in state ACTIVE, and its name in dev
+ * (may be NULL); 0 otherwise with the reason in dev ("no RDMA devices",
+ * "rxe0: port 1 DOWN"). No side effects; safe anywhere. */
+int xport_verbs_probe(char *dev, size_t devlen);
 
 /* FNV-1a 64 over bytes, continuing from h (start with XPORT_FNV_INIT). */
 #define XPORT_FNV_INIT 0xcbf29ce484222325ull

@@ -47,6 +47,13 @@
 
 #include "transport/transport.h"
 
+typedef struct ux ux;
+typedef struct uep uep;
+typedef struct umem umem;
+
+static const xport_ops ucx_ops;
+static void ucx_destroy(ux *x);
+
 #define NO_DEADLINE UINT64_MAX
 #define RKEY_SLOTS 16            /* unpacked rkeys cached per endpoint */
 #define CLOSE_BUDGET_NS 1000000000ull  /* xport_destroy/disconnect: flush-close bound */
@@ -56,7 +63,7 @@
  * rkey:    "AXRK" u16 ver u16 hdr_len u32 ucx_len u32 0 u64 owner u64 base
  *          u64 len u64 fnv | ucx packed rkey
  * fnv is FNV-1a over the header before it, then the UCX bytes; owner is the
- * FNV-1a of the owner's UCX worker address (what xport_ep.peer_id holds). */
+ * FNV-1a of the owner's UCX worker address (what uep.peer_id holds). */
 #define ENV_VERSION 1
 #define ADDR_HDR 24
 #define RKEY_HDR 48
@@ -74,8 +81,9 @@ struct rk_slot {
 	unsigned busy;           /* operations in flight using h: not evictable */
 };
 
-struct xport_ep {
-	xport_ep *next;          /* x->eps */
+struct uep {
+	xport_ep base;           /* first: what callers hold */
+	uep *next;               /* x->eps */
 	ucp_ep_h ep;             /* NULL once closed */
 	int status;              /* 0, or -ECONNRESET once failed/closed (atomic) */
 	int cached;              /* found by xport_connect for its address */
@@ -89,14 +97,16 @@ struct xport_ep {
 	unsigned rk_next;
 };
 
-struct xport_mem {
-	xport_mem *next;         /* x->mems */
+struct umem {
+	xport_mem base;          /* first: what callers hold */
+	umem *next;              /* x->mems */
 	ucp_mem_h memh;
 	unsigned char *rkey;     /* envelope */
 	size_t rkey_len;
 };
 
-struct xport {
+struct ux {
+	xport base;              /* first: what callers hold */
 	pthread_mutex_t lock;    /* every UCP call, eps, mems, strs, rk slots */
 	unsigned waiting;        /* threads queued on lock (atomic, relaxed) */
 	ucp_context_h ctx;
@@ -108,8 +118,8 @@ struct xport {
 	uint64_t self_id;
 	unsigned char *addr;     /* address envelope */
 	size_t addr_len;
-	xport_ep *eps;
-	xport_mem *mems;
+	uep *eps;
+	umem *mems;
 	struct istr *strs;
 	const char *name;        /* published with release stores, read with acquire */
 	const char *reason;
@@ -165,17 +175,17 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void lk(xport *x)
+static void lk(ux *x)
 {
 	__atomic_add_fetch(&x->waiting, 1, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&x->lock);
 	__atomic_sub_fetch(&x->waiting, 1, __ATOMIC_RELAXED);
 }
 
-static void ulk(xport *x) { pthread_mutex_unlock(&x->lock); }
+static void ulk(ux *x) { pthread_mutex_unlock(&x->lock); }
 
 /* Between two busy progress rounds: let a queued thread have the lock. */
-static void relax(xport *x)
+static void relax(ux *x)
 {
 	ulk(x);
 	if (__atomic_load_n(&x->waiting, __ATOMIC_RELAXED))
@@ -196,7 +206,7 @@ static void relax(xport *x)
  * on its event fd until UCX has events, the deadline, SLEEP_CAP_MS, or a
  * ucp_worker_signal from a thread whose progress may have completed our
  * request (see progress()). */
-static void idle_step(xport *x, uint64_t idle_since, uint64_t deadline)
+static void idle_step(ux *x, uint64_t idle_since, uint64_t deadline)
 {
 	struct pollfd pfd = { .fd = x->efd, .events = POLLIN };
 	uint64_t now;
@@ -242,7 +252,7 @@ static void idle_step(xport *x, uint64_t idle_since, uint64_t deadline)
  * Returns how many events it handled. If it handled some, a thread asleep
  * in idle_step may be waiting for one of them: wake it (UCX consumed the
  * fd event it would have seen). */
-static unsigned progress(xport *x)
+static unsigned progress(ux *x)
 {
 	unsigned n = ucp_worker_progress(x->worker);
 
@@ -278,7 +288,7 @@ static int ucs_err(ucs_status_t st)
 }
 
 /* Interns s (lock held): returns a string that lives until xport_destroy. */
-static const char *intern(xport *x, const char *s)
+static const char *intern(ux *x, const char *s)
 {
 	struct istr *i;
 	size_t n = strlen(s);
@@ -344,7 +354,7 @@ static void ep_print(void *e, FILE *f) { ucp_ep_print_info(e, f); }
 
 /* The context's resources, from lines "#  resource 1  :  md 1  dev 1  flags
  * -- tcp/eth0" (ucp_context_print_info, UCX 1.13). */
-static void read_resources(xport *x)
+static void read_resources(ux *x)
 {
 	char *buf = print_to_string(ctx_print, x->ctx), *line, *next;
 
@@ -414,7 +424,7 @@ static void read_lanes(ucp_ep_h ep, char *tls, size_t tlsn, char *lanes, size_t 
 }
 
 /* Publishes name/reason (lock held). tls/lanes NULL: not connected yet. */
-static void publish(xport *x, const char *tls, const char *lanes)
+static void publish(ux *x, const char *tls, const char *lanes)
 {
 	char name[160], reason[1024], cand[160] = "";
 	size_t n;
@@ -455,7 +465,7 @@ static void publish(xport *x, const char *tls, const char *lanes)
 	__atomic_store_n(&x->reason, intern(x, reason), __ATOMIC_RELEASE);
 }
 
-static void ep_describe_now(xport *x, xport_ep *ep)
+static void ep_describe_now(ux *x, uep *ep)
 {
 	char tls[128], lanes[256];
 
@@ -471,7 +481,7 @@ static void ep_describe_now(xport *x, xport_ep *ep)
 /* Drives the worker until req completes or deadline passes (then returns
  * UCS_INPROGRESS). Called and returns with x->lock held; drops it between
  * rounds. deadline == now: exactly one progress round. */
-static ucs_status_t req_wait(xport *x, void *req, uint64_t deadline)
+static ucs_status_t req_wait(ux *x, void *req, uint64_t deadline)
 {
 	uint64_t idle_since = now_ns();
 
@@ -493,7 +503,7 @@ static ucs_status_t req_wait(xport *x, void *req, uint64_t deadline)
 }
 
 /* Destroys ep's unpacked rkeys that no operation uses (lock held). */
-static void rk_flush(xport_ep *ep)
+static void rk_flush(uep *ep)
 {
 	for (int i = 0; i < RKEY_SLOTS; i++) {
 		struct rk_slot *s = &ep->rk[i];
@@ -509,7 +519,7 @@ static void rk_flush(xport_ep *ep)
  * completes every outstanding request on it with UCS_ERR_CANCELED (allowed
  * in peer mode only). A close still running at deadline is left to finish
  * on its own (ucp_request_free releases it on completion). */
-static void ep_close(xport *x, xport_ep *ep, int force, uint64_t deadline)
+static void ep_close(ux *x, uep *ep, int force, uint64_t deadline)
 {
 	ucp_request_param_t p = { .op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS };
 	void *r;
@@ -531,7 +541,7 @@ static void ep_close(xport *x, xport_ep *ep, int force, uint64_t deadline)
 /* 0 if ep can take a new operation; else closes a failed UCP endpoint
  * (UCX requires the user to close it after its error callback) and returns
  * -ECONNRESET. Lock held. */
-static int ep_usable(xport *x, xport_ep *ep)
+static int ep_usable(ux *x, uep *ep)
 {
 	if (!__atomic_load_n(&ep->status, __ATOMIC_ACQUIRE) && ep->ep)
 		return 0;
@@ -541,7 +551,7 @@ static int ep_usable(xport *x, xport_ep *ep)
 }
 
 /* The error an operation on ep finished with. */
-static int ep_err(xport_ep *ep, ucs_status_t st)
+static int ep_err(uep *ep, ucs_status_t st)
 {
 	if (__atomic_load_n(&ep->status, __ATOMIC_ACQUIRE))
 		return -ECONNRESET;
@@ -552,7 +562,7 @@ static int ep_err(xport_ep *ep, ucs_status_t st)
  * timeout the request cannot be cancelled (UCX 1.13 cancels only expected
  * receives) and the caller's buffer must be free when we return: in peer
  * mode the endpoint is force-closed, which completes the request. */
-static int op_finish(xport *x, xport_ep *ep, ucs_status_ptr_t sp, uint64_t deadline)
+static int op_finish(ux *x, uep *ep, ucs_status_ptr_t sp, uint64_t deadline)
 {
 	ucs_status_t st;
 
@@ -578,7 +588,7 @@ static int op_finish(xport *x, xport_ep *ep, ucs_status_ptr_t sp, uint64_t deadl
 
 /* ---- context, worker ---- */
 
-int xport_create(const xport_opts *o, xport **out, char *err, size_t errlen)
+static int ucx_create(const xport_opts *o, ux **out, char *err, size_t errlen)
 {
 	ucp_params_t params = {
 		.field_mask = UCP_PARAM_FIELD_FEATURES,
@@ -595,7 +605,7 @@ int xport_create(const xport_opts *o, xport **out, char *err, size_t errlen)
 	ucp_address_t *ua;
 	size_t ualen;
 	ucs_status_t st;
-	xport *x;
+	ux *x;
 	int rc;
 
 	*out = NULL;
@@ -604,6 +614,7 @@ int xport_create(const xport_opts *o, xport **out, char *err, size_t errlen)
 		seterr(err, errlen, "out of memory");
 		return AIDOS_E_NOMEM;
 	}
+	x->base.ops = &ucx_ops;
 	pthread_mutex_init(&x->lock, NULL);
 	x->efd = -1;
 	x->spin_ns = !o || !o->spin_us ? SPIN_NS_DEFAULT
@@ -696,11 +707,11 @@ int xport_create(const xport_opts *o, xport **out, char *err, size_t errlen)
 	*out = x;
 	return 0;
 fail:
-	xport_destroy(x);
+	ucx_destroy(x);
 	return rc;
 }
 
-void xport_destroy(xport *x)
+static void ucx_destroy(ux *x)
 {
 	uint64_t deadline;
 
@@ -710,14 +721,14 @@ void xport_destroy(xport *x)
 	if (x->worker) {
 		lk(x);
 		while (x->eps) {
-			xport_ep *ep = x->eps;
+			uep *ep = x->eps;
 			x->eps = ep->next;
 			ep_close(x, ep, __atomic_load_n(&ep->status, __ATOMIC_ACQUIRE) != 0, deadline);
 			free(ep->addr);
 			free(ep);
 		}
 		while (x->mems) {
-			xport_mem *m = x->mems;
+			umem *m = x->mems;
 			x->mems = m->next;
 			ucp_mem_unmap(x->ctx, m->memh);
 			free(m->rkey);
@@ -738,7 +749,7 @@ void xport_destroy(xport *x)
 	free(x);
 }
 
-void xport_describe(const xport *x, const char **name, const char **reason)
+static void ucx_describe(const ux *x, const char **name, const char **reason)
 {
 	/* acquire: pairs with publish()'s release stores */
 	if (name)
@@ -747,7 +758,7 @@ void xport_describe(const xport *x, const char **name, const char **reason)
 		*reason = __atomic_load_n(&x->reason, __ATOMIC_ACQUIRE);
 }
 
-int xport_address(const xport *x, const void **addr, size_t *len)
+static int ucx_address(const ux *x, const void **addr, size_t *len)
 {
 	*addr = x->addr;
 	*len = x->addr_len;
@@ -775,23 +786,23 @@ static int addr_parse(const void *addr, size_t len, const unsigned char **ucx, s
 	return 0;
 }
 
-static void ep_err_cb(void *arg, ucp_ep_h uep, ucs_status_t st)
+static void ep_err_cb(void *arg, ucp_ep_h h, ucs_status_t st)
 {
-	xport *x = arg;
+	ux *x = arg;
 
 	/* Runs inside a UCP call, so under x->lock (or in xport_destroy, when
-	 * x->eps is already empty). arg is x, not the xport_ep, and the endpoint
+	 * x->eps is already empty). arg is x, not the endpoint, and the endpoint
 	 * is looked up by handle: a callback for an endpoint already closed and
 	 * freed finds nothing. The UCP endpoint itself is closed later, by
 	 * ep_usable (closing from inside the callback is not something UCX 1.13
 	 * promises to support). */
 	(void)st;
-	for (xport_ep *ep = x->eps; ep; ep = ep->next)
-		if (ep->ep == uep)
+	for (uep *ep = x->eps; ep; ep = ep->next)
+		if (ep->ep == h)
 			__atomic_store_n(&ep->status, -ECONNRESET, __ATOMIC_RELEASE);
 }
 
-int xport_connect(xport *x, const void *addr, size_t len, xport_ep **out)
+static int ucx_connect(ux *x, const void *addr, size_t len, uep **out)
 {
 	ucp_ep_params_t ep_params = {
 		.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
@@ -800,7 +811,7 @@ int xport_connect(xport *x, const void *addr, size_t len, xport_ep **out)
 	const unsigned char *ucx;
 	size_t ucx_len;
 	ucs_status_t st;
-	xport_ep *ep;
+	uep *ep;
 	int rc;
 
 	*out = NULL;
@@ -825,6 +836,7 @@ int xport_connect(xport *x, const void *addr, size_t len, xport_ep **out)
 		ulk(x);
 		return AIDOS_E_NOMEM;
 	}
+	ep->base.ops = &ucx_ops;
 	memcpy(ep->addr, addr, len);
 	ep->addr_len = len;
 	ep->peer_id = xport_fnv1a(XPORT_FNV_INIT, ucx, ucx_len);
@@ -852,9 +864,9 @@ int xport_connect(xport *x, const void *addr, size_t len, xport_ep **out)
 	return 0;
 }
 
-void xport_disconnect(xport *x, xport_ep *ep)
+static void ucx_disconnect(ux *x, uep *ep)
 {
-	xport_ep **pp;
+	uep **pp;
 
 	if (!ep)
 		return;
@@ -875,12 +887,12 @@ void xport_disconnect(xport *x, xport_ep *ep)
 	free(ep);
 }
 
-int xport_ep_status(const xport_ep *ep)
+static int ucx_ep_status(const uep *ep)
 {
 	return __atomic_load_n(&ep->status, __ATOMIC_ACQUIRE);
 }
 
-const char *xport_ep_describe(const xport_ep *ep)
+static const char *ucx_ep_describe(const uep *ep)
 {
 	const char *s = __atomic_load_n(&ep->lanes, __ATOMIC_ACQUIRE);
 
@@ -889,7 +901,7 @@ const char *xport_ep_describe(const xport_ep *ep)
 
 /* ---- memory ---- */
 
-int xport_mem_register(xport *x, void *p, size_t len, xport_mem **out)
+static int ucx_mem_register(ux *x, void *p, size_t len, umem **out)
 {
 	ucp_mem_map_params_t mp = {
 		.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH,
@@ -899,7 +911,7 @@ int xport_mem_register(xport *x, void *p, size_t len, xport_mem **out)
 	void *rk = NULL;
 	size_t rklen = 0;
 	ucs_status_t st;
-	xport_mem *m;
+	umem *m;
 	unsigned char *e;
 
 	*out = NULL;
@@ -908,6 +920,7 @@ int xport_mem_register(xport *x, void *p, size_t len, xport_mem **out)
 	m = calloc(1, sizeof *m);
 	if (!m)
 		return AIDOS_E_NOMEM;
+	m->base.ops = &ucx_ops;
 	lk(x);
 	st = ucp_mem_map(x->ctx, &mp, &m->memh);
 	if (st == UCS_OK && (st = ucp_rkey_pack(x->ctx, m->memh, &rk, &rklen)) != UCS_OK)
@@ -944,16 +957,16 @@ int xport_mem_register(xport *x, void *p, size_t len, xport_mem **out)
 	return 0;
 }
 
-int xport_mem_rkey(const xport_mem *m, const void **rkey, size_t *len)
+static int ucx_mem_rkey(const umem *m, const void **rkey, size_t *len)
 {
 	*rkey = m->rkey;
 	*len = m->rkey_len;
 	return 0;
 }
 
-void xport_mem_release(xport *x, xport_mem *m)
+static void ucx_mem_release(ux *x, umem *m)
 {
-	xport_mem **pp;
+	umem **pp;
 
 	if (!m)
 		return;
@@ -1028,7 +1041,7 @@ static int rkey_parse(const void *rkey, size_t len, struct rkey_view *v)
 /* Checks rkey for an access of n bytes at raddr on ep, and finds or unpacks
  * its UCP rkey (lock held). On success *slot is the busy cache slot, or NULL
  * with *tmp an uncached rkey the caller destroys (every slot was busy). */
-static int rkey_acquire(xport *x, xport_ep *ep, const void *rkey, size_t len, uint64_t raddr,
+static int rkey_acquire(ux *x, uep *ep, const void *rkey, size_t len, uint64_t raddr,
 			size_t n, struct rk_slot **slot, ucp_rkey_h *tmp)
 {
 	struct rkey_view v;
@@ -1081,7 +1094,7 @@ static int rkey_acquire(xport *x, xport_ep *ep, const void *rkey, size_t len, ui
 	return 0;
 }
 
-static void rkey_release(xport_ep *ep, struct rk_slot *slot, ucp_rkey_h tmp)
+static void rkey_release(uep *ep, struct rk_slot *slot, ucp_rkey_h tmp)
 {
 	if (slot) {
 		slot->busy--;
@@ -1092,7 +1105,7 @@ static void rkey_release(xport_ep *ep, struct rk_slot *slot, ucp_rkey_h tmp)
 		ucp_rkey_destroy(tmp);
 }
 
-static int rma(xport *x, xport_ep *ep, int put, void *local, size_t len, uint64_t raddr,
+static int rma(ux *x, uep *ep, int put, void *local, size_t len, uint64_t raddr,
 	       const void *rkey, size_t rkey_len, int timeout_ms)
 {
 	uint64_t deadline = deadline_of(timeout_ms);
@@ -1133,13 +1146,13 @@ static int rma(xport *x, xport_ep *ep, int put, void *local, size_t len, uint64_
 	return rc;
 }
 
-int xport_get(xport *x, xport_ep *ep, void *local, size_t len, uint64_t remote_addr,
+static int ucx_get(ux *x, uep *ep, void *local, size_t len, uint64_t remote_addr,
 	      const void *rkey, size_t rkey_len, int timeout_ms)
 {
 	return rma(x, ep, 0, local, len, remote_addr, rkey, rkey_len, timeout_ms);
 }
 
-int xport_put(xport *x, xport_ep *ep, const void *local, size_t len, uint64_t remote_addr,
+static int ucx_put(ux *x, uep *ep, const void *local, size_t len, uint64_t remote_addr,
 	      const void *rkey, size_t rkey_len, int timeout_ms)
 {
 	return rma(x, ep, 1, (void *)local, len, remote_addr, rkey, rkey_len, timeout_ms);
@@ -1147,7 +1160,7 @@ int xport_put(xport *x, xport_ep *ep, const void *local, size_t len, uint64_t re
 
 /* ---- tag messages ---- */
 
-int xport_tag_send(xport *x, xport_ep *ep, uint64_t tag, const void *buf, size_t len, int timeout_ms)
+static int ucx_tag_send(ux *x, uep *ep, uint64_t tag, const void *buf, size_t len, int timeout_ms)
 {
 	uint64_t deadline = deadline_of(timeout_ms);
 	ucp_request_param_t p = { 0 };
@@ -1162,7 +1175,7 @@ int xport_tag_send(xport *x, xport_ep *ep, uint64_t tag, const void *buf, size_t
 	return rc;
 }
 
-int xport_tag_recv(xport *x, uint64_t want, uint64_t mask, void *buf, size_t cap, size_t *len,
+static int ucx_tag_recv(ux *x, uint64_t want, uint64_t mask, void *buf, size_t cap, size_t *len,
 		   uint64_t *got_tag, int timeout_ms)
 {
 	uint64_t deadline = deadline_of(timeout_ms);
@@ -1217,3 +1230,79 @@ int xport_tag_recv(xport *x, uint64_t want, uint64_t mask, void *buf, size_t cap
 		return AIDOS_E_RANGE;
 	return st == UCS_OK ? 0 : ucs_err(st);
 }
+
+/* ---- the vtable: casts from the public handles (each backend object
+ * starts with its public base) ---- */
+
+static int o_create(const xport_opts *o, xport **out, char *err, size_t errlen)
+{
+	ux *x;
+	int rc = ucx_create(o, &x, err, errlen);
+
+	*out = rc ? NULL : &x->base;
+	return rc;
+}
+static void o_destroy(xport *x) { ucx_destroy((ux *)x); }
+static void o_describe(const xport *x, const char **n, const char **r) { ucx_describe((const ux *)x, n, r); }
+static int o_address(const xport *x, const void **a, size_t *l) { return ucx_address((const ux *)x, a, l); }
+static int o_connect(xport *x, const void *a, size_t l, xport_ep **out)
+{
+	uep *ep;
+	int rc = ucx_connect((ux *)x, a, l, &ep);
+
+	*out = rc ? NULL : &ep->base;
+	return rc;
+}
+static void o_disconnect(xport *x, xport_ep *ep) { ucx_disconnect((ux *)x, (uep *)ep); }
+static int o_ep_status(const xport_ep *ep) { return ucx_ep_status((const uep *)ep); }
+static const char *o_ep_describe(const xport_ep *ep) { return ucx_ep_describe((const uep *)ep); }
+static int o_mem_register(xport *x, void *p, size_t len, xport_mem **out)
+{
+	umem *m;
+	int rc = ucx_mem_register((ux *)x, p, len, &m);
+
+	*out = rc ? NULL : &m->base;
+	return rc;
+}
+static int o_mem_rkey(const xport_mem *m, const void **k, size_t *l) { return ucx_mem_rkey((const umem *)m, k, l); }
+static void o_mem_release(xport *x, xport_mem *m) { ucx_mem_release((ux *)x, (umem *)m); }
+static int o_get(xport *x, xport_ep *ep, void *local, size_t len, uint64_t ra, const void *rk, size_t rkl, int t)
+{
+	return ucx_get((ux *)x, (uep *)ep, local, len, ra, rk, rkl, t);
+}
+static int o_put(xport *x, xport_ep *ep, const void *local, size_t len, uint64_t ra, const void *rk, size_t rkl,
+		 int t)
+{
+	return ucx_put((ux *)x, (uep *)ep, local, len, ra, rk, rkl, t);
+}
+static int o_tag_send(xport *x, xport_ep *ep, uint64_t tag, const void *buf, size_t len, int t)
+{
+	return ucx_tag_send((ux *)x, (uep *)ep, tag, buf, len, t);
+}
+static int o_tag_recv(xport *x, uint64_t want, uint64_t mask, void *buf, size_t cap, size_t *len, uint64_t *got,
+		      int t)
+{
+	return ucx_tag_recv((ux *)x, want, mask, buf, cap, len, got, t);
+}
+
+static const xport_ops ucx_ops = {
+	.version = XPORT_OPS_VERSION,
+	.name = "ucx",
+	.create = o_create,
+	.destroy = o_destroy,
+	.describe = o_describe,
+	.address = o_address,
+	.connect = o_connect,
+	.disconnect = o_disconnect,
+	.ep_status = o_ep_status,
+	.ep_describe = o_ep_describe,
+	.mem_register = o_mem_register,
+	.mem_rkey = o_mem_rkey,
+	.mem_release = o_mem_release,
+	.get = o_get,
+	.put = o_put,
+	.tag_send = o_tag_send,
+	.tag_recv = o_tag_recv,
+};
+
+const xport_ops *const xport_ucx = &ucx_ops;

@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# tools/test-rxe.sh BUILD_DIR - `make test-rxe`: the verbs transport over
+# Soft-RoCE (rdma_rxe) on a machine whose own kernel has no RDMA.
+#
+# 1. fetches Debian's kernel (linux-image-amd64, 6.1) and the RDMA user
+#    space with `apt-get download` into ~/.cache/aidos/rxe/debs (once),
+# 2. builds a base initramfs: busybox-static, the rxe modules and their
+#    dependencies in load order, rdma-core (libibverbs + the rxe provider,
+#    librdmacm, ibverbs-utils, perftest), UCX and iproute2, each binary with
+#    the shared libraries it needs (ldd, preferring the extracted packages);
+#    cached as ~/.cache/aidos/rxe/base-<hash>.cpio,
+# 3. appends this build's binaries (aidos-node, aidos-coord, aidosctl, aidos,
+#    bench/verbs_put, tests/test_verbs), their libraries, the Silero VAD
+#    model, inputs made here with numpy, and tools/rxe/inside.sh,
+# 4. boots it under QEMU (KVM when the CPU has vmx/svm and /dev/kvm works,
+#    else TCG), where tools/rxe/init wires rxe0/rxe1 over a veth pair and
+#    tools/rxe/inside.sh runs the tests and benchmarks; the serial console
+#    comes back here,
+# 5. prints the checks and the comparison table, writes
+#    bench/results/rxe-latest.json, and ends with `N passed, N failed, N skipped`.
+#
+# Exit: 0 all passed, 1 a failure, 77 skipped (no qemu, or no packages and
+# no network). Env: AIDOS_CACHE (default ~/.cache/aidos), AIDOS_RXE_TIMEOUT
+# (VM wall-clock bound, s, default 780), AIDOS_RXE_ACCEL (kvm|tcg).
+set -uo pipefail
+
+if [[ $# -ne 1 || ! -d $1 ]]; then
+	echo "usage: tools/test-rxe.sh BUILD_DIR" >&2
+	exit 2
+fi
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=$(cd "$1" && pwd)
+CACHE=${AIDOS_CACHE:-$HOME/.cache/aidos}
+C=$CACHE/rxe
+PY=/usr/bin/python3
+t_start=$SECONDS
+log() { echo "test-rxe: $*"; }
+skip_all() { log "SKIP: $*"; echo "0 passed, 0 failed, 1 skipped"; exit 77; }
+fail_all() { log "FAIL: $*"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+
+command -v qemu-system-x86_64 >/dev/null || skip_all "qemu-system-x86_64 missing (make deps installs qemu-system-x86)"
+command -v cpio >/dev/null || skip_all "cpio missing (make deps)"
+for b in aidos aidosctl aidos-node aidos-coord bench/verbs_put tests/test_verbs; do
+	[[ -x $build/$b ]] || fail_all "$build/$b missing: run make"
+done
+
+work=$(mktemp -d /tmp/aidos-rxe.XXXXXX)
+qpid=""
+cleanup() {
+	[[ -n $qpid ]] && kill "$qpid" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- 1. packages ----
+PKGS=(busybox-static libibverbs1 librdmacm1 ibverbs-providers ibverbs-utils rdmacm-utils perftest libucx0
+      ucx-utils iproute2 libmnl0 libelf1 libbpf1 libcap2 libxtables12 libbsd0 libmd0 libnl-3-200
+      libnl-route-3-200 libnuma1 libpci3)
+mkdir -p "$C/debs"
+kpkg=$(ls "$C"/debs/linux-image-6.1*-amd64_*.deb 2>/dev/null | head -n 1)
+if [[ -z $kpkg ]] || [[ $(cat "$C/debs/.complete" 2>/dev/null) != "${PKGS[*]}" ]]; then
+	kname=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-6\.1[^ ]*-amd64\)$/\1/p' | head -n 1)
+	[[ -n $kname ]] || skip_all "apt-cache knows no linux-image-amd64 (6.1) here: cannot fetch the kernel"
+	log "fetching $kname and ${#PKGS[@]} packages with apt-get download into $C/debs"
+	(cd "$C/debs" && apt-get download "$kname" "${PKGS[@]}" >"$work/apt.log" 2>&1) ||
+		{ tail -n 5 "$work/apt.log"; skip_all "apt-get download failed (no network?)"; }
+	echo "${PKGS[*]}" >"$C/debs/.complete"
+	kpkg=$(ls "$C"/debs/linux-image-6.1*-amd64_*.deb | head -n 1)
+fi
+
+# ---- 2. base initramfs (cached by the package set and this recipe) ----
+BASE_RECIPE=4   # bump when the base recipe below changes
+key=$( (ls "$C/debs"; echo "$BASE_RECIPE"; cat "$root/tools/rxe/init") | sha256sum | cut -c1-16)
+base=$C/base-$key.cpio
+R=$C/root
+LIBPATH=$R/usr/lib/x86_64-linux-gnu:$R/lib/x86_64-linux-gnu:$R/usr/lib/x86_64-linux-gnu/libibverbs
+
+# copy_elf SRC DEST_ROOT DEST_PATH: the file and every library ldd resolves
+# (from the extracted packages first, else the host's identical Debian 12).
+copy_elf() {
+	local src=$1 dr=$2 dst=$3
+	mkdir -p "$dr/$(dirname "$dst")"
+	cp -L "$src" "$dr/$dst"
+	LD_LIBRARY_PATH=$LIBPATH ldd "$src" 2>/dev/null | awk '/=> \// {print $3} /^\t\/lib64/ {print $1}' |
+		while read -r lib; do
+			local d=${lib#"$R"}
+			[[ -e $dr/$d ]] && continue
+			mkdir -p "$dr/$(dirname "$d")"
+			cp -L "$lib" "$dr/$d"
+		done
+}
+
+if [[ ! -f $base ]]; then
+	log "building the base initramfs (kernel $(basename "$kpkg"))"
+	rm -rf "$R" "$C"/base-*.cpio "$C"/vmlinuz
+	mkdir -p "$R"
+	for d in "$C"/debs/*.deb; do dpkg -x "$d" "$R" || fail_all "dpkg -x $d"; done
+	kver=$(ls "$R/lib/modules" | head -n 1)
+	cp "$R/boot/vmlinuz-$kver" "$C/vmlinuz"
+	B=$work/base
+	mkdir -p "$B"/{bin,sbin,usr/bin,usr/sbin,etc,rxe,lib64,proc,sys,dev,tmp}
+	cp "$R/bin/busybox" "$B/bin/busybox"
+	cp "$root/tools/rxe/init" "$B/init"
+	chmod +x "$B/init"
+	# modules: what rxe needs, each after its dependencies (modinfo's
+	# depends= read from the .ko; crc32_generic is needed but not listed)
+	M=$R/lib/modules/$kver
+	declare -A seen=()
+	order=()
+	modpath() { find "$M" -name "$1.ko" | head -n 1; }
+	addmod() {
+		local name=${1//-/_} p deps
+		[[ -n ${seen[$name]:-} ]] && return
+		seen[$name]=1
+		p=$(modpath "$name")
+		[[ -n $p ]] || p=$(modpath "${1//_/-}")
+		[[ -n $p ]] || { log "module $1 not found (built in?)"; return; }
+		deps=$(tr '\0' '\n' <"$p" | sed -n 's/^depends=//p' | head -n 1)
+		for d in ${deps//,/ }; do addmod "$d"; done
+		order+=("${p#"$M"/}")
+		mkdir -p "$B/lib/modules/$kver/$(dirname "${p#"$M"/}")"
+		cp "$p" "$B/lib/modules/$kver/${p#"$M"/}"
+	}
+	for m in veth bridge crc32_generic ib_core ib_uverbs udp_tunnel ip6_udp_tunnel rdma_rxe ib_cm iw_cm configfs \
+		rdma_cm rdma_ucm; do
+		addmod "$m"
+	done
+	printf '%s\n' "${order[@]}" >"$B/rxe/modules.list"
+	# user space
+	for b in usr/bin/ib_write_lat usr/bin/ib_write_bw usr/bin/ib_read_lat usr/bin/ib_read_bw usr/bin/ibv_devinfo \
+		usr/bin/ibv_rc_pingpong usr/bin/rping usr/bin/ucx_perftest usr/bin/ucx_info bin/ip usr/bin/rdma; do
+		[[ -e $R/$b ]] || { log "$b missing from the packages"; continue; }
+		copy_elf "$R/$b" "$B" "/$b"
+	done
+	for so in "$R"/usr/lib/x86_64-linux-gnu/libibverbs/*.so "$R"/usr/lib/x86_64-linux-gnu/ucx/*.so.0; do
+		copy_elf "$so" "$B" "${so#"$R"}"
+	done
+	cp -r "$R/etc/libibverbs.d" "$B/etc/"
+	cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$B/lib/x86_64-linux-gnu/" 2>/dev/null ||
+		{ mkdir -p "$B/lib/x86_64-linux-gnu"; cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$B/lib/x86_64-linux-gnu/"; }
+	copy_elf /bin/bash "$B" /bin/bash
+	echo "root:x:0:0:root:/root:/bin/bash" >"$B/etc/passwd"
+	(cd "$B" && find . | cpio -o -H newc --quiet) >"$base.tmp" && mv "$base.tmp" "$base"
+	log "base initramfs: $(du -h "$base" | cut -f1) in $((SECONDS - t_start)) s"
+fi
+
+# ---- 3. this build ----
+O=$work/ov
+mkdir -p "$O/aidos/build/bench" "$O/aidos/build/tests" "$O/aidos/tools/rxe" "$O/aidos/data"
+for b in aidos aidosctl aidos-node aidos-coord bench/verbs_put tests/test_verbs; do
+	copy_elf "$build/$b" "$O" "/aidos/build/$b"
+done
+cp "$root/tools/rxe/inside.sh" "$O/aidos/tools/rxe/"
+mkdir -p "$O/aidos/deploy"
+cp "$root/deploy/softroce.sh" "$O/aidos/deploy/"
+VAD=$CACHE/models/vad-web/silero_vad_v5.onnx
+[[ -f $VAD ]] && cp "$VAD" "$O/aidos/data/"
+if [[ -x $PY ]] && "$PY" -c 'import numpy' 2>/dev/null; then
+	"$PY" - "$O/aidos/data" <<'PYEOF'
+import sys, numpy as np
+d = sys.argv[1]
+rng = np.random.default_rng(20240613)
+n = 64 + 20 * 512
+t = np.arange(n) / 16000.0
+f0 = 140 + 60 * np.sin(2 * np.pi * 0.7 * t)
+ph = 2 * np.pi * np.cumsum(f0) / 16000.0
+env = 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) * (t > 0.12)
+sig = env * (0.5 * np.sin(ph) + 0.25 * np.sin(2 * ph) + 0.12 * np.sin(3 * ph))
+sig = (0.4 * sig + 0.01 * rng.standard_normal(n)).astype(np.float32)
+for k in range(20):
+    np.save("%s/vad_%02d.npy" % (d, k), sig[k * 512: k * 512 + 576].reshape(1, 576))
+np.save(d + "/sr.npy", np.array(16000, dtype=np.int64))
+np.save(d + "/state0.npy", np.zeros((2, 1, 128), np.float32))
+np.save(d + "/one.npy", np.ones((1,), np.float32))
+PYEOF
+	if "$PY" -c 'import onnx' 2>/dev/null; then
+		for sz in 65536 1048576 4194304 8388608; do
+			"$PY" "$root/tests/tools/state_model.py" "$O/aidos/data/state_$sz.onnx" "$sz" 2>/dev/null
+		done
+	fi
+fi
+(cd "$O" && find . | cpio -o -H newc --quiet) >"$work/ov.cpio"
+cat "$base" "$work/ov.cpio" >"$work/initrd"
+log "initramfs $(du -h "$work/initrd" | cut -f1) ready after $((SECONDS - t_start)) s"
+
+# ---- 4. boot ----
+accel=${AIDOS_RXE_ACCEL:-}
+if [[ -z $accel ]]; then
+	accel=tcg
+	grep -qE 'vmx|svm' /proc/cpuinfo && [[ -w /dev/kvm ]] && accel=kvm
+fi
+if [[ $accel == kvm ]]; then
+	qaccel=(-accel kvm -cpu host)
+else
+	qaccel=(-accel tcg,thread=multi -cpu max)
+fi
+vm_t=${AIDOS_RXE_TIMEOUT:-780}
+log "booting ($accel, 2 vCPUs, 3 GiB), bound ${vm_t} s"
+t_boot=$SECONDS
+timeout "$vm_t" qemu-system-x86_64 "${qaccel[@]}" -m 3072 -smp 2 -kernel "$C/vmlinuz" -initrd "$work/initrd" \
+	-append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init" -nographic -no-reboot -nic none \
+	</dev/null >"$work/console.log" 2>&1 &
+qpid=$!
+wait "$qpid"
+qrc=$?
+qpid=""
+vm_s=$((SECONDS - t_boot))
+mkdir -p "$build/test-logs"
+tr -d '\r' <"$work/console.log" >"$build/test-logs/rxe-console.log"
+con=$build/test-logs/rxe-console.log
+
+# ---- 5. results ----
+grep -E '^(rxe-vm|    PASS|    FAIL|    SKIP|      )' "$con"
+sed -n 's/^BENCH //p' "$con" >"$work/bench.jsonl"
+: >"$work/table.txt"
+if [[ -s $work/bench.jsonl && -x $PY ]]; then
+	mkdir -p "$root/bench/results"
+	"$PY" - "$work/bench.jsonl" "$root/bench/results/rxe-latest.json" "$accel" "$vm_s" >"$work/table.txt" 2>&1 <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith('{')]
+out = {"setup": "one QEMU VM (%s), Debian 6.1 kernel, rxe0@veth0 <-> rxe1@veth1, MTU 9000" % sys.argv[3],
+       "vm_seconds": int(sys.argv[4]), "results": rows}
+json.dump(out, open(sys.argv[2], "w"), indent=1)
+def get(tool, op, size):
+    for r in rows:
+        if r.get("tool") == tool and r.get("op") == op and r.get("size") == size:
+            return r
+    return None
+print("    comparison on the same rxe link (latency us, bandwidth MB/s):")
+print("      %-34s %10s %10s %10s" % ("", "2 B", "64 B", "4 KiB"))
+def lat_row(name, tool, op):
+    v = [get(tool, op, s) for s in (2, 64, 4096)]
+    print("      %-34s %10s %10s %10s" % (name, *["%.1f" % r["us"] if r else "-" for r in v]))
+lat_row("ib_write_lat (half RTT)", "perftest", "write_lat")
+lat_row("aidos verbs put ping-pong (half RTT)", "aidos-verbs", "put_lat")
+lat_row("ib_read_lat", "perftest", "read_lat")
+lat_row("aidos verbs get", "aidos-verbs", "get_lat")
+lat_row("aidos verbs put (blocking, RTT)", "aidos-verbs", "put_rtt")
+lat_row("ucx_perftest ucp_put_lat (rc_v)", "ucx_perftest", "put_lat")
+lat_row("aidos UCX put (blocking, rc_v)", "aidos-ucx", "put_rtt")
+lat_row("aidos UCX get (rc_v)", "aidos-ucx", "get_lat")
+print("      %-34s %10s %10s" % ("", "64 KiB", "1 MiB"))
+def bw_row(name, tool, op):
+    v = [get(tool, op, s) for s in (65536, 1048576)]
+    print("      %-34s %10s %10s" % (name, *["%.1f" % r["MBps"] if r else "-" for r in v]))
+bw_row("ib_write_bw", "perftest", "write_bw")
+bw_row("aidos verbs put", "aidos-verbs", "put_bw")
+bw_row("ib_read_bw", "perftest", "read_bw")
+bw_row("aidos verbs get", "aidos-verbs", "get_bw")
+bw_row("ucx_perftest ucp_put_bw (rc_v)", "ucx_perftest", "put_bw")
+bw_row("aidos UCX put (rc_v)", "aidos-ucx", "put_bw")
+bw_row("aidos UCX get (rc_v)", "aidos-ucx", "get_bw")
+mig = sorted((r for r in rows if r.get("op") == "migrate"), key=lambda r: r["size"])
+if mig:
+    print("      migration over RDMA READ, context size -> aidosctl migrate ms: " +
+          ", ".join("%d KiB %.1f ms" % (r["size"] >> 10, r["ms"]) for r in mig))
+# the targets of issue 5, on this link: reported, not asserted (no timed
+# assertions in tests: under emulation on a shared host the same tool varies
+# 2-50x between runs)
+wb, vb = get("perftest", "write_bw", 1048576), get("aidos-verbs", "put_bw", 1048576)
+if wb and vb:
+    r = vb["MBps"] / wb["MBps"]
+    print("    target bw-1MiB: aidos verbs put %.1f MB/s = %.0f%% of ib_write_bw %.1f MB/s (>= 90%%: %s)" %
+          (vb["MBps"], 100 * r, wb["MBps"], "met" if r >= 0.9 else "NOT met"))
+else:
+    print("    target bw-1MiB: not measured (ib_write_bw or aidos verbs put_bw at 1 MiB missing)")
+worst = None
+for sz in (2, 64):
+    wl, vl = get("perftest", "write_lat", sz), get("aidos-verbs", "put_lat", sz)
+    if wl and vl and (worst is None or vl["us"] / wl["us"] > worst[0]):
+        worst = (vl["us"] / wl["us"], sz, vl["us"], wl["us"])
+if worst:
+    print("    target lat-small: aidos verbs put ping-pong / ib_write_lat, worst of 2 B and 64 B: %.2fx "
+          "(%d B: %.1f us vs %.1f us; <= 1.2x: %s)" % (*worst, "met" if worst[0] <= 1.2 else "NOT met"))
+else:
+    print("    target lat-small: not measured (ib_write_lat or aidos verbs put_lat missing)")
+PYEOF
+	(($? == 0)) || echo "    FAIL results: the comparison script failed" >>"$work/table.txt"
+fi
+cat "$work/table.txt"
+passed=$(cat "$con" "$work/table.txt" | grep -c '^    PASS')
+failed=$(cat "$con" "$work/table.txt" | grep -c '^    FAIL')
+skipped=$(cat "$con" "$work/table.txt" | grep -c '^    SKIP')
+if ! grep -q '^rxe-vm: done' "$con"; then
+	log "the VM did not finish (qemu exit $qrc after $vm_s s); last console lines:"
+	tail -n 30 "$con" | sed 's/^/    | /'
+	failed=$((failed + 1))
+fi
+log "VM ($accel) ran $vm_s s; whole run $((SECONDS - t_start)) s"
+echo "$passed passed, $failed failed, $skipped skipped"
+((failed)) && exit 1
+((passed)) || exit 77
+exit 0
