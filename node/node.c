@@ -1805,6 +1805,16 @@ node_agent *node_agent_find(node *n, const char *name)
 	return node_table_get(&n->table, name);
 }
 
+int node_agent_ready(node *n, node_agent *a, char *err, size_t errlen)
+{
+	if (__atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE))
+		return 0;
+	pthread_mutex_lock(&a->mu);
+	int rc = agent_finish_load(n, a, err, errlen);
+	pthread_mutex_unlock(&a->mu);
+	return rc;
+}
+
 static void agent_stat_fill(node_agent *a, node_agent_stat *o)
 {
 	memset(o, 0, sizeof *o);
@@ -1894,7 +1904,3 @@ void node_stats(node *n, node_stat *s)
 	s->heap_peak = ps.bytes_peak;
 	node_disp_counts_get(n->disp, &s->disp);
 }
-
-/* ---- local clients (node/ipc.h): what the socket server serves ---- */
-struct node_models *node_ipc_models(struct node *n) { return &n->models; }
-struct node_table *node_ipc_table(struct node *n) { return &n->table; }

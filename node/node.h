@@ -389,6 +389,11 @@ int node_agent_suspend_local(node *n, const char *name, int suspend, char *err, 
 /* The agent named name, referenced (node_agent_unref it), or NULL: what a
  * submitter puts in node_job.agent. */
 node_agent *node_agent_find(node *n, const char *name);
+/* Loads a lazy agent now (model, state, its local checkpoint) as its
+ * first request would: what a client opening it needs to see its inputs.
+ * 0 when loaded already. Errors: the load's (the same again for a load
+ * that failed). Thread-safe; takes a->mu. */
+int node_agent_ready(node *n, node_agent *a, char *err, size_t errlen);
 
 /* One agent as `aidos ps` shows it. */
 typedef struct node_agent_stat {
