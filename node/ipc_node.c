@@ -8,10 +8,13 @@
  * A request. The client's poller (node/ipc.c) checks the descriptor, then
  * calls in_exec, which fills a node_job on the poller's own stack (one
  * poller per client runs one request at a time: the job is that client's
- * slot, no allocation) and node_submit()s it with the agent's priority and
- * the descriptor's deadline (0: the agent's). A refusal (AIDOS_E_BUSY,
- * AIDOS_E_DEADLINE, AIDOS_E_NOTFOUND) comes back at once. Otherwise a
- * dispatcher worker runs the model and calls on_done(), which writes the
+ * slot, no allocation) and submits it with node_submit_here, with the
+ * agent's priority and the descriptor's deadline (0: the agent's). A
+ * refusal (AIDOS_E_BUSY, AIDOS_E_DEADLINE, AIDOS_E_NOTFOUND) comes back at
+ * once. When a worker would start it at once, the poller runs it itself in
+ * that worker's place (no hand-off: the round trip costs what the rings
+ * cost); otherwise it is queued, a dispatcher worker runs the model, and
+ * either way on_done() is called, which writes the
  * outputs into the client's heap (ipc_out_write: they are borrowed from
  * the agent's arena only until done() returns), records rc and message
  * (AIDOS_E_QUOTA when the agent's pool refused), and releases the poller.
@@ -269,7 +272,9 @@ static int in_exec(void *ctx, void *agent, ipc_exec *x, char *err, size_t errlen
 	w.errlen = errlen;
 	w.rc = 0;
 	w.st = 0;
-	int rc = node_submit(in->n, &w.j, err, errlen);
+	int rc = node_submit_here(in->n, &w.j, err, errlen);
+	if (rc == 1)           /* ran on this thread: done() has returned */
+		return w.rc;
 	if (rc)
 		return rc;
 	uint64_t t0 = 0;

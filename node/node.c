@@ -1751,6 +1751,13 @@ int node_submit(node *n, node_job *j, char *err, size_t errlen)
 	return node_disp_submit(n->disp, j, err, errlen);
 }
 
+int node_submit_here(node *n, node_job *j, char *err, size_t errlen)
+{
+	if (!n->disp)
+		return fail(err, errlen, AIDOS_E_BUSY, "the node is not started or is stopping");
+	return node_disp_submit_here(n->disp, j, err, errlen);
+}
+
 int node_run(node *n, node_job *j, char *err, size_t errlen)
 {
 	if (!n->disp)

@@ -302,6 +302,7 @@ int node_disp_create(int workers, int pin, int rt_prio, const node *logn, node_d
  * with AIDOS_E_BUSY ("the node is stopping"). NULL: no-op. */
 void node_disp_destroy(node_disp *d);
 int node_disp_submit(node_disp *d, node_job *j, char *err, size_t errlen);
+int node_disp_submit_here(node_disp *d, node_job *j, char *err, size_t errlen);
 int node_disp_run(node_disp *d, node_job *j, char *err, size_t errlen);
 void node_disp_counts_get(node_disp *d, node_disp_counts *c);
 /* How a worker loads a lazy agent on its first request (called with a->mu

@@ -1112,6 +1112,15 @@ static void test_kern_agents(void **st)
 	aidos_session_output(s, 0, &o);
 	assert_memory_equal(&r.outv[0], o.data, sizeof(float));
 	aidos_session_destroy(s);
+	/* node_submit_here: an idle node runs it on this thread (1, done()
+	 * called before it returns), with the same outputs. */
+	float ref0 = r.outv[0];   /* node_run's, equal to the session's */
+	r.rc[0] = -1;
+	r.outv[0] = -1;
+	job_set(&r, 0, a, &T_j, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_submit_here(n, &r.j[0], err, sizeof err), 1);
+	assert_int_equal(r.rc[0], 0);
+	assert_memory_equal(&r.outv[0], &ref0, sizeof(float));
 	/* Steady state: no allocation per request through the dispatcher. */
 	pool_stats p0, p1;
 	pool_get_stats(&p0);
