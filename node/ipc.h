@@ -169,7 +169,7 @@ struct node;
  * the node-local API: spawn/kill/list/stats are node_agent_spawn_local
  * etc., requests go through node_submit (the dispatcher: priority,
  * deadline, quota, store). Env AIDOS_IPC_WAIT_SPIN_US: how long a poller
- * spins for its request before sleeping (default 300). Errors:
+ * spins for a queued request before sleeping (default 50). Errors:
  * AIDOS_E_INVALID (no node), AIDOS_E_NOMEM. */
 int ipc_node_create(struct node *n, ipc_node **out, char *err, size_t errlen);
 /* NULL is a no-op. Destroy the server using it first. */

@@ -27,9 +27,11 @@
  *   done() seeing 2 wakes the futex; the poller sleeps only while st == 2.
  * After the exchange done() touches nothing of the poller's (its frame may
  * be gone: a wake of a stale address is harmless, waiters loop).
- * Steady state: no allocation; a system call only when the run outlasts
- * the poller's spin (AIDOS_IPC_WAIT_SPIN_US, default 300 us), so a short
- * model and a null request (ping, answered in node/ipc.c) cost none.
+ * Steady state: no allocation; no system call for a request run on the
+ * poller's thread (the common case on an idle node) nor for a null request
+ * (ping, answered in node/ipc.c); a queued one costs a futex wait/wake when
+ * it outlasts the poller's spin (AIDOS_IPC_WAIT_SPIN_US, default 50 us:
+ * pollers of queued requests must not take the cores the workers need).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -47,7 +49,7 @@
 #include "node/node.h"
 #include "pools/pools.h"
 
-#define WAIT_SPIN_US_DEFAULT 300
+#define WAIT_SPIN_US_DEFAULT 50
 
 struct ipc_node {
 	node *n;
