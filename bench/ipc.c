@@ -142,7 +142,7 @@ int main(int argc, char **argv)
 	 * pollers) inherit CPU 0. */
 	char ddir[300];
 	snprintf(ddir, sizeof ddir, "%s/data", dir);
-	node_opts no = { .name = "bench", .data_dir = ddir, .no_grpc = 1, .run_workers = 1 };
+	node_opts no = { .name = "bench", .data_dir = ddir, .no_grpc = 1 };   /* workers: one per core */
 	node *nd;
 	if (node_create(&no, &nd, err, sizeof err) || node_start(nd, err, sizeof err)) {
 		fprintf(stderr, "ipc bench: node: %s\n", err);
