@@ -73,7 +73,8 @@ int node_submit(node *n, node_job *j, char *err, size_t errlen);
 /* node_submit for a submitter that waits for its own request (the
  * socket server's pollers): when a worker would start j at once (nothing
  * queued, the agent idle, an idle worker's place free for j's class: a
- * non-reserved one, or the reserved one for the top class), j runs on the
+ * non-reserved one, or the reserved one for the top class unless it runs
+ * SCHED_FIFO by --rt-prio), j runs on the
  * calling thread in that worker's place (the workers leave it free
  * meanwhile, so no more requests run at once than there are workers) and
  * node_submit_here returns 1 after done() has returned: no hand-off, no

@@ -807,7 +807,10 @@ static int submit(node_disp *d, node_job *j, int here, char *err, size_t errlen)
 		if (dq->nr_busy + dq->inl < dq->nworkers - dq->reserve) {
 			slot = 1;
 			dq->inl++;
-		} else if (dq->reserve && j->dr.priority >= dq->top && dq->hi_idle && !dq->hi_claimed) {
+		} else if (dq->reserve && d->rt_prio <= 0 && j->dr.priority >= dq->top && dq->hi_idle &&
+			   !dq->hi_claimed) {
+			/* (with --rt-prio the reserved worker runs SCHED_FIFO: the
+			 * top class stays on it, not on an ordinary thread) */
 			slot = 2;
 			dq->hi_claimed = 1;
 			dq->hi_idle = 0;
