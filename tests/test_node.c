@@ -1117,6 +1117,13 @@ static void test_kern_agents(void **st)
 	float ref0 = r.outv[0];   /* node_run's, equal to the session's */
 	r.rc[0] = -1;
 	r.outv[0] = -1;
+	for (;;) {   /* the worker may still be closing node_run's request */
+		node_stat ws;
+		node_stats(n, &ws);
+		if (!ws.disp.running && !ws.disp.queued)
+			break;
+		usleep(1000);
+	}
 	job_set(&r, 0, a, &T_j, NODE_PRIO_AGENT, 0);
 	assert_int_equal(node_submit_here(n, &r.j[0], err, sizeof err), 1);
 	assert_int_equal(r.rc[0], 0);
