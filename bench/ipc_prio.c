@@ -58,7 +58,7 @@ static void *loader_main(void *arg)
 {
 	loader *l = arg;
 	aidos_client *c;
-	char err[512], name[2][8];
+	char err[512], name[2][16];
 	if (aidos_client_connect(sock, NULL, &c, err, sizeof err)) {
 		fprintf(stderr, "ipc_prio: loader: %s\n", err);
 		__atomic_store_n(&l->ready, 1, __ATOMIC_RELEASE);
@@ -171,7 +171,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	for (int i = 0; i < 4; i++) {
-		char name[8];
+		char name[16];
 		snprintf(name, sizeof name, "lo%d", i);
 		aidos_client_spawn_opts ls = { .name = name, .model = emb, .priority = 1 };
 		if (aidos_client_spawn(c, &ls, err, sizeof err)) {
