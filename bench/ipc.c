@@ -4,9 +4,11 @@
  *
  *   build/bench/ipc [--pings N] [--runs N] [--clients-max N] [--only ping] MODEL.onnx
  *
- * A node (node/ipc.c + node/ipc_node.c) is started in this process on a
- * socket in a temporary directory; clients connect to it like any other
- * process would (the rings are shared memory either way).
+ * A node (node/node.h, standalone, workers = cores) and its socket server
+ * (node/ipc.c + node/ipc_node.c, as aidos-node runs them: requests go
+ * through the dispatcher) are started in this process on a socket in a
+ * temporary directory; clients connect to it like any other process would
+ * (the rings are shared memory either way).
  *   ping:   N null requests, one at a time; the node's poller pinned to CPU
  *           0 (its threads inherit it), the client to CPU 1, both spinning
  *           (AIDOS_IPC_SPIN_US / AIDOS_CLIENT_SPIN_US set high here).
