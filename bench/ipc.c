@@ -4,9 +4,11 @@
  *
  *   build/bench/ipc [--pings N] [--runs N] [--clients-max N] [--only ping] MODEL.onnx
  *
- * A node (node/ipc.c + node/ipc_node.c) is started in this process on a
- * socket in a temporary directory; clients connect to it like any other
- * process would (the rings are shared memory either way).
+ * A node (node/node.h, standalone, workers = cores) and its socket server
+ * (node/ipc.c + node/ipc_node.c, as aidos-node runs them: requests go
+ * through the dispatcher) are started in this process on a socket in a
+ * temporary directory; clients connect to it like any other process would
+ * (the rings are shared memory either way).
  *   ping:   N null requests, one at a time; the node's poller pinned to CPU
  *           0 (its threads inherit it), the client to CPU 1, both spinning
  *           (AIDOS_IPC_SPIN_US / AIDOS_CLIENT_SPIN_US set high here).
@@ -30,6 +32,7 @@
 #include "aidos/aidos.h"
 #include "aidos/client.h"
 #include "node/ipc.h"
+#include "node/node.h"
 
 static char sock[256], dir[128];
 
@@ -136,13 +139,23 @@ int main(int argc, char **argv)
 	snprintf(sock, sizeof sock, "%s/node.sock", dir);
 	setenv("AIDOS_CLIENT_SPIN_US", "1000000", 0);   /* ping and model: both sides spin */
 
-	/* The node: its threads (control, pollers) inherit CPU 0. */
+	/* The node (standalone, no gRPC): its dispatcher workers are
+	 * started before any pinning; the socket server's threads (control,
+	 * pollers) inherit CPU 0. */
+	char ddir[300];
+	snprintf(ddir, sizeof ddir, "%s/data", dir);
+	node_opts no = { .name = "bench", .data_dir = ddir, .no_grpc = 1 };   /* workers: one per core */
+	node *nd;
+	if (node_create(&no, &nd, err, sizeof err) || node_start(nd, err, sizeof err)) {
+		fprintf(stderr, "ipc bench: node: %s\n", err);
+		return 1;
+	}
 	pin(0);
 	ipc_node *in;
 	ipc_ops ops;
 	ipc_server *srv;
 	ipc_opts o = { .path = sock, .spin_us = 1000000 };
-	if (ipc_node_create(NULL, NULL, &in, err, sizeof err))
+	if (ipc_node_create(nd, &in, err, sizeof err))
 		return 1;
 	ipc_node_ops(in, &ops);
 	if (ipc_server_create(&o, &ops, &srv, err, sizeof err) || ipc_server_start(srv, err, sizeof err)) {
@@ -226,7 +239,7 @@ int main(int argc, char **argv)
 	qsort(ov, (size_t)runs, sizeof *ov, cmp_u64);
 	uint64_t ovm = pctl(ov, runs, 0.5), ov99 = pctl(ov, runs, 0.99);
 	uint64_t inproc = pctl(v, runs, 0.5), inproc99 = pctl(v, runs, 0.99);
-	uint64_t node = pctl(wv, runs, 0.5), node99 = pctl(wv, runs, 0.99);
+	uint64_t thru = pctl(wv, runs, 0.5), thru99 = pctl(wv, runs, 0.99);
 	free(wv);
 	free(ov);
 	aidos_session_destroy(s);
@@ -234,8 +247,8 @@ int main(int argc, char **argv)
 	printf(", \"model\": {\"path\": \"%s\", \"runs\": %d, \"in_process_ns\": {\"median\": %llu, \"p99\": %llu}, "
 	       "\"through_node_ns\": {\"median\": %llu, \"p99\": %llu}, \"overhead_median_ns\": %lld, "
 	       "\"round_trip_minus_model_ns\": {\"median\": %llu, \"p99\": %llu}}",
-	       model, runs, (unsigned long long)inproc, (unsigned long long)inproc99, (unsigned long long)node,
-	       (unsigned long long)node99, (long long)node - (long long)inproc, (unsigned long long)ovm,
+	       model, runs, (unsigned long long)inproc, (unsigned long long)inproc99, (unsigned long long)thru,
+	       (unsigned long long)thru99, (long long)thru - (long long)inproc, (unsigned long long)ovm,
 	       (unsigned long long)ov99);
 	fflush(stdout);
 	aidos_client_close(c);
@@ -280,6 +293,10 @@ done:
 	free(v);
 	ipc_server_destroy(srv);
 	ipc_node_destroy(in);
-	rmdir(dir);
+	node_destroy(nd);
+	char cmd[400];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	if (system(cmd))
+		fprintf(stderr, "ipc bench: could not remove %s\n", dir);
 	return 0;
 }

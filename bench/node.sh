@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # bench/node.sh BUILD_DIR - the node kernel (docs/benchmarks.md, "node"):
 #   boot      aidos-node standalone with 16 agents configured (12 distinct
-#             models + 4 sharing one), boot_ms from its ready line, 5 boots
+#             models + 4 sharing one) and its local-client socket
+#             (--socket), boot_ms from its ready line, 5 boots
 #   idle      CPU the booted node uses in 10 s of idleness (/proc/PID/stat
-#             utime + stime), as % of one core
+#             utime + stime), as % of one core, with one local client
+#             connected (`aidos ping` then idle: its poller must sleep)
 #   priority  high-priority p50/p99 through the dispatcher, unloaded and under
 #             a saturating low-priority load (bench/node_prio, in process)
 # Writes bench/results/node-latest.json and .md. A measurement, not a test.
@@ -49,7 +51,7 @@ nmodels=$(grep -o 'model=[^ ]*' "$tmp/node.conf" | sort -u | wc -l)
 start_node() {
 	rm -rf "$tmp/data"
 	: >"$tmp/ready"
-	"$node" --config "$tmp/node.conf" >"$tmp/ready" 2>"$tmp/log" &
+	"$node" --config "$tmp/node.conf" --socket "$tmp/node.sock" >"$tmp/ready" 2>"$tmp/log" &
 	pid=$!
 	for _ in $(seq 1 500); do
 		grep -q '^aidos-node ready' "$tmp/ready" && break
@@ -75,8 +77,13 @@ boot_med=$(echo "$sorted" | sed -n 3p)
 boot_max=$(echo "$sorted" | tail -n1)
 echo "boot with 16 agents ($nmodels models): median ${boot_med} ms, max ${boot_max} ms (${boots[*]})"
 
-# Idle CPU over 10 s.
+# Idle CPU over 10 s, one local client connected and idle (the Python
+# binding: it pings once, then sleeps holding its connection).
 start_node
+AIDOS_LIB=$build/libaidos.so PYTHONPATH=$root/node/python timeout 20 /usr/bin/python3 -c '
+import sys, time, aidos
+c = aidos.Client(sys.argv[1]); c.ping(); time.sleep(12)' "$tmp/node.sock" &
+cpid=$!
 sleep 1
 hz=$(getconf CLK_TCK)
 t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
@@ -84,6 +91,7 @@ sleep 10
 t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
 idle=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / 10 * 100 }')
 threads=$(ls "/proc/$pid/task" | wc -l)
+kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null
 stop_node
 echo "idle: ${idle}% of one core over 10 s ($threads threads)"
 

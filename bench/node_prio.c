@@ -202,7 +202,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	for (int i = 0; i < 4; i++) {
-		char name[8];
+		char name[16];
 		snprintf(name, sizeof name, "lo%d", i);
 		node_spawn_spec ls = { .name = name, .model_path = emb, .priority = 1 };
 		if (node_agent_spawn_local(n, &ls, err, sizeof err)) {
@@ -229,7 +229,7 @@ int main(int argc, char **argv)
 
 	static loader L[LOADERS];
 	for (int k = 0; k < LOADERS; k++) {
-		char name[8];
+		char name[16];
 		L[k].n = n;
 		snprintf(name, sizeof name, "lo%d", 2 * k);
 		L[k].a[0] = node_agent_find(n, name);

@@ -70,6 +70,19 @@ struct node_job {
  * cannot be met); err gets one line. Thread-safe. */
 int node_submit(node *n, node_job *j, char *err, size_t errlen);
 
+/* node_submit for a submitter that waits for its own request (the
+ * socket server's pollers): when a worker would start j at once (nothing
+ * queued, the agent idle, an idle worker's place free for j's class: a
+ * non-reserved one, or the reserved one for the top class unless it runs
+ * SCHED_FIFO by --rt-prio), j runs on the
+ * calling thread in that worker's place (the workers leave it free
+ * meanwhile, so no more requests run at once than there are workers) and
+ * node_submit_here returns 1 after done() has returned: no hand-off, no
+ * wake-up. Otherwise as node_submit: 0 (queued; done() comes on a worker)
+ * or a refusal. Priority, deadline admission, quota and pool are the
+ * same. Thread-safe; never call it from done(). */
+int node_submit_here(node *n, node_job *j, char *err, size_t errlen);
+
 /* node_submit, then waits for done() to have returned (spinning briefly,
  * then on a futex). Returns the submit's error, or the rc passed to done().
  * err gets done()'s message only when the caller's done copies it; the

@@ -6,7 +6,7 @@
  * docs/architecture.md, "Local clients", is the design.
  *
  *   ipc_node *in;
- *   ipc_node_create(NULL, NULL, &in, err, sizeof err);   // own agent table
+ *   ipc_node_create(n, &in, err, sizeof err);   // n: a started node (node/node.h)
  *   ipc_ops ops;
  *   ipc_node_ops(in, &ops);
  *   ipc_opts o = { .path = "/run/aidos/node.sock" };
@@ -18,13 +18,13 @@
  *   ipc_node_destroy(in);
  *
  * The server knows nothing of agents: every call into the node goes
- * through ipc_ops. node/ipc_node.c implements them with today's node API
- * (node_agent_create, node_table_*, aidos_session_run under the agent's
- * mutex); the dispatcher's node_submit replaces its exec later.
+ * through ipc_ops. node/ipc_node.c implements them with the node-local
+ * API and the dispatcher (node_submit; exec waits for the job's done(),
+ * and the poller stays the completion ring's only producer).
  *
  * Threads: one control thread (accept, control messages, client EOF) and
- * one poller thread per client (takes descriptors, runs them through
- * ops->exec, pushes completions). A client is dropped when its socket
+ * one poller thread per client (takes descriptors, hands them to ops->exec,
+ * which returns when the dispatcher has run them, pushes completions). A client is dropped when its socket
  * reaches EOF or errors (the process died or closed it): its poller
  * finishes the request it is running, stops, the memfd is unmapped, the
  * handles are closed. Nothing a client writes into its memfd can affect
@@ -160,25 +160,22 @@ const char *ipc_server_path(const ipc_server *s);
 /* Clients connected now. */
 int ipc_server_clients(ipc_server *s);
 
-/* ---- the node behind it today (node/ipc_node.c) ---- */
+/* ---- the node behind it (node/ipc_node.c) ---- */
 
 typedef struct ipc_node ipc_node;
-struct node_models;
-struct node_table;
+struct node;
 
-/* Serves agents of (ms, t) (borrowed, outliving the ipc_node), or of its
- * own model cache and table when both are NULL (standalone). Errors:
- * AIDOS_E_NOMEM. */
-int ipc_node_create(struct node_models *ms, struct node_table *t, ipc_node **out, char *err, size_t errlen);
+/* Serves the agents of node n (started, outliving the ipc_node) through
+ * the node-local API: spawn/kill/list/stats are node_agent_spawn_local
+ * etc., requests go through node_submit (the dispatcher: priority,
+ * deadline, quota, store). Env AIDOS_IPC_WAIT_SPIN_US: how long a poller
+ * spins for a queued request before sleeping (default 50). Errors:
+ * AIDOS_E_INVALID (no node), AIDOS_E_NOMEM. */
+int ipc_node_create(struct node *n, ipc_node **out, char *err, size_t errlen);
+/* NULL is a no-op. Destroy the server using it first. */
 void ipc_node_destroy(ipc_node *in);
 /* Fills ops with in's functions (ops->ctx = in). */
 void ipc_node_ops(ipc_node *in, ipc_ops *ops);
-
-/* Defined in node/node.c (a two-line accessor): the node's model cache
- * and agent table, for serving them over the socket. */
-struct node;
-struct node_models *node_ipc_models(struct node *n);
-struct node_table *node_ipc_table(struct node *n);
 
 /* ---- client test hooks (node/client.c; tests only) ---- */
 

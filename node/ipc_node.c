@@ -1,55 +1,60 @@
 /*
  * node/ipc_node.c - every call the local client server (node/ipc.c) makes
- * into the node, in one place: spawn, kill, list, stats, open/close an
- * agent, run one request. Written against today's node API
- * (node_agent_create, node_table_*, aidos_session_run under the agent's
- * mutex, as node.c's serve() does); when the dispatcher's node_submit
- * lands, in_exec becomes a submission and the rest stays. Note for that
- * switch: exec is synchronous today (the client's poller runs the model),
- * and the completion ring has one producer; completions arriving from
- * dispatcher workers must be pushed by one thread per client (or under a
- * per-client lock), and the inputs stay valid only while the client does
- * not reuse its heap tensors, i.e. until the completion.
+ * into the node, through the node-local API (node/node.h) and the
+ * dispatcher (node/dispatch.h): agents spawned over the socket get their
+ * pool and quota, deadline, priority and a store record, and are those
+ * the coordinator's heartbeat reports, like any other.
  *
- * Spawn options the node's agents do not carry yet (quota, default
- * deadline) are kept here, by name. The quota is enforced per request:
- * a request whose plan needs more arena than the agent's quota fails with
- * AIDOS_E_NOMEM (that agent's request only).
+ * A request. The client's poller (node/ipc.c) checks the descriptor, then
+ * calls in_exec, which fills a node_job on the poller's own stack (one
+ * poller per client runs one request at a time: the job is that client's
+ * slot, no allocation) and submits it with node_submit_here, with the
+ * agent's priority and the descriptor's deadline (0: the agent's). A
+ * refusal (AIDOS_E_BUSY, AIDOS_E_DEADLINE, AIDOS_E_NOTFOUND) comes back at
+ * once. When a worker would start it at once, the poller runs it itself in
+ * that worker's place (no hand-off: the round trip costs what the rings
+ * cost); otherwise it is queued, a dispatcher worker runs the model, and
+ * either way on_done() is called, which writes the
+ * outputs into the client's heap (ipc_out_write: they are borrowed from
+ * the agent's arena only until done() returns), records rc and message
+ * (AIDOS_E_QUOTA when the agent's pool refused), and releases the poller.
+ *
+ * Completions. The completion ring keeps ONE producer, the client's poller:
+ * done() never touches the ring; the poller pushes the CQE when in_exec
+ * returns. Hand-off protocol on the word `st` (private futex):
+ *   0 pending -> 1 done (done(), atomic exchange, release)
+ *   0 pending -> 2 sleeping (poller, CAS, after spinning wait_ns)
+ *   done() seeing 2 wakes the futex; the poller sleeps only while st == 2.
+ * After the exchange done() touches nothing of the poller's (its frame may
+ * be gone: a wake of a stale address is harmless, waiters loop).
+ * Steady state: no allocation; no system call for a request run on the
+ * poller's thread (the common case on an idle node) nor for a null request
+ * (ping, answered in node/ipc.c); a queued one costs a futex wait/wake when
+ * it outlasts the poller's spin (AIDOS_IPC_WAIT_SPIN_US, default 50 us:
+ * pollers of queued requests must not take the cores the workers need).
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
+#include <linux/futex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "node/dispatch.h"
 #include "node/ipc.h"
 #include "node/node.h"
 #include "pools/pools.h"
 
-typedef struct extra {
-	char name[NODE_NAME_MAX];
-	uint64_t quota, deadline_ms;
-} extra;
+#define WAIT_SPIN_US_DEFAULT 50
 
 struct ipc_node {
-	node_models *ms;
-	node_table *t;
-	node_models own_ms;
-	node_table own_t;
-	int own;
-	pthread_mutex_t mu;     /* ex */
-	extra *ex;
-	int nex, capex;
+	node *n;
+	uint64_t wait_ns;      /* the poller's spin for its request before sleeping */
 };
-
-/* What a client's handle holds: a reference on the agent. */
-typedef struct ref {
-	node_agent *a;
-	uint64_t quota;
-} ref;
 
 __attribute__((format(printf, 4, 5)))
 /* Writes one line into err (when given) and returns code. */
@@ -72,157 +77,118 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* The spawn options kept for agent name, or NULL. Under in->mu. */
-static extra *find_extra(ipc_node *in, const char *name)
+static inline void cpu_relax(void)
 {
-	for (int i = 0; i < in->nex; i++)
-		if (!strcmp(in->ex[i].name, name))
-			return &in->ex[i];
-	return NULL;
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
 }
 
-/* ipc_ops.spawn: creates the agent and adds it to the table. Errors:
- * -EEXIST, those of node_agent_create, AIDOS_E_NOMEM. */
+/* ipc_ops.spawn: node_agent_spawn_local with the client's options.
+ * Errors: -EEXIST (the name is taken), those of node_agent_spawn_local. */
 static int in_spawn(void *ctx, const aidos_ipc_spawn *sp, char *err, size_t errlen)
 {
 	ipc_node *in = ctx;
-	node_agent *a;
-	node_agent_spec spec = { .name = sp->name, .model_path = sp->model, .device = "cpu", .priority = sp->priority };
-	node_agent *old = node_table_get(in->t, sp->name);
+	node_agent *old = node_agent_find(in->n, sp->name);
 	if (old) {
 		node_agent_unref(old);
 		return fail(err, errlen, -EEXIST, "agent '%s' already exists", sp->name);
 	}
-	int rc = node_agent_create(in->ms, NULL, &spec, &a, err, errlen);
-	if (rc)
-		return rc;
-	pthread_mutex_lock(&in->mu);
-	extra *e = find_extra(in, sp->name);
-	if (!e && in->nex == in->capex) {
-		int cap = in->capex ? 2 * in->capex : 16;
-		extra *ne = pool_realloc(in->ex, (size_t)cap * sizeof *ne);
-		if (ne) {
-			in->ex = ne;
-			in->capex = cap;
-		}
-	}
-	if (!e && in->nex < in->capex)
-		e = &in->ex[in->nex++];
-	if (e) {
-		snprintf(e->name, sizeof e->name, "%s", sp->name);
-		e->quota = sp->quota_bytes;
-		e->deadline_ms = sp->deadline_ms;
-	}
-	pthread_mutex_unlock(&in->mu);
-	if (!e) {
-		node_agent_unref(a);
-		return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
-	}
-	if ((rc = node_table_add(in->t, a))) {
-		node_agent_unref(a);
-		return fail(err, errlen, rc, "agent '%s': %s", sp->name,
-			    rc == -EEXIST ? "already exists" : aidos_strerror(rc));
-	}
-	node_agent_unref(a);   /* the table holds it */
-	return 0;
+	node_spawn_spec s = { .name = sp->name, .model_path = sp->model, .device = "cpu", .priority = sp->priority,
+			      .quota = sp->quota_bytes, .deadline_ms = (uint32_t)sp->deadline_ms };
+	return node_agent_spawn_local(in->n, &s, err, errlen);
 }
 
-/* ipc_ops.kill: removes the agent (waiting for its request in flight) and
- * marks it dead for handles still open. Errors: AIDOS_E_NOTFOUND. */
+/* ipc_ops.kill: node_agent_kill_local (handles still open see it gone).
+ * Errors: AIDOS_E_NOTFOUND. */
 static int in_kill(void *ctx, const char *name, char *err, size_t errlen)
 {
 	ipc_node *in = ctx;
-	node_agent *a = node_table_remove(in->t, name);
-	if (!a)
-		return fail(err, errlen, AIDOS_E_NOTFOUND, "no agent '%s'", name);
-	/* Waits for the request in flight; handles still open see it dead. */
-	pthread_mutex_lock(&a->mu);
-	pthread_mutex_lock(&a->smu);
-	a->state_now = AIDOS__AGENT_STATE__AGENT_DEAD;
-	pthread_mutex_unlock(&a->smu);
-	pthread_mutex_unlock(&a->mu);
-	node_agent_unref(a);
-	pthread_mutex_lock(&in->mu);
-	extra *e = find_extra(in, name);
-	if (e)
-		*e = in->ex[--in->nex];
-	pthread_mutex_unlock(&in->mu);
-	return 0;
+	return node_agent_kill_local(in->n, name, err, errlen);
 }
 
 /* The `aidos ps` name of an agent state. */
 static const char *state_name(int s)
 {
 	switch (s) {
-	case AIDOS__AGENT_STATE__AGENT_LOADING: return "loading";
-	case AIDOS__AGENT_STATE__AGENT_IDLE: return "idle";
-	case AIDOS__AGENT_STATE__AGENT_INFER: return "infer";
-	case AIDOS__AGENT_STATE__AGENT_MIGRATING: return "sync";
-	case AIDOS__AGENT_STATE__AGENT_PENDING: return "suspended";
-	case AIDOS__AGENT_STATE__AGENT_DEAD: return "dead";
+	case NODE_AGENT_LOADING: return "loading";
+	case NODE_AGENT_IDLE: return "idle";
+	case NODE_AGENT_INFER: return "infer";
+	case NODE_AGENT_SYNC: return "sync";
+	case NODE_AGENT_SUSPENDED: return "suspended";
+	case NODE_AGENT_DEAD: return "dead";
 	default: return "unknown";
 	}
 }
 
-/* ipc_ops.list: records of agents [start, start + cap) in name order. */
+/* ipc_ops.list: records of agents [start, start + cap) in name order, from
+ * node_agents_list: mem_bytes is the pool's bytes in use, quota_bytes its
+ * quota. Errors: AIDOS_E_NOMEM. */
 static int in_list(void *ctx, uint32_t start, aidos_ipc_agent *out, int cap, int *n, uint32_t *total, char *err,
 		   size_t errlen)
 {
 	ipc_node *in = ctx;
-	node_agent **l;
+	node_agent_stat *l;
 	int cnt;
 	*n = 0;
-	if (node_table_list(in->t, &l, &cnt))
+	if (node_agents_list(in->n, &l, &cnt))
 		return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
 	*total = (uint32_t)cnt;
-	for (int i = 0; i < cnt; i++) {
-		node_agent *a = l[i];
-		if ((uint32_t)i >= start && *n < cap) {
-			aidos_ipc_agent *r = &out[(*n)++];
-			memset(r, 0, sizeof *r);
-			snprintf(r->name, sizeof r->name, "%s", a->name);
-			snprintf(r->model, sizeof r->model, "%s", a->model_path);
-			r->priority = a->priority;
-			pthread_mutex_lock(&a->smu);
-			snprintf(r->state, sizeof r->state, "%s", state_name(a->state_now));
-			r->requests = a->requests;
-			r->errors = a->errors;
-			r->mem_bytes = a->arena_bytes + a->ctx_len;
-			r->latency_ns = (uint64_t)(a->latency_ms * 1e6);
-			pthread_mutex_unlock(&a->smu);
-			pthread_mutex_lock(&in->mu);
-			extra *e = find_extra(in, a->name);
-			if (e) {
-				r->quota_bytes = e->quota;
-				r->deadline_ms = e->deadline_ms;
-			}
-			pthread_mutex_unlock(&in->mu);
-		}
-		node_agent_unref(a);
+	for (int i = (int)start; i < cnt && *n < cap; i++) {
+		const node_agent_stat *a = &l[i];
+		aidos_ipc_agent *r = &out[(*n)++];
+		memset(r, 0, sizeof *r);
+		snprintf(r->name, sizeof r->name, "%s", a->name);
+		snprintf(r->model, sizeof r->model, "%s", a->model);
+		snprintf(r->state, sizeof r->state, "%s", state_name(a->state));
+		r->priority = a->priority;
+		r->quota_bytes = a->pool.quota;
+		r->deadline_ms = a->deadline_ms;
+		r->requests = a->requests;
+		r->errors = a->errors;
+		r->mem_bytes = a->pool.used;
+		r->latency_ns = (uint64_t)(a->latency_ms * 1e6);
 	}
 	pool_free(l);
 	return 0;
 }
 
-/* ipc_ops.stats: agents and node heap in use. */
+/* ipc_ops.stats: agents and node heap in use (node_stats). */
 static void in_stats(void *ctx, aidos_ipc_stats *st)
 {
 	ipc_node *in = ctx;
-	pool_stats ps;
-	pool_get_stats(&ps);
-	st->agents = (uint64_t)node_table_count(in->t);
-	st->pool_bytes = ps.bytes_live;
+	node_stat ns;
+	node_stats(in->n, &ns);
+	st->agents = (uint64_t)ns.agents;
+	st->pool_bytes = ns.heap_live;
 }
 
-/* ipc_ops.open: references the agent and describes its inputs (state
- * inputs excluded: the node feeds them) and outputs. */
+/* Fills o from t. */
+static void io_fill(aidos_ipc_io *o, const aidos_tensor *t)
+{
+	memset(o, 0, sizeof *o);
+	snprintf(o->name, sizeof o->name, "%s", t->name);
+	o->dtype = t->dtype;
+	o->rank = t->rank > AIDOS_MAX_RANK ? -1 : t->rank;
+	memcpy(o->dims, t->dims, sizeof o->dims);
+}
+
+/* ipc_ops.open: references the agent (loading it when lazy) and describes
+ * its inputs (state inputs excluded: the node feeds them) and outputs. */
 static int in_open(void *ctx, const char *name, void **agent, aidos_ipc_io *io, int cap, int *nin, int *nout,
 		   char *err, size_t errlen)
 {
 	ipc_node *in = ctx;
-	node_agent *a = node_table_get(in->t, name);
+	node_agent *a = node_agent_find(in->n, name);
+	int rc;
 	if (!a)
 		return fail(err, errlen, AIDOS_E_NOTFOUND, "no agent '%s'", name);
+	if ((rc = node_agent_ready(in->n, a, err, errlen))) {
+		node_agent_unref(a);
+		return rc;
+	}
 	aidos_model *m = node_model_handle(a->model);
 	int mi = aidos_model_n_inputs(m), mo = aidos_model_n_outputs(m), k = 0;
 	for (int i = 0; i < mi; i++) {
@@ -238,12 +204,7 @@ static int in_open(void *ctx, const char *name, void **agent, aidos_ipc_io *io, 
 			return fail(err, errlen, AIDOS_E_UNSUPPORTED, "agent '%s' takes more than %d inputs", name,
 				    AIDOS_RING_MAX_TENSORS);
 		}
-		aidos_ipc_io *o = &io[k++];
-		memset(o, 0, sizeof *o);
-		snprintf(o->name, sizeof o->name, "%s", t.name);
-		o->dtype = t.dtype;
-		o->rank = t.rank > AIDOS_MAX_RANK ? -1 : t.rank;
-		memcpy(o->dims, t.dims, sizeof o->dims);
+		io_fill(&io[k++], &t);
 	}
 	*nin = k;
 	if (mo > AIDOS_RING_MAX_OUT || k + mo > cap) {
@@ -254,156 +215,112 @@ static int in_open(void *ctx, const char *name, void **agent, aidos_ipc_io *io, 
 	for (int i = 0; i < mo; i++) {
 		aidos_tensor t;
 		aidos_model_output(m, i, &t);
-		aidos_ipc_io *o = &io[k++];
-		memset(o, 0, sizeof *o);
-		snprintf(o->name, sizeof o->name, "%s", t.name);
-		o->dtype = t.dtype;
-		o->rank = t.rank > AIDOS_MAX_RANK ? -1 : t.rank;
-		memcpy(o->dims, t.dims, sizeof o->dims);
+		io_fill(&io[k++], &t);
 	}
 	*nout = mo;
-	ref *r = pool_calloc(1, sizeof *r);
-	if (!r) {
-		node_agent_unref(a);
-		return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
-	}
-	r->a = a;
-	pthread_mutex_lock(&in->mu);
-	extra *e = find_extra(in, name);
-	r->quota = e ? e->quota : 0;
-	pthread_mutex_unlock(&in->mu);
-	*agent = r;
+	*agent = a;
 	return 0;
 }
 
 /* ipc_ops.close: drops open's reference. */
 static void in_close(void *ctx, void *agent)
 {
-	ref *r = agent;
-	node_agent_unref(r->a);
-	pool_free(r);
+	node_agent_unref(agent);
 }
 
-/* One request, as serve() in node.c runs it, reading the inputs in place
- * from the client's heap and writing the outputs into it. */
+/* One request in flight: the poller's, on its stack. */
+typedef struct wait_slot {
+	node_job j;
+	aidos_tensor out[AIDOS_RING_MAX_OUT];
+	ipc_exec *x;
+	char *err;
+	size_t errlen;
+	int rc;
+	uint32_t st;           /* 0 pending, 1 done, 2 the poller sleeps */
+} wait_slot;
+
+/* node_job.done, on a dispatcher worker: writes the outputs into the
+ * client's heap (or keeps a stateful agent's state when they do not fit),
+ * then releases the poller. Never blocks, no allocation. */
+static void on_done(node_job *j, int rc, const char *msg)
+{
+	wait_slot *w = j->user;
+	if (!rc) {
+		rc = ipc_out_write(w->x, j->out, j->nout, w->err, w->errlen);
+		if (rc)
+			node_job_reply_failed(j);
+	} else {
+		rc = rc == AIDOS_E_SHAPE ? AIDOS_E_INVALID : rc;
+		snprintf(w->err, w->errlen, "%s", msg && *msg ? msg : aidos_strerror(rc));
+	}
+	w->x->exec_ns = (uint64_t)(j->exec_ms * 1e6);
+	w->rc = rc;
+	/* release: the outputs, rc and message before the poller sees 1 */
+	if (__atomic_exchange_n(&w->st, 1, __ATOMIC_ACQ_REL) == 2)
+		syscall(SYS_futex, &w->st, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* ipc_ops.exec: submits the request to the dispatcher and waits for its
+ * done(): spins wait_ns, then sleeps on the slot's futex. Errors: those of
+ * node_submit (refused now), then of the run (done()'s rc). */
 static int in_exec(void *ctx, void *agent, ipc_exec *x, char *err, size_t errlen)
 {
-	ref *r = agent;
-	node_agent *a = r->a;
-	aidos_tensor in[AIDOS_RING_MAX_TENSORS + NODE_MAX_STATE];
-	aidos_tensor outs[AIDOS_RING_MAX_OUT];
-	int k = x->nin, rc, nout;
-
-	memcpy(in, x->in, (size_t)k * sizeof in[0]);
-	for (int j = 0; j < a->n_state; j++) {
-		const node_state *s = &a->state[j];
-		aidos_tensor *t = &in[k++];
-		memset(t, 0, sizeof *t);
-		t->name = s->input;
-		t->dtype = s->dtype;
-		t->rank = s->rank;
-		memcpy(t->dims, s->dims, sizeof t->dims);
-		t->data = a->ctx + s->offset;
-	}
-	pthread_mutex_lock(&a->mu);
-	pthread_mutex_lock(&a->smu);
-	int frozen = a->frozen, dead = a->state_now == AIDOS__AGENT_STATE__AGENT_DEAD;
-	if (!frozen && !dead)
-		a->state_now = AIDOS__AGENT_STATE__AGENT_INFER;
-	pthread_mutex_unlock(&a->smu);
-	if (frozen || dead) {
-		pthread_mutex_unlock(&a->mu);
-		return fail(err, errlen, AIDOS_E_NOTFOUND, "agent '%s' is %s", a->name,
-			    frozen ? "migrating away" : "gone (killed)");
-	}
-	uint64_t t0 = mono_ns();
-	rc = aidos_session_run(a->sess, k, in);
-	x->exec_ns = mono_ns() - t0;
-	if (rc) {
-		rc = rc == AIDOS_E_NOTFOUND || rc == AIDOS_E_SHAPE ? AIDOS_E_INVALID : rc;
-		fail(err, errlen, rc, "agent %s: %s", a->name, aidos_session_errmsg(a->sess));
-		goto done;
-	}
-	aidos_plan_stats ps;
-	size_t arena = aidos_session_stats(a->sess, &ps) ? 0 : ps.arena_bytes;
-	if (r->quota && arena + a->ctx_len > r->quota) {
-		rc = fail(err, errlen, AIDOS_E_NOMEM, "agent %s: needs %zu bytes, its quota is %" PRIu64, a->name,
-			  arena + a->ctx_len, r->quota);
-		goto done;
-	}
-	nout = aidos_model_n_outputs(node_model_handle(a->model));
-	if (nout > AIDOS_RING_MAX_OUT) {
-		rc = fail(err, errlen, AIDOS_E_UNSUPPORTED, "agent %s: %d outputs", a->name, nout);
-		goto done;
-	}
-	for (int i = 0; i < nout; i++)
-		aidos_session_output(a->sess, i, &outs[i]);
-	for (int j = 0; j < a->n_state; j++) {   /* state outputs must fit the state */
-		const node_state *s = &a->state[j];
-		const aidos_tensor *o = &outs[s->out_idx];
-		int same = o->dtype == s->dtype && o->rank == s->rank;
-		for (int d = 0; same && d < s->rank; d++)
-			same = o->dims[d] == s->dims[d];
-		if (!same) {
-			rc = fail(err, errlen, AIDOS_E_INVALID, "agent %s: state output '%s' does not fit its state",
-				  a->name, s->output);
-			goto done;
+	ipc_node *in = ctx;
+	wait_slot w;
+	w.j = (node_job){ .agent = agent, .in = x->in, .nin = x->nin, .out = w.out, .nout = AIDOS_RING_MAX_OUT,
+			  .deadline_ns = x->deadline_ns, .priority = NODE_PRIO_AGENT, .done = on_done, .user = &w };
+	w.x = x;
+	w.err = err;
+	w.errlen = errlen;
+	w.rc = 0;
+	w.st = 0;
+	int rc = node_submit_here(in->n, &w.j, err, errlen);
+	if (rc == 1)           /* ran on this thread: done() has returned */
+		return w.rc;
+	if (rc)
+		return rc;
+	uint64_t t0 = 0;
+	unsigned k = 0;
+	while (!__atomic_load_n(&w.st, __ATOMIC_ACQUIRE)) {
+		cpu_relax();
+		if ((++k & 63) == 0) {
+			uint64_t now = mono_ns();
+			if (!t0)
+				t0 = now;
+			else if (now - t0 >= in->wait_ns)
+				break;
 		}
 	}
-	if ((rc = ipc_out_write(x, outs, nout, err, errlen)))
-		goto done;
-	pthread_mutex_lock(&a->smu);
-	for (int j = 0; j < a->n_state; j++)   /* memmove: an output may alias its input */
-		memmove(a->ctx + a->state[j].offset, outs[a->state[j].out_idx].data, a->state[j].bytes);
-	if (a->n_state)
-		a->version++;
-	a->requests++;
-	double ms = (double)x->exec_ns / 1e6;
-	a->latency_ms = a->requests == 1 ? ms : 0.9 * a->latency_ms + 0.1 * ms;
-	a->arena_bytes = arena;
-	a->state_now = AIDOS__AGENT_STATE__AGENT_IDLE;
-	pthread_mutex_unlock(&a->smu);
-	pthread_mutex_unlock(&a->mu);
-	return 0;
-done:
-	pthread_mutex_lock(&a->smu);
-	a->errors++;
-	a->state_now = AIDOS__AGENT_STATE__AGENT_IDLE;
-	pthread_mutex_unlock(&a->smu);
-	pthread_mutex_unlock(&a->mu);
-	return rc;
+	uint32_t zero = 0;
+	if (__atomic_compare_exchange_n(&w.st, &zero, 2, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		while (__atomic_load_n(&w.st, __ATOMIC_ACQUIRE) == 2)
+			syscall(SYS_futex, &w.st, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+	return w.rc;
 }
 
-int ipc_node_create(struct node_models *ms, struct node_table *t, ipc_node **out, char *err, size_t errlen)
+int ipc_node_create(struct node *n, ipc_node **out, char *err, size_t errlen)
 {
+	if (!n)
+		return fail(err, errlen, AIDOS_E_INVALID, "ipc_node_create: no node");
 	ipc_node *in = pool_calloc(1, sizeof *in);
 	if (!in)
 		return fail(err, errlen, AIDOS_E_NOMEM, "out of memory");
-	pthread_mutex_init(&in->mu, NULL);
-	if (!ms || !t) {
-		node_models_init(&in->own_ms);
-		node_table_init(&in->own_t);
-		in->ms = &in->own_ms;
-		in->t = &in->own_t;
-		in->own = 1;
-	} else {
-		in->ms = ms;
-		in->t = t;
+	in->n = n;
+	long us = WAIT_SPIN_US_DEFAULT;
+	const char *e = getenv("AIDOS_IPC_WAIT_SPIN_US");
+	if (e && *e) {
+		char *end;
+		long v = strtol(e, &end, 10);
+		if (!*end && v >= 0 && v <= 1000000)
+			us = v;
 	}
+	in->wait_ns = (uint64_t)us * 1000;
 	*out = in;
 	return 0;
 }
 
 void ipc_node_destroy(ipc_node *in)
 {
-	if (!in)
-		return;
-	if (in->own) {
-		node_table_fini(&in->own_t);
-		node_models_fini(&in->own_ms);
-	}
-	pthread_mutex_destroy(&in->mu);
-	pool_free(in->ex);
 	pool_free(in);
 }
 

@@ -1747,6 +1747,13 @@ int node_submit(node *n, node_job *j, char *err, size_t errlen)
 	return node_disp_submit(n->disp, j, err, errlen);
 }
 
+int node_submit_here(node *n, node_job *j, char *err, size_t errlen)
+{
+	if (!n->disp)
+		return fail(err, errlen, AIDOS_E_BUSY, "the node is not started or is stopping");
+	return node_disp_submit_here(n->disp, j, err, errlen);
+}
+
 int node_run(node *n, node_job *j, char *err, size_t errlen)
 {
 	if (!n->disp)
@@ -1799,6 +1806,16 @@ int node_agent_suspend_local(node *n, const char *name, int suspend, char *err, 
 node_agent *node_agent_find(node *n, const char *name)
 {
 	return node_table_get(&n->table, name);
+}
+
+int node_agent_ready(node *n, node_agent *a, char *err, size_t errlen)
+{
+	if (__atomic_load_n(&a->loaded, __ATOMIC_ACQUIRE))
+		return 0;
+	pthread_mutex_lock(&a->mu);
+	int rc = agent_finish_load(n, a, err, errlen);
+	pthread_mutex_unlock(&a->mu);
+	return rc;
 }
 
 static void agent_stat_fill(node_agent *a, node_agent_stat *o)
@@ -1890,7 +1907,3 @@ void node_stats(node *n, node_stat *s)
 	s->heap_peak = ps.bytes_peak;
 	node_disp_counts_get(n->disp, &s->disp);
 }
-
-/* ---- local clients (node/ipc.h): what the socket server serves ---- */
-struct node_models *node_ipc_models(struct node *n) { return &n->models; }
-struct node_table *node_ipc_table(struct node *n) { return &n->table; }

@@ -302,6 +302,7 @@ int node_disp_create(int workers, int pin, int rt_prio, const node *logn, node_d
  * with AIDOS_E_BUSY ("the node is stopping"). NULL: no-op. */
 void node_disp_destroy(node_disp *d);
 int node_disp_submit(node_disp *d, node_job *j, char *err, size_t errlen);
+int node_disp_submit_here(node_disp *d, node_job *j, char *err, size_t errlen);
 int node_disp_run(node_disp *d, node_job *j, char *err, size_t errlen);
 void node_disp_counts_get(node_disp *d, node_disp_counts *c);
 /* How a worker loads a lazy agent on its first request (called with a->mu
@@ -389,6 +390,11 @@ int node_agent_suspend_local(node *n, const char *name, int suspend, char *err, 
 /* The agent named name, referenced (node_agent_unref it), or NULL: what a
  * submitter puts in node_job.agent. */
 node_agent *node_agent_find(node *n, const char *name);
+/* Loads a lazy agent now (model, state, its local checkpoint) as its
+ * first request would: what a client opening it needs to see its inputs.
+ * 0 when loaded already. Errors: the load's (the same again for a load
+ * that failed). Thread-safe; takes a->mu. */
+int node_agent_ready(node *n, node_agent *a, char *err, size_t errlen);
 
 /* One agent as `aidos ps` shows it. */
 typedef struct node_agent_stat {

@@ -300,7 +300,7 @@ int main(int argc, char **argv)
 		char def[256];
 		ipc_ops ops;
 		ipc_opts io = { .path = strcmp(sock, "default") ? sock : aidos_client_default_socket(def, sizeof def) };
-		if (ipc_node_create(node_ipc_models(n), node_ipc_table(n), &ipcn, err, sizeof err) ||
+		if (ipc_node_create(n, &ipcn, err, sizeof err) ||
 		    (ipc_node_ops(ipcn, &ops), ipc_server_create(&io, &ops, &ipcs, err, sizeof err)) ||
 		    ipc_server_start(ipcs, err, sizeof err)) {
 			fprintf(stderr, "aidos-node: local clients: %s\n", err);
@@ -316,8 +316,6 @@ int main(int argc, char **argv)
 	node_transport(n, &tname, NULL);
 	node_stat st;
 	node_stats(n, &st);
-	/* The socket server (node/ipc*.c) starts with the node when it is
-	 * built in; until then the path is only passed through. */
 	printf("aidos-node ready boot_ms=%.1f name=%s agents=%d rpc=%s transport=%s socket=%s\n", now_ms() - t0,
 	       node_name(n), st.agents, node_rpc_addr(n), tname, node_socket(n) ? node_socket(n) : "none");
 	fflush(stdout);

@@ -51,6 +51,12 @@ typedef struct devq {
 	int top;                   /* highest priority submitted here (the reserved class) */
 	int reserve;               /* workers kept for the top class: 1 when there are 2 or more */
 	int hi_idle;               /* the reserved worker has nothing to run (under lk) */
+	/* Runs on a submitter's own thread (node_disp_submit_here), under lk:
+	 * each takes an idle worker's place, so the node never runs more
+	 * requests at once than it has workers. */
+	int nr_busy;               /* non-reserved workers running a group */
+	int inl;                   /* of their places, taken by submitters' threads */
+	int hi_claimed;            /* the reserved worker's place, taken by one */
 	int stop;
 
 	uint32_t wake_seq;         /* futex word of the other workers: bumped by submits and frees */
@@ -542,10 +548,15 @@ static void *worker_main(void *arg)
 		int i = dq->q.n ? disp_pick(&dq->q, agent_busy, NULL) : -1;
 		/* The queue is in priority order: if the first runnable request
 		 * is below the top class, so is every later one. */
-		if (i >= 0 && reserved && dq->q.q[i]->priority < dq->top)
+		if (i >= 0 && reserved && (dq->q.q[i]->priority < dq->top || dq->hi_claimed))
+			i = -1;
+		/* a place a submitter's thread runs in is not this worker's */
+		if (i >= 0 && !reserved && dq->nr_busy + dq->inl >= dq->nworkers - dq->reserve)
 			i = -1;
 		if (reserved)
-			dq->hi_idle = i < 0;
+			dq->hi_idle = i < 0 && !dq->hi_claimed;
+		if (i >= 0 && !reserved)
+			dq->nr_busy++;
 		if (i >= 0) {
 			k = disp_group(&dq->q, i, g, NODE_GROUP_MAX, agent_busy, NULL);
 			job_of(g[0])->agent->running = 1;
@@ -576,6 +587,8 @@ static void *worker_main(void *arg)
 			a->running = 0;
 			dq->running_ns -= work;
 			dq->running -= (uint32_t)k;
+			if (!reserved)
+				dq->nr_busy--;
 			int more = wake_other(dq, reserved);
 			pthread_spin_unlock(&dq->lk);
 			if (more)
@@ -690,7 +703,55 @@ void node_disp_destroy(node_disp *d)
 	pool_free(d);
 }
 
+static int submit(node_disp *d, node_job *j, int here, char *err, size_t errlen);
+
 int node_disp_submit(node_disp *d, node_job *j, char *err, size_t errlen)
+{
+	return submit(d, j, 0, err, errlen);
+}
+
+int node_disp_submit_here(node_disp *d, node_job *j, char *err, size_t errlen)
+{
+	return submit(d, j, 1, err, errlen);
+}
+
+/* Runs j on the calling thread in the place `slot` (1: a non-reserved
+ * worker's, 2: the reserved worker's) claimed under dq->lk, as a worker
+ * would; then gives the place back and wakes the workers for what queued
+ * meanwhile (they may have skipped it while the place was taken). */
+static void run_here(devq *dq, node_job *j, int slot)
+{
+	node_agent *a = j->agent;
+	uint64_t work = j->dr.est_ns;
+	node_agent_ref(a);   /* as a worker holds it: done() may drop the submitter's */
+	j->waiter = NULL;
+	run_one(dq, j);      /* done() has returned: j is the submitter's again */
+	pthread_spin_lock(&dq->lk);
+	a->running = 0;
+	dq->running_ns -= work;
+	dq->running -= 1;
+	if (slot == 1) {
+		dq->inl--;
+	} else {
+		dq->hi_claimed = 0;
+		dq->hi_idle = 1;
+	}
+	int more = dq->q.n > 0;
+	pthread_spin_unlock(&dq->lk);
+	if (more) {
+		kick(dq, 0, 0);
+		if (dq->reserve)
+			kick(dq, 1, 0);
+	}
+	node_agent_unref(a);
+}
+
+/* node_disp_submit; with here, runs j on the calling thread instead of
+ * queueing it when a worker would start it at once: nothing queued, the
+ * agent idle, an idle worker's place free for its class (a non-reserved
+ * one, or for the top class the reserved one). Returns 1 then (done() was
+ * called), 0 when queued. */
+static int submit(node_disp *d, node_job *j, int here, char *err, size_t errlen)
 {
 	node_agent *a = j ? j->agent : NULL;
 	char why[300];
@@ -741,7 +802,26 @@ int node_disp_submit(node_disp *d, node_job *j, char *err, size_t errlen)
 	if (j->dr.priority > dq->top)
 		dq->top = j->dr.priority;
 	rc = disp_admit(&dq->q, &j->dr, now, dq->running_ns, dq->nworkers, why, sizeof why);
-	if (!rc)
+	int slot = 0;
+	if (!rc && here && !dq->q.n && !a->running) {
+		if (dq->nr_busy + dq->inl < dq->nworkers - dq->reserve) {
+			slot = 1;
+			dq->inl++;
+		} else if (dq->reserve && d->rt_prio <= 0 && j->dr.priority >= dq->top && dq->hi_idle &&
+			   !dq->hi_claimed) {
+			/* (with --rt-prio the reserved worker runs SCHED_FIFO: the
+			 * top class stays on it, not on an ordinary thread) */
+			slot = 2;
+			dq->hi_claimed = 1;
+			dq->hi_idle = 0;
+		}
+		if (slot) {
+			a->running = 1;
+			dq->running_ns += j->dr.est_ns;
+			dq->running += 1;
+		}
+	}
+	if (!rc && !slot)
 		rc = disp_insert(&dq->q, &j->dr);
 	/* Wake a worker only if one could start it now (a request of a busy
 	 * agent is taken by the worker that frees it): a top-class request
@@ -757,6 +837,10 @@ int node_disp_submit(node_disp *d, node_job *j, char *err, size_t errlen)
 		return rc;
 	}
 	__atomic_add_fetch(&dq->submitted, 1, __ATOMIC_RELAXED);
+	if (slot) {
+		run_here(dq, j, slot);
+		return 1;
+	}
 	if (startable)
 		kick(dq, to_hi, 0);
 	return 0;

@@ -114,6 +114,38 @@ int rpc_status_to_code(int status)
 	}
 }
 
+/* The exact code beside the status. A status names a class (UNAVAILABLE
+ * is a refused connection and a node's full queue alike), so a handler's
+ * error that the status alone would not give back (AIDOS_E_DEADLINE vs a
+ * call timeout, AIDOS_E_BUSY, AIDOS_E_QUOTA vs out of memory) also travels
+ * as trailing metadata RPC_CODE_KEY: its decimal value. The client takes
+ * it only when it is an AIDOS_E_* code that maps to the status received;
+ * otherwise (an older peer, a status made by the gRPC core) the status's
+ * own mapping stands. */
+#define RPC_CODE_KEY "aidos-code"
+
+/* The code in trailing metadata md for status, or the status's mapping. */
+static int code_from_trailer(const grpc_metadata_array *md, grpc_status_code status)
+{
+	int def = rpc_status_to_code(status);
+	for (size_t i = 0; i < md->count; i++) {
+		const grpc_metadata *e = &md->metadata[i];
+		size_t kl = GRPC_SLICE_LENGTH(e->key), vl = GRPC_SLICE_LENGTH(e->value);
+		char v[16];
+		if (kl != sizeof RPC_CODE_KEY - 1 || memcmp(GRPC_SLICE_START_PTR(e->key), RPC_CODE_KEY, kl) ||
+		    !vl || vl >= sizeof v)
+			continue;
+		memcpy(v, GRPC_SLICE_START_PTR(e->value), vl);
+		v[vl] = '\0';
+		char *end;
+		long c = strtol(v, &end, 10);
+		if (*end || c > AIDOS_E_INVALID || c < -1099 || rpc_code_to_status((int)c) != (int)status)
+			return def;
+		return (int)c;
+	}
+	return def;
+}
+
 int rpc_code_to_status(int code)
 {
 	switch (code) {
@@ -124,8 +156,9 @@ int rpc_code_to_status(int code)
 	case AIDOS_E_NOMEM: case -ENOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
 	case AIDOS_E_SHAPE: return GRPC_STATUS_FAILED_PRECONDITION;
 	case AIDOS_E_RANGE: case -ERANGE: return GRPC_STATUS_OUT_OF_RANGE;
-	case -ETIMEDOUT: return GRPC_STATUS_DEADLINE_EXCEEDED;
-	case -ECONNREFUSED: case -EHOSTUNREACH: case -ENETUNREACH: case -ECONNRESET:
+	case -ETIMEDOUT: case AIDOS_E_DEADLINE: return GRPC_STATUS_DEADLINE_EXCEEDED;
+	case AIDOS_E_QUOTA: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	case -ECONNREFUSED: case -EHOSTUNREACH: case -ENETUNREACH: case -ECONNRESET: case AIDOS_E_BUSY:
 		return GRPC_STATUS_UNAVAILABLE;
 	default: return GRPC_STATUS_UNKNOWN;   /* -> AIDOS_E_RUNTIME at the client */
 	}
@@ -323,7 +356,7 @@ int rpc_call(rpc_client *c, const char *method, const ProtobufCMessage *req,
 		goto out;
 	}
 	if (status != GRPC_STATUS_OK) {
-		rc = fail(err, errlen, rpc_status_to_code(status), "%s: %.*s", rpc_status_name(status),
+		rc = fail(err, errlen, code_from_trailer(&md_trail, status), "%s: %.*s", rpc_status_name(status),
 			  (int)GRPC_SLICE_LENGTH(details), (const char *)GRPC_SLICE_START_PTR(details));
 		goto out;
 	}
@@ -430,8 +463,9 @@ static void serve(rpc_server *s, struct slot *sl)
 	ProtobufCMessage *req = NULL, *resp = NULL;
 	grpc_byte_buffer *out = NULL;
 	grpc_slice details;
-	char msg[RPC_ERR_MAX];
-	int cancelled = 0, nops = 0;
+	char msg[RPC_ERR_MAX], cbuf[16];
+	int cancelled = 0, nops = 0, hrc = 0;
+	grpc_metadata trail;
 	grpc_op ops[4];
 	size_t n;
 
@@ -452,6 +486,7 @@ static void serve(rpc_server *s, struct slot *sl)
 
 		msg[sizeof msg - 1] = '\0';
 		if (rc) {
+			hrc = rc;
 			code = (grpc_status_code)rpc_code_to_status(rc);
 			if (!msg[0])
 				snprintf(msg, sizeof msg, "%s", aidos_strerror(rc));
@@ -484,7 +519,16 @@ static void serve(rpc_server *s, struct slot *sl)
 	}
 	ops[nops].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
 	ops[nops].data.send_status_from_server.status = code;
-	ops[nops++].data.send_status_from_server.status_details = &details;
+	ops[nops].data.send_status_from_server.status_details = &details;
+	if (hrc && rpc_status_to_code(code) != hrc) {   /* RPC_CODE_KEY: what the status loses */
+		snprintf(cbuf, sizeof cbuf, "%d", hrc);
+		memset(&trail, 0, sizeof trail);
+		trail.key = grpc_slice_from_static_string(RPC_CODE_KEY);
+		trail.value = grpc_slice_from_copied_string(cbuf);
+		ops[nops].data.send_status_from_server.trailing_metadata_count = 1;
+		ops[nops].data.send_status_from_server.trailing_metadata = &trail;
+	}
+	nops++;
 	ops[nops].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
 	ops[nops++].data.recv_close_on_server.cancelled = &cancelled;
 	/* A call already cancelled (deadline, client gone, server stopping) still
@@ -494,6 +538,8 @@ static void serve(rpc_server *s, struct slot *sl)
 	else
 		grpc_call_cancel(sl->call, NULL);
 	grpc_slice_unref(details);
+	if (hrc && rpc_status_to_code(code) != hrc)
+		grpc_slice_unref(trail.value);
 	if (out)
 		grpc_byte_buffer_destroy(out);
 }

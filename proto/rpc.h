@@ -48,8 +48,12 @@
  * the same codes and the server maps them forward (rpc_code_to_status: also
  * AIDOS_E_TRUNCATED and -EINVAL -> INVALID_ARGUMENT, -ENOENT -> NOT_FOUND,
  * -ENOMEM -> RESOURCE_EXHAUSTED, -ETIMEDOUT -> DEADLINE_EXCEEDED,
- * -ECONNREFUSED/-EHOSTUNREACH/-ENETUNREACH/-ECONNRESET -> UNAVAILABLE, other
- * codes -> UNKNOWN): the client gets the class, not always the exact code.
+ * -ECONNREFUSED/-EHOSTUNREACH/-ENETUNREACH/-ECONNRESET -> UNAVAILABLE,
+ * AIDOS_E_DEADLINE -> DEADLINE_EXCEEDED, AIDOS_E_BUSY -> UNAVAILABLE,
+ * AIDOS_E_QUOTA -> RESOURCE_EXHAUSTED, other codes -> UNKNOWN). A handler's
+ * code the status alone does not give back also travels as trailing
+ * metadata "aidos-code", so the client gets AIDOS_E_DEADLINE/BUSY/QUOTA
+ * exactly; otherwise it gets the class.
  * Calls fail fast: a peer that is down answers UNAVAILABLE at once (no
  * waiting for it to come up within the deadline).
  *

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/ipc_cli.sh BUILD_DIR - the `aidos` node commands against a real
-# aidos-node serving local clients (--socket), on loopback with its
-# coordinator (today's aidos-node needs one). The coordinator's lease is
+# aidos-node serving local clients (--socket), on loopback with a
+# coordinator (the node also runs standalone: tests/node_standalone.sh),
+# which must see the agents spawned over the socket. The coordinator's lease is
 # an hour: a node that re-registers (its heartbeat late on a loaded machine)
 # drops the agents the coordinator does not know, and these are spawned
 # locally.
@@ -17,6 +18,9 @@
 #   stats    `aidos stats --json` counts the agents and requests
 #   ping     `aidos ping --count 2000 --json` gives {"rtt_ns": {"median", "p99"}}
 #   kill     `aidos kill` removes an agent; infer on it then fails clearly
+#   limits   --quota: a breach fails only that agent's request (exit 1,
+#            "quota"), the others answer; --deadline-ms 1 on a model of
+#            milliseconds: refused once estimated; ps shows pool bytes, state
 #   env      AIDOS_SOCKET is used when --socket is not given
 #   help     every node command has --help
 # Last line: `N passed, N failed, N skipped`.
@@ -169,6 +173,36 @@ if [[ $r1 == 0 && $r2 == 1 && $k2 == *"no agent"* && $r3 == 1 && $k3 == *"no age
 	pass kill "killed; again: '$k2'; infer: '$k3'"
 else
 	fail kill "rc $r1 $r2 $r3: $k1 | $k2 | $k3"
+fi
+
+# limits: the spawn options take effect through the dispatcher
+G2=$CACHE/models/ocr-models/ch_PP-OCRv4_det_infer.onnx
+if [[ -f $G2 && -f $G/ocr_det_320/in/x.npy ]]; then
+	l1=$($T "$A" spawn --socket "$S" --name tiny --quota 65536 "$M/hey_jarvis_v0.1.onnx" 2>&1); q1=$?
+	l2=$($T "$A" infer tiny --socket "$S" --input "x.1=$G/oww_hey_jarvis/in/x.1.npy" --output-dir "$tmp" 2>&1); q2=$?
+	l3=$($T "$A" infer jarvis --socket "$S" --input "x.1=$G/oww_hey_jarvis/in/x.1.npy" --output-dir "$tmp" 2>&1); q3=$?
+	l4=$($T "$A" spawn --socket "$S" --name det --deadline-ms 1 "$G2" 2>&1); q4=$?
+	# the first request is admitted (no estimate yet); once the dispatcher
+	# knows the model takes milliseconds, a 1 ms deadline is refused
+	$T "$A" infer det --socket "$S" --input "x=$G/ocr_det_320/in/x.npy" --output-dir "$tmp" >/dev/null 2>&1
+	l5=$($T "$A" infer det --socket "$S" --input "x=$G/ocr_det_320/in/x.npy" --output-dir "$tmp" 2>&1); q5=$?
+	pj=$($T "$A" ps --socket "$S" --json 2>&1)
+	if [[ $q1 == 0 && $q2 == 1 && $l2 == *quota* && $q3 == 0 && $q4 == 0 && $q5 == 1 && $l5 == *deadline* ]] &&
+		/usr/bin/python3 -c '
+import json,sys
+l={a["name"]:a for a in json.loads(sys.argv[1])}
+t=l["tiny"]; j=l["jarvis"]
+assert t["errors"]==1 and t["requests"]==0 and t["quota_bytes"]==65536 and t["state"]=="idle", t
+assert j["mem_bytes"]>0 and j["mem_bytes"]<=j["quota_bytes"] and j["state"]=="idle", j
+' "$pj"; then
+		pass limits "quota breach fails only tiny ('${l2:0:90}'); 1 ms deadline refused ('${l5:0:90}'); ps: pool bytes, state"
+	else
+		fail limits "rc $q1 $q2 $q3 $q4 $q5: $l1 | $l2 | $l3 | $l4 | $l5 | $pj"
+	fi
+	$T "$A" kill tiny --socket "$S" >/dev/null 2>&1
+	$T "$A" kill det --socket "$S" >/dev/null 2>&1
+else
+	skip limits "ocr det model or golden input not cached"
 fi
 
 # env

@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <ftw.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -36,6 +37,7 @@
 #include "aidos/client.h"
 #include "node/ipc.h"
 #include "node/ipc_abi.h"
+#include "node/node.h"
 #include "pools/pools.h"
 
 #define NAG 4       /* agents */
@@ -46,6 +48,7 @@
 static char cache_dir[512], sock_path[256], tmp_dir[128];
 static ipc_node *in_node;
 static ipc_server *srv;
+static node *nd;            /* the node behind the socket: standalone, no gRPC */
 
 static const struct {
 	const char *name, *file, *input;
@@ -140,6 +143,13 @@ static void make_refs(void)
 	}
 }
 
+/* nftw callback: removes one entry of the temporary tree. */
+static int rm_one(const char *p, const struct stat *sb, int type, struct FTW *f)
+{
+	remove(p);
+	return 0;
+}
+
 static int setup(void **state)
 {
 	char err[512];
@@ -148,7 +158,14 @@ static int setup(void **state)
 		return -1;
 	snprintf(sock_path, sizeof sock_path, "%s/node.sock", tmp_dir);
 	ipc_ops ops;
-	if (ipc_node_create(NULL, NULL, &in_node, err, sizeof err))
+	char ddir[200];
+	snprintf(ddir, sizeof ddir, "%s/data", tmp_dir);
+	node_opts no = { .name = "ipctest", .data_dir = ddir, .no_grpc = 1, .run_workers = 2 };
+	if (node_create(&no, &nd, err, sizeof err) || node_start(nd, err, sizeof err)) {
+		fprintf(stderr, "node: %s\n", err);
+		return -1;
+	}
+	if (ipc_node_create(nd, &in_node, err, sizeof err))
 		return -1;
 	ipc_node_ops(in_node, &ops);
 	ipc_opts o = { .path = sock_path, .heap_bytes = 8 << 20 };
@@ -163,7 +180,8 @@ static int teardown(void **state)
 {
 	ipc_server_destroy(srv);
 	ipc_node_destroy(in_node);
-	rmdir(tmp_dir);
+	node_destroy(nd);
+	nftw(tmp_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	for (int i = 0; i < NAG; i++)
 		for (int k = 0; k < NSET; k++) {
 			free(R[i][k].in);
@@ -316,11 +334,79 @@ static void test_spawn_list_kill(void **state)
 	/* quota: a plan bigger than the quota fails that agent's requests only */
 	so = (aidos_client_spawn_opts){ .name = "tiny", .model = p, .quota_bytes = 64 };
 	assert_int_equal(aidos_client_spawn(c, &so, err, sizeof err), 0);
-	assert_int_equal(aidos_client_infer(c, "tiny", 1, &x, &nout, out, 4, err, sizeof err), AIDOS_E_NOMEM);
+	assert_int_equal(aidos_client_infer(c, "tiny", 1, &x, &nout, out, 4, err, sizeof err), AIDOS_E_QUOTA);
 	assert_non_null(strstr(err, "quota"));
+	/* ... and only its: another agent of the same model still answers */
+	so = (aidos_client_spawn_opts){ .name = "roomy", .model = p };
+	assert_int_equal(aidos_client_spawn(c, &so, err, sizeof err), 0);
+	assert_int_equal(aidos_client_infer(c, "roomy", 1, &x, &nout, out, 4, err, sizeof err), 0);
+	/* ps: the pool's bytes in use and the state */
+	assert_int_equal(aidos_client_list(c, &l, &n, err, sizeof err), 0);
+	found = 0;
+	for (int i = 0; i < n; i++)
+		if (!strcmp(l[i].name, "roomy")) {
+			found = 1;
+			assert_true(l[i].mem_bytes > 0);
+			assert_true(l[i].quota_bytes >= l[i].mem_bytes);
+			assert_string_equal(l[i].state, "idle");
+			assert_int_equal(l[i].requests, 1);
+		} else if (!strcmp(l[i].name, "tiny")) {
+			assert_int_equal(l[i].errors, 1);
+		}
+	aidos_client_list_free(l);
+	assert_true(found);
+	assert_int_equal(aidos_client_kill(c, "roomy", err, sizeof err), 0);
 	assert_int_equal(aidos_client_ping(c, NULL), 0);
 	assert_int_equal(aidos_client_kill(c, "tiny", err, sizeof err), 0);
 	aidos_client_tensor_free(c, &x);
+	aidos_client_close(c);
+}
+
+/* A deadline the agent cannot meet is refused (AIDOS_E_DEADLINE, with its
+ * message) by the dispatcher's admission, through the socket; the other
+ * agents keep answering. embed on 32 rows takes milliseconds; its default
+ * deadline is 1 ms: once the dispatcher has its estimate, refused. */
+static void test_deadline_refused(void **state)
+{
+	if (!have_models())
+		skip();
+	aidos_client *c = conn();
+	spawn_all(c);
+	char p[700], err[512];
+	model_path(3, p, sizeof p);
+	aidos_client_spawn_opts so = { .name = "dl", .model = p, .deadline_ms = 1 };
+	assert_int_equal(aidos_client_spawn(c, &so, err, sizeof err), 0);
+	aidos_tensor x = { .name = "input_1", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { 32, 76, 32, 1 } };
+	assert_int_equal(aidos_client_tensor_alloc(c, &x), 0);
+	memset(x.data, 0, 32 * 76 * 32 * sizeof(float));
+	aidos_tensor out[4];
+	int nout;
+	/* the first is admitted (no estimate yet) and runs (or expires queued) */
+	int rc = aidos_client_infer(c, "dl", 1, &x, &nout, out, 4, err, sizeof err);
+	assert_true(rc == 0 || rc == AIDOS_E_DEADLINE);
+	aidos_agent_info *l;
+	int n;
+	uint64_t lat = 0;
+	assert_int_equal(aidos_client_list(c, &l, &n, err, sizeof err), 0);
+	for (int i = 0; i < n; i++)
+		if (!strcmp(l[i].name, "dl"))
+			lat = l[i].latency_ns;
+	aidos_client_list_free(l);
+	if (rc == 0 && lat < 1500000) {
+		fprintf(stderr, "embed x32 ran in %.3f ms: too fast to test a 1 ms deadline here\n", lat / 1e6);
+	} else {
+		rc = aidos_client_infer(c, "dl", 1, &x, &nout, out, 4, err, sizeof err);
+		assert_int_equal(rc, AIDOS_E_DEADLINE);
+		assert_non_null(strstr(err, "deadline"));
+	}
+	aidos_client_tensor_free(c, &x);
+	/* another agent is unaffected */
+	aidos_tensor y = { .name = "x.1", .dtype = AIDOS_DT_FLOAT, .rank = 3, .dims = { 1, 16, 96 } };
+	assert_int_equal(aidos_client_tensor_alloc(c, &y), 0);
+	memset(y.data, 0, 16 * 96 * sizeof(float));
+	assert_int_equal(aidos_client_infer(c, "jarvis", 1, &y, &nout, out, 4, err, sizeof err), 0);
+	aidos_client_tensor_free(c, &y);
+	assert_int_equal(aidos_client_kill(c, "dl", err, sizeof err), 0);
 	aidos_client_close(c);
 }
 
@@ -808,6 +894,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_connect_errors),
 		cmocka_unit_test(test_spawn_list_kill),
 		cmocka_unit_test(test_concurrent),
+		cmocka_unit_test(test_deadline_refused),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_no_alloc),
 		cmocka_unit_test(test_control_garbage),

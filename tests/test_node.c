@@ -36,6 +36,8 @@
 #include "coordinator/coord.h"
 #include "node/node.h"
 #include "node/wire.h"
+#include <grpc/status.h>
+#include "proto/rpc.h"
 #include "pools/pools.h"
 
 /* ---- the agent table ---- */
@@ -1110,6 +1112,22 @@ static void test_kern_agents(void **st)
 	aidos_session_output(s, 0, &o);
 	assert_memory_equal(&r.outv[0], o.data, sizeof(float));
 	aidos_session_destroy(s);
+	/* node_submit_here: an idle node runs it on this thread (1, done()
+	 * called before it returns), with the same outputs. */
+	float ref0 = r.outv[0];   /* node_run's, equal to the session's */
+	r.rc[0] = -1;
+	r.outv[0] = -1;
+	for (;;) {   /* the worker may still be closing node_run's request */
+		node_stat ws;
+		node_stats(n, &ws);
+		if (!ws.disp.running && !ws.disp.queued)
+			break;
+		usleep(1000);
+	}
+	job_set(&r, 0, a, &T_j, NODE_PRIO_AGENT, 0);
+	assert_int_equal(node_submit_here(n, &r.j[0], err, sizeof err), 1);
+	assert_int_equal(r.rc[0], 0);
+	assert_memory_equal(&r.outv[0], &ref0, sizeof(float));
 	/* Steady state: no allocation per request through the dispatcher. */
 	pool_stats p0, p1;
 	pool_get_stats(&p0);
@@ -1152,6 +1170,57 @@ static void test_kern_agents(void **st)
 	assert_int_not_equal(access(path, F_OK), 0);
 	snprintf(path, sizeof path, "%s/agents/j2.agent", dir);
 	assert_int_equal(access(path, F_OK), 0);
+	node_destroy(n);
+	rm_tmp(dir);
+}
+
+/* Over gRPC (Node.Infer on a standalone node's own server) a client gets
+ * the exact code: UNAVAILABLE with its "aidos-code" trailer is
+ * AIDOS_E_BUSY (a suspended agent), not a refused connection;
+ * RESOURCE_EXHAUSTED with it is AIDOS_E_QUOTA, not out of memory. */
+static void test_kern_grpc_codes(void **st)
+{
+	SKIP_WITHOUT_KERNEL_MODELS();
+	char dir[64], err[600];
+	mkdir_tmp(dir, sizeof dir);
+	node *n;
+	node_opts o = { .name = "solo", .data_dir = dir, .run_workers = 1, .listen = "127.0.0.1:0" };
+	assert_int_equal(node_create(&o, &n, err, sizeof err), 0);
+	assert_int_equal(node_start(n, err, sizeof err), 0);
+	spawn_ok(n, "j", jarvis, 0, 0);
+	spawn_ok(n, "small", jarvis, 0, 64 << 10);
+	for (int i = 0; i < 16 * 96; i++)
+		jin[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+	rpc_client *rc;
+	Aidos__Tensor pt, *pts[1] = { &pt };
+	Aidos__InferRequest ir = AIDOS__INFER_REQUEST__INIT;
+	ProtobufCMessage *rep = NULL;
+	pbt(&pt, &T_j);
+	ir.n_inputs = 1;
+	ir.inputs = pts;
+	assert_int_equal(rpc_client_create(node_rpc_addr(n), &rc), 0);
+	ir.agent = "j";
+	assert_int_equal(rpc_call(rc, "/aidos.Node/Infer", &ir.base, &aidos__infer_reply__descriptor, &rep, 5000, err,
+				  sizeof err),
+			 0);
+	protobuf_c_message_free_unpacked(rep, NULL);
+	assert_int_equal(node_agent_suspend_local(n, "j", 1, err, sizeof err), 0);
+	assert_int_equal(rpc_call(rc, "/aidos.Node/Infer", &ir.base, &aidos__infer_reply__descriptor, &rep, 5000, err,
+				  sizeof err),
+			 AIDOS_E_BUSY);
+	assert_non_null(strstr(err, "UNAVAILABLE"));
+	assert_non_null(strstr(err, "suspended"));
+	ir.agent = "small";
+	assert_int_equal(rpc_call(rc, "/aidos.Node/Infer", &ir.base, &aidos__infer_reply__descriptor, &rep, 5000, err,
+				  sizeof err),
+			 AIDOS_E_QUOTA);
+	assert_non_null(strstr(err, "RESOURCE_EXHAUSTED"));
+	assert_non_null(strstr(err, "quota"));
+	/* the status mappings both ways */
+	assert_int_equal(rpc_code_to_status(AIDOS_E_DEADLINE), GRPC_STATUS_DEADLINE_EXCEEDED);
+	assert_int_equal(rpc_code_to_status(AIDOS_E_BUSY), GRPC_STATUS_UNAVAILABLE);
+	assert_int_equal(rpc_code_to_status(AIDOS_E_QUOTA), GRPC_STATUS_RESOURCE_EXHAUSTED);
+	rpc_client_destroy(rc);
 	node_destroy(n);
 	rm_tmp(dir);
 }
@@ -1601,6 +1670,7 @@ int main(void)
 		 * counts every allocation in the process. */
 		cmocka_unit_test(test_kern_lines),
 		cmocka_unit_test(test_kern_agents),
+		cmocka_unit_test(test_kern_grpc_codes),
 		cmocka_unit_test(test_kern_priority_deadline),
 		cmocka_unit_test(test_kern_fused),
 		cmocka_unit_test(test_kern_quota),
