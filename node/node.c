@@ -30,6 +30,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <netdb.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1290,7 +1291,11 @@ static void probe_cpu(node *n)
 		isa = "sse4.2";
 #endif
 	snprintf(n->cpu_name, sizeof n->cpu_name, "%s (%s)", model, isa);
-	long c = sysconf(_SC_NPROCESSORS_ONLN);
+	/* The cores this node may run on (taskset, cpuset, systemd
+	 * CPUAffinity), not the machine's: they size the dispatcher's workers
+	 * and the coordinator's view of this node's capacity. */
+	cpu_set_t cs;
+	long c = sched_getaffinity(0, sizeof cs, &cs) ? sysconf(_SC_NPROCESSORS_ONLN) : CPU_COUNT(&cs);
 	n->cores = c > 0 ? (uint32_t)c : 1;
 	n->mem_total = meminfo("MemTotal");
 }
