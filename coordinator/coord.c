@@ -60,6 +60,12 @@ typedef struct cnode {
 	double lat_ratio;        /* measured / estimated response time, queueing included (last heartbeat), 0: no data */
 	double exec_ratio;       /* measured / estimated execution time: the node's speed */
 	int streak;              /* consecutive overloaded checks */
+	/* The rebalancer's "needs room" check (coord_rebalance, c->mu held):
+	 * its highest busy class, for `room_streak` checks in a row delayed by
+	 * lower classes; the rest is scratch of one check. */
+	int room_streak, room_cls;
+	double room_hi_est, room_lo_est, room_lo_util;
+	const char *room_for;    /* the agent of that class (name, valid during one check) */
 } cnode;
 
 typedef struct cagent {
@@ -2233,14 +2239,55 @@ int coord_rebalance(coord *c)
 	cagent **pick = NULL;
 
 	pthread_mutex_lock(&c->mu);
-	/* 1. each node's overload check (hysteresis: sustained for rp.sustain checks) */
+	/* 1. each node's overload check (hysteresis: sustained for rp.sustain
+	 * checks), and whether its highest busy class needs room: requests of
+	 * the node's highest busy class that wait behind lower-class runs
+	 * (the dispatcher never preempts). Its own latency figures do not
+	 * show that wait (they time execution only) and the node-wide queue
+	 * may stay under the overload thresholds, so the check predicts it
+	 * from the lower classes' utilisation and estimates. */
 	int any = 0;
+	for (int i = 0; i < c->n_nodes; i++) {
+		cnode *n = c->nodes[i];
+		n->room_cls = -1;
+		n->room_hi_est = n->room_lo_est = n->room_lo_util = 0;
+		n->room_for = NULL;
+	}
+	for (int j = 0; j < c->n_agents; j++) {   /* each node's highest busy class, its fastest estimate */
+		cagent *a = c->agents[j];
+		cnode *n = a->at;
+		int cls = sched_prio_class(a->info->priority);
+		if (!n || a->dev != (n->has_gpu ? SCHED_DEV_GPU : SCHED_DEV_CPU) || !(a->info->rate > 0) ||
+		    !(a->info->est_ms > 0) || cls < n->room_cls)
+			continue;
+		if (cls > n->room_cls || a->info->est_ms < n->room_hi_est) {
+			n->room_cls = cls;
+			n->room_hi_est = a->info->est_ms;
+			n->room_for = a->info->name;
+		}
+	}
+	for (int j = 0; j < c->n_agents; j++) {   /* the longest lower-class estimate there */
+		cagent *a = c->agents[j];
+		cnode *n = a->at;
+		if (n && n->room_cls > 0 && a->dev == (n->has_gpu ? SCHED_DEV_GPU : SCHED_DEV_CPU) &&
+		    sched_prio_class(a->info->priority) < n->room_cls && a->info->rate > 0 &&
+		    a->info->est_ms > n->room_lo_est)
+			n->room_lo_est = a->info->est_ms;
+	}
 	for (int i = 0; i < c->n_nodes; i++) {
 		cnode *n = c->nodes[i];
 		if (n->info->state != AIDOS__NODE_STATE__NODE_READY) {
 			n->streak = 0;
+			n->room_streak = 0;
 			continue;
 		}
+		int rdev = n->has_gpu ? SCHED_DEV_GPU : SCHED_DEV_CPU;
+		int rw = (int)n->workers[rdev];
+		for (int k = 0; k < n->room_cls; k++)
+			n->room_lo_util += n->util[rdev][k];
+		/* two or more workers: the node keeps one for its top class */
+		any |= sched_needs_room(&c->rp, n->room_hi_est, n->room_lo_est, n->room_lo_util, rw, rw >= 2,
+					&n->room_streak);
 		int dev = node_has_gpu(n->info) ? SCHED_DEV_GPU : SCHED_DEV_CPU;
 		double util = 0, w = node_workers(n->info, dev);
 		for (int k = 0; k < SCHED_PRIO_N; k++)
@@ -2258,7 +2305,10 @@ int coord_rebalance(coord *c)
 	for (int j = 0; j < c->n_agents; j++) {
 		cagent *a = c->agents[j];
 		int at;
-		if (!a->at || a->at->streak < c->rp.sustain || a->busy || a->info->pinned_node[0] ||
+		int over = a->at && a->at->streak >= c->rp.sustain;
+		int room = a->at && a->at->room_streak >= c->rp.sustain &&
+			   sched_prio_class(a->info->priority) < a->at->room_cls;
+		if (!a->at || !(over || room) || a->busy || a->info->pinned_node[0] ||
 		    (a->considered_ms && now - a->considered_ms < (uint64_t)(c->rp.cooldown_s * 1000)) ||
 		    !find_node_idx(c, a->at->info->name, &at))
 			continue;
@@ -2294,7 +2344,14 @@ int coord_rebalance(coord *c)
 		if (to < 0)
 			continue;
 		fill_agent(c, a, &sa, NULL, n->info->name);
-		if (!sched_move_worth(c->view, c->n_nodes, &sa, to, &c->sp, &c->rp, &stay, &go))
+		memset(&stay, 0, sizeof stay);
+		memset(&go, 0, sizeof go);
+		/* Making room for a higher class: the lower class yields, even
+		 * where it runs no faster itself (only onto a node without a
+		 * higher class, above); else the move must pay for the mover. */
+		int room = n->room_streak >= c->rp.sustain && cls < n->room_cls && n->streak < c->rp.sustain;
+		if (!sched_move_worth(c->view, c->n_nodes, &sa, to, &c->sp, &c->rp, &stay, &go) &&
+		    !(room && go.feasible))
 			continue;
 		move *mv = &todo[nt++];
 		mv->a = a;
@@ -2302,13 +2359,23 @@ int coord_rebalance(coord *c)
 		a->considered_ms = now;   /* cool-down: not moved again before rp.cooldown_s */
 		snprintf(mv->from, sizeof mv->from, "%s", n->info->name);
 		snprintf(mv->to, sizeof mv->to, "%s", c->nodes[to]->info->name);
-		snprintf(mv->reason, sizeof mv->reason,
-			 "node %s overloaded for %d checks (latency x%.2f of estimate, queue %u); priority %d; "
-			 "predicted %.2f ms there vs %.2f ms on %s",
-			 n->info->name, n->streak, n->lat_ratio, n->info->queue_len, a->info->priority, stay.total,
-			 go.total, c->nodes[to]->info->name);
+		if (room)
+			snprintf(mv->reason, sizeof mv->reason,
+				 "node %s overloaded for higher-priority agent %s for %d checks (lower classes' utilisation "
+				 "%.2f on %u workers: its requests wait for their runs, tail x%.2f of its %.2f ms "
+				 "estimate); priority %d makes room; predicted %.2f ms there vs %.2f ms on %s",
+				 n->info->name, n->room_for ? n->room_for : "?", n->room_streak, n->room_lo_util,
+				 n->workers[dev], (n->room_hi_est + n->room_lo_est) / n->room_hi_est, n->room_hi_est,
+				 a->info->priority, stay.total, go.total, c->nodes[to]->info->name);
+		else
+			snprintf(mv->reason, sizeof mv->reason,
+				 "node %s overloaded for %d checks (latency x%.2f of estimate, queue %u); priority %d; "
+				 "predicted %.2f ms there vs %.2f ms on %s",
+				 n->info->name, n->streak, n->lat_ratio, n->info->queue_len, a->info->priority,
+				 stay.total, go.total, c->nodes[to]->info->name);
 		add_event(c, "overload", a->info->name, mv->from, mv->to, mv->reason);
 		n->streak = 0;
+		n->room_streak = 0;
 	}
 unlock:
 	pthread_mutex_unlock(&c->mu);

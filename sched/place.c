@@ -36,6 +36,8 @@ void sched_rebalance_params_default(sched_rebalance_params *r)
 	r->cooldown_s = 60.0;
 	r->util_high = 0.9;
 	r->room_gain = 0.0;
+	r->room_ratio = 1.5;
+	r->room_wait_p = 0.05;
 }
 
 int sched_prio_class(int priority)
@@ -278,5 +280,16 @@ int sched_overloaded(const sched_rebalance_params *r, double measured_ms, double
 {
 	int over = (est_ms > 0 && measured_ms > r->over_ratio * est_ms) || util > r->util_high;
 	*streak = over ? *streak + 1 : 0;
+	return *streak >= r->sustain;
+}
+
+int sched_needs_room(const sched_rebalance_params *r, double hi_est_ms, double low_est_ms, double low_util,
+		     int workers, int reserved, int *streak)
+{
+	double pw = 0;
+	if (!reserved && low_util > 0 && hi_est_ms > 0 && low_est_ms > 0)
+		pw = pow(low_util < 1.0 ? low_util : 1.0, workers > 1 ? workers : 1);
+	int need = pw > 0 && pw >= r->room_wait_p && hi_est_ms + low_est_ms > r->room_ratio * hi_est_ms;
+	*streak = need ? *streak + 1 : 0;
 	return *streak >= r->sustain;
 }

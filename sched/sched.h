@@ -158,6 +158,8 @@ typedef struct sched_rebalance_params {
 	double cooldown_s;     /* an agent moved is not moved again within this (60) */
 	double util_high;      /* predicted utilisation that counts as overloaded too (0.9) */
 	double room_gain;      /* min_gain instead when the move makes room for a higher class (0) */
+	double room_ratio;     /* a class's tail latency / its estimate that counts as needing room (1.5) */
+	double room_wait_p;    /* chance of waiting behind lower classes that counts (0.05) */
 } sched_rebalance_params;
 
 void sched_rebalance_params_default(sched_rebalance_params *r);
@@ -168,6 +170,20 @@ void sched_rebalance_params_default(sched_rebalance_params *r);
  * consecutive overloaded checks; reset when not) and returns 1 when the
  * node has been overloaded for r->sustain checks in a row. Pure. */
 int sched_overloaded(const sched_rebalance_params *r, double measured_ms, double est_ms, double util, int *streak);
+
+/* One "needs room" check of a node for its highest busy priority class:
+ * a request of that class (estimate hi_est_ms) that finds all `workers`
+ * of its device busy with lower classes (their utilisation low_util,
+ * longest estimate low_est_ms) waits for one of their requests to finish,
+ * since a node's dispatcher never preempts. That happens with chance
+ * low_util^workers (0 when `reserved`: the node keeps a worker for this
+ * class). The class needs room when that chance is at least
+ * r->room_wait_p and such a wait puts its tail latency (hi_est_ms +
+ * low_est_ms) above r->room_ratio x its estimate. Advances *streak like
+ * sched_overloaded (hysteresis: r->sustain checks in a row) and returns 1
+ * when the class has needed room that long. Pure. */
+int sched_needs_room(const sched_rebalance_params *r, double hi_est_ms, double low_est_ms, double low_util,
+		     int workers, int reserved, int *streak);
 
 /* Whether moving agent a (placed) from its node (a->cur_node) to `to` is worth it:
  * 1 when the predicted cost there (its own load taken off the source) is at

@@ -407,6 +407,43 @@ static void test_rebalance_hysteresis(void **state)
 	assert_int_equal(sched_move_worth(n, 2, &a, 1, NULL, &r, NULL, NULL), 0);
 }
 
+/* "needs room": a high-priority request that finds every worker busy with
+ * lower classes waits for one of their runs (no preemption). */
+static void test_needs_room(void **state)
+{
+	(void)state;
+	sched_rebalance_params r;
+	sched_rebalance_params_default(&r);
+	int streak = 0;
+	/* one worker, a lower class busy 60% of the time with runs as long
+	 * as the high class's own: its tail is 2x its estimate; sustained
+	 * for r.sustain checks before acting, a good check resets */
+	assert_int_equal(sched_needs_room(&r, 1.7, 1.7, 0.6, 1, 0, &streak), 0);
+	assert_int_equal(sched_needs_room(&r, 1.7, 1.7, 0.6, 1, 0, &streak), 0);
+	assert_int_equal(sched_needs_room(&r, 1.7, 1.7, 0.01, 1, 0, &streak), 0);  /* rarely busy: 1% < 5% */
+	assert_int_equal(streak, 0);
+	assert_int_equal(sched_needs_room(&r, 1.7, 1.7, 0.6, 1, 0, &streak), 0);
+	assert_int_equal(sched_needs_room(&r, 1.7, 1.7, 0.6, 1, 0, &streak), 0);
+	assert_int_equal(sched_needs_room(&r, 1.7, 1.7, 0.6, 1, 0, &streak), 1);
+	streak = 0;
+	/* short lower-class runs: the wait stays within room_ratio */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(sched_needs_room(&r, 10, 4, 0.9, 1, 0, &streak), 0);
+	/* a worker reserved for the class: it never waits for lower classes */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(sched_needs_room(&r, 1.7, 1.7, 0.99, 2, 1, &streak), 0);
+	/* all of 4 workers busy with lower classes: 0.5^4 = 6% >= 5% */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(sched_needs_room(&r, 1.7, 1.7, 0.5, 4, 0, &streak), i == 2);
+	streak = 0;
+	assert_int_equal(sched_needs_room(&r, 1.7, 1.7, 0.4, 4, 0, &streak), 0);   /* 2.6% */
+	assert_int_equal(streak, 0);
+	/* no data (no estimate, no lower-class load): never */
+	assert_int_equal(sched_needs_room(&r, 0, 1.7, 0.9, 1, 0, &streak), 0);
+	assert_int_equal(sched_needs_room(&r, 1.7, 1.7, 0, 1, 0, &streak), 0);
+	assert_int_equal(streak, 0);
+}
+
 static void test_decision_1000_nodes(void **state)
 {
 	/* Not a timed assertion: prints the decision latency at 1,000 nodes
@@ -474,6 +511,7 @@ int main(void)
 		cmocka_unit_test(test_scores_and_rank),
 		cmocka_unit_test(test_determinism),
 		cmocka_unit_test(test_rebalance_hysteresis),
+		cmocka_unit_test(test_needs_room),
 		cmocka_unit_test(test_decision_1000_nodes),
 		cmocka_unit_test(test_sim_quick),
 	};
