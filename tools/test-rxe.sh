@@ -228,7 +228,13 @@ if [[ -s $work/bench.jsonl && -x $PY ]]; then
 	mkdir -p "$root/bench/results"
 	"$PY" - "$work/bench.jsonl" "$root/bench/results/rxe-latest.json" "$accel" "$vm_s" >"$work/table.txt" 2>&1 <<'PYEOF'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith('{')]
+rows = []
+for l in open(sys.argv[1]):
+    if l.strip().startswith('{'):
+        try:
+            rows.append(json.loads(l))
+        except ValueError:   # a tool printed junk (inf, an empty field): drop that sample
+            print("      dropped an unparsable BENCH line: %s" % l.strip()[:200])
 def med(v):
     v = sorted(v)
     n = len(v)

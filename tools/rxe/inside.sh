@@ -279,6 +279,7 @@ gid_v2() {
 	echo 1
 }
 G0=$(gid_v2 rxe0) G1=$(gid_v2 rxe1)
+note "clocks: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null) clocksource, cpu MHz $(awk -F': ' '/cpu MHz/ {print $2; exit}' /proc/cpuinfo) (perftest converts cycles with it)"
 note "perftest GID indexes: rxe0 $G0, rxe1 $G1 (RoCE v2, IPv4)"
 pt() {   # tool op size args...: server on rxe1 (10.77.0.2), client on rxe0
 	local op=$1 size=$2 bin=$3
@@ -293,6 +294,12 @@ pt() {   # tool op size args...: server on rxe1 (10.77.0.2), client on rxe0
 	line=$(awk -v s="$size" '$1 == s {print; exit}' "$W/pt.cli")
 	if [[ -z $line ]]; then
 		note "$(basename "$bin") -s $size: no result: $(tail -n 2 "$W/pt.cli" | tr '\n' ' ')"
+		return
+	fi
+	# perftest turns cycles into us with the CPU MHz it finds; under TCG it
+	# sometimes prints inf or nan: that sample is dropped, and said so
+	if ! awk '{for (i = 3; i <= NF; i++) if ($i !~ /^[0-9.]+$/) exit 1}' <<<"$line"; then
+		note "$(basename "$bin") -s $size${ROUND:+ (round $ROUND)}: unusable figures, dropped: $line"
 		return
 	fi
 	case $op in
