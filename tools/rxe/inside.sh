@@ -298,7 +298,9 @@ pt() {   # tool op size args...: server on rxe1 (10.77.0.2), client on rxe0
 	fi
 	# perftest turns cycles into us with the CPU MHz it finds; under TCG it
 	# sometimes prints inf or nan: that sample is dropped, and said so
-	if ! awk '{for (i = 3; i <= NF; i++) if ($i !~ /^[0-9.]+$/) exit 1}' <<<"$line"; then
+	local f=4   # the field used: BW_average, or t_typical and t_avg below
+	[[ $op == *_lat ]] && f=5
+	if ! awk -v f=$f '{for (i = f; i <= f + (f == 5); i++) if ($i !~ /^[0-9.]+$/) exit 1}' <<<"$line"; then
 		note "$(basename "$bin") -s $size${ROUND:+ (round $ROUND)}: unusable figures, dropped: $line"
 		return
 	fi
