@@ -8,6 +8,11 @@
  *   verbs_put server IP:PORT [--backend verbs|ucx|tcp] [--max BYTES]
  *   verbs_put client IP:PORT [--backend B] [--lat-sizes 2,64,4096]
  *             [--bw-sizes 65536,1048576] [--lat-iters N] [--bw-bytes N] [--spin-us N]
+ *             [--ops all|put]
+ *
+ * --ops put measures only what perftest's ib_write_lat / ib_write_bw do
+ * (put_lat ping-pong and put_bw), for tools/rxe/inside.sh's interleaved
+ * rounds; an empty --lat-sizes or --bw-sizes ("") skips that part.
  *
  * Completions are busy-polled (xport_opts.spin_us = -1) unless --spin-us N
  * (0: the transport's default, 50 us, then sleep), as perftest busy-polls.
@@ -108,6 +113,7 @@ struct side {
 	xport_ep *ep;
 };
 
+static int put_only;      /* --ops put: put_lat and put_bw only */
 static int spin_us = -1;   /* busy-poll completions, as perftest does (--spin-us) */
 
 static void side_open(struct side *s, const char *backend, size_t max)
@@ -232,7 +238,12 @@ static int parse_sizes(const char *p, size_t *sz, int cap)
 	int n = 0;
 
 	while (*p && n < cap) {
-		sz[n++] = strtoul(p, (char **)&p, 10);
+		char *e;
+		sz[n] = strtoul(p, &e, 10);
+		if (e == p)
+			break;   /* not a number: stop (no endless loop on junk) */
+		n++;
+		p = e;
 		if (*p == ',')
 			p++;
 	}
@@ -330,7 +341,7 @@ static int client(const struct sockaddr_in *sa, const char *backend, const char 
 			die("read ack", -EIO);
 		emit_lat(backend, tname, "put_lat", size, lt, lat_iters, 0.5);
 	}
-	for (int w = 1; w >= 0; w--)
+	for (int w = 1; w >= 0 && !put_only; w--)
 	for (int i = 0; i < nl; i++) {
 		size_t size = lat[i] ? lat[i] : 1;
 		long it = lat_iters;
@@ -345,7 +356,7 @@ static int client(const struct sockaddr_in *sa, const char *backend, const char 
 		}
 		emit_lat(backend, tname, w ? "put_rtt" : "get_lat", size, lt, it, 1.0);
 	}
-	for (int w = 1; w >= 0; w--)
+	for (int w = 1; w >= (put_only ? 1 : 0); w--)
 		for (int i = 0; i < nb; i++) {
 			long it = (long)(bw_bytes / (double)bw[i]);
 			it = it < 5 ? 5 : it > 100000 ? 100000 : it;
@@ -395,7 +406,8 @@ int main(int argc, char **argv)
 
 	if (argc < 3 || parse_ep(argv[2], &sa)) {
 		fprintf(stderr, "usage: verbs_put server|client IP:PORT [--backend verbs|ucx|tcp] [--max BYTES]\n"
-				"       [--lat-sizes L] [--bw-sizes L] [--lat-iters N] [--bw-bytes N] [--spin-us N]\n");
+				"       [--lat-sizes L] [--bw-sizes L] [--lat-iters N] [--bw-bytes N] [--spin-us N]\n"
+				"       [--ops all|put]\n");
 		return 2;
 	}
 	for (int i = 3; i + 1 < argc; i += 2) {
@@ -413,6 +425,8 @@ int main(int argc, char **argv)
 			bw_bytes = atof(argv[i + 1]);
 		else if (!strcmp(argv[i], "--spin-us"))
 			spin_us = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--ops"))
+			put_only = !strcmp(argv[i + 1], "put");
 		else {
 			fprintf(stderr, "verbs_put: unknown option %s\n", argv[i]);
 			return 2;

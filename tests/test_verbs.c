@@ -8,7 +8,7 @@
  * a clear error, auto picks UCX and says why. tools/test-rxe.sh runs this
  * binary inside its Soft-RoCE VM between rxe0 and rxe1, where everything runs:
  * tag messages (inline, one chunk, reassembled 3 MiB), RDMA WRITE/READ
- * (registered and staged local memory), and the error paths: a corrupted or
+ * (registered, staged and inline small puts), and the error paths: a corrupted or
  * foreign rkey (refused before the wire), a wrong rkey value (remote access
  * error from the peer's HCA), an access beyond the region (MR too small),
  * a peer process killed mid-transfer; after each the transport still works.
@@ -257,6 +257,53 @@ static void test_put_get(void **state)
 	free(back);
 }
 
+/* Small puts go as one inline WRITE from any memory (here the stack, never
+ * registered): the bytes arrive, put returns only once they are there, and
+ * the error paths are those of the other puts. */
+static void test_inline_put(void **state)
+{
+	struct pair p = { 0 };
+	unsigned char region[4096], small[200], key[64];
+	xport_mem *m;
+	const void *rk;
+	size_t rkl;
+
+	NEED_RDMA();
+	pair_open(&p);
+	memset(region, 0, sizeof region);
+	assert_int_equal(xport_mem_register(p.b, region, sizeof region, &m), 0);
+	assert_int_equal(xport_mem_rkey(m, &rk, &rkl), 0);
+	for (int k = 1; k <= 50; k++) {   /* each put visible when it returns */
+		small[0] = small[1] = (unsigned char)k;
+		assert_int_equal(xport_put(p.a, p.ab, small, 2, (uintptr_t)region + 2 * k, rk, rkl, 5000), 0);
+		assert_int_equal(region[2 * k], k);
+		assert_int_equal(region[2 * k + 1], k);
+	}
+	for (size_t i = 0; i < sizeof small; i++)
+		small[i] = (unsigned char)(i * 7 + 3);
+	assert_int_equal(xport_put(p.a, p.ab, small, sizeof small, (uintptr_t)region + 1000, rk, rkl, 5000), 0);
+	assert_memory_equal(region + 1000, small, sizeof small);
+	/* MR too small: refused before the wire, endpoint unharmed */
+	assert_int_equal(xport_put(p.a, p.ab, small, 64, (uintptr_t)region + sizeof region - 32, rk, rkl, 5000),
+			 AIDOS_E_RANGE);
+	assert_int_equal(xport_ep_status(p.ab), 0);
+	/* a wrong rkey value: the peer refuses the inline WRITE too */
+	assert_true(rkl <= sizeof key);
+	memcpy(key, rk, rkl);
+	key[8] ^= 0x5a;
+	key[9] ^= 0x11;
+	uint64_t h = xport_fnv1a(XPORT_FNV_INIT, key, 40);
+	for (int i = 0; i < 8; i++)
+		key[40 + i] = (unsigned char)(h >> (8 * i));
+	int rc = xport_put(p.a, p.ab, small, 8, (uintptr_t)region, key, rkl, 5000);
+	printf("    measured: inline put, wrong rkey: %d (%s)\n", rc, aidos_strerror(rc));
+	assert_true(rc == -EACCES || rc == -ECONNRESET);
+	assert_int_not_equal(xport_ep_status(p.ab), 0);
+	assert_int_equal(xport_put(p.a, p.ab, small, 8, (uintptr_t)region, rk, rkl, 5000), xport_ep_status(p.ab));
+	xport_mem_release(p.b, m);
+	pair_close(&p);
+}
+
 /* ---- errors ---- */
 
 static void test_bad_keys(void **state)
@@ -448,6 +495,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_tag_small),
 		cmocka_unit_test(test_tag_large),
 		cmocka_unit_test(test_put_get),
+		cmocka_unit_test(test_inline_put),
 		cmocka_unit_test(test_bad_keys),
 		cmocka_unit_test(test_peer_killed),
 		cmocka_unit_test(test_connect_refused),

@@ -19,9 +19,16 @@
 # 5. prints the checks and the comparison table, writes
 #    bench/results/rxe-latest.json, and ends with `N passed, N failed, N skipped`.
 #
-# Exit: 0 all passed, 1 a failure, 77 skipped (no qemu, or no packages and
-# no network). Env: AIDOS_CACHE (default ~/.cache/aidos), AIDOS_RXE_TIMEOUT
-# (VM wall-clock bound, s, default 780), AIDOS_RXE_ACCEL (kvm|tcg).
+# Functional checks (test_verbs, cluster up, remote inference equal to aidos
+# run, stateful migration identical, error paths, softroce.sh) are PASS/FAIL
+# assertions; the timing targets are reported (met / NOT met), never fail.
+#
+# Exit: 0 all passed, 1 a failure, 77 skipped (no qemu or cpio, or no
+# packages and no network). The whole run is bounded by AIDOS_RXE_TOTAL
+# (s, default 900 = 15 min): the package fetch by 300 s, the VM by what is
+# left (at most AIDOS_RXE_TIMEOUT, default 780), after which it is killed.
+# Env: AIDOS_CACHE (default ~/.cache/aidos), AIDOS_RXE_ACCEL (kvm|tcg),
+# AIDOS_RXE_ROUNDS (interleaved benchmark rounds, default 5).
 set -uo pipefail
 
 if [[ $# -ne 1 || ! -d $1 ]]; then
@@ -63,8 +70,8 @@ if [[ -z $kpkg ]] || [[ $(cat "$C/debs/.complete" 2>/dev/null) != "${PKGS[*]}" ]
 	kname=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-6\.1[^ ]*-amd64\)$/\1/p' | head -n 1)
 	[[ -n $kname ]] || skip_all "apt-cache knows no linux-image-amd64 (6.1) here: cannot fetch the kernel"
 	log "fetching $kname and ${#PKGS[@]} packages with apt-get download into $C/debs"
-	(cd "$C/debs" && apt-get download "$kname" "${PKGS[@]}" >"$work/apt.log" 2>&1) ||
-		{ tail -n 5 "$work/apt.log"; skip_all "apt-get download failed (no network?)"; }
+	(cd "$C/debs" && timeout -k 10 300 apt-get download "$kname" "${PKGS[@]}" >"$work/apt.log" 2>&1) ||
+		{ tail -n 5 "$work/apt.log"; skip_all "apt-get download failed or took over 300 s (no network?)"; }
 	echo "${PKGS[*]}" >"$C/debs/.complete"
 	kpkg=$(ls "$C"/debs/linux-image-6.1*-amd64_*.deb | head -n 1)
 fi
@@ -196,10 +203,13 @@ else
 	qaccel=(-accel tcg,thread=multi -cpu max)
 fi
 vm_t=${AIDOS_RXE_TIMEOUT:-780}
+left=$((${AIDOS_RXE_TOTAL:-900} - (SECONDS - t_start) - 20))   # 20 s for the results
+((left < vm_t)) && vm_t=$left
+((vm_t >= 180)) || fail_all "only ${vm_t} s left of the ${AIDOS_RXE_TOTAL:-900} s bound for the VM (the fetch or the initramfs took $((SECONDS - t_start)) s)"
 log "booting ($accel, 2 vCPUs, 3 GiB), bound ${vm_t} s"
 t_boot=$SECONDS
-timeout "$vm_t" qemu-system-x86_64 "${qaccel[@]}" -m 3072 -smp 2 -kernel "$C/vmlinuz" -initrd "$work/initrd" \
-	-append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init" -nographic -no-reboot -nic none \
+timeout -k 10 "$vm_t" qemu-system-x86_64 "${qaccel[@]}" -m 3072 -smp 2 -kernel "$C/vmlinuz" -initrd "$work/initrd" \
+	-append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init AIDOS_RXE_ROUNDS=${AIDOS_RXE_ROUNDS:-5}" -nographic -no-reboot -nic none \
 	</dev/null >"$work/console.log" 2>&1 &
 qpid=$!
 wait "$qpid"
@@ -218,20 +228,64 @@ if [[ -s $work/bench.jsonl && -x $PY ]]; then
 	mkdir -p "$root/bench/results"
 	"$PY" - "$work/bench.jsonl" "$root/bench/results/rxe-latest.json" "$accel" "$vm_s" >"$work/table.txt" 2>&1 <<'PYEOF'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith('{')]
-out = {"setup": "one QEMU VM (%s), Debian 6.1 kernel, rxe0@veth0 <-> rxe1@veth1, MTU 9000" % sys.argv[3],
-       "vm_seconds": int(sys.argv[4]), "results": rows}
-json.dump(out, open(sys.argv[2], "w"), indent=1)
+rows = []
+for l in open(sys.argv[1]):
+    if l.strip().startswith('{'):
+        try:
+            rows.append(json.loads(l))
+        except ValueError:   # a tool printed junk (inf, an empty field): drop that sample
+            print("      dropped an unparsable BENCH line: %s" % l.strip()[:200])
+def med(v):
+    v = sorted(v)
+    n = len(v)
+    return None if not n else v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+def key(r):
+    return "us" if "us" in r else "MBps" if "MBps" in r else "ms"
 def get(tool, op, size):
-    for r in rows:
-        if r.get("tool") == tool and r.get("op") == op and r.get("size") == size:
-            return r
-    return None
-print("    comparison on the same rxe link (latency us, bandwidth MB/s):")
-print("      %-34s %10s %10s %10s" % ("", "2 B", "64 B", "4 KiB"))
+    """The row, or for a measure taken in rounds the median of the round
+    values (rounds preferred over a single run of the same measure)."""
+    m = [r for r in rows if r.get("tool") == tool and r.get("op") == op and r.get("size") == size]
+    rd = [r for r in m if "round" in r]
+    if rd:
+        k = key(rd[0])
+        return {k: med([r[k] for r in rd]), "rounds": [r[k] for r in rd]}
+    return m[0] if m else None
+# the targets of issue 5, from the interleaved rounds: median of the round
+# medians of each tool, and their ratio (also the median of the per-round
+# ratios, which pairs each round's two measurements). Reported, not
+# asserted: no timed assertions in tests, and under emulation on a shared
+# host the same tool varies 2-50x between runs.
+def per_round(tool_a, op_a, tool_b, op_b, size, k):
+    a = {r["round"]: r[k] for r in rows if "round" in r and r.get("tool") == tool_a and r.get("op") == op_a and r.get("size") == size}
+    b = {r["round"]: r[k] for r in rows if "round" in r and r.get("tool") == tool_b and r.get("op") == op_b and r.get("size") == size}
+    return med([b[i] / a[i] for i in a if i in b and a[i] > 0])
+summary = {"lat": {}, "bw": {}}
+for sz in (2, 64, 1024):
+    p, v = get("perftest", "write_lat", sz), get("aidos-verbs", "put_lat", sz)
+    if p and v and "rounds" in p and "rounds" in v:
+        summary["lat"][str(sz)] = {"ib_write_lat_us": p["us"], "aidos_put_lat_us": v["us"], "ratio": v["us"] / p["us"],
+                                    "ratio_of_rounds": per_round("perftest", "write_lat", "aidos-verbs", "put_lat", sz, "us"),
+                                    "ib_write_lat_rounds": p["rounds"], "aidos_rounds": v["rounds"]}
+p, v = get("perftest", "write_bw", 1048576), get("aidos-verbs", "put_bw", 1048576)
+if p and v and "rounds" in p and "rounds" in v:
+    summary["bw"]["1048576"] = {"ib_write_bw_MBps": p["MBps"], "aidos_put_bw_MBps": v["MBps"], "ratio": v["MBps"] / p["MBps"],
+                                "ratio_of_rounds": per_round("perftest", "write_bw", "aidos-verbs", "put_bw", 1048576, "MBps"),
+                                "ib_write_bw_rounds": p["rounds"], "aidos_rounds": v["rounds"]}
+small = [summary["lat"][k] for k in ("2", "64") if k in summary["lat"]]
+worst = max(small, key=lambda e: e["ratio"]) if len(small) == 2 else None
+bw = summary["bw"].get("1048576")
+summary["targets"] = {
+    "lat_small": None if not worst else {"worst_ratio": worst["ratio"], "limit": 1.2, "met": worst["ratio"] <= 1.2},
+    "bw_1MiB": None if not bw else {"ratio": bw["ratio"], "limit": 0.9, "met": bw["ratio"] >= 0.9}}
+out = {"setup": "one QEMU VM (%s), Debian 6.1 kernel, rxe0@veth0 <-> rxe1@veth1, MTU 9000" % sys.argv[3],
+       "vm_seconds": int(sys.argv[4]), "summary": summary, "results": rows}
+json.dump(out, open(sys.argv[2], "w"), indent=1)
+print("    comparison on the same rxe link (latency us, bandwidth MB/s; [r] = median of the interleaved rounds):")
+print("      %-38s %9s %9s %9s %9s" % ("", "2 B", "64 B", "1 KiB", "4 KiB"))
+def cell(r, k, f):
+    return "-" if not r else (f % r[k]) + ("r" if "rounds" in r else " ")
 def lat_row(name, tool, op):
-    v = [get(tool, op, s) for s in (2, 64, 4096)]
-    print("      %-34s %10s %10s %10s" % (name, *["%.1f" % r["us"] if r else "-" for r in v]))
+    print("      %-38s %9s %9s %9s %9s" % (name, *[cell(get(tool, op, s), "us", "%.1f") for s in (2, 64, 1024, 4096)]))
 lat_row("ib_write_lat (half RTT)", "perftest", "write_lat")
 lat_row("aidos verbs put ping-pong (half RTT)", "aidos-verbs", "put_lat")
 lat_row("ib_read_lat", "perftest", "read_lat")
@@ -240,10 +294,9 @@ lat_row("aidos verbs put (blocking, RTT)", "aidos-verbs", "put_rtt")
 lat_row("ucx_perftest ucp_put_lat (rc_v)", "ucx_perftest", "put_lat")
 lat_row("aidos UCX put (blocking, rc_v)", "aidos-ucx", "put_rtt")
 lat_row("aidos UCX get (rc_v)", "aidos-ucx", "get_lat")
-print("      %-34s %10s %10s" % ("", "64 KiB", "1 MiB"))
+print("      %-38s %9s %9s" % ("", "64 KiB", "1 MiB"))
 def bw_row(name, tool, op):
-    v = [get(tool, op, s) for s in (65536, 1048576)]
-    print("      %-34s %10s %10s" % (name, *["%.1f" % r["MBps"] if r else "-" for r in v]))
+    print("      %-38s %9s %9s" % (name, *[cell(get(tool, op, s), "MBps", "%.1f") for s in (65536, 1048576)]))
 bw_row("ib_write_bw", "perftest", "write_bw")
 bw_row("aidos verbs put", "aidos-verbs", "put_bw")
 bw_row("ib_read_bw", "perftest", "read_bw")
@@ -255,26 +308,26 @@ mig = sorted((r for r in rows if r.get("op") == "migrate"), key=lambda r: r["siz
 if mig:
     print("      migration over RDMA READ, context size -> aidosctl migrate ms: " +
           ", ".join("%d KiB %.1f ms" % (r["size"] >> 10, r["ms"]) for r in mig))
-# the targets of issue 5, on this link: reported, not asserted (no timed
-# assertions in tests: under emulation on a shared host the same tool varies
-# 2-50x between runs)
-wb, vb = get("perftest", "write_bw", 1048576), get("aidos-verbs", "put_bw", 1048576)
-if wb and vb:
-    r = vb["MBps"] / wb["MBps"]
-    print("    target bw-1MiB: aidos verbs put %.1f MB/s = %.0f%% of ib_write_bw %.1f MB/s (>= 90%%: %s)" %
-          (vb["MBps"], 100 * r, wb["MBps"], "met" if r >= 0.9 else "NOT met"))
+for k, e in summary["lat"].items():
+    print("    rounds lat %s B: ib_write_lat %s us, aidos ping-pong %s us: ratio %.2fx (median of per-round ratios %.2fx)" %
+          (k, " ".join("%.1f" % x for x in e["ib_write_lat_rounds"]), " ".join("%.1f" % x for x in e["aidos_rounds"]),
+           e["ratio"], e["ratio_of_rounds"] or 0))
+if bw:
+    print("    rounds bw 1 MiB: ib_write_bw %s MB/s, aidos put %s MB/s" %
+          (" ".join("%.1f" % x for x in bw["ib_write_bw_rounds"]), " ".join("%.1f" % x for x in bw["aidos_rounds"])))
+    print("    target bw-1MiB: aidos verbs put %.1f MB/s = %.0f%% of ib_write_bw %.1f MB/s, medians of %d rounds "
+          "(per-round %.0f%%; >= 90%%: %s)" % (bw["aidos_put_bw_MBps"], 100 * bw["ratio"], bw["ib_write_bw_MBps"],
+          len(bw["aidos_rounds"]), 100 * (bw["ratio_of_rounds"] or 0), "met" if bw["ratio"] >= 0.9 else "NOT met"))
 else:
-    print("    target bw-1MiB: not measured (ib_write_bw or aidos verbs put_bw at 1 MiB missing)")
-worst = None
-for sz in (2, 64):
-    wl, vl = get("perftest", "write_lat", sz), get("aidos-verbs", "put_lat", sz)
-    if wl and vl and (worst is None or vl["us"] / wl["us"] > worst[0]):
-        worst = (vl["us"] / wl["us"], sz, vl["us"], wl["us"])
+    print("    target bw-1MiB: not measured (ib_write_bw or aidos verbs put_bw rounds at 1 MiB missing)")
 if worst:
+    sz = [k for k in ("2", "64") if summary["lat"][k] is worst][0]
     print("    target lat-small: aidos verbs put ping-pong / ib_write_lat, worst of 2 B and 64 B: %.2fx "
-          "(%d B: %.1f us vs %.1f us; <= 1.2x: %s)" % (*worst, "met" if worst[0] <= 1.2 else "NOT met"))
+          "(%s B: %.1f us vs %.1f us, medians of %d rounds; <= 1.2x: %s)" %
+          (worst["ratio"], sz, worst["aidos_put_lat_us"], worst["ib_write_lat_us"], len(worst["aidos_rounds"]),
+           "met" if worst["ratio"] <= 1.2 else "NOT met"))
 else:
-    print("    target lat-small: not measured (ib_write_lat or aidos verbs put_lat missing)")
+    print("    target lat-small: not measured (ib_write_lat or aidos verbs put_lat rounds missing)")
 PYEOF
 	(($? == 0)) || echo "    FAIL results: the comparison script failed" >>"$work/table.txt"
 fi

@@ -16,7 +16,8 @@
  * (the one allocation outside setup: a message > CHUNK). Messages that fit
  * the QP's max_inline_data go inline (no DMA read of the send buffer), the
  * others through SEND_SLOTS registered bounce slots per QP. get/put are RDMA
- * READ/WRITE (a large one split into up to RMA_SPLIT WRs in flight),
+ * READ/WRITE (a large one split into up to RMA_SPLIT WRs in flight); a put
+ * that fits max_inline_data is one inline WRITE from any memory; others are
  * zero-copy when the local buffer lies in a region of xport_mem_register,
  * else through a registered staging buffer (STAGE bytes at a time). A receiver that does not consume its messages holds the
  * buffers; the sender then waits in RNR retries (rnr_retry 7: forever) -
@@ -1397,6 +1398,8 @@ static int rdma_op(vx *x, vep *ep, enum ibv_wr_opcode opc, void *lbuf, uint32_t 
 		struct ibv_sge sge = { .addr = (uintptr_t)lbuf + off, .length = (uint32_t)n, .lkey = lkey };
 		struct ibv_send_wr wr = { .wr_id = (uintptr_t)&o, .sg_list = &sge, .num_sge = 1, .opcode = opc,
 					  .send_flags = IBV_SEND_SIGNALED }, *bad;
+		if (opc == IBV_WR_RDMA_WRITE && n <= ep->max_inline)
+			wr.send_flags |= IBV_SEND_INLINE;   /* copied at post: lkey unused */
 		wr.wr.rdma.remote_addr = raddr + off;
 		wr.wr.rdma.rkey = rkey;
 		int e = ep->status ? EIO : ibv_post_send(ep->qp, &wr, &bad);
@@ -1459,6 +1462,16 @@ static int rma(xport *xb, xport_ep *eb, int write, void *local, size_t len, uint
 	uint32_t rk = rd32(k + 8);
 	enum ibv_wr_opcode opc = write ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ;
 	lk(x);
+	if (write && len <= ep->max_inline) {
+		/* Small put: one inline WRITE (the provider copies the bytes into
+		 * the WQE), from any memory, registered or not: no MR lookup, no
+		 * staging copy, no DMA read of the source (perftest's small-size
+		 * path). Still signaled and waited for: put returns once the data
+		 * is at the target (the RC ACK), as transport.h promises. */
+		rc = rdma_op(x, ep, opc, local, 0, len, raddr, rk, deadline);
+		ulk(x);
+		return rc;
+	}
 	struct ibv_mr *mr = find_mr(x, local, len);
 	if (mr) {
 		rc = rdma_op(x, ep, opc, local, mr->lkey, len, raddr, rk, deadline);
