@@ -18,7 +18,7 @@
 #   stats    `aidos stats --json` counts the agents and requests
 #   ping     `aidos ping --count 2000 --json` gives {"rtt_ns": {"median", "p99"}}
 #   kill     `aidos kill` removes an agent; infer on it then fails clearly
-#   limits   --quota: a breach fails only that agent's request (exit 1,
+#   limits   --quota (64K: suffixes as in the node config): a breach fails only that agent's request (exit 1,
 #            "quota"), the others answer; --deadline-ms 1 on a model of
 #            milliseconds: refused once estimated; ps shows pool bytes, state
 #   env      AIDOS_SOCKET is used when --socket is not given
@@ -178,7 +178,7 @@ fi
 # limits: the spawn options take effect through the dispatcher
 G2=$CACHE/models/ocr-models/ch_PP-OCRv4_det_infer.onnx
 if [[ -f $G2 && -f $G/ocr_det_320/in/x.npy ]]; then
-	l1=$($T "$A" spawn --socket "$S" --name tiny --quota 65536 "$M/hey_jarvis_v0.1.onnx" 2>&1); q1=$?
+	l1=$($T "$A" spawn --socket "$S" --name tiny --quota 64K "$M/hey_jarvis_v0.1.onnx" 2>&1); q1=$?
 	l2=$($T "$A" infer tiny --socket "$S" --input "x.1=$G/oww_hey_jarvis/in/x.1.npy" --output-dir "$tmp" 2>&1); q2=$?
 	l3=$($T "$A" infer jarvis --socket "$S" --input "x.1=$G/oww_hey_jarvis/in/x.1.npy" --output-dir "$tmp" 2>&1); q3=$?
 	l4=$($T "$A" spawn --socket "$S" --name det --deadline-ms 1 "$G2" 2>&1); q4=$?

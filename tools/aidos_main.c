@@ -486,6 +486,29 @@ static int parse_u64v(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* Bytes with an optional binary suffix K, M or G (as the node's config
+ * file takes them): "67108864", "64M". Refuses overflow. */
+static int parse_bytes(const char *s, uint64_t *out)
+{
+	char num[32];
+	size_t n = strlen(s);
+	unsigned shift = 0;
+	if (n && strchr("KkMmGg", s[n - 1])) {
+		char c = (char)(s[n - 1] | 0x20);
+		shift = c == 'k' ? 10 : c == 'm' ? 20 : 30;
+		n--;
+	}
+	if (!n || n >= sizeof num)
+		return -1;
+	memcpy(num, s, n);
+	num[n] = 0;
+	uint64_t v;
+	if (parse_u64v(num, &v) || (shift && v > (UINT64_MAX >> shift)))
+		return -1;
+	*out = v << shift;
+	return 0;
+}
+
 /* `aidos spawn`: exit 0 spawned, 1 refused or no node, 2 usage. Likewise below. */
 static int cmd_spawn(int argc, char **argv)
 {
@@ -501,7 +524,7 @@ static int cmd_spawn(int argc, char **argv)
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
 			printf("usage: aidos spawn --name N [--priority P] [--quota BYTES] [--deadline-ms D] [--socket PATH] MODEL.onnx\n"
 			       "Starts agent N running MODEL.onnx on the local node. --priority -1000..1000 (default 0),\n"
-			       "--quota: the agent's memory quota in bytes (0: none), --deadline-ms: its default request\n"
+			       "--quota: the agent's memory quota in bytes, K/M/G suffix allowed (0: none), --deadline-ms: its default request\n"
 			       "deadline. Exit status: 0 spawned, 1 refused (the node says why), 2 usage.\n");
 			return 0;
 		} else if (!strcmp(a, "--name")) {
@@ -512,8 +535,8 @@ static int cmd_spawn(int argc, char **argv)
 			if (++i >= argc || parse_int(argv[i], -1000, 1000, &o.priority))
 				return die_usage("--priority takes -1000..1000%s", "");
 		} else if (!strcmp(a, "--quota")) {
-			if (++i >= argc || parse_u64v(argv[i], &o.quota_bytes))
-				return die_usage("--quota takes a number of bytes%s", "");
+			if (++i >= argc || parse_bytes(argv[i], &o.quota_bytes))
+				return die_usage("--quota takes bytes, with an optional K, M or G suffix (64M)%s", "");
 		} else if (!strcmp(a, "--deadline-ms")) {
 			if (++i >= argc || parse_u64v(argv[i], &o.deadline_ms) || o.deadline_ms > 86400000)
 				return die_usage("--deadline-ms takes 0..86400000%s", "");
