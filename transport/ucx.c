@@ -46,6 +46,7 @@
 #include <ucp/api/ucp.h>
 
 #include "transport/transport.h"
+#include "transport/wire.h"
 
 typedef struct ux ux;
 typedef struct uep uep;
@@ -54,7 +55,6 @@ typedef struct umem umem;
 static const xport_ops ucx_ops;
 static void ucx_destroy(ux *x);
 
-#define NO_DEADLINE UINT64_MAX
 #define RKEY_SLOTS 16            /* unpacked rkeys cached per endpoint */
 #define CLOSE_BUDGET_NS 1000000000ull  /* xport_destroy/disconnect: flush-close bound */
 
@@ -139,40 +139,6 @@ uint64_t xport_fnv1a(uint64_t h, const void *p, size_t n)
 		h *= 0x100000001b3ull;
 	}
 	return h;
-}
-
-static void wr16(unsigned char *p, uint16_t v) { p[0] = v; p[1] = v >> 8; }
-static void wr32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = v >> (8 * i); }
-static void wr64(unsigned char *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = v >> (8 * i); }
-static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t rd32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t rd64(const unsigned char *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t deadline_of(int timeout_ms)
-{
-	return timeout_ms < 0 ? NO_DEADLINE : now_ns() + (uint64_t)timeout_ms * 1000000ull;
-}
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 static void lk(ux *x)

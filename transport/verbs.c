@@ -64,6 +64,7 @@
 
 #include "pools/pools.h"
 #include "transport/transport.h"
+#include "transport/wire.h"
 
 #define CHUNK (64u << 10)        /* payload bytes per SEND */
 #define HDR 16                   /* {u64 tag, u32 total, u32 off} */
@@ -76,7 +77,6 @@
 #define MAX_MSG (1u << 30)
 #define SLEEP_CAP_MS 10
 #define SPIN_NS_DEFAULT 50000ull
-#define NO_DEADLINE UINT64_MAX
 #define CONNECT_MS 5000          /* address/route resolution and connect */
 #define FLUSH_MS 2000            /* waiting for flushed WRs after a timeout */
 
@@ -187,40 +187,6 @@ struct vx {
 };
 
 /* ---- helpers ---- */
-
-static void wr16(unsigned char *p, uint16_t v) { p[0] = v; p[1] = v >> 8; }
-static void wr32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = v >> (8 * i); }
-static void wr64(unsigned char *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = v >> (8 * i); }
-static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t rd32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t rd64(const unsigned char *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t deadline_of(int timeout_ms)
-{
-	return timeout_ms < 0 ? NO_DEADLINE : now_ns() + (uint64_t)timeout_ms * 1000000ull;
-}
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static void lk(vx *x)
 {
