@@ -606,28 +606,41 @@ static int cmd_kill(int argc, char **argv)
 	return 0;
 }
 
-/* `aidos ps [--json]`. */
-static int cmd_ps(int argc, char **argv)
+/* Options of a command that takes only --json, --help and the common
+ * ones (--socket): returns -1 to go on, else the exit status to return
+ * (0 after printing help, 2 after a usage error). */
+static int json_cmd_opts(int argc, char **argv, const char *cmd, const char *help, const char **sock, int *json)
 {
-	const char *sock = NULL;
-	int json = 0;
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i];
-		int k = common_opt(argc, argv, &i, &sock);
+		int k = common_opt(argc, argv, &i, sock);
 		if (k < 0)
 			return die_usage("%s needs a value", a);
 		if (k)
 			continue;
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			printf("usage: aidos ps [--json] [--socket PATH]\nLists the local node's agents: state, priority, "
-			       "requests, errors, mean model time, memory, quota, model.\n");
+			fputs(help, stdout);
 			return 0;
 		} else if (!strcmp(a, "--json")) {
-			json = 1;
+			*json = 1;
 		} else {
-			return die_usage("ps: unexpected argument '%s'", a);
+			fprintf(stderr, "aidos: %s: unexpected argument '%s'\n(see 'aidos --help')\n", cmd, a);
+			return 2;
 		}
 	}
+	return -1;
+}
+
+/* `aidos ps [--json]`. */
+static int cmd_ps(int argc, char **argv)
+{
+	const char *sock = NULL;
+	int json = 0, rc_opts = json_cmd_opts(argc, argv, "ps",
+					      "usage: aidos ps [--json] [--socket PATH]\nLists the local node's agents: "
+					      "state, priority, requests, errors, mean model time, memory, quota, model.\n",
+					      &sock, &json);
+	if (rc_opts >= 0)
+		return rc_opts;
 	aidos_client *c = node_connect(sock);
 	if (!c)
 		return 1;
@@ -675,24 +688,13 @@ static int cmd_ps(int argc, char **argv)
 static int cmd_stats(int argc, char **argv)
 {
 	const char *sock = NULL;
-	int json = 0;
-	for (int i = 0; i < argc; i++) {
-		const char *a = argv[i];
-		int k = common_opt(argc, argv, &i, &sock);
-		if (k < 0)
-			return die_usage("%s needs a value", a);
-		if (k)
-			continue;
-		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			printf("usage: aidos stats [--json] [--socket PATH]\nThe local node's counters: agents, clients, "
-			       "requests and errors through the rings, shared memory, node heap, uptime.\n");
-			return 0;
-		} else if (!strcmp(a, "--json")) {
-			json = 1;
-		} else {
-			return die_usage("stats: unexpected argument '%s'", a);
-		}
-	}
+	int json = 0, rc_opts = json_cmd_opts(argc, argv, "stats",
+					      "usage: aidos stats [--json] [--socket PATH]\nThe local node's counters: "
+					      "agents, clients, requests and errors through the rings, shared memory, "
+					      "node heap, uptime.\n",
+					      &sock, &json);
+	if (rc_opts >= 0)
+		return rc_opts;
 	aidos_client *c = node_connect(sock);
 	if (!c)
 		return 1;
