@@ -157,6 +157,30 @@ static int parse_acts(hal_step *s, struct lstm *p)
 	return parse_acts_n(s, p->ndir, p->act, 3, defaults);
 }
 
+/* The direction and layout attributes of LSTM, GRU and RNN, and the
+ * sizes they give X ([seq, batch, input], layout 1: [batch, seq, input]).
+ * Errors: AIDOS_E_INVALID (attribute value). */
+static int rnn_geometry(hal_step *s, const hal_tensor *x, int64_t *ndir, int *reverse_only, int *layout,
+			int64_t *seq, int64_t *batch, int64_t *in)
+{
+	const char *dir = hal_attr_str(s->node, "direction", "forward");
+	if (!strcmp(dir, "forward") || !dir[0])
+		*ndir = 1;
+	else if (!strcmp(dir, "reverse"))
+		*ndir = 1, *reverse_only = 1;
+	else if (!strcmp(dir, "bidirectional"))
+		*ndir = 2;
+	else
+		return hal_err(s, AIDOS_E_INVALID, "direction '%s'", dir);
+	*layout = (int)hal_attr_int(s->node, "layout", 0);
+	if (*layout != 0 && *layout != 1)
+		return hal_err(s, AIDOS_E_INVALID, "layout %d", *layout);
+	*seq = x->dims[*layout ? 1 : 0];
+	*batch = x->dims[*layout ? 0 : 1];
+	*in = x->dims[2];
+	return 0;
+}
+
 static int lstm_infer(hal_step *s)
 {
 	const hal_tensor *x = in_opt(s, 0), *w = in_opt(s, 1), *r = in_opt(s, 2);
@@ -170,27 +194,14 @@ static int lstm_infer(hal_step *s)
 	struct lstm *p = hal_step_alloc(s, sizeof *p);
 	if (!p)
 		return AIDOS_E_NOMEM;
-	const char *dir = hal_attr_str(s->node, "direction", "forward");
-	if (!strcmp(dir, "forward") || !dir[0])
-		p->ndir = 1;
-	else if (!strcmp(dir, "reverse"))
-		p->ndir = 1, p->reverse_only = 1;
-	else if (!strcmp(dir, "bidirectional"))
-		p->ndir = 2;
-	else
-		return hal_err(s, AIDOS_E_INVALID, "direction '%s'", dir);
-	p->layout = (int)hal_attr_int(s->node, "layout", 0);
-	if (p->layout != 0 && p->layout != 1)
-		return hal_err(s, AIDOS_E_INVALID, "layout %d", p->layout);
-	p->seq = x->dims[p->layout ? 1 : 0];
-	p->batch = x->dims[p->layout ? 0 : 1];
-	p->in = x->dims[2];
+	int rc = rnn_geometry(s, x, &p->ndir, &p->reverse_only, &p->layout, &p->seq, &p->batch, &p->in);
+	if (rc)
+		return rc;
 	p->hid = hal_attr_int(s->node, "hidden_size", w->rank == 3 ? w->dims[1] / 4 : 0);
 	p->clip = hal_attr_has(s->node, "clip") ? hal_attr_float(s->node, "clip", 0) : 0;
 	p->input_forget = hal_attr_int(s->node, "input_forget", 0) != 0;
 	int64_t D = p->ndir, H = p->hid, B = p->batch;
 	int64_t sb0 = p->layout ? B : D, sb1 = p->layout ? D : B;
-	int rc;
 	if (H <= 0)
 		return hal_err(s, AIDOS_E_INVALID, "hidden_size must be > 0");
 	if ((rc = check(s, w, "W", 3, D, 4 * H, p->in)) ||
@@ -397,28 +408,15 @@ static int gru_rnn_infer(hal_step *s, int gates)
 	if (!p)
 		return AIDOS_E_NOMEM;
 	p->gates = gates;
-	const char *dir = hal_attr_str(s->node, "direction", "forward");
-	if (!strcmp(dir, "forward") || !dir[0])
-		p->ndir = 1;
-	else if (!strcmp(dir, "reverse"))
-		p->ndir = 1, p->reverse_only = 1;
-	else if (!strcmp(dir, "bidirectional"))
-		p->ndir = 2;
-	else
-		return hal_err(s, AIDOS_E_INVALID, "direction '%s'", dir);
-	p->layout = (int)hal_attr_int(s->node, "layout", 0);
-	if (p->layout != 0 && p->layout != 1)
-		return hal_err(s, AIDOS_E_INVALID, "layout %d", p->layout);
-	p->seq = x->dims[p->layout ? 1 : 0];
-	p->batch = x->dims[p->layout ? 0 : 1];
-	p->in = x->dims[2];
+	int rc = rnn_geometry(s, x, &p->ndir, &p->reverse_only, &p->layout, &p->seq, &p->batch, &p->in);
+	if (rc)
+		return rc;
 	p->hid = hal_attr_int(s->node, "hidden_size", w->rank == 3 ? w->dims[1] / gates : 0);
 	p->clip = hal_attr_has(s->node, "clip") ? hal_attr_float(s->node, "clip", 0) : 0;
 	p->lbr = hal_attr_int(s->node, "linear_before_reset", 0) != 0;
 	int64_t D = p->ndir, H = p->hid, B = p->batch, G = gates;
 	int64_t sb0 = p->layout ? B : D, sb1 = p->layout ? D : B;
 	static const char *const gru_def[2] = { "Sigmoid", "Tanh" }, *const rnn_def[1] = { "Tanh" };
-	int rc;
 	if (H <= 0 || H > (INT64_C(1) << 24))
 		return hal_err(s, AIDOS_E_INVALID, "hidden_size must be in (0, 2^24]");
 	if ((rc = check(s, w, "W", 3, D, G * H, p->in)) || (rc = check(s, r, "R", 3, D, G * H, H)) ||
