@@ -36,7 +36,9 @@ pkgs=(gcc libc6-dev make clang libclang-rt-14-dev libcmocka-dev python3-onnx pyt
       iproute2 util-linux ucx-utils
       # the raw verbs transport (Makefile: -lrdmacm -libverbs) and make test-rxe
       # (Debian's kernel + rdma-core booted under QEMU; tools/test-rxe.sh)
-      libibverbs-dev librdmacm-dev qemu-system-x86 cpio)
+      libibverbs-dev librdmacm-dev qemu-system-x86 cpio
+      # the FP engine's GEMM peer and fast path (oneDNN's dnnl_sgemm; issue 8)
+      libdnnl-dev)
 
 installed() {  # dpkg-query exits 0 for removed-but-configured packages: check the status
 	[[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == ii* ]]
