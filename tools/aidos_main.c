@@ -140,6 +140,21 @@ static void out_path(char *buf, size_t n, const char *dir, const char *name)
 	snprintf(buf + k, n - k, ".npy");
 }
 
+/* One --input argument, NAME=FILE.npy (split in place at '='), appended to
+ * in_name/in_file. Returns 0, or 2 after a usage message. */
+static int parse_input(char *arg, const char **in_name, const char **in_file, int *n_in)
+{
+	char *eq = strchr(arg, '=');
+	if (!eq || eq == arg || !eq[1])
+		return die_usage("--input '%s': expected NAME=FILE.npy", arg);
+	if (*n_in >= MAX_IN)
+		return die_usage("more than %s inputs", "64");
+	*eq = 0;
+	in_name[*n_in] = arg;
+	in_file[(*n_in)++] = eq + 1;
+	return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	const char *model = NULL, *outdir = ".";
@@ -153,14 +168,9 @@ static int cmd_run(int argc, char **argv)
 		} else if (!strcmp(a, "--input") || !strcmp(a, "-i")) {
 			if (++i >= argc)
 				return die_usage("%s needs NAME=FILE.npy", a);
-			char *eq = strchr(argv[i], '=');
-			if (!eq || eq == argv[i] || !eq[1])
-				return die_usage("--input '%s': expected NAME=FILE.npy", argv[i]);
-			if (n_in >= MAX_IN)
-				return die_usage("more than %s inputs", "64");
-			*eq = 0;
-			in_name[n_in] = argv[i];
-			in_file[n_in++] = eq + 1;
+			int bad = parse_input(argv[i], in_name, in_file, &n_in);
+			if (bad)
+				return bad;
 		} else if (!strcmp(a, "--output-dir") || !strcmp(a, "-o")) {
 			if (++i >= argc)
 				return die_usage("%s needs a directory", a);
@@ -801,14 +811,9 @@ static int cmd_infer(int argc, char **argv)
 		} else if (!strcmp(a, "--input") || !strcmp(a, "-i")) {
 			if (++i >= argc)
 				return die_usage("%s needs NAME=FILE.npy", a);
-			char *eq = strchr(argv[i], '=');
-			if (!eq || eq == argv[i] || !eq[1])
-				return die_usage("--input '%s': expected NAME=FILE.npy", argv[i]);
-			if (n_in >= MAX_IN)
-				return die_usage("more than %s inputs", "64");
-			*eq = 0;
-			in_name[n_in] = argv[i];
-			in_file[n_in++] = eq + 1;
+			int bad = parse_input(argv[i], in_name, in_file, &n_in);
+			if (bad)
+				return bad;
 		} else if (!strcmp(a, "--output-dir") || !strcmp(a, "-o")) {
 			if (++i >= argc)
 				return die_usage("%s needs a directory", a);
