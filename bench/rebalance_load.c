@@ -24,13 +24,12 @@
 #include <ucs/config/global_opts.h>
 
 #include "aidos/aidos.h"
-#include "aidos/npy.h"
 #include "node/wire.h"
 #include "proto/aidos.pb-c.h"
 #include "proto/rpc.h"
 #include "transport/transport.h"
+#include "bench/wire_inputs.h"
 
-#define MAX_IN 16
 
 /* SIGTERM/SIGINT end the run cleanly: OUT.tsv is complete up to the stop. */
 static volatile sig_atomic_t stop;
@@ -106,25 +105,12 @@ int main(int argc, char **argv)
 	double secs = atof(argv[3]), period = atof(argv[4]);
 	int nin = argc - 6;
 	char **kv = argv + 6;
-	aidos_tensor t[MAX_IN];
-	void *owned[MAX_IN] = { 0 };
-	Aidos__Tensor pb[MAX_IN], *pbp[MAX_IN];
-	char keys[MAX_IN][256], err[1024];
-	if (nin > MAX_IN)
-		return fprintf(stderr, "rebalance_load: at most %d inputs\n", MAX_IN), 2;
-	for (int i = 0; i < nin; i++) {
-		const char *eq = strchr(kv[i], '=');
-		if (!eq || eq == kv[i] || (size_t)(eq - kv[i]) >= sizeof keys[i])
-			return fprintf(stderr, "rebalance_load: bad input '%s'\n", kv[i]), 2;
-		memcpy(keys[i], kv[i], (size_t)(eq - kv[i]));
-		keys[i][eq - kv[i]] = 0;
-		if (aidos_npy_load(eq + 1, &t[i], &owned[i], err, sizeof err))
-			return fprintf(stderr, "rebalance_load: %s: %s\n", eq + 1, err), 1;
-		t[i].name = keys[i];
-		aidos__tensor__init(&pb[i]);
-		if (aidos_wire_tensor_to_pb(&t[i], &pb[i], err, sizeof err))
-			return fprintf(stderr, "rebalance_load: %s\n", err), 1;
-		pbp[i] = &pb[i];
+	wire_inputs in;
+	char err[1024];
+	int bad = wire_inputs_load("rebalance_load", &in, nin, kv);
+	if (bad) {
+		wire_inputs_free(&in);
+		return bad;
 	}
 	FILE *f = fopen(out, "w");
 	if (!f)
@@ -152,7 +138,7 @@ int main(int argc, char **argv)
 	h.client_id = cid;
 	ir.agent = (char *)agent;
 	ir.n_inputs = (size_t)nin;
-	ir.inputs = pbp;
+	ir.inputs = in.pbp;
 	tr.from = &h;
 	tr.req = &ir;
 	size_t cap = protobuf_c_message_get_packed_size(&tr.base) + 16;
@@ -220,7 +206,6 @@ int main(int argc, char **argv)
 	free(sbuf);
 	free(rbuf);
 	rpc_client_destroy(rc);
-	for (int i = 0; i < nin; i++)
-		aidos_npy_free(owned[i]);
+	wire_inputs_free(&in);
 	return ok ? 0 : 1;
 }

@@ -30,13 +30,12 @@
 #include <ucs/config/global_opts.h>
 
 #include "aidos/aidos.h"
-#include "aidos/npy.h"
 #include "node/wire.h"
 #include "proto/aidos.pb-c.h"
 #include "proto/rpc.h"
 #include "transport/transport.h"
+#include "bench/wire_inputs.h"
 
-#define MAX_IN 16
 #define WARMUP 5
 
 static double now_ms(void)
@@ -76,10 +75,8 @@ static void stats(const char *key, double *v, int n)
 
 static int cmd_infer(const char *coord, const char *agent, int n, int nin, char **kv)
 {
-	aidos_tensor t[MAX_IN];
-	void *owned[MAX_IN] = { 0 };
-	Aidos__Tensor pb[MAX_IN], *pbp[MAX_IN];
-	char keys[MAX_IN][256], err[1024];
+	wire_inputs in;
+	char err[1024];
 	rpc_client *c;
 	Aidos__ResolveRequest rq = AIDOS__RESOLVE_REQUEST__INIT;
 	Aidos__ResolveReply *rr = NULL;
@@ -87,21 +84,9 @@ static int cmd_infer(const char *coord, const char *agent, int n, int nin, char 
 	xport_ep *ep = NULL;
 	int rc;
 
-	if (nin > MAX_IN)
-		return fprintf(stderr, "remote_infer: at most %d inputs\n", MAX_IN), 2;
-	for (int i = 0; i < nin; i++) {
-		const char *eq = strchr(kv[i], '=');
-		if (!eq || eq == kv[i] || (size_t)(eq - kv[i]) >= sizeof keys[i])
-			return fprintf(stderr, "remote_infer: bad input '%s' (want NAME=FILE.npy)\n", kv[i]), 2;
-		memcpy(keys[i], kv[i], (size_t)(eq - kv[i]));
-		keys[i][eq - kv[i]] = 0;
-		if (aidos_npy_load(eq + 1, &t[i], &owned[i], err, sizeof err))
-			return fprintf(stderr, "remote_infer: %s: %s\n", eq + 1, err), 1;
-		t[i].name = keys[i];
-		aidos__tensor__init(&pb[i]);
-		if (aidos_wire_tensor_to_pb(&t[i], &pb[i], err, sizeof err))
-			return fprintf(stderr, "remote_infer: %s\n", err), 1;
-		pbp[i] = &pb[i];
+	if ((rc = wire_inputs_load("remote_infer", &in, nin, kv))) {
+		wire_inputs_free(&in);
+		return rc;
 	}
 	if (rpc_client_create(coord, &c))
 		return fprintf(stderr, "remote_infer: bad coordinator address '%s'\n", coord), 2;
@@ -134,7 +119,7 @@ static int cmd_infer(const char *coord, const char *agent, int n, int nin, char 
 	h.client_id = cid;
 	ir.agent = (char *)agent;
 	ir.n_inputs = (size_t)nin;
-	ir.inputs = pbp;
+	ir.inputs = in.pbp;
 	tr.from = &h;
 	tr.req = &ir;
 	size_t cap = protobuf_c_message_get_packed_size(&tr.base) + 16;
@@ -190,8 +175,7 @@ static int cmd_infer(const char *coord, const char *agent, int n, int nin, char 
 	xport_destroy(x);
 	protobuf_c_message_free_unpacked(&rr->base, NULL);
 	rpc_client_destroy(c);
-	for (int i = 0; i < nin; i++)
-		aidos_npy_free(owned[i]);
+	wire_inputs_free(&in);
 	return 0;
 }
 
