@@ -41,6 +41,7 @@
 #include "proto/aidos.pb-c.h"
 #include "proto/rpc.h"
 #include "transport/transport.h"
+#include "tools/cli.h"
 #include <ucs/config/global_opts.h>   /* ucs_global_opts_set_value: see cmd_infer */
 
 #define MAX_INPUTS 64
@@ -98,21 +99,6 @@ static void sleep_ms(int ms)
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
-}
-
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; s && *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch == '"' || ch == '\\')
-			fprintf(f, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(f, "\\u%04x", ch);
-		else
-			fputc(ch, f);
-	}
-	fputc('"', f);
 }
 
 static void fmt_bytes(char *b, size_t n, uint64_t v)
@@ -351,19 +337,19 @@ static void print_agents(FILE *f, const Aidos__ListAgentsReply *r, int sched)
 static void json_node(FILE *f, const Aidos__NodeInfo *n, uint64_t now)
 {
 	fprintf(f, "{\"name\":");
-	json_str(f, n->name);
+	cli_json_str(f, n->name);
 	fprintf(f, ",\"state\":\"%s\",\"rpc_addr\":", coord_node_state_name(n->state));
-	json_str(f, n->rpc_addr);
+	cli_json_str(f, n->rpc_addr);
 	fprintf(f, ",\"transport\":");
-	json_str(f, n->transport);
+	cli_json_str(f, n->transport);
 	fprintf(f, ",\"transport_reason\":");
-	json_str(f, n->transport_reason);
+	cli_json_str(f, n->transport_reason);
 	fprintf(f, ",\"ucx_address_bytes\":%zu,\"devices\":[", n->ucx_address.len);
 	for (size_t i = 0; i < n->n_devices; i++) {
 		fprintf(f, "%s{\"kind\":", i ? "," : "");
-		json_str(f, n->devices[i]->kind);
+		cli_json_str(f, n->devices[i]->kind);
 		fprintf(f, ",\"name\":");
-		json_str(f, n->devices[i]->name);
+		cli_json_str(f, n->devices[i]->name);
 		fprintf(f, ",\"mem_bytes\":%" PRIu64 ",\"cores\":%u}", n->devices[i]->mem_bytes, n->devices[i]->cores);
 	}
 	fprintf(f, "],\"mem_total\":%" PRIu64 ",\"mem_free\":%" PRIu64 ",\"queue_len\":%u,\"agents\":%u,"
@@ -378,46 +364,46 @@ static void json_node(FILE *f, const Aidos__NodeInfo *n, uint64_t now)
 static void json_agent(FILE *f, const Aidos__AgentInfo *a)
 {
 	fprintf(f, "{\"name\":");
-	json_str(f, a->name);
+	cli_json_str(f, a->name);
 	fprintf(f, ",\"node\":");
-	json_str(f, a->node);
+	cli_json_str(f, a->node);
 	fprintf(f, ",\"state\":\"%s\",\"priority\":%d,\"device\":", coord_agent_state_name(a->state_now),
 		a->priority);
-	json_str(f, a->device[0] ? a->device : "cpu");
+	cli_json_str(f, a->device[0] ? a->device : "cpu");
 	fprintf(f, ",\"stateful\":%s,\"state_pairs\":[", a->stateful ? "true" : "false");
 	for (size_t j = 0; j < a->n_state; j++) {
 		fprintf(f, "%s{\"input\":", j ? "," : "");
-		json_str(f, a->state[j]->input);
+		cli_json_str(f, a->state[j]->input);
 		fprintf(f, ",\"output\":");
-		json_str(f, a->state[j]->output);
+		cli_json_str(f, a->state[j]->output);
 		fputc('}', f);
 	}
 	fprintf(f, "],\"context_node\":");
-	json_str(f, a->context_node);
+	cli_json_str(f, a->context_node);
 	fprintf(f, ",\"context_version\":%" PRIu64 ",\"mem_bytes\":%" PRIu64 ",\"requests\":%" PRIu64
 		   ",\"latency_ms\":%.4f,\"pinned_node\":",
 		a->context_version, a->mem_bytes, a->requests, a->latency_ms);
-	json_str(f, a->pinned_node);
+	cli_json_str(f, a->pinned_node);
 	fprintf(f, ",\"model_path\":");
-	json_str(f, a->model_path);
+	cli_json_str(f, a->model_path);
 	fprintf(f, ",\"rate\":%.4f,\"est_ms\":%.4f,\"moves\":%u,\"moved_ms\":%" PRIu64 ",\"reason\":", a->rate,
 		a->est_ms, a->moves, a->moved_ms);
-	json_str(f, a->reason);
+	cli_json_str(f, a->reason);
 	fputc('}', f);
 }
 
 static void json_event(FILE *f, const Aidos__Event *e)
 {
 	fprintf(f, "{\"seq\":%" PRIu64 ",\"ms\":%" PRIu64 ",\"kind\":", e->seq, e->ms);
-	json_str(f, e->kind);
+	cli_json_str(f, e->kind);
 	fprintf(f, ",\"agent\":");
-	json_str(f, e->agent);
+	cli_json_str(f, e->agent);
 	fprintf(f, ",\"from\":");
-	json_str(f, e->from_node);
+	cli_json_str(f, e->from_node);
 	fprintf(f, ",\"to\":");
-	json_str(f, e->to_node);
+	cli_json_str(f, e->to_node);
 	fprintf(f, ",\"reason\":");
-	json_str(f, e->reason);
+	cli_json_str(f, e->reason);
 	fputc('}', f);
 }
 
@@ -690,16 +676,16 @@ static int cmd_explain(int argc, char **argv)
 		printf("{\"agent\":");
 		json_agent(stdout, r->agent);
 		printf(",\"best\":");
-		json_str(stdout, r->best);
+		cli_json_str(stdout, r->best);
 		printf(",\"candidates\":[");
 		for (size_t i = 0; i < r->n_candidates; i++) {
 			const Aidos__Candidate *c = r->candidates[i];
 			printf("%s{\"node\":", i ? "," : "");
-			json_str(stdout, c->node);
+			cli_json_str(stdout, c->node);
 			printf(",\"feasible\":%s,\"why_not\":", c->feasible ? "true" : "false");
-			json_str(stdout, c->why_not);
+			cli_json_str(stdout, c->why_not);
 			printf(",\"device\":");
-			json_str(stdout, c->device);
+			cli_json_str(stdout, c->device);
 			printf(",\"total\":%.4f,\"latency\":%.4f,\"queue\":%.4f,\"gpu\":%.4f,\"move\":%.4f,"
 			       "\"memory\":%.4f,\"spread\":%.4f}",
 			       c->total, c->latency, c->queue, c->gpu, c->move, c->memory, c->spread);
@@ -1294,20 +1280,20 @@ static int cmd_infer(int argc, char **argv)
 		for (size_t i = 0; i < final->reply->n_outputs; i++) {
 			if (i)
 				putchar(',');
-			json_str(stdout, final->reply->outputs[i]->name);
+			cli_json_str(stdout, final->reply->outputs[i]->name);
 			printf(":{\"dtype\":\"%s\",\"shape\":[", dtype_name(outs[i].dtype));
 			for (int k = 0; k < outs[i].rank; k++)
 				printf("%s%" PRId64, k ? "," : "", outs[i].dims[k]);
 			printf("],\"file\":");
-			json_str(stdout, paths[i]);
+			cli_json_str(stdout, paths[i]);
 			putchar('}');
 		}
 		printf("},\"node\":");
-		json_str(stdout, node);
+		cli_json_str(stdout, node);
 		printf(",\"transport\":");
-		json_str(stdout, xname);
+		cli_json_str(stdout, xname);
 		printf(",\"lanes\":");
-		json_str(stdout, lanes);
+		cli_json_str(stdout, lanes);
 		printf(",\"latency_ms\":%.3f,\"resolve_ms\":%.3f,\"setup_ms\":%.3f,\"request_ms\":%.3f,"
 		       "\"exec_ms\":%.3f,\"attempts\":%d}\n",
 		       latency, resolve_ms, setup_ms, t_end - t_send, exec_ms, attempt + 1);

@@ -25,6 +25,7 @@
 #include "aidos/npy.h"
 #include "hal/hal.h"
 #include "hal/model.h"
+#include "tools/cli.h"
 
 #define MAX_IN 64
 
@@ -83,21 +84,6 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 		return -1;
 	*out = (int)v;
 	return 0;
-}
-
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
 }
 
 static void print_dims(FILE *f, int rank, const int64_t *dims, const char *const *params)
@@ -283,7 +269,7 @@ static int cmd_run(int argc, char **argv)
 			aidos_tensor t;
 			aidos_session_output(s, k, &t);
 			printf("%s", k ? ", " : "");
-			json_str(stdout, t.name);
+			cli_json_str(stdout, t.name);
 			printf(": {\"shape\": ");
 			print_dims(stdout, t.rank, t.dims, NULL);
 			printf(", \"dtype\": \"%s\"}", hal_dtype_name(t.dtype));
@@ -348,7 +334,7 @@ static void print_value(FILE *f, const ir_value *v, int json)
 {
 	if (json) {
 		fputs("{\"name\": ", f);
-		json_str(f, v->name);
+		cli_json_str(f, v->name);
 		fprintf(f, ", \"dtype\": \"%s\", \"shape\": ", hal_dtype_name(v->dtype));
 		if (v->rank < 0)
 			fputs("null", f);
@@ -401,11 +387,11 @@ static int cmd_info(int argc, char **argv)
 	const ir_graph *g = m->graph;
 	if (json) {
 		printf("{\"model\": ");
-		json_str(stdout, model);
+		cli_json_str(stdout, model);
 		printf(", \"ir_version\": %lld, \"opsets\": {", (long long)m->ir_version);
 		for (int i = 0; i < m->n_opset; i++) {
 			printf("%s", i ? ", " : "");
-			json_str(stdout, m->opset[i].domain[0] ? m->opset[i].domain : "ai.onnx");
+			cli_json_str(stdout, m->opset[i].domain[0] ? m->opset[i].domain : "ai.onnx");
 			printf(": %lld", (long long)m->opset[i].version);
 		}
 		printf("}, \"inputs\": [");
@@ -421,7 +407,7 @@ static int cmd_info(int argc, char **argv)
 		printf("], \"nodes\": %d, \"operators\": {", nodes);
 		for (int k = 0; k < h.n; k++) {
 			printf("%s", k ? ", " : "");
-			json_str(stdout, h.op[k]);
+			cli_json_str(stdout, h.op[k]);
 			printf(": %d", h.count[k]);
 		}
 		printf("}, \"unsupported\": [");
@@ -429,7 +415,7 @@ static int cmd_info(int argc, char **argv)
 		for (int k = 0; k < h.n; k++)
 			if (!hal_op_find(h.op[k])) {
 				printf("%s", first ? "" : ", ");
-				json_str(stdout, h.op[k]);
+				cli_json_str(stdout, h.op[k]);
 				first = 0;
 			}
 		printf("], \"weight_bytes\": %zu, \"weight_bytes_mapped\": %zu, \"weight_bytes_copied\": %zu, "
@@ -667,15 +653,15 @@ static int cmd_ps(int argc, char **argv)
 		printf("[");
 		for (int i = 0; i < n; i++) {
 			printf("%s{\"name\": ", i ? ", " : "");
-			json_str(stdout, l[i].name);
+			cli_json_str(stdout, l[i].name);
 			printf(", \"state\": ");
-			json_str(stdout, l[i].state);
+			cli_json_str(stdout, l[i].state);
 			printf(", \"priority\": %d, \"requests\": %llu, \"errors\": %llu, \"latency_ns\": %llu, "
 			       "\"mem_bytes\": %llu, \"quota_bytes\": %llu, \"deadline_ms\": %llu, \"model\": ",
 			       l[i].priority, (unsigned long long)l[i].requests, (unsigned long long)l[i].errors,
 			       (unsigned long long)l[i].latency_ns, (unsigned long long)l[i].mem_bytes,
 			       (unsigned long long)l[i].quota_bytes, (unsigned long long)l[i].deadline_ms);
-			json_str(stdout, l[i].model);
+			cli_json_str(stdout, l[i].model);
 			printf("}");
 		}
 		printf("]\n");
@@ -866,7 +852,7 @@ static int cmd_infer(int argc, char **argv)
 	if (json)
 		printf("{\"agent\": ");
 	if (json) {
-		json_str(stdout, agent);
+		cli_json_str(stdout, agent);
 		printf(", \"outputs\": [");
 	}
 	for (int i = 0; i < nout; i++) {
@@ -878,11 +864,11 @@ static int cmd_infer(int argc, char **argv)
 		}
 		if (json) {
 			printf("%s{\"name\": ", i ? ", " : "");
-			json_str(stdout, out[i].name);
+			cli_json_str(stdout, out[i].name);
 			printf(", \"dtype\": \"%s\", \"shape\": ", aidos_npy_descr(out[i].dtype));
 			print_dims(stdout, out[i].rank, out[i].dims, NULL);
 			printf(", \"file\": ");
-			json_str(stdout, path);
+			cli_json_str(stdout, path);
 			printf("}");
 		} else {
 			printf("%s -> %s\n", out[i].name, path);
