@@ -103,6 +103,13 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libaidos.a
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
+# The GEMM micro-benchmark measures hal_gemm against oneDNN's sgemm
+# (libdnnl-dev, OpenMP-threaded in Debian); without it, aidos alone.
+ifneq ($(wildcard /usr/include/oneapi/dnnl/dnnl.h),)
+$(BUILD)/obj/bench/gemm.o: CFLAGS += -DAIDOS_HAVE_DNNL
+$(BUILD)/bench/gemm: LDLIBS += -ldnnl -lgomp
+endif
+
 # Real pretrained models from npm (pinned, sha256-checked, cached) and their
 # ONNX Runtime reference outputs.
 models:
