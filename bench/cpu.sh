@@ -8,8 +8,10 @@
 # (aidos first in odd rounds, ORT first in even ones) until each side has
 # RUNS (RUNS_BIG for PaddleOCR det 640). Then the executor's per-op dispatch
 # cost (dispatch_1000.onnx) and node's own share of an ORT latency.
-# Writes bench/results/cpu-latest.{json,md,png} (bench/cpu_report.py).
-#   RUNS=50 RUNS_BIG=16 BLOCK=10 WARMUP=5 THREADS="1 2" ONLY="det320 rec" bench/cpu.sh build
+# Writes bench/results/cpu-latest.{json,md,png} (bench/cpu_report.py); then
+# the GEMM micro-benchmark (bench/gemm.c: gemm-latest.{json,md}, SKIP_GEMM=1
+# leaves it out) and the charts (bench/plot.sh).
+#   RUNS=50 RUNS_BIG=16 BLOCK=10 WARMUP=5 THREADS="1 2" ONLY="det320 rec dispatch" bench/cpu.sh build
 # A measurement, never a pass/fail test: the exit status says only whether it ran.
 set -euo pipefail
 build=${1:-build}
@@ -134,8 +136,15 @@ if [[ -z $only || " $only " == *" dispatch "* ]]; then
 	ask o "overhead 1000"
 	tr ' ' '\n' <<<"${reply#lat }" >"$d/node_overhead.ns"
 fi
+# The GEMM micro-benchmark (bench/gemm.c): hal_gemm vs oneDNN's sgemm.
+if [[ ${SKIP_GEMM:-0} != 1 && -x $build/bench/gemm ]]; then
+	echo "== bench/gemm (hal_gemm vs dnnl_sgemm, GFLOP/s)"
+	"$build/bench/gemm" --threads "$threads" --json bench/results/gemm-latest.json --md bench/results/gemm-latest.md ||
+		echo "bench-cpu: bench/gemm failed" >&2
+fi
 echo "load_end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$tmp/meta"
 echo "date $(date -u +'%F %H:%M UTC')" >>"$tmp/meta"
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >>"$tmp/meta"
 echo "runs $runs $runs_big $block $warmup" >>"$tmp/meta"
 /usr/bin/python3 bench/cpu_report.py report "$tmp" bench/results
+bench/plot.sh >/dev/null || true
