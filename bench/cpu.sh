@@ -11,7 +11,7 @@
 # Writes bench/results/cpu-latest.{json,md,png} (bench/cpu_report.py); then
 # the GEMM micro-benchmark (bench/gemm.c: gemm-latest.{json,md}, SKIP_GEMM=1
 # leaves it out) and the charts (bench/plot.sh).
-#   RUNS=50 RUNS_BIG=16 BLOCK=10 WARMUP=5 THREADS="1 2" ONLY="det320 rec dispatch" bench/cpu.sh build
+#   RUNS=50 RUNS_BIG=16 BLOCK=10 WARMUP=5 PAUSE_MS=20 THREADS="1 2" ONLY="det320 rec dispatch" bench/cpu.sh build
 # A measurement, never a pass/fail test: the exit status says only whether it ran.
 set -euo pipefail
 build=${1:-build}
@@ -22,6 +22,8 @@ runs=${RUNS:-50}
 runs_big=${RUNS_BIG:-16}
 block=${BLOCK:-10}
 warmup=${WARMUP:-5}
+pause_ms=${PAUSE_MS:-20}
+((pause_ms >= 0 && pause_ms < 1000)) || { echo "bench-cpu: PAUSE_MS must be 0-999" >&2; exit 2; }
 threads=${THREADS:-1 2}
 only=${ONLY:-}
 g=$cache/golden
@@ -64,13 +66,16 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap '' PIPE  # a driver that died: its command fails, the bench goes on
 mkfifo "$tmp/a.in" "$tmp/a.out" "$tmp/o.in" "$tmp/o.out"
 "$build/bench/cpu_aidos" <"$tmp/a.in" >"$tmp/a.out" & apid=$!
 node bench/cpu_ort.js <"$tmp/o.in" >"$tmp/o.out" & opid=$!
 exec 3>"$tmp/a.in" 4<"$tmp/a.out" 5>"$tmp/o.in" 6<"$tmp/o.out"
 # ask SIDE CMD: one command to a driver; its answer in $reply.
 ask() {
-	if [[ $1 == a ]]; then echo "$2" >&3; IFS= read -r reply <&4; else echo "$2" >&5; IFS= read -r reply <&6; fi
+	local fd=4
+	if [[ $1 == a ]]; then echo "$2" >&3 || true; else echo "$2" >&5 || true; fd=6; fi
+	IFS= read -r reply <&$fd || reply="err the driver exited"
 }
 # timed SIDE K FILE: K timed runs appended to FILE, one ns value a line.
 timed() {
@@ -114,8 +119,10 @@ for t in $threads; do
 				f=$d/aidos.ns
 				[[ $s == o ]] && f=$d/ort.ns
 				# A pause between blocks lets the other runtime's workers stop
-				# spinning (both spin a bounded time after a parallel section).
-				sleep 0.02
+				# spinning (both spin a bounded time after a parallel section);
+				# it also makes each block start from idle, as a request that
+				# comes every few tens of ms does (PAUSE_MS=0: back to back).
+				((pause_ms > 0)) && sleep "$(printf '0.%03d' "$pause_ms")"
 				timed "$s" "$k" "$f" || { echo "run failed" >"$d/error"; left=0; break; }
 			done
 			left=$((left - k)) round=$((round + 1))
@@ -146,5 +153,6 @@ echo "load_end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$tmp/meta"
 echo "date $(date -u +'%F %H:%M UTC')" >>"$tmp/meta"
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >>"$tmp/meta"
 echo "runs $runs $runs_big $block $warmup" >>"$tmp/meta"
+echo "pause_ms $pause_ms" >>"$tmp/meta"
 /usr/bin/python3 bench/cpu_report.py report "$tmp" bench/results
 bench/plot.sh >/dev/null || true
