@@ -106,6 +106,8 @@ def report(tmp, outdir):
     runs = meta.get("runs", "").split()
     if len(runs) == 4:
         res["runs"], res["runs_det640"], res["block"], res["warmup"] = map(int, runs)
+    if "pause_ms" in meta:
+        res["pause_ms_between_blocks"] = int(meta["pause_ms"])
     tdirs = sorted(d for d in glob.glob(os.path.join(tmp, "r", "*")) if os.path.basename(d).isdigit())
     for td in tdirs:
         t = os.path.basename(td)
@@ -210,7 +212,7 @@ def markdown(res):
                       if dp.get("node_overhead_us") is not None else "") + ".")
         out.append("")
     r = res
-    extra = f", {r['runs']} timed runs per side ({r['runs_det640']} for det 640) in blocks of {r['block']} after {r['warmup']} warm-up" if "runs" in r else ""
+    extra = f", {r['runs']} timed runs per side ({r['runs_det640']} for det 640) in blocks of {r['block']} after {r['warmup']} warm-up, {r.get('pause_ms_between_blocks', 20)} ms pause before each block" if "runs" in r else ""
     out.append(f"{r['date']}, {r['machine']}, commit {r['commit']}{extra}; load average "
                f"{r['load_average_start']} at the start, {r['load_average_end']} at the end. "
                f"ORT: {r['ort']}.")
