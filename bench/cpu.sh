@@ -77,11 +77,14 @@ ask() {
 	if [[ $1 == a ]]; then echo "$2" >&3 || true; else echo "$2" >&5 || true; fd=6; fi
 	IFS= read -r reply <&$fd || reply="err the driver exited"
 }
-# timed SIDE K FILE: K timed runs appended to FILE, one ns value a line.
+# timed SIDE K FILE: K timed runs appended to FILE, one ns value a line;
+# "K CPU_NS" (the process's CPU time over the K runs) appended to FILE.cpu.
 timed() {
 	ask "$1" "run $2"
-	[[ $reply == lat* ]] || { echo "bench-cpu: $1: $reply" >&2; return 1; }
-	tr ' ' '\n' <<<"${reply#lat }" >>"$3"
+	[[ $reply == lat*" cpu "* ]] || { echo "bench-cpu: $1: $reply" >&2; return 1; }
+	local l=${reply#lat }
+	tr ' ' '\n' <<<"${l% cpu *}" >>"$3"
+	echo "$2 ${l##* cpu }" >>"$3.cpu"
 }
 
 machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(grep -qw avx512f /proc/cpuinfo && echo AVX-512 || echo 'AVX2, no AVX-512')"

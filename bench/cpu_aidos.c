@@ -8,8 +8,11 @@
  *   load THREADS MODEL NAME=FILE.npy ...  -> "ok STEPS" | "err MESSAGE"
  *       loads MODEL, creates a session on THREADS threads, reads the inputs
  *       and runs once (plans); replaces the model loaded before
- *   run K         -> "lat NS NS ..." (K wall-clock latencies of
- *                    aidos_session_run, CLOCK_MONOTONIC, in ns)
+ *   run K         -> "lat NS NS ... cpu NS" (K wall-clock latencies of
+ *                    aidos_session_run, CLOCK_MONOTONIC, in ns, then the
+ *                    CPU time all of the process's threads used over the K
+ *                    runs: on a shared machine, what the runs cost without
+ *                    the time other processes held the CPUs)
  *   out DIR       -> "ok N": writes the N outputs of the last run as
  *                    DIR/<output name>.npy
  *   quit          (or end of input)
@@ -37,11 +40,16 @@ typedef struct bench {
 	char names[MAX_INPUTS][128];
 } bench;
 
-static uint64_t now_ns(void)
+static uint64_t clock_ns(clockid_t id)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(id, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t now_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
 }
 
 /* Frees what b holds (session, model, inputs); b is empty afterwards. */
@@ -139,11 +147,13 @@ int main(void)
 				continue;
 			}
 			int rc = 0;
+			uint64_t cpu0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
 			for (long i = 0; i < k && !rc; i++) {
 				uint64_t t0 = now_ns();
 				rc = aidos_session_run(b.s, b.n_in, b.in);
 				lat[i] = now_ns() - t0;
 			}
+			uint64_t cpu = clock_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
 			if (rc) {
 				printf("err %s\n", aidos_session_errmsg(b.s));
 				continue;
@@ -151,7 +161,7 @@ int main(void)
 			fputs("lat", stdout);
 			for (long i = 0; i < k; i++)
 				printf(" %llu", (unsigned long long)lat[i]);
-			putchar('\n');
+			printf(" cpu %llu\n", (unsigned long long)cpu);
 		} else if (!strncmp(line, "out ", 4)) {
 			int n = b.s ? bench_out(&b, line + 4, err, sizeof err) : -1;
 			if (n < 0)

@@ -3,7 +3,8 @@
 // onnxruntime-node 1.30 (CPU), driven on stdin with the protocol of
 // bench/cpu_aidos.c so that bench/cpu.sh interleaves the two:
 //   load THREADS MODEL NAME=FILE.npy ...  -> "ok NODES" | "err MESSAGE"
-//   run K    -> "lat NS NS ..."  (await session.run(feeds), process.hrtime)
+//   run K    -> "lat NS NS ... cpu NS"  (await session.run(feeds), process.hrtime;
+//               then the process's CPU time over the K runs, process.cpuUsage)
 //   out DIR  -> "ok N"  (DIR/<output name>.npy)
 //   overhead K -> "lat NS ..."  an empty setImmediate promise: the part of
 //               each ORT latency that is node's, not ORT's
@@ -81,12 +82,14 @@ async function load(args) {
 
 async function run(k) {
 	const lat = new Array(k);
+	const c0 = process.cpuUsage();
 	for (let i = 0; i < k; i++) {
 		const t0 = process.hrtime.bigint();
 		last = await session.run(feeds);
 		lat[i] = process.hrtime.bigint() - t0;
 	}
-	return 'lat ' + lat.join(' ');
+	const c = process.cpuUsage(c0);
+	return 'lat ' + lat.join(' ') + ' cpu ' + (c.user + c.system) * 1000;
 }
 
 async function overhead(k) {

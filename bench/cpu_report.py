@@ -37,9 +37,15 @@ def pct(v, q):
     return float(s[min(len(s) - 1, max(0, int(math.ceil(q / 100.0 * len(s))) - 1))])
 
 
-def stats(v):
-    return {"runs": int(v.size), "median_ms": float(np.median(v)) / 1e6, "p90_ms": pct(v, 90) / 1e6,
-            "min_ms": float(v.min()) / 1e6}
+def stats(v, cpu_file):
+    r = {"runs": int(v.size), "median_ms": float(np.median(v)) / 1e6, "p90_ms": pct(v, 90) / 1e6,
+         "min_ms": float(v.min()) / 1e6}
+    if os.path.exists(cpu_file):
+        c = np.loadtxt(cpu_file, dtype=np.float64, ndmin=2)
+        if c.size:
+            # process CPU time (all threads) per run, over all timed blocks
+            r["cpu_ms"] = float(c[:, 1].sum() / c[:, 0].sum()) / 1e6
+    return r
 
 
 def model_result(d, mid, threads):
@@ -50,9 +56,12 @@ def model_result(d, mid, threads):
     if a is None or o is None:
         r.setdefault("error", "no timings")
         return r
-    r["aidos"], r["ort"] = stats(a), stats(o)
+    r["aidos"] = stats(a, os.path.join(d, "aidos.ns.cpu"))
+    r["ort"] = stats(o, os.path.join(d, "ort.ns.cpu"))
     r["ratio"] = r["aidos"]["median_ms"] / r["ort"]["median_ms"]
     r["ratio_min"] = r["aidos"]["min_ms"] / r["ort"]["min_ms"]
+    if r["aidos"].get("cpu_ms") and r["ort"].get("cpu_ms"):
+        r["ratio_cpu"] = r["aidos"]["cpu_ms"] / r["ort"]["cpu_ms"]
     if os.path.exists(os.path.join(d, "load")):
         r["load_average"] = float(open(os.path.join(d, "load")).read().split()[0])
     if os.path.exists(os.path.join(d, "steps")):
@@ -122,6 +131,9 @@ def report(tmp, outdir):
         if ratios:
             entry["geomean_ratio"] = float(np.exp(np.mean(np.log(ratios))))
             entry["geomean_ratio_min"] = float(np.exp(np.mean(np.log([r["ratio_min"] for r in rows if "ratio" in r]))))
+            rc = [r["ratio_cpu"] for r in rows if "ratio_cpu" in r]
+            if rc:
+                entry["geomean_ratio_cpu"] = float(np.exp(np.mean(np.log(rc))))
             worst = max((r for r in rows if "ratio" in r), key=lambda r: r["ratio"])
             entry["max_ratio"], entry["max_ratio_model"] = worst["ratio"], worst["id"]
             entry["complete"] = len(ratios) == len(ORDER)
@@ -184,10 +196,32 @@ def markdown(res):
             row += " | | - |"
     out.append(row)
     out.append("")
-    out.append("Ratios of the fastest runs instead of the medians (the figure other processes on a shared "
-               "machine disturb least): geomean " + ", ".join(
-                   f"{t} thread{'s' if t != '1' else ''} {res['threads'][t]['geomean_ratio_min']:.2f}"
-                   for t in ts if "geomean_ratio_min" in res["threads"][t]) + ".")
+    # Two more lenses on a shared machine: the fastest run of each side, and
+    # the process CPU time per run (all threads: on 1 thread the cost of the
+    # run without the time other processes held the CPU; on 2 it also
+    # counts workers spinning).
+    hdr, sep = "| model |", "|---|"
+    for t in ts:
+        hdr += f" fastest run {t}t: aidos / ORT ms | mean CPU time per run {t}t: aidos / ORT ms |"
+        sep += "---:|---:|"
+    out += [hdr, sep]
+    for i in ids:
+        row = f"| {i} |"
+        for t in ts:
+            r = next((r for r in res["threads"][t]["models"] if r["id"] == i and "ratio" in r), None)
+            if r is None:
+                row += " - | - |"
+                continue
+            a, o = r["aidos"], r["ort"]
+            row += f" {a['min_ms']:.3f} / {o['min_ms']:.3f} = {r['ratio_min']:.2f} |"
+            row += (f" {a['cpu_ms']:.3f} / {o['cpu_ms']:.3f} = {r['ratio_cpu']:.2f} |" if "ratio_cpu" in r else " - |")
+        out.append(row)
+    row = "| **geomean** |"
+    for t in ts:
+        e = res["threads"][t]
+        row += f" **{e.get('geomean_ratio_min', float('nan')):.2f}** |"
+        row += f" **{e['geomean_ratio_cpu']:.2f}** |" if "geomean_ratio_cpu" in e else " - |"
+    out.append(row)
     out.append("")
     acc = res.get("accuracy", {})
     if acc:
