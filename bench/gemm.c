@@ -14,7 +14,7 @@
  *              the executor runs Conv/Gemm with constant weights
  *   dnnl       dnnl_sgemm('N', 'N', ...)
  * A sample times `reps` back-to-back calls (reps: about 1 ms of work at 50
- * GFLOP/s, at least 1); GFLOP/s = 2*M*N*K*reps / sample time, median over
+ * GFLOP/s, at least 1, at most 10,000); GFLOP/s = 2*M*N*K*reps / sample time, median over
  * the samples (and the fastest sample: on a shared machine the one least
  * disturbed by other processes), and GFLOP/s from CPU time: 2*M*N*K*reps*T /
  * the process's CPU time over the sample (CLOCK_PROCESS_CPUTIME_ID): on one
@@ -175,7 +175,7 @@ static void bench_shape(const shape *s, int threads, hal_plan *plan, result *r)
 		  .scratch = falloc(hal_gemm_scratch_bytes(s->M, s->N, s->K, 0, 0) / sizeof(float) + 1),
 		  .scratch_pa = falloc(hal_gemm_scratch_bytes(s->M, s->N, s->K, 1, 0) / sizeof(float) + 1) };
 	double flop = 2.0 * (double)s->M * (double)s->N * (double)s->K;
-	int reps = flop >= 5e7 ? 1 : (int)(5e7 / flop);
+	int reps = flop >= 5e7 ? 1 : flop <= 5e3 ? 10000 : (int)(5e7 / flop);
 	int samples = flop >= 4e9 ? 5 : flop >= 5e8 ? 7 : 11;
 	double t[N_SIDES][MAX_SAMPLES], tc[N_SIDES][MAX_SAMPLES];
 	int have_dnnl = 0;
