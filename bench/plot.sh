@@ -2,6 +2,8 @@
 # bench/plot.sh - charts (gnuplot PNG) from the latest benchmark JSON:
 #   bench/results/cluster-migration.png  migration time and pull time vs context size
 #   bench/results/ucx-put.png            UCX put bandwidth vs size, aidos next to ucx_perftest
+#   bench/results/gemm-latest.png        hal_gemm vs oneDNN sgemm, GFLOP/s of the square shapes
+# (cpu-latest.png, aidos vs ONNX Runtime per model, is drawn by bench/cpu_report.py)
 # Reads the JSON with /usr/bin/python3 (tooling only); skips a chart whose data is missing.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,4 +45,34 @@ set key top left
 plot "$tmp/put.dat" using 1:2 with linespoints title "aidos xport_put (blocking)", "" using 1:3 with linespoints title "ucx_perftest ucp_put_bw"
 GP
 	echo "wrote bench/results/ucx-put.png"
+fi
+if [[ -f gemm-latest.json ]]; then
+	/usr/bin/python3 -c '
+import json
+rs = json.load(open("gemm-latest.json"))["results"]
+ts = sorted({r["threads"] for r in rs})
+for t in ts:
+    with open("'"$tmp"'/gemm%d.dat" % t, "w") as f:
+        for r in rs:
+            if r["threads"] == t and r["what"] == "square":
+                f.write("%d %.2f %.2f %.2f\n" % (r["N"], r["aidos_gflops"], r["aidos_prepacked_a_gflops"], r["dnnl_gflops"]))
+print(" ".join(map(str, ts)))' >"$tmp/gemm-threads"
+	plots=""
+	for t in $(cat "$tmp/gemm-threads"); do
+		[[ -n $plots ]] && plots+=", "
+		plots+="\"$tmp/gemm$t.dat\" using 1:2 with linespoints lw 2 title \"aidos hal_gemm, $t thread(s)\", \"\" using 1:3 with linespoints dt 3 title \"aidos, A pre-packed, $t\", \"\" using 1:4 with linespoints dt 2 lw 2 title \"oneDNN dnnl_sgemm, $t\""
+	done
+	gnuplot <<GP
+set terminal pngcairo size 900,480 font ",10" noenhanced
+set output "gemm-latest.png"
+set title "SGEMM, square M = N = K: aidos hal_gemm vs oneDNN 2.6.3 dnnl_sgemm (median GFLOP/s)"
+set logscale x 2
+set xlabel "M = N = K"
+set ylabel "GFLOP/s"
+set yrange [0:*]
+set grid
+set key top left
+plot $plots
+GP
+	echo "wrote bench/results/gemm-latest.png"
 fi

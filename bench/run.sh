@@ -8,12 +8,13 @@
 #   bench/ucx_put.sh   UCX put bandwidth between two namespaces, next to ucx_perftest
 #   bench/node.sh      node boot with 16 agents, idle CPU, high-priority latency under load
 #   bench/ipc.sh       local clients: ping round trip, a model through the node vs in process, 1-8 clients
+#   bench/cpu.sh       the FP engine vs ONNX Runtime on 11 models, 1 and 2 threads (`make bench-cpu`)
 set -uo pipefail
 build=${1:-build}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 2
 status=0
-for b in bench/load.sh bench/hotpath.sh bench/cluster.sh bench/ucx_put.sh bench/node.sh bench/ipc.sh; do
+for b in bench/cpu.sh bench/load.sh bench/hotpath.sh bench/cluster.sh bench/ucx_put.sh bench/node.sh bench/ipc.sh; do
 	echo "== $b"
 	"$b" "$build" || { echo "bench: $b failed (exit $?)" >&2; status=1; }
 done
