@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "hal/plan.h"
 #include "hal/ops/arity.h"
@@ -640,16 +641,81 @@ int hal_plan_build(const struct aidos_model *m, const ir_graph *g, hal_plan *par
 	p->tp = tp;
 	p->mem_limit = mem_limit ? mem_limit : default_limit();
 	int rc = build(p, n_in, in);
+	if (!rc && p->n_step && getenv("AIDOS_PROFILE"))
+		p->prof_ns = pool_calloc((size_t)p->n_step, sizeof *p->prof_ns);  /* NULL: no profile */
 	if (rc && err && errlen)
 		snprintf(err, errlen, "%s", p->err[0] ? p->err : aidos_strerror(rc));
 	*out = p;
 	return rc;
 }
 
+static int prof_cmp(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;  /* {ns, step} pairs, most time first */
+	return x[0] < y[0] ? 1 : x[0] > y[0] ? -1 : 0;
+}
+
+/* Prints the per-op-type and the top per-step times of a profiled plan to
+ * stderr (AIDOS_PROFILE): a developer's tool, off the request path. */
+static void prof_print(const hal_plan *p)
+{
+	if (!p->prof_runs)
+		return;
+	uint64_t total = 0;
+	for (int i = 0; i < p->n_step; i++)
+		total += p->prof_ns[i];
+	fprintf(stderr, "profile: %d steps, %llu runs, %.3f ms per run\n", p->n_step,
+		(unsigned long long)p->prof_runs, total / 1e6 / p->prof_runs);
+	/* By op type: a quadratic scan, fine for a few thousand steps. */
+	uint64_t (*by)[2] = pool_calloc((size_t)p->n_step, sizeof *by);
+	if (!by)
+		return;
+	for (int i = 0; i < p->n_step; i++) {
+		int first = 1;
+		for (int j = 0; j < i && first; j++)
+			first = strcmp(p->step[j].node->op_type, p->step[i].node->op_type) != 0;
+		if (!first)
+			continue;
+		uint64_t ns = 0, n = 0;
+		for (int j = i; j < p->n_step; j++)
+			if (!strcmp(p->step[j].node->op_type, p->step[i].node->op_type))
+				ns += p->prof_ns[j], n++;
+		by[i][0] = ns;
+		by[i][1] = (uint64_t)i | n << 32;
+	}
+	qsort(by, (size_t)p->n_step, sizeof *by, prof_cmp);
+	for (int i = 0; i < p->n_step && by[i][0]; i++) {
+		const hal_step *s = &p->step[by[i][1] & 0xffffffffu];
+		fprintf(stderr, "  %-22s x%-4llu %9.4f ms %5.1f%%\n", s->node->op_type,
+			(unsigned long long)(by[i][1] >> 32), by[i][0] / 1e6 / p->prof_runs,
+			100.0 * by[i][0] / (total ? total : 1));
+	}
+	for (int i = 0; i < p->n_step; i++)
+		by[i][0] = p->prof_ns[i], by[i][1] = (uint64_t)i;
+	qsort(by, (size_t)p->n_step, sizeof *by, prof_cmp);
+	for (int i = 0; i < p->n_step && i < 12; i++) {
+		const hal_step *s = &p->step[by[i][1]];
+		fprintf(stderr, "  step %4llu %-14s %9.4f ms  %s\n", (unsigned long long)by[i][1],
+			s->node->op_type, by[i][0] / 1e6 / p->prof_runs, s->node->name ? s->node->name : "");
+	}
+	pool_free(by);
+}
+
+static uint64_t prof_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 void hal_plan_free(hal_plan *p)
 {
 	if (!p)
 		return;
+	if (p->prof_ns) {
+		prof_print(p);
+		pool_free(p->prof_ns);
+	}
 	while (p->children) {
 		hal_plan *c = p->children;
 		p->children = c->next_child;
@@ -662,9 +728,19 @@ void hal_plan_free(hal_plan *p)
 
 int hal_plan_run(hal_plan *p)
 {
+	uint64_t t0 = 0;
+	if (p->prof_ns) {
+		p->prof_runs++;
+		t0 = prof_now();
+	}
 	for (int i = 0; i < p->n_step; i++) {
 		hal_step *s = &p->step[i];
 		int rc = s->op->exec(s);
+		if (p->prof_ns) {
+			uint64_t t1 = prof_now();
+			p->prof_ns[i] += t1 - t0;
+			t0 = t1;
+		}
 		if (rc) {
 			if (!p->err[0])
 				perr(p, rc, "node '%s' (%s): %s", s->node->name, s->node->op_type, aidos_strerror(rc));

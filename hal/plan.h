@@ -73,6 +73,11 @@ typedef struct hal_plan {
 	ir_mem mem;                /* params, folded values, pointer arrays */
 	pool_arena arena;
 	size_t naive_bytes;
+	/* Per-step profile (AIDOS_PROFILE set when the plan was built): run
+	 * count and nanoseconds per step, printed by hal_plan_free(). NULL
+	 * otherwise, and the run loop then reads no clock. */
+	uint64_t *prof_ns;
+	uint64_t prof_runs;
 	/* Top-level plan: the graph inputs whose values a kernel needed at plan
 	 * time (hal_need_value) and could have had by folding them; a failed
 	 * build with need_in set can be retried with those inputs value-keyed. */
