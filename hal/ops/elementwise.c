@@ -457,7 +457,9 @@ static void k_##a##_##sfx(void *o_, const void *const *in, const int64_t *st, in
 { \
 	TO *o = o_; \
 	const T *xs = in[0]; \
-	const ew_args *p = arg; \
+	/* A local copy: o may alias *arg as far as the compiler knows, which \
+	 * would reload p->alpha per element and keep the loop scalar. */ \
+	const ew_args pa_ = *(const ew_args *)arg, *p = &pa_; \
 	(void)p; (void)st; \
 	for (int64_t i = 0; i < n; i++) { \
 		T x = xs[i]; \
@@ -472,7 +474,7 @@ static void k_##a##_##sfx(void *o_, const void *const *in, const int64_t *st, in
 { \
 	TO *o = o_; \
 	const T *xs = in[0], *ys = in[1]; \
-	const ew_args *p = arg; \
+	const ew_args pa_ = *(const ew_args *)arg, *p = &pa_;   /* see UN_KERNEL */ \
 	(void)p; \
 	if (st[0] && st[1]) { \
 		for (int64_t i = 0; i < n; i++) { \
