@@ -29,6 +29,7 @@
 #include <string.h>
 #include <tgmath.h>
 #include "hal/hal.h"
+#include "hal/ops/vmath.h"
 
 #define NDT (HAL_DT_BF16 + 1)   /* kernel tables are indexed by dtype */
 #define GRAIN_CHEAP 32768      /* elements per thread chunk: memory-bound ops */
@@ -179,6 +180,7 @@ typedef struct ew_args {
 	int xdt;                   /* Pow: exponent dtype */
 	double scale;              /* Mean: 1/n */
 	unsigned char lo[8], hi[8];  /* Clip bounds, in the element type */
+	hal_vm_fn vm;              /* k_vm: the vectorised float32 function */
 } ew_args;
 
 typedef struct ew_params {
@@ -926,6 +928,25 @@ CAST_TYPES(CAST_ROW, 0)
 #define CAST_TAB_ROW(a, ssfx, ST, SDT, sk) [SDT] = { CAST_TYPES2(CAST_ENT, (ssfx, ST, sk)) },
 static const ew_fn t_cast[NDT][NDT] = { CAST_TYPES(CAST_TAB_ROW, 0) };
 
+/* ---- vectorised float32 math (hal/ops/vmath.h), off the reference path ---- */
+
+static void k_vm(void *o, const void *const *in, const int64_t *st, int64_t n, const void *arg)
+{
+	(void)st;
+	((const ew_args *)arg)->vm(o, in[0], n);
+}
+
+/* Switches a float32 Exp, Tanh, Erf, Sigmoid or Gelu to its vectorised
+ * kernel (tests/test_vmath.c bounds the error against libm). */
+static void use_vm(const ew_op *e, ew_params *p)
+{
+	int f = e->tab == t_exp ? HAL_VM_EXP : e->tab == t_tanh ? HAL_VM_TANH :
+		e->tab == t_erf ? HAL_VM_ERF : e->tab == t_sigmoid ? HAL_VM_SIGMOID :
+		e->tab == t_gelu ? (p->args.flag[0] ? HAL_VM_GELU_TANH : HAL_VM_GELU_ERF) : -1;
+	if (f >= 0 && (p->args.vm = hal_vm_get(f)))
+		p->fn = k_vm;
+}
+
 /* ---- generic infer/exec ---- */
 
 /* Unary ops: one input, same shape; output dtype the input's or e->out_dt. */
@@ -946,6 +967,8 @@ static int ew_unary_infer(hal_step *s)
 	p->grain = e->math ? GRAIN_MATH : GRAIN_CHEAP;
 	if (e->setup && (rc = e->setup(s, p)))
 		return rc;
+	if (!hal_use_reference && x->dtype == HAL_DT_F32)
+		use_vm(e, p);
 	bc_build(&p->bc[0], x->rank, x->dims, 1, &x);
 	hal_tensor_set_shape(s->out[0], e->out_dt ? e->out_dt : x->dtype, x->rank, x->dims);
 	s->params = p;
@@ -1463,6 +1486,14 @@ static void sm_cols_##sfx(void *vj, int64_t b0, int64_t b1) \
 }
 FLT_TYPES(SM_KERNELS, 0)
 
+/* Softmax rows of float32 through hal_vm_softmax_rows (vectorised exp). */
+static void sm_rows_vm(void *vj, int64_t r0, int64_t r1)
+{
+	const sm_job *j = vj;
+	const int64_t n = j->p->n;
+	hal_vm_softmax_rows((float *)j->y + r0 * n, (const float *)j->x + r0 * n, r1 - r0, n);
+}
+
 static int softmax_infer(hal_step *s)
 {
 	int rc = check_n_in(s, 1, 1);
@@ -1512,7 +1543,8 @@ static int softmax_exec(hal_step *s)
 		return 0;
 	if (p->inner == 1) {
 		int64_t grain = GRAIN_MATH / p->n + 1;
-		hal_parallel_for(s, p->outer, grain, f64 ? sm_rows_f64 : sm_rows_f32, &j);
+		hal_parallel_for(s, p->outer, grain,
+				 f64 ? sm_rows_f64 : p->log || hal_use_reference ? sm_rows_f32 : sm_rows_vm, &j);
 	} else {
 		int64_t nb = (p->inner + SM_BLK - 1) / SM_BLK;
 		int64_t grain = GRAIN_MATH / (p->n * SM_BLK) + 1;
