@@ -25,6 +25,7 @@ enum hal_value_kind {
 	HAL_VAL_INPUT = 1,   /* bound by the caller per run (or by the If/Loop owner) */
 	HAL_VAL_CONST = 2,   /* initializer, Constant, or folded */
 	HAL_VAL_ACT = 3,     /* computed per run, lives in the arena */
+	HAL_VAL_FUSED = 4,   /* computed per run inside a fused step, never stored */
 };
 
 typedef struct hal_value {
@@ -115,6 +116,17 @@ void hal_plan_free(hal_plan *p);
 /* Runs every step. Inputs must already be bound (their t.data set). On error
  * the message is in p->err. No allocation. */
 int hal_plan_run(hal_plan *p);
+
+/* Elementwise kernels as plan-time fusion sees them (hal/ops/elementwise.c):
+ * o[i] = f(in[0][i * st[0]], in[1][i * st[1]]) for i < n, st[k] 0 or 1. */
+typedef void (*hal_ew_fn)(void *o, const void *const *in, const int64_t *st, int64_t n,
+			  const void *arg);
+/* When step s (planned, not run) is a float32 unary or binary elementwise op
+ * (or Clip with constant bounds) whose inputs each have the output's shape or
+ * one element, sets its kernel and argument (valid while the plan lives) and
+ * returns its input count (1 or 2); else -1. The kernel then computes any
+ * sub-range of the output from the same sub-range of the inputs. */
+int hal_ew_kernel(hal_step *s, hal_ew_fn *fn, const void **arg);
 
 /* Thread pool (hal/threadpool.c): threads - 1 workers; 1 means inline. */
 int hal_threadpool_create(int threads, hal_threadpool **out);

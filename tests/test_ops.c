@@ -19,7 +19,12 @@
  *   - Cast float32 <-> bfloat16: nearest-even rounding against a double
  *     reference, exact widening;
  *   - Loop (no scan outputs) ended by its body's condition or by M, both
- *     known only at run time, against a closed form.
+ *     known only at run time, against a closed form;
+ *   - a chain of elementwise ops the planner fuses into one blocked step
+ *     (hal/plan.c): scalar operands, a value read twice inside the group and
+ *     one read after it (stored), a Clip with run-time bounds that ends a
+ *     group, sizes under, at and over the block with a tail, on 1 and 2
+ *     threads, against a double loop.
  * Each case is a one-node model written here as ONNX protobuf bytes (a
  * minimal encoder below, field numbers from onnx.proto) and run through the
  * public API (aidos_model_load_buffer, aidos_session_run).
@@ -947,6 +952,112 @@ static void test_loop_early_exit(void **st)
 	close_model(s, m);
 }
 
+/* ---- elementwise fusion ---- */
+
+/* Several nodes: like model(), each of nodes[0..n) a NodeProto. */
+static void model_nodes(pb *out, int opset, const pb *nodes, int n, const io *in, int n_in,
+			const char *const *outs, int n_out)
+{
+	static pb g, op;
+	g.n = 0;
+	for (int i = 0; i < n; i++)
+		pb_msg(&g, 1, &nodes[i]);
+	pb_str(&g, 2, "g");
+	for (int i = 0; i < n_in; i++)
+		value_info(&g, 11, in[i].name, in[i].dtype ? in[i].dtype : AIDOS_DT_FLOAT, in[i].rank,
+			   in[i].dims);
+	for (int i = 0; i < n_out; i++) {
+		static pb vi;
+		vi.n = 0;
+		pb_str(&vi, 1, outs[i]);
+		pb_msg(&g, 12, &vi);
+	}
+	out->n = 0;
+	pb_int(out, 1, 8);
+	pb_msg(out, 7, &g);
+	op.n = 0;
+	pb_str(&op, 1, "");
+	pb_int(&op, 2, opset);
+	pb_msg(out, 8, &op);
+}
+
+static void fused_case(int64_t d0, int64_t d1, int threads)
+{
+	static pb nodes[9], bytes;
+	const struct { const char *op, *in[3], *out; int n_in; } g[9] = {
+		{ "Add", { "x", "c" }, "a", 2 },
+		{ "Clip", { "a", "lo", "hi" }, "b", 3 },   /* bounds are inputs: not fused */
+		{ "Mul", { "x", "b" }, "d", 2 },
+		{ "Div", { "d", "six" }, "e", 2 },         /* e is also a graph output */
+		{ "Sigmoid", { "e" }, "f", 1 },
+		{ "Mul", { "f", "e" }, "h", 2 },
+		{ "Tanh", { "h" }, "t", 1 },
+		{ "Sub", { "c", "t" }, "u", 2 },           /* scalar first */
+		{ "Add", { "u", "x" }, "y", 2 },
+	};
+	for (int i = 0; i < 9; i++) {
+		const char *o[1] = { g[i].out };
+		node_begin(&nodes[i], g[i].op, g[i].in, g[i].n_in, o, 1);
+	}
+	const io in[5] = { { "x", 2, { d0, d1 } }, { "c", 1, { 1 } }, { "lo", 1, { 1 } },
+			   { "hi", 1, { 1 } }, { "six", 1, { 1 } } };
+	const char *outs[2] = { "y", "e" };
+	model_nodes(&bytes, 13, nodes, 9, in, 5, outs, 2);
+	const int64_t n = d0 * d1;
+	float *x = malloc((size_t)n * sizeof *x), c = 3.0f, lo = 0.0f, hi = 6.0f, six = 6.0f;
+	double *wy = malloc((size_t)n * sizeof *wy), *we = malloc((size_t)n * sizeof *we);
+	assert_non_null(x);
+	assert_non_null(wy);
+	assert_non_null(we);
+	for (int64_t i = 0; i < n; i++) {
+		x[i] = frand(-8, 8);
+		double b = fmin(fmax((double)x[i] + c, lo), hi), e = x[i] * b / six;
+		double h = e / (1 + exp(-e)) ;
+		we[i] = e;
+		wy[i] = (c - tanh(h)) + x[i];
+	}
+	aidos_model *m = NULL;
+	aidos_session *s = NULL;
+	aidos_session_opts o = { .threads = threads };
+	char err[256];
+	assert_int_equal(aidos_model_load_buffer(bytes.b, bytes.n, NULL, &m, err, sizeof err), 0);
+	assert_int_equal(aidos_session_create(m, &o, &s, err, sizeof err), 0);
+	aidos_tensor t[5];
+	void *xs[5] = { x, &c, &lo, &hi, &six };
+	for (int i = 0; i < 5; i++) {
+		memset(&t[i], 0, sizeof t[i]);
+		t[i].name = in[i].name;
+		t[i].dtype = AIDOS_DT_FLOAT;
+		t[i].rank = in[i].rank;
+		memcpy(t[i].dims, in[i].dims, sizeof t[i].dims);
+		t[i].data = xs[i];
+	}
+	for (int rep = 0; rep < 2; rep++) {   /* the second run reuses the plan */
+		assert_int_equal(aidos_session_run(s, 5, t), 0);
+		aidos_tensor y, e;
+		assert_int_equal(aidos_session_output(s, 0, &y), 0);
+		assert_int_equal(aidos_session_output(s, 1, &e), 0);
+		assert_int_equal(y.rank, 2);
+		assert_int_equal(y.dims[1], d1);
+		check_close(y.data, wy, n, "fused chain y");
+		check_close(e.data, we, n, "fused chain e (stored from inside the group)");
+	}
+	close_model(s, m);
+	free(x);
+	free(wy);
+	free(we);
+}
+
+static void test_fused_elementwise(void **st)
+{
+	(void)st;
+	fused_case(1, 1, 1);
+	fused_case(1, 255, 1);
+	fused_case(2, 128, 1);
+	fused_case(3, 259, 1);
+	fused_case(37, 211, 2);   /* 7807 elements: several blocks per thread and a tail */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -962,6 +1073,7 @@ int main(void)
 		cmocka_unit_test(test_nonzero_value_keyed),
 		cmocka_unit_test(test_cast_bfloat16),
 		cmocka_unit_test(test_loop_early_exit),
+		cmocka_unit_test(test_fused_elementwise),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,6 +30,7 @@
 #include <tgmath.h>
 #include "hal/hal.h"
 #include "hal/ops/vmath.h"
+#include "hal/plan.h"
 
 #define NDT (HAL_DT_BF16 + 1)   /* kernel tables are indexed by dtype */
 #define GRAIN_CHEAP 32768      /* elements per thread chunk: memory-bound ops */
@@ -1349,6 +1350,43 @@ static int clip_exec(hal_step *s)
 		memcpy(a.hi, s->in[2]->data, es);
 	ew_run(s, &p->bc[0], p->fn, &a, s->out[0], (const hal_tensor *const *)s->in, p->grain);
 	return 0;
+}
+
+/* ---- plan-time fusion (hal/plan.c) ---- */
+
+int hal_ew_kernel(hal_step *s, hal_ew_fn *fn, const void **arg)
+{
+	int nin;
+	if (s->op->infer == ew_unary_infer && s->op->exec == ew_exec)
+		nin = 1;
+	else if (s->op->infer == ew_binary_infer && s->op->exec == ew_exec)
+		nin = 2;
+	else if (s->op->infer == clip_infer && s->op->exec == clip_exec)
+		nin = 1;
+	else
+		return -1;
+	ew_params *p = s->params;
+	const hal_tensor *o = s->out[0];
+	if (!p || p->fin || s->n_out != 1 || o->dtype != HAL_DT_F32)
+		return -1;
+	for (int k = 0; k < nin; k++) {
+		const hal_tensor *t = s->in[k];
+		/* Broadcasting only expands: equal counts mean equal shapes. */
+		if (!t || t->dtype != HAL_DT_F32 || (hal_numel(t) != 1 && hal_numel(t) != hal_numel(o)))
+			return -1;
+	}
+	if (s->op->infer == clip_infer) {
+		/* Bounds read per run by clip_exec: fusable when they are constants. */
+		for (int i = 1; i < s->n_in && i < 3; i++)
+			if (s->in[i] && (!s->in[i]->is_const || !s->in[i]->data))
+				return -1;
+		for (int i = 1; i < s->n_in && i < 3; i++)
+			if (s->in[i])
+				memcpy(i == 1 ? p->args.lo : p->args.hi, s->in[i]->data, sizeof(float));
+	}
+	*fn = p->fn;
+	*arg = &p->args;
+	return nin;
 }
 
 /* ---- Cast, CastLike ---- */
