@@ -1374,6 +1374,10 @@ int hal_ew_kernel(hal_step *s, hal_ew_fn *fn, const void **arg)
 		nin = 2;
 	else if (s->op->infer == clip_infer && s->op->exec == clip_exec)
 		nin = 1;
+	else if (s->op->infer == pow_infer && s->op->exec == ew_exec)
+		nin = 2;   /* float32 base and exponent (checked below): the t_pow kernel */
+	else if (s->op->infer == variadic_infer && s->op->exec == variadic_exec && s->n_in == 2)
+		nin = 2;   /* Max/Min/Sum of two: one binary kernel (Mean has fin) */
 	else
 		return -1;
 	ew_params *p = s->params;
