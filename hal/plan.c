@@ -607,7 +607,8 @@ static hal_value *value_of(hal_plan *p, const hal_tensor *t)
 }
 
 /* Makes one step of group g[0..n) (copies of the original steps, n >= 2)
- * into *d. last_old: the old index of the group's last step. */
+ * into *d, which takes the place of the group's first step. last_old: the
+ * index of the group's last step (a value read past it is stored). */
 static int fuse_group(hal_plan *p, hal_step *d, const hal_step *g, int n, int last_old)
 {
 	fuse_params *fp = plan_alloc(p, sizeof *fp);
@@ -671,15 +672,10 @@ static int fuse_elementwise(hal_plan *p)
 {
 	if (hal_use_reference || p->n_step < 2)
 		return 0;
-	const int n_old = p->n_step;
-	int *map = pool_calloc((size_t)n_old + 1, sizeof *map);
-	if (!map)
-		return AIDOS_E_NOMEM;
-	int w = 0, rc = 0, fused = 0;
-	for (int i = 0; i < n_old && !rc;) {
+	for (int i = 0; i < p->n_step;) {
 		int j = i;
 		int64_t n = -1;
-		while (j < n_old && j - i < FUSE_MAX) {
+		while (j < p->n_step && j - i < FUSE_MAX) {
 			hal_ew_fn fn;
 			const void *arg;
 			hal_step *s = &p->step[j];
@@ -689,24 +685,40 @@ static int fuse_elementwise(hal_plan *p)
 			n = hal_numel(s->out[0]);
 			j++;
 		}
-		if (j - i >= 2) {
-			hal_step g[FUSE_MAX];
-			memcpy(g, &p->step[i], (size_t)(j - i) * sizeof *g);
-			rc = fuse_group(p, &p->step[w], g, j - i, j - 1);
-			for (int k = i; k < j; k++)
-				map[k] = w;
-			fused++;
-			i = j;
-		} else {
-			if (w != i)
-				p->step[w] = p->step[i];
-			map[i] = w;
+		if (j - i < 2) {
 			i++;
+			continue;
 		}
-		w++;
+		hal_step g[FUSE_MAX];
+		memcpy(g, &p->step[i], (size_t)(j - i) * sizeof *g);
+		int rc = fuse_group(p, &p->step[i], g, j - i, j - 1);
+		if (rc)
+			return rc;
+		for (int k = i + 1; k < j; k++)
+			p->step[k].op = NULL;   /* merged into step i */
+		i = j;
+	}
+	return 0;
+}
+
+int hal_plan_drop_merged(hal_plan *p)
+{
+	const int n_old = p->n_step;
+	int *map = pool_calloc((size_t)n_old + 1, sizeof *map);
+	if (!map)
+		return AIDOS_E_NOMEM;
+	int w = 0;
+	for (int i = 0; i < n_old; i++) {
+		if (!p->step[i].op) {
+			map[i] = w - 1;   /* merged into the kept step before it */
+			continue;
+		}
+		if (w != i)
+			p->step[w] = p->step[i];
+		map[i] = w++;
 	}
 	map[n_old] = w;
-	if (!rc && fused) {
+	if (w != n_old) {
 		p->n_step = w;
 		for (int k = 0; k < p->n_val; k++) {
 			hal_value *v = &p->val[k];
@@ -720,7 +732,7 @@ static int fuse_elementwise(hal_plan *p)
 				c->parent_step = map[c->parent_step];
 	}
 	pool_free(map);
-	return rc;
+	return 0;
 }
 
 static int build(hal_plan *p, int n_in, const hal_input_shape *in)
@@ -807,8 +819,12 @@ static int build(hal_plan *p, int n_in, const hal_input_shape *in)
 			return perr(p, AIDOS_E_INVALID, "graph output '%s' is not produced by any node", g->output[i].name);
 		p->out[p->n_out++] = &v->t;
 	}
-	if ((rc = fuse_elementwise(p)))
-		return perr(p, rc, "out of memory fusing elementwise steps");
+	/* Fusion passes (off the reference path): transformer patterns, then
+	 * elementwise runs; each merges steps into a kept one and marks the
+	 * rest (op NULL) for hal_plan_drop_merged. */
+	if (!hal_use_reference && ((rc = hal_fuse_xfmr(p)) || (rc = hal_plan_drop_merged(p)) ||
+				   (rc = fuse_elementwise(p)) || (rc = hal_plan_drop_merged(p))))
+		return perr(p, rc, "out of memory fusing steps");
 	if ((rc = place(p)))
 		return perr(p, rc, "cannot reserve the activation arena");  /* keeps place()'s message */
 	return 0;

@@ -128,6 +128,15 @@ typedef void (*hal_ew_fn)(void *o, const void *const *in, const int64_t *st, int
  * sub-range of the output from the same sub-range of the inputs. */
 int hal_ew_kernel(hal_step *s, hal_ew_fn *fn, const void **arg);
 
+/* Plan-time fusion. A pass runs after every node is planned and before the
+ * arena is placed; it replaces a step with one that does the work of it and
+ * of later steps, sets those later steps' op to NULL, and marks values no
+ * longer stored HAL_VAL_FUSED. hal_plan_drop_merged then removes the NULL
+ * steps and renumbers def/last (a merged step's reads and writes now happen
+ * at the kept step before it). Both return 0 or AIDOS_E_NOMEM. */
+int hal_fuse_xfmr(hal_plan *p);        /* hal/fuse_xfmr.c: LayerNorm patterns */
+int hal_plan_drop_merged(hal_plan *p);
+
 /* Thread pool (hal/threadpool.c): threads - 1 workers; 1 means inline. */
 int hal_threadpool_create(int threads, hal_threadpool **out);
 void hal_threadpool_destroy(hal_threadpool *tp);
