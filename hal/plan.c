@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "hal/plan.h"
 #include "hal/ops/arity.h"
@@ -527,6 +528,213 @@ static int add_node(hal_plan *p, const ir_node *n)
 	return 0;
 }
 
+/* ---- elementwise fusion ----
+ * A run of consecutive float32 elementwise steps over tensors of the same
+ * element count (hardswish as Add/Clip/Mul/Div, GELU as Div/Erf/Add/Mul/Mul,
+ * bias adds and scales) becomes one step that sweeps the output in blocks of
+ * FUSE_BLK elements, running each op's own kernel on the block: what the
+ * group consumes internally stays in L1-sized registers on the worker's
+ * stack, and only values read after the group (or graph outputs) are stored.
+ * One pass over memory instead of one per op; the kernels are the same, so
+ * results are bit-identical to the unfused plan. Runs before placement, so
+ * the arena never holds the values that are no longer stored. */
+
+#define FUSE_MAX 16
+#define FUSE_BLK 256
+
+typedef struct fuse_op {
+	hal_ew_fn fn;
+	const void *arg;
+	int nsrc;
+	int src[2];          /* >= 0: an earlier op of the group; < 0: -(k + 1), step input k */
+	int out;             /* index in the step's outputs when stored, else -1 */
+} fuse_op;
+
+typedef struct fuse_params {
+	int n_op;
+	int64_t n;           /* elements of every op's output */
+	fuse_op op[FUSE_MAX];
+} fuse_params;
+
+typedef struct fuse_job {
+	const hal_step *s;
+	const fuse_params *fp;
+} fuse_job;
+
+static void fused_range(void *vj, int64_t b0, int64_t b1)
+{
+	const fuse_job *j = vj;
+	const fuse_params *fp = j->fp;
+	const hal_step *s = j->s;
+	_Alignas(64) float reg[FUSE_MAX][FUSE_BLK];
+	float *dst[FUSE_MAX];
+	for (int64_t b = b0; b < b1; b++) {
+		const int64_t off = b * FUSE_BLK, n = fp->n - off < FUSE_BLK ? fp->n - off : FUSE_BLK;
+		for (int k = 0; k < fp->n_op; k++) {
+			const fuse_op *o = &fp->op[k];
+			const void *in[2];
+			int64_t st[2];
+			for (int i = 0; i < o->nsrc; i++) {
+				if (o->src[i] >= 0) {
+					in[i] = dst[o->src[i]];
+					st[i] = 1;
+				} else {
+					const hal_tensor *t = s->in[-o->src[i] - 1];
+					st[i] = hal_numel(t) != 1;
+					in[i] = (const float *)t->data + (st[i] ? off : 0);
+				}
+			}
+			dst[k] = o->out >= 0 ? (float *)s->out[o->out]->data + off : reg[k];
+			o->fn(dst[k], in, st, n, o->arg);
+		}
+	}
+}
+
+static int fused_exec(hal_step *s)
+{
+	const fuse_params *fp = s->params;
+	fuse_job j = { s, fp };
+	hal_parallel_for(s, (fp->n + FUSE_BLK - 1) / FUSE_BLK, 16, fused_range, &j);
+	return 0;
+}
+
+static const hal_op op_fused = { "FusedElementwise", 1, 0, NULL, fused_exec };
+
+static hal_value *value_of(hal_plan *p, const hal_tensor *t)
+{
+	hal_value *v = (hal_value *)(void *)((char *)t - offsetof(hal_value, t));
+	return v >= p->val && v < p->val + p->n_val ? v : NULL;
+}
+
+/* Makes one step of group g[0..n) (copies of the original steps, n >= 2)
+ * into *d, which takes the place of the group's first step. last_old: the
+ * index of the group's last step (a value read past it is stored). */
+static int fuse_group(hal_plan *p, hal_step *d, const hal_step *g, int n, int last_old)
+{
+	fuse_params *fp = plan_alloc(p, sizeof *fp);
+	ir_node *nd = plan_alloc(p, sizeof *nd);
+	const hal_tensor **ins = ir_mem_alloc(&p->mem, 17 * 2 * sizeof *ins);
+	hal_tensor **outs = ir_mem_alloc(&p->mem, 17 * sizeof *outs);
+	if (!fp || !nd || !ins || !outs)
+		return AIDOS_E_NOMEM;
+	memset(fp, 0, sizeof *fp);
+	memset(ins, 0, 17 * 2 * sizeof *ins);
+	memset(outs, 0, 17 * sizeof *outs);
+	int n_in = 0, n_out = 0;
+	fp->n_op = n;
+	fp->n = hal_numel(g[0].out[0]);
+	for (int k = 0; k < n; k++) {
+		fuse_op *o = &fp->op[k];
+		hal_step tmp = g[k];
+		o->nsrc = hal_ew_kernel(&tmp, &o->fn, &o->arg);
+		for (int i = 0; i < o->nsrc; i++) {
+			const hal_tensor *t = g[k].in[i];
+			int src = -1;
+			for (int e = 0; e < k && src < 0; e++)
+				if (g[e].out[0] == t)
+					src = e;
+			if (src < 0) {
+				int e = 0;
+				while (e < n_in && ins[e] != t)
+					e++;
+				if (e == n_in)
+					ins[n_in++] = t;
+				src = -(e + 1);
+			}
+			o->src[i] = src;
+		}
+		hal_value *v = value_of(p, g[k].out[0]);
+		o->out = -1;
+		if (!v || v->last > last_old) {
+			o->out = n_out;
+			outs[n_out++] = g[k].out[0];
+		} else {
+			v->kind = HAL_VAL_FUSED;
+			v->t.data = NULL;
+		}
+	}
+	*nd = *g[n - 1].node;
+	nd->op_type = op_fused.name;
+	memset(d, 0, sizeof *d);
+	d->op = &op_fused;
+	d->node = nd;
+	d->opset = g[n - 1].opset;
+	d->plan = p;
+	d->n_in = n_in;
+	d->n_out = n_out;
+	d->in = (hal_tensor **)ins;
+	d->out = outs;
+	d->params = fp;
+	return 0;
+}
+
+static int fuse_elementwise(hal_plan *p)
+{
+	if (hal_use_reference || p->n_step < 2)
+		return 0;
+	for (int i = 0; i < p->n_step;) {
+		int j = i;
+		int64_t n = -1;
+		while (j < p->n_step && j - i < FUSE_MAX) {
+			hal_ew_fn fn;
+			const void *arg;
+			hal_step *s = &p->step[j];
+			if (hal_ew_kernel(s, &fn, &arg) < 0 || hal_numel(s->out[0]) == 0 ||
+			    (n >= 0 && hal_numel(s->out[0]) != n))
+				break;
+			n = hal_numel(s->out[0]);
+			j++;
+		}
+		if (j - i < 2) {
+			i++;
+			continue;
+		}
+		hal_step g[FUSE_MAX];
+		memcpy(g, &p->step[i], (size_t)(j - i) * sizeof *g);
+		int rc = fuse_group(p, &p->step[i], g, j - i, j - 1);
+		if (rc)
+			return rc;
+		for (int k = i + 1; k < j; k++)
+			p->step[k].op = NULL;   /* merged into step i */
+		i = j;
+	}
+	return 0;
+}
+
+int hal_plan_drop_merged(hal_plan *p)
+{
+	const int n_old = p->n_step;
+	int *map = pool_calloc((size_t)n_old + 1, sizeof *map);
+	if (!map)
+		return AIDOS_E_NOMEM;
+	int w = 0;
+	for (int i = 0; i < n_old; i++) {
+		if (!p->step[i].op) {
+			map[i] = w - 1;   /* merged into the kept step before it */
+			continue;
+		}
+		if (w != i)
+			p->step[w] = p->step[i];
+		map[i] = w++;
+	}
+	map[n_old] = w;
+	if (w != n_old) {
+		p->n_step = w;
+		for (int k = 0; k < p->n_val; k++) {
+			hal_value *v = &p->val[k];
+			if (v->def >= 0 && v->def <= n_old)
+				v->def = map[v->def];
+			if (v->last >= 0)
+				v->last = v->last <= n_old ? map[v->last] : v->last - n_old + w;
+		}
+		for (hal_plan *c = p->children; c; c = c->next_child)
+			if (c->parent_step >= 0 && c->parent_step <= n_old)
+				c->parent_step = map[c->parent_step];
+	}
+	pool_free(map);
+	return 0;
+}
+
 static int build(hal_plan *p, int n_in, const hal_input_shape *in)
 {
 	const ir_graph *g = p->g;
@@ -611,6 +819,12 @@ static int build(hal_plan *p, int n_in, const hal_input_shape *in)
 			return perr(p, AIDOS_E_INVALID, "graph output '%s' is not produced by any node", g->output[i].name);
 		p->out[p->n_out++] = &v->t;
 	}
+	/* Fusion passes (off the reference path): transformer patterns, then
+	 * elementwise runs; each merges steps into a kept one and marks the
+	 * rest (op NULL) for hal_plan_drop_merged. */
+	if (!hal_use_reference && ((rc = hal_fuse_xfmr(p)) || (rc = hal_plan_drop_merged(p)) ||
+				   (rc = fuse_elementwise(p)) || (rc = hal_plan_drop_merged(p))))
+		return perr(p, rc, "out of memory fusing steps");
 	if ((rc = place(p)))
 		return perr(p, rc, "cannot reserve the activation arena");  /* keeps place()'s message */
 	return 0;
@@ -640,16 +854,81 @@ int hal_plan_build(const struct aidos_model *m, const ir_graph *g, hal_plan *par
 	p->tp = tp;
 	p->mem_limit = mem_limit ? mem_limit : default_limit();
 	int rc = build(p, n_in, in);
+	if (!rc && p->n_step && getenv("AIDOS_PROFILE"))
+		p->prof_ns = pool_calloc((size_t)p->n_step, sizeof *p->prof_ns);  /* NULL: no profile */
 	if (rc && err && errlen)
 		snprintf(err, errlen, "%s", p->err[0] ? p->err : aidos_strerror(rc));
 	*out = p;
 	return rc;
 }
 
+static int prof_cmp(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;  /* {ns, step} pairs, most time first */
+	return x[0] < y[0] ? 1 : x[0] > y[0] ? -1 : 0;
+}
+
+/* Prints the per-op-type and the top per-step times of a profiled plan to
+ * stderr (AIDOS_PROFILE): a developer's tool, off the request path. */
+static void prof_print(const hal_plan *p)
+{
+	if (!p->prof_runs)
+		return;
+	uint64_t total = 0;
+	for (int i = 0; i < p->n_step; i++)
+		total += p->prof_ns[i];
+	fprintf(stderr, "profile: %d steps, %llu runs, %.3f ms per run\n", p->n_step,
+		(unsigned long long)p->prof_runs, total / 1e6 / p->prof_runs);
+	/* By op type: a quadratic scan, fine for a few thousand steps. */
+	uint64_t (*by)[2] = pool_calloc((size_t)p->n_step, sizeof *by);
+	if (!by)
+		return;
+	for (int i = 0; i < p->n_step; i++) {
+		int first = 1;
+		for (int j = 0; j < i && first; j++)
+			first = strcmp(p->step[j].node->op_type, p->step[i].node->op_type) != 0;
+		if (!first)
+			continue;
+		uint64_t ns = 0, n = 0;
+		for (int j = i; j < p->n_step; j++)
+			if (!strcmp(p->step[j].node->op_type, p->step[i].node->op_type))
+				ns += p->prof_ns[j], n++;
+		by[i][0] = ns;
+		by[i][1] = (uint64_t)i | n << 32;
+	}
+	qsort(by, (size_t)p->n_step, sizeof *by, prof_cmp);
+	for (int i = 0; i < p->n_step && by[i][0]; i++) {
+		const hal_step *s = &p->step[by[i][1] & 0xffffffffu];
+		fprintf(stderr, "  %-22s x%-4llu %9.4f ms %5.1f%%\n", s->node->op_type,
+			(unsigned long long)(by[i][1] >> 32), by[i][0] / 1e6 / p->prof_runs,
+			100.0 * by[i][0] / (total ? total : 1));
+	}
+	for (int i = 0; i < p->n_step; i++)
+		by[i][0] = p->prof_ns[i], by[i][1] = (uint64_t)i;
+	qsort(by, (size_t)p->n_step, sizeof *by, prof_cmp);
+	for (int i = 0; i < p->n_step && i < 12; i++) {
+		const hal_step *s = &p->step[by[i][1]];
+		fprintf(stderr, "  step %4llu %-14s %9.4f ms  %s\n", (unsigned long long)by[i][1],
+			s->node->op_type, by[i][0] / 1e6 / p->prof_runs, s->node->name ? s->node->name : "");
+	}
+	pool_free(by);
+}
+
+static uint64_t prof_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 void hal_plan_free(hal_plan *p)
 {
 	if (!p)
 		return;
+	if (p->prof_ns) {
+		prof_print(p);
+		pool_free(p->prof_ns);
+	}
 	while (p->children) {
 		hal_plan *c = p->children;
 		p->children = c->next_child;
@@ -662,9 +941,19 @@ void hal_plan_free(hal_plan *p)
 
 int hal_plan_run(hal_plan *p)
 {
+	uint64_t t0 = 0;
+	if (p->prof_ns) {
+		p->prof_runs++;
+		t0 = prof_now();
+	}
 	for (int i = 0; i < p->n_step; i++) {
 		hal_step *s = &p->step[i];
 		int rc = s->op->exec(s);
+		if (p->prof_ns) {
+			uint64_t t1 = prof_now();
+			p->prof_ns[i] += t1 - t0;
+			t0 = t1;
+		}
 		if (rc) {
 			if (!p->err[0])
 				perr(p, rc, "node '%s' (%s): %s", s->node->name, s->node->op_type, aidos_strerror(rc));

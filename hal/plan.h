@@ -25,6 +25,7 @@ enum hal_value_kind {
 	HAL_VAL_INPUT = 1,   /* bound by the caller per run (or by the If/Loop owner) */
 	HAL_VAL_CONST = 2,   /* initializer, Constant, or folded */
 	HAL_VAL_ACT = 3,     /* computed per run, lives in the arena */
+	HAL_VAL_FUSED = 4,   /* computed per run inside a fused step, never stored */
 };
 
 typedef struct hal_value {
@@ -73,6 +74,11 @@ typedef struct hal_plan {
 	ir_mem mem;                /* params, folded values, pointer arrays */
 	pool_arena arena;
 	size_t naive_bytes;
+	/* Per-step profile (AIDOS_PROFILE set when the plan was built): run
+	 * count and nanoseconds per step, printed by hal_plan_free(). NULL
+	 * otherwise, and the run loop then reads no clock. */
+	uint64_t *prof_ns;
+	uint64_t prof_runs;
 	/* Top-level plan: the graph inputs whose values a kernel needed at plan
 	 * time (hal_need_value) and could have had by folding them; a failed
 	 * build with need_in set can be retried with those inputs value-keyed. */
@@ -110,6 +116,26 @@ void hal_plan_free(hal_plan *p);
 /* Runs every step. Inputs must already be bound (their t.data set). On error
  * the message is in p->err. No allocation. */
 int hal_plan_run(hal_plan *p);
+
+/* Elementwise kernels as plan-time fusion sees them (hal/ops/elementwise.c):
+ * o[i] = f(in[0][i * st[0]], in[1][i * st[1]]) for i < n, st[k] 0 or 1. */
+typedef void (*hal_ew_fn)(void *o, const void *const *in, const int64_t *st, int64_t n,
+			  const void *arg);
+/* When step s (planned, not run) is a float32 unary or binary elementwise op
+ * (or Clip with constant bounds) whose inputs each have the output's shape or
+ * one element, sets its kernel and argument (valid while the plan lives) and
+ * returns its input count (1 or 2); else -1. The kernel then computes any
+ * sub-range of the output from the same sub-range of the inputs. */
+int hal_ew_kernel(hal_step *s, hal_ew_fn *fn, const void **arg);
+
+/* Plan-time fusion. A pass runs after every node is planned and before the
+ * arena is placed; it replaces a step with one that does the work of it and
+ * of later steps, sets those later steps' op to NULL, and marks values no
+ * longer stored HAL_VAL_FUSED. hal_plan_drop_merged then removes the NULL
+ * steps and renumbers def/last (a merged step's reads and writes now happen
+ * at the kept step before it). Both return 0 or AIDOS_E_NOMEM. */
+int hal_fuse_xfmr(hal_plan *p);        /* hal/fuse_xfmr.c: LayerNorm patterns */
+int hal_plan_drop_merged(hal_plan *p);
 
 /* Thread pool (hal/threadpool.c): threads - 1 workers; 1 means inline. */
 int hal_threadpool_create(int threads, hal_threadpool **out);

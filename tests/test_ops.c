@@ -19,7 +19,17 @@
  *   - Cast float32 <-> bfloat16: nearest-even rounding against a double
  *     reference, exact widening;
  *   - Loop (no scan outputs) ended by its body's condition or by M, both
- *     known only at run time, against a closed form.
+ *     known only at run time, against a closed form;
+ *   - a chain of elementwise ops the planner fuses into one blocked step
+ *     (hal/plan.c): scalar operands, a value read twice inside the group and
+ *     one read after it (stored), a Clip with run-time bounds that ends a
+ *     group, sizes under, at and over the block with a tail, on 1 and 2
+ *     threads, against a double loop;
+ *   - decomposed LayerNorm (ReduceMean/Sub/Mul or Pow/ReduceMean/Add/Sqrt/
+ *     Div, with and without gamma and beta) that the planner replaces with
+ *     one LayerNormalization step (hal/fuse_xfmr.c), and the same graph with
+ *     an intermediate also a graph output (not fused), against a double
+ *     two-pass LayerNorm.
  * Each case is a one-node model written here as ONNX protobuf bytes (a
  * minimal encoder below, field numbers from onnx.proto) and run through the
  * public API (aidos_model_load_buffer, aidos_session_run).
@@ -947,6 +957,246 @@ static void test_loop_early_exit(void **st)
 	close_model(s, m);
 }
 
+/* ---- elementwise fusion ---- */
+
+/* Several nodes: like model(), each of nodes[0..n) a NodeProto. */
+static void model_nodes(pb *out, int opset, const pb *nodes, int n, const io *in, int n_in,
+			const char *const *outs, int n_out)
+{
+	static pb g, op;
+	g.n = 0;
+	for (int i = 0; i < n; i++)
+		pb_msg(&g, 1, &nodes[i]);
+	pb_str(&g, 2, "g");
+	for (int i = 0; i < n_in; i++)
+		value_info(&g, 11, in[i].name, in[i].dtype ? in[i].dtype : AIDOS_DT_FLOAT, in[i].rank,
+			   in[i].dims);
+	for (int i = 0; i < n_out; i++) {
+		static pb vi;
+		vi.n = 0;
+		pb_str(&vi, 1, outs[i]);
+		pb_msg(&g, 12, &vi);
+	}
+	out->n = 0;
+	pb_int(out, 1, 8);
+	pb_msg(out, 7, &g);
+	op.n = 0;
+	pb_str(&op, 1, "");
+	pb_int(&op, 2, opset);
+	pb_msg(out, 8, &op);
+}
+
+static void fused_case(int64_t d0, int64_t d1, int threads)
+{
+	static pb nodes[9], bytes;
+	const struct { const char *op, *in[3], *out; int n_in; } g[9] = {
+		{ "Add", { "x", "c" }, "a", 2 },
+		{ "Clip", { "a", "lo", "hi" }, "b", 3 },   /* bounds are inputs: not fused */
+		{ "Mul", { "x", "b" }, "d", 2 },
+		{ "Div", { "d", "six" }, "e", 2 },         /* e is also a graph output */
+		{ "Sigmoid", { "e" }, "f", 1 },
+		{ "Mul", { "f", "e" }, "h", 2 },
+		{ "Tanh", { "h" }, "t", 1 },
+		{ "Sub", { "c", "t" }, "u", 2 },           /* scalar first */
+		{ "Add", { "u", "x" }, "y", 2 },
+	};
+	for (int i = 0; i < 9; i++) {
+		const char *o[1] = { g[i].out };
+		node_begin(&nodes[i], g[i].op, g[i].in, g[i].n_in, o, 1);
+	}
+	const io in[5] = { { "x", 2, { d0, d1 } }, { "c", 1, { 1 } }, { "lo", 1, { 1 } },
+			   { "hi", 1, { 1 } }, { "six", 1, { 1 } } };
+	const char *outs[2] = { "y", "e" };
+	model_nodes(&bytes, 13, nodes, 9, in, 5, outs, 2);
+	const int64_t n = d0 * d1;
+	float *x = malloc((size_t)n * sizeof *x), c = 3.0f, lo = 0.0f, hi = 6.0f, six = 6.0f;
+	double *wy = malloc((size_t)n * sizeof *wy), *we = malloc((size_t)n * sizeof *we);
+	assert_non_null(x);
+	assert_non_null(wy);
+	assert_non_null(we);
+	for (int64_t i = 0; i < n; i++) {
+		x[i] = frand(-8, 8);
+		double b = fmin(fmax((double)x[i] + c, lo), hi), e = x[i] * b / six;
+		double h = e / (1 + exp(-e)) ;
+		we[i] = e;
+		wy[i] = (c - tanh(h)) + x[i];
+	}
+	aidos_model *m = NULL;
+	aidos_session *s = NULL;
+	aidos_session_opts o = { .threads = threads };
+	char err[256];
+	assert_int_equal(aidos_model_load_buffer(bytes.b, bytes.n, NULL, &m, err, sizeof err), 0);
+	assert_int_equal(aidos_session_create(m, &o, &s, err, sizeof err), 0);
+	aidos_tensor t[5];
+	void *xs[5] = { x, &c, &lo, &hi, &six };
+	for (int i = 0; i < 5; i++) {
+		memset(&t[i], 0, sizeof t[i]);
+		t[i].name = in[i].name;
+		t[i].dtype = AIDOS_DT_FLOAT;
+		t[i].rank = in[i].rank;
+		memcpy(t[i].dims, in[i].dims, sizeof t[i].dims);
+		t[i].data = xs[i];
+	}
+	for (int rep = 0; rep < 2; rep++) {   /* the second run reuses the plan */
+		assert_int_equal(aidos_session_run(s, 5, t), 0);
+		aidos_tensor y, e;
+		assert_int_equal(aidos_session_output(s, 0, &y), 0);
+		assert_int_equal(aidos_session_output(s, 1, &e), 0);
+		assert_int_equal(y.rank, 2);
+		assert_int_equal(y.dims[1], d1);
+		check_close(y.data, wy, n, "fused chain y");
+		check_close(e.data, we, n, "fused chain e (stored from inside the group)");
+	}
+	close_model(s, m);
+	free(x);
+	free(wy);
+	free(we);
+}
+
+static void test_fused_elementwise(void **st)
+{
+	(void)st;
+	fused_case(1, 1, 1);
+	fused_case(1, 255, 1);
+	fused_case(2, 128, 1);
+	fused_case(3, 259, 1);
+	fused_case(37, 211, 2);   /* 7807 elements: several blocks per thread and a tail */
+}
+
+/* ---- decomposed LayerNorm ---- */
+
+static void attr_ints(pb *node, const char *name, const int64_t *v, int n)
+{
+	static pb a;
+	a.n = 0;
+	pb_str(&a, 1, name);
+	for (int i = 0; i < n; i++)
+		pb_int(&a, 8, v[i]);
+	pb_int(&a, 20, 7);
+	pb_msg(node, 5, &a);
+}
+
+/* TensorProto {dims 1, data_type 2, name 8, raw_data 9}: a float32 initializer. */
+static void init_f32(pb *graph, const char *name, int rank, const int64_t *dims, const float *v)
+{
+	static pb t;
+	t.n = 0;
+	int64_t n = 1;
+	for (int i = 0; i < rank; i++) {
+		pb_int(&t, 1, dims[i]);
+		n *= dims[i];
+	}
+	pb_int(&t, 2, 1);
+	pb_str(&t, 8, name);
+	pb_bytes(&t, 9, v, (size_t)n * sizeof *v);
+	pb_msg(graph, 5, &t);
+}
+
+/* variant: 0 Mul(d, d) with gamma and beta, 1 Pow(d, 2) without them,
+ * 2 as 0 with d also a graph output (so nothing may be fused away). */
+static void ln_decomposed_case(int variant)
+{
+	enum { H = 37 };
+	static pb nodes[9], g, op, bytes;
+	const int64_t axes[1] = { -1 };
+	int nn = 0;
+	const char *o[1];
+#define NODE(OP, OUT, ...) do { const char *in_[] = { __VA_ARGS__ }; o[0] = OUT; \
+		node_begin(&nodes[nn], OP, in_, (int)(sizeof in_ / sizeof in_[0]), o, 1); nn++; } while (0)
+	NODE("ReduceMean", "m", "x");
+	attr_ints(&nodes[nn - 1], "axes", axes, 1);
+	NODE("Sub", "d", "x", "m");
+	if (variant == 1)
+		NODE("Pow", "q", "d", "two");
+	else
+		NODE("Mul", "q", "d", "d");
+	NODE("ReduceMean", "v", "q");
+	attr_ints(&nodes[nn - 1], "axes", axes, 1);
+	NODE("Add", "e", "v", "eps");
+	NODE("Sqrt", "r", "e");
+	NODE("Div", variant == 1 ? "z" : "n", "d", "r");
+	if (variant != 1) {
+		NODE("Mul", "y", "gamma", "n");   /* constant first: either order matches */
+		NODE("Add", "z", "y", "beta");
+	}
+#undef NODE
+	float gamma[H], beta[H], two = 2.0f, eps = 1e-5f;
+	for (int i = 0; i < H; i++) {
+		gamma[i] = frand(0.5f, 1.5f);
+		beta[i] = frand(-0.5f, 0.5f);
+	}
+	const int64_t hd[1] = { H };
+	g.n = 0;
+	for (int i = 0; i < nn; i++)
+		pb_msg(&g, 1, &nodes[i]);
+	pb_str(&g, 2, "g");
+	init_f32(&g, "gamma", 1, hd, gamma);
+	init_f32(&g, "beta", 1, hd, beta);
+	init_f32(&g, "two", 0, NULL, &two);
+	init_f32(&g, "eps", 0, NULL, &eps);
+	const int64_t xd[3] = { 3, 5, H };
+	value_info(&g, 11, "x", AIDOS_DT_FLOAT, 3, xd);
+	const char *outs[2] = { "z", "d" };
+	for (int i = 0; i < (variant == 2 ? 2 : 1); i++) {
+		static pb vi;
+		vi.n = 0;
+		pb_str(&vi, 1, outs[i]);
+		pb_msg(&g, 12, &vi);
+	}
+	bytes.n = 0;
+	pb_int(&bytes, 1, 8);
+	pb_msg(&bytes, 7, &g);
+	op.n = 0;
+	pb_str(&op, 1, "");
+	pb_int(&op, 2, 13);
+	pb_msg(&bytes, 8, &op);
+
+	float x[15 * H];
+	double want[15 * H], wd[15 * H];
+	for (int i = 0; i < 15 * H; i++)
+		x[i] = frand(-3, 3) + (float)(i / H);   /* rows with different means */
+	for (int r = 0; r < 15; r++) {
+		double m = 0, var = 0;
+		for (int i = 0; i < H; i++)
+			m += x[r * H + i];
+		m /= H;
+		for (int i = 0; i < H; i++)
+			var += (x[r * H + i] - m) * (x[r * H + i] - m);
+		var /= H;
+		for (int i = 0; i < H; i++) {
+			double nv = (x[r * H + i] - m) / sqrt(var + eps);
+			wd[r * H + i] = x[r * H + i] - m;
+			want[r * H + i] = variant == 1 ? nv : nv * gamma[i] + beta[i];
+		}
+	}
+	const io in[1] = { { "x", 3, { 3, 5, H } } };
+	void *xs[1] = { x };
+	aidos_model *m = NULL;
+	int rc;
+	char err[256];
+	aidos_session *s = run_model(&bytes, &m, in, xs, 1, &rc, err, sizeof err);
+	if (!s)
+		fail_msg("decomposed LayerNorm %d: %s", variant, err);
+	aidos_tensor z;
+	assert_int_equal(aidos_session_output(s, 0, &z), 0);
+	assert_int_equal(z.rank, 3);
+	assert_int_equal(z.dims[2], H);
+	check_close(z.data, want, 15 * H, "decomposed LayerNorm");
+	if (variant == 2) {
+		aidos_tensor d;
+		assert_int_equal(aidos_session_output(s, 1, &d), 0);
+		check_close(d.data, wd, 15 * H, "decomposed LayerNorm's x - mean (graph output)");
+	}
+	close_model(s, m);
+}
+
+static void test_layernorm_decomposed(void **st)
+{
+	(void)st;
+	for (int v = 0; v < 3; v++)
+		ln_decomposed_case(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -962,6 +1212,8 @@ int main(void)
 		cmocka_unit_test(test_nonzero_value_keyed),
 		cmocka_unit_test(test_cast_bfloat16),
 		cmocka_unit_test(test_loop_early_exit),
+		cmocka_unit_test(test_fused_elementwise),
+		cmocka_unit_test(test_layernorm_decomposed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,6 +29,8 @@
 #include <string.h>
 #include <tgmath.h>
 #include "hal/hal.h"
+#include "hal/ops/vmath.h"
+#include "hal/plan.h"
 
 #define NDT (HAL_DT_BF16 + 1)   /* kernel tables are indexed by dtype */
 #define GRAIN_CHEAP 32768      /* elements per thread chunk: memory-bound ops */
@@ -179,6 +181,7 @@ typedef struct ew_args {
 	int xdt;                   /* Pow: exponent dtype */
 	double scale;              /* Mean: 1/n */
 	unsigned char lo[8], hi[8];  /* Clip bounds, in the element type */
+	hal_vm_fn vm;              /* k_vm: the vectorised float32 function */
 } ew_args;
 
 typedef struct ew_params {
@@ -450,14 +453,27 @@ static inline double softplus_d(double x)
 
 /* ---- kernel templates ---- */
 
+/* The loops below are compiled for the baseline and for AVX2 (x86-64-v3),
+ * the ifunc resolver picking one at load: 8 floats per instruction instead
+ * of 4 for the cheap ops, which run from L1 inside fused steps (hal/plan.c)
+ * and were then bound by SSE throughput (PaddleOCR rec: a third of its time
+ * in Add/Mul/Clip/Div). */
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define EW_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define EW_CLONES
+#endif
+
 /* Unary: out = EXPR(x), T -> TO. p: the node's ew_args. */
 #define UN_KERNEL(a, sfx, T, TO, EXPR) \
-static void k_##a##_##sfx(void *o_, const void *const *in, const int64_t *st, int64_t n, \
+EW_CLONES static void k_##a##_##sfx(void *o_, const void *const *in, const int64_t *st, int64_t n, \
 			  const void *arg) \
 { \
 	TO *o = o_; \
 	const T *xs = in[0]; \
-	const ew_args *p = arg; \
+	/* A local copy: o may alias *arg as far as the compiler knows, which \
+	 * would reload p->alpha per element and keep the loop scalar. */ \
+	const ew_args pa_ = *(const ew_args *)arg, *p = &pa_; \
 	(void)p; (void)st; \
 	for (int64_t i = 0; i < n; i++) { \
 		T x = xs[i]; \
@@ -467,12 +483,12 @@ static void k_##a##_##sfx(void *o_, const void *const *in, const int64_t *st, in
 
 /* Binary: out = EXPR(x, y); each input's stride is 0 or 1. */
 #define BIN_KERNEL(a, sfx, T, TO, EXPR) \
-static void k_##a##_##sfx(void *o_, const void *const *in, const int64_t *st, int64_t n, \
+EW_CLONES static void k_##a##_##sfx(void *o_, const void *const *in, const int64_t *st, int64_t n, \
 			  const void *arg) \
 { \
 	TO *o = o_; \
 	const T *xs = in[0], *ys = in[1]; \
-	const ew_args *p = arg; \
+	const ew_args pa_ = *(const ew_args *)arg, *p = &pa_;   /* see UN_KERNEL */ \
 	(void)p; \
 	if (st[0] && st[1]) { \
 		for (int64_t i = 0; i < n; i++) { \
@@ -597,8 +613,9 @@ BIN_NUM(mod)
 #define S_fmod(T, x, y) smod64(x, y, 1)
 #define U_fmod U_mod
 BIN_NUM(fmod)
-/* Pow with both operands of one type; squares are exact and common. */
-#define F_pow(T, x, y) (y == 2 ? x * x : pow(x, y))
+/* Pow with both operands of one type; squares are exact and common, cubes
+ * (GPT-2's tanh GELU) within an ulp of pow(), which costs 50 ns each. */
+#define F_pow(T, x, y) (y == 2 ? x * x : y == 3 ? x * x * x : pow(x, y))
 #define S_pow(T, x, y) ipow64(x, y)
 #define U_pow(T, x, y) (uint64_t)ipow64((int64_t)x, (int64_t)y)
 BIN_NUM(pow)
@@ -734,7 +751,7 @@ UN_FB(isinf)
 
 /* Clip: bounds in the element type, defaults filled in at run time. */
 #define CLIP_KERNEL(a, sfx, T, DT) \
-static void k_clip_##sfx(void *o_, const void *const *in, const int64_t *st, int64_t n, \
+EW_CLONES static void k_clip_##sfx(void *o_, const void *const *in, const int64_t *st, int64_t n, \
 			 const void *arg) \
 { \
 	T *o = o_; \
@@ -924,6 +941,25 @@ CAST_TYPES(CAST_ROW, 0)
 #define CAST_TAB_ROW(a, ssfx, ST, SDT, sk) [SDT] = { CAST_TYPES2(CAST_ENT, (ssfx, ST, sk)) },
 static const ew_fn t_cast[NDT][NDT] = { CAST_TYPES(CAST_TAB_ROW, 0) };
 
+/* ---- vectorised float32 math (hal/ops/vmath.h), off the reference path ---- */
+
+static void k_vm(void *o, const void *const *in, const int64_t *st, int64_t n, const void *arg)
+{
+	(void)st;
+	((const ew_args *)arg)->vm(o, in[0], n);
+}
+
+/* Switches a float32 Exp, Tanh, Erf, Sigmoid or Gelu to its vectorised
+ * kernel (tests/test_vmath.c bounds the error against libm). */
+static void use_vm(const ew_op *e, ew_params *p)
+{
+	int f = e->tab == t_exp ? HAL_VM_EXP : e->tab == t_tanh ? HAL_VM_TANH :
+		e->tab == t_erf ? HAL_VM_ERF : e->tab == t_sigmoid ? HAL_VM_SIGMOID :
+		e->tab == t_gelu ? (p->args.flag[0] ? HAL_VM_GELU_TANH : HAL_VM_GELU_ERF) : -1;
+	if (f >= 0 && (p->args.vm = hal_vm_get(f)))
+		p->fn = k_vm;
+}
+
 /* ---- generic infer/exec ---- */
 
 /* Unary ops: one input, same shape; output dtype the input's or e->out_dt. */
@@ -944,6 +980,8 @@ static int ew_unary_infer(hal_step *s)
 	p->grain = e->math ? GRAIN_MATH : GRAIN_CHEAP;
 	if (e->setup && (rc = e->setup(s, p)))
 		return rc;
+	if (!hal_use_reference && x->dtype == HAL_DT_F32)
+		use_vm(e, p);
 	bc_build(&p->bc[0], x->rank, x->dims, 1, &x);
 	hal_tensor_set_shape(s->out[0], e->out_dt ? e->out_dt : x->dtype, x->rank, x->dims);
 	s->params = p;
@@ -1325,6 +1363,47 @@ static int clip_exec(hal_step *s)
 	return 0;
 }
 
+/* ---- plan-time fusion (hal/plan.c) ---- */
+
+int hal_ew_kernel(hal_step *s, hal_ew_fn *fn, const void **arg)
+{
+	int nin;
+	if (s->op->infer == ew_unary_infer && s->op->exec == ew_exec)
+		nin = 1;
+	else if (s->op->infer == ew_binary_infer && s->op->exec == ew_exec)
+		nin = 2;
+	else if (s->op->infer == clip_infer && s->op->exec == clip_exec)
+		nin = 1;
+	else if (s->op->infer == pow_infer && s->op->exec == ew_exec)
+		nin = 2;   /* float32 base and exponent (checked below): the t_pow kernel */
+	else if (s->op->infer == variadic_infer && s->op->exec == variadic_exec && s->n_in == 2)
+		nin = 2;   /* Max/Min/Sum of two: one binary kernel (Mean has fin) */
+	else
+		return -1;
+	ew_params *p = s->params;
+	const hal_tensor *o = s->out[0];
+	if (!p || p->fin || s->n_out != 1 || o->dtype != HAL_DT_F32)
+		return -1;
+	for (int k = 0; k < nin; k++) {
+		const hal_tensor *t = s->in[k];
+		/* Broadcasting only expands: equal counts mean equal shapes. */
+		if (!t || t->dtype != HAL_DT_F32 || (hal_numel(t) != 1 && hal_numel(t) != hal_numel(o)))
+			return -1;
+	}
+	if (s->op->infer == clip_infer) {
+		/* Bounds read per run by clip_exec: fusable when they are constants. */
+		for (int i = 1; i < s->n_in && i < 3; i++)
+			if (s->in[i] && (!s->in[i]->is_const || !s->in[i]->data))
+				return -1;
+		for (int i = 1; i < s->n_in && i < 3; i++)
+			if (s->in[i])
+				memcpy(i == 1 ? p->args.lo : p->args.hi, s->in[i]->data, sizeof(float));
+	}
+	*fn = p->fn;
+	*arg = &p->args;
+	return nin;
+}
+
 /* ---- Cast, CastLike ---- */
 static int cast_common(hal_step *s, int to)
 {
@@ -1461,6 +1540,14 @@ static void sm_cols_##sfx(void *vj, int64_t b0, int64_t b1) \
 }
 FLT_TYPES(SM_KERNELS, 0)
 
+/* Softmax rows of float32 through hal_vm_softmax_rows (vectorised exp). */
+static void sm_rows_vm(void *vj, int64_t r0, int64_t r1)
+{
+	const sm_job *j = vj;
+	const int64_t n = j->p->n;
+	hal_vm_softmax_rows((float *)j->y + r0 * n, (const float *)j->x + r0 * n, r1 - r0, n);
+}
+
 static int softmax_infer(hal_step *s)
 {
 	int rc = check_n_in(s, 1, 1);
@@ -1510,7 +1597,8 @@ static int softmax_exec(hal_step *s)
 		return 0;
 	if (p->inner == 1) {
 		int64_t grain = GRAIN_MATH / p->n + 1;
-		hal_parallel_for(s, p->outer, grain, f64 ? sm_rows_f64 : sm_rows_f32, &j);
+		hal_parallel_for(s, p->outer, grain,
+				 f64 ? sm_rows_f64 : p->log || hal_use_reference ? sm_rows_f32 : sm_rows_vm, &j);
 	} else {
 		int64_t nb = (p->inner + SM_BLK - 1) / SM_BLK;
 		int64_t grain = GRAIN_MATH / (p->n * SM_BLK) + 1;

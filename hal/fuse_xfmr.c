@@ -1,0 +1,203 @@
+/*
+ * hal/fuse_xfmr.c - plan-time fusion of transformer patterns (see
+ * hal_fuse_xfmr in hal/plan.h).
+ *
+ * LayerNorm as exporters decompose it (PyTorch before opset 17, TF, and
+ * tools/gen_transformers.py's *_dec models):
+ *
+ *   m = ReduceMean(x) over the last axis, keepdims    d = Sub(x, m)
+ *   q = Pow(d, 2) or Mul(d, d)                        v = ReduceMean(q) likewise
+ *   e = Add(v, eps)                                   r = Sqrt(e)
+ *   n = Div(d, r)                 [y = Mul(n, gamma)] [z = Add(y, beta)]
+ *
+ * nine steps, four full passes over x-sized tensors and two reductions,
+ * become one LayerNormalization step (hal/ops/norm.c: two passes over a
+ * row in L1). Matched on planned steps, so shapes and constants are known:
+ * the steps must be consecutive and in this order (as exporters write
+ * them), eps a float32 scalar constant, gamma and beta float32 constants of
+ * the last dim's size (or absent), and no intermediate read elsewhere. The
+ * rewrite is exact up to float rounding (the test compares it with the
+ * unfused plan).
+ */
+#include <string.h>
+#include "hal/plan.h"
+
+static int is_op(const hal_step *s, const char *name)
+{
+	return s->op && !strcmp(s->op->name, name) && s->n_out >= 1 && s->out[0];
+}
+
+static hal_value *value_of(hal_plan *p, const hal_tensor *t)
+{
+	hal_value *v = (hal_value *)(void *)((char *)t - offsetof(hal_value, t));
+	return t && v >= p->val && v < p->val + p->n_val ? v : NULL;
+}
+
+/* ReduceMean of x over its last dim only, keepdims: judged by shapes. */
+static int is_row_mean(const hal_step *s, const hal_tensor *x)
+{
+	if (!is_op(s, "ReduceMean") || s->in[0] != x || x->dtype != HAL_DT_F32 || x->rank < 1)
+		return 0;
+	const hal_tensor *o = s->out[0];
+	if (o->rank != x->rank || o->dims[x->rank - 1] != 1 || x->dims[x->rank - 1] < 1)
+		return 0;
+	for (int i = 0; i < x->rank - 1; i++)
+		if (o->dims[i] != x->dims[i])
+			return 0;
+	return 1;
+}
+
+/* The other input of binary step s when one input is a; NULL otherwise. */
+static const hal_tensor *other(const hal_step *s, const hal_tensor *a)
+{
+	if (s->n_in != 2)
+		return NULL;
+	return s->in[0] == a ? s->in[1] : s->in[1] == a ? s->in[0] : NULL;
+}
+
+static int const_scalar(const hal_tensor *t, float *v)
+{
+	if (!t || !t->is_const || !t->data || t->dtype != HAL_DT_F32 || hal_numel(t) != 1)
+		return 0;
+	memcpy(v, t->data, sizeof *v);
+	return 1;
+}
+
+/* A float32 constant of h elements, all but its last dim 1. */
+static int const_row(const hal_tensor *t, int64_t h)
+{
+	if (!t || !t->is_const || !t->data || t->dtype != HAL_DT_F32 || t->rank < 1 ||
+	    t->dims[t->rank - 1] != h)
+		return 0;
+	return hal_numel(t) == h;
+}
+
+/* Tries the pattern at step i; on a match rewrites it and returns 1. */
+static int match_ln(hal_plan *p, int i, int *rc)
+{
+	hal_step *st = p->step;
+	if (i + 7 > p->n_step)
+		return 0;
+	hal_step *s = &st[i];
+	const hal_tensor *x = s->in[0];
+	if (!is_row_mean(s, x))
+		return 0;
+	const int64_t h = x->dims[x->rank - 1];
+	const hal_tensor *m = s->out[0];
+	/* d = x - m */
+	if (!is_op(&st[i + 1], "Sub") || st[i + 1].in[0] != x || st[i + 1].in[1] != m)
+		return 0;
+	const hal_tensor *d = st[i + 1].out[0];
+	/* q = d^2 */
+	float two;
+	if (!((is_op(&st[i + 2], "Pow") && st[i + 2].in[0] == d && const_scalar(st[i + 2].in[1], &two) &&
+	       two == 2.0f) ||
+	      (is_op(&st[i + 2], "Mul") && st[i + 2].in[0] == d && st[i + 2].in[1] == d)))
+		return 0;
+	const hal_tensor *q = st[i + 2].out[0];
+	if (!is_row_mean(&st[i + 3], q))
+		return 0;
+	const hal_tensor *v = st[i + 3].out[0];
+	float eps;
+	if (!is_op(&st[i + 4], "Add") || !const_scalar(other(&st[i + 4], v), &eps) || !(eps >= 0))
+		return 0;
+	const hal_tensor *e = st[i + 4].out[0];
+	if (!is_op(&st[i + 5], "Sqrt") || st[i + 5].in[0] != e)
+		return 0;
+	const hal_tensor *r = st[i + 5].out[0];
+	if (!is_op(&st[i + 6], "Div") || st[i + 6].in[0] != d || st[i + 6].in[1] != r)
+		return 0;
+	int last = i + 6;
+	const hal_tensor *gamma = NULL, *beta = NULL;
+	hal_tensor *y = st[i + 6].out[0];
+	if (last + 1 < p->n_step && is_op(&st[last + 1], "Mul") && const_row(other(&st[last + 1], y), h) &&
+	    hal_numel(st[last + 1].out[0]) == hal_numel(x)) {
+		gamma = other(&st[last + 1], y);
+		y = st[++last].out[0];
+		if (last + 1 < p->n_step && is_op(&st[last + 1], "Add") &&
+		    const_row(other(&st[last + 1], y), h) && hal_numel(st[last + 1].out[0]) == hal_numel(x)) {
+			beta = other(&st[last + 1], y);
+			y = st[++last].out[0];
+		}
+	}
+	/* Every intermediate is read only inside the pattern. */
+	for (int k = i; k < last; k++) {
+		hal_value *iv = value_of(p, st[k].out[0]);
+		if (!iv || iv->last > last || st[k].n_out != 1)
+			return 0;
+	}
+	if (y->dtype != HAL_DT_F32 || hal_numel(y) != hal_numel(x))
+		return 0;
+	const hal_op *ln = hal_op_find("LayerNormalization");
+	if (!ln)
+		return 0;
+	/* Scale of ones when the pattern has no Mul. */
+	hal_tensor *ones = NULL;
+	if (!gamma) {
+		ones = hal_step_alloc(s, sizeof *ones);
+		float *one = hal_step_alloc(s, (size_t)h * sizeof *one);
+		if (!ones || !one) {
+			*rc = AIDOS_E_NOMEM;
+			return 0;
+		}
+		for (int64_t k = 0; k < h; k++)
+			one[k] = 1.0f;
+		memset(ones, 0, sizeof *ones);
+		hal_tensor_set_shape(ones, HAL_DT_F32, 1, &h);
+		ones->data = one;
+		ones->is_const = 1;
+		gamma = ones;
+	}
+	ir_node *nd = hal_step_alloc(s, sizeof *nd);
+	ir_attr *at = hal_step_alloc(s, sizeof *at);
+	hal_tensor **in = hal_step_alloc(s, 17 * sizeof *in);
+	hal_tensor **out = hal_step_alloc(s, 17 * sizeof *out);
+	if (!nd || !at || !in || !out) {
+		*rc = AIDOS_E_NOMEM;
+		return 0;
+	}
+	memset(at, 0, sizeof *at);
+	at->name = "epsilon";
+	at->type = IR_ATTR_FLOAT;
+	at->f = eps;
+	*nd = *st[last].node;
+	nd->op_type = "LayerNormalization";
+	nd->domain = "";
+	nd->n_attr = 1;
+	nd->attr = at;
+	memset(in, 0, 17 * sizeof *in);
+	memset(out, 0, 17 * sizeof *out);
+	in[0] = (hal_tensor *)x;
+	in[1] = (hal_tensor *)gamma;
+	in[2] = (hal_tensor *)beta;
+	out[0] = (hal_tensor *)y;
+	hal_step n = {
+		.op = ln, .node = nd, .opset = s->opset, .n_in = beta ? 3 : 2, .n_out = 1,
+		.in = in, .out = out, .plan = p,
+	};
+	hal_tensor keep = *y;
+	if (ln->infer(&n) || n.scratch_bytes || y->rank != keep.rank ||
+	    memcmp(y->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
+		*y = keep;   /* not a LayerNorm after all: leave the steps as they are */
+		p->err[0] = 0;
+		return 0;
+	}
+	for (int k = i; k < last; k++) {
+		hal_value *iv = value_of(p, st[k].out[0]);
+		iv->kind = HAL_VAL_FUSED;
+		iv->t.data = NULL;
+	}
+	st[i] = n;
+	for (int k = i + 1; k <= last; k++)
+		st[k].op = NULL;
+	return 1;
+}
+
+int hal_fuse_xfmr(hal_plan *p)
+{
+	int rc = 0;
+	for (int i = 0; i < p->n_step && !rc; i++)
+		if (p->step[i].op)
+			match_ln(p, i, &rc);
+	return rc;
+}

@@ -1,0 +1,227 @@
+/*
+ * hal/ops/vmath.c - the kernels of hal/ops/vmath.h, once per ISA.
+ *
+ * Each function below is written as straight-line float code with selects
+ * instead of branches (bits moved with memcpy, which gcc turns into lane
+ * reinterpretations), so the loops over it vectorise; the loops are compiled
+ * for AVX2+FMA and for the baseline, and hal_vm_get picks one by cpuid.
+ * Approximations: exp after Cephes expf (Moshier: range reduction by
+ * ln 2 in two parts, degree-6 polynomial); tanh: Cephes tanhf's odd
+ * polynomial below 0.625, 1 - 2/(e^2|x| + 1) above; erf: its Taylor series
+ * to x^13 below 0.5, above it 1 - erfc with erfc from the Chebyshev fit of
+ * Numerical Recipes (2nd ed., 6.2: fractional error < 1.2e-7).
+ */
+#include <string.h>
+#include "hal/ops/vmath.h"
+
+#define VM_INLINE static inline __attribute__((always_inline))
+
+VM_INLINE float vm_f(uint32_t u)
+{
+	float f;
+	memcpy(&f, &u, sizeof f);
+	return f;
+}
+
+VM_INLINE uint32_t vm_u(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, sizeof u);
+	return u;
+}
+
+/* e^x. Below -87.33 (e^x under FLT_MIN) the result is 0: flushed rather
+ * than denormal, whose arithmetic costs a microcode assist per lane (masked
+ * attention scores are -3.4e38); above 88.8 inf. The scale 2^n is applied
+ * in two halves so that n = 128 needs no exponent field out of range. NaN
+ * propagates through the clamps. */
+VM_INLINE float vm_exp(float x)
+{
+	const float xin = x;
+	x = x < -87.33f ? -87.33f : x;
+	x = x > 88.8f ? 88.8f : x;
+	float t = x * 1.44269504088896341f + 12582912.0f;   /* 1.5 * 2^23: rounds to an integer */
+	float n = t - 12582912.0f;
+	int32_t ni = (int32_t)(vm_u(t) - 0x4B400000u);
+	float r = x - n * 0.693359375f;
+	r = r - n * -2.12194440e-4f;
+	float p = 1.9875691500e-4f;
+	p = p * r + 1.3981999507e-3f;
+	p = p * r + 8.3334519073e-3f;
+	p = p * r + 4.1665795894e-2f;
+	p = p * r + 1.6666665459e-1f;
+	p = p * r + 5.0000001201e-1f;
+	float y = p * (r * r) + r + 1.0f;
+	int32_t n1 = ni >> 1, n2 = ni - n1;
+	y *= vm_f((uint32_t)(n1 + 127) << 23);
+	y *= vm_f((uint32_t)(n2 + 127) << 23);
+	return xin < -87.33f ? 0.0f : y;
+}
+
+VM_INLINE float vm_copysign(float mag, float sgn)
+{
+	return vm_f((vm_u(mag) & 0x7fffffffu) | (vm_u(sgn) & 0x80000000u));
+}
+
+VM_INLINE float vm_tanh(float x)
+{
+	float a = vm_f(vm_u(x) & 0x7fffffffu);
+	float z = x * x;
+	float p = -5.70498872745e-3f;
+	p = p * z + 2.06390887954e-2f;
+	p = p * z - 5.37397155531e-2f;
+	p = p * z + 1.33314422036e-1f;
+	p = p * z - 3.33332819422e-1f;
+	float small = vm_copysign(p * z * x + x, x);   /* keeps -0 */
+	float e = vm_exp(2.0f * a);
+	float big = vm_copysign(1.0f - 2.0f / (e + 1.0f), x);
+	return a < 0.625f ? small : big;
+}
+
+VM_INLINE float vm_erf(float x)
+{
+	float a = vm_f(vm_u(x) & 0x7fffffffu);
+	float z = x * x;
+	/* 2/sqrt(pi) * sum (-1)^k x^(2k+1) / (k! (2k+1)), k = 0..6 */
+	float p = 1.0f / 9360.0f;
+	p = p * z - 1.0f / 1320.0f;
+	p = p * z + 1.0f / 216.0f;
+	p = p * z - 1.0f / 42.0f;
+	p = p * z + 1.0f / 10.0f;
+	p = p * z - 1.0f / 3.0f;
+	p = p * z + 1.0f;
+	float small = vm_copysign(p * x * 1.12837916709551257f, x);   /* keeps -0 */
+	/* erfc(4) = 1.5e-8 rounds 1 - erfc to 1 already; the clamp keeps inf
+	 * out and exp's result far from denormals. */
+	float ac = a > 4.0f ? 4.0f : a;
+	float t = 1.0f / (1.0f + 0.5f * ac);
+	float q = 0.17087277f;
+	q = q * t - 0.82215223f;
+	q = q * t + 1.48851587f;
+	q = q * t - 1.13520398f;
+	q = q * t + 0.27886807f;
+	q = q * t - 0.18628806f;
+	q = q * t + 0.09678418f;
+	q = q * t + 0.37409196f;
+	q = q * t + 1.00002368f;
+	q = q * t - 1.26551223f;
+	float erfc = t * vm_exp(q - ac * ac);
+	float big = vm_copysign(1.0f - erfc, x);
+	big = a != a ? x : big;   /* NaN */
+	return a < 0.5f ? small : big;
+}
+
+VM_INLINE float vm_sigmoid(float x)
+{
+	return 1.0f / (1.0f + vm_exp(-x));
+}
+
+VM_INLINE float vm_gelu_erf(float x)
+{
+	return 0.5f * x * (1.0f + vm_erf(x * 0.70710678118654752f));
+}
+
+VM_INLINE float vm_gelu_tanh(float x)
+{
+	return 0.5f * x * (1.0f + vm_tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+}
+
+/* Softmax rows: max, exp and sum in one pass writing y, then a scale. The
+ * sum is float in 8 independent lanes (n is at most a few thousand here). */
+#define VM_SOFTMAX(SFX, ATTR) \
+ATTR static void softmax_##SFX(float *y, const float *x, int64_t rows, int64_t n) \
+{ \
+	for (int64_t r = 0; r < rows; r++, x += n, y += n) { \
+		float m = x[0]; \
+		for (int64_t i = 1; i < n; i++) \
+			m = x[i] > m ? x[i] : m; \
+		float acc[8] = { 0 }; \
+		int64_t i = 0; \
+		for (; i + 8 <= n; i += 8) \
+			for (int l = 0; l < 8; l++) { \
+				float e = vm_exp(x[i + l] - m); \
+				y[i + l] = e; \
+				acc[l] += e; \
+			} \
+		float sum = 0; \
+		for (; i < n; i++) { \
+			y[i] = vm_exp(x[i] - m); \
+			sum += y[i]; \
+		} \
+		for (int l = 0; l < 8; l++) \
+			sum += acc[l]; \
+		float inv = 1.0f / sum; \
+		for (i = 0; i < n; i++) \
+			y[i] *= inv; \
+	} \
+}
+
+#define VM_LOOP(NAME, FN, SFX, ATTR) \
+ATTR static void NAME##_##SFX(float *o, const float *x, int64_t n) \
+{ \
+	for (int64_t i = 0; i < n; i++) \
+		o[i] = FN(x[i]); \
+}
+
+#define VM_ISA(SFX, ATTR) \
+	VM_LOOP(exp, vm_exp, SFX, ATTR) \
+	VM_LOOP(tanh, vm_tanh, SFX, ATTR) \
+	VM_LOOP(erf, vm_erf, SFX, ATTR) \
+	VM_LOOP(sigmoid, vm_sigmoid, SFX, ATTR) \
+	VM_LOOP(gelu_erf, vm_gelu_erf, SFX, ATTR) \
+	VM_LOOP(gelu_tanh, vm_gelu_tanh, SFX, ATTR) \
+	VM_SOFTMAX(SFX, ATTR) \
+	static const hal_vm_fn tab_##SFX[HAL_VM_N] = { \
+		exp_##SFX, tanh_##SFX, erf_##SFX, sigmoid_##SFX, gelu_erf_##SFX, gelu_tanh_##SFX, \
+	};
+
+VM_ISA(generic, )
+#if defined(__x86_64__) || defined(__i386__)
+#define HAVE_AVX2 1
+VM_ISA(avx2, __attribute__((target("avx2,fma"))))
+#else
+#define HAVE_AVX2 0
+#endif
+
+static int has_avx2(void)
+{
+#if HAVE_AVX2
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+	return 0;
+#endif
+}
+
+hal_vm_fn hal_vm_get_isa(int func, const char *isa)
+{
+	if (func < 0 || func >= HAL_VM_N || !isa)
+		return NULL;
+	if (!strcmp(isa, "generic"))
+		return tab_generic[func];
+#if HAVE_AVX2
+	if (!strcmp(isa, "avx2") && has_avx2())
+		return tab_avx2[func];
+#endif
+	return NULL;
+}
+
+hal_vm_fn hal_vm_get(int func)
+{
+	hal_vm_fn f = hal_vm_get_isa(func, "avx2");
+	return f ? f : hal_vm_get_isa(func, "generic");
+}
+
+void hal_vm_softmax_rows(float *y, const float *x, int64_t rows, int64_t n)
+{
+#if HAVE_AVX2
+	static int avx2 = -1;   /* racy first use writes the same value: benign */
+	if (avx2 < 0)
+		__atomic_store_n(&avx2, has_avx2(), __ATOMIC_RELAXED);
+	if (__atomic_load_n(&avx2, __ATOMIC_RELAXED)) {
+		softmax_avx2(y, x, rows, n);
+		return;
+	}
+#endif
+	softmax_generic(y, x, rows, n);
+}
