@@ -7,7 +7,8 @@
  * alone, the next request works); a submission tail that jumps; garbage on
  * the control socket; a client killed (SIGKILL) in the middle of its
  * requests; a uid the node refuses and a group it lets in; no allocation
- * per request in steady state on either side.
+ * per request in steady state on either side; lower-class runs at
+ * SCHED_IDLE, the top class at SCHED_OTHER.
  *
  * Children are this binary re-executed (`test_ipc --child MODE SOCK`), so
  * no test forks a process that has threads running.
@@ -15,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -492,6 +495,51 @@ static void test_concurrent(void **state)
 	aidos_client_close(c);
 }
 
+/* The scheduling class a request ran with, seen from its done(). */
+typedef struct class_probe {
+	int policy;
+} class_probe;
+
+static void class_done(node_job *j, int rc, const char *msg)
+{
+	((class_probe *)j->user)->policy = sched_getscheduler(0);
+}
+
+/* A thread that runs a request below the node's top class is SCHED_IDLE
+ * while it does (ordinary threads preempt it at once), and SCHED_OTHER
+ * again for the top class. Run last: it makes priority 1000 the node's
+ * top class. */
+static void test_lower_class_idle(void **state)
+{
+	if (!have_models())
+		skip();
+	make_refs();
+	aidos_client *c = conn();
+	spawn_all(c);
+	node_agent *a = node_agent_find(nd, "jarvis");
+	assert_non_null(a);
+	const char *ic = getenv("AIDOS_IDLE_CLASS");
+	struct rlimit rl;   /* the node's condition (node/worker.c, run_class) */
+	int idle = !(ic && !strcmp(ic, "0")) &&
+		   (geteuid() == 0 || (!getrlimit(RLIMIT_NICE, &rl) &&
+				       (rl.rlim_cur == RLIM_INFINITY ||
+					(long)rl.rlim_cur >= 20 - getpriority(PRIO_PROCESS, 0))));
+	static const int prio[] = { 1000, 1, 1000, 1, 1, 1000 };
+	for (size_t i = 0; i < sizeof prio / sizeof prio[0]; i++) {
+		aidos_tensor x = { .name = AG[0].input, .dtype = AIDOS_DT_FLOAT, .rank = AG[0].rank, .data = R[0][0].in };
+		memcpy(x.dims, AG[0].dims, sizeof AG[0].dims);
+		aidos_tensor out[4];
+		class_probe p = { -1 };
+		node_job j = { .agent = a, .in = &x, .nin = 1, .out = out, .nout = 4, .priority = prio[i],
+			       .done = class_done, .user = &p };
+		char err[512];
+		assert_int_equal(node_run(nd, &j, err, sizeof err), 0);
+		assert_int_equal(p.policy, prio[i] < 1000 && idle ? SCHED_IDLE : SCHED_OTHER);
+	}
+	node_agent_unref(a);
+	aidos_client_close(c);
+}
+
 /* A valid descriptor for agent handle h ("jarvis", opened first) with its
  * input at in_off and outputs at out_off. */
 static aidos_sqe good_sqe(uint32_t h, uint64_t in_off, uint64_t out_off)
@@ -900,6 +948,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_control_garbage),
 		cmocka_unit_test(test_client_killed),
 		cmocka_unit_test(test_peercred),
+		cmocka_unit_test(test_lower_class_idle),
 	};
 	return cmocka_run_group_tests_name("ipc", tests, setup, teardown);
 }
