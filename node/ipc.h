@@ -187,5 +187,8 @@ int ipc_client_raw(aidos_client *c, aidos_sqe *s, aidos_cqe *e);
 /* Moves the submission tail `by` entries ahead without writing them (a
  * corrupt client) and waits for the node's error completion (user_data 0). */
 int ipc_client_jump(aidos_client *c, uint32_t by, aidos_cqe *e);
+/* Requests of c whose completion was waited for asleep from the start:
+ * their agent's round trips here average more than 8 client spins. */
+uint64_t ipc_client_far_waits(const aidos_client *c);
 
 #endif

@@ -7,7 +7,8 @@
  * alone, the next request works); a submission tail that jumps; garbage on
  * the control socket; a client killed (SIGKILL) in the middle of its
  * requests; a uid the node refuses and a group it lets in; no allocation
- * per request in steady state on either side; lower-class runs at
+ * per request in steady state on either side; a client waiting asleep for
+ * a long request is woken by its completion; lower-class runs at
  * SCHED_IDLE, the top class at SCHED_OTHER.
  *
  * Children are this binary re-executed (`test_ipc --child MODE SOCK`), so
@@ -495,6 +496,44 @@ static void test_concurrent(void **state)
 	aidos_client_close(c);
 }
 
+/* A client whose agent takes many spins' worth per request waits for it
+ * asleep from the start, and the node's completion wakes it: every output
+ * still equals the in-process run. spin_us 1: the embedding model's
+ * milliseconds are "far" after its first request. */
+static void test_far_sleep(void **state)
+{
+	if (!have_models())
+		skip();
+	make_refs();
+	aidos_client *c0 = conn();
+	spawn_all(c0);
+	aidos_client *c;
+	char err[512];
+	aidos_client_opts o = { .spin_us = 1 };
+	assert_int_equal(aidos_client_connect(sock_path, &o, &c, err, sizeof err), 0);
+	const int e = 3;   /* "embed" */
+	aidos_tensor x = { .name = AG[e].input, .dtype = AIDOS_DT_FLOAT, .rank = AG[e].rank };
+	memcpy(x.dims, AG[e].dims, sizeof AG[e].dims);
+	assert_int_equal(aidos_client_tensor_alloc(c, &x), 0);
+	for (int it = 0; it < 10; it++) {
+		const ref *r = &R[e][it % NSET];
+		memcpy(x.data, r->in, r->in_n * sizeof(float));
+		aidos_tensor out[4];
+		int nout;
+		assert_int_equal(aidos_client_infer(c, AG[e].name, 1, &x, &nout, out, 4, err, sizeof err), 0);
+		assert_int_equal(nout, r->nout);
+		assert_memory_equal(out[0].data, r->out[0], r->out_bytes[0]);
+		assert_int_equal(aidos_client_ping(c, NULL), 0);   /* a ping is never waited for asleep */
+	}
+	/* The first request had no estimate; the 9 after it slept at once
+	 * (a run of ~1 ms against 8 us: only a 125x faster run could miss). */
+	assert_true(ipc_client_far_waits(c) >= 9);
+	assert_true(ipc_client_far_waits(c) <= 9);
+	aidos_client_tensor_free(c, &x);
+	aidos_client_close(c);
+	aidos_client_close(c0);
+}
+
 /* The scheduling class a request ran with, seen from its done(). */
 typedef struct class_probe {
 	int policy;
@@ -948,6 +987,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_control_garbage),
 		cmocka_unit_test(test_client_killed),
 		cmocka_unit_test(test_peercred),
+		cmocka_unit_test(test_far_sleep),
 		cmocka_unit_test(test_lower_class_idle),
 	};
 	return cmocka_run_group_tests_name("ipc", tests, setup, teardown);
