@@ -345,7 +345,7 @@ struct ipc_server {
 	uid_t uid;
 	uint32_t spin_us;
 	int cpu;               /* pollers pinned here (AIDOS_IPC_CPU), -1: not */
-	long ncpu;             /* cores online */
+	long ncpu;             /* cores this process may run on */
 	uint32_t next_id;
 	aidos_ipc_io *io_scratch; /* [2 * AIDOS_RING_MAX_OUT]: OPEN's answer, control thread */
 	ipc_client **c;        /* [max_clients] */
@@ -394,7 +394,12 @@ int ipc_server_create(const ipc_opts *o, const ipc_ops *ops, ipc_server **out, c
 	s->uid = geteuid();
 	env = getenv("AIDOS_IPC_CPU");   /* benchmarks: pin every poller to one core */
 	s->cpu = env && *env ? atoi(env) : -1;
-	s->ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	/* The cores this process may use (a cpuset or taskset), not those
+	 * online: crowded() compares clients with them. */
+	cpu_set_t aff;
+	s->ncpu = !sched_getaffinity(0, sizeof aff, &aff) ? CPU_COUNT(&aff) : sysconf(_SC_NPROCESSORS_ONLN);
+	if (s->ncpu < 1)
+		s->ncpu = 1;
 	/* A group allowed besides the node's uid and root: the option, else
 	 * AIDOS_SOCKET_GROUP (a name or a number). */
 	const char *genv = getenv("AIDOS_SOCKET_GROUP");
