@@ -72,7 +72,7 @@ int node_submit(node *n, node_job *j, char *err, size_t errlen);
 
 /* node_submit for a submitter that waits for its own request (the
  * socket server's pollers): when a worker would start j at once (nothing
- * queued, the agent idle, an idle worker's place free for j's class: a
+ * of j's priority or above queued, the agent idle, an idle worker's place free for j's class: a
  * non-reserved one, or the reserved one for the top class unless it runs
  * SCHED_FIFO by --rt-prio), j runs on the
  * calling thread in that worker's place (the workers leave it free

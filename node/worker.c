@@ -797,10 +797,10 @@ static void run_here(devq *dq, node_job *j, int slot)
 }
 
 /* node_disp_submit; with here, runs j on the calling thread instead of
- * queueing it when a worker would start it at once: nothing queued, the
- * agent idle, an idle worker's place free for its class (a non-reserved
- * one, or for the top class the reserved one). Returns 1 then (done() was
- * called), 0 when queued. */
+ * queueing it when a worker would start it at once: nothing of its class
+ * or above queued, the agent idle, an idle worker's place free for its
+ * class (a non-reserved one, or for the top class the reserved one).
+ * Returns 1 then (done() was called), 0 when queued. */
 static int submit(node_disp *d, node_job *j, int here, char *err, size_t errlen)
 {
 	node_agent *a = j ? j->agent : NULL;
@@ -854,8 +854,13 @@ static int submit(node_disp *d, node_job *j, int here, char *err, size_t errlen)
 	if (j->dr.priority > dq->top)
 		dq->top = j->dr.priority;
 	rc = disp_admit(&dq->q, &j->dr, now, dq->running_ns, dq->nworkers, why, sizeof why);
+	/* Run here when a worker would start j at once: its agent idle and
+	 * nothing queued that a worker would take first (the queue is in
+	 * priority order: its head below j's class means j is picked first;
+	 * so a top-class request is not handed off, one wake-up per side
+	 * more, just because lower classes are queued). */
 	int slot = 0;
-	if (!rc && here && !dq->q.n && !a->running) {
+	if (!rc && here && !a->running && (!dq->q.n || dq->q.q[0]->priority < j->dr.priority)) {
 		if (dq->nr_busy + dq->inl < dq->nworkers - dq->reserve) {
 			slot = 1;
 			dq->inl++;

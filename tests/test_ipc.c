@@ -9,7 +9,8 @@
  * requests; a uid the node refuses and a group it lets in; no allocation
  * per request in steady state on either side; a client waiting asleep for
  * a long request is woken by its completion; lower-class runs at
- * SCHED_IDLE, the top class at SCHED_OTHER.
+ * SCHED_IDLE, the top class at SCHED_OTHER; a top-class request runs on
+ * its poller's thread even with lower classes queued.
  *
  * Children are this binary re-executed (`test_ipc --child MODE SOCK`), so
  * no test forks a process that has threads running.
@@ -579,6 +580,75 @@ static void test_lower_class_idle(void **state)
 	aidos_client_close(c);
 }
 
+/* A lower-class job whose done() holds its worker until the test lets
+ * it go (a long run, deterministically). */
+typedef struct held {
+	int entered, release, done;   /* atomics */
+} held;
+
+static void held_done(node_job *j, int rc, const char *msg)
+{
+	held *h = j->user;
+	__atomic_store_n(&h->entered, 1, __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&h->release, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	__atomic_store_n(&h->done, 1, __ATOMIC_RELEASE);
+}
+
+static void count_done(node_job *j, int rc, const char *msg)
+{
+	__atomic_store_n(&((held *)j->user)->done, 1, __ATOMIC_RELEASE);
+}
+
+/* A top-class request is run on its submitter's thread (node_submit_here
+ * returns 1: no hand-off, no wake-up) even while lower-class requests are
+ * queued: they are not ahead of it. Here the non-reserved worker is held
+ * by one lower-class run and a second waits in the queue. */
+static void test_top_runs_here_over_queue(void **state)
+{
+	if (!have_models())
+		skip();
+	make_refs();
+	aidos_client *c = conn();
+	spawn_all(c);
+	node_agent *ag[3] = { node_agent_find(nd, "embed"), node_agent_find(nd, "mel"), node_agent_find(nd, "jarvis") };
+	const int idx[3] = { 3, 2, 0 };
+	aidos_tensor x[3], out[3][4];
+	for (int i = 0; i < 3; i++) {
+		assert_non_null(ag[i]);
+		x[i] = (aidos_tensor){ .name = AG[idx[i]].input, .dtype = AIDOS_DT_FLOAT, .rank = AG[idx[i]].rank,
+				       .data = R[idx[i]][0].in };
+		memcpy(x[i].dims, AG[idx[i]].dims, sizeof AG[idx[i]].dims);
+	}
+	char err[512];
+	held h0 = { 0 }, h1 = { 0 }, h2 = { 0 };
+	node_job j0 = { .agent = ag[0], .in = &x[0], .nin = 1, .out = out[0], .nout = 4, .priority = 1000,
+			.done = count_done, .user = &h2 };
+	assert_int_equal(node_run(nd, &j0, err, sizeof err), 0);   /* 1000 is the top class */
+	node_job lo0 = { .agent = ag[0], .in = &x[0], .nin = 1, .out = out[0], .nout = 4, .priority = 1,
+			 .done = held_done, .user = &h0 };
+	node_job lo1 = { .agent = ag[1], .in = &x[1], .nin = 1, .out = out[1], .nout = 4, .priority = 1,
+			 .done = count_done, .user = &h1 };
+	assert_int_equal(node_submit(nd, &lo0, err, sizeof err), 0);
+	while (!__atomic_load_n(&h0.entered, __ATOMIC_ACQUIRE))   /* the only non-reserved worker is held */
+		usleep(1000);
+	assert_int_equal(node_submit(nd, &lo1, err, sizeof err), 0);   /* queued: no place for it */
+	node_stat st;
+	node_stats(nd, &st);
+	assert_int_equal(st.disp.queued, 1);
+	held hh = { 0 };
+	node_job hi = { .agent = ag[2], .in = &x[2], .nin = 1, .out = out[2], .nout = 4, .priority = 1000,
+			.done = count_done, .user = &hh };
+	assert_int_equal(node_submit_here(nd, &hi, err, sizeof err), 1);
+	assert_true(__atomic_load_n(&hh.done, __ATOMIC_ACQUIRE));
+	__atomic_store_n(&h0.release, 1, __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&h0.done, __ATOMIC_ACQUIRE) || !__atomic_load_n(&h1.done, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	for (int i = 0; i < 3; i++)
+		node_agent_unref(ag[i]);
+	aidos_client_close(c);
+}
+
 /* A valid descriptor for agent handle h ("jarvis", opened first) with its
  * input at in_off and outputs at out_off. */
 static aidos_sqe good_sqe(uint32_t h, uint64_t in_off, uint64_t out_off)
@@ -989,6 +1059,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_peercred),
 		cmocka_unit_test(test_far_sleep),
 		cmocka_unit_test(test_lower_class_idle),
+		cmocka_unit_test(test_top_runs_here_over_queue),
 	};
 	return cmocka_run_group_tests_name("ipc", tests, setup, teardown);
 }
