@@ -55,6 +55,7 @@ struct node_job {
 
 	double exec_ms;            /* run time (set before done) */
 	uint64_t queued_ns;        /* time spent queued (set before done) */
+	int top_class;             /* set by a successful submit: 1 when j is of its device's top class */
 
 	/* the node's, not the submitter's */
 	disp_req dr;

@@ -44,6 +44,7 @@
 #define IPC_DEFAULT_ENTRIES 64
 #define IPC_MAX_ENTRIES 4096
 #define IPC_WAKE_SPIN_US 250           /* extra spin after waking the other side */
+#define IPC_TOP_SPIN_US 1000           /* a poller's idle spin after a top-class request */
 
 /* What a request hands to ops->exec: the inputs (data in the client's heap,
  * names owned by the server, valid during the call) and the output area. */
@@ -58,6 +59,7 @@ typedef struct ipc_exec {
 	uint32_t nout;
 	uint64_t out_need;            /* -ENOBUFS: bytes the outputs need */
 	uint64_t exec_ns;
+	int top_class;                /* the request was of the node's top priority class */
 } ipc_exec;
 
 /* Writes outputs[0..n) into x's output area: n aidos_ring_out records at

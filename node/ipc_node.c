@@ -275,7 +275,9 @@ static int in_exec(void *ctx, void *agent, ipc_exec *x, char *err, size_t errlen
 	w.errlen = errlen;
 	w.rc = 0;
 	w.st = 0;
+	w.j.top_class = 0;
 	int rc = node_submit_here(in->n, &w.j, err, errlen);
+	x->top_class = rc >= 0 && w.j.top_class;
 	if (rc == 1)           /* ran on this thread: done() has returned */
 		return w.rc;
 	if (rc)

@@ -853,6 +853,7 @@ static int submit(node_disp *d, node_job *j, int here, char *err, size_t errlen)
 	j->dr.est_ns = a->est_ns[dq->index];
 	if (j->dr.priority > dq->top)
 		dq->top = j->dr.priority;
+	j->top_class = j->dr.priority >= dq->top;
 	rc = disp_admit(&dq->q, &j->dr, now, dq->running_ns, dq->nworkers, why, sizeof why);
 	/* Run here when a worker would start j at once: its agent idle and
 	 * nothing queued that a worker would take first (the queue is in
