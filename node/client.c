@@ -589,16 +589,28 @@ static int submit(aidos_client *c, const aidos_sqe *s)
 }
 
 /* Waits for the completion of request ud (older ones are skipped),
- * spinning c->spin_ns, plus IPC_WAKE_SPIN_US when woke != 0 (submit had to
- * wake the poller, which needs ~50 us to come back: sleeping before it
- * answers would make it wake us in turn, on every request), then sleeping.
- * With far != 0 (the answer is not expected within the spin) it sleeps at
- * once: a spin that cannot succeed only takes a core from the node's
+ * spinning, then sleeping. expect_ns: this agent's average round trip on
+ * this client (0: unknown, as for a ping). The spin is c->spin_ns, plus
+ * IPC_WAKE_SPIN_US when woke > 0 (submit had to wake the poller, which
+ * needs ~50 us to come back: sleeping before it answers would make it
+ * wake us in turn, on every request), and at least twice expect_ns up to
+ * that same bound (whether or not the node says it is crowded): a model
+ * that outlasts the plain spin would otherwise cost a wake-up (~50 us
+ * here) on every request, more when the cores are busy; a longer spin
+ * holds a core another thread of the request may need. An
+ * answer expected beyond FAR_SPINS spins is waited for asleep from the
+ * start: spinning for it would only take a core from the node's
  * higher-priority work; the node wakes us (one FUTEX_WAKE, paid by a
- * request that lasts hundreds of microseconds). */
-static int wait_cqe(aidos_client *c, uint64_t ud, aidos_cqe *out, int woke, int far)
+ * request that long anyway). */
+static int wait_cqe(aidos_client *c, uint64_t ud, aidos_cqe *out, int woke, uint64_t expect_ns)
 {
-	const uint64_t spin = far ? 0 : c->spin_ns + (woke > 0 ? IPC_WAKE_SPIN_US * 1000ull : 0);
+	const int far = expect_ns > FAR_SPINS * c->spin_ns;
+	const uint64_t cap = c->spin_ns + IPC_WAKE_SPIN_US * 1000ull;
+	uint64_t spin = woke > 0 ? cap : c->spin_ns;
+	if (far)
+		spin = 0;
+	else if (2 * expect_ns > spin)
+		spin = 2 * expect_ns < cap ? 2 * expect_ns : cap;
 	c->far_waits += far != 0;
 	aidos_ring_hdr *h = c->hdr;
 	uint64_t t0 = 0;
@@ -841,11 +853,8 @@ again:
 		s.out_len = a->out_cap;
 		s.deadline_ns = c->deadline_rel ? mono_ns() + c->deadline_rel : 0;
 		s.user_data = c->next_ud++;
-		/* Far: the last round trips of this agent took many spins' worth
-		 * (a long model, or a queue ahead of it). */
-		int far = a->rtt_ns > FAR_SPINS * c->spin_ns;
 		uint64_t t0 = mono_ns();
-		if ((rc = submit(c, &s)) < 0 || (rc = wait_cqe(c, s.user_data, &e, rc, far))) {
+		if ((rc = submit(c, &s)) < 0 || (rc = wait_cqe(c, s.user_data, &e, rc, a->rtt_ns))) {
 			fail(err, errlen, rc, "the node at %s went away", c->path);
 			goto out;
 		}
