@@ -641,6 +641,8 @@ static void test_top_runs_here_over_queue(void **state)
 			.done = count_done, .user = &hh };
 	assert_int_equal(node_submit_here(nd, &hi, err, sizeof err), 1);
 	assert_true(__atomic_load_n(&hh.done, __ATOMIC_ACQUIRE));
+	assert_int_equal(hi.top_class, 1);   /* what the socket's poller reads */
+	assert_int_equal(lo1.top_class, 0);
 	__atomic_store_n(&h0.release, 1, __ATOMIC_RELEASE);
 	while (!__atomic_load_n(&h0.done, __ATOMIC_ACQUIRE) || !__atomic_load_n(&h1.done, __ATOMIC_ACQUIRE))
 		usleep(1000);
