@@ -101,6 +101,7 @@ typedef struct node_disp_counts {
 	uint32_t queued, running;
 	int workers;
 	uint64_t idle_sleeps;      /* times a worker went to sleep on the futex */
+	uint64_t top_kicks;        /* times the reserved (top-class) worker was signalled */
 } node_disp_counts;
 
 #endif

@@ -73,7 +73,7 @@ typedef struct devq {
 	int index;
 
 	/* counters: atomic */
-	uint64_t submitted, completed, failed, rej_deadline, rej_busy, expired, quota_errors, sleeps;
+	uint64_t submitted, completed, failed, rej_deadline, rej_busy, expired, quota_errors, sleeps, top_kicks;
 } devq;
 
 struct node_disp {
@@ -118,6 +118,8 @@ static void kick(devq *dq, int hi, int all)
 {
 	uint32_t *w = hi ? &dq->hi_seq : &dq->wake_seq;
 	int *sl = hi ? &dq->hi_sleepers : &dq->sleepers;
+	if (hi)
+		__atomic_add_fetch(&dq->top_kicks, 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(w, 1, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(sl, __ATOMIC_SEQ_CST))
 		futex_wake(w, all ? INT32_MAX : 1);
@@ -786,13 +788,17 @@ static void run_here(devq *dq, node_job *j, int slot)
 		dq->hi_claimed = 0;
 		dq->hi_idle = 1;
 	}
+	/* The reserved worker only for top-class work: a lower class queued
+	 * behind a top-class poller's run would otherwise wake it (a system
+	 * call, then its 50 us idle spin on a core the top class's client and
+	 * poller need) after every top-class request. */
 	int more = dq->q.n > 0;
+	int more_top = more && dq->reserve && dq->q.q[0]->priority >= dq->top;
 	pthread_spin_unlock(&dq->lk);
-	if (more) {
+	if (more)
 		kick(dq, 0, 0);
-		if (dq->reserve)
-			kick(dq, 1, 0);
-	}
+	if (more_top)
+		kick(dq, 1, 0);
 	node_agent_unref(a);
 }
 
@@ -942,6 +948,7 @@ void node_disp_counts_get(node_disp *d, node_disp_counts *c)
 		c->expired += __atomic_load_n(&dq->expired, __ATOMIC_RELAXED);
 		c->quota_errors += __atomic_load_n(&dq->quota_errors, __ATOMIC_RELAXED);
 		c->idle_sleeps += __atomic_load_n(&dq->sleeps, __ATOMIC_RELAXED);
+		c->top_kicks += __atomic_load_n(&dq->top_kicks, __ATOMIC_RELAXED);
 		pthread_spin_lock(&dq->lk);
 		c->queued += (uint32_t)dq->q.n;
 		c->running += dq->running;

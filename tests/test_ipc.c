@@ -643,6 +643,18 @@ static void test_top_runs_here_over_queue(void **state)
 	assert_true(__atomic_load_n(&hh.done, __ATOMIC_ACQUIRE));
 	assert_int_equal(hi.top_class, 1);   /* what the socket's poller reads */
 	assert_int_equal(lo1.top_class, 0);
+	/* ... and leaves the reserved worker asleep: only a lower class is
+	 * queued, nothing it may take (it used to be signalled after every
+	 * such run: a system call and its idle spin on a busy core). */
+	node_stats(nd, &st);
+	uint64_t kicks = st.disp.top_kicks;
+	for (int i = 0; i < 20; i++) {
+		hh.done = 0;
+		assert_int_equal(node_submit_here(nd, &hi, err, sizeof err), 1);
+	}
+	node_stats(nd, &st);
+	assert_int_equal(st.disp.top_kicks, kicks);
+	assert_int_equal(st.disp.queued, 1);
 	__atomic_store_n(&h0.release, 1, __ATOMIC_RELEASE);
 	while (!__atomic_load_n(&h0.done, __ATOMIC_ACQUIRE) || !__atomic_load_n(&h1.done, __ATOMIC_ACQUIRE))
 		usleep(1000);
