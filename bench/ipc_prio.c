@@ -13,7 +13,10 @@
  * = the openWakeWord embedding model on B x 76 x 32 x 1 (priority 1).
  * Load: L client threads (default 4), each its own connection, sending
  * low-priority requests back to back. Latency: the high-priority client's
- * aidos_client_infer, 200 us apart.
+ * aidos_client_infer, 200 us apart. "machine_load": /proc/loadavg's
+ * 1-minute figure at the start (other processes inflate both p99s; the
+ * node's lower classes run SCHED_IDLE, so they also slow the load down:
+ * read lo_per_s_during). AIDOS_IDLE_CLASS=0 measures without SCHED_IDLE.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -143,6 +146,13 @@ int main(int argc, char **argv)
 		printf("{\"bench\":\"ipc_prio\",\"skipped\":\"models missing under %s\"}\n", argv[1]);
 		return 0;
 	}
+	double mload = -1;
+	FILE *lf = fopen("/proc/loadavg", "r");
+	if (lf) {
+		if (fscanf(lf, "%lf", &mload) != 1)
+			mload = -1;
+		fclose(lf);
+	}
 	if (!mkdtemp(dir))
 		return 1;
 	snprintf(ddir, sizeof ddir, "%s/data", dir);
@@ -217,9 +227,9 @@ int main(int argc, char **argv)
 	printf("{\"bench\":\"ipc_prio\",\"path\":\"socket+rings\",\"workers\":%d,\"loaders\":%d,\"requests\":%d,"
 	       "\"lo_batch\":%d,\"hp_unloaded_us\":{\"p50\":%.1f,\"p99\":%.1f,\"mean\":%.1f},"
 	       "\"hp_loaded_us\":{\"p50\":%.1f,\"p99\":%.1f,\"mean\":%.1f},\"p99_ratio\":%.2f,"
-	       "\"lo_per_s_during\":%.1f,\"lo_queued_end\":%u,\"errors\":%d}\n",
+	       "\"lo_per_s_during\":%.1f,\"lo_queued_end\":%u,\"errors\":%d,\"machine_load\":%.2f}\n",
 	       workers, nload, count, batch, u50, u99, umean, l50, l99, lmean, l99 / u99, (double)(d1 - d0) / secs,
-	       s1.disp.queued, bad);
+	       s1.disp.queued, bad, mload);
 	aidos_client_tensor_free(c, &x);
 	aidos_client_close(c);
 	ipc_server_destroy(srv);

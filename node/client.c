@@ -31,6 +31,9 @@
 
 #define MAX_AGENTS 256
 #define MAX_BLOCKS 4096
+/* A request whose agent's round trips average more than this many client
+ * spins is waited for asleep from the start (wait_cqe's `far`). */
+#define FAR_SPINS 8
 
 __attribute__((format(printf, 4, 5)))
 /* Writes one line into err (when given) and returns code. */
@@ -74,6 +77,7 @@ typedef struct agent_ent {
 	int nin, nout;
 	aidos_ipc_io *io;         /* [nin + nout] */
 	uint64_t out_off, out_cap; /* output area, 0: not yet */
+	uint64_t rtt_ns;           /* moving average of this agent's round trips here, 0: none yet */
 } agent_ent;
 
 struct aidos_client {
@@ -94,6 +98,7 @@ struct aidos_client {
 	uint64_t spin_ns;
 	uint64_t deadline_rel;
 	uint64_t last_exec_ns;      /* model time of the last infer, as the node measured it */
+	uint64_t far_waits;         /* waits that slept from the start (wait_cqe's far) */
 	blk *b;                     /* [MAX_BLOCKS] sorted by off, covering the heap */
 	int nb;
 	agent_ent ag[MAX_AGENTS];
@@ -584,12 +589,29 @@ static int submit(aidos_client *c, const aidos_sqe *s)
 }
 
 /* Waits for the completion of request ud (older ones are skipped),
- * spinning c->spin_ns, plus IPC_WAKE_SPIN_US when woke != 0 (submit had to
- * wake the poller, which needs ~50 us to come back: sleeping before it
- * answers would make it wake us in turn, on every request), then sleeping. */
-static int wait_cqe(aidos_client *c, uint64_t ud, aidos_cqe *out, int woke)
+ * spinning, then sleeping. expect_ns: this agent's average round trip on
+ * this client (0: unknown, as for a ping). The spin is c->spin_ns, plus
+ * IPC_WAKE_SPIN_US when woke > 0 (submit had to wake the poller, which
+ * needs ~50 us to come back: sleeping before it answers would make it
+ * wake us in turn, on every request), and at least twice expect_ns up to
+ * that same bound (whether or not the node says it is crowded): a model
+ * that outlasts the plain spin would otherwise cost a wake-up (~50 us
+ * here) on every request, more when the cores are busy; a longer spin
+ * holds a core another thread of the request may need. An
+ * answer expected beyond FAR_SPINS spins is waited for asleep from the
+ * start: spinning for it would only take a core from the node's
+ * higher-priority work; the node wakes us (one FUTEX_WAKE, paid by a
+ * request that long anyway). */
+static int wait_cqe(aidos_client *c, uint64_t ud, aidos_cqe *out, int woke, uint64_t expect_ns)
 {
-	const uint64_t spin = c->spin_ns + (woke > 0 ? IPC_WAKE_SPIN_US * 1000ull : 0);
+	const int far = expect_ns > FAR_SPINS * c->spin_ns;
+	const uint64_t cap = c->spin_ns + IPC_WAKE_SPIN_US * 1000ull;
+	uint64_t spin = woke > 0 ? cap : c->spin_ns;
+	if (far)
+		spin = 0;
+	else if (2 * expect_ns > spin)
+		spin = 2 * expect_ns < cap ? 2 * expect_ns : cap;
+	c->far_waits += far != 0;
 	aidos_ring_hdr *h = c->hdr;
 	uint64_t t0 = 0;
 	unsigned n = 0;
@@ -611,14 +633,16 @@ static int wait_cqe(aidos_client *c, uint64_t ud, aidos_cqe *out, int woke)
 				return 0;
 			}
 		}
-		cpu_relax();
-		if ((++n & 63) != 0)
-			continue;
-		uint64_t now = mono_ns();
-		if (!t0)
-			t0 = now;
-		if (now - t0 < spin)
-			continue;
+		if (spin) {
+			cpu_relax();
+			if ((++n & 63) != 0)
+				continue;
+			uint64_t now = mono_ns();
+			if (!t0)
+				t0 = now;
+			if (now - t0 < spin)
+				continue;
+		}
 		/* Sleep until the node bumps cq_wake. */
 		uint32_t w = __atomic_load_n(&h->cq_wake.v, __ATOMIC_ACQUIRE);
 		__atomic_store_n(&h->client_flags.v, AIDOS_RING_CQ_WAITING, __ATOMIC_RELAXED);
@@ -650,7 +674,7 @@ int aidos_client_ping(aidos_client *c, uint64_t *rtt_ns)
 	uint64_t t0 = rtt_ns ? mono_ns() : 0;
 	int rc = submit(c, &s);
 	if (rc >= 0)
-		rc = wait_cqe(c, s.user_data, &e, rc);
+		rc = wait_cqe(c, s.user_data, &e, rc, 0);
 	if (rtt_ns)
 		*rtt_ns = mono_ns() - t0;
 	return rc ? rc : e.res;
@@ -661,7 +685,12 @@ int ipc_client_raw(aidos_client *c, aidos_sqe *s, aidos_cqe *e)
 {
 	s->user_data = c->next_ud++;
 	int rc = submit(c, s);
-	return rc < 0 ? rc : wait_cqe(c, s->user_data, e, rc);
+	return rc < 0 ? rc : wait_cqe(c, s->user_data, e, rc, 0);
+}
+
+uint64_t ipc_client_far_waits(const aidos_client *c)
+{
+	return c->far_waits;
 }
 
 int ipc_client_jump(aidos_client *c, uint32_t by, aidos_cqe *e)
@@ -672,7 +701,7 @@ int ipc_client_jump(aidos_client *c, uint32_t by, aidos_cqe *e)
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	__atomic_fetch_add(&c->hdr->sq_wake.v, 1, __ATOMIC_RELEASE);
 	syscall(SYS_futex, &c->hdr->sq_wake.v, FUTEX_WAKE, 1, NULL, NULL, 0);
-	return wait_cqe(c, 0, e, 1);
+	return wait_cqe(c, 0, e, 1, 0);
 }
 
 /* ---- infer ---- */
@@ -824,9 +853,14 @@ again:
 		s.out_len = a->out_cap;
 		s.deadline_ns = c->deadline_rel ? mono_ns() + c->deadline_rel : 0;
 		s.user_data = c->next_ud++;
-		if ((rc = submit(c, &s)) < 0 || (rc = wait_cqe(c, s.user_data, &e, rc))) {
+		uint64_t t0 = mono_ns();
+		if ((rc = submit(c, &s)) < 0 || (rc = wait_cqe(c, s.user_data, &e, rc, a->rtt_ns))) {
 			fail(err, errlen, rc, "the node at %s went away", c->path);
 			goto out;
+		}
+		if (!e.res) {
+			uint64_t rtt = mono_ns() - t0;
+			a->rtt_ns = a->rtt_ns ? a->rtt_ns - a->rtt_ns / 8 + rtt / 8 : rtt;
 		}
 		if (e.res == -ENOBUFS && tries < 2 && e.out_len > a->out_cap) {
 			heap_free(c, a->out_off);

@@ -55,6 +55,7 @@ struct node_job {
 
 	double exec_ms;            /* run time (set before done) */
 	uint64_t queued_ns;        /* time spent queued (set before done) */
+	int top_class;             /* set by a successful submit: 1 when j is of its device's top class */
 
 	/* the node's, not the submitter's */
 	disp_req dr;
@@ -72,7 +73,7 @@ int node_submit(node *n, node_job *j, char *err, size_t errlen);
 
 /* node_submit for a submitter that waits for its own request (the
  * socket server's pollers): when a worker would start j at once (nothing
- * queued, the agent idle, an idle worker's place free for j's class: a
+ * of j's priority or above queued, the agent idle, an idle worker's place free for j's class: a
  * non-reserved one, or the reserved one for the top class unless it runs
  * SCHED_FIFO by --rt-prio), j runs on the
  * calling thread in that worker's place (the workers leave it free
@@ -100,6 +101,7 @@ typedef struct node_disp_counts {
 	uint32_t queued, running;
 	int workers;
 	uint64_t idle_sleeps;      /* times a worker went to sleep on the futex */
+	uint64_t top_kicks;        /* times the reserved (top-class) worker was signalled */
 } node_disp_counts;
 
 #endif

@@ -266,6 +266,7 @@ int ipc_sqe_check(const aidos_sqe *s, uint8_t *heap, uint64_t heap_bytes, const 
 	x->nout = 0;
 	x->out_need = 0;
 	x->exec_ns = 0;
+	x->top_class = 0;
 	*agent = a->agent;
 	return 0;
 }
@@ -345,7 +346,7 @@ struct ipc_server {
 	uid_t uid;
 	uint32_t spin_us;
 	int cpu;               /* pollers pinned here (AIDOS_IPC_CPU), -1: not */
-	long ncpu;             /* cores online */
+	long ncpu;             /* cores this process may run on */
 	uint32_t next_id;
 	aidos_ipc_io *io_scratch; /* [2 * AIDOS_RING_MAX_OUT]: OPEN's answer, control thread */
 	ipc_client **c;        /* [max_clients] */
@@ -394,7 +395,12 @@ int ipc_server_create(const ipc_opts *o, const ipc_ops *ops, ipc_server **out, c
 	s->uid = geteuid();
 	env = getenv("AIDOS_IPC_CPU");   /* benchmarks: pin every poller to one core */
 	s->cpu = env && *env ? atoi(env) : -1;
-	s->ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	/* The cores this process may use (a cpuset or taskset), not those
+	 * online: crowded() compares clients with them. */
+	cpu_set_t aff;
+	s->ncpu = !sched_getaffinity(0, sizeof aff, &aff) ? CPU_COUNT(&aff) : sysconf(_SC_NPROCESSORS_ONLN);
+	if (s->ncpu < 1)
+		s->ncpu = 1;
 	/* A group allowed besides the node's uid and root: the option, else
 	 * AIDOS_SOCKET_GROUP (a name or a number). */
 	const char *genv = getenv("AIDOS_SOCKET_GROUP");
@@ -560,13 +566,14 @@ static int cq_push(ipc_client *c, const aidos_cqe *e, int msg)
 }
 
 /* Checks and runs one INFER descriptor (a private copy) of client c,
- * filling the completion e (result, outputs, bytes needed, message). */
-static void run_one(ipc_client *c, const aidos_sqe *s, aidos_cqe *e)
+ * filling the completion e (result, outputs, bytes needed, message).
+ * Returns 1 when it was of the node's top priority class. */
+static int run_one(ipc_client *c, const aidos_sqe *s, aidos_cqe *e)
 {
 	ipc_server *srv = c->s;
 	ipc_exec x;
 	void *agent;
-	int rc;
+	int rc, top = 0;
 	uint32_t nh = __atomic_load_n(&c->nh, __ATOMIC_ACQUIRE);   /* handles published before nh */
 
 	rc = ipc_sqe_check(s, c->heap, c->heap_bytes, c->h, nh, &x, &agent, e->msg, sizeof e->msg);
@@ -577,10 +584,12 @@ static void run_one(ipc_client *c, const aidos_sqe *s, aidos_cqe *e)
 		e->nout = x.nout;
 		e->out_len = rc == -ENOBUFS ? x.out_need : x.out_len;
 		e->exec_ns = x.exec_ns;
+		top = x.top_class;
 	}
 	e->res = rc;
 	if (rc)
 		__atomic_fetch_add(&srv->errors, 1, __ATOMIC_RELAXED);
+	return top;
 }
 
 /* 1 when the clients outnumber half the cores: long spins would then take
@@ -679,11 +688,11 @@ static void *poller_main(void *arg)
 		__atomic_store_n(&h->sq_head.v, c->sq_head, __ATOMIC_RELEASE);
 		e.user_data = sqe.user_data;
 		__atomic_fetch_add(&s->requests, 1, __ATOMIC_RELAXED);
-		int msg = 0;
+		int msg = 0, top = 0;
 		if (sqe.op == AIDOS_RING_OP_NOP && !sqe.flags) {
 			e.res = 0;
 		} else {
-			run_one(c, &sqe, &e);
+			top = run_one(c, &sqe, &e);
 			msg = e.res != 0;
 		}
 		int pushed = cq_push(c, &e, msg);
@@ -693,6 +702,13 @@ static void *poller_main(void *arg)
 		 * than cores, that spin would take a core from another model. */
 		if (pushed && !crowded(s))
 			extra_ns = IPC_WAKE_SPIN_US * 1000ull;
+		/* The top class's poller keeps watching its ring for a while
+		 * whatever the crowd: its next request then needs no wake-up
+		 * (~50 us here, and a core to wake on). Lower classes' pollers
+		 * spin at SCHED_IDLE, so this costs them nothing they need; an
+		 * idle node still sleeps 1 ms after its last request. */
+		if (top)
+			extra_ns = IPC_TOP_SPIN_US * 1000ull;
 	}
 	return NULL;
 }

@@ -44,6 +44,7 @@
 #define IPC_DEFAULT_ENTRIES 64
 #define IPC_MAX_ENTRIES 4096
 #define IPC_WAKE_SPIN_US 250           /* extra spin after waking the other side */
+#define IPC_TOP_SPIN_US 1000           /* a poller's idle spin after a top-class request */
 
 /* What a request hands to ops->exec: the inputs (data in the client's heap,
  * names owned by the server, valid during the call) and the output area. */
@@ -58,6 +59,7 @@ typedef struct ipc_exec {
 	uint32_t nout;
 	uint64_t out_need;            /* -ENOBUFS: bytes the outputs need */
 	uint64_t exec_ns;
+	int top_class;                /* the request was of the node's top priority class */
 } ipc_exec;
 
 /* Writes outputs[0..n) into x's output area: n aidos_ring_out records at
@@ -187,5 +189,8 @@ int ipc_client_raw(aidos_client *c, aidos_sqe *s, aidos_cqe *e);
 /* Moves the submission tail `by` entries ahead without writing them (a
  * corrupt client) and waits for the node's error completion (user_data 0). */
 int ipc_client_jump(aidos_client *c, uint32_t by, aidos_cqe *e);
+/* Requests of c whose completion was waited for asleep from the start:
+ * their agent's round trips here average more than 8 client spins. */
+uint64_t ipc_client_far_waits(const aidos_client *c);
 
 #endif

@@ -31,7 +31,8 @@
  * poller's thread (the common case on an idle node) nor for a null request
  * (ping, answered in node/ipc.c); a queued one costs a futex wait/wake when
  * it outlasts the poller's spin (AIDOS_IPC_WAIT_SPIN_US, default 50 us:
- * pollers of queued requests must not take the cores the workers need).
+ * pollers of queued requests must not take the cores the workers need),
+ * and one whose own run is estimated at over 8 such spins sleeps at once.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -274,14 +275,20 @@ static int in_exec(void *ctx, void *agent, ipc_exec *x, char *err, size_t errlen
 	w.errlen = errlen;
 	w.rc = 0;
 	w.st = 0;
+	w.j.top_class = 0;
 	int rc = node_submit_here(in->n, &w.j, err, errlen);
+	x->top_class = rc >= 0 && w.j.top_class;
 	if (rc == 1)           /* ran on this thread: done() has returned */
 		return w.rc;
 	if (rc)
 		return rc;
+	/* Queued: it waits at least for its own run. When that run alone is
+	 * far longer than the spin, sleep at once (est_ns was set by the
+	 * submit; workers only read it). */
 	uint64_t t0 = 0;
 	unsigned k = 0;
-	while (!__atomic_load_n(&w.st, __ATOMIC_ACQUIRE)) {
+	int far = w.j.dr.est_ns > 8 * in->wait_ns;
+	while (!far && !__atomic_load_n(&w.st, __ATOMIC_ACQUIRE)) {
 		cpu_relax();
 		if ((++k & 63) == 0) {
 			uint64_t now = mono_ns();

@@ -28,7 +28,9 @@
 #include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,13 +73,14 @@ typedef struct devq {
 	int index;
 
 	/* counters: atomic */
-	uint64_t submitted, completed, failed, rej_deadline, rej_busy, expired, quota_errors, sleeps;
+	uint64_t submitted, completed, failed, rej_deadline, rej_busy, expired, quota_errors, sleeps, top_kicks;
 } devq;
 
 struct node_disp {
 	devq dev[NODE_MAX_DEVICES];
 	int pin;
 	int rt_prio;               /* > 0: the reserved worker runs SCHED_FIFO at this priority */
+	int idle_ok;               /* lower-class runs may go SCHED_IDLE (run_class) */
 	int (*load)(void *ctx, node_agent *a, char *err, size_t errlen);  /* a lazy agent's first run */
 	void *load_ctx;
 	int cpus[CPU_SETSIZE];
@@ -115,6 +118,8 @@ static void kick(devq *dq, int hi, int all)
 {
 	uint32_t *w = hi ? &dq->hi_seq : &dq->wake_seq;
 	int *sl = hi ? &dq->hi_sleepers : &dq->sleepers;
+	if (hi)
+		__atomic_add_fetch(&dq->top_kicks, 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(w, 1, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(sl, __ATOMIC_SEQ_CST))
 		futex_wake(w, all ? INT32_MAX : 1);
@@ -161,6 +166,42 @@ static int finish(node_job *j, int rc, const char *err)
 	return failed;
 }
 
+/* Runs below the top class yield the cores to it. A run is never
+ * preempted by the dispatcher, but the kernel shares a core between the
+ * threads that want it: a lower-class run (on a worker, or on a socket
+ * poller in a worker's place) next to the top class's poller and client
+ * turns the top class's tail into a kernel time slice (through the socket
+ * on 2 cores: p99 11x unloaded). So a thread that runs, or waits for, a
+ * lower-class request is SCHED_IDLE (the kernel preempts it at once for
+ * any ordinary thread that wakes), and one that runs or waits for the top
+ * class is SCHED_OTHER again. One system call per change of class on a
+ * thread, none in steady state. Only where the process may return from
+ * SCHED_IDLE (root, CAP_SYS_NICE or RLIMIT_NICE: d->idle_ok), else a
+ * thread could be stuck idle-class serving the top class later; a thread
+ * the operator made real-time is left alone. Cost: lower classes run only
+ * on cores nothing else wants (other processes included). */
+static __thread int run_low;    /* this thread is SCHED_IDLE */
+static __thread int run_fixed;  /* not SCHED_OTHER/IDLE, or a change failed: leave it */
+
+static void run_class(devq *dq, const node_job *j)
+{
+	int low = j->dr.priority < __atomic_load_n(&dq->top, __ATOMIC_RELAXED);
+	if (low == run_low || run_fixed || !dq->d->idle_ok)
+		return;
+	int policy;
+	struct sched_param sp;
+	if (pthread_getschedparam(pthread_self(), &policy, &sp) || (policy != SCHED_OTHER && policy != SCHED_IDLE)) {
+		run_fixed = 1;
+		return;
+	}
+	sp.sched_priority = 0;
+	if (pthread_setschedparam(pthread_self(), low ? SCHED_IDLE : SCHED_OTHER, &sp)) {
+		run_fixed = 1;
+		return;
+	}
+	run_low = low;
+}
+
 /* Runs one request of agent a (its group's worker holds a->running). */
 static void run_one(devq *dq, node_job *j)
 {
@@ -168,6 +209,7 @@ static void run_one(devq *dq, node_job *j)
 	aidos_tensor in[NODE_MAX_INPUTS + NODE_MAX_STATE];
 	char err[600];
 	int rc = 0, k, nout;
+	run_class(dq, j);
 	uint64_t t0 = now_ns();
 
 	j->queued_ns = t0 - j->t_submit;
@@ -630,6 +672,16 @@ int node_disp_create(int workers, int pin, int rt_prio, const node *logn, node_d
 	}
 	d->pin = pin;
 	d->rt_prio = rt_prio;
+	/* SCHED_IDLE -> SCHED_OTHER needs root, CAP_SYS_NICE (not checked:
+	 * rare without root) or an RLIMIT_NICE reaching our nice value.
+	 * AIDOS_IDLE_CLASS=0 turns it off (measurements, or a node whose lower
+	 * classes must keep up with other processes). */
+	struct rlimit rl;
+	int nice_now = getpriority(PRIO_PROCESS, 0);
+	const char *ic = getenv("AIDOS_IDLE_CLASS");
+	d->idle_ok = !(ic && !strcmp(ic, "0")) &&
+		     (geteuid() == 0 ||
+		      (!getrlimit(RLIMIT_NICE, &rl) && (rl.rlim_cur == RLIM_INFINITY || (long)rl.rlim_cur >= 20 - nice_now)));
 	d->logn = logn;
 	cpu_set_t set;
 	if (!sched_getaffinity(0, sizeof set, &set))
@@ -736,21 +788,25 @@ static void run_here(devq *dq, node_job *j, int slot)
 		dq->hi_claimed = 0;
 		dq->hi_idle = 1;
 	}
+	/* The reserved worker only for top-class work: a lower class queued
+	 * behind a top-class poller's run would otherwise wake it (a system
+	 * call, then its 50 us idle spin on a core the top class's client and
+	 * poller need) after every top-class request. */
 	int more = dq->q.n > 0;
+	int more_top = more && dq->reserve && dq->q.q[0]->priority >= dq->top;
 	pthread_spin_unlock(&dq->lk);
-	if (more) {
+	if (more)
 		kick(dq, 0, 0);
-		if (dq->reserve)
-			kick(dq, 1, 0);
-	}
+	if (more_top)
+		kick(dq, 1, 0);
 	node_agent_unref(a);
 }
 
 /* node_disp_submit; with here, runs j on the calling thread instead of
- * queueing it when a worker would start it at once: nothing queued, the
- * agent idle, an idle worker's place free for its class (a non-reserved
- * one, or for the top class the reserved one). Returns 1 then (done() was
- * called), 0 when queued. */
+ * queueing it when a worker would start it at once: nothing of its class
+ * or above queued, the agent idle, an idle worker's place free for its
+ * class (a non-reserved one, or for the top class the reserved one).
+ * Returns 1 then (done() was called), 0 when queued. */
 static int submit(node_disp *d, node_job *j, int here, char *err, size_t errlen)
 {
 	node_agent *a = j ? j->agent : NULL;
@@ -788,6 +844,8 @@ static int submit(node_disp *d, node_job *j, int here, char *err, size_t errlen)
 	}
 	uint64_t now = now_ns();
 	j->dr.priority = j->priority == NODE_PRIO_AGENT ? a->priority : j->priority;
+	if (here)       /* the submitter runs it or waits for it: it takes j's class */
+		run_class(dq, j);
 	j->dr.deadline_ns = j->deadline_ns ? j->deadline_ns : a->deadline_ms ? now + a->deadline_ms * 1000000ull : 0;
 	j->dr.agent = a->id;
 	j->t_submit = now;
@@ -801,9 +859,15 @@ static int submit(node_disp *d, node_job *j, int here, char *err, size_t errlen)
 	j->dr.est_ns = a->est_ns[dq->index];
 	if (j->dr.priority > dq->top)
 		dq->top = j->dr.priority;
+	j->top_class = j->dr.priority >= dq->top;
 	rc = disp_admit(&dq->q, &j->dr, now, dq->running_ns, dq->nworkers, why, sizeof why);
+	/* Run here when a worker would start j at once: its agent idle and
+	 * nothing queued that a worker would take first (the queue is in
+	 * priority order: its head below j's class means j is picked first;
+	 * so a top-class request is not handed off, one wake-up per side
+	 * more, just because lower classes are queued). */
 	int slot = 0;
-	if (!rc && here && !dq->q.n && !a->running) {
+	if (!rc && here && !a->running && (!dq->q.n || dq->q.q[0]->priority < j->dr.priority)) {
 		if (dq->nr_busy + dq->inl < dq->nworkers - dq->reserve) {
 			slot = 1;
 			dq->inl++;
@@ -884,6 +948,7 @@ void node_disp_counts_get(node_disp *d, node_disp_counts *c)
 		c->expired += __atomic_load_n(&dq->expired, __ATOMIC_RELAXED);
 		c->quota_errors += __atomic_load_n(&dq->quota_errors, __ATOMIC_RELAXED);
 		c->idle_sleeps += __atomic_load_n(&dq->sleeps, __ATOMIC_RELAXED);
+		c->top_kicks += __atomic_load_n(&dq->top_kicks, __ATOMIC_RELAXED);
 		pthread_spin_lock(&dq->lk);
 		c->queued += (uint32_t)dq->q.n;
 		c->running += dq->running;

@@ -7,7 +7,10 @@
  * alone, the next request works); a submission tail that jumps; garbage on
  * the control socket; a client killed (SIGKILL) in the middle of its
  * requests; a uid the node refuses and a group it lets in; no allocation
- * per request in steady state on either side.
+ * per request in steady state on either side; a client waiting asleep for
+ * a long request is woken by its completion; lower-class runs at
+ * SCHED_IDLE, the top class at SCHED_OTHER; a top-class request runs on
+ * its poller's thread even with lower classes queued.
  *
  * Children are this binary re-executed (`test_ipc --child MODE SOCK`), so
  * no test forks a process that has threads running.
@@ -15,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -492,6 +497,172 @@ static void test_concurrent(void **state)
 	aidos_client_close(c);
 }
 
+/* A client whose agent takes many spins' worth per request waits for it
+ * asleep from the start, and the node's completion wakes it: every output
+ * still equals the in-process run. spin_us 1: the embedding model's
+ * milliseconds are "far" after its first request. */
+static void test_far_sleep(void **state)
+{
+	if (!have_models())
+		skip();
+	make_refs();
+	aidos_client *c0 = conn();
+	spawn_all(c0);
+	aidos_client *c;
+	char err[512];
+	aidos_client_opts o = { .spin_us = 1 };
+	assert_int_equal(aidos_client_connect(sock_path, &o, &c, err, sizeof err), 0);
+	const int e = 3;   /* "embed" */
+	aidos_tensor x = { .name = AG[e].input, .dtype = AIDOS_DT_FLOAT, .rank = AG[e].rank };
+	memcpy(x.dims, AG[e].dims, sizeof AG[e].dims);
+	assert_int_equal(aidos_client_tensor_alloc(c, &x), 0);
+	for (int it = 0; it < 10; it++) {
+		const ref *r = &R[e][it % NSET];
+		memcpy(x.data, r->in, r->in_n * sizeof(float));
+		aidos_tensor out[4];
+		int nout;
+		assert_int_equal(aidos_client_infer(c, AG[e].name, 1, &x, &nout, out, 4, err, sizeof err), 0);
+		assert_int_equal(nout, r->nout);
+		assert_memory_equal(out[0].data, r->out[0], r->out_bytes[0]);
+		assert_int_equal(aidos_client_ping(c, NULL), 0);   /* a ping is never waited for asleep */
+	}
+	/* The first request had no estimate; the 9 after it slept at once
+	 * (a run of ~1 ms against 8 us: only a 125x faster run could miss). */
+	assert_true(ipc_client_far_waits(c) >= 9);
+	assert_true(ipc_client_far_waits(c) <= 9);
+	aidos_client_tensor_free(c, &x);
+	aidos_client_close(c);
+	aidos_client_close(c0);
+}
+
+/* The scheduling class a request ran with, seen from its done(). */
+typedef struct class_probe {
+	int policy;
+} class_probe;
+
+static void class_done(node_job *j, int rc, const char *msg)
+{
+	((class_probe *)j->user)->policy = sched_getscheduler(0);
+}
+
+/* A thread that runs a request below the node's top class is SCHED_IDLE
+ * while it does (ordinary threads preempt it at once), and SCHED_OTHER
+ * again for the top class. Run last: it makes priority 1000 the node's
+ * top class. */
+static void test_lower_class_idle(void **state)
+{
+	if (!have_models())
+		skip();
+	make_refs();
+	aidos_client *c = conn();
+	spawn_all(c);
+	node_agent *a = node_agent_find(nd, "jarvis");
+	assert_non_null(a);
+	const char *ic = getenv("AIDOS_IDLE_CLASS");
+	struct rlimit rl;   /* the node's condition (node/worker.c, run_class) */
+	int idle = !(ic && !strcmp(ic, "0")) &&
+		   (geteuid() == 0 || (!getrlimit(RLIMIT_NICE, &rl) &&
+				       (rl.rlim_cur == RLIM_INFINITY ||
+					(long)rl.rlim_cur >= 20 - getpriority(PRIO_PROCESS, 0))));
+	static const int prio[] = { 1000, 1, 1000, 1, 1, 1000 };
+	for (size_t i = 0; i < sizeof prio / sizeof prio[0]; i++) {
+		aidos_tensor x = { .name = AG[0].input, .dtype = AIDOS_DT_FLOAT, .rank = AG[0].rank, .data = R[0][0].in };
+		memcpy(x.dims, AG[0].dims, sizeof AG[0].dims);
+		aidos_tensor out[4];
+		class_probe p = { -1 };
+		node_job j = { .agent = a, .in = &x, .nin = 1, .out = out, .nout = 4, .priority = prio[i],
+			       .done = class_done, .user = &p };
+		char err[512];
+		assert_int_equal(node_run(nd, &j, err, sizeof err), 0);
+		assert_int_equal(p.policy, prio[i] < 1000 && idle ? SCHED_IDLE : SCHED_OTHER);
+	}
+	node_agent_unref(a);
+	aidos_client_close(c);
+}
+
+/* A lower-class job whose done() holds its worker until the test lets
+ * it go (a long run, deterministically). */
+typedef struct held {
+	int entered, release, done;   /* atomics */
+} held;
+
+static void held_done(node_job *j, int rc, const char *msg)
+{
+	held *h = j->user;
+	__atomic_store_n(&h->entered, 1, __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&h->release, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	__atomic_store_n(&h->done, 1, __ATOMIC_RELEASE);
+}
+
+static void count_done(node_job *j, int rc, const char *msg)
+{
+	__atomic_store_n(&((held *)j->user)->done, 1, __ATOMIC_RELEASE);
+}
+
+/* A top-class request is run on its submitter's thread (node_submit_here
+ * returns 1: no hand-off, no wake-up) even while lower-class requests are
+ * queued: they are not ahead of it. Here the non-reserved worker is held
+ * by one lower-class run and a second waits in the queue. */
+static void test_top_runs_here_over_queue(void **state)
+{
+	if (!have_models())
+		skip();
+	make_refs();
+	aidos_client *c = conn();
+	spawn_all(c);
+	node_agent *ag[3] = { node_agent_find(nd, "embed"), node_agent_find(nd, "mel"), node_agent_find(nd, "jarvis") };
+	const int idx[3] = { 3, 2, 0 };
+	aidos_tensor x[3], out[3][4];
+	for (int i = 0; i < 3; i++) {
+		assert_non_null(ag[i]);
+		x[i] = (aidos_tensor){ .name = AG[idx[i]].input, .dtype = AIDOS_DT_FLOAT, .rank = AG[idx[i]].rank,
+				       .data = R[idx[i]][0].in };
+		memcpy(x[i].dims, AG[idx[i]].dims, sizeof AG[idx[i]].dims);
+	}
+	char err[512];
+	held h0 = { 0 }, h1 = { 0 }, h2 = { 0 };
+	node_job j0 = { .agent = ag[0], .in = &x[0], .nin = 1, .out = out[0], .nout = 4, .priority = 1000,
+			.done = count_done, .user = &h2 };
+	assert_int_equal(node_run(nd, &j0, err, sizeof err), 0);   /* 1000 is the top class */
+	node_job lo0 = { .agent = ag[0], .in = &x[0], .nin = 1, .out = out[0], .nout = 4, .priority = 1,
+			 .done = held_done, .user = &h0 };
+	node_job lo1 = { .agent = ag[1], .in = &x[1], .nin = 1, .out = out[1], .nout = 4, .priority = 1,
+			 .done = count_done, .user = &h1 };
+	assert_int_equal(node_submit(nd, &lo0, err, sizeof err), 0);
+	while (!__atomic_load_n(&h0.entered, __ATOMIC_ACQUIRE))   /* the only non-reserved worker is held */
+		usleep(1000);
+	assert_int_equal(node_submit(nd, &lo1, err, sizeof err), 0);   /* queued: no place for it */
+	node_stat st;
+	node_stats(nd, &st);
+	assert_int_equal(st.disp.queued, 1);
+	held hh = { 0 };
+	node_job hi = { .agent = ag[2], .in = &x[2], .nin = 1, .out = out[2], .nout = 4, .priority = 1000,
+			.done = count_done, .user = &hh };
+	assert_int_equal(node_submit_here(nd, &hi, err, sizeof err), 1);
+	assert_true(__atomic_load_n(&hh.done, __ATOMIC_ACQUIRE));
+	assert_int_equal(hi.top_class, 1);   /* what the socket's poller reads */
+	assert_int_equal(lo1.top_class, 0);
+	/* ... and leaves the reserved worker asleep: only a lower class is
+	 * queued, nothing it may take (it used to be signalled after every
+	 * such run: a system call and its idle spin on a busy core). */
+	node_stats(nd, &st);
+	uint64_t kicks = st.disp.top_kicks;
+	for (int i = 0; i < 20; i++) {
+		hh.done = 0;
+		assert_int_equal(node_submit_here(nd, &hi, err, sizeof err), 1);
+	}
+	node_stats(nd, &st);
+	assert_int_equal(st.disp.top_kicks, kicks);
+	assert_int_equal(st.disp.queued, 1);
+	__atomic_store_n(&h0.release, 1, __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&h0.done, __ATOMIC_ACQUIRE) || !__atomic_load_n(&h1.done, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	for (int i = 0; i < 3; i++)
+		node_agent_unref(ag[i]);
+	aidos_client_close(c);
+}
+
 /* A valid descriptor for agent handle h ("jarvis", opened first) with its
  * input at in_off and outputs at out_off. */
 static aidos_sqe good_sqe(uint32_t h, uint64_t in_off, uint64_t out_off)
@@ -900,6 +1071,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_control_garbage),
 		cmocka_unit_test(test_client_killed),
 		cmocka_unit_test(test_peercred),
+		cmocka_unit_test(test_far_sleep),
+		cmocka_unit_test(test_lower_class_idle),
+		cmocka_unit_test(test_top_runs_here_over_queue),
 	};
 	return cmocka_run_group_tests_name("ipc", tests, setup, teardown);
 }

@@ -50,7 +50,11 @@ typedef struct aidos_client aidos_client;
 typedef struct aidos_client_opts {
 	uint64_t heap_bytes;   /* tensor heap; 0: the node's default (64 MiB, sparse) */
 	uint32_t spin_us;      /* spin before sleeping on a completion; 0: 50
-	                          (env AIDOS_CLIENT_SPIN_US overrides) */
+	                          (env AIDOS_CLIENT_SPIN_US overrides). A request
+	                          to an agent whose round trips on this client
+	                          average over 8 spins is waited for asleep from
+	                          the start (the node wakes the client): spinning
+	                          for it would only take a core from the node */
 	uint32_t _rsv;
 } aidos_client_opts;
 
