@@ -2280,6 +2280,24 @@ static void deadline_in(struct timespec *ts, uint64_t ms)
 	}
 }
 
+/* The reaper woke late_ms after it should have (c->mu held): this process
+ * did not run meanwhile (a stopped or starved coordinator, a VM paused by
+ * its host), so the nodes' beats of that time wait unread in its sockets.
+ * That time does not count against their leases: without this, the reaper
+ * running first after such a stall declares every node dead at once. */
+static void credit_stall(coord *c, uint64_t late_ms)
+{
+	uint64_t now = mono_ms();
+	log_at(c, LOG_WARN, "reaper ran %" PRIu64 " ms late (this process did not run): that time does not count "
+	     "against the nodes' leases", late_ms);
+	for (int i = 0; i < c->n_nodes; i++) {
+		cnode *n = c->nodes[i];
+		if (n->seen_mono)
+			n->seen_mono = n->seen_mono + late_ms < now ? n->seen_mono + late_ms : now;
+	}
+	c->start_mono = c->start_mono + late_ms < now ? c->start_mono + late_ms : now;
+}
+
 static void *reaper_main(void *arg)
 {
 	coord *c = arg;
@@ -2287,10 +2305,14 @@ static void *reaper_main(void *arg)
 	pthread_mutex_lock(&c->mu);
 	while (!c->stop) {
 		deadline_in(&ts, c->o.reaper_ms);
+		uint64_t due = mono_ms() + c->o.reaper_ms;
 		while (!c->stop && pthread_cond_timedwait(&c->reaper_cv, &c->mu, &ts) != ETIMEDOUT)
 			;
 		if (c->stop)
 			break;
+		uint64_t now = mono_ms();
+		if (now > due && now - due > c->o.lease_ms / 4)
+			credit_stall(c, now - due);
 		pthread_mutex_unlock(&c->mu);
 		coord_reap(c);
 		pthread_mutex_lock(&c->mu);

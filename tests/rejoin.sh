@@ -21,6 +21,9 @@
 #               comes back, registers again and drops its stale copy (the
 #               directory's placement wins, logged); vadC answers from n1
 #               with outputs identical to `aidos run`
+#   3 coord-stall the coordinator itself stopped for 3 leases: its reaper,
+#               first to run after the stop, does not declare the nodes dead
+#               for beats that waited unread in its sockets
 #
 # Needs BUILD_DIR/{aidos,aidosctl,aidos-node,aidos-coord}, the cached Silero
 # VAD v5 (make models) and /usr/bin/python3 with numpy for the chunk files; a
@@ -272,5 +275,24 @@ if ((ok)); then
 else
 	fail replaced "$detail"
 	tail -n 8 "$work/coord.log" "$work/n2.log" | sed 's/^/      | /'
+fi
+# ---- 3. coordinator stalled: nobody is declared dead for its own stall ----
+ndead=$(grep -c "declared DEAD" "$work/coord.log")
+nlate=$(grep -c "reaper ran .* ms late" "$work/coord.log")
+kill -STOP "${PID[coord]}"
+sleep 3   # three leases: every node looks silent to a reaper that just woke
+kill -CONT "${PID[coord]}"
+for _ in $(seq 100); do
+	(($(grep -c "reaper ran .* ms late" "$work/coord.log") > nlate)) && break
+	sleep 0.1
+done
+sleep 1   # four more beats of each node
+ready=$(ctl nodes --json | pyj "print(sum(1 for n in d['nodes'] if n['state']=='READY'))")
+late=$(grep "reaper ran .* ms late" "$work/coord.log" | tail -n 1 | sed 's/^[^ ]* //')
+if (($(grep -c "declared DEAD" "$work/coord.log") == ndead)) && [[ $ready == 2 && -n $late ]]; then
+	pass coord-stall "coordinator stopped 3 s (3 leases): no node declared dead, $ready nodes READY ($late)"
+else
+	fail coord-stall "after the coordinator's 3 s stop: $(($(grep -c "declared DEAD" "$work/coord.log") - ndead)) nodes declared DEAD, ${ready:-?} READY, ${late:-no late-reaper line}"
+	tail -n 6 "$work/coord.log" | sed 's/^/      | /'
 fi
 finish
