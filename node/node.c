@@ -92,6 +92,8 @@ struct node {
 	int stop;
 	pthread_t hb;
 	int hb_started;
+	pthread_t sweeper;         /* closes idle client endpoints (not on hb: a slow close must not delay beats) */
+	int sweeper_started;
 	/* Registration against the coordinator's Spawns: register_once holds it
 	 * for writing from its agent snapshot to the end of its drops and
 	 * restores, Spawn for reading, so a Spawn that the coordinator sends
@@ -1210,7 +1212,11 @@ static void heartbeat_once(node *n, unsigned beat, int *failing)
 		req.transport = (char *)tname;
 		req.transport_reason = reason;
 	}
-	int deadline = (int)(n->hb_ms * 2 < 300 ? 300 : n->hb_ms * 2 > 2000 ? 2000 : n->hb_ms * 2);
+	/* Two periods, or half the lease when that is longer: a coordinator
+	 * slow to answer (a loaded host, a VM) still counts a beat it reads
+	 * late, and a beat given up on too early is a missed one. */
+	uint64_t dl = n->hb_ms * 2 > n->lease_ms / 2 ? n->hb_ms * 2 : n->lease_ms / 2;
+	int deadline = (int)(dl < 300 ? 300 : dl > 10000 ? 10000 : dl);
 	rc = rpc_call(n->coord, "/aidos.Coordinator/Heartbeat", &req.base, &aidos__heartbeat_reply__descriptor,
 		      (ProtobufCMessage **)&rep, deadline, err, sizeof err);
 
@@ -1265,15 +1271,27 @@ static void *hb_main(void *arg)
 	node *n = arg;
 	unsigned beat = 0;
 	int failing = 0;
-	double last_sweep = mono_msf();
 	while (!nap(n, n->hb_ms)) {
+		double t = mono_msf();
 		heartbeat_once(n, ++beat, &failing);
-		if (n->peers && mono_msf() - last_sweep > 10000) {
-			int k = node_peers_sweep(n->peers, PEER_IDLE_MS);
-			if (k)
-				LOGI(n, "closed %d idle client endpoints", k);
-			last_sweep = mono_msf();
-		}
+		t = mono_msf() - t;
+		if (n->lease_ms && t > (double)n->lease_ms / 2)
+			LOGW(n, "a heartbeat took %.0f ms (lease %" PRIu64 " ms): the coordinator or this host is slow",
+			     t, n->lease_ms);
+	}
+	return NULL;
+}
+
+/* Every 10 s closes client endpoints idle for PEER_IDLE_MS. Its own thread:
+ * closing an endpoint can wait on its transport (a verbs disconnect under
+ * load), and heartbeats carry this node's liveness. */
+static void *sweeper_main(void *arg)
+{
+	node *n = arg;
+	while (!nap(n, 10000)) {
+		int k = node_peers_sweep(n->peers, PEER_IDLE_MS);
+		if (k)
+			LOGI(n, "closed %d idle client endpoints", k);
 	}
 	return NULL;
 }
@@ -1685,6 +1703,11 @@ int node_start(node *n, char *err, size_t errlen)
 	if ((rc = pthread_create(&n->hb, NULL, hb_main, n)))
 		return fail(err, errlen, -rc, "cannot start the heartbeat thread: %s", strerror(rc));
 	n->hb_started = 1;
+	if (n->peers) {
+		if ((rc = pthread_create(&n->sweeper, NULL, sweeper_main, n)))
+			return fail(err, errlen, -rc, "cannot start the endpoint sweeper thread: %s", strerror(rc));
+		n->sweeper_started = 1;
+	}
 	n->ready_ms = mono_msf() - n->o.t0_ms;
 	return 0;
 }
@@ -1704,6 +1727,8 @@ void node_destroy(node *n)
 	node_stop(n);
 	if (n->hb_started)
 		pthread_join(n->hb, NULL);
+	if (n->sweeper_started)
+		pthread_join(n->sweeper, NULL);
 	if (n->loader_started)
 		pthread_join(n->loader, NULL);
 	node_dp_stop(n->dp);
