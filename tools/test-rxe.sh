@@ -28,7 +28,7 @@
 # (s, default 900 = 15 min): the package fetch by 300 s, the VM by what is
 # left (at most AIDOS_RXE_TIMEOUT, default 780), after which it is killed.
 # Env: AIDOS_CACHE (default ~/.cache/aidos), AIDOS_RXE_ACCEL (kvm|tcg),
-# AIDOS_RXE_ROUNDS (interleaved benchmark rounds, default 5).
+# AIDOS_RXE_ROUNDS (interleaved benchmark rounds, default 9).
 set -uo pipefail
 
 if [[ $# -ne 1 || ! -d $1 ]]; then
@@ -209,7 +209,7 @@ left=$((${AIDOS_RXE_TOTAL:-900} - (SECONDS - t_start) - 20))   # 20 s for the re
 log "booting ($accel, 2 vCPUs, 3 GiB), bound ${vm_t} s"
 t_boot=$SECONDS
 timeout -k 10 "$vm_t" qemu-system-x86_64 "${qaccel[@]}" -m 3072 -smp 2 -kernel "$C/vmlinuz" -initrd "$work/initrd" \
-	-append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init AIDOS_RXE_ROUNDS=${AIDOS_RXE_ROUNDS:-5}" -nographic -no-reboot -nic none \
+	-append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init AIDOS_RXE_ROUNDS=${AIDOS_RXE_ROUNDS:-9}" -nographic -no-reboot -nic none \
 	</dev/null >"$work/console.log" 2>&1 &
 qpid=$!
 wait "$qpid"
@@ -255,22 +255,41 @@ def get(tool, op, size):
 # ratios, which pairs each round's two measurements). Reported, not
 # asserted: no timed assertions in tests, and under emulation on a shared
 # host the same tool varies 2-50x between runs.
-def per_round(tool_a, op_a, tool_b, op_b, size, k):
+def round_ratios(tool_a, op_a, tool_b, op_b, size, k):
     a = {r["round"]: r[k] for r in rows if "round" in r and r.get("tool") == tool_a and r.get("op") == op_a and r.get("size") == size}
     b = {r["round"]: r[k] for r in rows if "round" in r and r.get("tool") == tool_b and r.get("op") == op_b and r.get("size") == size}
-    return med([b[i] / a[i] for i in a if i in b and a[i] > 0])
+    return [b[i] / a[i] for i in sorted(a) if i in b and a[i] > 0]
+def per_round(*a):
+    return med(round_ratios(*a))
+def spread(v):
+    """min, quartiles (medians of the lower and upper halves), max."""
+    v = sorted(v)
+    n = len(v)
+    if not n:
+        return None
+    return {"min": v[0], "q1": med(v[:n // 2]) if n > 1 else v[0], "median": med(v),
+            "q3": med(v[(n + 1) // 2:]) if n > 1 else v[0], "max": v[-1], "n": n}
+def fmt_spread(d, f="%.1f"):
+    return (f + " [" + f + " " + f + " | " + f + " " + f + "]") % (d["median"], d["min"], d["q1"], d["q3"], d["max"])
 summary = {"lat": {}, "bw": {}}
 for sz in (2, 64, 1024):
     p, v = get("perftest", "write_lat", sz), get("aidos-verbs", "put_lat", sz)
     if p and v and "rounds" in p and "rounds" in v:
+        rr = round_ratios("perftest", "write_lat", "aidos-verbs", "put_lat", sz, "us")
         summary["lat"][str(sz)] = {"ib_write_lat_us": p["us"], "aidos_put_lat_us": v["us"], "ratio": v["us"] / p["us"],
-                                    "ratio_of_rounds": per_round("perftest", "write_lat", "aidos-verbs", "put_lat", sz, "us"),
+                                    "ratio_of_rounds": med(rr), "round_ratios": spread(rr),
+                                    "ib_write_lat_spread": spread(p["rounds"]), "aidos_spread": spread(v["rounds"]),
                                     "ib_write_lat_rounds": p["rounds"], "aidos_rounds": v["rounds"]}
 p, v = get("perftest", "write_bw", 1048576), get("aidos-verbs", "put_bw", 1048576)
 if p and v and "rounds" in p and "rounds" in v:
+    rr = round_ratios("perftest", "write_bw", "aidos-verbs", "put_bw", 1048576, "MBps")
     summary["bw"]["1048576"] = {"ib_write_bw_MBps": p["MBps"], "aidos_put_bw_MBps": v["MBps"], "ratio": v["MBps"] / p["MBps"],
-                                "ratio_of_rounds": per_round("perftest", "write_bw", "aidos-verbs", "put_bw", 1048576, "MBps"),
+                                "ratio_of_rounds": med(rr), "round_ratios": spread(rr),
+                                "ib_write_bw_spread": spread(p["rounds"]), "aidos_spread": spread(v["rounds"]),
                                 "ib_write_bw_rounds": p["rounds"], "aidos_rounds": v["rounds"]}
+summary["statistic"] = ("per tool, the median of its round figures (each round: perftest's t_typical / BW_average, "
+                        "verbs_put's median iteration / MB/s over the same count); ratio = aidos median / perftest median; "
+                        "spread = [min q1 | q3 max] of the rounds")
 small = [summary["lat"][k] for k in ("2", "64") if k in summary["lat"]]
 worst = max(small, key=lambda e: e["ratio"]) if len(small) == 2 else None
 bw = summary["bw"].get("1048576")
@@ -308,13 +327,15 @@ mig = sorted((r for r in rows if r.get("op") == "migrate"), key=lambda r: r["siz
 if mig:
     print("      migration over RDMA READ, context size -> aidosctl migrate ms: " +
           ", ".join("%d KiB %.1f ms" % (r["size"] >> 10, r["ms"]) for r in mig))
+print("    rounds: per tool the median of its rounds, spread [min q1 | q3 max]; the same statistic for both")
 for k, e in summary["lat"].items():
-    print("    rounds lat %s B: ib_write_lat %s us, aidos ping-pong %s us: ratio %.2fx (median of per-round ratios %.2fx)" %
-          (k, " ".join("%.1f" % x for x in e["ib_write_lat_rounds"]), " ".join("%.1f" % x for x in e["aidos_rounds"]),
-           e["ratio"], e["ratio_of_rounds"] or 0))
+    print("    rounds lat %s B: ib_write_lat %s us, aidos ping-pong %s us: ratio %.2fx; per-round ratios %s" %
+          (k, fmt_spread(e["ib_write_lat_spread"]), fmt_spread(e["aidos_spread"]), e["ratio"],
+           fmt_spread(e["round_ratios"], "%.2f") if e["round_ratios"] else "-"))
 if bw:
-    print("    rounds bw 1 MiB: ib_write_bw %s MB/s, aidos put %s MB/s" %
-          (" ".join("%.1f" % x for x in bw["ib_write_bw_rounds"]), " ".join("%.1f" % x for x in bw["aidos_rounds"])))
+    print("    rounds bw 1 MiB: ib_write_bw %s MB/s, aidos put %s MB/s: ratio %.2f; per-round ratios %s" %
+          (fmt_spread(bw["ib_write_bw_spread"]), fmt_spread(bw["aidos_spread"]), bw["ratio"],
+           fmt_spread(bw["round_ratios"], "%.2f") if bw["round_ratios"] else "-"))
     print("    target bw-1MiB: aidos verbs put %.1f MB/s = %.0f%% of ib_write_bw %.1f MB/s, medians of %d rounds "
           "(per-round %.0f%%; >= 90%%: %s)" % (bw["aidos_put_bw_MBps"], 100 * bw["ratio"], bw["ib_write_bw_MBps"],
           len(bw["aidos_rounds"]), 100 * (bw["ratio_of_rounds"] or 0), "met" if bw["ratio"] >= 0.9 else "NOT met"))
