@@ -28,7 +28,7 @@
 # (s, default 900 = 15 min): the package fetch by 300 s, the VM by what is
 # left (at most AIDOS_RXE_TIMEOUT, default 780), after which it is killed.
 # Env: AIDOS_CACHE (default ~/.cache/aidos), AIDOS_RXE_ACCEL (kvm|tcg),
-# AIDOS_RXE_ROUNDS (interleaved benchmark rounds, default 9).
+# AIDOS_RXE_ROUNDS (interleaved benchmark rounds, default 7).
 set -uo pipefail
 
 if [[ $# -ne 1 || ! -d $1 ]]; then
@@ -209,7 +209,7 @@ left=$((${AIDOS_RXE_TOTAL:-900} - (SECONDS - t_start) - 20))   # 20 s for the re
 log "booting ($accel, 2 vCPUs, 3 GiB), bound ${vm_t} s"
 t_boot=$SECONDS
 timeout -k 10 "$vm_t" qemu-system-x86_64 "${qaccel[@]}" -m 3072 -smp 2 -kernel "$C/vmlinuz" -initrd "$work/initrd" \
-	-append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init AIDOS_RXE_ROUNDS=${AIDOS_RXE_ROUNDS:-9}" -nographic -no-reboot -nic none \
+	-append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init AIDOS_RXE_ROUNDS=${AIDOS_RXE_ROUNDS:-7}" -nographic -no-reboot -nic none \
 	</dev/null >"$work/console.log" 2>&1 &
 qpid=$!
 wait "$qpid"
