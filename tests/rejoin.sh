@@ -269,9 +269,10 @@ if ((ok)); then
 	where=$(agent_field vadC node)
 	[[ $where == n1 ]] || { ok=0; detail+="vadC is on '$where', wanted n1; "; }
 	note "coordinator: $(grep -E 'agent vadC' "$work/coord.log" | tail -n 3 | sed 's/^[^ ]* //' | tr '\n' ';' | head -c 600)"
+	from=$(sed -n 's/.*agent vadC: placing again from checkpoint version \([0-9]*\).*/\1/p' "$work/coord.log" | tail -n 1)
 fi
 if ((ok)); then
-	pass replaced "n2 stopped past its lease: vadC placed again on n1 from checkpoint version 6, n2 dropped its copy when it registered again; 12/12 chunks identical to aidos run"
+	pass replaced "n2 stopped past its lease: vadC placed again on n1 from checkpoint version ${from:-?}, n2 dropped its copy when it registered again; 12/12 chunks identical to aidos run"
 else
 	fail replaced "$detail"
 	tail -n 8 "$work/coord.log" "$work/n2.log" | sed 's/^/      | /'

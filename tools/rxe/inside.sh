@@ -324,13 +324,13 @@ pt() {   # tool op size args...: server on rxe1 (10.77.0.2), client on rxe0
 	fi
 	case $op in
 	write_lat | read_lat)   # #bytes #iterations t_min t_max t_typical t_avg ...
-		bench "{\"tool\":\"perftest\",\"op\":\"$op\",\"size\":$size,\"us\":$(awk '{print $5}' <<<"$line"),\"us_avg\":$(awk '{print $6}' <<<"$line")}" ;;
+		bench "{\"tool\":\"perftest\",\"op\":\"$op\",\"size\":$size,\"us\":$(awk '{print $5}' <<<"$line"),\"us_avg\":$(awk '{print $6}' <<<"$line"),\"us_min\":$(awk '{print $3}' <<<"$line")}" ;;
 	*)   # #bytes #iterations BW_peak BW_average[Gb/sec] MsgRate (--report_gbits: 1e9 bit/s)
 		bench "{\"tool\":\"perftest\",\"op\":\"$op\",\"size\":$size,\"MBps\":$(awk '{print $4 * 125}' <<<"$line")}" ;;
 	esac
 }
-pt write_lat 4096 /usr/bin/ib_write_lat -n 1000
-for s in 2 64 4096; do pt read_lat $s /usr/bin/ib_read_lat -n 1000; done
+pt write_lat 4096 /usr/bin/ib_write_lat -n 300
+for s in 2 64 4096; do pt read_lat $s /usr/bin/ib_read_lat -n 300; done
 pt write_bw 65536 /usr/bin/ib_write_bw -n 60 --report_gbits
 for s in 65536 1048576; do pt read_bw $s /usr/bin/ib_read_bw -n 60 --report_gbits; done
 
@@ -339,7 +339,7 @@ vp() {   # backend tool [client options, overriding the defaults]
 	AIDOS_RDMA_DEV=rxe1 UCX_NET_DEVICES=rxe1:1 timeout 120 "$B/bench/verbs_put" server $IP1:$port --backend "$1" >"$W/vp.srv" 2>&1 &
 	local spid=$!
 	sleep 0.5
-	AIDOS_RDMA_DEV=rxe0 UCX_NET_DEVICES=rxe0:1 timeout 120 "$B/bench/verbs_put" client $IP1:$port --backend "$1" --lat-iters 1000 \
+	AIDOS_RDMA_DEV=rxe0 UCX_NET_DEVICES=rxe0:1 timeout 120 "$B/bench/verbs_put" client $IP1:$port --backend "$1" --lat-iters 300 \
 		--bw-bytes 64e6 "${@:3}" >"$W/vp.cli" 2>"$W/vp.err"
 	local rc=$?
 	wait "$spid"
