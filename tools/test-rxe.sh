@@ -210,7 +210,7 @@ load0=$(cut -d' ' -f1-3 /proc/loadavg)
 log "booting ($accel, 2 vCPUs, 3 GiB), bound ${vm_t} s; host load average $load0 (the VM's timings follow it)"
 t_boot=$SECONDS
 timeout -k 10 "$vm_t" qemu-system-x86_64 "${qaccel[@]}" -m 3072 -smp 2 -kernel "$C/vmlinuz" -initrd "$work/initrd" \
-	-append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init AIDOS_RXE_ROUNDS=${AIDOS_RXE_ROUNDS:-7}" -nographic -no-reboot -nic none \
+	-append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init AIDOS_RXE_ROUNDS=${AIDOS_RXE_ROUNDS:-7} AIDOS_RXE_BUDGET=$((vm_t - 40))" -nographic -no-reboot -nic none \
 	</dev/null >"$work/console.log" 2>&1 &
 qpid=$!
 wait "$qpid"
