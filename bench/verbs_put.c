@@ -8,7 +8,7 @@
  *   verbs_put server IP:PORT [--backend verbs|ucx|tcp] [--max BYTES]
  *   verbs_put client IP:PORT [--backend B] [--lat-sizes 2,64,4096]
  *             [--bw-sizes 65536,1048576] [--lat-iters N] [--bw-bytes N] [--spin-us N]
- *             [--ops all|put]
+ *             [--ops all|put] [--bw-window W]
  *
  * --ops put measures only what perftest's ib_write_lat / ib_write_bw do
  * (put_lat ping-pong and put_bw), for tools/rxe/inside.sh's interleaved
@@ -33,10 +33,22 @@
  *   ib_read_lat reports reads.
  * put_bw / get_bw: back-to-back blocking calls of `size` bytes for about
  *   --bw-bytes in total, after a warm-up; MB/s = 1e6 bytes per second.
- *   (ib_write_bw keeps up to 128 writes in flight; each xport_put waits for
- *   its completion, one round trip per call, which at 1 MiB is a few % of
- *   the transfer.) A checksum of the server's region after the last put
- *   proves the bytes arrived.
+ *   With --bw-window W (W > 1), put_bw is ib_write_bw's loop instead: W
+ *   puts of `size` bytes posted (xport_put_post: one RDMA WRITE each, as
+ *   perftest posts them), then each completion waited for is replaced by
+ *   the next post until --bw-bytes / size puts are done; no warm-up; time
+ *   from the first post to the last completion (perftest's tposted[0] to
+ *   tcompleted[n-1]). W is perftest's tx depth: give ib_write_bw -t W and
+ *   -n the same count for a like-for-like pair (tools/rxe/inside.sh).
+ *   A checksum of the server's region after the last put proves the bytes
+ *   arrived.
+ * Timing is perftest's: the CPU's time-stamp counter (rdtsc), converted
+ * with the first "cpu MHz" of /proc/cpuinfo (calibrated against
+ * CLOCK_MONOTONIC where there is none, or off x86), no clock system call
+ * inside a measured loop (under a VM whose clocksource the vDSO cannot
+ * read, clock_gettime is one). put_lat's per-iteration times are the
+ * differences of consecutive stamps taken before each put, as perftest's
+ * tposted[]; stderr says which clock was used.
  * Output, stdout: one JSON object per line:
  *   {"backend":"verbs","transport":"verbs:rc/rxe0","op":"put_lat","size":2,
  *    "iters":1000,"us":23.1} and {"op":"put_bw",...,"MBps":41.2}.
@@ -52,6 +64,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#endif
 
 #include "transport/transport.h"
 
@@ -63,6 +78,53 @@ static double now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double tsc_hz;   /* ticks of ticks() per second */
+
+/* perftest's get_cycles(): the TSC on x86, else the monotonic clock (ns). */
+static inline uint64_t ticks(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	return __rdtsc();
+#else
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+#endif
+}
+
+/* Seconds of ticks, a run's measurements read nothing else. */
+static inline double tsec(uint64_t t) { return (double)t / tsc_hz; }
+
+/* As perftest: the first "cpu MHz" of /proc/cpuinfo; else 100 ms of
+ * CLOCK_MONOTONIC. Says which on stderr. */
+static void clock_setup(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	char line[256];
+	double mhz = 0;
+	while (f && !mhz && fgets(line, sizeof line, f))
+		if (!strncmp(line, "cpu MHz", 7) && strchr(line, ':'))
+			mhz = atof(strchr(line, ':') + 1);
+	if (f)
+		fclose(f);
+	if (mhz > 0) {
+		tsc_hz = mhz * 1e6;
+		fprintf(stderr, "verbs_put: timing with the TSC at %.3f MHz (/proc/cpuinfo, as perftest)\n", mhz);
+		return;
+	}
+	double t0 = now_s();
+	uint64_t c0 = ticks();
+	while (now_s() - t0 < 0.1)
+		;
+	tsc_hz = (double)(ticks() - c0) / (now_s() - t0);
+	fprintf(stderr, "verbs_put: timing with the TSC, calibrated at %.3f MHz\n", tsc_hz / 1e6);
+#else
+	tsc_hz = 1e9;
+	fprintf(stderr, "verbs_put: timing with CLOCK_MONOTONIC\n");
+#endif
 }
 
 static void die(const char *what, int rc)
@@ -114,6 +176,7 @@ struct side {
 };
 
 static int put_only;      /* --ops put: put_lat and put_bw only */
+static long bw_window = 1; /* --bw-window: posted puts in flight for put_bw (1: blocking calls) */
 static int spin_us = -1;   /* busy-poll completions, as perftest does (--spin-us) */
 
 static void side_open(struct side *s, const char *backend, size_t max)
@@ -258,7 +321,8 @@ static int cmp_d(const void *a, const void *b)
 }
 
 /* Latency line: "us" the median of the per-iteration times (perftest's
- * t_typical), "us_avg" the mean; t[] in seconds, sorted here. */
+ * t_typical), "us_avg" the mean, "us_min" the fastest (t_min); t[] in
+ * seconds, sorted here. */
 static void emit_lat(const char *backend, const char *tname, const char *op, size_t size, double *t, long n,
 		     double scale)
 {
@@ -268,18 +332,40 @@ static void emit_lat(const char *backend, const char *tname, const char *op, siz
 		sum += t[i];
 	qsort(t, (size_t)n, sizeof *t, cmp_d);
 	printf("{\"backend\":\"%s\",\"transport\":\"%s\",\"op\":\"%s\",\"size\":%zu,\"iters\":%ld,\"us\":%.2f,"
-	       "\"us_avg\":%.2f}\n", backend, tname, op, size, n, t[n / 2] * scale * 1e6, sum / (double)n * scale * 1e6);
+	       "\"us_avg\":%.2f,\"us_min\":%.2f}\n", backend, tname, op, size, n, t[n / 2] * scale * 1e6,
+	       sum / (double)n * scale * 1e6, t[0] * scale * 1e6);
 	fflush(stdout);
 }
 
-static void emit(const char *backend, const char *tname, const char *op, size_t size, long iters, double secs)
+static void emit(const char *backend, const char *tname, const char *op, size_t size, long iters, long window,
+		 double secs)
 {
-	if (0)
-		;
-	else
-		printf("{\"backend\":\"%s\",\"transport\":\"%s\",\"op\":\"%s\",\"size\":%zu,\"iters\":%ld,\"MBps\":%.2f}\n",
-		       backend, tname, op, size, iters, (double)size * (double)iters / secs / 1e6);
+	printf("{\"backend\":\"%s\",\"transport\":\"%s\",\"op\":\"%s\",\"size\":%zu,\"iters\":%ld,\"window\":%ld,"
+	       "\"MBps\":%.2f}\n", backend, tname, op, size, iters, window, (double)size * (double)iters / secs / 1e6);
 	fflush(stdout);
+}
+
+/* ib_write_bw's loop: `it` puts of size bytes from the start of our region,
+ * win of them posted at a time; returns seconds from the first post to the
+ * last completion. */
+static double put_window(struct side *s, size_t size, long it, long win)
+{
+	xport_op *ops = calloc((size_t)win, sizeof *ops);
+	int rc;
+
+	if (!ops)
+		die("alloc", AIDOS_E_NOMEM);
+	uint64_t t0 = ticks();
+	for (long k = 0; k < it + win; k++) {
+		xport_op *o = &ops[k % win];
+		if (k >= win && (rc = xport_op_wait(s->x, o, 30000)))
+			die("xport_op_wait", rc);
+		if (k < it && (rc = xport_put_post(s->x, s->ep, s->buf, size, s->base, s->rk, s->rklen, 30000, o)))
+			die("xport_put_post", rc);
+	}
+	double t = tsec(ticks() - t0);
+	free(ops);
+	return t;
 }
 
 static int client(const struct sockaddr_in *sa, const char *backend, const char *lat_sizes, const char *bw_sizes,
@@ -329,13 +415,15 @@ static int client(const struct sockaddr_in *sa, const char *backend, const char 
 			die("send command", -EIO);
 		memset(s.buf, 0, size);
 		memset(s.buf + rx, 0, size);
+		uint64_t prev = ticks();
 		for (long k = 0; k < lat_iters; k++) {
-			double t0 = now_s();
 			s.buf[size - 1] = (unsigned char)(k + 1);
 			if ((rc = xport_put(s.x, s.ep, s.buf, size, s.base, s.rk, s.rklen, 10000)))
 				die("xport_put (ping)", rc);
 			spin_for(&s, rx, size, (unsigned char)(k + 1));
-			lt[k] = now_s() - t0;
+			uint64_t t = ticks();   /* = the stamp before the next put */
+			lt[k] = tsec(t - prev);
+			prev = t;
 		}
 		if (xfer(fd, &ack, sizeof ack, 0))
 			die("read ack", -EIO);
@@ -349,10 +437,10 @@ static int client(const struct sockaddr_in *sa, const char *backend, const char 
 			if ((rc = rma(&s, w, size)))
 				die(w ? "xport_put" : "xport_get", rc);
 		for (long k = 0; k < it; k++) {
-			double t0 = now_s();
+			uint64_t t0 = ticks();
 			if ((rc = rma(&s, w, size)))
 				die(w ? "xport_put" : "xport_get", rc);
-			lt[k] = now_s() - t0;
+			lt[k] = tsec(ticks() - t0);
 		}
 		emit_lat(backend, tname, w ? "put_rtt" : "get_lat", size, lt, it, 1.0);
 	}
@@ -362,14 +450,19 @@ static int client(const struct sockaddr_in *sa, const char *backend, const char 
 			it = it < 5 ? 5 : it > 100000 ? 100000 : it;
 			for (size_t j = 0; j < bw[i]; j++)
 				s.buf[j] = (unsigned char)(j * 131 + 7);
+			if (w && bw_window > 1) {
+				long win = bw_window < it ? bw_window : it;
+				emit(backend, tname, "put_bw", bw[i], it, win, put_window(&s, bw[i], it, win));
+				continue;
+			}
 			for (long k = 0; k < it / 10 + 1; k++)
 				if ((rc = rma(&s, w, bw[i])))
 					die(w ? "xport_put" : "xport_get", rc);
-			double t0 = now_s();
+			uint64_t t0 = ticks();
 			for (long k = 0; k < it; k++)
 				if ((rc = rma(&s, w, bw[i])))
 					die(w ? "xport_put" : "xport_get", rc);
-			emit(backend, tname, w ? "put_bw" : "get_bw", bw[i], it, now_s() - t0);
+			emit(backend, tname, w ? "put_bw" : "get_bw", bw[i], it, 1, tsec(ticks() - t0));
 		}
 	/* the bytes arrived: the server's checksum of its region equals ours */
 	for (size_t j = 0; j < max; j++)
@@ -407,7 +500,7 @@ int main(int argc, char **argv)
 	if (argc < 3 || parse_ep(argv[2], &sa)) {
 		fprintf(stderr, "usage: verbs_put server|client IP:PORT [--backend verbs|ucx|tcp] [--max BYTES]\n"
 				"       [--lat-sizes L] [--bw-sizes L] [--lat-iters N] [--bw-bytes N] [--spin-us N]\n"
-				"       [--ops all|put]\n");
+				"       [--ops all|put] [--bw-window W]\n");
 		return 2;
 	}
 	for (int i = 3; i + 1 < argc; i += 2) {
@@ -425,6 +518,8 @@ int main(int argc, char **argv)
 			bw_bytes = atof(argv[i + 1]);
 		else if (!strcmp(argv[i], "--spin-us"))
 			spin_us = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--bw-window"))
+			bw_window = atol(argv[i + 1]) < 1 ? 1 : atol(argv[i + 1]);
 		else if (!strcmp(argv[i], "--ops"))
 			put_only = !strcmp(argv[i + 1], "put");
 		else {
@@ -434,8 +529,10 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "server"))
 		return server(&sa, backend, max);
-	if (!strcmp(argv[1], "client"))
+	if (!strcmp(argv[1], "client")) {
+		clock_setup();
 		return client(&sa, backend, lat, bw, lat_iters < 1 ? 1 : lat_iters, bw_bytes);
+	}
 	fprintf(stderr, "verbs_put: server or client, not %s\n", argv[1]);
 	return 2;
 }

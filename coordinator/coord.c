@@ -1405,9 +1405,13 @@ static int h_register(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **r
 
 	pthread_mutex_lock(&c->mu);
 	cnode *n = find_node(c, info->name);
+	int again = n != NULL;
 	if (n) {
-		log_at(c, LOG_INFO, "node %s registered again (was %s) rpc=%s transport=%s (%s)", info->name,
-		     coord_node_state_name(n->info->state), info->rpc_addr, info->transport,
+		char heard[64] = "not heard since this coordinator started";
+		if (n->seen_mono)
+			snprintf(heard, sizeof heard, "last heard %" PRIu64 " ms ago", mono_ms() - n->seen_mono);
+		log_at(c, LOG_INFO, "node %s registered again (was %s, %s) rpc=%s transport=%s (%s)", info->name,
+		     coord_node_state_name(n->info->state), heard, info->rpc_addr, info->transport,
 		     info->transport_reason);
 		pb_free(n->info);
 		n->info = info;
@@ -1443,6 +1447,9 @@ static int h_register(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **r
 		for (int i = 0; i < c->n_agents; i++)
 			if (!strcmp(c->agents[i]->info->node, info->name))
 				list[rep.n_agents++] = c->agents[i]->info;
+	if (again && list)
+		log_at(c, LOG_INFO, "node %s: %zu agents listed for it to keep or restore; it drops any other", info->name,
+		     rep.n_agents);
 	rep.heartbeat_ms = c->o.heartbeat_ms;
 	rep.lease_ms = c->o.lease_ms;
 	rep.agents = list;
@@ -1524,6 +1531,73 @@ static void observe(coord *c, cnode *n, cagent *a, uint64_t requests, uint64_t n
 	(void)n;
 }
 
+/* A heartbeat from node n, declared DEAD, reports the agents it still runs
+ * (c->mu held): it was stalled, not dead (SIGSTOP, a VM or host under load,
+ * a late reaper). Each reported agent that still waits for a node (PENDING,
+ * nobody placing it: nowhere else to go yet) and is the same agent (model,
+ * statefulness) is given back to n, with the state and context version n
+ * reports, so that the RegisterNode that follows lists it and n keeps it:
+ * the live copy is newer than any checkpoint. An agent placed elsewhere
+ * meanwhile stays there (the directory is the authority; n drops its copy
+ * when it registers), one being placed right now is settled by the placer.
+ * Checkpoints carried by the same beat are taken for the reclaimed agents.
+ * Returns the number of agents given back; each is logged and an event. */
+static int reclaim_reported(coord *c, cnode *n, const Aidos__HeartbeatRequest *req)
+{
+	const char *node = n->info->name;
+	int kept = 0;
+
+	for (size_t i = 0; i < req->n_agents; i++) {
+		const Aidos__AgentInfo *ai = req->agents[i];
+		cagent *a = ai ? find_agent(c, ai->name) : NULL;
+		char why[300];
+		if (!a)
+			continue;   /* killed meanwhile: n drops it when it registers */
+		if (a->info->node[0] || a->busy ||
+		    a->info->state_now != AIDOS__AGENT_STATE__AGENT_PENDING) {
+			if (strcmp(a->info->node, node))
+				log_at(c, LOG_INFO, "agent %s: node %s still runs it (version %" PRIu64 "), but it %s%s: "
+				     "that copy is dropped when %s registers again", a->info->name, node,
+				     ai->context_version, a->busy ? "is being " : "runs on ",
+				     a->busy ? a->busy : a->info->node[0] ? a->info->node : "(no node)", node);
+			continue;
+		}
+		if (strcmp(ai->model_path ? ai->model_path : "", a->info->model_path) ||
+		    ai->stateful != a->info->stateful) {
+			log_at(c, LOG_WARN, "agent %s: node %s reports a different agent of that name (model %.200s%s): "
+			     "not kept", a->info->name, node, ai->model_path ? ai->model_path : "",
+			     ai->stateful ? ", stateful" : "");
+			continue;
+		}
+		set_str(&a->info->node, node);
+		set_str(&a->info->context_node, a->info->stateful ? node : "");
+		a->info->state_now = ai->state_now != AIDOS__AGENT_STATE__AGENT_UNKNOWN &&
+						     ai->state_now != AIDOS__AGENT_STATE__AGENT_PENDING
+					     ? ai->state_now
+					     : AIDOS__AGENT_STATE__AGENT_IDLE;
+		if (a->info->stateful)
+			a->info->context_version = ai->context_version;
+		a->exclude[0] = 0;
+		a->last_fail[0] = 0;
+		agent_account(c, a);
+		snprintf(why, sizeof why, "node %s came back (stalled past its lease, not dead) still running it%s", node,
+			 a->info->stateful ? ": its live context is newer than any checkpoint" : "");
+		if (a->info->stateful)
+			log_at(c, LOG_INFO, "agent %s: alive on node %s at context version %" PRIu64 " (checkpoint %" PRIu64
+			     "): kept there, not placed again", a->info->name, node, ai->context_version,
+			     a->ckpt ? a->ckpt->version : 0);
+		else
+			log_at(c, LOG_INFO, "agent %s: alive on node %s: kept there, not placed again", a->info->name, node);
+		set_str(&a->info->reason, why);
+		add_event(c, "reclaim", a->info->name, "", node, why);
+		kept++;
+	}
+	for (size_t i = 0; kept && i < req->n_checkpoints; i++)
+		if (req->checkpoints[i] && take_checkpoint(c, node, req->checkpoints[i]))
+			c->dirty = 1;
+	return kept;
+}
+
 static int h_heartbeat(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp, char *err, size_t errlen)
 {
 	coord *c = ctx;
@@ -1541,10 +1615,13 @@ static int h_heartbeat(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **
 		/* Unknown, or declared dead (its agents live elsewhere now):
 		 * it must register again and learn what it should host. */
 		if (!n || !n->known_false_logged)
-			log_at(c, LOG_INFO, "heartbeat from %s node %s: asking it to register", n ? "dead" : "unknown",
-			     req->node);
-		if (n)
+			log_at(c, LOG_INFO, "heartbeat from %s node %s (%zu agents running): asking it to register again",
+			     n ? "dead" : "unknown", req->node, req->n_agents);
+		if (n) {
 			n->known_false_logged = 1;
+			if (reclaim_reported(c, n, req))
+				changed = 1;
+		}
 		rep.known = 0;
 	} else {
 		rep.known = 1;
@@ -2203,6 +2280,24 @@ static void deadline_in(struct timespec *ts, uint64_t ms)
 	}
 }
 
+/* The reaper woke late_ms after it should have (c->mu held): this process
+ * did not run meanwhile (a stopped or starved coordinator, a VM paused by
+ * its host), so the nodes' beats of that time wait unread in its sockets.
+ * That time does not count against their leases: without this, the reaper
+ * running first after such a stall declares every node dead at once. */
+static void credit_stall(coord *c, uint64_t late_ms)
+{
+	uint64_t now = mono_ms();
+	log_at(c, LOG_WARN, "reaper ran %" PRIu64 " ms late (this process did not run): that time does not count "
+	     "against the nodes' leases", late_ms);
+	for (int i = 0; i < c->n_nodes; i++) {
+		cnode *n = c->nodes[i];
+		if (n->seen_mono)
+			n->seen_mono = n->seen_mono + late_ms < now ? n->seen_mono + late_ms : now;
+	}
+	c->start_mono = c->start_mono + late_ms < now ? c->start_mono + late_ms : now;
+}
+
 static void *reaper_main(void *arg)
 {
 	coord *c = arg;
@@ -2210,10 +2305,14 @@ static void *reaper_main(void *arg)
 	pthread_mutex_lock(&c->mu);
 	while (!c->stop) {
 		deadline_in(&ts, c->o.reaper_ms);
+		uint64_t due = mono_ms() + c->o.reaper_ms;
 		while (!c->stop && pthread_cond_timedwait(&c->reaper_cv, &c->mu, &ts) != ETIMEDOUT)
 			;
 		if (c->stop)
 			break;
+		uint64_t now = mono_ms();
+		if (now > due && now - due > c->o.lease_ms / 4)
+			credit_stall(c, now - due);
 		pthread_mutex_unlock(&c->mu);
 		coord_reap(c);
 		pthread_mutex_lock(&c->mu);

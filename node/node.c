@@ -92,6 +92,16 @@ struct node {
 	int stop;
 	pthread_t hb;
 	int hb_started;
+	pthread_t sweeper;         /* closes idle client endpoints (not on hb: a slow close must not delay beats) */
+	int sweeper_started;
+	/* Registration against the coordinator's Spawns: register_once holds it
+	 * for writing from its agent snapshot to the end of its drops and
+	 * restores, Spawn for reading, so a Spawn that the coordinator sends
+	 * after building the register reply (its placer, kicked by the
+	 * registration) lands after the drops, never before them (it would be
+	 * answered "already here" and then dropped: the directory would name
+	 * this node for an agent it no longer has). */
+	pthread_rwlock_t reg_lock;
 };
 
 /* ---- small helpers ---- */
@@ -709,18 +719,22 @@ static int h_spawn(void *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
 
 	if ((rc = check_agent_info(req->agent, "Spawn", err, errlen)))
 		return rc;
+	pthread_rwlock_rdlock(&n->reg_lock);
 	if ((a = node_table_get(&n->table, req->agent->name))) {
 		/* The same agent again (a retried Spawn): answer what runs. */
 		if (strcmp(a->model_path, req->agent->model_path)) {
 			rc = fail(err, errlen, AIDOS_E_INVALID, "agent '%s' already runs on node %s with model %s",
 				  a->name, n->name, a->model_path);
 			node_agent_unref(a);
+			pthread_rwlock_unlock(&n->reg_lock);
 			return rc;
 		}
 	} else if ((rc = spawn(n, req->agent, req->context, 0, &a, err, errlen))) {
+		pthread_rwlock_unlock(&n->reg_lock);
 		LOGW(n, "Spawn refused: %s", err);
 		return rc;
 	}
+	pthread_rwlock_unlock(&n->reg_lock);
 	agent_view_fill(n, a, &v);
 	rep.agent = &v.ai;
 	rc = reply(&rep, resp, err, errlen);
@@ -1086,6 +1100,7 @@ static int register_once(node *n, char *err, size_t errlen)
 		n->boot_ms = mono_msf() - n->o.t0_ms;
 	node_info_fill(n, &ni, &d, &dp);
 	req.node = &ni;
+	pthread_rwlock_wrlock(&n->reg_lock);
 	if (node_table_list(&n->table, &before, &nbefore))
 		nbefore = 0;
 	rc = rpc_call(n->coord, "/aidos.Coordinator/RegisterNode", &req.base, &aidos__register_node_reply__descriptor,
@@ -1100,6 +1115,7 @@ static int register_once(node *n, char *err, size_t errlen)
 		     " ms: this node will be declared dead between beats", n->hb_ms, n->lease_ms);
 	LOGI(n, "registered with coordinator %s: heartbeat %" PRIu64 " ms, lease %" PRIu64 " ms, %zu agents to host",
 	     n->coord_addr, n->hb_ms, n->lease_ms, rep->n_agents);
+	int dropped = 0;
 	for (int i = 0; i < nbefore; i++) {
 		int listed = 0;
 		for (size_t j = 0; j < rep->n_agents && !listed; j++)
@@ -1108,8 +1124,12 @@ static int register_once(node *n, char *err, size_t errlen)
 		if (!listed) {
 			char e[300];
 			drop_agent(n, before[i]->name, "dropped: the coordinator placed it elsewhere", e, sizeof e);
+			dropped++;
 		}
 	}
+	if (nbefore)
+		LOGI(n, "registered again with %d agents running: %d kept (the coordinator lists them), %d dropped",
+		     nbefore, nbefore - dropped, dropped);
 	for (size_t j = 0; j < rep->n_agents; j++) {
 		const Aidos__AgentInfo *ai = rep->agents[j];
 		node_agent *a;
@@ -1126,6 +1146,7 @@ static int register_once(node *n, char *err, size_t errlen)
 			LOGE(n, "restore of agent %s failed: %s", ai->name, e);
 	}
 out:
+	pthread_rwlock_unlock(&n->reg_lock);
 	for (int i = 0; i < nbefore; i++)
 		node_agent_unref(before[i]);
 	pool_free(before);
@@ -1191,7 +1212,11 @@ static void heartbeat_once(node *n, unsigned beat, int *failing)
 		req.transport = (char *)tname;
 		req.transport_reason = reason;
 	}
-	int deadline = (int)(n->hb_ms * 2 < 300 ? 300 : n->hb_ms * 2 > 2000 ? 2000 : n->hb_ms * 2);
+	/* Two periods, or half the lease when that is longer: a coordinator
+	 * slow to answer (a loaded host, a VM) still counts a beat it reads
+	 * late, and a beat given up on too early is a missed one. */
+	uint64_t dl = n->hb_ms * 2 > n->lease_ms / 2 ? n->hb_ms * 2 : n->lease_ms / 2;
+	int deadline = (int)(dl < 300 ? 300 : dl > 10000 ? 10000 : dl);
 	rc = rpc_call(n->coord, "/aidos.Coordinator/Heartbeat", &req.base, &aidos__heartbeat_reply__descriptor,
 		      (ProtobufCMessage **)&rep, deadline, err, sizeof err);
 
@@ -1246,15 +1271,27 @@ static void *hb_main(void *arg)
 	node *n = arg;
 	unsigned beat = 0;
 	int failing = 0;
-	double last_sweep = mono_msf();
 	while (!nap(n, n->hb_ms)) {
+		double t = mono_msf();
 		heartbeat_once(n, ++beat, &failing);
-		if (n->peers && mono_msf() - last_sweep > 10000) {
-			int k = node_peers_sweep(n->peers, PEER_IDLE_MS);
-			if (k)
-				LOGI(n, "closed %d idle client endpoints", k);
-			last_sweep = mono_msf();
-		}
+		t = mono_msf() - t;
+		if (n->lease_ms && t > (double)n->lease_ms / 2)
+			LOGW(n, "a heartbeat took %.0f ms (lease %" PRIu64 " ms): the coordinator or this host is slow",
+			     t, n->lease_ms);
+	}
+	return NULL;
+}
+
+/* Every 10 s closes client endpoints idle for PEER_IDLE_MS. Its own thread:
+ * closing an endpoint can wait on its transport (a verbs disconnect under
+ * load), and heartbeats carry this node's liveness. */
+static void *sweeper_main(void *arg)
+{
+	node *n = arg;
+	while (!nap(n, 10000)) {
+		int k = node_peers_sweep(n->peers, PEER_IDLE_MS);
+		if (k)
+			LOGI(n, "closed %d idle client endpoints", k);
 	}
 	return NULL;
 }
@@ -1403,6 +1440,7 @@ int node_create(const node_opts *o, node **out, char *err, size_t errlen)
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* nap() waits on the monotonic clock */
 	pthread_mutex_init(&n->mu, NULL);
+	pthread_rwlock_init(&n->reg_lock, NULL);
 	pthread_cond_init(&n->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	node_models_init(&n->models);
@@ -1665,6 +1703,11 @@ int node_start(node *n, char *err, size_t errlen)
 	if ((rc = pthread_create(&n->hb, NULL, hb_main, n)))
 		return fail(err, errlen, -rc, "cannot start the heartbeat thread: %s", strerror(rc));
 	n->hb_started = 1;
+	if (n->peers) {
+		if ((rc = pthread_create(&n->sweeper, NULL, sweeper_main, n)))
+			return fail(err, errlen, -rc, "cannot start the endpoint sweeper thread: %s", strerror(rc));
+		n->sweeper_started = 1;
+	}
 	n->ready_ms = mono_msf() - n->o.t0_ms;
 	return 0;
 }
@@ -1684,6 +1727,8 @@ void node_destroy(node *n)
 	node_stop(n);
 	if (n->hb_started)
 		pthread_join(n->hb, NULL);
+	if (n->sweeper_started)
+		pthread_join(n->sweeper, NULL);
 	if (n->loader_started)
 		pthread_join(n->loader, NULL);
 	node_dp_stop(n->dp);
@@ -1706,6 +1751,7 @@ void node_destroy(node *n)
 	while (n->rpc_ref-- > 0)
 		rpc_shutdown();
 	pthread_mutex_destroy(&n->mu);
+	pthread_rwlock_destroy(&n->reg_lock);
 	pthread_cond_destroy(&n->cv);
 	pool_free(n->coord_addr);
 	pool_free(n->data_dir);

@@ -73,6 +73,17 @@ int xport_put(xport *x, xport_ep *ep, const void *local, size_t len, uint64_t re
 	return x->ops->put(x, ep, local, len, remote_addr, rkey, rkey_len, timeout_ms);
 }
 
+int xport_put_post(xport *x, xport_ep *ep, const void *local, size_t len, uint64_t remote_addr, const void *rkey,
+		   size_t rkey_len, int timeout_ms, xport_op *op)
+{
+	return x->ops->put_post(x, ep, local, len, remote_addr, rkey, rkey_len, timeout_ms, op);
+}
+
+int xport_op_wait(xport *x, xport_op *op, int timeout_ms)
+{
+	return x->ops->op_wait(x, op, timeout_ms);
+}
+
 int xport_tag_send(xport *x, xport_ep *ep, uint64_t tag, const void *buf, size_t len, int timeout_ms)
 {
 	return x->ops->tag_send(x, ep, tag, buf, len, timeout_ms);

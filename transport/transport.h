@@ -156,6 +156,29 @@ int xport_get(xport *x, xport_ep *ep, void *local, size_t len, uint64_t remote_a
 int xport_put(xport *x, xport_ep *ep, const void *local, size_t len, uint64_t remote_addr,
 	      const void *rkey, size_t rkey_len, int timeout_ms);
 
+/* Posted puts: a window of writes in flight, as ib_write_bw keeps its
+ * tx-depth of RDMA WRITEs posted. xport_put_post starts the put of
+ * [local, local+len) to remote_addr and returns; xport_op_wait waits until
+ * that put is complete at the target (what xport_put returns, the same
+ * errors). op is caller storage that must stay valid, and local unchanged,
+ * until xport_op_wait returned for it; every posted op is waited for before
+ * ep is disconnected. Raw verbs posts one RDMA WRITE work request per put
+ * (one message of len bytes, as perftest sends it), zero-copy: local must
+ * lie in a region registered with xport_mem_register (or be at most the
+ * QP's inline size); other memory, and the UCX backend, do the whole put
+ * inside xport_put_post and xport_op_wait returns its result. post errors:
+ * those of xport_put; timeout_ms bounds waiting for a free send slot (post)
+ * or the completion (wait). Thread-safety: as xport_put; one op is waited
+ * for by one thread. */
+typedef struct xport_op {
+	int32_t rc;              /* a put done inside post: its result */
+	uint32_t done;           /* 1: rc is final (no work request pending) */
+	uint64_t priv[6];        /* the backend's */
+} xport_op;
+int xport_put_post(xport *x, xport_ep *ep, const void *local, size_t len, uint64_t remote_addr,
+		   const void *rkey, size_t rkey_len, int timeout_ms, xport_op *op);
+int xport_op_wait(xport *x, xport_op *op, int timeout_ms);
+
 /* Tag messages. send blocks until the buffer may be reused (small messages:
  * copied out; large ones: until the receiver took them). recv waits for a
  * message whose tag matches (tag & mask) == (want & mask), of at most cap
@@ -186,7 +209,7 @@ int xport_tag_recv(xport *x, uint64_t want, uint64_t mask, void *buf, size_t cap
  * Every call above dispatches through the handle's xport_ops; each backend's
  * objects start with the public struct, so the dispatch is one indirect call.
  * Backends implement every entry (no NULLs); the table only grows. */
-#define XPORT_OPS_VERSION 1
+#define XPORT_OPS_VERSION 2
 typedef struct xport_ops {
 	unsigned version;       /* XPORT_OPS_VERSION */
 	const char *name;       /* "ucx", "verbs" */
@@ -208,6 +231,10 @@ typedef struct xport_ops {
 	int (*tag_send)(xport *x, xport_ep *ep, uint64_t tag, const void *buf, size_t len, int timeout_ms);
 	int (*tag_recv)(xport *x, uint64_t want, uint64_t mask, void *buf, size_t cap, size_t *len,
 			uint64_t *got_tag, int timeout_ms);
+	/* version 2 */
+	int (*put_post)(xport *x, xport_ep *ep, const void *local, size_t len, uint64_t remote_addr,
+			const void *rkey, size_t rkey_len, int timeout_ms, xport_op *op);
+	int (*op_wait)(xport *x, xport_op *op, int timeout_ms);
 } xport_ops;
 
 /* The public heads every backend object starts with (backends only). */

@@ -400,17 +400,27 @@ static int progress(vx *x)
 	return n < 0 ? 0 : n;
 }
 
+/* An empty poll that does not read the clock: lets a thread waiting for
+ * the lock in (lock held on entry and exit). */
+static void spin_step(vx *x)
+{
+	ulk(x);
+	if (__atomic_load_n(&x->waiting, __ATOMIC_RELAXED))
+		sched_yield();
+	lk(x);
+}
+
 /* Nothing progressed: spin a while, then sleep on the completion channel
  * (armed) and the wake eventfd. Lock held on entry and exit. */
 static void idle_step(vx *x, uint64_t idle_since, uint64_t deadline)
 {
+	if (x->spin_ns == NO_DEADLINE) {   /* busy-polling: no clock needed */
+		spin_step(x);
+		return;
+	}
 	uint64_t now = now_ns();
-
-	if (x->spin_ns == NO_DEADLINE || now - idle_since < x->spin_ns) {
-		ulk(x);
-		if (__atomic_load_n(&x->waiting, __ATOMIC_RELAXED))
-			sched_yield();
-		lk(x);
+	if (now - idle_since < x->spin_ns) {
+		spin_step(x);
 		return;
 	}
 	if (!x->armed) {
@@ -446,24 +456,38 @@ static void idle_step(vx *x, uint64_t idle_since, uint64_t deadline)
 
 /* Waits (lock held) until o->done >= o->want. On timeout: fails ep (QP to
  * error, every posted WR flushes), waits for the flush so the buffers are
- * free, returns -ETIMEDOUT. */
+ * free, returns -ETIMEDOUT. Busy-polling reads the clock (deadline, spin
+ * window) on the first empty poll and then every SPIN_CHECK-th only: where
+ * the vDSO cannot read the clocksource (the HPET of a TCG VM) each read is
+ * a system call, and two per poll made every completion wait in that many
+ * (perftest's loops read no clock while they poll). */
+#define SPIN_CHECK 64
 static int wait_op(vx *x, vep *ep, struct op *o, uint64_t deadline)
 {
-	uint64_t idle = now_ns();
+	uint64_t idle = 0;   /* start of this run of empty polls; 0: not read yet */
+	unsigned empty = 0;
 	int timed_out = 0;
 
 	while (o->done < o->want) {
 		if (progress(x)) {
-			idle = now_ns();
+			idle = 0;
+			empty = 0;
 			continue;
 		}
-		if (!timed_out && deadline != NO_DEADLINE && now_ns() >= deadline) {
+		if (empty++ % SPIN_CHECK) {
+			spin_step(x);
+			continue;
+		}
+		uint64_t now = now_ns();
+		if (!idle)
+			idle = now;
+		if (!timed_out && deadline != NO_DEADLINE && now >= deadline) {
 			timed_out = 1;
 			ep_fail(ep, -ECONNRESET, "operation timed out; queue pair closed");
-			deadline = now_ns() + FLUSH_MS * 1000000ull;
+			deadline = now + FLUSH_MS * 1000000ull;
 			continue;
 		}
-		if (timed_out && now_ns() >= deadline) {
+		if (timed_out && now >= deadline) {
 			/* The flush never came (device gone): the WRs stay owned by the
 			 * dead QP, which is never reaped; buffers are the caller's again
 			 * only in the sense that no completion will touch them. */
@@ -1404,14 +1428,13 @@ static int rdma_op(vx *x, vep *ep, enum ibv_wr_opcode opc, void *lbuf, uint32_t 
 	return rc;
 }
 
-static int rma(xport *xb, xport_ep *eb, int write, void *local, size_t len, uint64_t raddr, const void *rkey,
-	       size_t rkl, int timeout_ms)
+/* Checks a remote key for an access of len bytes at raddr through ep before
+ * anything reaches the wire; *rk is the key's rkey. Errors: AIDOS_E_INVALID
+ * (malformed, corrupt, or another process's key), AIDOS_E_RANGE (outside
+ * its region, or over MAX_MSG). */
+static int key_check(const vep *ep, const void *rkey, size_t rkl, uint64_t raddr, size_t len, uint32_t *rk)
 {
-	vx *x = (vx *)xb;
-	vep *ep = (vep *)eb;
 	const unsigned char *k = rkey;
-	uint64_t deadline = deadline_of(timeout_ms);
-	int rc = 0;
 
 	if (!k || rkl != RKEY_LEN || memcmp(k, "AXVK", 4) || rd16(k + 4) != ENV_VERSION || rd16(k + 6) != RKEY_LEN ||
 	    rd64(k + 40) != xport_fnv1a(XPORT_FNV_INIT, k, 40))
@@ -1421,11 +1444,23 @@ static int rma(xport *xb, xport_ep *eb, int write, void *local, size_t len, uint
 	uint64_t base = rd64(k + 24), rlen = rd64(k + 32);
 	if (raddr < base || len > rlen || raddr - base > rlen - len)
 		return AIDOS_E_RANGE;
-	if (!len)
-		return 0;
 	if (len > MAX_MSG)
 		return AIDOS_E_RANGE;
-	uint32_t rk = rd32(k + 8);
+	*rk = rd32(k + 8);
+	return 0;
+}
+
+static int rma(xport *xb, xport_ep *eb, int write, void *local, size_t len, uint64_t raddr, const void *rkey,
+	       size_t rkl, int timeout_ms)
+{
+	vx *x = (vx *)xb;
+	vep *ep = (vep *)eb;
+	uint64_t deadline = deadline_of(timeout_ms);
+	uint32_t rk;
+	int rc = key_check(ep, rkey, rkl, raddr, len, &rk);
+
+	if (rc || !len)
+		return rc;
 	enum ibv_wr_opcode opc = write ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ;
 	lk(x);
 	if (write && len <= ep->max_inline) {
@@ -1481,6 +1516,95 @@ static int verbs_put(xport *x, xport_ep *ep, const void *local, size_t len, uint
 		     int t)
 {
 	return rma(x, ep, 1, (void *)local, len, ra, rk, rkl, t);
+}
+
+/* A posted put, in xport_op.priv: the completion counter its one WR's
+ * wr_id points at, and the endpoint to fail if it times out. */
+struct vpost {
+	struct op o;
+	vep *ep;
+};
+_Static_assert(sizeof(struct vpost) <= sizeof(((xport_op *)0)->priv), "xport_op.priv too small for a verbs post");
+
+/* Posts one signaled RDMA WRITE of len bytes (inline when it fits) counted
+ * on o, without waiting for it. A full send queue (this caller's earlier
+ * posts, or other threads') waits for completions until deadline. Lock
+ * held. Errors: the endpoint's status, -ETIMEDOUT. */
+static int post_write(vx *x, vep *ep, const void *lbuf, uint32_t lkey, size_t len, uint64_t raddr, uint32_t rkey,
+		      uint64_t deadline, struct op *o)
+{
+	struct ibv_sge sge = { .addr = (uintptr_t)lbuf, .length = (uint32_t)len, .lkey = lkey };
+	struct ibv_send_wr wr = { .wr_id = (uintptr_t)o, .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_RDMA_WRITE,
+				  .send_flags = IBV_SEND_SIGNALED }, *bad;
+
+	if (len <= ep->max_inline)
+		wr.send_flags |= IBV_SEND_INLINE;
+	wr.wr.rdma.remote_addr = raddr;
+	wr.wr.rdma.rkey = rkey;
+	for (;;) {
+		if (ep->status)
+			return ep->status;
+		int e = ibv_post_send(ep->qp, &wr, &bad);
+		if (!e) {
+			ep->sends++;
+			o->want = 1;
+			return 0;
+		}
+		if (e != ENOMEM) {
+			ep_fail(ep, -ECONNRESET, "ibv_post_send (RDMA) failed");
+			return ep->status;
+		}
+		if (deadline != NO_DEADLINE && now_ns() >= deadline)
+			return -ETIMEDOUT;
+		if (!progress(x))
+			idle_step(x, now_ns(), deadline);
+	}
+}
+
+static int verbs_put_post(xport *xb, xport_ep *eb, const void *local, size_t len, uint64_t raddr, const void *rkey,
+			  size_t rkl, int timeout_ms, xport_op *op)
+{
+	vx *x = (vx *)xb;
+	vep *ep = (vep *)eb;
+	struct vpost *p = (struct vpost *)op->priv;
+	uint32_t rk;
+	int rc;
+
+	memset(op, 0, sizeof *op);
+	op->done = 1;
+	if ((rc = key_check(ep, rkey, rkl, raddr, len, &rk)) || !len || len > UINT32_MAX)
+		return op->rc = rc ? rc : len ? AIDOS_E_RANGE : 0;
+	lk(x);
+	struct ibv_mr *mr = len <= ep->max_inline ? NULL : find_mr(x, local, len);
+	if (len > ep->max_inline && !mr) {
+		/* not registered: through the staging buffer, done here */
+		ulk(x);
+		return op->rc = rma(xb, eb, 1, (void *)local, len, raddr, rkey, rkl, timeout_ms);
+	}
+	p->ep = ep;
+	rc = post_write(x, ep, local, mr ? mr->lkey : 0, len, raddr, rk, deadline_of(timeout_ms), &p->o);
+	ulk(x);
+	if (rc)
+		return op->rc = rc;
+	op->done = 0;
+	return 0;
+}
+
+static int verbs_op_wait(xport *xb, xport_op *op, int timeout_ms)
+{
+	vx *x = (vx *)xb;
+	struct vpost *p = (struct vpost *)op->priv;
+
+	if (op->done)
+		return op->rc;
+	lk(x);
+	int rc = wait_op(x, p->ep, &p->o, deadline_of(timeout_ms));
+	if (rc && rc != -ETIMEDOUT && p->o.status)
+		snprintf(p->ep->desc, sizeof p->ep->desc, "verbs failed: RDMA WRITE: %s", wc_text(p->o.wc));
+	ulk(x);
+	op->rc = rc;
+	op->done = 1;
+	return rc;
 }
 
 static int verbs_tag_send(xport *xb, xport_ep *eb, uint64_t tag, const void *buf, size_t len, int timeout_ms)
@@ -1561,7 +1685,8 @@ static int verbs_tag_recv(xport *xb, uint64_t want, uint64_t mask, void *buf, si
 			  uint64_t *got_tag, int timeout_ms)
 {
 	vx *x = (vx *)xb;
-	uint64_t deadline = deadline_of(timeout_ms), idle = now_ns();
+	uint64_t deadline = deadline_of(timeout_ms), idle = 0;
+	unsigned empty = 0;
 	int rc = -ETIMEDOUT;
 
 	lk(x);
@@ -1590,10 +1715,18 @@ static int verbs_tag_recv(xport *xb, uint64_t want, uint64_t mask, void *buf, si
 			break;
 		}
 		if (progress(x)) {
-			idle = now_ns();
+			idle = 0;
+			empty = 0;
 			continue;
 		}
-		if (deadline != NO_DEADLINE && now_ns() >= deadline)
+		if (empty++ % SPIN_CHECK) {   /* as wait_op: the clock every SPIN_CHECK-th empty poll */
+			spin_step(x);
+			continue;
+		}
+		uint64_t now = now_ns();
+		if (!idle)
+			idle = now;
+		if (deadline != NO_DEADLINE && now >= deadline)
 			break;
 		idle_step(x, idle, deadline);
 	}
@@ -1620,6 +1753,8 @@ static const xport_ops verbs_ops = {
 	.put = verbs_put,
 	.tag_send = verbs_tag_send,
 	.tag_recv = verbs_tag_recv,
+	.put_post = verbs_put_post,
+	.op_wait = verbs_op_wait,
 };
 
 const xport_ops *const xport_verbs = &verbs_ops;

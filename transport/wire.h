@@ -33,10 +33,24 @@ static inline uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* The absolute deadline timeout_ms from now; NO_DEADLINE when it is < 0. */
+/* CLOCK_MONOTONIC_COARSE: the same time base as now_ns(), up to one tick
+ * behind, and always read from the vDSO without touching the clocksource
+ * (with a clocksource the vDSO cannot read, e.g. the HPET some VMs fall back
+ * to, CLOCK_MONOTONIC is a system call). */
+static inline uint64_t now_coarse_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The absolute deadline timeout_ms from now (coarse: at most one tick
+ * early, nothing for millisecond timeouts, and no system call on an
+ * operation's path); NO_DEADLINE when it is < 0. */
 static inline uint64_t deadline_of(int timeout_ms)
 {
-	return timeout_ms < 0 ? NO_DEADLINE : now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	return timeout_ms < 0 ? NO_DEADLINE : now_coarse_ns() + (uint64_t)timeout_ms * 1000000ull;
 }
 
 /* One line into err (NULL or errlen 0: nothing). */
