@@ -12,6 +12,7 @@
 #pragma GCC optimize("fp-contract=fast")
 #endif
 
+#include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 #include "hal/gemm.h"
@@ -34,6 +35,7 @@ typedef void (*kern_fn)(int64_t kc, const float *a, const float *b, const int64_
 typedef float v4f __attribute__((vector_size(16)));
 typedef float v8f __attribute__((vector_size(32)));
 typedef float v16f __attribute__((vector_size(64)));
+
 
 #define ROWS4(X) X(0) X(1) X(2) X(3)
 #define ROWS6(X) ROWS4(X) X(4) X(5)
@@ -271,6 +273,76 @@ void hal_gemm_pack_b(float *dst, const float *b, int64_t ldb, int trans, int64_t
 			     MIN(KC, K - k0), 0, N, isa->nr);
 }
 
+/* ---- epilogue ---- */
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define EPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define EPI_CLONES
+#endif
+
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+/* Lane-wise max/min through compare masks (GCC's C front end has no vector
+ * ?:); macros, as baseline-ISA functions returning v8f would change ABI. */
+#define VMAX(x, lo) ((v8f)(((v8i)(x) & ~((x) < (lo))) | ((v8i)(lo) & ((x) < (lo)))))
+#define VMIN(x, hi) ((v8f)(((v8i)(x) & ~((x) > (hi))) | ((v8i)(hi) & ((x) > (hi)))))
+#define VSPLAT(x) ((v8f){ x, x, x, x, x, x, x, x })
+
+/* One element: the same operations as the vector body. */
+static inline float epi_one(int act, float x, float a, float b)
+{
+	float v;
+	switch (act) {
+	case IR_ACT_RELU: return x < 0.0f ? 0.0f : x;
+	case IR_ACT_CLIP: v = x < a ? a : x; return v > b ? b : v;
+	case IR_ACT_HARDSIGMOID:
+	case IR_ACT_HARDSWISH:
+		v = a * x + b;
+		v = v < 0.0f ? 0.0f : v;
+		v = v > 1.0f ? 1.0f : v;
+		return act == IR_ACT_HARDSWISH ? x * v : v;
+	case IR_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+	default: return x;
+	}
+}
+
+EPI_CLONES
+void hal_epilogue_apply(const ir_epilogue *e, float *restrict y, int64_t n)
+{
+	const float a = e->a, b = e->b, ps = e->post_s, pb = e->post_b;
+	const int act = e->act;
+	int64_t i = 0;
+	if (act != IR_ACT_SIGMOID) {
+		const v8f A = VSPLAT(a), B = VSPLAT(b), PS = VSPLAT(ps), PB = VSPLAT(pb);
+		const v8f Z = VSPLAT(0.0f), O = VSPLAT(1.0f);
+		for (; i + 8 <= n; i += 8) {
+			v8f x, v;
+			memcpy(&x, y + i, sizeof x);
+			switch (act) {
+			case IR_ACT_RELU: v = VMAX(x, Z); break;
+			case IR_ACT_CLIP: v = VMAX(x, A); v = VMIN(v, B); break;
+			case IR_ACT_HARDSIGMOID:
+				v = x * A + B;
+				v = VMAX(v, Z);
+				v = VMIN(v, O);
+				break;
+			case IR_ACT_HARDSWISH:
+				v = x * A + B;
+				v = VMAX(v, Z);
+				v = VMIN(v, O);
+				v = x * v;
+				break;
+			default: v = x;
+			}
+			v = v * PS + PB;
+			memcpy(y + i, &v, sizeof v);
+		}
+	}
+	for (; i < n; i++)
+		y[i] = ps * epi_one(act, y[i], a, b) + pb;
+}
+
 /* ---- the driver ---- */
 
 /* Task grid and scratch layout; a pure function of the sizes so that infer()
@@ -380,6 +452,10 @@ static void gemm_task(struct gemm_run *r, int64_t t, float *slot)
 				     bias ? bias + i0 + i : NULL);
 		}
 	}
+	/* The block is complete: its mc x nc floats are still in L2. */
+	if (g->epi)
+		for (int64_t i = 0; i < mc; i++)
+			hal_epilogue_apply(g->epi, g->c + (i0 + i) * g->ldc + j0, nc);
 }
 
 static void gemm_worker(void *arg, int64_t s0, int64_t s1)
@@ -421,6 +497,9 @@ static void gemm_k0(const hal_gemm_args *g)
 			float *c = g->c + i * g->ldc + j;
 			*c = (g->beta != 0.0f ? g->beta * *c : 0.0f) + (g->bias ? g->bias[i] : 0.0f);
 		}
+	if (g->epi)
+		for (int64_t i = 0; i < g->M; i++)
+			hal_epilogue_apply(g->epi, g->c + i * g->ldc, g->N);
 }
 
 void hal_gemm(hal_step *s, const hal_gemm_args *g, void *scratch)

@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "hal/hal.h"
+#include "hal/ir.h"
 
 #define HAL_GEMM_KC 256    /* K block: kc*MR (A micro-panel) and kc*NR (B) fit L1 */
 #define HAL_GEMM_NC 256    /* N block a task packs and sweeps */
@@ -70,6 +71,9 @@ typedef struct hal_gemm_args {
 	int64_t ldc;
 	float alpha, beta;   /* beta == 0: C is not read (may hold garbage) */
 	const float *bias;   /* [M] added to row i, or NULL */
+	/* Applied to every element of C once complete (after alpha, bias
+	 * and beta), or NULL: a fused Conv's activation. */
+	const ir_epilogue *epi;
 } hal_gemm_args;
 
 /* Copies one k row of a packed panel (nr floats): fixed sizes so that the
@@ -83,6 +87,10 @@ static inline void hal_gemm_copy_nr(float *restrict d, const float *restrict s, 
 	default: __builtin_memcpy(d, s, (size_t)nr * sizeof *d);
 	}
 }
+
+/* y[i] = e->post_s * act(y[i]) + e->post_b for i < n (see ir_epilogue):
+ * the activation a fused Conv applies to each output row. */
+void hal_epilogue_apply(const ir_epilogue *e, float *y, int64_t n);
 
 /* Bytes of a packed A [M,K] / B [K,N] buffer. */
 size_t hal_gemm_packed_a_bytes(int64_t M, int64_t K);

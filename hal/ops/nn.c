@@ -244,6 +244,7 @@ struct conv {
 	struct win w;
 	int64_t n, cin, cout, group, cin_g, cout_g;
 	int path;
+	const ir_epilogue *epi; /* fused activation (hal/fuse_conv.c), or NULL */
 	const float *wp;      /* packed weights, group g at wp + g*wp_stride; or NULL */
 	size_t wp_stride;
 	/* CONV_DW: a zero-padded copy of one input plane per worker, split
@@ -289,6 +290,7 @@ static int conv_infer(hal_step *s)
 			       (long long)c->group, (long long)c->cin, (long long)c->cout);
 	c->cin_g = c->cin / c->group;
 	c->cout_g = c->cout / c->group;
+	c->epi = s->node->epi;
 	if (w->dims[1] != c->cin_g)
 		return hal_err(s, AIDOS_E_SHAPE, "W has %lld input channels per group, X gives %lld",
 			       (long long)w->dims[1], (long long)c->cin_g);
@@ -423,6 +425,8 @@ static void conv_ref_range(void *arg, int64_t t0, int64_t t1)
 			}
 			y[(od * W->out[1] + oh) * W->out[2] + ow] = acc;
 		}
+		if (c->epi)
+			hal_epilogue_apply(c->epi, y, ohw);
 	}
 }
 
@@ -541,6 +545,8 @@ static void dw_plane(const struct dw_job *j, int64_t t, float *P)
 				wt[nt] = wk[ky * KW + kx];
 			}
 		dw_row(y + oy * OW, rows, wt, nt, j->b ? j->b[oc] : 0.0f, OW);
+		if (c->epi)
+			hal_epilogue_apply(c->epi, y + oy * OW, OW);
 	}
 }
 
@@ -611,9 +617,12 @@ static void crop_rows(void *arg, int64_t o0, int64_t o1)
 	const struct win *W = &j->c->w;
 	int64_t OH = W->out[1], OW = W->out[2], wq = j->c->wq;
 	for (int64_t oc = o0; oc < o1; oc++)
-		for (int64_t oy = 0; oy < OH; oy++)
-			memcpy(j->y + (oc * OH + oy) * OW, j->cpad + (oc * OH + oy) * wq,
-			       (size_t)OW * sizeof *j->y);
+		for (int64_t oy = 0; oy < OH; oy++) {
+			float *y = j->y + (oc * OH + oy) * OW;
+			memcpy(y, j->cpad + (oc * OH + oy) * wq, (size_t)OW * sizeof *y);
+			if (j->c->epi)
+				hal_epilogue_apply(j->c->epi, y, OW);
+		}
 }
 
 static void conv_phase(hal_step *s, const struct conv *c, const float *x, const float *w,
@@ -656,7 +665,7 @@ static void conv_1x1(hal_step *s, const struct conv *c, const float *x, const fl
 				.b = x + (n * c->cin + g * c->cin_g) * hw, .ldb = hw,
 				.c = y + (n * c->cout + g * c->cout_g) * hw, .ldc = hw,
 				.alpha = 1.0f, .beta = 0.0f,
-				.bias = b ? b + g * c->cout_g : NULL,
+				.bias = b ? b + g * c->cout_g : NULL, .epi = c->epi,
 			};
 			hal_gemm(s, &a, s->scratch);
 		}
