@@ -88,9 +88,9 @@ const struct ir_graph *hal_attr_graph(const struct ir_node *n, const char *name)
 	return a && a->type == IR_ATTR_GRAPH ? a->g : NULL;
 }
 
-const ir_tensor *ir_graph_const(const ir_graph *g, const char *name, ir_tensor *tmp)
+static const ir_tensor *graph_const(const ir_graph *g, const char *name, ir_tensor *tmp, int depth)
 {
-	if (!name[0])
+	if (!name[0] || depth > 8)
 		return NULL;
 	for (int i = 0; i < g->n_init; i++)
 		if (strcmp(g->init[i].name, name) == 0)
@@ -99,6 +99,10 @@ const ir_tensor *ir_graph_const(const ir_graph *g, const char *name, ir_tensor *
 		const ir_node *n = &g->node[i];
 		if (n->n_out != 1 || strcmp(n->out[0], name) != 0)
 			continue;
+		/* an Identity of a constant (PyTorch's exporter feeds Conv
+		 * biases through them) is that constant */
+		if (strcmp(n->op_type, "Identity") == 0 && !n->domain[0] && n->n_in == 1)
+			return graph_const(g, n->in[0], tmp, depth + 1);
 		if (strcmp(n->op_type, "Constant") != 0 || n->domain[0] || n->n_attr != 1)
 			return NULL;
 		const ir_attr *a = &n->attr[0];
@@ -122,6 +126,11 @@ const ir_tensor *ir_graph_const(const ir_graph *g, const char *name, ir_tensor *
 		return NULL;
 	}
 	return NULL;
+}
+
+const ir_tensor *ir_graph_const(const ir_graph *g, const char *name, ir_tensor *tmp)
+{
+	return graph_const(g, name, tmp, 0);
 }
 
 /* Whether any node of g or of its subgraphs reads name. */
