@@ -23,7 +23,60 @@
 /* ab = {alpha, beta}: passed in memory so that neither holds a vector
  * register through the k loop (AVX2 needs all 16 for 12 accumulators). */
 typedef void (*kern_fn)(int64_t kc, const float *a, const float *b, const int64_t *koff,
-			float *c, int64_t ldc, int mr, int nr, const float *ab, const float *bias);
+			float *c, int64_t ldc, int mr, int nr, const float *ab, const float *bias,
+			const ir_epilogue *epi);
+
+/* One element of an epilogue (see ir_epilogue). */
+static inline float epi_one(int act, float x, float a, float b)
+{
+	float v;
+	switch (act) {
+	case IR_ACT_RELU: return x < 0.0f ? 0.0f : x;
+	case IR_ACT_CLIP: v = x < a ? a : x; return v > b ? b : v;
+	case IR_ACT_HARDSIGMOID:
+	case IR_ACT_HARDSWISH:
+		v = a * x + b;
+		v = v < 0.0f ? 0.0f : v;
+		v = v > 1.0f ? 1.0f : v;
+		return act == IR_ACT_HARDSWISH ? x * v : v;
+	case IR_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+	default: return x;
+	}
+}
+
+/* Lane-wise max/min of vectors of type VT (VI: the same-width int vector)
+ * through compare masks: GCC's C front end has no vector ?:. Macros, as
+ * baseline-ISA functions returning vectors would change the ABI. */
+#define VMAX_T(VT, VI, x, lo) ((VT)(((VI)(x) & ~((x) < (lo))) | ((VI)(lo) & ((x) < (lo)))))
+#define VMIN_T(VT, VI, x, hi) ((VT)(((VI)(x) & ~((x) > (hi))) | ((VI)(hi) & ((x) > (hi)))))
+
+/* x = post_s * act(x) + post_b on a VT vector; zero is a VT of zeros. */
+#define EPI_VEC(VT, VI, x, e, zero) do {                                        \
+		VT lo_, hi_, v_;                                                \
+		switch ((e)->act) {                                             \
+		case IR_ACT_RELU: x = VMAX_T(VT, VI, x, zero); break;           \
+		case IR_ACT_CLIP:                                               \
+			lo_ = (zero) + (e)->a;                                  \
+			hi_ = (zero) + (e)->b;                                  \
+			x = VMAX_T(VT, VI, x, lo_);                             \
+			x = VMIN_T(VT, VI, x, hi_);                             \
+			break;                                                  \
+		case IR_ACT_HARDSIGMOID:                                        \
+		case IR_ACT_HARDSWISH:                                          \
+			hi_ = (zero) + 1.0f;                                    \
+			v_ = x * (e)->a + (e)->b;                               \
+			v_ = VMAX_T(VT, VI, v_, zero);                          \
+			v_ = VMIN_T(VT, VI, v_, hi_);                           \
+			x = (e)->act == IR_ACT_HARDSWISH ? x * v_ : v_;         \
+			break;                                                  \
+		case IR_ACT_SIGMOID:                                            \
+			for (int l_ = 0; l_ < (int)(sizeof(VT) / sizeof(float)); l_++) \
+				x[l_] = 1.0f / (1.0f + expf(-x[l_]));           \
+			break;                                                  \
+		default: break;                                                 \
+		}                                                               \
+		x = x * (e)->post_s + (e)->post_b;                              \
+	} while (0)
 
 /* ---- micro-kernels ----
  * C[mr,nr] (tile at c, row stride ldc) = alpha * sum_k a[k*MR+i] * B(k,j)
@@ -57,6 +110,10 @@ typedef float v16f __attribute__((vector_size(64)));
 			x0 += o0 * beta;                                    \
 			x1 += o1 * beta;                                    \
 		}                                                           \
+		if (epi) {                                                  \
+			EPI_VEC(VT, VI, x0, epi, zero);                     \
+			EPI_VEC(VT, VI, x1, epi, zero);                     \
+		}                                                           \
 		memcpy(ci, &x0, sizeof x0);                                 \
 		memcpy(ci + VW, &x1, sizeof x1);                            \
 	}
@@ -67,9 +124,11 @@ typedef float v16f __attribute__((vector_size(64)));
 	ATTR static void NAME(int64_t kc, const float *restrict a,                  \
 			      const float *restrict b, const int64_t *restrict koff, \
 			      float *restrict c, int64_t ldc, int mr, int nr,       \
-			      const float *ab, const float *restrict bias)          \
+			      const float *ab, const float *restrict bias,          \
+			      const ir_epilogue *epi)                               \
 	{                                                                           \
 		typedef VTYPE VT;                                                   \
+		typedef int32_t VI __attribute__((vector_size(sizeof(VT))));        \
 		enum { MR = MR_, VW = (int)(sizeof(VT) / sizeof(float)), NR = 2 * VW }; \
 		const VT zero = { 0 };                                              \
 		ROWS(K_DECL)                                                        \
@@ -110,6 +169,9 @@ typedef float v16f __attribute__((vector_size(64)));
 					v += bias[i];                               \
 				if (beta != 0.0f)                                   \
 					v += beta * c[i * ldc + j];                 \
+				if (epi)                                            \
+					v = epi->post_s * epi_one(epi->act, v, epi->a, epi->b) + \
+					    epi->post_b;                            \
 				c[i * ldc + j] = v;                                 \
 			}                                                           \
 	}
@@ -282,62 +344,41 @@ void hal_gemm_pack_b(float *dst, const float *b, int64_t ldb, int trans, int64_t
 #endif
 
 typedef int32_t v8i __attribute__((vector_size(32)));
-
-/* Lane-wise max/min through compare masks (GCC's C front end has no vector
- * ?:); macros, as baseline-ISA functions returning v8f would change ABI. */
-#define VMAX(x, lo) ((v8f)(((v8i)(x) & ~((x) < (lo))) | ((v8i)(lo) & ((x) < (lo)))))
-#define VMIN(x, hi) ((v8f)(((v8i)(x) & ~((x) > (hi))) | ((v8i)(hi) & ((x) > (hi)))))
+#define VMAX(x, lo) VMAX_T(v8f, v8i, x, lo)
+#define VMIN(x, hi) VMIN_T(v8f, v8i, x, hi)
 #define VSPLAT(x) ((v8f){ x, x, x, x, x, x, x, x })
 
-/* One element: the same operations as the vector body. */
-static inline float epi_one(int act, float x, float a, float b)
-{
-	float v;
-	switch (act) {
-	case IR_ACT_RELU: return x < 0.0f ? 0.0f : x;
-	case IR_ACT_CLIP: v = x < a ? a : x; return v > b ? b : v;
-	case IR_ACT_HARDSIGMOID:
-	case IR_ACT_HARDSWISH:
-		v = a * x + b;
-		v = v < 0.0f ? 0.0f : v;
-		v = v > 1.0f ? 1.0f : v;
-		return act == IR_ACT_HARDSWISH ? x * v : v;
-	case IR_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
-	default: return x;
-	}
-}
+/* One loop per activation (the switch hoisted by hand: GCC does not
+ * unswitch it), 8 lanes at a time, then the scalar tail. */
+#define EPI_LOOP(BODY) do {                                                     \
+		for (; i + 8 <= n; i += 8) {                                    \
+			v8f x, v;                                               \
+			memcpy(&x, y + i, sizeof x);                            \
+			BODY;                                                   \
+			v = v * PS + PB;                                        \
+			memcpy(y + i, &v, sizeof v);                            \
+		}                                                               \
+	} while (0)
 
 EPI_CLONES
 void hal_epilogue_apply(const ir_epilogue *e, float *restrict y, int64_t n)
 {
 	const float a = e->a, b = e->b, ps = e->post_s, pb = e->post_b;
 	const int act = e->act;
+	const v8f A = VSPLAT(a), B = VSPLAT(b), PS = VSPLAT(ps), PB = VSPLAT(pb);
+	const v8f Z = VSPLAT(0.0f), O = VSPLAT(1.0f);
 	int64_t i = 0;
-	if (act != IR_ACT_SIGMOID) {
-		const v8f A = VSPLAT(a), B = VSPLAT(b), PS = VSPLAT(ps), PB = VSPLAT(pb);
-		const v8f Z = VSPLAT(0.0f), O = VSPLAT(1.0f);
-		for (; i + 8 <= n; i += 8) {
-			v8f x, v;
-			memcpy(&x, y + i, sizeof x);
-			switch (act) {
-			case IR_ACT_RELU: v = VMAX(x, Z); break;
-			case IR_ACT_CLIP: v = VMAX(x, A); v = VMIN(v, B); break;
-			case IR_ACT_HARDSIGMOID:
-				v = x * A + B;
-				v = VMAX(v, Z);
-				v = VMIN(v, O);
-				break;
-			case IR_ACT_HARDSWISH:
-				v = x * A + B;
-				v = VMAX(v, Z);
-				v = VMIN(v, O);
-				v = x * v;
-				break;
-			default: v = x;
-			}
-			v = v * PS + PB;
-			memcpy(y + i, &v, sizeof v);
-		}
+	switch (act) {
+	case IR_ACT_RELU: EPI_LOOP(v = VMAX(x, Z)); break;
+	case IR_ACT_CLIP: EPI_LOOP(v = VMAX(x, A); v = VMIN(v, B)); break;
+	case IR_ACT_HARDSIGMOID:
+		EPI_LOOP(v = x * A + B; v = VMAX(v, Z); v = VMIN(v, O));
+		break;
+	case IR_ACT_HARDSWISH:
+		EPI_LOOP(v = x * A + B; v = VMAX(v, Z); v = VMIN(v, O); v = x * v);
+		break;
+	case IR_ACT_SIGMOID: break;
+	default: EPI_LOOP(v = x); break;
 	}
 	for (; i < n; i++)
 		y[i] = ps * epi_one(act, y[i], a, b) + pb;
@@ -430,6 +471,7 @@ static void gemm_task(struct gemm_run *r, int64_t t, float *slot)
 		const float *ap = r->pa + k0 * r->mpad + i0 * kc;
 		const float ab[2] = { g->alpha, k0 == 0 ? g->beta : 1.0f };
 		const float *bias = k0 == 0 ? g->bias : NULL;
+		const ir_epilogue *epi = k0 + kc >= g->K ? g->epi : NULL;
 		/* BLIS order: one B micro-panel (L1) against the whole A block (L2). */
 		for (int64_t j = 0; j < nc; j += nr) {
 			float *cj = g->c + i0 * g->ldc + j0 + j;
@@ -449,13 +491,9 @@ static void gemm_task(struct gemm_run *r, int64_t t, float *slot)
 			for (int64_t i = 0; i < mc; i += mr)
 				kern(kc, ap + i * kc, bj, kj, cj + i * g->ldc, g->ldc,
 				     (int)MIN(mr, mc - i), (int)MIN(nr, nc - j), ab,
-				     bias ? bias + i0 + i : NULL);
+				     bias ? bias + i0 + i : NULL, epi);
 		}
 	}
-	/* The block is complete: its mc x nc floats are still in L2. */
-	if (g->epi)
-		for (int64_t i = 0; i < mc; i++)
-			hal_epilogue_apply(g->epi, g->c + (i0 + i) * g->ldc + j0, nc);
 }
 
 static void gemm_worker(void *arg, int64_t s0, int64_t s1)
