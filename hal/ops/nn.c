@@ -248,10 +248,15 @@ struct conv {
 	const float *wp;      /* packed weights, group g at wp + g*wp_stride; or NULL */
 	size_t wp_stride;
 	/* CONV_DW: a zero-padded copy of one input plane per worker, split
-	 * into sw column phases so every tap reads unit-stride. */
-	int64_t dw_hp, dw_wq; /* padded rows, columns per phase */
-	int dw_slots;
-	size_t dw_slot_floats;
+	 * into sh*sw polyphase planes [sh][sw][dw_hq][dw_wq] (padded pixel
+	 * (r, c) at plane (r%sh, c%sw), (r/sh, c/sw)) so every tap reads
+	 * unit-stride. Narrow outputs (dw_flat) are computed as one run of
+	 * OH*dw_wq columns (wq-OW garbage ones per row) into a per-worker
+	 * buffer of dw_flat_floats, then cropped: one long vector loop
+	 * instead of OH short ones. */
+	int64_t dw_hq, dw_wq;
+	int dw_slots, dw_flat;
+	size_t dw_slot_floats, dw_plane_floats;
 	/* CONV_PHASE: the group's input is copied once, zero-padded and split
 	 * into sh*sw polyphase planes [cin_g][sh][sw][hq][wq] (padded pixel
 	 * (r, c) lands in plane (r%sh, c%sw) at (r/sh, c/sw)). Tap (ci, ky, kx)
@@ -265,6 +270,7 @@ struct conv {
 };
 
 #define DW_MAX_TAPS 64
+#define DW_FLAT_BELOW 64  /* output widths computed as one flat run */
 
 static int conv_infer(hal_step *s)
 {
@@ -352,11 +358,19 @@ static int conv_infer(hal_step *s)
 				 (W->k[1] - 1) * W->dl[1] + 1);
 		int64_t wp = MAX(W->in[2] + W->pb[2] + W->pe[2], (W->out[2] - 1) * sw +
 				 (W->k[2] - 1) * W->dl[2] + 1);
-		c->dw_hp = hp;
+		c->dw_hq = (hp + sh - 1) / sh;
 		c->dw_wq = (wp + sw - 1) / sw;
 		c->dw_slots = (int)MIN(c->n * c->cout, HAL_GEMM_SLOTS);
-		c->dw_slot_floats = ALIGN64((size_t)(sw * hp * c->dw_wq) * sizeof(float)) /
-				    sizeof(float);
+		c->dw_flat = W->out[2] < DW_FLAT_BELOW;
+		/* flat: garbage columns of the last row read up to
+		 * (kw-1)*dw/sw floats past the last plane (zero slack) */
+		c->dw_plane_floats = ALIGN64((size_t)(sh * sw * c->dw_hq * c->dw_wq +
+						      (W->k[2] - 1) * W->dl[2] + 1) * sizeof(float)) /
+				     sizeof(float);
+		c->dw_slot_floats = c->dw_plane_floats +
+				    (c->dw_flat ? ALIGN64((size_t)(W->out[1] * c->dw_wq) * sizeof(float)) /
+							  sizeof(float)
+						: 0);
 		s->scratch_bytes = (size_t)c->dw_slots * c->dw_slot_floats * sizeof(float);
 	}
 	if (c->path == CONV_1X1 || c->path == CONV_PHASE) {
@@ -376,8 +390,16 @@ static int conv_infer(hal_step *s)
 			s->scratch_bytes = (c->xph_floats + c->cpad_floats) * sizeof(float) +
 					   hal_gemm_scratch_bytes(c->cout_g, W->out[1] * c->wq, K,
 								  c->wp != NULL, 2);
-		else
-			s->scratch_bytes = hal_gemm_scratch_bytes(c->cout_g, ohw, K, c->wp != NULL, 0);
+		else {
+			/* 1x1: B's rows are the input planes, read in place */
+			int64_t *koff = hal_step_alloc(s, (size_t)MAX(K, 1) * sizeof *koff);
+			if (!koff)
+				return AIDOS_E_NOMEM;
+			for (int64_t k = 0; k < K; k++)
+				koff[k] = k * ohw;
+			c->koff = koff;
+			s->scratch_bytes = hal_gemm_scratch_bytes(c->cout_g, ohw, K, c->wp != NULL, 2);
+		}
 	}
 	s->params = c;
 	return 0;
@@ -495,29 +517,31 @@ struct dw_job {
 };
 
 /* Depthwise-style conv (one input channel per group) of plane t = (n, oc),
- * 2-D. P: this worker's padded buffer, zero outside the interior. */
+ * 2-D. P: this worker's buffer, zero outside the polyphase interiors. */
 static void dw_plane(const struct dw_job *j, int64_t t, float *P)
 {
 	const struct conv *c = j->c;
 	const struct win *W = &c->w;
 	int64_t H = W->in[1], Wd = W->in[2], OH = W->out[1], OW = W->out[2];
 	int64_t KH = W->k[1], KW = W->k[2], sh = W->st[1], sw = W->st[2];
-	int64_t hp = c->dw_hp, wq = c->dw_wq, pt = W->pb[1], pl = W->pb[2];
+	int64_t hq = c->dw_hq, wq = c->dw_wq, pt = W->pb[1], pl = W->pb[2];
 	int64_t n = t / c->cout, oc = t % c->cout, g = oc / c->cout_g;
 	const float *x = j->x + (n * c->cin + g) * H * Wd;
 	const float *wk = j->w + oc * KH * KW;
 	float *y = j->y + t * OH * OW;
 	for (int64_t iy = 0; iy < H; iy++) {
+		int64_t r = iy + pt;
+		float *prow = P + (r % sh) * sw * hq * wq + (r / sh) * wq;  /* phase (r%sh, 0) */
+		const float *xr = x + iy * Wd;
 		if (sw == 1) {
-			memcpy(P + (iy + pt) * wq + pl, x + iy * Wd, (size_t)Wd * sizeof *P);
+			memcpy(prow + pl, xr, (size_t)Wd * sizeof *P);
 			continue;
 		}
 		/* padded column ix+pl goes to phase (ix+pl) % sw, index (ix+pl) / sw:
 		 * phase q takes ix = ix0, ix0+sw, ... */
-		const float *xr = x + iy * Wd;
 		if (sw == 2) {  /* one pass: even and odd padded columns */
-			float *d0 = P + ((pl & 1) * hp + iy + pt) * wq + pl / 2;
-			float *d1 = P + ((~pl & 1) * hp + iy + pt) * wq + (pl + 1) / 2;
+			float *d0 = prow + (pl & 1) * hq * wq + pl / 2;
+			float *d1 = prow + (~pl & 1) * hq * wq + (pl + 1) / 2;
 			int64_t m = 0;
 			for (; 2 * m + 1 < Wd; m++) {
 				d0[m] = xr[2 * m];
@@ -529,22 +553,37 @@ static void dw_plane(const struct dw_job *j, int64_t t, float *P)
 		}
 		for (int64_t q = 0; q < sw; q++) {
 			int64_t ix0 = ((q - pl) % sw + sw) % sw;
-			float *d = P + (q * hp + iy + pt) * wq + (ix0 + pl) / sw;
+			float *d = prow + q * hq * wq + (ix0 + pl) / sw;
 			for (int64_t ix = ix0, m = 0; ix < Wd; ix += sw, m++)
 				d[m] = xr[ix];
 		}
 	}
 	const float *rows[DW_MAX_TAPS];
 	float wt[DW_MAX_TAPS];
+	int nt = 0;
+	/* tap (ky, kx) of output (oy, ox) reads padded (oy*sh + ry, ox*sw + cx)
+	 * = plane (ry%sh, cx%sw) at (oy + ry/sh, ox + cx/sw) */
+	for (int64_t ky = 0; ky < KH; ky++)
+		for (int64_t kx = 0; kx < KW; kx++, nt++) {
+			int64_t ry = ky * W->dl[1], cx = kx * W->dl[2];
+			rows[nt] = P + ((ry % sh) * sw + cx % sw) * hq * wq + (ry / sh) * wq + cx / sw;
+			wt[nt] = wk[ky * KW + kx];
+		}
+	float bias = j->b ? j->b[oc] : 0.0f;
+	if (c->dw_flat) {
+		float *f = P + c->dw_plane_floats;  /* [OH, wq] */
+		dw_row(f, rows, wt, nt, bias, OH * wq);
+		if (c->epi)
+			hal_epilogue_apply(c->epi, f, OH * wq);
+		for (int64_t oy = 0; oy < OH; oy++)
+			memcpy(y + oy * OW, f + oy * wq, (size_t)OW * sizeof *y);
+		return;
+	}
+	const float *rr[DW_MAX_TAPS];
 	for (int64_t oy = 0; oy < OH; oy++) {
-		int nt = 0;
-		for (int64_t ky = 0; ky < KH; ky++)
-			for (int64_t kx = 0; kx < KW; kx++, nt++) {
-				int64_t cp = kx * W->dl[2];
-				rows[nt] = P + ((cp % sw) * hp + oy * sh + ky * W->dl[1]) * wq + cp / sw;
-				wt[nt] = wk[ky * KW + kx];
-			}
-		dw_row(y + oy * OW, rows, wt, nt, j->b ? j->b[oc] : 0.0f, OW);
+		for (int k = 0; k < nt; k++)
+			rr[k] = rows[k] + oy * wq;
+		dw_row(y + oy * OW, rr, wt, nt, bias, OW);
 		if (c->epi)
 			hal_epilogue_apply(c->epi, y + oy * OW, OW);
 	}
@@ -662,7 +701,7 @@ static void conv_1x1(hal_step *s, const struct conv *c, const float *x, const fl
 				.M = c->cout_g, .N = hw, .K = K,
 				.a = w + g * c->cout_g * K, .lda = K,
 				.a_packed = c->wp ? c->wp + g * c->wp_stride : NULL,
-				.b = x + (n * c->cin + g * c->cin_g) * hw, .ldb = hw,
+				.b = x + (n * c->cin + g * c->cin_g) * hw, .b_koff = c->koff,
 				.c = y + (n * c->cout + g * c->cout_g) * hw, .ldc = hw,
 				.alpha = 1.0f, .beta = 0.0f,
 				.bias = b ? b + g * c->cout_g : NULL, .epi = c->epi,
