@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include "hal/gemm.h"
+#include "hal/plan.h"
 
 #define KC HAL_GEMM_KC
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -395,20 +396,29 @@ struct gemm_plan {
 	size_t slot_floats;  /* one worker's B block (0 when pre-packed) */
 };
 
-#define TASKS_WANTED (2 * HAL_GEMM_SLOTS)
 #define SERIAL_FLOPS (1 << 18)  /* below this a fork/join costs more than it saves */
 
-static void gemm_plan(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode,
+/* The task grid for `threads` workers. One worker gets one task per
+ * (MC, NC) block: splitting further only re-packs B per M chunk. Several
+ * want about four tasks each, so the atomic hand-out evens out uneven
+ * progress (a core shared with other work). M chunks are balanced (256
+ * rows: 2 x 128, not 240 + 16: a 16-row chunk runs 3 short micro-panels). */
+static void gemm_plan(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode, int threads,
 		      struct gemm_plan *p)
 {
 	int mr = isa->mr, nr = isa->nr;
-	p->mc = MIN(round_up(M, mr), HAL_GEMM_MC / mr * mr);
+	double flops = 2.0 * (double)M * (double)N * (double)K;
+	if (flops < SERIAL_FLOPS)
+		threads = 1;
+	int64_t want = threads > 1 ? 4 * (int64_t)threads : 1;
+	int64_t mcmax = HAL_GEMM_MC / mr * mr, mb0 = (M + mcmax - 1) / mcmax;
+	p->mc = round_up((M + mb0 - 1) / mb0, mr);
 	p->nc = MIN(round_up(N, nr), HAL_GEMM_NC / nr * nr);
 	for (;;) {
 		p->mb = (M + p->mc - 1) / p->mc;
 		p->nb = (N + p->nc - 1) / p->nc;
 		p->ntask = p->mb * p->nb;
-		if (p->ntask >= TASKS_WANTED)
+		if (p->ntask >= want)
 			break;
 		/* Smaller tasks only cost re-packing B per M chunk (1/(2*mc) of
 		 * the flops) and shorter micro-panel sweeps. */
@@ -419,12 +429,14 @@ static void gemm_plan(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode,
 		else
 			break;
 	}
-	double flops = 2.0 * (double)M * (double)N * (double)K;
-	p->nslots = flops < SERIAL_FLOPS ? 1 : (int)MIN(p->ntask, HAL_GEMM_SLOTS);
+	p->nslots = (int)MIN(MIN(p->ntask, threads), HAL_GEMM_SLOTS);
 	p->a_floats = a_packed ? 0 : (size_t)round_up(round_up(M, mr) * K, 16);
-	/* b_mode 2 (read in place): a slot holds one packed tail panel */
+	/* b_mode 2 (read in place): a slot holds one packed tail panel. Sized
+	 * for the widest nc any thread count gives, so that the scratch size
+	 * does not depend on the pool. */
 	p->slot_floats = b_mode == 1 ? 0
-			 : (size_t)round_up(MIN(K, KC) * (b_mode == 2 ? nr : p->nc), 16);
+			 : (size_t)round_up(MIN(K, KC) * (b_mode == 2 ? nr
+							  : MIN(round_up(N, nr), HAL_GEMM_NC / nr * nr)), 16);
 }
 
 size_t hal_gemm_scratch_bytes(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode)
@@ -432,8 +444,15 @@ size_t hal_gemm_scratch_bytes(int64_t M, int64_t N, int64_t K, int a_packed, int
 	if (M <= 0 || N <= 0 || K <= 0)
 		return 0;
 	struct gemm_plan p;
-	gemm_plan(M, N, K, a_packed, b_mode, &p);
+	/* the most tasks (and slots) any pool size gives */
+	gemm_plan(M, N, K, a_packed, b_mode, HAL_GEMM_SLOTS, &p);
 	return (p.a_floats + (size_t)p.nslots * p.slot_floats) * sizeof(float);
+}
+
+/* Workers of the pool that runs s (the caller included). */
+static int step_threads(const hal_step *s)
+{
+	return s && s->plan && s->plan->tp ? hal_threadpool_size(s->plan->tp) : 1;
 }
 
 struct gemm_run {
@@ -549,7 +568,8 @@ void hal_gemm(hal_step *s, const hal_gemm_args *g, void *scratch)
 		return;
 	}
 	struct gemm_run r = { .g = g, .isa = isa };
-	gemm_plan(g->M, g->N, g->K, g->a_packed != NULL, g->b_koff ? 2 : g->b_packed != NULL, &r.p);
+	gemm_plan(g->M, g->N, g->K, g->a_packed != NULL, g->b_koff ? 2 : g->b_packed != NULL,
+		  step_threads(s), &r.p);
 	r.mpad = round_up(g->M, r.isa->mr);
 	r.npad = round_up(g->N, r.isa->nr);
 	float *base = scratch;
