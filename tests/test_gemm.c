@@ -288,8 +288,9 @@ static void gemm_k_zero(void **state)
 	run_gcase(&t, NULL, NULL);
 }
 
-/* The task grid does not depend on the thread count, so 1 and 3 threads
- * give bitwise-identical results. */
+/* The task grid depends on the thread count, but K blocks do not, so every
+ * element is summed in the same order: 1 and 3 threads give
+ * bitwise-identical results. */
 static void gemm_threads(void **state)
 {
 	static const int64_t shapes[][3] = { { 300, 900, 260 }, { 24, 25600, 96 }, { 5, 40, 3000 } };
@@ -487,6 +488,8 @@ static const struct conv_case conv_cases[] = {
 	{ "1-D",             1, 2, 6, 1, 50, 4, 1, 1, 5, 1, 3, 1, 1, { 0, 2, 0, 1 }, 1, 1, NULL, { 0 } },
 	{ "1-D dilated",     1, 1, 4, 1, 40, 8, 2, 1, 3, 1, 1, 1, 4, { 0, 4, 0, 4 }, 1, 0, NULL, { 0 } },
 	{ "1-D depthwise",   1, 1, 8, 1, 33, 8, 8, 1, 7, 1, 2, 1, 1, { 0, 3, 0, 3 }, 1, 1, NULL, { 0 } },
+	{ "dw wide rows",    2, 1, 3, 6, 70, 3, 3, 3, 3, 1, 1, 1, 1, { 1, 1, 1, 1 }, 1, 1, NULL, { 0 } },
+	{ "dw wide s2 5x5",  2, 1, 2, 9, 151, 4, 2, 5, 5, 2, 2, 1, 1, { 2, 1, 2, 3 }, 1, 0, NULL, { 0 } },
 	{ "wide K",          2, 1, 96, 12, 14, 24, 1, 3, 3, 1, 1, 1, 1, { 1, 1, 1, 1 }, 1, 1, NULL, { 0 } },
 };
 
