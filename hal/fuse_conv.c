@@ -313,15 +313,18 @@ static int fuse_one(aidos_model *m, ir_graph *g, int i, struct chain *c, int ops
 {
 	ir_node *conv = &g->node[i];
 	ir_tensor tw, tb;
+	if (conv->n_out != 1 || conv->n_in < 2 || !conv->out[0][0])
+		return 0;
 	const ir_tensor *w = ir_graph_const(g, conv->in[1], &tw);
-	if (conv->n_out != 1 || conv->n_in < 2 || !w || w->dtype != ONNX_FLOAT || w->rank < 3 ||
-	    !w->data || w->dims[0] <= 0)
+	if (!w || w->dtype != ONNX_FLOAT || w->rank < 3 || !w->data || w->dims[0] <= 0)
 		return 0;
 	int64_t cout = w->dims[0], wn = 1;
-	for (int k = 0; k < w->rank; k++)
+	for (int k = 0; k < w->rank; k++) {
+		/* the file is not validated yet: no overflow on hostile dims */
+		if (w->dims[k] <= 0 || wn > (int64_t)(w->nbytes / sizeof(float)) / w->dims[k])
+			return 0;
 		wn *= w->dims[k];
-	if (w->nbytes < (size_t)wn * sizeof(float))
-		return 0;
+	}
 	const ir_tensor *b = NULL;
 	if (conv->n_in > 2 && conv->in[2][0]) {
 		b = ir_graph_const(g, conv->in[2], &tb);
