@@ -96,6 +96,8 @@ typedef float v16f __attribute__((vector_size(64)));
 #define ROWS8(X) ROWS6(X) X(6) X(7)
 
 #define K_DECL(i) VT c##i##0 = zero, c##i##1 = zero;
+#define K_PREFC(i) __builtin_prefetch(c + (i) * ldc, 1, 3); \
+	__builtin_prefetch(c + (i) * ldc + NR - 1, 1, 3);
 #define K_FMA(i) { VT ai = a[i] - zero; c##i##0 += ai * b0; c##i##1 += ai * b1; }
 #define K_STORE(i) {                                                        \
 		float *ci = c + (i) * ldc;                                  \
@@ -118,6 +120,7 @@ typedef float v16f __attribute__((vector_size(64)));
 		memcpy(ci, &x0, sizeof x0);                                 \
 		memcpy(ci + VW, &x1, sizeof x1);                            \
 	}
+#define K_STORE_IF(i) if ((i) < mr) K_STORE(i)
 #define K_SPILL(i) memcpy(t + (i) * NR, &c##i##0, sizeof c##i##0); \
 	memcpy(t + (i) * NR + VW, &c##i##1, sizeof c##i##1);
 
@@ -133,6 +136,10 @@ typedef float v16f __attribute__((vector_size(64)));
 		enum { MR = MR_, VW = (int)(sizeof(VT) / sizeof(float)), NR = 2 * VW }; \
 		const VT zero = { 0 };                                              \
 		ROWS(K_DECL)                                                        \
+		/* the C tile, for writing after the k loop: its lines are    \
+		 * usually not cached (C rows are ldc apart, too many streams  \
+		 * for the hardware prefetcher) */                              \
+		ROWS(K_PREFC)                                                       \
 		if (koff) {                                                         \
 			for (int64_t k = 0; k < kc; k++) {                          \
 				const float *bk = b + koff[k];                      \
@@ -157,8 +164,8 @@ typedef float v16f __attribute__((vector_size(64)));
 			}                                                           \
 		}                                                                   \
 		const float alpha = ab[0], beta = ab[1];                            \
-		if (mr == MR && nr == NR) {                                         \
-			ROWS(K_STORE)                                               \
+		if (nr == NR) {  /* full-width rows: vector stores (rows < mr) */ \
+			ROWS(K_STORE_IF)                                            \
 			return;                                                     \
 		}                                                                   \
 		float t[MR * NR];                                                   \
