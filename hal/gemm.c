@@ -346,7 +346,7 @@ void hal_gemm_pack_b(float *dst, const float *b, int64_t ldb, int trans, int64_t
 /* ---- epilogue ---- */
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define EPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define EPI_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define EPI_CLONES
 #endif
