@@ -571,9 +571,11 @@ static void dw_plane(const struct dw_job *j, int64_t t, float *P)
 	const float *x = j->x + (n * c->cin + g) * H * Wd;
 	const float *wk = j->w + oc * KH * KW;
 	float *y = j->y + t * OH * OW;
-	for (int64_t iy = 0; iy < H; iy++) {
-		int64_t r = iy + pt;
-		float *prow = P + (r % sh) * sw * hq * wq + (r / sh) * wq;  /* phase (r%sh, 0) */
+	/* padded row r = iy + pt is row r/sh of row phase r%sh: both
+	 * stepped, not divided (an idiv per row was 3% of MobileNetV2) */
+	int64_t qy = pt % sh, py = pt / sh;
+	for (int64_t iy = 0; iy < H; iy++, qy = qy + 1 == sh ? 0 : qy + 1, py += qy == 0) {
+		float *prow = P + qy * sw * hq * wq + py * wq;  /* phase (qy, 0) */
 		const float *xr = x + iy * Wd;
 		if (sw == 1) {
 			memcpy(prow + pl, xr, (size_t)Wd * sizeof *P);
