@@ -20,6 +20,7 @@
 
 #define KC HAL_GEMM_KC
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* ab = {alpha, beta}: passed in memory so that neither holds a vector
  * register through the k loop (AVX2 needs all 16 for 12 accumulators). */
@@ -566,12 +567,66 @@ static void gemm_k0(const hal_gemm_args *g)
 			hal_epilogue_apply(g->epi, g->c + i * g->ldc, g->N);
 }
 
+/* ---- M = 1 over a pre-packed B (a fully connected layer at batch 1) ----
+ * The blocked path pads the one row to MR and sweeps A per B micro-panel;
+ * this reads each packed B row once with one FMA per 8 floats, so it
+ * streams B at memory speed. */
+struct gemv_run {
+	const hal_gemm_args *g;
+	int64_t npad;
+	int nr;
+};
+
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+static void gemv_panels(void *arg, int64_t p0, int64_t p1)
+{
+	const struct gemv_run *r = arg;
+	const hal_gemm_args *g = r->g;
+	const int nr = r->nr, nv = nr / 8;
+	int64_t as = g->trans_a ? g->lda : 1;  /* A(0, k) = a[k*as] */
+	for (int64_t p = p0; p < p1; p++) {
+		v8f acc[HAL_GEMM_NR_MAX / 8] = { { 0 } };
+		for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
+			int64_t kc = MIN(KC, g->K - k0);
+			const float *b = g->b_packed + k0 * r->npad + p * kc * nr;
+			const float *a = g->a + k0 * as;
+			for (int64_t k = 0; k < kc; k++, b += nr) {
+				float av = a[k * as];
+				for (int v = 0; v < nv; v++)
+					acc[v] += av * *(const v8u *)(b + 8 * v);
+			}
+		}
+		int64_t j0 = p * nr, n = MIN(nr, g->N - j0);
+		float t[HAL_GEMM_NR_MAX];
+		memcpy(t, acc, (size_t)nr * sizeof *t);
+		for (int64_t j = 0; j < n; j++) {
+			float *c = g->c + j0 + j, v = g->alpha * t[j];
+			if (g->bias)
+				v += g->bias[0];
+			if (g->beta != 0.0f)
+				v += g->beta * *c;
+			*c = v;
+		}
+	}
+}
+
 void hal_gemm(hal_step *s, const hal_gemm_args *g, void *scratch)
 {
 	if (g->M <= 0 || g->N <= 0)
 		return;
 	if (g->K <= 0) {
 		gemm_k0(g);
+		return;
+	}
+	if (g->M == 1 && g->b_packed && !g->a_packed && !g->epi && isa->nr % 8 == 0) {
+		struct gemv_run r = { g, round_up(g->N, isa->nr), isa->nr };
+		int64_t npanel = r.npad / r.nr;
+		hal_parallel_for(2.0 * (double)g->N * (double)g->K < SERIAL_FLOPS ? NULL : s, npanel,
+				 MAX(1, 8192 / g->K), gemv_panels, &r);
 		return;
 	}
 	struct gemm_run r = { .g = g, .isa = isa };
