@@ -21,10 +21,14 @@
  * B may also be read in place (b_koff: row k at an arbitrary offset, unit
  * stride along N), which is how Conv avoids writing an im2col matrix.
  *
+ * M = 1 with a pre-packed B (a fully connected layer at batch 1) skips the
+ * blocking: each packed B row is read once, at memory speed.
+ *
  * Threads: hal_gemm splits C into (M-chunk x N-block) tasks handed out
  * through an atomic counter to at most HAL_GEMM_SLOTS workers of
- * hal_parallel_for; each worker packs its B blocks into its own slot of the
- * caller's scratch. No allocation, no locks, no system calls.
+ * hal_parallel_for (one task per block on one thread, about four per
+ * thread on several); each worker packs its B blocks into its own slot of
+ * the caller's scratch. No allocation, no locks, no system calls.
  */
 #ifndef AIDOS_HAL_GEMM_H
 #define AIDOS_HAL_GEMM_H

@@ -11,6 +11,10 @@
  *     padding straight to hal_gemm with the input planes as B; every other
  *     conv as one GEMM that reads B in place from a zero-padded, polyphase
  *     copy of the input (below), so no im2col matrix is ever written.
+ *   A Conv whose node carries an epilogue (ir_node.epi: the activation and
+ *     scalar affine map hal/fuse_conv.c folded into it at load) applies it
+ *     on every path: in the GEMM micro-kernel's store, per depthwise row,
+ *     per cropped row, after the reference loop.
  *   ConvTranspose 1-D/2-D: hal_gemm into a column buffer, then col2im.
  *   Gemm, MatMul: hal_gemm.
  * Constant weights (W of Conv/ConvTranspose, B of Gemm/MatMul) are packed
