@@ -521,6 +521,8 @@ static void gemm_task(struct gemm_run *r, int64_t t, float *slot)
 				     bias ? bias + i0 + i : NULL, epi);
 		}
 	}
+	if (g->done)
+		g->done(g->done_ctx, i0, mc, j0, nc);
 }
 
 static void gemm_worker(void *arg, int64_t s0, int64_t s1)
@@ -565,6 +567,8 @@ static void gemm_k0(const hal_gemm_args *g)
 	if (g->epi)
 		for (int64_t i = 0; i < g->M; i++)
 			hal_epilogue_apply(g->epi, g->c + i * g->ldc, g->N);
+	if (g->done)
+		g->done(g->done_ctx, 0, g->M, 0, g->N);
 }
 
 /* ---- M = 1 over a pre-packed B (a fully connected layer at batch 1) ----
@@ -622,7 +626,7 @@ void hal_gemm(hal_step *s, const hal_gemm_args *g, void *scratch)
 		gemm_k0(g);
 		return;
 	}
-	if (g->M == 1 && g->b_packed && !g->a_packed && !g->epi && isa->nr % 8 == 0) {
+	if (g->M == 1 && g->b_packed && !g->a_packed && !g->epi && !g->done && isa->nr % 8 == 0) {
 		struct gemv_run r = { g, round_up(g->N, isa->nr), isa->nr };
 		int64_t npanel = r.npad / r.nr;
 		hal_parallel_for(2.0 * (double)g->N * (double)g->K < SERIAL_FLOPS ? NULL : s, npanel,

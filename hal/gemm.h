@@ -78,6 +78,12 @@ typedef struct hal_gemm_args {
 	/* Applied to every element of C once complete (after alpha, bias
 	 * and beta), or NULL: a fused Conv's activation. */
 	const ir_epilogue *epi;
+	/* Called by the worker that completed C's rows [i0, i0+mc) x columns
+	 * [j0, j0+nc) (all of K), or NULL: lets the caller consume a block
+	 * while it is still in cache (Conv crops its padded columns).
+	 * Called concurrently on disjoint blocks. */
+	void (*done)(const void *ctx, int64_t i0, int64_t mc, int64_t j0, int64_t nc);
+	const void *done_ctx;
 } hal_gemm_args;
 
 /* Copies one k row of a packed panel (nr floats): fixed sizes so that the

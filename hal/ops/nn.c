@@ -278,7 +278,8 @@ struct conv {
 	 * of output pixel (oy, ox) is then the plane element at
 	 * koff[k] + oy*wq + ox: a GEMM over the columns j = oy*wq + ox that
 	 * reads B in place (hal_gemm's b_koff). It computes wq-OW garbage
-	 * columns per row into cpad [cout_g, OH, wq], cropped into Y. */
+	 * columns per row into cpad [cout_g, OH, wq], cropped into Y block by
+	 * block as the GEMM finishes them (hal_gemm's done callback). */
 	int64_t hq, wq;
 	const int64_t *koff;  /* [cin_g*kh*kw] */
 	size_t xph_floats, cpad_floats;
@@ -698,18 +699,25 @@ static void phase_planes(void *arg, int64_t c0, int64_t c1)
 	}
 }
 
-static void crop_rows(void *arg, int64_t o0, int64_t o1)
+/* hal_gemm's done callback: copies the finished block (output channels
+ * [i0, i0+mc), padded columns [j0, j0+nc) = rows oy at oy*wq + ox) into Y,
+ * dropping the wq-OW garbage columns per row, while it is in cache. */
+static void crop_block(const void *arg, int64_t i0, int64_t mc, int64_t j0, int64_t nc)
 {
 	const struct phase_job *j = arg;
 	const struct win *W = &j->c->w;
 	int64_t OH = W->out[1], OW = W->out[2], wq = j->c->wq;
-	for (int64_t oc = o0; oc < o1; oc++)
-		for (int64_t oy = 0; oy < OH; oy++) {
-			float *y = j->y + (oc * OH + oy) * OW;
-			memcpy(y, j->cpad + (oc * OH + oy) * wq, (size_t)OW * sizeof *y);
+	for (int64_t oy = j0 / wq; oy < OH && oy * wq < j0 + nc; oy++) {
+		int64_t lo = MAX(j0, oy * wq) - oy * wq, hi = MIN(MIN(j0 + nc - oy * wq, wq), OW);
+		if (hi <= lo)
+			continue;
+		for (int64_t oc = i0; oc < i0 + mc; oc++) {
+			float *y = j->y + (oc * OH + oy) * OW + lo;
+			memcpy(y, j->cpad + (oc * OH + oy) * wq + lo, (size_t)(hi - lo) * sizeof *y);
 			if (j->c->epi)
-				hal_epilogue_apply(j->c->epi, y, OW);
+				hal_epilogue_apply(j->c->epi, y, hi - lo);
 		}
+	}
 }
 
 static void conv_phase(hal_step *s, const struct conv *c, const float *x, const float *w,
@@ -732,9 +740,9 @@ static void conv_phase(hal_step *s, const struct conv *c, const float *x, const 
 				.b = xph, .b_koff = c->koff,
 				.c = cpad, .ldc = W->out[1] * c->wq, .alpha = 1.0f, .beta = 0.0f,
 				.bias = b ? b + g * c->cout_g : NULL,
+				.done = crop_block, .done_ctx = &j,
 			};
 			hal_gemm(s, &a, cpad + c->cpad_floats);
-			hal_parallel_for(s, c->cout_g, 4, crop_rows, &j);
 		}
 }
 
