@@ -12,17 +12,73 @@
 #pragma GCC optimize("fp-contract=fast")
 #endif
 
+#include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 #include "hal/gemm.h"
+#include "hal/plan.h"
 
 #define KC HAL_GEMM_KC
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* ab = {alpha, beta}: passed in memory so that neither holds a vector
  * register through the k loop (AVX2 needs all 16 for 12 accumulators). */
 typedef void (*kern_fn)(int64_t kc, const float *a, const float *b, const int64_t *koff,
-			float *c, int64_t ldc, int mr, int nr, const float *ab, const float *bias);
+			float *c, int64_t ldc, int mr, int nr, const float *ab, const float *bias,
+			const ir_epilogue *epi);
+
+/* One element of an epilogue (see ir_epilogue). */
+static inline float epi_one(int act, float x, float a, float b)
+{
+	float v;
+	switch (act) {
+	case IR_ACT_RELU: return x < 0.0f ? 0.0f : x;
+	case IR_ACT_CLIP: v = x < a ? a : x; return v > b ? b : v;
+	case IR_ACT_HARDSIGMOID:
+	case IR_ACT_HARDSWISH:
+		v = a * x + b;
+		v = v < 0.0f ? 0.0f : v;
+		v = v > 1.0f ? 1.0f : v;
+		return act == IR_ACT_HARDSWISH ? x * v : v;
+	case IR_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+	default: return x;
+	}
+}
+
+/* Lane-wise max/min of vectors of type VT (VI: the same-width int vector)
+ * through compare masks: GCC's C front end has no vector ?:. Macros, as
+ * baseline-ISA functions returning vectors would change the ABI. */
+#define VMAX_T(VT, VI, x, lo) ((VT)(((VI)(x) & ~((x) < (lo))) | ((VI)(lo) & ((x) < (lo)))))
+#define VMIN_T(VT, VI, x, hi) ((VT)(((VI)(x) & ~((x) > (hi))) | ((VI)(hi) & ((x) > (hi)))))
+
+/* x = post_s * act(x) + post_b on a VT vector; zero is a VT of zeros. */
+#define EPI_VEC(VT, VI, x, e, zero) do {                                        \
+		VT lo_, hi_, v_;                                                \
+		switch ((e)->act) {                                             \
+		case IR_ACT_RELU: x = VMAX_T(VT, VI, x, zero); break;           \
+		case IR_ACT_CLIP:                                               \
+			lo_ = (zero) + (e)->a;                                  \
+			hi_ = (zero) + (e)->b;                                  \
+			x = VMAX_T(VT, VI, x, lo_);                             \
+			x = VMIN_T(VT, VI, x, hi_);                             \
+			break;                                                  \
+		case IR_ACT_HARDSIGMOID:                                        \
+		case IR_ACT_HARDSWISH:                                          \
+			hi_ = (zero) + 1.0f;                                    \
+			v_ = x * (e)->a + (e)->b;                               \
+			v_ = VMAX_T(VT, VI, v_, zero);                          \
+			v_ = VMIN_T(VT, VI, v_, hi_);                           \
+			x = (e)->act == IR_ACT_HARDSWISH ? x * v_ : v_;         \
+			break;                                                  \
+		case IR_ACT_SIGMOID:                                            \
+			for (int l_ = 0; l_ < (int)(sizeof(VT) / sizeof(float)); l_++) \
+				x[l_] = 1.0f / (1.0f + expf(-x[l_]));           \
+			break;                                                  \
+		default: break;                                                 \
+		}                                                               \
+		x = x * (e)->post_s + (e)->post_b;                              \
+	} while (0)
 
 /* ---- micro-kernels ----
  * C[mr,nr] (tile at c, row stride ldc) = alpha * sum_k a[k*MR+i] * B(k,j)
@@ -35,11 +91,14 @@ typedef float v4f __attribute__((vector_size(16)));
 typedef float v8f __attribute__((vector_size(32)));
 typedef float v16f __attribute__((vector_size(64)));
 
+
 #define ROWS4(X) X(0) X(1) X(2) X(3)
 #define ROWS6(X) ROWS4(X) X(4) X(5)
 #define ROWS8(X) ROWS6(X) X(6) X(7)
 
 #define K_DECL(i) VT c##i##0 = zero, c##i##1 = zero;
+#define K_PREFC(i) __builtin_prefetch(c + (i) * ldc, 1, 3); \
+	__builtin_prefetch(c + (i) * ldc + NR - 1, 1, 3);
 #define K_FMA(i) { VT ai = a[i] - zero; c##i##0 += ai * b0; c##i##1 += ai * b1; }
 #define K_STORE(i) {                                                        \
 		float *ci = c + (i) * ldc;                                  \
@@ -55,9 +114,14 @@ typedef float v16f __attribute__((vector_size(64)));
 			x0 += o0 * beta;                                    \
 			x1 += o1 * beta;                                    \
 		}                                                           \
+		if (epi) {                                                  \
+			EPI_VEC(VT, VI, x0, epi, zero);                     \
+			EPI_VEC(VT, VI, x1, epi, zero);                     \
+		}                                                           \
 		memcpy(ci, &x0, sizeof x0);                                 \
 		memcpy(ci + VW, &x1, sizeof x1);                            \
 	}
+#define K_STORE_IF(i) if ((i) < mr) K_STORE(i)
 #define K_SPILL(i) memcpy(t + (i) * NR, &c##i##0, sizeof c##i##0); \
 	memcpy(t + (i) * NR + VW, &c##i##1, sizeof c##i##1);
 
@@ -65,12 +129,18 @@ typedef float v16f __attribute__((vector_size(64)));
 	ATTR static void NAME(int64_t kc, const float *restrict a,                  \
 			      const float *restrict b, const int64_t *restrict koff, \
 			      float *restrict c, int64_t ldc, int mr, int nr,       \
-			      const float *ab, const float *restrict bias)          \
+			      const float *ab, const float *restrict bias,          \
+			      const ir_epilogue *epi)                               \
 	{                                                                           \
 		typedef VTYPE VT;                                                   \
+		typedef int32_t VI __attribute__((vector_size(sizeof(VT))));        \
 		enum { MR = MR_, VW = (int)(sizeof(VT) / sizeof(float)), NR = 2 * VW }; \
 		const VT zero = { 0 };                                              \
 		ROWS(K_DECL)                                                        \
+		/* the C tile, for writing after the k loop: its lines are    \
+		 * usually not cached (C rows are ldc apart, too many streams  \
+		 * for the hardware prefetcher) */                              \
+		ROWS(K_PREFC)                                                       \
 		if (koff) {                                                         \
 			for (int64_t k = 0; k < kc; k++) {                          \
 				const float *bk = b + koff[k];                      \
@@ -95,8 +165,8 @@ typedef float v16f __attribute__((vector_size(64)));
 			}                                                           \
 		}                                                                   \
 		const float alpha = ab[0], beta = ab[1];                            \
-		if (mr == MR && nr == NR) {                                         \
-			ROWS(K_STORE)                                               \
+		if (nr == NR) {  /* full-width rows: vector stores (rows < mr) */ \
+			ROWS(K_STORE_IF)                                            \
 			return;                                                     \
 		}                                                                   \
 		float t[MR * NR];                                                   \
@@ -108,6 +178,9 @@ typedef float v16f __attribute__((vector_size(64)));
 					v += bias[i];                               \
 				if (beta != 0.0f)                                   \
 					v += beta * c[i * ldc + j];                 \
+				if (epi)                                            \
+					v = epi->post_s * epi_one(epi->act, v, epi->a, epi->b) + \
+					    epi->post_b;                            \
 				c[i * ldc + j] = v;                                 \
 			}                                                           \
 	}
@@ -271,6 +344,55 @@ void hal_gemm_pack_b(float *dst, const float *b, int64_t ldb, int trans, int64_t
 			     MIN(KC, K - k0), 0, N, isa->nr);
 }
 
+/* ---- epilogue ---- */
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define EPI_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define EPI_CLONES
+#endif
+
+typedef int32_t v8i __attribute__((vector_size(32)));
+#define VMAX(x, lo) VMAX_T(v8f, v8i, x, lo)
+#define VMIN(x, hi) VMIN_T(v8f, v8i, x, hi)
+#define VSPLAT(x) ((v8f){ x, x, x, x, x, x, x, x })
+
+/* One loop per activation (the switch hoisted by hand: GCC does not
+ * unswitch it), 8 lanes at a time, then the scalar tail. */
+#define EPI_LOOP(BODY) do {                                                     \
+		for (; i + 8 <= n; i += 8) {                                    \
+			v8f x, v;                                               \
+			memcpy(&x, y + i, sizeof x);                            \
+			BODY;                                                   \
+			v = v * PS + PB;                                        \
+			memcpy(y + i, &v, sizeof v);                            \
+		}                                                               \
+	} while (0)
+
+EPI_CLONES
+void hal_epilogue_apply(const ir_epilogue *e, float *restrict y, int64_t n)
+{
+	const float a = e->a, b = e->b, ps = e->post_s, pb = e->post_b;
+	const int act = e->act;
+	const v8f A = VSPLAT(a), B = VSPLAT(b), PS = VSPLAT(ps), PB = VSPLAT(pb);
+	const v8f Z = VSPLAT(0.0f), O = VSPLAT(1.0f);
+	int64_t i = 0;
+	switch (act) {
+	case IR_ACT_RELU: EPI_LOOP(v = VMAX(x, Z)); break;
+	case IR_ACT_CLIP: EPI_LOOP(v = VMAX(x, A); v = VMIN(v, B)); break;
+	case IR_ACT_HARDSIGMOID:
+		EPI_LOOP(v = x * A + B; v = VMAX(v, Z); v = VMIN(v, O));
+		break;
+	case IR_ACT_HARDSWISH:
+		EPI_LOOP(v = x * A + B; v = VMAX(v, Z); v = VMIN(v, O); v = x * v);
+		break;
+	case IR_ACT_SIGMOID: break;
+	default: EPI_LOOP(v = x); break;
+	}
+	for (; i < n; i++)
+		y[i] = ps * epi_one(act, y[i], a, b) + pb;
+}
+
 /* ---- the driver ---- */
 
 /* Task grid and scratch layout; a pure function of the sizes so that infer()
@@ -282,20 +404,29 @@ struct gemm_plan {
 	size_t slot_floats;  /* one worker's B block (0 when pre-packed) */
 };
 
-#define TASKS_WANTED (2 * HAL_GEMM_SLOTS)
 #define SERIAL_FLOPS (1 << 18)  /* below this a fork/join costs more than it saves */
 
-static void gemm_plan(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode,
+/* The task grid for `threads` workers. One worker gets one task per
+ * (MC, NC) block: splitting further only re-packs B per M chunk. Several
+ * want about four tasks each, so the atomic hand-out evens out uneven
+ * progress (a core shared with other work). M chunks are balanced (256
+ * rows: 2 x 128, not 240 + 16: a 16-row chunk runs 3 short micro-panels). */
+static void gemm_plan(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode, int threads,
 		      struct gemm_plan *p)
 {
 	int mr = isa->mr, nr = isa->nr;
-	p->mc = MIN(round_up(M, mr), HAL_GEMM_MC / mr * mr);
+	double flops = 2.0 * (double)M * (double)N * (double)K;
+	if (flops < SERIAL_FLOPS)
+		threads = 1;
+	int64_t want = threads > 1 ? 4 * (int64_t)threads : 1;
+	int64_t mcmax = HAL_GEMM_MC / mr * mr, mb0 = (M + mcmax - 1) / mcmax;
+	p->mc = round_up((M + mb0 - 1) / mb0, mr);
 	p->nc = MIN(round_up(N, nr), HAL_GEMM_NC / nr * nr);
 	for (;;) {
 		p->mb = (M + p->mc - 1) / p->mc;
 		p->nb = (N + p->nc - 1) / p->nc;
 		p->ntask = p->mb * p->nb;
-		if (p->ntask >= TASKS_WANTED)
+		if (p->ntask >= want)
 			break;
 		/* Smaller tasks only cost re-packing B per M chunk (1/(2*mc) of
 		 * the flops) and shorter micro-panel sweeps. */
@@ -306,12 +437,14 @@ static void gemm_plan(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode,
 		else
 			break;
 	}
-	double flops = 2.0 * (double)M * (double)N * (double)K;
-	p->nslots = flops < SERIAL_FLOPS ? 1 : (int)MIN(p->ntask, HAL_GEMM_SLOTS);
+	p->nslots = (int)MIN(MIN(p->ntask, threads), HAL_GEMM_SLOTS);
 	p->a_floats = a_packed ? 0 : (size_t)round_up(round_up(M, mr) * K, 16);
-	/* b_mode 2 (read in place): a slot holds one packed tail panel */
+	/* b_mode 2 (read in place): a slot holds one packed tail panel. Sized
+	 * for the widest nc any thread count gives, so that the scratch size
+	 * does not depend on the pool. */
 	p->slot_floats = b_mode == 1 ? 0
-			 : (size_t)round_up(MIN(K, KC) * (b_mode == 2 ? nr : p->nc), 16);
+			 : (size_t)round_up(MIN(K, KC) * (b_mode == 2 ? nr
+							  : MIN(round_up(N, nr), HAL_GEMM_NC / nr * nr)), 16);
 }
 
 size_t hal_gemm_scratch_bytes(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode)
@@ -319,8 +452,15 @@ size_t hal_gemm_scratch_bytes(int64_t M, int64_t N, int64_t K, int a_packed, int
 	if (M <= 0 || N <= 0 || K <= 0)
 		return 0;
 	struct gemm_plan p;
-	gemm_plan(M, N, K, a_packed, b_mode, &p);
+	/* the most tasks (and slots) any pool size gives */
+	gemm_plan(M, N, K, a_packed, b_mode, HAL_GEMM_SLOTS, &p);
 	return (p.a_floats + (size_t)p.nslots * p.slot_floats) * sizeof(float);
+}
+
+/* Workers of the pool that runs s (the caller included). */
+static int step_threads(const hal_step *s)
+{
+	return s && s->plan && s->plan->tp ? hal_threadpool_size(s->plan->tp) : 1;
 }
 
 struct gemm_run {
@@ -358,6 +498,7 @@ static void gemm_task(struct gemm_run *r, int64_t t, float *slot)
 		const float *ap = r->pa + k0 * r->mpad + i0 * kc;
 		const float ab[2] = { g->alpha, k0 == 0 ? g->beta : 1.0f };
 		const float *bias = k0 == 0 ? g->bias : NULL;
+		const ir_epilogue *epi = k0 + kc >= g->K ? g->epi : NULL;
 		/* BLIS order: one B micro-panel (L1) against the whole A block (L2). */
 		for (int64_t j = 0; j < nc; j += nr) {
 			float *cj = g->c + i0 * g->ldc + j0 + j;
@@ -377,9 +518,11 @@ static void gemm_task(struct gemm_run *r, int64_t t, float *slot)
 			for (int64_t i = 0; i < mc; i += mr)
 				kern(kc, ap + i * kc, bj, kj, cj + i * g->ldc, g->ldc,
 				     (int)MIN(mr, mc - i), (int)MIN(nr, nc - j), ab,
-				     bias ? bias + i0 + i : NULL);
+				     bias ? bias + i0 + i : NULL, epi);
 		}
 	}
+	if (g->done)
+		g->done(g->done_ctx, i0, mc, j0, nc);
 }
 
 static void gemm_worker(void *arg, int64_t s0, int64_t s1)
@@ -421,6 +564,58 @@ static void gemm_k0(const hal_gemm_args *g)
 			float *c = g->c + i * g->ldc + j;
 			*c = (g->beta != 0.0f ? g->beta * *c : 0.0f) + (g->bias ? g->bias[i] : 0.0f);
 		}
+	if (g->epi)
+		for (int64_t i = 0; i < g->M; i++)
+			hal_epilogue_apply(g->epi, g->c + i * g->ldc, g->N);
+	if (g->done)
+		g->done(g->done_ctx, 0, g->M, 0, g->N);
+}
+
+/* ---- M = 1 over a pre-packed B (a fully connected layer at batch 1) ----
+ * The blocked path pads the one row to MR and sweeps A per B micro-panel;
+ * this reads each packed B row once with one FMA per 8 floats, so it
+ * streams B at memory speed. */
+struct gemv_run {
+	const hal_gemm_args *g;
+	int64_t npad;
+	int nr;
+};
+
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+static void gemv_panels(void *arg, int64_t p0, int64_t p1)
+{
+	const struct gemv_run *r = arg;
+	const hal_gemm_args *g = r->g;
+	const int nr = r->nr, nv = nr / 8;
+	int64_t as = g->trans_a ? g->lda : 1;  /* A(0, k) = a[k*as] */
+	for (int64_t p = p0; p < p1; p++) {
+		v8f acc[HAL_GEMM_NR_MAX / 8] = { { 0 } };
+		for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
+			int64_t kc = MIN(KC, g->K - k0);
+			const float *b = g->b_packed + k0 * r->npad + p * kc * nr;
+			const float *a = g->a + k0 * as;
+			for (int64_t k = 0; k < kc; k++, b += nr) {
+				float av = a[k * as];
+				for (int v = 0; v < nv; v++)
+					acc[v] += av * *(const v8u *)(b + 8 * v);
+			}
+		}
+		int64_t j0 = p * nr, n = MIN(nr, g->N - j0);
+		float t[HAL_GEMM_NR_MAX];
+		memcpy(t, acc, (size_t)nr * sizeof *t);
+		for (int64_t j = 0; j < n; j++) {
+			float *c = g->c + j0 + j, v = g->alpha * t[j];
+			if (g->bias)
+				v += g->bias[0];
+			if (g->beta != 0.0f)
+				v += g->beta * *c;
+			*c = v;
+		}
+	}
 }
 
 void hal_gemm(hal_step *s, const hal_gemm_args *g, void *scratch)
@@ -431,8 +626,16 @@ void hal_gemm(hal_step *s, const hal_gemm_args *g, void *scratch)
 		gemm_k0(g);
 		return;
 	}
+	if (g->M == 1 && g->b_packed && !g->a_packed && !g->epi && !g->done && isa->nr % 8 == 0) {
+		struct gemv_run r = { g, round_up(g->N, isa->nr), isa->nr };
+		int64_t npanel = r.npad / r.nr;
+		hal_parallel_for(2.0 * (double)g->N * (double)g->K < SERIAL_FLOPS ? NULL : s, npanel,
+				 MAX(1, 8192 / g->K), gemv_panels, &r);
+		return;
+	}
 	struct gemm_run r = { .g = g, .isa = isa };
-	gemm_plan(g->M, g->N, g->K, g->a_packed != NULL, g->b_koff ? 2 : g->b_packed != NULL, &r.p);
+	gemm_plan(g->M, g->N, g->K, g->a_packed != NULL, g->b_koff ? 2 : g->b_packed != NULL,
+		  step_threads(s), &r.p);
 	r.mpad = round_up(g->M, r.isa->mr);
 	r.npad = round_up(g->N, r.isa->nr);
 	float *base = scratch;

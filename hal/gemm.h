@@ -21,10 +21,14 @@
  * B may also be read in place (b_koff: row k at an arbitrary offset, unit
  * stride along N), which is how Conv avoids writing an im2col matrix.
  *
+ * M = 1 with a pre-packed B (a fully connected layer at batch 1) skips the
+ * blocking: each packed B row is read once, at memory speed.
+ *
  * Threads: hal_gemm splits C into (M-chunk x N-block) tasks handed out
  * through an atomic counter to at most HAL_GEMM_SLOTS workers of
- * hal_parallel_for; each worker packs its B blocks into its own slot of the
- * caller's scratch. No allocation, no locks, no system calls.
+ * hal_parallel_for (one task per block on one thread, about four per
+ * thread on several); each worker packs its B blocks into its own slot of
+ * the caller's scratch. No allocation, no locks, no system calls.
  */
 #ifndef AIDOS_HAL_GEMM_H
 #define AIDOS_HAL_GEMM_H
@@ -32,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "hal/hal.h"
+#include "hal/ir.h"
 
 #define HAL_GEMM_KC 256    /* K block: kc*MR (A micro-panel) and kc*NR (B) fit L1 */
 #define HAL_GEMM_NC 256    /* N block a task packs and sweeps */
@@ -70,6 +75,15 @@ typedef struct hal_gemm_args {
 	int64_t ldc;
 	float alpha, beta;   /* beta == 0: C is not read (may hold garbage) */
 	const float *bias;   /* [M] added to row i, or NULL */
+	/* Applied to every element of C once complete (after alpha, bias
+	 * and beta), or NULL: a fused Conv's activation. */
+	const ir_epilogue *epi;
+	/* Called by the worker that completed C's rows [i0, i0+mc) x columns
+	 * [j0, j0+nc) (all of K), or NULL: lets the caller consume a block
+	 * while it is still in cache (Conv crops its padded columns).
+	 * Called concurrently on disjoint blocks. */
+	void (*done)(const void *ctx, int64_t i0, int64_t mc, int64_t j0, int64_t nc);
+	const void *done_ctx;
 } hal_gemm_args;
 
 /* Copies one k row of a packed panel (nr floats): fixed sizes so that the
@@ -83,6 +97,10 @@ static inline void hal_gemm_copy_nr(float *restrict d, const float *restrict s, 
 	default: __builtin_memcpy(d, s, (size_t)nr * sizeof *d);
 	}
 }
+
+/* y[i] = e->post_s * act(y[i]) + e->post_b for i < n (see ir_epilogue):
+ * the activation a fused Conv applies to each output row. */
+void hal_epilogue_apply(const ir_epilogue *e, float *y, int64_t n);
 
 /* Bytes of a packed A [M,K] / B [K,N] buffer. */
 size_t hal_gemm_packed_a_bytes(int64_t M, int64_t K);

@@ -60,6 +60,24 @@ typedef struct ir_attr {
 	ir_graph **graphs;  /* GRAPHS */
 } ir_attr;
 
+/* Activations a fused Conv applies to its output (hal/fuse_conv.c). */
+enum ir_act {
+	IR_ACT_NONE = 0,
+	IR_ACT_RELU = 1,      /* max(x, 0) */
+	IR_ACT_CLIP = 2,      /* min(max(x, a), b) */
+	IR_ACT_HARDSIGMOID = 3, /* max(0, min(1, a*x + b)) */
+	IR_ACT_HARDSWISH = 4, /* x * max(0, min(1, a*x + b)) (ONNX: a = 1/6, b = 1/2) */
+	IR_ACT_SIGMOID = 5,   /* 1 / (1 + exp(-x)) */
+};
+
+/* What a load-time rewrite folded into a node's output, applied per element
+ * after the node's own result y: post_s * act(y) + post_b. */
+typedef struct ir_epilogue {
+	int32_t act;          /* enum ir_act */
+	float a, b;           /* the activation's parameters (see enum ir_act) */
+	float post_s, post_b; /* a scalar affine applied after it (1, 0: none) */
+} ir_epilogue;
+
 typedef struct ir_node {
 	const char *name;     /* may be "" */
 	const char *op_type;
@@ -68,6 +86,7 @@ typedef struct ir_node {
 	const char **in;      /* "" marks an absent optional input */
 	const char **out;
 	ir_attr *attr;
+	const ir_epilogue *epi; /* set only by hal/fuse_conv.c (Conv); NULL: none */
 } ir_node;
 
 /* A graph input/output/value_info. dims[i] < 0: unknown; dim_param[i] names it. */
@@ -100,5 +119,29 @@ typedef struct ir_opset {
 
 /* Looks up a node's attribute by name; NULL if absent. */
 const ir_attr *ir_node_attr(const ir_node *n, const char *name);
+
+/* The constant tensor called name in g: an initializer, or the `value`
+ * (`value_float`, `value_floats`: written into *tmp) of a Constant node. NULL
+ * when name is not a constant of g. Borrowed, valid while the model is. */
+const ir_tensor *ir_graph_const(const ir_graph *g, const char *name, ir_tensor *tmp);
+
+/* Number of nodes of g that read value name (through one or several of
+ * their inputs), their indices in idx[0 .. min(count, max)-1]; -1 when a
+ * graph output or a subgraph (which may capture it) reads it. */
+int ir_consumers(const ir_graph *g, const char *name, int *idx, int max);
+
+/* Removes the nodes with drop[i] != 0 from g, keeping the others in order. */
+void ir_graph_remove_nodes(ir_graph *g, const uint8_t *drop);
+
+/* Load-time rewrite of g's Conv nodes (hal/fuse_conv.c): folds a following
+ * BatchNormalization or per-channel Mul/Add/Div by constants into the
+ * weights and bias, and a following activation (Relu, Clip, HardSigmoid,
+ * HardSwish, Sigmoid, the Add-Clip-Mul-Div form of HardSwish) with a scalar
+ * Mul/Add after it into the node's epilogue (ir_node.epi). New tensors come
+ * from the model's allocator (m->mem). Skipped when hal_use_reference is set.
+ * Returns 0 or AIDOS_E_NOMEM. Not thread-safe: call before the model is
+ * shared. */
+struct aidos_model;
+int hal_fuse_conv(struct aidos_model *m);
 
 #endif

@@ -1166,6 +1166,8 @@ static int load(const void *buf, size_t len, const char *base_dir, const char *p
 	int rc = m->base_dir ? 0 : AIDOS_E_NOMEM;
 	if (!rc)
 		rc = decode_model(&d, (pb){ buf, (const uint8_t *)buf + len });
+	if (!rc && (rc = hal_fuse_conv(m)) && err && errlen)
+		snprintf(err, errlen, "out of memory fusing Conv chains");
 	if (rc) {
 		if (err && errlen && !err[0])
 			snprintf(err, errlen, "%s", aidos_strerror(rc));

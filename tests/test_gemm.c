@@ -278,6 +278,30 @@ static void gemm_operand_modes(void **state)
 	hal_gemm_use_isa(default_isa);
 }
 
+/* M = 1 over a pre-packed B (the GEMV path), every micro-kernel's panel
+ * width, alpha, beta, bias, A transposed or not, 1 and 3 threads. */
+static void gemm_row_vector(void **state)
+{
+	static const int64_t shapes[][2] = { { 1, 1 }, { 17, 5 }, { 37, 513 }, { 1000, 300 } };
+	static const float ab[][2] = { { 1, 0 }, { 0.5f, 1 }, { -2, 0.25f } };
+	(void)state;
+	hal_plan *p = plan_new(3);
+	hal_step st = { .plan = p };
+	for (size_t s = 0; s < sizeof isas / sizeof isas[0]; s++) {
+		if (hal_gemm_use_isa(isas[s]))
+			continue;
+		for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+			for (int v = 0; v < 6; v++) {
+				const float *x = ab[v % 3];
+				struct gcase t = { 1, shapes[i][0], shapes[i][1], v & 1, (v >> 1) & 1,
+						   x[0], x[1], v & 1, A_RAW, B_PACKED };
+				run_gcase(&t, v < 3 ? NULL : &st, NULL);
+			}
+	}
+	hal_gemm_use_isa(default_isa);
+	plan_del(p);
+}
+
 /* K = 0: C = beta*C + bias, nothing read from A or B. */
 static void gemm_k_zero(void **state)
 {
@@ -288,8 +312,9 @@ static void gemm_k_zero(void **state)
 	run_gcase(&t, NULL, NULL);
 }
 
-/* The task grid does not depend on the thread count, so 1 and 3 threads
- * give bitwise-identical results. */
+/* The task grid depends on the thread count, but K blocks do not, so every
+ * element is summed in the same order: 1 and 3 threads give
+ * bitwise-identical results. */
 static void gemm_threads(void **state)
 {
 	static const int64_t shapes[][3] = { { 300, 900, 260 }, { 24, 25600, 96 }, { 5, 40, 3000 } };
@@ -487,6 +512,8 @@ static const struct conv_case conv_cases[] = {
 	{ "1-D",             1, 2, 6, 1, 50, 4, 1, 1, 5, 1, 3, 1, 1, { 0, 2, 0, 1 }, 1, 1, NULL, { 0 } },
 	{ "1-D dilated",     1, 1, 4, 1, 40, 8, 2, 1, 3, 1, 1, 1, 4, { 0, 4, 0, 4 }, 1, 0, NULL, { 0 } },
 	{ "1-D depthwise",   1, 1, 8, 1, 33, 8, 8, 1, 7, 1, 2, 1, 1, { 0, 3, 0, 3 }, 1, 1, NULL, { 0 } },
+	{ "dw wide rows",    2, 1, 3, 6, 70, 3, 3, 3, 3, 1, 1, 1, 1, { 1, 1, 1, 1 }, 1, 1, NULL, { 0 } },
+	{ "dw wide s2 5x5",  2, 1, 2, 9, 151, 4, 2, 5, 5, 2, 2, 1, 1, { 2, 1, 2, 3 }, 1, 0, NULL, { 0 } },
 	{ "wide K",          2, 1, 96, 12, 14, 24, 1, 3, 3, 1, 1, 1, 1, { 1, 1, 1, 1 }, 1, 1, NULL, { 0 } },
 };
 
@@ -537,6 +564,7 @@ int main(void)
 		cmocka_unit_test(gemm_blocks_alpha_beta),
 		cmocka_unit_test(gemm_operand_modes),
 		cmocka_unit_test(gemm_k_zero),
+		cmocka_unit_test(gemm_row_vector),
 		cmocka_unit_test(gemm_threads),
 		cmocka_unit_test(conv_fast_vs_reference),
 		cmocka_unit_test(convtranspose_fast_vs_reference),

@@ -1,0 +1,521 @@
+/*
+ * tests/test_gemm_fuse.c - Conv chains fused at load (hal/fuse_conv.c) and
+ * the fused epilogue (hal_epilogue_apply, the GEMM micro-kernels' store)
+ * against the unfused graph run by the scalar reference kernels.
+ *
+ * Each case is a small model written here as ONNX protobuf bytes: x -> Conv
+ * -> a chain of the forms exporters emit (BatchNormalization, Mul/Add/Div by
+ * per-channel and scalar constants, Relu, Clip, Sigmoid, HardSigmoid,
+ * HardSwish and its Add-Clip-Mul-Div spelling, x*HardSigmoid(x), a scalar
+ * affine after the activation), through the Conv paths (depthwise narrow and
+ * wide, 1x1, polyphase 3x3 stride 2). It is run twice through the public
+ * API: as loaded (fused, fast kernels) and with hal_use_reference set before
+ * loading (no fusion, scalar reference kernels), the independent
+ * reference. The fused plan must also have the expected number of steps
+ * (the chain is gone), and chains that must not fuse (a value read twice,
+ * a graph output in the middle) still give the right result.
+ * Tolerance: |fused - ref| <= 1e-4 (1 + |ref|): the folded weights round
+ * once more than the chain; sums are at most 16*9 terms of magnitude ~1.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "aidos/aidos.h"
+#include "hal/gemm.h"
+#include "hal/hal.h"
+
+/* ---- a minimal protobuf writer (field numbers from onnx.proto) ---- */
+
+typedef struct pb {
+	uint8_t *b;
+	size_t n, cap;
+} pb;
+
+static void pb_raw(pb *p, const void *d, size_t n)
+{
+	if (p->n + n > p->cap) {
+		p->cap = (p->n + n) * 2 + 256;
+		p->b = realloc(p->b, p->cap);
+		assert_non_null(p->b);
+	}
+	memcpy(p->b + p->n, d, n);
+	p->n += n;
+}
+
+static void pb_varint(pb *p, uint64_t v)
+{
+	do {
+		uint8_t c = (uint8_t)(v & 0x7f);
+		v >>= 7;
+		if (v)
+			c |= 0x80;
+		pb_raw(p, &c, 1);
+	} while (v);
+}
+
+static void pb_int(pb *p, int field, int64_t v)
+{
+	pb_varint(p, (uint64_t)field << 3);
+	pb_varint(p, (uint64_t)v);
+}
+
+static void pb_bytes(pb *p, int field, const void *d, size_t n)
+{
+	pb_varint(p, (uint64_t)field << 3 | 2);
+	pb_varint(p, n);
+	pb_raw(p, d, n);
+}
+
+static void pb_str(pb *p, int field, const char *s)
+{
+	pb_bytes(p, field, s, strlen(s));
+}
+
+static void pb_msg(pb *p, int field, pb *m)
+{
+	pb_bytes(p, field, m->b, m->n);
+	free(m->b);
+	memset(m, 0, sizeof *m);
+}
+
+/* The graph under construction. */
+typedef struct gb {
+	pb g;
+	int n_node, n_val;
+	char names[64][24];
+} gb;
+
+static const char *fresh(gb *b)
+{
+	assert_true(b->n_val < 64);
+	snprintf(b->names[b->n_val], sizeof b->names[0], "v%d", b->n_val);
+	return b->names[b->n_val++];
+}
+
+/* TensorProto {dims 1, data_type 2, name 8, raw_data 9} as an initializer
+ * (GraphProto field 5); returns its name. */
+static const char *init(gb *b, int rank, const int64_t *dims, const float *v)
+{
+	pb t = { 0 };
+	int64_t n = 1;
+	for (int i = 0; i < rank; i++) {
+		pb_int(&t, 1, dims[i]);
+		n *= dims[i];
+	}
+	pb_int(&t, 2, 1);
+	const char *name = fresh(b);
+	pb_str(&t, 8, name);
+	pb_bytes(&t, 9, v, (size_t)n * sizeof *v);
+	pb_msg(&b->g, 5, &t);
+	return name;
+}
+
+static const char *scalar(gb *b, float v)
+{
+	return init(b, 0, NULL, &v);
+}
+
+/* A Constant node holding value_float (how PaddleOCR's exporter spells its
+ * scalars). */
+static const char *const_node(gb *b, float v)
+{
+	pb n = { 0 }, a = { 0 };
+	const char *out = fresh(b);
+	pb_str(&n, 2, out);
+	pb_str(&n, 4, "Constant");
+	pb_str(&a, 1, "value_float");
+	pb_varint(&a, 2 << 3 | 5);
+	pb_raw(&a, &v, 4);
+	pb_int(&a, 20, 1);
+	pb_msg(&n, 5, &a);
+	pb_msg(&b->g, 1, &n);
+	return out;
+}
+
+/* A node with inputs ins (NULL-terminated) and one output; attributes
+ * given as name/value pairs by the caller through attr_* after it. */
+static pb *node_cur;
+
+static const char *node(gb *b, const char *op, const char *const *ins, pb *n)
+{
+	memset(n, 0, sizeof *n);
+	for (int i = 0; ins[i]; i++)
+		pb_str(n, 1, ins[i]);
+	const char *out = fresh(b);
+	pb_str(n, 2, out);
+	pb_str(n, 4, op);
+	node_cur = n;
+	b->n_node++;
+	return out;
+}
+
+static void attr_int(const char *name, int64_t v)
+{
+	pb a = { 0 };
+	pb_str(&a, 1, name);
+	pb_int(&a, 3, v);
+	pb_int(&a, 20, 2);
+	pb_msg(node_cur, 5, &a);
+}
+
+static void attr_ints(const char *name, const int64_t *v, int n)
+{
+	pb a = { 0 };
+	pb_str(&a, 1, name);
+	for (int i = 0; i < n; i++)
+		pb_int(&a, 8, v[i]);
+	pb_int(&a, 20, 7);
+	pb_msg(node_cur, 5, &a);
+}
+
+static void attr_float(const char *name, float v)
+{
+	pb a = { 0 };
+	pb_str(&a, 1, name);
+	pb_varint(&a, 2 << 3 | 5);
+	pb_raw(&a, &v, 4);
+	pb_int(&a, 20, 1);
+	pb_msg(node_cur, 5, &a);
+}
+
+static void end_node(gb *b, pb *n)
+{
+	pb_msg(&b->g, 1, n);
+}
+
+static const char *op1(gb *b, const char *op, const char *x)
+{
+	pb n;
+	const char *ins[] = { x, NULL };
+	const char *y = node(b, op, ins, &n);
+	end_node(b, &n);
+	return y;
+}
+
+static const char *op2(gb *b, const char *op, const char *x, const char *k)
+{
+	pb n;
+	const char *ins[] = { x, k, NULL };
+	const char *y = node(b, op, ins, &n);
+	end_node(b, &n);
+	return y;
+}
+
+/* ValueInfoProto {name 1, type 2 {tensor_type 1 {elem_type 1, shape 2 {dim 1 {dim_value 1}}}}} */
+static void value_info(pb *g, int field, const char *name, int rank, const int64_t *dims)
+{
+	pb vi = { 0 }, ty = { 0 }, tt = { 0 }, sh = { 0 };
+	for (int i = 0; i < rank; i++) {
+		pb dm = { 0 };
+		pb_int(&dm, 1, dims[i]);
+		pb_msg(&sh, 1, &dm);
+	}
+	pb_int(&tt, 1, 1);
+	pb_msg(&tt, 2, &sh);
+	pb_msg(&ty, 1, &tt);
+	pb_str(&vi, 1, name);
+	pb_msg(&vi, 2, &ty);
+	pb_msg(g, field, &vi);
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static float frand(float lo, float hi)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return lo + (hi - lo) * (float)((rng >> 11) * (1.0 / 9007199254740992.0));
+}
+
+/* ---- the cases ---- */
+
+enum chain {
+	CH_BN_RELU,          /* BatchNormalization, Relu */
+	CH_LAB_HSWISH4,      /* Mul s, Add [C,1,1], Add 3/Clip 0 6/Mul/Div 6, Mul s, Add s (PP-LCNetV3) */
+	CH_BN_CLIP,          /* BatchNormalization, Clip 0 6 (opset 13 inputs) */
+	CH_X_HSIG,           /* Div [1,C,1,1], Sub s, x * HardSigmoid(x) */
+	CH_SIGMOID,          /* Sigmoid */
+	CH_HSIG_POST,        /* HardSigmoid, Div s */
+	CH_HSWISH_OP,        /* HardSwish (opset 14) */
+	CH_READ_TWICE,       /* Mul s, then Relu and Add both read it: no fusion past Mul */
+	CH_OUTPUT_MID,       /* Mul s is also a graph output: nothing fused */
+};
+
+struct fcase {
+	const char *name;
+	int64_t c, h, w, m, group, k, stride, pad;
+	int chain;
+	int steps;           /* steps of the fused plan */
+};
+
+static const struct fcase cases[] = {
+	/* name              c   h   w   m grp k  s  p  chain          steps */
+	{ "dw narrow",      16, 13, 11, 16, 16, 3, 1, 1, CH_LAB_HSWISH4, 1 },
+	{ "dw wide s2",      8, 9, 150,  8,  8, 3, 2, 1, CH_BN_CLIP,     1 },
+	{ "dw wide",         4, 5, 70,   4,  4, 5, 1, 2, CH_X_HSIG,      1 },
+	{ "1x1",            12, 7, 9,   20,  1, 1, 1, 0, CH_BN_RELU,     1 },
+	{ "1x1 hswish4",    16, 6, 50,  13,  1, 1, 1, 0, CH_LAB_HSWISH4, 1 },
+	{ "3x3 s2",          5, 17, 19, 14,  1, 3, 2, 1, CH_SIGMOID,     1 },
+	{ "3x3 grouped",     8, 10, 10,  8,  2, 3, 1, 1, CH_HSIG_POST,   1 },
+	{ "3x3 hardswish",   3, 12, 12,  7,  1, 3, 1, 1, CH_HSWISH_OP,   1 },
+	{ "read twice",      6, 8, 8,    6,  1, 1, 1, 0, CH_READ_TWICE,  3 },
+	{ "output mid",      6, 8, 8,    6,  1, 1, 1, 0, CH_OUTPUT_MID,  2 },
+};
+
+/* Per-channel constant of shape [m,1,1] (or [1,m,1,1] when wide). */
+static const char *chan(gb *b, int64_t m, int wide, float lo, float hi)
+{
+	float v[64];
+	for (int64_t i = 0; i < m; i++)
+		v[i] = frand(lo, hi);
+	int64_t d3[3] = { m, 1, 1 }, d4[4] = { 1, m, 1, 1 };
+	return wide ? init(b, 4, d4, v) : init(b, 3, d3, v);
+}
+
+/* Builds the model of case t into out; *mid receives a second output name
+ * (CH_OUTPUT_MID) or NULL. */
+static void build(const struct fcase *t, pb *out, const char **y, const char **mid)
+{
+	gb b = { 0 };
+	int64_t cg = t->c / t->group, wd[4] = { t->m, cg, t->k, t->k };
+	float wv[4096], bv[64];
+	assert_true(t->m * cg * t->k * t->k <= 4096 && t->m <= 64);
+	for (int64_t i = 0; i < t->m * cg * t->k * t->k; i++)
+		wv[i] = frand(-1, 1);
+	for (int64_t i = 0; i < t->m; i++)
+		bv[i] = frand(-0.5f, 0.5f);
+	const char *w = init(&b, 4, wd, wv), *bias = init(&b, 1, &t->m, bv);
+	pb n;
+	const char *ins[] = { "x", w, bias, NULL };
+	const char *cur = node(&b, "Conv", ins, &n);
+	int64_t ks[2] = { t->k, t->k }, st[2] = { t->stride, t->stride };
+	int64_t pads[4] = { t->pad, t->pad, t->pad, t->pad };
+	attr_ints("kernel_shape", ks, 2);
+	attr_ints("strides", st, 2);
+	attr_ints("pads", pads, 4);
+	attr_int("group", t->group);
+	end_node(&b, &n);
+	*mid = NULL;
+	switch (t->chain) {
+	case CH_BN_RELU:
+	case CH_BN_CLIP: {
+		/* scale, bias, mean, var: [m] each */
+		float v[4][64];
+		for (int k = 0; k < 4; k++)
+			for (int64_t i = 0; i < t->m; i++)
+				v[k][i] = k == 3 ? frand(0.2f, 3) : k == 0 ? frand(0.5f, 2) : frand(-1, 1);
+		const char *bn[6] = { cur };
+		for (int k = 0; k < 4; k++)
+			bn[1 + k] = init(&b, 1, &t->m, v[k]);
+		cur = node(&b, "BatchNormalization", bn, &n);
+		attr_float("epsilon", 1e-3f);
+		end_node(&b, &n);
+		if (t->chain == CH_BN_RELU) {
+			cur = op1(&b, "Relu", cur);
+		} else {
+			const char *cl[] = { cur, scalar(&b, 0), scalar(&b, 6), NULL };
+			cur = node(&b, "Clip", cl, &n);
+			end_node(&b, &n);
+		}
+		break;
+	}
+	case CH_LAB_HSWISH4: {
+		cur = op2(&b, "Mul", const_node(&b, frand(0.5f, 2)), cur);
+		cur = op2(&b, "Add", cur, chan(&b, t->m, 0, -1, 1));
+		const char *x = cur;
+		const char *a3 = op2(&b, "Add", x, const_node(&b, 3.0f));
+		const char *cl[] = { a3, scalar(&b, 0), scalar(&b, 6), NULL };
+		const char *c = node(&b, "Clip", cl, &n);
+		end_node(&b, &n);
+		cur = op2(&b, "Mul", x, c);
+		cur = op2(&b, "Div", cur, const_node(&b, 6.0f));
+		cur = op2(&b, "Mul", scalar(&b, 0.7f), cur);
+		cur = op2(&b, "Add", cur, scalar(&b, -0.2f));
+		break;
+	}
+	case CH_X_HSIG: {
+		cur = op2(&b, "Div", cur, chan(&b, t->m, 1, 0.5f, 2));
+		cur = op2(&b, "Sub", cur, scalar(&b, 0.25f));
+		const char *x = cur;
+		const char *h = op1(&b, "HardSigmoid", x);
+		cur = op2(&b, "Mul", h, x);
+		break;
+	}
+	case CH_SIGMOID:
+		cur = op1(&b, "Sigmoid", cur);
+		break;
+	case CH_HSIG_POST:
+		cur = op1(&b, "HardSigmoid", cur);
+		cur = op2(&b, "Div", cur, scalar(&b, 4.0f));
+		break;
+	case CH_HSWISH_OP:
+		cur = op1(&b, "HardSwish", cur);
+		break;
+	case CH_READ_TWICE: {
+		cur = op2(&b, "Mul", cur, scalar(&b, 1.5f));
+		const char *r = op1(&b, "Relu", cur);
+		cur = op2(&b, "Add", r, cur);
+		break;
+	}
+	case CH_OUTPUT_MID:
+		cur = op2(&b, "Mul", cur, scalar(&b, 1.5f));
+		*mid = cur;
+		cur = op1(&b, "Relu", cur);
+		break;
+	}
+	*y = cur;
+	int64_t xd[4] = { 1, t->c, t->h, t->w };
+	pb_str(&b.g, 2, "g");
+	value_info(&b.g, 11, "x", 4, xd);
+	pb vi = { 0 };
+	pb_str(&vi, 1, cur);
+	pb_msg(&b.g, 12, &vi);
+	if (*mid) {
+		pb_str(&vi, 1, *mid);
+		pb_msg(&b.g, 12, &vi);
+	}
+	pb op = { 0 };
+	memset(out, 0, sizeof *out);
+	pb_int(out, 1, 8);
+	pb_msg(out, 7, &b.g);
+	pb_str(&op, 1, "");
+	pb_int(&op, 2, 14);
+	pb_msg(out, 8, &op);
+}
+
+/* Runs the model; returns output 0 (malloc'd), its element count in *n and
+ * the plan's steps in *steps. */
+static float *run(const pb *bytes, const float *x, const struct fcase *t, int threads, int64_t *n,
+		  int *steps)
+{
+	char err[256] = "";
+	aidos_model *m;
+	int rc = aidos_model_load_buffer(bytes->b, bytes->n, NULL, &m, err, sizeof err);
+	if (rc)
+		fail_msg("%s: load: %s", t->name, err);
+	aidos_session_opts o = { 0 };
+	o.threads = threads;
+	aidos_session *s;
+	if ((rc = aidos_session_create(m, &o, &s, err, sizeof err)))
+		fail_msg("%s: session: %s", t->name, err);
+	aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
+			    .dims = { 1, t->c, t->h, t->w }, .data = (void *)x };
+	if ((rc = aidos_session_run(s, 1, &in)))
+		fail_msg("%s: run: %s", t->name, aidos_session_errmsg(s));
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	*n = 1;
+	for (int i = 0; i < y.rank; i++)
+		*n *= y.dims[i];
+	float *out = malloc((size_t)*n * sizeof *out);
+	assert_non_null(out);
+	memcpy(out, y.data, (size_t)*n * sizeof *out);
+	aidos_plan_stats st;
+	assert_int_equal(aidos_session_stats(s, &st), 0);
+	*steps = st.steps;
+	aidos_session_destroy(s);
+	aidos_model_free(m);
+	return out;
+}
+
+static const char *const isas[] = { "avx512", "avx2", "generic" };
+static const char *default_isa;
+
+static void fused_vs_reference(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		const struct fcase *t = &cases[i];
+		pb bytes;
+		const char *y, *mid;
+		build(t, &bytes, &y, &mid);
+		size_t nx = (size_t)(t->c * t->h * t->w);
+		float *x = malloc(nx * sizeof *x);
+		assert_non_null(x);
+		for (size_t k = 0; k < nx; k++)
+			x[k] = frand(-2, 2);
+		int64_t nr, nf;
+		int sr, sf;
+		hal_use_reference = 1;
+		float *ref = run(&bytes, x, t, 1, &nr, &sr);
+		hal_use_reference = 0;
+		/* every GEMM micro-kernel this CPU runs (its store applies the
+		 * epilogue), on 1 and 2 threads */
+		for (size_t is = 0; is < sizeof isas / sizeof isas[0]; is++) {
+			if (hal_gemm_use_isa(isas[is]))
+				continue;
+			for (int threads = 1; threads <= 2; threads++) {
+				float *got = run(&bytes, x, t, threads, &nf, &sf);
+				assert_int_equal(nf, nr);
+				if (sf != t->steps)
+					fail_msg("%s: %d steps fused, want %d", t->name, sf, t->steps);
+				for (int64_t k = 0; k < nf; k++)
+					if (!(fabsf(got[k] - ref[k]) <= 1e-4f * (1 + fabsf(ref[k]))))
+						fail_msg("%s (%s, %d threads): y[%lld] fused %.9g, "
+							 "reference %.9g", t->name, isas[is], threads,
+							 (long long)k, got[k], ref[k]);
+				free(got);
+			}
+		}
+		hal_gemm_use_isa(default_isa);
+		free(ref);
+		free(x);
+		free(bytes.b);
+	}
+}
+
+/* hal_epilogue_apply against the definitions of ir_epilogue, at lengths
+ * around the vector width, on values around every kink. */
+static void epilogue_apply(void **state)
+{
+	static const ir_epilogue eps[] = {
+		{ IR_ACT_NONE, 0, 0, 2.0f, 1.0f },
+		{ IR_ACT_RELU, 0, 0, 1.0f, 0.0f },
+		{ IR_ACT_CLIP, -0.5f, 6.0f, 0.5f, -1.0f },
+		{ IR_ACT_HARDSIGMOID, 0.2f, 0.5f, 1.0f, 0.0f },
+		{ IR_ACT_HARDSWISH, 1.0f / 6, 0.5f, -1.5f, 0.25f },
+		{ IR_ACT_SIGMOID, 0, 0, 1.0f, 0.0f },
+	};
+	(void)state;
+	float y[37], x[37];
+	for (size_t e = 0; e < sizeof eps / sizeof eps[0]; e++)
+		for (int n = 0; n <= 37; n++) {
+			for (int i = 0; i < n; i++)
+				x[i] = y[i] = frand(-8, 8);
+			hal_epilogue_apply(&eps[e], y, n);
+			for (int i = 0; i < n; i++) {
+				const ir_epilogue *p = &eps[e];
+				double v = x[i], a;
+				switch (p->act) {
+				case IR_ACT_RELU: a = v > 0 ? v : 0; break;
+				case IR_ACT_CLIP: a = fmin(fmax(v, p->a), p->b); break;
+				case IR_ACT_HARDSIGMOID: a = fmax(0, fmin(1, p->a * v + p->b)); break;
+				case IR_ACT_HARDSWISH: a = v * fmax(0, fmin(1, p->a * v + p->b)); break;
+				case IR_ACT_SIGMOID: a = 1 / (1 + exp(-v)); break;
+				default: a = v;
+				}
+				double want = p->post_s * a + p->post_b;
+				if (!(fabs(y[i] - want) <= 1e-6 * (1 + fabs(want))))
+					fail_msg("act %d n %d: y[%d] = %.9g, want %.9g", p->act, n, i, y[i],
+						 want);
+			}
+		}
+}
+
+int main(void)
+{
+	default_isa = hal_gemm_isa();
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(epilogue_apply),
+		cmocka_unit_test(fused_vs_reference),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
