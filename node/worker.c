@@ -4,8 +4,14 @@
  * an agent (its session, its pool, its state), and the idle policy
  * (node/dispatch.h is the submitters' contract).
  *
- * Locking. A run queue has a spin lock held for a few hundred nanoseconds
- * (an insert or a pick: a binary search and a memmove of pointers); the
+ * Locking. A run queue has a lock held for a few hundred nanoseconds (an
+ * insert or a pick: a binary search and a memmove of pointers). It is an
+ * adaptive mutex (spins briefly, then sleeps on a futex), not a spin lock:
+ * lower classes run SCHED_IDLE, and one preempted while holding a spin lock
+ * would keep the top class spinning until the idle thread next gets a
+ * slice (a priority inversion of up to a scheduler tick); a waiter that
+ * sleeps frees its core for the holder instead. Uncontended, lock and
+ * unlock are one atomic each, no system call. The
  * agent flag `running` (one request of an agent at a time: its session is
  * single-threaded) and its latency estimate live under it. A worker runs a
  * request holding the agent's `mu`, which ExportContext also takes, so an
@@ -45,7 +51,7 @@
 #define MAX_WORKERS 64
 
 typedef struct devq {
-	pthread_spinlock_t lk;
+	pthread_mutex_t lk;        /* adaptive: see Locking above */
 	disp_queue q;
 	disp_req *slots[NODE_QUEUE_MAX];
 	uint64_t running_ns;       /* estimated work of the groups running */
@@ -364,9 +370,9 @@ static void run_one(devq *dq, node_job *j)
 	/* The estimate learns from successful runs only (a failed plan says
 	 * nothing about the model's latency). */
 	if (!rc) {
-		pthread_spin_lock(&dq->lk);
+		pthread_mutex_lock(&dq->lk);
 		a->est_ns[dq->index] = disp_est_update(a->est_ns[dq->index], t2 - t1);
-		pthread_spin_unlock(&dq->lk);
+		pthread_mutex_unlock(&dq->lk);
 	}
 	__atomic_add_fetch(rc ? &dq->failed : &dq->completed, 1, __ATOMIC_RELAXED);
 	if (w) {
@@ -515,9 +521,9 @@ static int run_fused(devq *dq, node_job **jobs, int k)
 	a->state_now = NODE_AGENT_IDLE;
 	pthread_mutex_unlock(&a->smu);
 	pthread_mutex_unlock(&a->mu);
-	pthread_spin_lock(&dq->lk);
+	pthread_mutex_lock(&dq->lk);
 	a->est_ns[dq->index] = disp_est_update(a->est_ns[dq->index], (t2 - t1) / (uint64_t)B);
-	pthread_spin_unlock(&dq->lk);
+	pthread_mutex_unlock(&dq->lk);
 	__atomic_add_fetch(&dq->completed, (uint64_t)B, __ATOMIC_RELAXED);
 	return B;
 idle:
@@ -586,7 +592,7 @@ static void *worker_main(void *arg)
 		uint32_t seq = __atomic_load_n(wseq, __ATOMIC_SEQ_CST);
 		int k = 0, stop;
 		uint64_t work = 0;
-		pthread_spin_lock(&dq->lk);
+		pthread_mutex_lock(&dq->lk);
 		int i = dq->q.n ? disp_pick(&dq->q, agent_busy, NULL) : -1;
 		/* The queue is in priority order: if the first runnable request
 		 * is below the top class, so is every later one. */
@@ -612,7 +618,7 @@ static void *worker_main(void *arg)
 			dq->running += (uint32_t)k;
 		}
 		stop = dq->stop;
-		pthread_spin_unlock(&dq->lk);
+		pthread_mutex_unlock(&dq->lk);
 
 		if (k) {
 			node_agent *a = job_of(g[0])->agent;
@@ -625,14 +631,14 @@ static void *worker_main(void *arg)
 			}
 			for (; t < k; t++)
 				run_one(dq, job_of(g[t]));
-			pthread_spin_lock(&dq->lk);
+			pthread_mutex_lock(&dq->lk);
 			a->running = 0;
 			dq->running_ns -= work;
 			dq->running -= (uint32_t)k;
 			if (!reserved)
 				dq->nr_busy--;
 			int more = wake_other(dq, reserved);
-			pthread_spin_unlock(&dq->lk);
+			pthread_mutex_unlock(&dq->lk);
 			if (more)
 				kick(dq, 0, 0);
 			node_agent_unref(a);   /* the last one (a killed agent) frees it here */
@@ -690,7 +696,11 @@ int node_disp_create(int workers, int pin, int rt_prio, const node *logn, node_d
 				d->cpus[d->ncpu++] = c;
 	for (int v = 0; v < NODE_MAX_DEVICES; v++) {
 		devq *dq = &d->dev[v];
-		pthread_spin_init(&dq->lk, PTHREAD_PROCESS_PRIVATE);
+		pthread_mutexattr_t ma;
+		pthread_mutexattr_init(&ma);
+		pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+		pthread_mutex_init(&dq->lk, &ma);
+		pthread_mutexattr_destroy(&ma);
 		disp_queue_init(&dq->q, dq->slots, NODE_QUEUE_MAX);
 		dq->d = d;
 		dq->index = v;
@@ -723,9 +733,9 @@ int node_disp_create(int workers, int pin, int rt_prio, const node *logn, node_d
 static void drain_stopped(devq *dq)
 {
 	for (;;) {
-		pthread_spin_lock(&dq->lk);
+		pthread_mutex_lock(&dq->lk);
 		disp_req *r = dq->q.n ? disp_take(&dq->q, 0) : NULL;
-		pthread_spin_unlock(&dq->lk);
+		pthread_mutex_unlock(&dq->lk);
 		if (!r)
 			break;
 		node_job *j = job_of(r);
@@ -742,15 +752,15 @@ void node_disp_destroy(node_disp *d)
 		return;
 	for (int v = 0; v < NODE_MAX_DEVICES; v++) {
 		devq *dq = &d->dev[v];
-		pthread_spin_lock(&dq->lk);
+		pthread_mutex_lock(&dq->lk);
 		dq->stop = 1;
-		pthread_spin_unlock(&dq->lk);
+		pthread_mutex_unlock(&dq->lk);
 		kick(dq, 0, 1);
 		kick(dq, 1, 1);
 		for (int i = 0; i < dq->started; i++)
 			pthread_join(dq->th[i], NULL);
 		drain_stopped(dq);
-		pthread_spin_destroy(&dq->lk);
+		pthread_mutex_destroy(&dq->lk);
 	}
 	pool_free(d);
 }
@@ -778,7 +788,7 @@ static void run_here(devq *dq, node_job *j, int slot)
 	node_agent_ref(a);   /* as a worker holds it: done() may drop the submitter's */
 	j->waiter = NULL;
 	run_one(dq, j);      /* done() has returned: j is the submitter's again */
-	pthread_spin_lock(&dq->lk);
+	pthread_mutex_lock(&dq->lk);
 	a->running = 0;
 	dq->running_ns -= work;
 	dq->running -= 1;
@@ -794,7 +804,7 @@ static void run_here(devq *dq, node_job *j, int slot)
 	 * poller need) after every top-class request. */
 	int more = dq->q.n > 0;
 	int more_top = more && dq->reserve && dq->q.q[0]->priority >= dq->top;
-	pthread_spin_unlock(&dq->lk);
+	pthread_mutex_unlock(&dq->lk);
 	if (more)
 		kick(dq, 0, 0);
 	if (more_top)
@@ -850,9 +860,9 @@ static int submit(node_disp *d, node_job *j, int here, char *err, size_t errlen)
 	j->dr.agent = a->id;
 	j->t_submit = now;
 
-	pthread_spin_lock(&dq->lk);
+	pthread_mutex_lock(&dq->lk);
 	if (dq->stop || !dq->nworkers) {
-		pthread_spin_unlock(&dq->lk);
+		pthread_mutex_unlock(&dq->lk);
 		snprintf(err, errlen, "agent %s: %s", a->name, dq->stop ? "the node is stopping" : "no worker for its device");
 		return AIDOS_E_BUSY;
 	}
@@ -893,7 +903,7 @@ static int submit(node_disp *d, node_job *j, int here, char *err, size_t errlen)
 	 * others. */
 	int startable = !rc && !a->running;
 	int to_hi = startable && dq->reserve && j->dr.priority >= dq->top && dq->hi_idle;
-	pthread_spin_unlock(&dq->lk);
+	pthread_mutex_unlock(&dq->lk);
 	if (rc) {
 		__atomic_add_fetch(rc == AIDOS_E_DEADLINE ? &dq->rej_deadline : &dq->rej_busy, 1, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&a->rejected, 1, __ATOMIC_RELAXED);
@@ -949,10 +959,10 @@ void node_disp_counts_get(node_disp *d, node_disp_counts *c)
 		c->quota_errors += __atomic_load_n(&dq->quota_errors, __ATOMIC_RELAXED);
 		c->idle_sleeps += __atomic_load_n(&dq->sleeps, __ATOMIC_RELAXED);
 		c->top_kicks += __atomic_load_n(&dq->top_kicks, __ATOMIC_RELAXED);
-		pthread_spin_lock(&dq->lk);
+		pthread_mutex_lock(&dq->lk);
 		c->queued += (uint32_t)dq->q.n;
 		c->running += dq->running;
-		pthread_spin_unlock(&dq->lk);
+		pthread_mutex_unlock(&dq->lk);
 		c->workers += dq->nworkers;
 	}
 }
