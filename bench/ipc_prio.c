@@ -4,7 +4,7 @@
  * and while other clients flood low-priority agents. A measurement, not a
  * test: prints one JSON object.
  *
- *   ipc_prio MODELS_DIR [--n N] [--loaders L] [--workers W] [--lo-batch B]
+ *   ipc_prio MODELS_DIR [--n N] [--rounds R] [--loaders L] [--workers W] [--lo-batch B]
  *
  * The node (node/node.h, standalone, no gRPC) and its socket server
  * (node/ipc.c + node/ipc_node.c, as aidos-node runs them) live in this
@@ -13,7 +13,12 @@
  * = the openWakeWord embedding model on B x 76 x 32 x 1 (priority 1).
  * Load: L client threads (default 4), each its own connection, sending
  * low-priority requests back to back. Latency: the high-priority client's
- * aidos_client_infer, 200 us apart. "machine_load": /proc/loadavg's
+ * aidos_client_infer, 200 us apart. The two phases interleave: R rounds
+ * (default 10) of N/R unloaded requests (loaders paused, none of their
+ * requests in flight), then N/R loaded ones, so a burst from another
+ * process on the shared machine lands in either phase alike instead of
+ * deciding the ratio; each phase's percentiles are over all its N
+ * requests. "machine_load": /proc/loadavg's
  * 1-minute figure at the start (other processes inflate both p99s; the
  * node's lower classes run SCHED_IDLE, so they also slow the load down:
  * read lo_per_s_during). AIDOS_IDLE_CLASS=0 measures without SCHED_IDLE.
@@ -47,11 +52,16 @@ static int cmp_u64(const void *a, const void *b)
 
 static char sock[300];
 static int batch = 4;
+/* Loaders hold off while paused (the unloaded phase), asleep on pause_cv. */
+static pthread_mutex_t pause_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pause_cv = PTHREAD_COND_INITIALIZER;
+static int paused;
 
 typedef struct loader {
 	int k;
 	int stop;               /* atomic */
 	int ready;              /* atomic: its first request came back */
+	int idle;               /* atomic: paused with no request in flight */
 	uint64_t done, errors;
 	pthread_t th;
 } loader;
@@ -82,6 +92,17 @@ static void *loader_main(void *arg)
 	aidos_tensor out[2];
 	int nout;
 	for (uint64_t i = 0; !__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE); i++) {
+		if (__atomic_load_n(&l->ready, __ATOMIC_ACQUIRE)) {
+			pthread_mutex_lock(&pause_mu);
+			while (paused && !__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
+				__atomic_store_n(&l->idle, 1, __ATOMIC_RELEASE);
+				pthread_cond_wait(&pause_cv, &pause_mu);
+			}
+			__atomic_store_n(&l->idle, 0, __ATOMIC_RELEASE);
+			pthread_mutex_unlock(&pause_mu);
+			if (__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE))
+				break;
+		}
 		int rc = aidos_client_infer(c, name[i & 1], 1, &x, &nout, out, 2, err, sizeof err);
 		if (rc && rc != AIDOS_E_BUSY && !l->errors++)
 			fprintf(stderr, "ipc_prio: low-priority request: %s\n", err);
@@ -93,42 +114,62 @@ static void *loader_main(void *arg)
 	return NULL;
 }
 
-/* count high-priority requests 200 us apart: percentiles in us. */
-static int measure(aidos_client *c, aidos_tensor *x, int count, double *p50, double *p99, double *mean)
+/* count high-priority requests 200 us apart; their latencies (ns) go to
+ * lat[0..count). Returns the number that failed. */
+static int measure(aidos_client *c, aidos_tensor *x, int count, uint64_t *lat)
 {
-	uint64_t *lat = malloc((size_t)count * sizeof *lat);
 	aidos_tensor out[2];
 	char err[512];
 	int nout, bad = 0;
-	double sum = 0;
 	for (int i = 0; i < count; i++) {
 		uint64_t t0 = now_ns();
 		int rc = aidos_client_infer(c, "hi", 1, x, &nout, out, 2, err, sizeof err);
 		lat[i] = now_ns() - t0;
 		if (rc && !bad++)
 			fprintf(stderr, "ipc_prio: high-priority request: %s\n", err);
-		sum += (double)lat[i];
 		usleep(200);
 	}
+	return bad;
+}
+
+/* p50, p99 and mean (us) of lat[0..count), which it sorts. */
+static void pct(uint64_t *lat, int count, double *p50, double *p99, double *mean)
+{
+	double sum = 0;
+	for (int i = 0; i < count; i++)
+		sum += (double)lat[i];
 	qsort(lat, (size_t)count, sizeof *lat, cmp_u64);
 	*p50 = (double)lat[count / 2] / 1e3;
 	*p99 = (double)lat[(size_t)count * 99 / 100] / 1e3;
 	*mean = sum / count / 1e3;
-	free(lat);
-	return bad;
+}
+
+/* Pauses (1) or resumes (0) the loaders; pausing waits until none has a
+ * request in flight. */
+static void set_paused(loader *L, int nload, int on)
+{
+	pthread_mutex_lock(&pause_mu);
+	paused = on;
+	pthread_cond_broadcast(&pause_cv);
+	pthread_mutex_unlock(&pause_mu);
+	for (int k = 0; on && k < nload; k++)
+		while (!__atomic_load_n(&L[k].idle, __ATOMIC_ACQUIRE))
+			usleep(200);
 }
 
 int main(int argc, char **argv)
 {
-	int count = 2000, workers = 2, nload = 4;
+	int count = 2000, workers = 2, nload = 4, rounds = 10;
 	char dir[] = "/tmp/aidos-bench-ipcprio-XXXXXX", err[600], jarvis[600], emb[600], ddir[400];
 	if (argc < 2) {
-		fprintf(stderr, "usage: ipc_prio MODELS_DIR [--n N] [--loaders L] [--workers W] [--lo-batch B]\n");
+		fprintf(stderr, "usage: ipc_prio MODELS_DIR [--n N] [--rounds R] [--loaders L] [--workers W] [--lo-batch B]\n");
 		return 2;
 	}
 	for (int i = 2; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--n"))
 			count = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--rounds"))
+			rounds = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--workers"))
 			workers = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--loaders"))
@@ -136,7 +177,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--lo-batch"))
 			batch = atoi(argv[i + 1]);
 	}
-	if (count < 100 || workers < 1 || batch < 1 || batch > 64 || nload < 1 || nload > MAX_LOADERS) {
+	if (count < 100 || rounds < 1 || count / rounds < 10 || workers < 1 || batch < 1 || batch > 64 || nload < 1 || nload > MAX_LOADERS) {
 		fprintf(stderr, "ipc_prio: bad arguments\n");
 		return 2;
 	}
@@ -197,8 +238,12 @@ int main(int argc, char **argv)
 		f[i] = (float)(i % 13) / 13.0f;
 
 	double u50, u99, umean, l50, l99, lmean;
-	int bad = measure(c, &x, count / 10, &u50, &u99, &umean);   /* warm-up */
-	bad += measure(c, &x, count, &u50, &u99, &umean);
+	int per = count / rounds;
+	count = per * rounds;
+	uint64_t *ulat = malloc((size_t)count * sizeof *ulat), *llat = malloc((size_t)count * sizeof *llat);
+	if (!ulat || !llat)
+		return 1;
+	int bad = measure(c, &x, per, ulat);   /* warm-up */
 
 	static loader L[MAX_LOADERS];
 	for (int k = 0; k < nload; k++) {
@@ -208,27 +253,39 @@ int main(int argc, char **argv)
 	for (int k = 0; k < nload; k++)
 		while (!__atomic_load_n(&L[k].ready, __ATOMIC_ACQUIRE))
 			usleep(1000);
-	usleep(200000);   /* the load settles */
-	uint64_t d0 = 0, d1 = 0;
-	for (int k = 0; k < nload; k++)
-		d0 += __atomic_load_n(&L[k].done, __ATOMIC_RELAXED);
-	node_stat s0, s1;
-	node_stats(n, &s0);
-	uint64_t t0 = now_ns();
-	bad += measure(c, &x, count, &l50, &l99, &lmean);
-	double secs = (double)(now_ns() - t0) / 1e9;
-	node_stats(n, &s1);
-	for (int k = 0; k < nload; k++)
-		d1 += __atomic_load_n(&L[k].done, __ATOMIC_RELAXED);
+	uint64_t done = 0, loaded_ns = 0;
+	node_stat s1;
+	for (int r = 0; r < rounds; r++) {
+		set_paused(L, nload, 1);
+		bad += measure(c, &x, per, ulat + (size_t)r * per);
+		set_paused(L, nload, 0);
+		usleep(50000);   /* the load settles */
+		uint64_t d0 = 0, d1 = 0;
+		for (int k = 0; k < nload; k++)
+			d0 += __atomic_load_n(&L[k].done, __ATOMIC_RELAXED);
+		uint64_t t0 = now_ns();
+		bad += measure(c, &x, per, llat + (size_t)r * per);
+		loaded_ns += now_ns() - t0;
+		node_stats(n, &s1);
+		for (int k = 0; k < nload; k++)
+			d1 += __atomic_load_n(&L[k].done, __ATOMIC_RELAXED);
+		done += d1 - d0;
+	}
+	double secs = (double)loaded_ns / 1e9;
+	pct(ulat, count, &u50, &u99, &umean);
+	pct(llat, count, &l50, &l99, &lmean);
+	free(ulat);
+	free(llat);
 	for (int k = 0; k < nload; k++)
 		__atomic_store_n(&L[k].stop, 1, __ATOMIC_RELEASE);
+	set_paused(L, 0, 0);   /* wakes the paused ones to see stop */
 	for (int k = 0; k < nload; k++)
 		pthread_join(L[k].th, NULL);
-	printf("{\"bench\":\"ipc_prio\",\"path\":\"socket+rings\",\"workers\":%d,\"loaders\":%d,\"requests\":%d,"
+	printf("{\"bench\":\"ipc_prio\",\"path\":\"socket+rings\",\"workers\":%d,\"loaders\":%d,\"rounds\":%d,\"requests\":%d,"
 	       "\"lo_batch\":%d,\"hp_unloaded_us\":{\"p50\":%.1f,\"p99\":%.1f,\"mean\":%.1f},"
 	       "\"hp_loaded_us\":{\"p50\":%.1f,\"p99\":%.1f,\"mean\":%.1f},\"p99_ratio\":%.2f,"
 	       "\"lo_per_s_during\":%.1f,\"lo_queued_end\":%u,\"errors\":%d,\"machine_load\":%.2f}\n",
-	       workers, nload, count, batch, u50, u99, umean, l50, l99, lmean, l99 / u99, (double)(d1 - d0) / secs,
+	       workers, nload, rounds, count, batch, u50, u99, umean, l50, l99, lmean, l99 / u99, (double)done / secs,
 	       s1.disp.queued, bad, mload);
 	aidos_client_tensor_free(c, &x);
 	aidos_client_close(c);
