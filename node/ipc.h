@@ -45,6 +45,10 @@
 #define IPC_MAX_ENTRIES 4096
 #define IPC_WAKE_SPIN_US 250           /* extra spin after waking the other side */
 #define IPC_TOP_SPIN_US 1000           /* a poller's idle spin after a top-class request */
+/* A spinning side whose peer has not taken what it posted (request or
+ * completion) within this stops spinning and sleeps: the peer is not
+ * running, maybe waiting for this core. Above a futex wake-up (~50 us). */
+#define IPC_PICKUP_NS 100000ull
 
 /* What a request hands to ops->exec: the inputs (data in the client's heap,
  * names owned by the server, valid during the call) and the output area. */
