@@ -23,6 +23,7 @@
 #include "aidos/aidos.h"
 #include "aidos/client.h"
 #include "aidos/npy.h"
+#include "hal/gemm.h"
 #include "hal/hal.h"
 #include "hal/model.h"
 #include "tools/cli.h"
@@ -904,7 +905,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-		printf("aidos %s\n", AIDOS_VERSION);
+		printf("aidos %s (cpu kernels: %s)\n", AIDOS_VERSION, hal_gemm_isa());
 		return 0;
 	}
 	if (!strcmp(cmd, "run"))
