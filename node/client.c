@@ -614,6 +614,10 @@ static int wait_cqe(aidos_client *c, uint64_t ud, aidos_cqe *out, int woke, uint
 	c->far_waits += far != 0;
 	aidos_ring_hdr *h = c->hdr;
 	uint64_t t0 = 0, tp = 0;   /* spin start; when the node took the request */
+	/* A poller we woke needs a wake-up (~50 us) to take the request; a
+	 * spinning one takes it within a microsecond, so 20 us without it
+	 * means it is not running. */
+	const uint64_t pickup = woke > 0 ? IPC_PICKUP_NS : IPC_PICKUP_NS / 5;
 	unsigned n = 0;
 	for (;;) {
 		/* acquire: pairs with the node's release of cq_tail, so the
@@ -650,14 +654,14 @@ static int wait_cqe(aidos_client *c, uint64_t ud, aidos_cqe *out, int woke, uint
 				if (now - t0 + run < spin)
 					spin = now - t0 + run;
 			}
-			/* The node has not taken our request after IPC_PICKUP_NS: its
+			/* The node has not taken our request after `pickup`: its
 			 * poller is not running, perhaps waiting for this very
 			 * core (woken beside us), and spinning on would hold the
 			 * core until our time slice ends (tails of ~0.3-1.4 ms
 			 * under load). Sleep instead; the node wakes us. (Not
 			 * sched_yield: with SCHED_IDLE threads of lower classes
 			 * here it hands them the core until the next tick.) */
-			if (now - t0 < spin && (now - t0 < IPC_PICKUP_NS || tp))
+			if (now - t0 < spin && (now - t0 < pickup || tp))
 				continue;
 		}
 		/* Sleep until the node bumps cq_wake. */
