@@ -30,64 +30,13 @@
 #include "aidos/aidos.h"
 #include "hal/gemm.h"
 #include "hal/hal.h"
+#include "tests/pb_write.h"
 
 /* ---- a minimal protobuf writer (field numbers from onnx.proto) ---- */
 
-typedef struct pb {
-	uint8_t *b;
-	size_t n, cap;
-} pb;
-
-static void pb_raw(pb *p, const void *d, size_t n)
-{
-	if (p->n + n > p->cap) {
-		p->cap = (p->n + n) * 2 + 256;
-		p->b = realloc(p->b, p->cap);
-		assert_non_null(p->b);
-	}
-	memcpy(p->b + p->n, d, n);
-	p->n += n;
-}
-
-static void pb_varint(pb *p, uint64_t v)
-{
-	do {
-		uint8_t c = (uint8_t)(v & 0x7f);
-		v >>= 7;
-		if (v)
-			c |= 0x80;
-		pb_raw(p, &c, 1);
-	} while (v);
-}
-
-static void pb_int(pb *p, int field, int64_t v)
-{
-	pb_varint(p, (uint64_t)field << 3);
-	pb_varint(p, (uint64_t)v);
-}
-
-static void pb_bytes(pb *p, int field, const void *d, size_t n)
-{
-	pb_varint(p, (uint64_t)field << 3 | 2);
-	pb_varint(p, n);
-	pb_raw(p, d, n);
-}
-
-static void pb_str(pb *p, int field, const char *s)
-{
-	pb_bytes(p, field, s, strlen(s));
-}
-
-static void pb_msg(pb *p, int field, pb *m)
-{
-	pb_bytes(p, field, m->b, m->n);
-	free(m->b);
-	memset(m, 0, sizeof *m);
-}
-
 /* The graph under construction. */
 typedef struct gb {
-	pb g;
+	pbw g;
 	int n_node, n_val;
 	char names[64][24];
 } gb;
@@ -103,17 +52,17 @@ static const char *fresh(gb *b)
  * (GraphProto field 5); returns its name. */
 static const char *init(gb *b, int rank, const int64_t *dims, const float *v)
 {
-	pb t = { 0 };
+	pbw t = { 0 };
 	int64_t n = 1;
 	for (int i = 0; i < rank; i++) {
-		pb_int(&t, 1, dims[i]);
+		pbw_int(&t, 1, dims[i]);
 		n *= dims[i];
 	}
-	pb_int(&t, 2, 1);
+	pbw_int(&t, 2, 1);
 	const char *name = fresh(b);
-	pb_str(&t, 8, name);
-	pb_bytes(&t, 9, v, (size_t)n * sizeof *v);
-	pb_msg(&b->g, 5, &t);
+	pbw_str(&t, 8, name);
+	pbw_bytes(&t, 9, v, (size_t)n * sizeof *v);
+	pbw_take(&b->g, 5, &t);
 	return name;
 }
 
@@ -126,31 +75,31 @@ static const char *scalar(gb *b, float v)
  * scalars). */
 static const char *const_node(gb *b, float v)
 {
-	pb n = { 0 }, a = { 0 };
+	pbw n = { 0 }, a = { 0 };
 	const char *out = fresh(b);
-	pb_str(&n, 2, out);
-	pb_str(&n, 4, "Constant");
-	pb_str(&a, 1, "value_float");
-	pb_varint(&a, 2 << 3 | 5);
-	pb_raw(&a, &v, 4);
-	pb_int(&a, 20, 1);
-	pb_msg(&n, 5, &a);
-	pb_msg(&b->g, 1, &n);
+	pbw_str(&n, 2, out);
+	pbw_str(&n, 4, "Constant");
+	pbw_str(&a, 1, "value_float");
+	pbw_varint(&a, 2 << 3 | 5);
+	pbw_raw(&a, &v, 4);
+	pbw_int(&a, 20, 1);
+	pbw_take(&n, 5, &a);
+	pbw_take(&b->g, 1, &n);
 	return out;
 }
 
 /* A node with inputs ins (NULL-terminated) and one output; attributes
  * given as name/value pairs by the caller through attr_* after it. */
-static pb *node_cur;
+static pbw *node_cur;
 
-static const char *node(gb *b, const char *op, const char *const *ins, pb *n)
+static const char *node(gb *b, const char *op, const char *const *ins, pbw *n)
 {
 	memset(n, 0, sizeof *n);
 	for (int i = 0; ins[i]; i++)
-		pb_str(n, 1, ins[i]);
+		pbw_str(n, 1, ins[i]);
 	const char *out = fresh(b);
-	pb_str(n, 2, out);
-	pb_str(n, 4, op);
+	pbw_str(n, 2, out);
+	pbw_str(n, 4, op);
 	node_cur = n;
 	b->n_node++;
 	return out;
@@ -158,41 +107,41 @@ static const char *node(gb *b, const char *op, const char *const *ins, pb *n)
 
 static void attr_int(const char *name, int64_t v)
 {
-	pb a = { 0 };
-	pb_str(&a, 1, name);
-	pb_int(&a, 3, v);
-	pb_int(&a, 20, 2);
-	pb_msg(node_cur, 5, &a);
+	pbw a = { 0 };
+	pbw_str(&a, 1, name);
+	pbw_int(&a, 3, v);
+	pbw_int(&a, 20, 2);
+	pbw_take(node_cur, 5, &a);
 }
 
 static void attr_ints(const char *name, const int64_t *v, int n)
 {
-	pb a = { 0 };
-	pb_str(&a, 1, name);
+	pbw a = { 0 };
+	pbw_str(&a, 1, name);
 	for (int i = 0; i < n; i++)
-		pb_int(&a, 8, v[i]);
-	pb_int(&a, 20, 7);
-	pb_msg(node_cur, 5, &a);
+		pbw_int(&a, 8, v[i]);
+	pbw_int(&a, 20, 7);
+	pbw_take(node_cur, 5, &a);
 }
 
 static void attr_float(const char *name, float v)
 {
-	pb a = { 0 };
-	pb_str(&a, 1, name);
-	pb_varint(&a, 2 << 3 | 5);
-	pb_raw(&a, &v, 4);
-	pb_int(&a, 20, 1);
-	pb_msg(node_cur, 5, &a);
+	pbw a = { 0 };
+	pbw_str(&a, 1, name);
+	pbw_varint(&a, 2 << 3 | 5);
+	pbw_raw(&a, &v, 4);
+	pbw_int(&a, 20, 1);
+	pbw_take(node_cur, 5, &a);
 }
 
-static void end_node(gb *b, pb *n)
+static void end_node(gb *b, pbw *n)
 {
-	pb_msg(&b->g, 1, n);
+	pbw_take(&b->g, 1, n);
 }
 
 static const char *op1(gb *b, const char *op, const char *x)
 {
-	pb n;
+	pbw n;
 	const char *ins[] = { x, NULL };
 	const char *y = node(b, op, ins, &n);
 	end_node(b, &n);
@@ -201,7 +150,7 @@ static const char *op1(gb *b, const char *op, const char *x)
 
 static const char *op2(gb *b, const char *op, const char *x, const char *k)
 {
-	pb n;
+	pbw n;
 	const char *ins[] = { x, k, NULL };
 	const char *y = node(b, op, ins, &n);
 	end_node(b, &n);
@@ -209,20 +158,20 @@ static const char *op2(gb *b, const char *op, const char *x, const char *k)
 }
 
 /* ValueInfoProto {name 1, type 2 {tensor_type 1 {elem_type 1, shape 2 {dim 1 {dim_value 1}}}}} */
-static void value_info(pb *g, int field, const char *name, int rank, const int64_t *dims)
+static void value_info(pbw *g, int field, const char *name, int rank, const int64_t *dims)
 {
-	pb vi = { 0 }, ty = { 0 }, tt = { 0 }, sh = { 0 };
+	pbw vi = { 0 }, ty = { 0 }, tt = { 0 }, sh = { 0 };
 	for (int i = 0; i < rank; i++) {
-		pb dm = { 0 };
-		pb_int(&dm, 1, dims[i]);
-		pb_msg(&sh, 1, &dm);
+		pbw dm = { 0 };
+		pbw_int(&dm, 1, dims[i]);
+		pbw_take(&sh, 1, &dm);
 	}
-	pb_int(&tt, 1, 1);
-	pb_msg(&tt, 2, &sh);
-	pb_msg(&ty, 1, &tt);
-	pb_str(&vi, 1, name);
-	pb_msg(&vi, 2, &ty);
-	pb_msg(g, field, &vi);
+	pbw_int(&tt, 1, 1);
+	pbw_take(&tt, 2, &sh);
+	pbw_take(&ty, 1, &tt);
+	pbw_str(&vi, 1, name);
+	pbw_take(&vi, 2, &ty);
+	pbw_take(g, field, &vi);
 }
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -283,7 +232,7 @@ static const char *chan(gb *b, int64_t m, int wide, float lo, float hi)
 
 /* Builds the model of case t into out; *mid receives a second output name
  * (CH_OUTPUT_MID) or NULL. */
-static void build(const struct fcase *t, pb *out, const char **y, const char **mid)
+static void build(const struct fcase *t, pbw *out, const char **y, const char **mid)
 {
 	gb b = { 0 };
 	int64_t cg = t->c / t->group, wd[4] = { t->m, cg, t->k, t->k };
@@ -294,7 +243,7 @@ static void build(const struct fcase *t, pb *out, const char **y, const char **m
 	for (int64_t i = 0; i < t->m; i++)
 		bv[i] = frand(-0.5f, 0.5f);
 	const char *w = init(&b, 4, wd, wv), *bias = init(&b, 1, &t->m, bv);
-	pb n;
+	pbw n;
 	const char *ins[] = { "x", w, bias, NULL };
 	const char *cur = node(&b, "Conv", ins, &n);
 	int64_t ks[2] = { t->k, t->k }, st[2] = { t->stride, t->stride };
@@ -374,27 +323,27 @@ static void build(const struct fcase *t, pb *out, const char **y, const char **m
 	}
 	*y = cur;
 	int64_t xd[4] = { 1, t->c, t->h, t->w };
-	pb_str(&b.g, 2, "g");
+	pbw_str(&b.g, 2, "g");
 	value_info(&b.g, 11, "x", 4, xd);
-	pb vi = { 0 };
-	pb_str(&vi, 1, cur);
-	pb_msg(&b.g, 12, &vi);
+	pbw vi = { 0 };
+	pbw_str(&vi, 1, cur);
+	pbw_take(&b.g, 12, &vi);
 	if (*mid) {
-		pb_str(&vi, 1, *mid);
-		pb_msg(&b.g, 12, &vi);
+		pbw_str(&vi, 1, *mid);
+		pbw_take(&b.g, 12, &vi);
 	}
-	pb op = { 0 };
+	pbw op = { 0 };
 	memset(out, 0, sizeof *out);
-	pb_int(out, 1, 8);
-	pb_msg(out, 7, &b.g);
-	pb_str(&op, 1, "");
-	pb_int(&op, 2, 14);
-	pb_msg(out, 8, &op);
+	pbw_int(out, 1, 8);
+	pbw_take(out, 7, &b.g);
+	pbw_str(&op, 1, "");
+	pbw_int(&op, 2, 14);
+	pbw_take(out, 8, &op);
 }
 
 /* Runs the model; returns output 0 (malloc'd), its element count in *n and
  * the plan's steps in *steps. */
-static float *run(const pb *bytes, const float *x, const struct fcase *t, int threads, int64_t *n,
+static float *run(const pbw *bytes, const float *x, const struct fcase *t, int threads, int64_t *n,
 		  int *steps)
 {
 	char err[256] = "";
@@ -435,7 +384,7 @@ static void fused_vs_reference(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		const struct fcase *t = &cases[i];
-		pb bytes;
+		pbw bytes;
 		const char *y, *mid;
 		build(t, &bytes, &y, &mid);
 		size_t nx = (size_t)(t->c * t->h * t->w);

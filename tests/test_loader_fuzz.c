@@ -48,6 +48,7 @@
 #include "hal/hal.h"
 #include "hal/ir.h"
 #include "hal/onnx.h"
+#include "tests/pb_write.h"
 
 #define TESTDATA "/usr/share/libonnx-testdata/data"
 #define CRASH_DIR "/tmp/aidos-crashes"
@@ -788,60 +789,7 @@ static void test_tensor_decode(void **state)
 	print_message("    tensor .pb: %d inputs, %d decoded, %d rejected\n", tried, ok, tried - ok);
 }
 
-/* ---- hand-written hostile files ---- */
-typedef struct pbw {
-	uint8_t *b;
-	size_t n, cap;
-} pbw;
-
-static void w_raw(pbw *w, const void *p, size_t n)
-{
-	if (w->n + n > w->cap) {
-		w->cap = (w->n + n) * 2 + 64;
-		w->b = realloc(w->b, w->cap);
-		assert_non_null(w->b);
-	}
-	if (n)
-		memcpy(w->b + w->n, p, n);
-	w->n += n;
-}
-
-static void w_varint(pbw *w, uint64_t v)
-{
-	uint8_t t[10];
-	w_raw(w, t, enc_varint(t, v));
-}
-
-static void w_tag(pbw *w, uint32_t field, uint32_t wt)
-{
-	w_varint(w, (uint64_t)field << 3 | wt);
-}
-
-static void w_int(pbw *w, uint32_t field, uint64_t v)
-{
-	w_tag(w, field, 0);
-	w_varint(w, v);
-}
-
-static void w_bytes(pbw *w, uint32_t field, const void *p, size_t n)
-{
-	w_tag(w, field, 2);
-	w_varint(w, n);
-	w_raw(w, p, n);
-}
-
-static void w_str(pbw *w, uint32_t field, const char *s)
-{
-	w_bytes(w, field, s, strlen(s));
-}
-
-/* Appends sub as a length-delimited field and frees it. */
-static void w_msg(pbw *w, uint32_t field, pbw *sub)
-{
-	w_bytes(w, field, sub->b, sub->n);
-	free(sub->b);
-	memset(sub, 0, sizeof *sub);
-}
+/* ---- hand-written hostile files (writer: tests/pb_write.h) ---- */
 
 /* ValueInfoProto name: float tensor of the given dims. */
 static void w_value(pbw *w, uint32_t field, const char *name, int rank, const int64_t *dims)
@@ -849,15 +797,15 @@ static void w_value(pbw *w, uint32_t field, const char *name, int rank, const in
 	pbw v = { 0 }, type = { 0 }, tt = { 0 }, shape = { 0 };
 	for (int i = 0; i < rank; i++) {
 		pbw dim = { 0 };
-		w_int(&dim, 1, (uint64_t)dims[i]);
-		w_msg(&shape, 1, &dim);
+		pbw_int(&dim, 1, (uint64_t)dims[i]);
+		pbw_take(&shape, 1, &dim);
 	}
-	w_int(&tt, 1, AIDOS_DT_FLOAT);
-	w_msg(&tt, 2, &shape);
-	w_msg(&type, 1, &tt);
-	w_str(&v, 1, name);
-	w_msg(&v, 2, &type);
-	w_msg(w, field, &v);
+	pbw_int(&tt, 1, AIDOS_DT_FLOAT);
+	pbw_take(&tt, 2, &shape);
+	pbw_take(&type, 1, &tt);
+	pbw_str(&v, 1, name);
+	pbw_take(&v, 2, &type);
+	pbw_take(w, field, &v);
 }
 
 /* NodeProto op(in...) -> out. */
@@ -866,25 +814,25 @@ static void w_node(pbw *w, const char *op, const char *in0, const char *in1, con
 {
 	pbw n = { 0 };
 	if (in0)
-		w_str(&n, 1, in0);
+		pbw_str(&n, 1, in0);
 	if (in1)
-		w_str(&n, 1, in1);
-	w_str(&n, 2, out);
-	w_str(&n, 4, op);
+		pbw_str(&n, 1, in1);
+	pbw_str(&n, 2, out);
+	pbw_str(&n, 4, op);
 	if (attr)
-		w_msg(&n, 5, attr);
-	w_msg(w, 1, &n);
+		pbw_take(&n, 5, attr);
+	pbw_take(w, 1, &n);
 }
 
 /* ModelProto around graph (consumed). */
 static void w_model(pbw *w, pbw *graph)
 {
 	pbw ops = { 0 };
-	w_int(w, 1, 8);  /* ir_version */
-	w_str(&ops, 1, "");
-	w_int(&ops, 2, 17);
-	w_msg(w, 8, &ops);
-	w_msg(w, 7, graph);
+	pbw_int(w, 1, 8);  /* ir_version */
+	pbw_str(&ops, 1, "");
+	pbw_int(&ops, 2, 17);
+	pbw_take(w, 8, &ops);
+	pbw_take(w, 7, graph);
 }
 
 /* The graph every hostile file starts from: y = Add(x, W), x,y float[1,4];
@@ -893,9 +841,9 @@ static void w_graph_with_init(pbw *g, pbw *init)
 {
 	static const int64_t d[2] = { 1, 4 };
 	w_node(g, "Add", "x", "W", "y", NULL);
-	w_str(g, 2, "g");
+	pbw_str(g, 2, "g");
 	if (init)
-		w_msg(g, 5, init);
+		pbw_take(g, 5, init);
 	w_value(g, 11, "x", 2, d);
 	w_value(g, 12, "y", 2, d);
 }
@@ -904,9 +852,9 @@ static void w_graph_with_init(pbw *g, pbw *init)
 static void w_tensor_head(pbw *t, int rank, const int64_t *dims, int dtype)
 {
 	for (int i = 0; i < rank; i++)
-		w_int(t, 1, (uint64_t)dims[i]);
-	w_int(t, 2, (uint64_t)dtype);
-	w_str(t, 8, "W");
+		pbw_int(t, 1, (uint64_t)dims[i]);
+	pbw_int(t, 2, (uint64_t)dtype);
+	pbw_str(t, 8, "W");
 }
 
 static int contains_ci(const char *hay, const char *needle)
@@ -956,7 +904,7 @@ static void test_hostile_control(void **state)
 	static const int64_t d[2] = { 1, 4 };
 	static const float vals[4] = { 1, 2, 3, 4 };
 	w_tensor_head(&t, 2, d, AIDOS_DT_FLOAT);
-	w_bytes(&t, 9, vals, sizeof vals);
+	pbw_bytes(&t, 9, vals, sizeof vals);
 	w_graph_with_init(&g, &t);
 	w_model(&w, &g);
 	aidos_model *m = NULL;
@@ -980,9 +928,9 @@ static void nest_if(pbw *out, int depth)
 	w_value(&g, 12, "y0", 1, d);
 	for (int i = 1; i < depth; i++) {
 		pbw attr = { 0 }, outer = { 0 };
-		w_str(&attr, 1, "then_branch");
-		w_int(&attr, 20, IR_ATTR_GRAPH);
-		w_msg(&attr, 6, &g);
+		pbw_str(&attr, 1, "then_branch");
+		pbw_int(&attr, 20, IR_ATTR_GRAPH);
+		pbw_take(&attr, 6, &g);
 		w_node(&outer, "If", "c", NULL, "y0", &attr);
 		w_value(&outer, 12, "y0", 1, d);
 		g = outer;
@@ -1018,7 +966,7 @@ static void test_hostile_huge_dims(void **state)
 	static const uint8_t few[16] = { 0 };
 	pbw w = { 0 }, g = { 0 }, t = { 0 };
 	w_tensor_head(&t, 2, d62, AIDOS_DT_UINT8);
-	w_bytes(&t, 9, few, sizeof few);
+	pbw_bytes(&t, 9, few, sizeof few);
 	w_graph_with_init(&g, &t);
 	w_model(&w, &g);
 	expect_reject(&w, NULL, "dims of 2^62 uint8 elements, 16 raw bytes", AIDOS_E_INVALID,
@@ -1031,7 +979,7 @@ static void test_hostile_huge_dims(void **state)
 		      "overflow", "elements");
 	static const int64_t d63[3] = { INT64_MAX, 2, 2 };
 	w_tensor_head(&t, 3, d63, AIDOS_DT_FLOAT);
-	w_bytes(&t, 9, few, sizeof few);
+	pbw_bytes(&t, 9, few, sizeof few);
 	w_graph_with_init(&g, &t);
 	w_model(&w, &g);
 	expect_reject(&w, NULL, "dims [INT64_MAX,2,2]", AIDOS_E_INVALID, AIDOS_E_RANGE, "overflow",
@@ -1045,14 +993,14 @@ static void test_hostile_short_raw_data(void **state)
 	static const float vals[2] = { 1, 2 };
 	pbw w = { 0 }, g = { 0 }, t = { 0 };
 	w_tensor_head(&t, 2, d, AIDOS_DT_FLOAT);
-	w_bytes(&t, 9, vals, sizeof vals);
+	pbw_bytes(&t, 9, vals, sizeof vals);
 	w_graph_with_init(&g, &t);
 	w_model(&w, &g);
 	expect_reject(&w, NULL, "raw_data of 8 bytes for float[4,4]", AIDOS_E_INVALID, AIDOS_E_TRUNCATED,
 		      "raw_data", NULL);
 	/* float_data with fewer values than dims */
 	w_tensor_head(&t, 2, d, AIDOS_DT_FLOAT);
-	w_bytes(&t, 4, vals, sizeof vals);
+	pbw_bytes(&t, 4, vals, sizeof vals);
 	w_graph_with_init(&g, &t);
 	w_model(&w, &g);
 	expect_reject(&w, NULL, "float_data of 2 values for float[4,4]", AIDOS_E_INVALID,
@@ -1063,18 +1011,18 @@ static void test_hostile_length_past_end(void **state)
 {
 	install_crash_capture();
 	pbw w = { 0 };
-	w_int(&w, 1, 8);
-	w_tag(&w, 7, 2);
-	w_varint(&w, 1000);  /* graph of 1000 bytes ... */
-	w_raw(&w, "\x0a\x02\x00\x00", 4);  /* ... of which 4 follow */
+	pbw_int(&w, 1, 8);
+	pbw_tag(&w, 7, 2);
+	pbw_varint(&w, 1000);  /* graph of 1000 bytes ... */
+	pbw_raw(&w, "\x0a\x02\x00\x00", 4);  /* ... of which 4 follow */
 	expect_reject(&w, NULL, "graph length 1000 with 4 bytes left", AIDOS_E_TRUNCATED, AIDOS_E_INVALID,
 		      "past the end", "truncated");
 	/* a string inside a node claiming 2^40 bytes */
 	pbw g = { 0 }, n = { 0 };
-	w_tag(&n, 4, 2);
-	w_varint(&n, (uint64_t)1 << 40);
-	w_raw(&n, "Add", 3);
-	w_msg(&g, 1, &n);
+	pbw_tag(&n, 4, 2);
+	pbw_varint(&n, (uint64_t)1 << 40);
+	pbw_raw(&n, "Add", 3);
+	pbw_take(&g, 1, &n);
 	w_model(&w, &g);
 	expect_reject(&w, NULL, "op_type length 2^40", AIDOS_E_TRUNCATED, AIDOS_E_INVALID, "past the end",
 		      "truncated");
@@ -1085,23 +1033,23 @@ static void test_hostile_varint_overflow(void **state)
 	install_crash_capture();
 	pbw w = { 0 };
 	/* ir_version: 10 bytes whose last carries more than bit 63 */
-	w_tag(&w, 1, 0);
-	w_raw(&w, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f", 10);
+	pbw_tag(&w, 1, 0);
+	pbw_raw(&w, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f", 10);
 	expect_reject(&w, NULL, "10-byte varint overflowing 64 bits", AIDOS_E_INVALID, AIDOS_E_RANGE,
 		      "varint", "overlong");
 	/* an 11-byte varint */
-	w_tag(&w, 1, 0);
-	w_raw(&w, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11);
+	pbw_tag(&w, 1, 0);
+	pbw_raw(&w, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11);
 	expect_reject(&w, NULL, "11-byte varint", AIDOS_E_INVALID, AIDOS_E_RANGE, "varint", "overlong");
 	/* an overlong length prefix */
-	w_int(&w, 1, 8);
-	w_tag(&w, 7, 2);
-	w_raw(&w, "\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x00", 11);
+	pbw_int(&w, 1, 8);
+	pbw_tag(&w, 7, 2);
+	pbw_raw(&w, "\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x00", 11);
 	expect_reject(&w, NULL, "11-byte length prefix", AIDOS_E_INVALID, AIDOS_E_TRUNCATED, "length",
 		      "varint");
 	/* a field key varint that ends the file */
-	w_int(&w, 1, 8);
-	w_raw(&w, "\xba", 1);
+	pbw_int(&w, 1, 8);
+	pbw_raw(&w, "\xba", 1);
 	expect_reject(&w, NULL, "field key cut in the middle", AIDOS_E_TRUNCATED, AIDOS_E_INVALID,
 		      "truncated", "key");
 }
@@ -1113,7 +1061,7 @@ static void test_hostile_negative_dims(void **state)
 	static const float vals[4] = { 0 };
 	pbw w = { 0 }, g = { 0 }, t = { 0 };
 	w_tensor_head(&t, 2, d, AIDOS_DT_FLOAT);
-	w_bytes(&t, 9, vals, sizeof vals);
+	pbw_bytes(&t, 9, vals, sizeof vals);
 	w_graph_with_init(&g, &t);
 	w_model(&w, &g);
 	expect_reject(&w, NULL, "initializer dims [-5,4]", AIDOS_E_INVALID, AIDOS_E_SHAPE, "negative", NULL);
@@ -1136,10 +1084,10 @@ static void w_external_model(pbw *w, const char *loc)
 	static const int64_t d[2] = { 1, 4 };
 	pbw g = { 0 }, t = { 0 }, e = { 0 };
 	w_tensor_head(&t, 2, d, AIDOS_DT_FLOAT);
-	w_str(&e, 1, "location");
-	w_str(&e, 2, loc);
-	w_msg(&t, 13, &e);
-	w_int(&t, 14, 1);  /* data_location = EXTERNAL */
+	pbw_str(&e, 1, "location");
+	pbw_str(&e, 2, loc);
+	pbw_take(&t, 13, &e);
+	pbw_int(&t, 14, 1);  /* data_location = EXTERNAL */
 	w_graph_with_init(&g, &t);
 	w_model(w, &g);
 }
@@ -1205,9 +1153,9 @@ static void test_hostile_repeated_count(void **state)
 	pbw w = { 0 }, g = { 0 }, t = { 0 };
 	/* int64_data packed, the length claims 8e9 bytes (1e9 values) */
 	w_tensor_head(&t, 1, d, AIDOS_DT_INT64);
-	w_tag(&t, 7, 2);
-	w_varint(&t, 8000000000ull);
-	w_raw(&t, "\x01\x02\x03", 3);
+	pbw_tag(&t, 7, 2);
+	pbw_varint(&t, 8000000000ull);
+	pbw_raw(&t, "\x01\x02\x03", 3);
 	w_graph_with_init(&g, &t);
 	w_model(&w, &g);
 	expect_reject(&w, NULL, "int64_data claiming 1e9 values", AIDOS_E_TRUNCATED, AIDOS_E_INVALID,
@@ -1215,7 +1163,7 @@ static void test_hostile_repeated_count(void **state)
 	/* dims claim 1e9 elements, float_data holds 3 */
 	static const float three[3] = { 1, 2, 3 };
 	w_tensor_head(&t, 1, d, AIDOS_DT_FLOAT);
-	w_bytes(&t, 4, three, sizeof three);
+	pbw_bytes(&t, 4, three, sizeof three);
 	w_graph_with_init(&g, &t);
 	w_model(&w, &g);
 	expect_reject(&w, NULL, "dims [1e9] with 3 float_data values", AIDOS_E_INVALID, AIDOS_E_TRUNCATED,
@@ -1223,11 +1171,11 @@ static void test_hostile_repeated_count(void **state)
 	/* an INTS attribute whose packed length claims 1e9 values */
 	pbw attr = { 0 }, g2 = { 0 };
 	static const int64_t vd[2] = { 1, 4 };
-	w_str(&attr, 1, "perm");
-	w_int(&attr, 20, IR_ATTR_INTS);
-	w_tag(&attr, 8, 2);
-	w_varint(&attr, 1000000000ull);
-	w_raw(&attr, "\x01\x00", 2);
+	pbw_str(&attr, 1, "perm");
+	pbw_int(&attr, 20, IR_ATTR_INTS);
+	pbw_tag(&attr, 8, 2);
+	pbw_varint(&attr, 1000000000ull);
+	pbw_raw(&attr, "\x01\x00", 2);
 	w_node(&g2, "Transpose", "x", NULL, "y", &attr);
 	w_value(&g2, 11, "x", 2, vd);
 	w_value(&g2, 12, "y", 2, vd);
@@ -1237,9 +1185,9 @@ static void test_hostile_repeated_count(void **state)
 	/* 1e6 one-byte dims entries: rank far over the limit */
 	pbw t2 = { 0 }, g3 = { 0 };
 	for (int i = 0; i < 100000; i++)
-		w_int(&t2, 1, 1);
-	w_int(&t2, 2, AIDOS_DT_FLOAT);
-	w_str(&t2, 8, "W");
+		pbw_int(&t2, 1, 1);
+	pbw_int(&t2, 2, AIDOS_DT_FLOAT);
+	pbw_str(&t2, 8, "W");
 	w_graph_with_init(&g3, &t2);
 	w_model(&w, &g3);
 	expect_reject(&w, NULL, "100000 dims entries", AIDOS_E_UNSUPPORTED, AIDOS_E_INVALID, "rank", NULL);
@@ -1347,7 +1295,7 @@ static void write_cut(pbw *w, const uint8_t *msg, size_t n, size_t cut, int dept
 		size_t fs = (size_t)(f.start - msg), fe = (size_t)(f.end - msg);
 		if (fe <= cut || fs >= cut) {
 			if (fe <= cut || keep_after || depth == 0)
-				w_raw(w, f.start, fe - fs);
+				pbw_raw(w, f.start, fe - fs);
 			continue;
 		}
 		/* f spans the cut; a cut key or varint: the field is dropped */
@@ -1358,10 +1306,10 @@ static void write_cut(pbw *w, const uint8_t *msg, size_t n, size_t cut, int dept
 		if (depth < 24 && looks_like_message(f.payload, plen))
 			write_cut(&sub, f.payload, plen, cut - ps, depth + 1, keep_after);
 		else
-			w_raw(&sub, f.payload, cut - ps);
-		w_tag(w, f.num, 2);
-		w_varint(w, sub.n);
-		w_raw(w, sub.b, sub.n);
+			pbw_raw(&sub, f.payload, cut - ps);
+		pbw_tag(w, f.num, 2);
+		pbw_varint(w, sub.n);
+		pbw_raw(w, sub.b, sub.n);
 		free(sub.b);
 	}
 }
@@ -1436,18 +1384,18 @@ static void w_arity_model(pbw *w, const char *op, int v)
 	int64_t dx[2] = { a->d0, 4 };
 	pbw g = { 0 }, n = { 0 };
 	if (a->n_in == -1) {
-		w_str(&n, 1, "");
-		w_str(&n, 1, "x");
+		pbw_str(&n, 1, "");
+		pbw_str(&n, 1, "x");
 	} else if (a->n_in == -2) {
-		w_str(&n, 1, "x");
-		w_str(&n, 1, "");
+		pbw_str(&n, 1, "x");
+		pbw_str(&n, 1, "");
 	}
 	for (int i = 0; i < a->n_in; i++)
-		w_str(&n, 1, "x");
-	w_str(&n, 2, "y");
-	w_str(&n, 4, op);
-	w_msg(&g, 1, &n);
-	w_str(&g, 2, "g");
+		pbw_str(&n, 1, "x");
+	pbw_str(&n, 2, "y");
+	pbw_str(&n, 4, op);
+	pbw_take(&g, 1, &n);
+	pbw_str(&g, 2, "g");
 	w_value(&g, 11, "x", a->rank, dx);
 	w_value(&g, 12, "y", 2, d14);
 	w_model(w, &g);

@@ -47,107 +47,63 @@
 #include <cmocka.h>
 
 #include "aidos/aidos.h"
+#include "tests/pb_write.h"
 
-/* ---- a minimal protobuf writer ---- */
-
-typedef struct pb {
-	uint8_t b[8192];
-	size_t n;
-} pb;
-
-static void pb_raw(pb *p, const void *d, size_t n)
-{
-	assert_true(p->n + n <= sizeof p->b);
-	memcpy(p->b + p->n, d, n);
-	p->n += n;
-}
-
-static void pb_varint(pb *p, uint64_t v)
-{
-	do {
-		uint8_t c = (uint8_t)(v & 0x7f);
-		v >>= 7;
-		if (v)
-			c |= 0x80;
-		pb_raw(p, &c, 1);
-	} while (v);
-}
-
-static void pb_int(pb *p, int field, int64_t v)
-{
-	pb_varint(p, (uint64_t)field << 3);
-	pb_varint(p, (uint64_t)v);
-}
-
-static void pb_bytes(pb *p, int field, const void *d, size_t n)
-{
-	pb_varint(p, (uint64_t)field << 3 | 2);
-	pb_varint(p, n);
-	pb_raw(p, d, n);
-}
-
-static void pb_str(pb *p, int field, const char *s)
-{
-	pb_bytes(p, field, s, strlen(s));
-}
-
-static void pb_msg(pb *p, int field, const pb *m)
-{
-	pb_bytes(p, field, m->b, m->n);
-}
+/* ---- protobuf: tests/pb_write.h; sub-messages are appended with pbw_put
+ * and reused (static buffers, emptied with .n = 0) ---- */
 
 /* AttributeProto: name 1, f 2, i 3, s 4, type 20 (FLOAT 1, INT 2, STRING 3). */
-static void attr_int(pb *node, const char *name, int64_t v)
+static void attr_int(pbw *node, const char *name, int64_t v)
 {
-	static pb a;
+	static pbw a;
 	a.n = 0;
-	pb_str(&a, 1, name);
-	pb_int(&a, 3, v);
-	pb_int(&a, 20, 2);
-	pb_msg(node, 5, &a);
+	pbw_str(&a, 1, name);
+	pbw_int(&a, 3, v);
+	pbw_int(&a, 20, 2);
+	pbw_put(node, 5, &a);
 }
 
-static void attr_float(pb *node, const char *name, float v)
+static void attr_float(pbw *node, const char *name, float v)
 {
-	static pb a;
+	static pbw a;
 	a.n = 0;
-	pb_str(&a, 1, name);
-	pb_varint(&a, 2 << 3 | 5);
-	pb_raw(&a, &v, 4);
-	pb_int(&a, 20, 1);
-	pb_msg(node, 5, &a);
+	pbw_str(&a, 1, name);
+	pbw_varint(&a, 2 << 3 | 5);
+	pbw_raw(&a, &v, 4);
+	pbw_int(&a, 20, 1);
+	pbw_put(node, 5, &a);
 }
 
-static void attr_str(pb *node, const char *name, const char *v)
+static void attr_str(pbw *node, const char *name, const char *v)
 {
-	static pb a;
+	static pbw a;
 	a.n = 0;
-	pb_str(&a, 1, name);
-	pb_str(&a, 4, v);
-	pb_int(&a, 20, 3);
-	pb_msg(node, 5, &a);
+	pbw_str(&a, 1, name);
+	pbw_str(&a, 4, v);
+	pbw_int(&a, 20, 3);
+	pbw_put(node, 5, &a);
 }
 
 /* ValueInfoProto {name 1, type 2 {tensor_type 1 {elem_type 1, shape 2 {dim 1 {dim_value 1}}}}} */
-static void value_info(pb *graph, int field, const char *name, int dtype, int rank,
+static void value_info(pbw *graph, int field, const char *name, int dtype, int rank,
 		       const int64_t *dims)
 {
-	static pb vi, ty, tt, sh, dm;
+	static pbw vi, ty, tt, sh, dm;
 	sh.n = 0;
 	for (int i = 0; i < rank; i++) {
 		dm.n = 0;
-		pb_int(&dm, 1, dims[i]);
-		pb_msg(&sh, 1, &dm);
+		pbw_int(&dm, 1, dims[i]);
+		pbw_put(&sh, 1, &dm);
 	}
 	tt.n = 0;
-	pb_int(&tt, 1, dtype);
-	pb_msg(&tt, 2, &sh);
+	pbw_int(&tt, 1, dtype);
+	pbw_put(&tt, 2, &sh);
 	ty.n = 0;
-	pb_msg(&ty, 1, &tt);
+	pbw_put(&ty, 1, &tt);
 	vi.n = 0;
-	pb_str(&vi, 1, name);
-	pb_msg(&vi, 2, &ty);
-	pb_msg(graph, field, &vi);
+	pbw_str(&vi, 1, name);
+	pbw_put(&vi, 2, &ty);
+	pbw_put(graph, field, &vi);
 }
 
 /* io literals below name only what they need; dtype defaults to float32 */
@@ -163,46 +119,46 @@ typedef struct io {
 /* ModelProto {ir_version 1, graph 7, opset_import 8 {domain 1, version 2}}
  * with one node (NodeProto: input 1, output 2, name 3, op_type 4). Outputs
  * have no shape in the file (rank -1 there): the planner infers them. */
-static void model(pb *out, int opset, const pb *node, const io *in, int n_in, const char *const *outs,
+static void model(pbw *out, int opset, const pbw *node, const io *in, int n_in, const char *const *outs,
 		  int n_out)
 {
-	static pb g, op;
+	static pbw g, op;
 	g.n = 0;
-	pb_msg(&g, 1, node);
-	pb_str(&g, 2, "g");
+	pbw_put(&g, 1, node);
+	pbw_str(&g, 2, "g");
 	for (int i = 0; i < n_in; i++)
 		value_info(&g, 11, in[i].name, in[i].dtype ? in[i].dtype : AIDOS_DT_FLOAT, in[i].rank,
 			   in[i].dims);
 	for (int i = 0; i < n_out; i++) {
-		static pb vi;
+		static pbw vi;
 		vi.n = 0;
-		pb_str(&vi, 1, outs[i]);
-		pb_msg(&g, 12, &vi);
+		pbw_str(&vi, 1, outs[i]);
+		pbw_put(&g, 12, &vi);
 	}
 	out->n = 0;
-	pb_int(out, 1, 8);
-	pb_msg(out, 7, &g);
+	pbw_int(out, 1, 8);
+	pbw_put(out, 7, &g);
 	op.n = 0;
-	pb_str(&op, 1, "");
-	pb_int(&op, 2, opset);
-	pb_msg(out, 8, &op);
+	pbw_str(&op, 1, "");
+	pbw_int(&op, 2, opset);
+	pbw_put(out, 8, &op);
 }
 
-static void node_begin(pb *node, const char *op_type, const char *const *ins, int n_in,
+static void node_begin(pbw *node, const char *op_type, const char *const *ins, int n_in,
 		       const char *const *outs, int n_out)
 {
 	node->n = 0;
 	for (int i = 0; i < n_in; i++)
-		pb_str(node, 1, ins[i]);
+		pbw_str(node, 1, ins[i]);
 	for (int i = 0; i < n_out; i++)
-		pb_str(node, 2, outs[i]);
-	pb_str(node, 3, "n0");
-	pb_str(node, 4, op_type);
+		pbw_str(node, 2, outs[i]);
+	pbw_str(node, 3, "n0");
+	pbw_str(node, 4, op_type);
 }
 
 /* Loads bytes and runs them on inputs x[i] (float32, shapes from in[]);
  * returns the session (outputs readable) or NULL with err filled. */
-static aidos_session *run_model(const pb *bytes, aidos_model **m, const io *in, void *const *x,
+static aidos_session *run_model(const pbw *bytes, aidos_model **m, const io *in, void *const *x,
 				int n_in, int *rc, char *err, size_t errlen)
 {
 	*rc = aidos_model_load_buffer(bytes->b, bytes->n, NULL, m, err, errlen);
@@ -273,7 +229,7 @@ static void gelu_case(const char *approx)
 		else
 			want[i] = 0.5 * v * (1 + erf(v / sqrt(2.0)));
 	}
-	static pb node, bytes;
+	static pbw node, bytes;
 	const char *ins[] = { "x" }, *outs[] = { "y" };
 	node_begin(&node, "Gelu", ins, 1, outs, 1);
 	if (approx)
@@ -308,7 +264,7 @@ static void test_gelu(void **st)
 /* Runs equation on a [ra] and (when rb >= 0) b [rb] and returns the session. */
 static aidos_session *einsum_run(const char *eq, const io *in, int n_in, float *const *x, aidos_model **m)
 {
-	static pb node, bytes;
+	static pbw node, bytes;
 	const char *ins[] = { "a", "b" }, *outs[] = { "y" };
 	node_begin(&node, "Einsum", ins, n_in, outs, 1);
 	attr_str(&node, "equation", eq);
@@ -505,7 +461,7 @@ static void test_layernorm_stats(void **st)
 		for (int c = 0; c < C; c++)
 			want[r * C + c] = (x[r * C + c] - m) * wi[r] * sc[0] + bi[0];
 	}
-	static pb node, bytes;
+	static pbw node, bytes;
 	const char *ins[] = { "x", "s", "b" }, *outs[] = { "y", "mean", "inv" };
 	node_begin(&node, "LayerNormalization", ins, 3, outs, 3);
 	attr_int(&node, "axis", -1);
@@ -539,7 +495,7 @@ static void test_split_num_outputs(void **st)
 	static float x[2 * 7];
 	for (int i = 0; i < 14; i++)
 		x[i] = (float)i;
-	static pb node, bytes;
+	static pbw node, bytes;
 	const char *ins[] = { "x" }, *outs[] = { "y0", "y1", "y2" };
 	node_begin(&node, "Split", ins, 1, outs, 3);
 	attr_int(&node, "axis", -1);
@@ -579,7 +535,7 @@ static void test_matmul_broadcast(void **st)
 	fill(a, 24);
 	fill(b, 40);
 	fill(v, 4);
-	static pb node, bytes;
+	static pbw node, bytes;
 	const char *ins[] = { "a", "b" }, *outs[] = { "y" };
 	node_begin(&node, "MatMul", ins, 2, outs, 1);
 	io in[] = { { "a", 4, { 2, 1, 3, 4 } }, { "b", 3, { 5, 4, 2 } } };
@@ -640,7 +596,7 @@ static void test_softmax_masked(void **st)
 		for (int c = 0; c < C; c++)
 			want[r * C + c] = c < C - 1 - r ? exp(x[r * C + c] - mx) / sum : 0.0;
 	}
-	static pb node, bytes;
+	static pbw node, bytes;
 	const char *ins[] = { "x" }, *outs[] = { "y" };
 	node_begin(&node, "Softmax", ins, 1, outs, 1);
 	attr_int(&node, "axis", -1);
@@ -659,10 +615,10 @@ static void test_softmax_masked(void **st)
 
 /* ---- bad attributes are errors that name the node and attribute ---- */
 
-static void expect_invalid(const pb *node, int opset, const io *in, int n_in, float *const *x,
+static void expect_invalid(const pbw *node, int opset, const io *in, int n_in, float *const *x,
 			   const char *needle)
 {
-	static pb bytes;
+	static pbw bytes;
 	const char *outs[] = { "y" };
 	model(&bytes, opset, node, in, n_in, outs, 1);
 	aidos_model *m;
@@ -680,7 +636,7 @@ static void test_bad_attributes(void **st)
 {
 	(void)st;
 	static float x[12], t[12];
-	static pb node;
+	static pbw node;
 	io in1[] = { { "a", 2, { 3, 4 } } };
 	float *x1[] = { x };
 	const char *ins[] = { "a", "b" }, *outs[] = { "y" };
@@ -724,7 +680,7 @@ static void test_loss_target_range(void **st)
 	static float x[3 * 4];
 	static int64_t tg[3] = { 0, 7, 2 };
 	fill(x, 12);
-	static pb node, bytes;
+	static pbw node, bytes;
 	const char *ins[] = { "a", "b" }, *outs[] = { "y" };
 	node_begin(&node, "NegativeLogLikelihoodLoss", ins, 2, outs, 1);
 	attr_str(&node, "reduction", "sum");
@@ -785,7 +741,7 @@ static void nonzero_run(aidos_session *s, const float *x, int n, int expect_rc)
 static void test_nonzero_value_keyed(void **st)
 {
 	(void)st;
-	static pb node, bytes;
+	static pbw node, bytes;
 	const char *ins[] = { "x" }, *outs[] = { "y" };
 	node_begin(&node, "NonZero", ins, 1, outs, 1);
 	io in = { "x", 1, { -1 } };
@@ -833,7 +789,7 @@ static void test_cast_bfloat16(void **st)
 			      -0.0f, 65504.0f, 0.1f, 0, 0 };
 	x[10] = INFINITY;
 	x[11] = NAN;
-	static pb node, bytes;
+	static pbw node, bytes;
 	const char *ins[] = { "x" }, *outs[] = { "y" };
 	node_begin(&node, "Cast", ins, 1, outs, 1);
 	attr_int(&node, "to", DT_BF16);
@@ -888,45 +844,45 @@ static void test_cast_bfloat16(void **st)
 static void test_loop_early_exit(void **st)
 {
 	(void)st;
-	static pb body, n1, n2, a, g, op, bytes;
+	static pbw body, n1, n2, a, g, op, bytes;
 	const char *bi[] = { "x", "x" }, *bo[] = { "y" }, *ci[] = { "i", "lim" }, *co[] = { "c" };
 	node_begin(&n1, "Add", bi, 2, bo, 1);
 	node_begin(&n2, "Less", ci, 2, co, 1);
 	body.n = 0;
-	pb_msg(&body, 1, &n1);
-	pb_msg(&body, 1, &n2);
-	pb_str(&body, 2, "body");
+	pbw_put(&body, 1, &n1);
+	pbw_put(&body, 1, &n2);
+	pbw_str(&body, 2, "body");
 	static const int64_t none[1];
 	value_info(&body, 11, "i", AIDOS_DT_INT64, 0, none);
 	value_info(&body, 11, "c_in", AIDOS_DT_BOOL, 0, none);
 	value_info(&body, 11, "x", AIDOS_DT_FLOAT, 1, (const int64_t[]){ 2 });
 	value_info(&body, 12, "c", AIDOS_DT_BOOL, 0, none);
 	value_info(&body, 12, "y", AIDOS_DT_FLOAT, 1, (const int64_t[]){ 2 });
-	static pb node;
+	static pbw node;
 	const char *li[] = { "M", "", "x0" }, *lo[] = { "xf" };
 	node_begin(&node, "Loop", li, 3, lo, 1);
 	a.n = 0;
-	pb_str(&a, 1, "body");
-	pb_msg(&a, 6, &body);
-	pb_int(&a, 20, 5);   /* GRAPH */
-	pb_msg(&node, 5, &a);
+	pbw_str(&a, 1, "body");
+	pbw_put(&a, 6, &body);
+	pbw_int(&a, 20, 5);   /* GRAPH */
+	pbw_put(&node, 5, &a);
 	g.n = 0;
-	pb_msg(&g, 1, &node);
-	pb_str(&g, 2, "g");
+	pbw_put(&g, 1, &node);
+	pbw_str(&g, 2, "g");
 	value_info(&g, 11, "M", AIDOS_DT_INT64, 0, none);
 	value_info(&g, 11, "lim", AIDOS_DT_INT64, 0, none);
 	value_info(&g, 11, "x0", AIDOS_DT_FLOAT, 1, (const int64_t[]){ 2 });
-	static pb vi;
+	static pbw vi;
 	vi.n = 0;
-	pb_str(&vi, 1, "xf");
-	pb_msg(&g, 12, &vi);
+	pbw_str(&vi, 1, "xf");
+	pbw_put(&g, 12, &vi);
 	bytes.n = 0;
-	pb_int(&bytes, 1, 8);
-	pb_msg(&bytes, 7, &g);
+	pbw_int(&bytes, 1, 8);
+	pbw_put(&bytes, 7, &g);
 	op.n = 0;
-	pb_str(&op, 1, "");
-	pb_int(&op, 2, 13);
-	pb_msg(&bytes, 8, &op);
+	pbw_str(&op, 1, "");
+	pbw_int(&op, 2, 13);
+	pbw_put(&bytes, 8, &op);
 	aidos_model *m;
 	aidos_session *s;
 	char err[256];
@@ -960,35 +916,35 @@ static void test_loop_early_exit(void **st)
 /* ---- elementwise fusion ---- */
 
 /* Several nodes: like model(), each of nodes[0..n) a NodeProto. */
-static void model_nodes(pb *out, int opset, const pb *nodes, int n, const io *in, int n_in,
+static void model_nodes(pbw *out, int opset, const pbw *nodes, int n, const io *in, int n_in,
 			const char *const *outs, int n_out)
 {
-	static pb g, op;
+	static pbw g, op;
 	g.n = 0;
 	for (int i = 0; i < n; i++)
-		pb_msg(&g, 1, &nodes[i]);
-	pb_str(&g, 2, "g");
+		pbw_put(&g, 1, &nodes[i]);
+	pbw_str(&g, 2, "g");
 	for (int i = 0; i < n_in; i++)
 		value_info(&g, 11, in[i].name, in[i].dtype ? in[i].dtype : AIDOS_DT_FLOAT, in[i].rank,
 			   in[i].dims);
 	for (int i = 0; i < n_out; i++) {
-		static pb vi;
+		static pbw vi;
 		vi.n = 0;
-		pb_str(&vi, 1, outs[i]);
-		pb_msg(&g, 12, &vi);
+		pbw_str(&vi, 1, outs[i]);
+		pbw_put(&g, 12, &vi);
 	}
 	out->n = 0;
-	pb_int(out, 1, 8);
-	pb_msg(out, 7, &g);
+	pbw_int(out, 1, 8);
+	pbw_put(out, 7, &g);
 	op.n = 0;
-	pb_str(&op, 1, "");
-	pb_int(&op, 2, opset);
-	pb_msg(out, 8, &op);
+	pbw_str(&op, 1, "");
+	pbw_int(&op, 2, opset);
+	pbw_put(out, 8, &op);
 }
 
 static void fused_case(int64_t d0, int64_t d1, int threads)
 {
-	static pb nodes[9], bytes;
+	static pbw nodes[9], bytes;
 	const struct { const char *op, *in[3], *out; int n_in; } g[9] = {
 		{ "Add", { "x", "c" }, "a", 2 },
 		{ "Clip", { "a", "lo", "hi" }, "b", 3 },   /* bounds are inputs: not fused */
@@ -1065,31 +1021,31 @@ static void test_fused_elementwise(void **st)
 
 /* ---- decomposed LayerNorm ---- */
 
-static void attr_ints(pb *node, const char *name, const int64_t *v, int n)
+static void attr_ints(pbw *node, const char *name, const int64_t *v, int n)
 {
-	static pb a;
+	static pbw a;
 	a.n = 0;
-	pb_str(&a, 1, name);
+	pbw_str(&a, 1, name);
 	for (int i = 0; i < n; i++)
-		pb_int(&a, 8, v[i]);
-	pb_int(&a, 20, 7);
-	pb_msg(node, 5, &a);
+		pbw_int(&a, 8, v[i]);
+	pbw_int(&a, 20, 7);
+	pbw_put(node, 5, &a);
 }
 
 /* TensorProto {dims 1, data_type 2, name 8, raw_data 9}: a float32 initializer. */
-static void init_f32(pb *graph, const char *name, int rank, const int64_t *dims, const float *v)
+static void init_f32(pbw *graph, const char *name, int rank, const int64_t *dims, const float *v)
 {
-	static pb t;
+	static pbw t;
 	t.n = 0;
 	int64_t n = 1;
 	for (int i = 0; i < rank; i++) {
-		pb_int(&t, 1, dims[i]);
+		pbw_int(&t, 1, dims[i]);
 		n *= dims[i];
 	}
-	pb_int(&t, 2, 1);
-	pb_str(&t, 8, name);
-	pb_bytes(&t, 9, v, (size_t)n * sizeof *v);
-	pb_msg(graph, 5, &t);
+	pbw_int(&t, 2, 1);
+	pbw_str(&t, 8, name);
+	pbw_bytes(&t, 9, v, (size_t)n * sizeof *v);
+	pbw_put(graph, 5, &t);
 }
 
 /* variant: 0 Mul(d, d) with gamma and beta, 1 Pow(d, 2) without them,
@@ -1097,7 +1053,7 @@ static void init_f32(pb *graph, const char *name, int rank, const int64_t *dims,
 static void ln_decomposed_case(int variant)
 {
 	enum { H = 37 };
-	static pb nodes[9], g, op, bytes;
+	static pbw nodes[9], g, op, bytes;
 	const int64_t axes[1] = { -1 };
 	int nn = 0;
 	const char *o[1];
@@ -1128,8 +1084,8 @@ static void ln_decomposed_case(int variant)
 	const int64_t hd[1] = { H };
 	g.n = 0;
 	for (int i = 0; i < nn; i++)
-		pb_msg(&g, 1, &nodes[i]);
-	pb_str(&g, 2, "g");
+		pbw_put(&g, 1, &nodes[i]);
+	pbw_str(&g, 2, "g");
 	init_f32(&g, "gamma", 1, hd, gamma);
 	init_f32(&g, "beta", 1, hd, beta);
 	init_f32(&g, "two", 0, NULL, &two);
@@ -1138,18 +1094,18 @@ static void ln_decomposed_case(int variant)
 	value_info(&g, 11, "x", AIDOS_DT_FLOAT, 3, xd);
 	const char *outs[2] = { "z", "d" };
 	for (int i = 0; i < (variant == 2 ? 2 : 1); i++) {
-		static pb vi;
+		static pbw vi;
 		vi.n = 0;
-		pb_str(&vi, 1, outs[i]);
-		pb_msg(&g, 12, &vi);
+		pbw_str(&vi, 1, outs[i]);
+		pbw_put(&g, 12, &vi);
 	}
 	bytes.n = 0;
-	pb_int(&bytes, 1, 8);
-	pb_msg(&bytes, 7, &g);
+	pbw_int(&bytes, 1, 8);
+	pbw_put(&bytes, 7, &g);
 	op.n = 0;
-	pb_str(&op, 1, "");
-	pb_int(&op, 2, 13);
-	pb_msg(&bytes, 8, &op);
+	pbw_str(&op, 1, "");
+	pbw_int(&op, 2, 13);
+	pbw_put(&bytes, 8, &op);
 
 	float x[15 * H];
 	double want[15 * H], wd[15 * H];
