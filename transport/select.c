@@ -137,7 +137,7 @@ int xport_open_auto(const char *want, const xport_opts *o, xport **out, char *wh
 			snprintf(why, whylen, "--transport auto (RDMA device %s active: raw verbs)", dev);
 			return 0;
 		}
-		snprintf(dev + strlen(dev), sizeof dev - strlen(dev), " is active but verbs failed: %s", verr);
+		snprintf(dev + strlen(dev), sizeof dev - strlen(dev), " is active but verbs failed: %.200s", verr);
 	}
 	if ((rc = xport_ucx->create(o, out, err, errlen)))
 		return rc;
