@@ -117,14 +117,15 @@ typedef struct io {
 } io;
 
 /* ModelProto {ir_version 1, graph 7, opset_import 8 {domain 1, version 2}}
- * with one node (NodeProto: input 1, output 2, name 3, op_type 4). Outputs
+ * with nodes[0..n) (NodeProto: input 1, output 2, name 3, op_type 4). Outputs
  * have no shape in the file (rank -1 there): the planner infers them. */
-static void model(pbw *out, int opset, const pbw *node, const io *in, int n_in, const char *const *outs,
-		  int n_out)
+static void model_nodes(pbw *out, int opset, const pbw *nodes, int n, const io *in, int n_in,
+			const char *const *outs, int n_out)
 {
 	static pbw g, op;
 	g.n = 0;
-	pbw_put(&g, 1, node);
+	for (int i = 0; i < n; i++)
+		pbw_put(&g, 1, &nodes[i]);
 	pbw_str(&g, 2, "g");
 	for (int i = 0; i < n_in; i++)
 		value_info(&g, 11, in[i].name, in[i].dtype ? in[i].dtype : AIDOS_DT_FLOAT, in[i].rank,
@@ -142,6 +143,13 @@ static void model(pbw *out, int opset, const pbw *node, const io *in, int n_in, 
 	pbw_str(&op, 1, "");
 	pbw_int(&op, 2, opset);
 	pbw_put(out, 8, &op);
+}
+
+/* One node. */
+static void model(pbw *out, int opset, const pbw *node, const io *in, int n_in, const char *const *outs,
+		  int n_out)
+{
+	model_nodes(out, opset, node, 1, in, n_in, outs, n_out);
 }
 
 static void node_begin(pbw *node, const char *op_type, const char *const *ins, int n_in,
@@ -914,33 +922,6 @@ static void test_loop_early_exit(void **st)
 }
 
 /* ---- elementwise fusion ---- */
-
-/* Several nodes: like model(), each of nodes[0..n) a NodeProto. */
-static void model_nodes(pbw *out, int opset, const pbw *nodes, int n, const io *in, int n_in,
-			const char *const *outs, int n_out)
-{
-	static pbw g, op;
-	g.n = 0;
-	for (int i = 0; i < n; i++)
-		pbw_put(&g, 1, &nodes[i]);
-	pbw_str(&g, 2, "g");
-	for (int i = 0; i < n_in; i++)
-		value_info(&g, 11, in[i].name, in[i].dtype ? in[i].dtype : AIDOS_DT_FLOAT, in[i].rank,
-			   in[i].dims);
-	for (int i = 0; i < n_out; i++) {
-		static pbw vi;
-		vi.n = 0;
-		pbw_str(&vi, 1, outs[i]);
-		pbw_put(&g, 12, &vi);
-	}
-	out->n = 0;
-	pbw_int(out, 1, 8);
-	pbw_put(out, 7, &g);
-	op.n = 0;
-	pbw_str(&op, 1, "");
-	pbw_int(&op, 2, opset);
-	pbw_put(out, 8, &op);
-}
 
 static void fused_case(int64_t d0, int64_t d1, int threads)
 {
