@@ -78,7 +78,7 @@ typedef struct cagent {
 	double contrib;              /* its share of at->util[dev][cls] */
 	int dev;
 	uint64_t prev_requests, prev_ms; /* last heartbeat's counter, for the rate */
-	uint64_t considered_ms;      /* last time the rebalancer considered moving it (cool-down) */
+	uint64_t considered_ms;      /* last move or rebalancer decision (wall ms): the cool-down */
 } cagent;
 
 /* An online latency estimate of one model on one kind of device, from every
@@ -1304,6 +1304,10 @@ static int migrate_agent(coord *c, cagent *a, const char *to, mig_result *res, c
 	if ((dst = find_node(c, res->to)))
 		dst->reserved += a->info->mem_bytes;
 	agent_account(c, a);
+	/* Any move (an operator's migrate, a drain, the rebalancer's own)
+	 * starts the agent's cool-down: the rebalancer does not undo an
+	 * operator's placement seconds later. */
+	a->considered_ms = wall_ms();
 	pthread_mutex_unlock(&c->mu);
 	pb_free(info);
 	{

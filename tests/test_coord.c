@@ -1397,6 +1397,45 @@ static void test_rebalance(void **state)
 	coord_destroy(c);
 }
 
+/* An operator's migration starts the agent's cool-down: the rebalancer does
+ * not move it back seconds later, however loaded its new node looks (the
+ * cluster test saw exactly that under ASan: migrate n2 -> n1, rebalanced
+ * back 2.4 s later). */
+static void test_rebalance_respects_migrate(void **state)
+{
+	coord *c = make(1000, 50, 0);
+	const char *names[] = { "lo1" };
+	double fast[] = { 10 }, slow[] = { 40 };
+	uint64_t reqs[] = { 0 };
+	char err[512] = "";
+	fake(0, "n1");
+	fake(1, "n2");
+	reg(c, "n1", 1ull << 32);
+	place_prio(c, "lo1", 0);
+	reg(c, "n2", 1ull << 32);
+	Aidos__MigrateRequest req = AIDOS__MIGRATE_REQUEST__INIT;
+	Aidos__MigrateReply *r = NULL;
+	req.agent = "lo1";
+	req.to_node = "n2";
+	assert_int_equal(call(c, "Migrate", &req, &r, err, sizeof err), 0);
+	assert_string_equal(r->agent->node, "n2");
+	coord_reply_free(&r->base);
+	hb_agents(c, "n2", 1, names, fast, reqs, 0);
+	usleep(20000);
+	/* n2 overloaded for more checks than the rebalancer needs */
+	for (int k = 0; k < 5; k++) {
+		reqs[0] += 40;
+		hb_agents(c, "n2", 1, names, slow, reqs, 8);
+		usleep(20000);
+		assert_int_equal(coord_rebalance(c), 0);
+	}
+	Aidos__ListAgentsReply *hold = NULL;
+	const Aidos__AgentInfo *a = agent_of(c, "lo1", &hold);
+	assert_string_equal(a->node, "n2");
+	coord_reply_free(&hold->base);
+	coord_destroy(c);
+}
+
 static void test_rebalance_off(void **state)
 {
 	coord_opts o = { .data_dir = tmpdir, .heartbeat_ms = 250, .lease_ms = 100000, .reaper_ms = 50,
@@ -1490,6 +1529,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_over_grpc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_explain_and_events, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rebalance, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rebalance_respects_migrate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rebalance_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_decide_at_scale, setup, teardown),
 	};
