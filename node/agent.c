@@ -13,18 +13,7 @@
 #include "node/node.h"
 #include "node/wire.h"
 #include "pools/pools.h"
-
-__attribute__((format(printf, 4, 5)))
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
+#include "node/util.h"
 
 int node_name_valid(const char *s)
 {

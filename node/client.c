@@ -28,43 +28,13 @@
 #include "node/ipc.h"
 #include "node/ipc_abi.h"
 #include "pools/pools.h"
+#include "node/util.h"
 
 #define MAX_AGENTS 256
 #define MAX_BLOCKS 4096
 /* A request whose agent's round trips average more than this many client
  * spins is waited for asleep from the start (wait_cqe's `far`). */
 #define FAR_SPINS 8
-
-__attribute__((format(printf, 4, 5)))
-/* Writes one line into err (when given) and returns code. */
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
-
-/* CLOCK_MONOTONIC in ns (vDSO: no system call). */
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* A spin-wait hint to the core. */
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ volatile("yield");
-#endif
-}
 
 typedef struct blk {
 	uint64_t off, len;

@@ -41,39 +41,9 @@
 #include "aidos/client.h"
 #include "node/ipc.h"
 #include "pools/pools.h"
+#include "node/util.h"
 
 #define RX_CAP (sizeof(aidos_ipc_msg) + AIDOS_IPC_MAX_PAYLOAD)
-
-__attribute__((format(printf, 4, 5)))
-/* Writes one line into err (when given) and returns code. */
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
-
-/* CLOCK_MONOTONIC in ns. */
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);   /* vDSO: no system call */
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* A spin-wait hint to the core (x86 pause, arm yield). */
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ volatile("yield");
-#endif
-}
 
 /* Shared (not private) futexes: the word lives in a MAP_SHARED memfd that
  * another process maps too. */

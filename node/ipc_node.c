@@ -49,6 +49,7 @@
 #include "node/ipc.h"
 #include "node/node.h"
 #include "pools/pools.h"
+#include "node/util.h"
 
 #define WAIT_SPIN_US_DEFAULT 50
 
@@ -56,36 +57,6 @@ struct ipc_node {
 	node *n;
 	uint64_t wait_ns;      /* the poller's spin for its request before sleeping */
 };
-
-__attribute__((format(printf, 4, 5)))
-/* Writes one line into err (when given) and returns code. */
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
-
-/* CLOCK_MONOTONIC in ns (vDSO). */
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield");
-#endif
-}
 
 /* ipc_ops.spawn: node_agent_spawn_local with the client's options.
  * Errors: -EEXIST (the name is taken), those of node_agent_spawn_local. */

@@ -45,6 +45,7 @@
 #include "node/wire.h"
 #include "pools/pools.h"
 #include "proto/rpc.h"
+#include "node/util.h"
 
 #define REGISTER_DEADLINE_MS 3000
 #define REGISTER_RETRY_MS 500
@@ -111,18 +112,6 @@ static double mono_msf(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-__attribute__((format(printf, 4, 5)))
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
 }
 
 void node_log(const node *n, int level, const char *fmt, ...)

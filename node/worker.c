@@ -45,6 +45,7 @@
 #include "node/node.h"
 #include "node/wire.h"
 #include "pools/pools.h"
+#include "node/util.h"
 
 #define SPIN_NS 50000ull          /* idle spin before the futex sleep: 50 us */
 #define WAIT_SPIN_NS 20000ull     /* node_run's spin before its futex sleep */
@@ -109,13 +110,6 @@ static void futex_wait(uint32_t *w, uint32_t val)
 static void futex_wake(uint32_t *w, int n)
 {
 	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#endif
 }
 
 /* Bumps a sequence; wakes one of its sleepers (all: every one) if there
