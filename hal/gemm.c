@@ -396,9 +396,17 @@ void hal_epilogue_apply(const ir_epilogue *e, float *restrict y, int64_t n)
 /* ---- the driver ---- */
 
 /* Task grid and scratch layout; a pure function of the sizes so that infer()
- * (hal_gemm_scratch_bytes) and exec() (hal_gemm) agree. */
+ * (hal_gemm_scratch_bytes) and exec() (hal_gemm) agree.
+ *
+ * A task is one N block (nc columns) times one M partition (a run of MC
+ * blocks): it loops over K blocks, packs its kc x nc slice of B once per
+ * K block and sweeps all its M blocks with it (the BLIS order jc, pc, ic,
+ * jr, ir). B is therefore packed exactly once per GEMM when M is not
+ * split (ms == 1), whatever M is; the first design (one task per MC x NC
+ * block) re-packed B once per M block: 9 times at 2048^3, ~10% of the
+ * time. A is packed once, up front, for all tasks. */
 struct gemm_plan {
-	int64_t mc, nc, mb, nb, ntask;
+	int64_t mc, nc, mb, nb, ms, ntask;
 	int nslots;
 	size_t a_floats;     /* packed A in scratch (0 when pre-packed) */
 	size_t slot_floats;  /* one worker's B block (0 when pre-packed) */
@@ -406,11 +414,13 @@ struct gemm_plan {
 
 #define SERIAL_FLOPS (1 << 18)  /* below this a fork/join costs more than it saves */
 
-/* The task grid for `threads` workers. One worker gets one task per
- * (MC, NC) block: splitting further only re-packs B per M chunk. Several
- * want about four tasks each, so the atomic hand-out evens out uneven
- * progress (a core shared with other work). M chunks are balanced (256
- * rows: 2 x 128, not 240 + 16: a 16-row chunk runs 3 short micro-panels). */
+/* The task grid for `threads` workers. One worker: one task per NC block.
+ * Several want about four tasks each, so the atomic hand-out evens out
+ * uneven progress (a core shared with other work): N blocks are narrowed
+ * first (down to 2*NR columns: each worker packs a disjoint part of B,
+ * nothing is packed twice), then M is split into partitions (each one
+ * re-packs its N block of B), then MC shrinks. M blocks are balanced (256
+ * rows: 2 x 128, not 240 + 16: a 16-row block runs 3 short micro-panels). */
 static void gemm_plan(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode, int threads,
 		      struct gemm_plan *p)
 {
@@ -420,21 +430,25 @@ static void gemm_plan(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode,
 		threads = 1;
 	int64_t want = threads > 1 ? 4 * (int64_t)threads : 1;
 	int64_t mcmax = HAL_GEMM_MC / mr * mr, mb0 = (M + mcmax - 1) / mcmax;
+	int64_t ncmax = MIN(round_up(N, nr), HAL_GEMM_NC / nr * nr);
 	p->mc = round_up((M + mb0 - 1) / mb0, mr);
-	p->nc = MIN(round_up(N, nr), HAL_GEMM_NC / nr * nr);
+	p->nc = ncmax;
+	p->ms = 1;
 	for (;;) {
 		p->mb = (M + p->mc - 1) / p->mc;
 		p->nb = (N + p->nc - 1) / p->nc;
-		p->ntask = p->mb * p->nb;
+		p->ms = MIN(p->mb, MAX(p->ms, 1));
+		p->ntask = p->nb * p->ms;
 		if (p->ntask >= want)
 			break;
-		/* Smaller tasks only cost re-packing B per M chunk (1/(2*mc) of
-		 * the flops) and shorter micro-panel sweeps. */
-		if (p->mc >= 8 * mr)
-			p->mc = round_up(p->mc / 2, mr);
-		else if (p->nc >= 8 * nr)
+		if (p->nc >= 4 * nr)
 			p->nc = round_up(p->nc / 2, nr);
-		else
+		else if (p->ms < p->mb)
+			p->ms = MIN(p->mb, (want + p->nb - 1) / p->nb);
+		else if (p->mc >= 8 * mr) {
+			p->mc = round_up(p->mc / 2, mr);
+			p->ms = p->mb * 2;  /* clamped to the new mb above */
+		} else
 			break;
 	}
 	p->nslots = (int)MIN(MIN(p->ntask, threads), HAL_GEMM_SLOTS);
@@ -443,8 +457,7 @@ static void gemm_plan(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode,
 	 * for the widest nc any thread count gives, so that the scratch size
 	 * does not depend on the pool. */
 	p->slot_floats = b_mode == 1 ? 0
-			 : (size_t)round_up(MIN(K, KC) * (b_mode == 2 ? nr
-							  : MIN(round_up(N, nr), HAL_GEMM_NC / nr * nr)), 16);
+			 : (size_t)round_up(MIN(K, KC) * (b_mode == 2 ? nr : ncmax), 16);
 }
 
 size_t hal_gemm_scratch_bytes(int64_t M, int64_t N, int64_t K, int a_packed, int b_mode)
@@ -473,21 +486,34 @@ struct gemm_run {
 	atomic_llong next;    /* next task; relaxed: the fork/join orders the data */
 };
 
+/* Task t: N block t / ms, M partition t % ms (see struct gemm_plan). */
 static void gemm_task(struct gemm_run *r, int64_t t, float *slot)
 {
 	const hal_gemm_args *g = r->g;
 	const int mr = r->isa->mr, nr = r->isa->nr;
 	const kern_fn kern = r->isa->kern;
-	int64_t jb = t / r->p.mb, ib = t % r->p.mb;
+	int64_t jb = t / r->p.ms, is = t % r->p.ms;
 	int64_t j0 = jb * r->p.nc, nc = MIN(r->p.nc, g->N - j0);
-	int64_t i0 = ib * r->p.mc, mc = MIN(r->p.mc, g->M - i0);
+	/* this partition's M blocks: [b0, b1), balanced over ms */
+	int64_t b0 = r->p.mb * is / r->p.ms, b1 = r->p.mb * (is + 1) / r->p.ms;
+	/* a partial last panel read in place would read past column N-1:
+	 * it is packed into the slot once per K block */
+	int64_t jtail = g->b_koff && nc % nr ? nc - nc % nr : -1;
 	for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
 		int64_t kc = MIN(KC, g->K - k0);
+		int last = k0 + kc >= g->K;
 		const float *bp = slot;
 		const int64_t *koff = NULL;
 		if (g->b_koff) {
 			bp = g->b + j0;
 			koff = g->b_koff + k0;
+			if (jtail >= 0) {
+				int64_t n = nc - jtail;
+				for (int64_t k = 0; k < kc; k++) {
+					memcpy(slot + k * nr, bp + jtail + koff[k], (size_t)n * sizeof *slot);
+					memset(slot + k * nr + n, 0, (size_t)(nr - n) * sizeof *slot);
+				}
+			}
 		} else if (g->b_packed)
 			bp = g->b_packed + k0 * r->npad + j0 * kc;
 		else if (g->b_pack)
@@ -495,34 +521,33 @@ static void gemm_task(struct gemm_run *r, int64_t t, float *slot)
 		else
 			pack_b_block(slot, g->b, g->trans_b ? 1 : g->ldb, g->trans_b ? g->ldb : 1,
 				     k0, kc, j0, nc, nr);
-		const float *ap = r->pa + k0 * r->mpad + i0 * kc;
 		const float ab[2] = { g->alpha, k0 == 0 ? g->beta : 1.0f };
 		const float *bias = k0 == 0 ? g->bias : NULL;
-		const ir_epilogue *epi = k0 + kc >= g->K ? g->epi : NULL;
-		/* BLIS order: one B micro-panel (L1) against the whole A block (L2). */
-		for (int64_t j = 0; j < nc; j += nr) {
-			float *cj = g->c + i0 * g->ldc + j0 + j;
-			const float *bj = koff ? bp + j : bp + j * kc;
-			const int64_t *kj = koff;
-			if (koff && nc - j < nr) {
-				/* a partial last panel would read past column
-				 * N-1: pack it */
-				int64_t n = nc - j;
-				for (int64_t k = 0; k < kc; k++) {
-					memcpy(slot + k * nr, bj + koff[k], (size_t)n * sizeof *slot);
-					memset(slot + k * nr + n, 0, (size_t)(nr - n) * sizeof *slot);
+		const ir_epilogue *epi = last ? g->epi : NULL;
+		for (int64_t ib = b0; ib < b1; ib++) {
+			int64_t i0 = ib * r->p.mc, mc = MIN(r->p.mc, g->M - i0);
+			const float *ap = r->pa + k0 * r->mpad + i0 * kc;
+			/* BLIS order: one B micro-panel (L1) against the whole
+			 * A block (L2); the B block stays in L2 across M blocks. */
+			for (int64_t j = 0; j < nc; j += nr) {
+				float *cj = g->c + i0 * g->ldc + j0 + j;
+				const float *bj = koff ? bp + j : bp + j * kc;
+				const int64_t *kj = koff;
+				if (j == jtail) {
+					bj = slot;
+					kj = NULL;
 				}
-				bj = slot;
-				kj = NULL;
+				for (int64_t i = 0; i < mc; i += mr)
+					kern(kc, ap + i * kc, bj, kj, cj + i * g->ldc, g->ldc,
+					     (int)MIN(mr, mc - i), (int)MIN(nr, nc - j), ab,
+					     bias ? bias + i0 + i : NULL, epi);
 			}
-			for (int64_t i = 0; i < mc; i += mr)
-				kern(kc, ap + i * kc, bj, kj, cj + i * g->ldc, g->ldc,
-				     (int)MIN(mr, mc - i), (int)MIN(nr, nc - j), ab,
-				     bias ? bias + i0 + i : NULL, epi);
+			/* all of K done for this block: hand it over while
+			 * it is still in cache */
+			if (last && g->done)
+				g->done(g->done_ctx, i0, mc, j0, nc);
 		}
 	}
-	if (g->done)
-		g->done(g->done_ctx, i0, mc, j0, nc);
 }
 
 static void gemm_worker(void *arg, int64_t s0, int64_t s1)

@@ -24,11 +24,14 @@
  * M = 1 with a pre-packed B (a fully connected layer at batch 1) skips the
  * blocking: each packed B row is read once, at memory speed.
  *
- * Threads: hal_gemm splits C into (M-chunk x N-block) tasks handed out
- * through an atomic counter to at most HAL_GEMM_SLOTS workers of
- * hal_parallel_for (one task per block on one thread, about four per
- * thread on several); each worker packs its B blocks into its own slot of
- * the caller's scratch. No allocation, no locks, no system calls.
+ * Threads: hal_gemm packs A once (in parallel), then splits C into tasks
+ * of one N block (at most HAL_GEMM_NC columns) by a run of M blocks,
+ * handed out through an atomic counter to at most HAL_GEMM_SLOTS workers
+ * of hal_parallel_for (one task per N block on one thread, about four per
+ * thread on several: narrower N blocks first, M split last). A task packs
+ * its B columns once per K block into its worker's slot of the caller's
+ * scratch and sweeps all its M blocks with them, so B is packed once per
+ * GEMM unless M is split. No allocation, no locks, no system calls.
  */
 #ifndef AIDOS_HAL_GEMM_H
 #define AIDOS_HAL_GEMM_H
@@ -39,8 +42,8 @@
 #include "hal/ir.h"
 
 #define HAL_GEMM_KC 256    /* K block: kc*MR (A micro-panel) and kc*NR (B) fit L1 */
-#define HAL_GEMM_NC 256    /* N block a task packs and sweeps */
-#define HAL_GEMM_MC 240    /* rows of A per task: an MC x KC block stays in L2 */
+#define HAL_GEMM_NC 256    /* widest N block a task packs (KC x NC: L2) */
+#define HAL_GEMM_MC 240    /* rows of an A block: MC x KC stays in L2 */
 #define HAL_GEMM_SLOTS 16  /* most workers one GEMM uses (one B buffer each) */
 
 /* Writes the packed form of B's rows [k0, k0+kc) and columns [j0, j0+nc)

@@ -92,7 +92,30 @@ struct gcase {
 	float alpha, beta;
 	int bias;
 	int amode, bmode;
+	int epi_done;    /* a Clip epilogue and a done callback (checked) */
 };
+
+/* The done callback's record: how often each element of C was handed
+ * over, and its value then (it must already be final). */
+struct done_rec {
+	const float *c;
+	int64_t ldc;
+	int *count;      /* [M, ldc] */
+	float *snap;     /* [M, ldc] */
+};
+
+static void done_cb(const void *ctx, int64_t i0, int64_t mc, int64_t j0, int64_t nc)
+{
+	const struct done_rec *d = ctx;
+	for (int64_t i = i0; i < i0 + mc; i++)
+		for (int64_t j = j0; j < j0 + nc; j++) {
+			d->count[i * d->ldc + j]++;   /* blocks are disjoint: no race */
+			d->snap[i * d->ldc + j] = d->c[i * d->ldc + j];
+		}
+}
+
+/* The epilogue epi_done cases apply: 2 * clip(x, -0.5, 0.75) - 0.125. */
+static const ir_epilogue test_epi = { IR_ACT_CLIP, -0.5f, 0.75f, 2.0f, -0.125f };
 
 struct cb_ctx {
 	const float *b;   /* element (k, j) at b[k*ldb + j] */
@@ -161,6 +184,15 @@ static void run_gcase(const struct gcase *t, hal_step *st, float *out)
 		g.b_pack = cb_pack;
 		g.b_ctx = &cb;
 	}
+	struct done_rec dr = { c, ldc, NULL, NULL };
+	if (t->epi_done) {
+		dr.count = calloc((size_t)(M * ldc), sizeof *dr.count);
+		dr.snap = calloc((size_t)(M * ldc), sizeof *dr.snap);
+		assert_true(dr.count && dr.snap);
+		g.epi = &test_epi;
+		g.done = done_cb;
+		g.done_ctx = &dr;
+	}
 	int bm = t->bmode == B_PACKED ? 1 : t->bmode == B_KOFF ? 2 : 0;
 	void *scr = scratch_alloc(hal_gemm_scratch_bytes(M, N, K, pa != NULL, bm));
 	hal_gemm(st, &g, scr);
@@ -186,6 +218,18 @@ static void run_gcase(const struct gcase *t, hal_step *st, float *out)
 			}
 			double tol = (double)(K + 4) * U_F32 * (mag + cm) + 1e-30;
 			double got = c[i * ldc + j];
+			if (t->epi_done) {
+				/* clip is 1-Lipschitz: the tolerance scales by post_s */
+				double v = want < test_epi.a ? test_epi.a : want;
+				want = test_epi.post_s * (v > test_epi.b ? test_epi.b : v) +
+				       test_epi.post_b;
+				tol = tol * test_epi.post_s + 4 * U_F32;
+				if (dr.count[i * ldc + j] != 1)
+					fail_msg("M=%lld N=%lld K=%lld: C[%lld,%lld] handed to done %d times",
+						 (long long)M, (long long)N, (long long)K, (long long)i,
+						 (long long)j, dr.count[i * ldc + j]);
+				assert_memory_equal(&dr.snap[i * ldc + j], &c[i * ldc + j], sizeof *c);
+			}
 			if (!(fabs(got - want) <= tol))
 				fail_msg("%s M=%lld N=%lld K=%lld ta=%d tb=%d a%d b%d: C[%lld,%lld] = %.9g, "
 					 "want %.9g (tol %.3g)", hal_gemm_isa(), (long long)M,
@@ -208,6 +252,8 @@ static void run_gcase(const struct gcase *t, hal_step *st, float *out)
 	free(bk);
 	free(koff);
 	free(scr);
+	free(dr.count);
+	free(dr.snap);
 }
 
 /* Every size combination of the edge set, all four transposes. */
@@ -224,7 +270,7 @@ static void gemm_edge_sizes(void **state)
 			for (int j = 0; j < n; j++)
 				for (int k = 0; k < n; k++, idx++) {
 					struct gcase t = { sz[i], sz[j], sz[k], idx & 1, (idx >> 1) & 1,
-							   1.0f, 0.0f, 0, A_RAW, B_RAW };
+							   1.0f, 0.0f, 0, A_RAW, B_RAW, 0 };
 					run_gcase(&t, NULL, NULL);
 				}
 	}
@@ -248,7 +294,7 @@ static void gemm_blocks_alpha_beta(void **state)
 			for (int tr = 0; tr < 4; tr++) {
 				const float *x = ab[(i + (size_t)tr) % 4];
 				struct gcase t = { shapes[i][0], shapes[i][1], shapes[i][2], tr & 1,
-						   tr >> 1, x[0], x[1], (tr + (int)i) & 1, A_RAW, B_RAW };
+						   tr >> 1, x[0], x[1], (tr + (int)i) & 1, A_RAW, B_RAW, 0 };
 				run_gcase(&t, NULL, NULL);
 			}
 	}
@@ -271,7 +317,7 @@ static void gemm_operand_modes(void **state)
 				for (int bm = B_RAW; bm <= B_CALLBACK; bm++) {
 					struct gcase t = { shapes[i][0], shapes[i][1], shapes[i][2],
 							   (int)i & 1, bm == B_CALLBACK ? 0 : (int)(i >> 1) & 1,
-							   0.75f, bm == B_KOFF ? 0.5f : 0.0f, bm & 1, am, bm };
+							   0.75f, bm == B_KOFF ? 0.5f : 0.0f, bm & 1, am, bm, 0 };
 					run_gcase(&t, NULL, NULL);
 				}
 	}
@@ -294,7 +340,7 @@ static void gemm_row_vector(void **state)
 			for (int v = 0; v < 6; v++) {
 				const float *x = ab[v % 3];
 				struct gcase t = { 1, shapes[i][0], shapes[i][1], v & 1, (v >> 1) & 1,
-						   x[0], x[1], v & 1, A_RAW, B_PACKED };
+						   x[0], x[1], v & 1, A_RAW, B_PACKED, 0 };
 				run_gcase(&t, v < 3 ? NULL : &st, NULL);
 			}
 	}
@@ -306,7 +352,7 @@ static void gemm_row_vector(void **state)
 static void gemm_k_zero(void **state)
 {
 	(void)state;
-	struct gcase t = { 5, 7, 0, 0, 0, 1.0f, 0.5f, 1, A_RAW, B_RAW };
+	struct gcase t = { 5, 7, 0, 0, 0, 1.0f, 0.5f, 1, A_RAW, B_RAW, 0 };
 	run_gcase(&t, NULL, NULL);
 	t.beta = 0.0f;
 	run_gcase(&t, NULL, NULL);
@@ -324,7 +370,7 @@ static void gemm_threads(void **state)
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
 		for (int bm = B_RAW; bm <= B_KOFF; bm++) {
 			struct gcase t = { shapes[i][0], shapes[i][1], shapes[i][2], 0, 1, 1.0f, 0.0f, 1,
-					   A_PACKED, bm };
+					   A_PACKED, bm, 0 };
 			size_t n = (size_t)(t.M * (t.N + 3));
 			float *one = malloc(n * sizeof *one), *many = malloc(n * sizeof *many);
 			assert_true(one && many);
@@ -337,6 +383,50 @@ static void gemm_threads(void **state)
 			free(many);
 		}
 	plan_del(p);
+}
+
+/* The task grid of several workers (hal_gemm.h: N blocks narrowed, then M
+ * split into partitions, then MC halved) on every ISA, pools of 2 and 3
+ * threads: shapes spanning several KC, NC and MC blocks, an N too narrow
+ * to split (M partitions re-pack B), a tall thin one (MC halved), every
+ * operand mode, alpha, beta, bias, the epilogue and the done callback;
+ * each checked against the scalar reference and bitwise against one
+ * thread. */
+static void gemm_grid_threads(void **state)
+{
+	static const int64_t shapes[][3] = {
+		{ 250, 530, 300 }, { 730, 49, 300 }, { 700, 20, 90 }, { 256, 256, 100 },
+		{ 97, 1000, 40 }, { 13, 70, 9 },
+	};
+	(void)state;
+	for (int th = 2; th <= 3; th++) {
+		hal_plan *p = plan_new(th);
+		hal_step st = { .plan = p };
+		for (size_t s = 0; s < sizeof isas / sizeof isas[0]; s++) {
+			if (hal_gemm_use_isa(isas[s]))
+				continue;
+			for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+				for (int bm = B_RAW; bm <= B_CALLBACK; bm++) {
+					int v = (int)i + bm + th;
+					struct gcase t = { shapes[i][0], shapes[i][1], shapes[i][2],
+							   v & 1, bm == B_CALLBACK ? 0 : (v >> 1) & 1,
+							   v & 1 ? 0.75f : 1.0f, bm == B_KOFF ? 0.5f : 0.0f,
+							   v & 1, (v >> 2) & 1 ? A_PACKED : A_RAW, bm, v & 1 };
+					size_t n = (size_t)(t.M * (t.N + 3));
+					float *one = malloc(n * sizeof *one), *many = malloc(n * sizeof *many);
+					assert_true(one && many);
+					uint64_t seed = rng;
+					run_gcase(&t, NULL, one);
+					rng = seed;
+					run_gcase(&t, &st, many);
+					assert_memory_equal(one, many, n * sizeof *one);
+					free(one);
+					free(many);
+				}
+		}
+		hal_gemm_use_isa(default_isa);
+		plan_del(p);
+	}
 }
 
 /* ---------------- Conv / ConvTranspose through the op ---------------- */
@@ -566,6 +656,7 @@ int main(void)
 		cmocka_unit_test(gemm_k_zero),
 		cmocka_unit_test(gemm_row_vector),
 		cmocka_unit_test(gemm_threads),
+		cmocka_unit_test(gemm_grid_threads),
 		cmocka_unit_test(conv_fast_vs_reference),
 		cmocka_unit_test(convtranspose_fast_vs_reference),
 	};
