@@ -21,7 +21,7 @@
  * consecutive real output pixels (a tile may span rows): no padding column
  * is ever computed, and only the last tile of a plane has unused rows. The
  * accumulated tile goes through the fused epilogue, then to Y's rows
- * [o][pixels], 4 floats each.
+ * [o][pixels], 4 floats each (a 4x4 transpose in registers per 4 channels).
  *
  * Tasks are (panel, run of pixel tiles): a panel of K*CS_NR floats stays in
  * L1 (K <= 288 for the 3-tap kernels here) while its tiles stream. A step
@@ -111,6 +111,36 @@ struct csm {
 	size_t xp_floats;    /* padded input [cin, hp, wp] at the start of scratch */
 };
 
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+/* Writes a full tile t [CS_MR = 4 pixels][CS_NR] (pixel-major) to Y's rows:
+ * y[o*ohw + i] = t[i*CS_NR + o] for i < 4 and o below the largest multiple
+ * of 4 <= no, 4x4 blocks transposed in registers (unpack, then move
+ * halves: SSE shuffles on every x86-64), one 16-byte store per channel.
+ * Returns the channels done. */
+static int64_t cs_store4(float *y, int64_t ohw, const float *t, int64_t no)
+{
+	const v4i lo = { 0, 4, 1, 5 }, hi = { 2, 6, 3, 7 }, l2 = { 0, 1, 4, 5 }, h2 = { 2, 3, 6, 7 };
+	int64_t o = 0;
+	for (; o + 4 <= no; o += 4) {
+		v4f a0, a1, a2, a3;
+		memcpy(&a0, t + o, sizeof a0);
+		memcpy(&a1, t + CS_NR + o, sizeof a1);
+		memcpy(&a2, t + 2 * CS_NR + o, sizeof a2);
+		memcpy(&a3, t + 3 * CS_NR + o, sizeof a3);
+		v4f t0 = __builtin_shuffle(a0, a1, lo), t1 = __builtin_shuffle(a2, a3, lo);
+		v4f t2 = __builtin_shuffle(a0, a1, hi), t3 = __builtin_shuffle(a2, a3, hi);
+		v4f b0 = __builtin_shuffle(t0, t1, l2), b1 = __builtin_shuffle(t0, t1, h2);
+		v4f b2 = __builtin_shuffle(t2, t3, l2), b3 = __builtin_shuffle(t2, t3, h2);
+		memcpy(y + o * ohw, &b0, sizeof b0);
+		memcpy(y + (o + 1) * ohw, &b1, sizeof b1);
+		memcpy(y + (o + 2) * ohw, &b2, sizeof b2);
+		memcpy(y + (o + 3) * ohw, &b3, sizeof b3);
+	}
+	return o;
+}
+
 /* Tasks [t0, t1): task t is panel t / tasks_per_panel, tiles
  * [q*tiles_per_task, (q+1)*tiles_per_task) with q = t % tasks_per_panel. */
 static void cs_range(void *arg, int64_t t0, int64_t t1)
@@ -132,7 +162,8 @@ static void cs_range(void *arg, int64_t t0, int64_t t1)
 				hal_epilogue_apply(c->g.epi, t, CS_MR * CS_NR);
 			float *y = j->y + o0 * c->ohw + p0;
 			if (mr == CS_MR) {
-				for (int64_t o = 0; o < no; o++, y += c->ohw)
+				int64_t o = cs_store4(y, c->ohw, t, no);
+				for (y += o * c->ohw; o < no; o++, y += c->ohw)
 					for (int i = 0; i < CS_MR; i++)
 						y[i] = t[i * CS_NR + o];
 			} else {
