@@ -10,11 +10,9 @@
  * pixel counts that leave a partial 4-pixel tile, output channels that
  * leave a partial 24-channel panel, no bias, a 1-D Conv; each on 1 and 2
  * threads (cases over the path's threshold split across both), with the
- * AVX2 tile and the baseline one (hal_gemm_use_isa). Every case but "oww
- * first" has output channels filling the 24-lane panels to >= 5/6 and
- * constant weights, so the path takes it; "oww first" (one input channel,
- * the model's first Conv) goes to the depthwise path with the same fused
- * epilogue.
+ * AVX2 tile and the baseline one (hal_gemm_use_isa). Every case has output
+ * channels filling the 24-lane panels to >= 5/6 and constant weights, so
+ * the path takes it.
  * Tolerance: |got - want| <= 1e-4 (1 + |want|): float sums of at most
  * 288 products of magnitude <= 2.
  */

@@ -341,7 +341,7 @@ static int conv_infer(hal_step *s)
 		c->path = c->cin_g == 1 && win_k(W) <= DW_MAX_TAPS ? CONV_DW
 			  : one ? CONV_1X1 : CONV_PHASE;
 	}
-	if (c->path == CONV_PHASE && c->group == 1 &&
+	if ((c->path == CONV_PHASE || c->path == CONV_DW) && c->group == 1 &&
 	    (rc = hal_conv_small_plan(s, &(hal_conv2d_geom){ c->n, c->cin, c->cout, W->in[1], W->in[2],
 				      W->out[1], W->out[2], W->k[1], W->k[2], W->st[1], W->st[2],
 				      W->dl[1], W->dl[2], W->pb[1], W->pb[2], c->epi })))
