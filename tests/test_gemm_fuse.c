@@ -9,7 +9,8 @@
  * HardSwish and its Add-Clip-Mul-Div spelling, x*HardSigmoid(x), LeakyRelu
  * and a Max with a scalar after it (openWakeWord), a scalar affine after
  * the activation), through the Conv paths (depthwise narrow and
- * wide, 1x1, polyphase 3x3 stride 2). It is run twice through the public
+ * wide, 1x1, polyphase 3x3 stride 2, small planes: hal/ops/conv_small.c,
+ * whose tile applies LeakyRelu itself). It is run twice through the public
  * API: as loaded (fused, fast kernels) and with hal_use_reference set before
  * loading (no fusion, scalar reference kernels), the independent
  * reference. The fused plan must also have the expected number of steps
@@ -221,7 +222,7 @@ static const struct fcase cases[] = {
 	/* Conv+Mul, then Relu and Add as one fused elementwise step (plan.c) */
 	{ "read twice",      6, 8, 8,    6,  1, 1, 1, 0, CH_READ_TWICE,  2 },
 	{ "output mid",      6, 8, 8,    6,  1, 1, 1, 0, CH_OUTPUT_MID,  2 },
-	{ "3x3 leaky max",   7, 9, 5,   13,  1, 3, 1, 1, CH_LEAKY_MAX,   1 },
+	{ "3x3 leaky max",   7, 9, 5,   24,  1, 3, 1, 1, CH_LEAKY_MAX,   1 },  /* conv_small */
 	{ "1x1 leaky",       9, 5, 7,   24,  1, 1, 1, 0, CH_LEAKY,       1 },
 	{ "dw leaky max",   12, 6, 9,   12, 12, 3, 1, 1, CH_LEAKY_MAX,   1 },
 	{ "3x3 s2 leaky",    6, 11, 13, 16,  1, 3, 2, 1, CH_LEAKY,       1 },

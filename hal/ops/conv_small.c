@@ -56,11 +56,27 @@ struct cs_job {
  * x[pix[i] + koff[k]] * w[k*CS_NR + o]. All 12 accumulators and the three
  * weight vectors stay in registers (16 on AVX2). Compiled for AVX2+FMA and
  * for the baseline, chosen at plan time with the GEMM's kernel (so that
- * hal_gemm_use_isa("generic") tests the baseline one too). */
+ * hal_gemm_use_isa("generic") tests the baseline one too). A LeakyRelu
+ * epilogue (openWakeWord's) is applied here in registers; the caller
+ * applies any other (hal_epilogue_apply). */
 typedef void (*cs_tile_fn)(int64_t K, const float *x, const int64_t *pix, const int64_t *koff,
-			   const float *w, const float *bias, float *t);
+			   const float *w, const float *bias, const ir_epilogue *epi, float *t);
+typedef int32_t v8i __attribute__((vector_size(32)));
 
+/* x = ps * max(x < 0 ? a*x : x, lo) + pb: IR_ACT_LEAKYRELU as
+ * hal_epilogue_apply computes it, on the accumulators */
+#define CS_LEAKY(x) do {                                                        \
+		v8f v_ = (x) * A;                                               \
+		(x) = (v8f)(((v8i)(x) & ~((x) < z)) | ((v8i)v_ & ((x) < z)));   \
+		(x) = (v8f)(((v8i)(x) & ~((x) < LO)) | ((v8i)LO & ((x) < LO))); \
+		(x) = (x) * PS + PB;                                            \
+	} while (0)
 #define CS_ST(i) c##i##0 += b0; c##i##1 += b1; c##i##2 += b2;                  \
+	if (leaky) {                                                           \
+		CS_LEAKY(c##i##0);                                             \
+		CS_LEAKY(c##i##1);                                             \
+		CS_LEAKY(c##i##2);                                             \
+	}                                                                      \
 	memcpy(t + (i) * CS_NR, &c##i##0, sizeof b0);                          \
 	memcpy(t + (i) * CS_NR + 8, &c##i##1, sizeof b0);                      \
 	memcpy(t + (i) * CS_NR + 16, &c##i##2, sizeof b0);
@@ -68,7 +84,8 @@ typedef void (*cs_tile_fn)(int64_t K, const float *x, const int64_t *pix, const 
 #define CS_TILE(NAME, ATTR)                                                         \
 	ATTR static void NAME(int64_t K, const float *x, const int64_t *restrict pix, \
 			      const int64_t *restrict koff, const float *restrict w,   \
-			      const float *restrict bias, float *restrict t)           \
+			      const float *restrict bias, const ir_epilogue *epi,      \
+			      float *restrict t)                                       \
 	{                                                                           \
 		const float *x0 = x + pix[0], *x1 = x + pix[1];                     \
 		const float *x2 = x + pix[2], *x3 = x + pix[3];                     \
@@ -91,6 +108,10 @@ typedef void (*cs_tile_fn)(int64_t K, const float *x, const int64_t *pix, const 
 		memcpy(&b0, bias, sizeof b0);                                       \
 		memcpy(&b1, bias + 8, sizeof b1);                                   \
 		memcpy(&b2, bias + 16, sizeof b2);                                  \
+		int leaky = epi && epi->act == IR_ACT_LEAKYRELU;                    \
+		const v8f A = z + (leaky ? epi->a : 0.0f), LO = z + (leaky ? epi->b : 0.0f); \
+		const v8f PS = z + (leaky ? epi->post_s : 0.0f);                    \
+		const v8f PB = z + (leaky ? epi->post_b : 0.0f);                    \
 		CS_ST(0) CS_ST(1) CS_ST(2) CS_ST(3)                                 \
 	}
 
@@ -157,8 +178,8 @@ static void cs_range(void *arg, int64_t t0, int64_t t1)
 		e = e < c->ntile ? e : c->ntile;
 		for (int64_t tile = q * j->tiles_per_task; tile < e; tile++) {
 			int64_t p0 = tile * CS_MR, mr = c->ohw - p0 < CS_MR ? c->ohw - p0 : CS_MR;
-			c->tile(c->K, j->xp, c->pix + p0, c->koff, w, c->bias + o0, t);
-			if (c->g.epi)
+			c->tile(c->K, j->xp, c->pix + p0, c->koff, w, c->bias + o0, c->g.epi, t);
+			if (c->g.epi && c->g.epi->act != IR_ACT_LEAKYRELU)
 				hal_epilogue_apply(c->g.epi, t, CS_MR * CS_NR);
 			float *y = j->y + o0 * c->ohw + p0;
 			if (mr == CS_MR) {
