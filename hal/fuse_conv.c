@@ -172,6 +172,24 @@ static int clip_bounds(const ir_graph *g, const ir_node *n, int opset, float *lo
 	return 1;
 }
 
+/* A Max(cur, k) or Max(k, cur) with k one float that does not raise the
+ * rank (so the output keeps cur's shape): folded into a LeakyRelu's lower
+ * bound e->b (openWakeWord follows each LeakyRelu with one). 1 if it did. */
+static int fold_max(struct chain *c, const ir_node *n, const char *cur, ir_epilogue *e)
+{
+	int first;
+	float k;
+	ir_tensor tmp;
+	const char *o = other_input(n, cur, &first);
+	if (!is_op(n, "Max") || !o || !scalar_const(c->g, o, &k))
+		return 0;
+	const ir_tensor *t = ir_graph_const(c->g, o, &tmp);
+	if (!t || t->rank > c->rank)
+		return 0;
+	e->b = k > e->b ? k : e->b;
+	return 1;
+}
+
 /* Recognises an activation reading cur; fills e and drop, sets *out to the
  * name of its result. 0 when there is none. */
 static int match_act(struct chain *c, const char *cur, int opset, ir_epilogue *e, const char **out)
@@ -202,11 +220,22 @@ static int match_act(struct chain *c, const char *cur, int opset, ir_epilogue *e
 			e->act = IR_ACT_HARDSWISH;
 			e->a = 1.0f / 6.0f;
 			e->b = 0.5f;
+		} else if (is_op(a, "LeakyRelu") && a->n_in == 1) {
+			e->act = IR_ACT_LEAKYRELU;
+			e->a = hal_attr_float(a, "alpha", 0.01f);
+			e->b = -INFINITY;
 		} else {
 			return 0;
 		}
 		c->drop[idx[0]] = 1;
 		*out = a->out[0];
+		const ir_node *m;
+		int mi;
+		while (e->act == IR_ACT_LEAKYRELU && (m = sole(g, *out, &mi)) &&
+		       fold_max(c, m, *out, e)) {
+			c->drop[mi] = 1;
+			*out = m->out[0];
+		}
 		return 1;
 	}
 	if (n != 2)

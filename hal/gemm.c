@@ -42,6 +42,7 @@ static inline float epi_one(int act, float x, float a, float b)
 		v = v > 1.0f ? 1.0f : v;
 		return act == IR_ACT_HARDSWISH ? x * v : v;
 	case IR_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+	case IR_ACT_LEAKYRELU: v = x < 0.0f ? a * x : x; return v < b ? b : v;
 	default: return x;
 	}
 }
@@ -74,6 +75,12 @@ static inline float epi_one(int act, float x, float a, float b)
 		case IR_ACT_SIGMOID:                                            \
 			for (int l_ = 0; l_ < (int)(sizeof(VT) / sizeof(float)); l_++) \
 				x[l_] = 1.0f / (1.0f + expf(-x[l_]));           \
+			break;                                                  \
+		case IR_ACT_LEAKYRELU:                                          \
+			lo_ = (zero) + (e)->b;                                  \
+			v_ = x * (e)->a;                                        \
+			x = (VT)(((VI)x & ~(x < (zero))) | ((VI)v_ & (x < (zero)))); \
+			x = VMAX_T(VT, VI, x, lo_);                             \
 			break;                                                  \
 		default: break;                                                 \
 		}                                                               \
@@ -387,6 +394,9 @@ void hal_epilogue_apply(const ir_epilogue *e, float *restrict y, int64_t n)
 		EPI_LOOP(v = x * A + B; v = VMAX(v, Z); v = VMIN(v, O); v = x * v);
 		break;
 	case IR_ACT_SIGMOID: break;
+	case IR_ACT_LEAKYRELU:
+		EPI_LOOP(v = x * A; v = (v8f)(((v8i)x & ~(x < Z)) | ((v8i)v & (x < Z))); v = VMAX(v, B));
+		break;
 	default: EPI_LOOP(v = x); break;
 	}
 	for (; i < n; i++)

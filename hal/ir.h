@@ -68,6 +68,8 @@ enum ir_act {
 	IR_ACT_HARDSIGMOID = 3, /* max(0, min(1, a*x + b)) */
 	IR_ACT_HARDSWISH = 4, /* x * max(0, min(1, a*x + b)) (ONNX: a = 1/6, b = 1/2) */
 	IR_ACT_SIGMOID = 5,   /* 1 / (1 + exp(-x)) */
+	IR_ACT_LEAKYRELU = 6, /* max(x < 0 ? a*x : x, b): LeakyRelu (alpha a), then a
+			       * Max with the scalar b (b = -inf: none) */
 };
 
 /* What a load-time rewrite folded into a node's output, applied per element

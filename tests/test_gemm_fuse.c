@@ -6,9 +6,11 @@
  * Each case is a small model written here as ONNX protobuf bytes: x -> Conv
  * -> a chain of the forms exporters emit (BatchNormalization, Mul/Add/Div by
  * per-channel and scalar constants, Relu, Clip, Sigmoid, HardSigmoid,
- * HardSwish and its Add-Clip-Mul-Div spelling, x*HardSigmoid(x), a scalar
- * affine after the activation), through the Conv paths (depthwise narrow and
- * wide, 1x1, polyphase 3x3 stride 2). It is run twice through the public
+ * HardSwish and its Add-Clip-Mul-Div spelling, x*HardSigmoid(x), LeakyRelu
+ * and a Max with a scalar after it (openWakeWord), a scalar affine after
+ * the activation), through the Conv paths (depthwise narrow and
+ * wide, 1x1, polyphase 3x3 stride 2, small planes: hal/ops/conv_small.c,
+ * whose tile applies LeakyRelu itself). It is run twice through the public
  * API: as loaded (fused, fast kernels) and with hal_use_reference set before
  * loading (no fusion, scalar reference kernels), the independent
  * reference. The fused plan must also have the expected number of steps
@@ -196,6 +198,8 @@ enum chain {
 	CH_HSWISH_OP,        /* HardSwish (opset 14) */
 	CH_READ_TWICE,       /* Mul s, then Relu and Add both read it: no fusion past Mul */
 	CH_OUTPUT_MID,       /* Mul s is also a graph output: nothing fused */
+	CH_LEAKY_MAX,        /* LeakyRelu 0.2, Max(s, .) (a Constant node), Mul s */
+	CH_LEAKY,            /* LeakyRelu (default alpha), Max(., s), Max(s, .) */
 };
 
 struct fcase {
@@ -218,6 +222,10 @@ static const struct fcase cases[] = {
 	/* Conv+Mul, then Relu and Add as one fused elementwise step (plan.c) */
 	{ "read twice",      6, 8, 8,    6,  1, 1, 1, 0, CH_READ_TWICE,  2 },
 	{ "output mid",      6, 8, 8,    6,  1, 1, 1, 0, CH_OUTPUT_MID,  2 },
+	{ "3x3 leaky max",   7, 9, 5,   24,  1, 3, 1, 1, CH_LEAKY_MAX,   1 },  /* conv_small */
+	{ "1x1 leaky",       9, 5, 7,   24,  1, 1, 1, 0, CH_LEAKY,       1 },
+	{ "dw leaky max",   12, 6, 9,   12, 12, 3, 1, 1, CH_LEAKY_MAX,   1 },
+	{ "3x3 s2 leaky",    6, 11, 13, 16,  1, 3, 2, 1, CH_LEAKY,       1 },
 };
 
 /* Per-channel constant of shape [m,1,1] (or [1,m,1,1] when wide). */
@@ -319,6 +327,18 @@ static void build(const struct fcase *t, pbw *out, const char **y, const char **
 		cur = op2(&b, "Mul", cur, scalar(&b, 1.5f));
 		*mid = cur;
 		cur = op1(&b, "Relu", cur);
+		break;
+	case CH_LEAKY_MAX:
+		cur = node(&b, "LeakyRelu", (const char *[]){ cur, NULL }, &n);
+		attr_float("alpha", 0.2f);
+		end_node(&b, &n);
+		cur = op2(&b, "Max", const_node(&b, -0.3f), cur);
+		cur = op2(&b, "Mul", cur, scalar(&b, 1.5f));
+		break;
+	case CH_LEAKY:
+		cur = op1(&b, "LeakyRelu", cur);
+		cur = op2(&b, "Max", cur, scalar(&b, -0.02f));
+		cur = op2(&b, "Max", scalar(&b, -0.01f), cur);
 		break;
 	}
 	*y = cur;
@@ -433,6 +453,8 @@ static void epilogue_apply(void **state)
 		{ IR_ACT_HARDSIGMOID, 0.2f, 0.5f, 1.0f, 0.0f },
 		{ IR_ACT_HARDSWISH, 1.0f / 6, 0.5f, -1.5f, 0.25f },
 		{ IR_ACT_SIGMOID, 0, 0, 1.0f, 0.0f },
+		{ IR_ACT_LEAKYRELU, 0.2f, -INFINITY, 1.0f, 0.0f },
+		{ IR_ACT_LEAKYRELU, 0.1f, -0.5f, 2.0f, 0.5f },
 	};
 	(void)state;
 	float y[37], x[37];
@@ -450,6 +472,7 @@ static void epilogue_apply(void **state)
 				case IR_ACT_HARDSIGMOID: a = fmax(0, fmin(1, p->a * v + p->b)); break;
 				case IR_ACT_HARDSWISH: a = v * fmax(0, fmin(1, p->a * v + p->b)); break;
 				case IR_ACT_SIGMOID: a = 1 / (1 + exp(-v)); break;
+				case IR_ACT_LEAKYRELU: a = fmax(v < 0 ? p->a * v : v, p->b); break;
 				default: a = v;
 				}
 				double want = p->post_s * a + p->post_b;

@@ -29,7 +29,10 @@
  *     Div, with and without gamma and beta) that the planner replaces with
  *     one LayerNormalization step (hal/fuse_xfmr.c), and the same graph with
  *     an intermediate also a graph output (not fused), against a double
- *     two-pass LayerNorm.
+ *     two-pass LayerNorm;
+ *   - MaxPool whose windows tile the input (kernel = stride, 1 or 2 per
+ *     axis: hal/ops/nn.c's vector path) with vector tails, odd sizes, NaN
+ *     and -inf, on 1 and 2 threads, against a loop (exact).
  * Each case is a one-node model written here as ONNX protobuf bytes (a
  * minimal encoder below, field numbers from onnx.proto) and run through the
  * public API (aidos_model_load_buffer, aidos_session_run).
@@ -1134,6 +1137,78 @@ static void test_layernorm_decomposed(void **st)
 		ln_decomposed_case(v);
 }
 
+/* ---- MaxPool whose windows tile the input (kernel = stride, 1 or 2) ---- */
+
+/* X [2, c, h, w] -> MaxPool kernel kh x kw, strides = kernel, on threads,
+ * against a loop with the kernel's rule: the window's first tap, then any
+ * strictly greater one (a NaN in the first tap stays, a later one is
+ * skipped). Sizes leave a vector tail, an odd last input row/column (no
+ * partial window), and NaN/-inf among the values. */
+static void maxpool_tiled_case(int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw, int threads)
+{
+	static pbw node, bytes;
+	const char *ins[1] = { "x" }, *outs[1] = { "y" };
+	node_begin(&node, "MaxPool", ins, 1, outs, 1);
+	int64_t ks[2] = { kh, kw };
+	attr_ints(&node, "kernel_shape", ks, 2);
+	attr_ints(&node, "strides", ks, 2);
+	const io in[1] = { { "x", 4, { 2, c, h, w } } };
+	model(&bytes, 13, &node, in, 1, outs, 1);
+	int64_t oh = h / kh, ow = w / kw, n = 2 * c * h * w, no = 2 * c * oh * ow;
+	float *x = malloc((size_t)n * sizeof *x);
+	double *want = malloc((size_t)no * sizeof *want);
+	assert_non_null(x);
+	assert_non_null(want);
+	for (int64_t i = 0; i < n; i++)
+		x[i] = i % 97 == 5 ? NAN : i % 89 == 7 ? -INFINITY : frand(-4, 4);
+	for (int64_t p = 0; p < 2 * c; p++)
+		for (int64_t oy = 0; oy < oh; oy++)
+			for (int64_t ox = 0; ox < ow; ox++) {
+				const float *r = x + (p * h + oy * kh) * w + ox * kw;
+				float m = r[0];
+				for (int64_t ky = 0; ky < kh; ky++)
+					for (int64_t kx = 0; kx < kw; kx++)
+						m = r[ky * w + kx] > m ? r[ky * w + kx] : m;
+				want[(p * oh + oy) * ow + ox] = m;
+			}
+	aidos_model *m = NULL;
+	aidos_session *s = NULL;
+	aidos_session_opts o = { .threads = threads };
+	char err[256];
+	assert_int_equal(aidos_model_load_buffer(bytes.b, bytes.n, NULL, &m, err, sizeof err), 0);
+	assert_int_equal(aidos_session_create(m, &o, &s, err, sizeof err), 0);
+	aidos_tensor t = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { 2, c, h, w },
+			   .data = x };
+	assert_int_equal(aidos_session_run(s, 1, &t), 0);
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	assert_int_equal(y.dims[2], oh);
+	assert_int_equal(y.dims[3], ow);
+	const float *got = y.data;
+	for (int64_t i = 0; i < no; i++)
+		if (!(got[i] == want[i] || (isnan(got[i]) && isnan(want[i]))))
+			fail_msg("MaxPool %lldx%lld on %lldx%lld, %d threads: y[%lld] = %g, want %g",
+				 (long long)kh, (long long)kw, (long long)h, (long long)w, threads,
+				 (long long)i, got[i], want[i]);
+	close_model(s, m);
+	free(x);
+	free(want);
+}
+
+static void test_maxpool_tiled(void **st)
+{
+	(void)st;
+	for (int threads = 1; threads <= 2; threads++) {
+		maxpool_tiled_case(3, 72, 32, 2, 2, threads);  /* openWakeWord's shapes */
+		maxpool_tiled_case(5, 32, 16, 1, 2, threads);
+		maxpool_tiled_case(4, 6, 2, 2, 2, threads);
+		maxpool_tiled_case(3, 9, 37, 2, 2, threads);   /* odd row and column, tail */
+		maxpool_tiled_case(2, 7, 35, 2, 1, threads);
+		maxpool_tiled_case(2, 5, 41, 1, 2, threads);
+		maxpool_tiled_case(1, 3, 3, 1, 1, threads);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1151,6 +1226,7 @@ int main(void)
 		cmocka_unit_test(test_loop_early_exit),
 		cmocka_unit_test(test_fused_elementwise),
 		cmocka_unit_test(test_layernorm_decomposed),
+		cmocka_unit_test(test_maxpool_tiled),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

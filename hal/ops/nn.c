@@ -37,6 +37,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include "hal/gemm.h"
+#include "hal/ops/conv_small.h"
 #include "hal/hal.h"
 
 #define SP 3                  /* spatial dims the kernels handle */
@@ -340,6 +341,11 @@ static int conv_infer(hal_step *s)
 		c->path = c->cin_g == 1 && win_k(W) <= DW_MAX_TAPS ? CONV_DW
 			  : one ? CONV_1X1 : CONV_PHASE;
 	}
+	if ((c->path == CONV_PHASE || c->path == CONV_DW) && c->group == 1 &&
+	    (rc = hal_conv_small_plan(s, &(hal_conv2d_geom){ c->n, c->cin, c->cout, W->in[1], W->in[2],
+				      W->out[1], W->out[2], W->k[1], W->k[2], W->st[1], W->st[2],
+				      W->dl[1], W->dl[2], W->pb[1], W->pb[2], c->epi })))
+		return rc < 0 ? rc : 0;  /* hal/ops/conv_small.c took the step */
 	if (c->path == CONV_PHASE) {
 		int64_t sh = W->st[1], sw = W->st[2];
 		int64_t hp = MAX(W->in[1] + W->pb[1] + W->pe[1], (W->out[1] - 1) * sh +
@@ -1611,6 +1617,71 @@ static void maxpool2d_f32(void *arg, int64_t t0, int64_t t1)
 	}
 }
 
+/* m = v > m ? v : m per lane: maxpool2d_f32's rule (a NaN in a later tap
+ * is skipped, one in the first tap kept). */
+#define GT_SEL(m, v) ((m) = (v8f)(((v8i)(m) & ~((v) > (m))) | ((v8i)(v) & ((v) > (m)))))
+
+/* 2-D float MaxPool whose windows tile the input: kernel = stride, both 1
+ * or 2 per axis, no padding, no dilation (openWakeWord's 2x2 and 1x2
+ * pools). Eight outputs per step: the row pairs' even and odd columns are
+ * split by shuffles and the taps visited in maxpool2d_f32's order (row
+ * major), so results match it bit for bit, NaN included. */
+NN_CLONES
+static void maxpool_tile_f32(void *arg, int64_t t0, int64_t t1)
+{
+	const struct pool_job *j = arg;
+	const struct win *W = &j->p->w;
+	int64_t H = W->in[1], Wd = W->in[2], OH = W->out[1], OW = W->out[2];
+	int kh = (int)W->k[1], kw = (int)W->k[2];
+	const v8i ev = { 0, 2, 4, 6, 8, 10, 12, 14 }, od = { 1, 3, 5, 7, 9, 11, 13, 15 };
+	for (int64_t t = t0; t < t1; t++) {
+		const float *x = (const float *)j->x + t * H * Wd;
+		float *y = (float *)j->y + t * OH * OW;
+		for (int64_t oy = 0; oy < OH; oy++, y += OW) {
+			const float *r0 = x + oy * kh * Wd, *r1 = r0 + (kh - 1) * Wd;
+			int64_t ox = 0;
+			if (kw == 2) {
+				for (; ox + 8 <= OW; ox += 8) {
+					v8f a, b, m, v;
+					memcpy(&a, r0 + 2 * ox, sizeof a);
+					memcpy(&b, r0 + 2 * ox + 8, sizeof b);
+					m = __builtin_shuffle(a, b, ev);
+					v = __builtin_shuffle(a, b, od);
+					GT_SEL(m, v);
+					if (kh == 2) {
+						memcpy(&a, r1 + 2 * ox, sizeof a);
+						memcpy(&b, r1 + 2 * ox + 8, sizeof b);
+						v = __builtin_shuffle(a, b, ev);
+						GT_SEL(m, v);
+						v = __builtin_shuffle(a, b, od);
+						GT_SEL(m, v);
+					}
+					memcpy(y + ox, &m, sizeof m);
+				}
+			} else {
+				for (; ox + 8 <= OW; ox += 8) {
+					v8f m, v;
+					memcpy(&m, r0 + ox, sizeof m);
+					if (kh == 2) {
+						memcpy(&v, r1 + ox, sizeof v);
+						GT_SEL(m, v);
+					}
+					memcpy(y + ox, &m, sizeof m);
+				}
+			}
+			for (; ox < OW; ox++) {
+				float m = r0[ox * kw];
+				for (int ky = 0; ky < kh; ky++)
+					for (int kx = ky ? 0 : 1; kx < kw; kx++) {
+						float v = r0[ky * Wd + ox * kw + kx];
+						m = v > m ? v : m;
+					}
+				y[ox] = m;
+			}
+		}
+	}
+}
+
 static void avgpool_range(void *arg, int64_t t0, int64_t t1)
 {
 	const struct pool_job *j = arg;
@@ -1691,6 +1762,18 @@ static void gpool_range(void *arg, int64_t t0, int64_t t1)
 	}
 }
 
+/* The windows of W tile its 2-D input (maxpool_tile_f32's case): kernel =
+ * stride in {1, 2} per axis, no padding, dilation 1, no partial window
+ * (ceil_mode's extra one). */
+static int pool_tiles(const struct win *W)
+{
+	for (int i = 1; i < SP; i++)
+		if (W->k[i] < 1 || W->k[i] > 2 || W->st[i] != W->k[i] || W->dl[i] != 1 ||
+		    W->pb[i] || W->pe[i] || W->out[i] * W->k[i] > W->in[i])
+			return 0;
+	return 1;
+}
+
 static int pool_exec(hal_step *s)
 {
 	const struct pool *p = s->params;
@@ -1708,6 +1791,8 @@ static int pool_exec(hal_step *s)
 		default:
 			fn = !hal_use_reference && !j.ind && p->w.k[0] == 1 && p->w.in[0] == 1 && p->w.out[0] == 1
 				     ? maxpool2d_f32 : maxpool_f32;
+			if (fn == maxpool2d_f32 && pool_tiles(&p->w))
+				fn = maxpool_tile_f32;
 		}
 	}
 	if (win_out(&p->w) > 0)
