@@ -11,6 +11,8 @@
  *     padding straight to hal_gemm with the input planes as B; every other
  *     conv as one GEMM that reads B in place from a zero-padded, polyphase
  *     copy of the input (below), so no im2col matrix is ever written.
+ *     1x1 convs over few pixels (7x7, 1x1): transposed, Y^T = X^T W^T,
+ *     so the micro-kernel's wide side runs over output channels.
  *   A Conv whose node carries an epilogue (ir_node.epi: the activation and
  *     scalar affine map hal/fuse_conv.c folded into it at load) applies it
  *     on every path: in the GEMM micro-kernel's store, per depthwise row,
@@ -253,7 +255,7 @@ static void fill(float *y, float v, int64_t n)
 
 /* ================= Conv ================= */
 
-enum { CONV_REF, CONV_DW, CONV_1X1, CONV_PHASE };
+enum { CONV_REF, CONV_DW, CONV_1X1, CONV_PHASE, CONV_1X1T };
 
 struct conv {
 	struct win w;
@@ -283,10 +285,23 @@ struct conv {
 	int64_t hq, wq;
 	const int64_t *koff;  /* [cin_g*kh*kw] */
 	size_t xph_floats, cpad_floats;
+	/* CONV_1X1T: a 1x1 conv over few pixels (the 7x7 and 14x14 ends of
+	 * MobileNet-style nets) computed transposed, Y_g^T [HW, cout_g] =
+	 * X_g^T [HW, cin_g] * W_g^T, so that the GEMM's N (the micro-kernel's
+	 * wide side) is cout_g rather than HW = 49, which a 16-wide tile
+	 * covers with 64 columns. wtp: W_g^T packed as B (group g at
+	 * wtp + g*wtp_stride); the product lands in yt [HW, cout_g] and each
+	 * finished block is transposed into Y with bias and epilogue while it
+	 * is in cache (hal_gemm's done callback). */
+	const float *wtp;
+	size_t wtp_stride, yt_floats;
 };
 
 #define DW_MAX_TAPS 64
 #define DW_FLAT_BELOW 64  /* output widths computed as one flat run */
+/* 1x1 convs with fewer output pixels than this run transposed (CONV_1X1T)
+ * when they have at least as many output channels per group. */
+#define CONV_1X1T_BELOW 100
 
 static int conv_infer(hal_step *s)
 {
@@ -339,6 +354,24 @@ static int conv_infer(hal_step *s)
 			  W->pb[1] + W->pe[1] + W->pb[2] + W->pe[2] == 0;
 		c->path = c->cin_g == 1 && win_k(W) <= DW_MAX_TAPS ? CONV_DW
 			  : one ? CONV_1X1 : CONV_PHASE;
+		if (c->path == CONV_1X1 && ohw < CONV_1X1T_BELOW && c->cout_g >= ohw &&
+		    w->is_const && w->data)
+			c->path = CONV_1X1T;
+	}
+	if (c->path == CONV_1X1T) {
+		/* W_g [cout_g, cin_g] row-major is W_g^T [cin_g, cout_g] transposed */
+		size_t gb = hal_gemm_packed_b_bytes(K, c->cout_g);
+		float *wtp = hal_step_alloc(s, gb * (size_t)c->group);
+		if (!wtp)
+			return AIDOS_E_NOMEM;
+		for (int64_t g = 0; g < c->group; g++)
+			hal_gemm_pack_b(wtp + (size_t)g * (gb / sizeof *wtp),
+					(const float *)w->data + g * c->cout_g * K, K, 1, K, c->cout_g);
+		c->wtp = wtp;
+		c->wtp_stride = gb / sizeof *wtp;
+		c->yt_floats = ALIGN64((size_t)(ohw * c->cout_g) * sizeof(float)) / sizeof(float);
+		s->scratch_bytes = c->yt_floats * sizeof(float) +
+				   hal_gemm_scratch_bytes(ohw, c->cout_g, K, 0, 1);
 	}
 	if (c->path == CONV_PHASE) {
 		int64_t sh = W->st[1], sw = W->st[2];
@@ -766,6 +799,63 @@ static void conv_1x1(hal_step *s, const struct conv *c, const float *x, const fl
 		}
 }
 
+struct t1x1_job {
+	const struct conv *c;
+	const float *yt;      /* [hw, cout_g] */
+	const float *b;       /* [cout_g] or NULL */
+	float *y;             /* [cout_g, hw] */
+};
+
+/* hal_gemm's done callback for CONV_1X1T: pixels [i0, i0+mc) x output
+ * channels [j0, j0+nc) of yt, complete, go to Y's rows j0.. with the bias
+ * and the epilogue. */
+static void t1x1_block(const void *arg, int64_t i0, int64_t mc, int64_t j0, int64_t nc)
+{
+	const struct t1x1_job *j = arg;
+	int64_t hw = win_in(&j->c->w), ld = j->c->cout_g;
+	for (int64_t oc = j0; oc < j0 + nc; oc++) {
+		float bias = j->b ? j->b[oc] : 0.0f, *y = j->y + oc * hw + i0;
+		const float *t = j->yt + i0 * ld + oc;
+		for (int64_t i = 0; i < mc; i++)
+			y[i] = t[i * ld] + bias;
+		if (j->c->epi)
+			hal_epilogue_apply(j->c->epi, y, mc);
+	}
+}
+
+/* 1x1 over few pixels: Y_g^T [hw, cout_g] = X_g^T [hw, cin_g] W_g^T. */
+static void conv_1x1t(hal_step *s, const struct conv *c, const float *x, const float *b,
+		      float *y)
+{
+	int64_t hw = win_in(&c->w), K = c->cin_g;
+	float *yt = s->scratch;
+	for (int64_t n = 0; n < c->n; n++)
+		for (int64_t g = 0; g < c->group; g++) {
+			struct t1x1_job j = { c, yt, b ? b + g * c->cout_g : NULL,
+					      y + (n * c->cout + g * c->cout_g) * hw };
+			hal_gemm_args a = {
+				.M = hw, .N = c->cout_g, .K = K,
+				.a = x + (n * c->cin + g * c->cin_g) * hw, .lda = hw, .trans_a = 1,
+				.b_packed = c->wtp + g * c->wtp_stride,
+				.c = yt, .ldc = c->cout_g, .alpha = 1.0f, .beta = 0.0f,
+				.done = t1x1_block, .done_ctx = &j,
+			};
+			if (hw == 1) {
+				/* one pixel (a squeeze-excitation's FC): Y^T is Y, and
+				 * hal_gemm's M = 1 path streams W^T once */
+				a.c = j.y;
+				a.done = NULL;
+				hal_gemm(s, &a, yt + c->yt_floats);
+				for (int64_t oc = 0; oc < c->cout_g; oc++)
+					j.y[oc] += j.b ? j.b[oc] : 0.0f;
+				if (c->epi)
+					hal_epilogue_apply(c->epi, j.y, c->cout_g);
+				continue;
+			}
+			hal_gemm(s, &a, yt + c->yt_floats);
+		}
+}
+
 static int conv_exec(hal_step *s)
 {
 	const struct conv *c = s->params;
@@ -788,6 +878,9 @@ static int conv_exec(hal_step *s)
 		break;
 	case CONV_PHASE:
 		conv_phase(s, c, j.x, j.w, j.b, j.y);
+		break;
+	case CONV_1X1T:
+		conv_1x1t(s, c, j.x, j.b, j.y);
 		break;
 	default:
 		hal_parallel_for(s, planes, 1, conv_ref_range, &j);
