@@ -221,7 +221,7 @@ static void conv_1x1_few_pixels(void **state)
 	(void)state;
 	static const struct ccase cases[] = {
 		/* name              n  c    h  w   m    grp kh kw sh sw pads bias */
-		{ "7x7 320->1280",   1, 320, 7, 7, 1280, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "7x7 160->330",    1, 160, 7, 7, 330, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "7x7 odd",         1, 37, 7, 7, 99, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "5x9 K>KC",        2, 300, 5, 9, 61, 1, 1, 1, 1, 1, { 0 }, 0 },
 		{ "3x3 grouped",     1, 12, 3, 3, 30, 3, 1, 1, 1, 1, { 0 }, 1 },
@@ -234,12 +234,31 @@ static void conv_1x1_few_pixels(void **state)
 	run_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
+/* Short reductions (K <= 64: stems) through the direct kernel, and one
+ * just past it through the GEMM. */
+static void conv_direct_small_k(void **state)
+{
+	(void)state;
+	static const struct ccase cases[] = {
+		/* name              n  c  h   w   m   grp kh kw sh sw pads          bias */
+		{ "stem 3x3 s2",     1, 3, 32, 32, 32, 1, 3, 3, 2, 2, { 1, 1, 1, 1 }, 1 },
+		{ "stem odd",        2, 3, 29, 53, 13, 1, 3, 3, 2, 2, { 1, 0, 1, 2 }, 1 },
+		{ "s1 5x5 K 50",     1, 2, 11, 30, 7, 1, 5, 5, 1, 1, { 2, 2, 2, 2 }, 0 },
+		{ "narrow rows",     1, 3, 9, 7, 5, 1, 3, 3, 1, 1, { 1, 1, 1, 1 }, 1 },
+		{ "grouped",         1, 6, 13, 27, 10, 2, 3, 3, 2, 1, { 0, 1, 2, 1 }, 1 },
+		{ "K 64",            1, 4, 10, 49, 9, 1, 4, 4, 2, 2, { 1, 1, 2, 2 }, 1 },
+		{ "K 65 gemm",       1, 5, 12, 26, 6, 1, 13, 1, 1, 1, { 6, 0, 6, 0 }, 1 },
+	};
+	run_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
 int main(void)
 {
 	default_isa = hal_gemm_isa();
 	printf("    gemm micro-kernel: %s (NR %d)\n", default_isa, hal_gemm_nr());
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(conv_1x1_few_pixels),
+		cmocka_unit_test(conv_direct_small_k),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -40,6 +40,7 @@
 #include <string.h>
 #include "hal/gemm.h"
 #include "hal/hal.h"
+#include "hal/ops/conv_direct.h"
 
 #define SP 3                  /* spatial dims the kernels handle */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -255,7 +256,7 @@ static void fill(float *y, float v, int64_t n)
 
 /* ================= Conv ================= */
 
-enum { CONV_REF, CONV_DW, CONV_1X1, CONV_PHASE, CONV_1X1T };
+enum { CONV_REF, CONV_DW, CONV_1X1, CONV_PHASE, CONV_1X1T, CONV_DIRECT };
 
 struct conv {
 	struct win w;
@@ -357,6 +358,9 @@ static int conv_infer(hal_step *s)
 		if (c->path == CONV_1X1 && ohw < CONV_1X1T_BELOW && c->cout_g >= ohw &&
 		    w->is_const && w->data)
 			c->path = CONV_1X1T;
+		/* a short reduction (a stem conv): no GEMM, no cropped copy */
+		if (c->path == CONV_PHASE && K <= HAL_CONV_DIRECT_MAX_K && w->is_const && w->data)
+			c->path = CONV_DIRECT;
 	}
 	if (c->path == CONV_1X1T) {
 		/* W_g [cout_g, cin_g] row-major is W_g^T [cin_g, cout_g] transposed */
@@ -373,7 +377,7 @@ static int conv_infer(hal_step *s)
 		s->scratch_bytes = c->yt_floats * sizeof(float) +
 				   hal_gemm_scratch_bytes(ohw, c->cout_g, K, 0, 1);
 	}
-	if (c->path == CONV_PHASE) {
+	if (c->path == CONV_PHASE || c->path == CONV_DIRECT) {
 		int64_t sh = W->st[1], sw = W->st[2];
 		int64_t hp = MAX(W->in[1] + W->pb[1] + W->pe[1], (W->out[1] - 1) * sh +
 				 (W->k[1] - 1) * W->dl[1] + 1);
@@ -396,7 +400,8 @@ static int conv_infer(hal_step *s)
 		/* Garbage columns of the last output row read at most
 		 * (kw-1)*dw/sw floats past the last plane: zeroed slack. */
 		c->xph_floats = ALIGN64((size_t)(c->cin_g * sh * sw * hq * wq +
-						 (W->k[2] - 1) * W->dl[2] + 1) * sizeof(float)) /
+						 (W->k[2] - 1) * W->dl[2] + 1 +
+						 HAL_CONV_DIRECT_SLACK) * sizeof(float)) /
 				sizeof(float);
 		c->cpad_floats = ALIGN64((size_t)(c->cout_g * W->out[1] * wq) * sizeof(float)) /
 				 sizeof(float);
@@ -421,6 +426,18 @@ static int conv_infer(hal_step *s)
 							  sizeof(float)
 						: 0);
 		s->scratch_bytes = (size_t)c->dw_slots * c->dw_slot_floats * sizeof(float);
+	}
+	if (c->path == CONV_DIRECT) {
+		size_t gf = hal_conv_direct_w_floats(c->cout_g, K);
+		float *wp = hal_step_alloc(s, gf * (size_t)c->group * sizeof *wp);
+		if (!wp)
+			return AIDOS_E_NOMEM;
+		for (int64_t g = 0; g < c->group; g++)
+			hal_conv_direct_pack_w(wp + (size_t)g * gf,
+					       (const float *)w->data + g * c->cout_g * K, c->cout_g, K);
+		c->wp = wp;
+		c->wp_stride = gf;
+		s->scratch_bytes = c->xph_floats * sizeof(float);
 	}
 	if (c->path == CONV_1X1 || c->path == CONV_PHASE) {
 		if (w->is_const && w->data && K > 0) {
@@ -706,6 +723,31 @@ static void phase_planes(void *arg, int64_t c0, int64_t c1)
 	int64_t hq = c->hq, wq = c->wq, pt = W->pb[1], pl = W->pb[2];
 	for (int64_t ci = c0; ci < c1; ci++) {
 		const float *x = j->x + ci * H * Wd;
+		if (sw == 2) {  /* both column phases of a row in one vector pass */
+			for (int64_t qy = 0; qy < sh; qy++) {
+				float *p0 = j->xph + (ci * sh + qy) * 2 * hq * wq, *p1 = p0 + hq * wq;
+				for (int64_t ry = 0; ry < hq; ry++, p0 += wq, p1 += wq) {
+					int64_t iy = ry * sh + qy - pt;
+					memset(p0, 0, (size_t)wq * sizeof *p0);
+					memset(p1, 0, (size_t)wq * sizeof *p1);
+					if (iy < 0 || iy >= H)
+						continue;
+					/* input column ix is padded column ix+pl: phase
+					 * (ix+pl)%2, index (ix+pl)/2 */
+					const float *xr = x + iy * Wd;
+					float *d0 = (pl & 1 ? p1 : p0) + pl / 2;
+					float *d1 = (pl & 1 ? p0 : p1) + (pl + 1) / 2;
+					int64_t m = deinterleave2(d0, d1, xr, Wd);
+					for (; 2 * m + 1 < Wd; m++) {
+						d0[m] = xr[2 * m];
+						d1[m] = xr[2 * m + 1];
+					}
+					if (2 * m < Wd)
+						d0[m] = xr[2 * m];
+				}
+			}
+			continue;
+		}
 		for (int64_t qy = 0; qy < sh; qy++)
 			for (int64_t qx = 0; qx < sw; qx++) {
 				float *d = j->xph + ((ci * sh + qy) * sw + qx) * hq * wq;
@@ -776,6 +818,39 @@ static void conv_phase(hal_step *s, const struct conv *c, const float *x, const 
 				.done = crop_block, .done_ctx = &j,
 			};
 			hal_gemm(s, &a, cpad + c->cpad_floats);
+		}
+}
+
+static void direct_rows(void *arg, int64_t r0, int64_t r1)
+{
+	hal_conv_direct_rows(arg, r0, r1);
+}
+
+/* Short reduction: the polyphase planes as CONV_PHASE, then the direct
+ * kernel (hal/ops/conv_direct.c) over bands of output rows. */
+static void conv_direct(hal_step *s, const struct conv *c, const float *x, const float *b,
+			float *y)
+{
+	const struct win *W = &c->w;
+	int64_t ihw = win_in(W), ohw = win_out(W), K = c->cin_g * win_k(W);
+	int64_t planes = c->cin_g * W->st[1] * W->st[2] * c->hq * c->wq;
+	float *xph = s->scratch;
+	memset(xph + planes, 0, (c->xph_floats - (size_t)planes) * sizeof *xph);
+	for (int64_t n = 0; n < c->n; n++)
+		for (int64_t g = 0; g < c->group; g++) {
+			struct phase_job j = { c, x + (n * c->cin + g * c->cin_g) * ihw, xph, NULL,
+					       NULL };
+			hal_parallel_for(s, c->cin_g, 4, phase_planes, &j);
+			hal_conv_direct d = {
+				.xph = xph, .koff = c->koff, .wp = c->wp + g * c->wp_stride,
+				.bias = b ? b + g * c->cout_g : NULL, .epi = c->epi,
+				.y = y + (n * c->cout + g * c->cout_g) * ohw,
+				.K = K, .cout = c->cout_g, .OH = W->out[1], .OW = W->out[2],
+				.wq = c->wq,
+			};
+			/* rows of at least ~16K multiply-adds a task */
+			int64_t grain = 1 + 16384 / MAX(1, K * c->cout_g * W->out[2]);
+			hal_parallel_for(s, W->out[1], grain, direct_rows, &d);
 		}
 }
 
@@ -881,6 +956,9 @@ static int conv_exec(hal_step *s)
 		break;
 	case CONV_1X1T:
 		conv_1x1t(s, c, j.x, j.b, j.y);
+		break;
+	case CONV_DIRECT:
+		conv_direct(s, c, j.x, j.b, j.y);
 		break;
 	default:
 		hal_parallel_for(s, planes, 1, conv_ref_range, &j);
