@@ -107,3 +107,50 @@ void hal_conv_direct_rows(const hal_conv_direct *d, int64_t oy0, int64_t oy1)
 					hal_epilogue_apply(d->epi, y + o * OH * OW, OW);
 		}
 }
+
+/* Pixels of the 1x1 path's chunk: the taps of a chunk (K x 240 floats)
+ * stay in L1 across all output-channel blocks. */
+#define CHUNK (10 * PX)
+
+void hal_conv_direct_1x1(const hal_conv_direct *d, int64_t p0, int64_t p1)
+{
+	int64_t nb = (d->cout + OCB - 1) / OCB, HW = d->OW;
+	float out[OCB][PX] __attribute__((aligned(32)));
+	float tail[HAL_CONV_DIRECT_MAX_K * PX];  /* a last partial block's taps */
+	int64_t tkoff[HAL_CONV_DIRECT_MAX_K];
+	for (int64_t c0 = p0; c0 < p1; c0 += CHUNK) {
+		int64_t c1 = MIN(c0 + CHUNK, p1);
+		for (int64_t b = 0; b < nb; b++) {
+			const float *w = d->wp + b * d->K * OCB;
+			int64_t no = MIN(OCB, d->cout - b * OCB);
+			float b4[OCB] = { 0 };
+			for (int64_t o = 0; o < no && d->bias; o++)
+				b4[o] = d->bias[b * OCB + o];
+			float *y = d->y + b * OCB * HW;  /* channel b*4 */
+			for (int64_t p = c0; p < c1; p += PX) {
+				int64_t n = MIN(PX, c1 - p);
+				if (p + PX <= HW) {
+					block(out, d->xph + p, d->koff, w, d->K, b4);
+				} else {
+					/* the input ends inside this block: read a copy */
+					for (int64_t k = 0; k < d->K; k++) {
+						memcpy(tail + k * PX, d->xph + d->koff[k] + p,
+						       (size_t)n * sizeof *tail);
+						memset(tail + k * PX + n, 0, (size_t)(PX - n) * sizeof *tail);
+						tkoff[k] = k * PX;
+					}
+					block(out, tail, tkoff, w, d->K, b4);
+				}
+				if (n == PX)
+					for (int64_t o = 0; o < no; o++)
+						memcpy(y + o * HW + p, out[o], PX * sizeof *y);
+				else
+					for (int64_t o = 0; o < no; o++)
+						memcpy(y + o * HW + p, out[o], (size_t)n * sizeof *y);
+			}
+			if (d->epi)
+				for (int64_t o = 0; o < no; o++)
+					hal_epilogue_apply(d->epi, y + o * HW + c0, c1 - c0);
+		}
+	}
+}

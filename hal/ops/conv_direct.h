@@ -49,4 +49,10 @@ void hal_conv_direct_pack_w(float *dst, const float *w, int64_t cout, int64_t K)
  * disjoint row ranges; no allocation. */
 void hal_conv_direct_rows(const hal_conv_direct *d, int64_t oy0, int64_t oy1);
 
+/* A 1x1 conv (stride 1, no padding) read in place: xph is X [K, HW] with
+ * koff[k] = k*HW, OW = HW, OH = 1. Computes pixels [p0, p1) of every
+ * channel, in chunks whose taps stay in L1; never reads past X. Thread-safe
+ * on disjoint pixel ranges; no allocation. */
+void hal_conv_direct_1x1(const hal_conv_direct *d, int64_t p0, int64_t p1);
+
 #endif

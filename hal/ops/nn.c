@@ -256,7 +256,7 @@ static void fill(float *y, float v, int64_t n)
 
 /* ================= Conv ================= */
 
-enum { CONV_REF, CONV_DW, CONV_1X1, CONV_PHASE, CONV_1X1T, CONV_DIRECT };
+enum { CONV_REF, CONV_DW, CONV_1X1, CONV_PHASE, CONV_1X1T, CONV_DIRECT, CONV_DIRECT1 };
 
 struct conv {
 	struct win w;
@@ -303,6 +303,14 @@ struct conv {
 /* 1x1 convs with fewer output pixels than this run transposed (CONV_1X1T)
  * when they have at least as many output channels per group. */
 #define CONV_1X1T_BELOW 100
+/* 1x1 convs over many pixels with a reduction this short run the direct
+ * kernel (hal/ops/conv_direct.c): they are bound by writing Y, which it
+ * does in long runs per channel instead of 16-float pieces of up to 96
+ * rows at once (MobileNetV2's 16->96 at 112x112: 0.96 -> 0.75 ms). At
+ * 56x56 the two tie, at 28x28 the GEMM wins. */
+#define CONV_DIRECT1_MAX_K 32
+#define DIRECT1_MIN_PIXELS 8192
+#define DIRECT1_BAND 480  /* pixels a task of the direct 1x1 takes */
 
 static int conv_infer(hal_step *s)
 {
@@ -358,6 +366,9 @@ static int conv_infer(hal_step *s)
 		if (c->path == CONV_1X1 && ohw < CONV_1X1T_BELOW && c->cout_g >= ohw &&
 		    w->is_const && w->data)
 			c->path = CONV_1X1T;
+		if (c->path == CONV_1X1 && K <= CONV_DIRECT1_MAX_K && ohw >= DIRECT1_MIN_PIXELS &&
+		    w->is_const && w->data)
+			c->path = CONV_DIRECT1;
 		/* a short reduction (a stem conv): no GEMM, no cropped copy */
 		if (c->path == CONV_PHASE && K <= HAL_CONV_DIRECT_MAX_K && w->is_const && w->data)
 			c->path = CONV_DIRECT;
@@ -427,7 +438,15 @@ static int conv_infer(hal_step *s)
 						: 0);
 		s->scratch_bytes = (size_t)c->dw_slots * c->dw_slot_floats * sizeof(float);
 	}
-	if (c->path == CONV_DIRECT) {
+	if (c->path == CONV_DIRECT1) {
+		int64_t *koff = hal_step_alloc(s, (size_t)K * sizeof *koff);
+		if (!koff)
+			return AIDOS_E_NOMEM;
+		for (int64_t k = 0; k < K; k++)
+			koff[k] = k * ohw;
+		c->koff = koff;
+	}
+	if (c->path == CONV_DIRECT || c->path == CONV_DIRECT1) {
 		size_t gf = hal_conv_direct_w_floats(c->cout_g, K);
 		float *wp = hal_step_alloc(s, gf * (size_t)c->group * sizeof *wp);
 		if (!wp)
@@ -437,7 +456,7 @@ static int conv_infer(hal_step *s)
 					       (const float *)w->data + g * c->cout_g * K, c->cout_g, K);
 		c->wp = wp;
 		c->wp_stride = gf;
-		s->scratch_bytes = c->xph_floats * sizeof(float);
+		s->scratch_bytes = c->path == CONV_DIRECT ? c->xph_floats * sizeof(float) : 0;
 	}
 	if (c->path == CONV_1X1 || c->path == CONV_PHASE) {
 		if (w->is_const && w->data && K > 0) {
@@ -854,6 +873,30 @@ static void conv_direct(hal_step *s, const struct conv *c, const float *x, const
 		}
 }
 
+static void direct_1x1(void *arg, int64_t b0, int64_t b1)
+{
+	const hal_conv_direct *d = arg;
+	hal_conv_direct_1x1(d, b0 * DIRECT1_BAND, MIN(b1 * DIRECT1_BAND, d->OW));
+}
+
+/* 1x1 with a short reduction: the direct kernel over bands of pixels. */
+static void conv_direct1(hal_step *s, const struct conv *c, const float *x, const float *b,
+			 float *y)
+{
+	int64_t hw = win_in(&c->w);
+	for (int64_t n = 0; n < c->n; n++)
+		for (int64_t g = 0; g < c->group; g++) {
+			hal_conv_direct d = {
+				.xph = x + (n * c->cin + g * c->cin_g) * hw, .koff = c->koff,
+				.wp = c->wp + g * c->wp_stride,
+				.bias = b ? b + g * c->cout_g : NULL, .epi = c->epi,
+				.y = y + (n * c->cout + g * c->cout_g) * hw,
+				.K = c->cin_g, .cout = c->cout_g, .OH = 1, .OW = hw, .wq = hw,
+			};
+			hal_parallel_for(s, (hw + DIRECT1_BAND - 1) / DIRECT1_BAND, 1, direct_1x1, &d);
+		}
+}
+
 /* 1x1, stride 1, no padding: Y_g [cout_g, HW] = W_g [cout_g, cin_g] X_g. */
 static void conv_1x1(hal_step *s, const struct conv *c, const float *x, const float *w,
 		     const float *b, float *y)
@@ -959,6 +1002,9 @@ static int conv_exec(hal_step *s)
 		break;
 	case CONV_DIRECT:
 		conv_direct(s, c, j.x, j.b, j.y);
+		break;
+	case CONV_DIRECT1:
+		conv_direct1(s, c, j.x, j.b, j.y);
 		break;
 	default:
 		hal_parallel_for(s, planes, 1, conv_ref_range, &j);
