@@ -369,8 +369,11 @@ static int conv_infer(hal_step *s)
 		if (c->path == CONV_1X1 && K <= CONV_DIRECT1_MAX_K && ohw >= DIRECT1_MIN_PIXELS &&
 		    w->is_const && w->data)
 			c->path = CONV_DIRECT1;
-		/* a short reduction (a stem conv): no GEMM, no cropped copy */
-		if (c->path == CONV_PHASE && K <= HAL_CONV_DIRECT_MAX_K && w->is_const && w->data)
+		/* a short reduction (a stem conv): no GEMM, no cropped copy. Its
+		 * 24-pixel blocks stay within rows, so narrow outputs (which the
+		 * GEMM runs as one flat run of columns) stay on the GEMM. */
+		if (c->path == CONV_PHASE && K <= HAL_CONV_DIRECT_MAX_K &&
+		    W->out[2] >= 2 * HAL_CONV_DIRECT_PX && w->is_const && w->data)
 			c->path = CONV_DIRECT;
 	}
 	if (c->path == CONV_1X1T) {
