@@ -11,6 +11,8 @@
  *     padding straight to hal_gemm with the input planes as B; every other
  *     conv as one GEMM that reads B in place from a zero-padded, polyphase
  *     copy of the input (below), so no im2col matrix is ever written.
+ *     1x1 convs over few pixels (7x7, 1x1): transposed, Y^T = X^T W^T,
+ *     so the micro-kernel's wide side runs over output channels.
  *   A Conv whose node carries an epilogue (ir_node.epi: the activation and
  *     scalar affine map hal/fuse_conv.c folded into it at load) applies it
  *     on every path: in the GEMM micro-kernel's store, per depthwise row,
@@ -39,6 +41,7 @@
 #include "hal/gemm.h"
 #include "hal/ops/conv_small.h"
 #include "hal/hal.h"
+#include "hal/ops/conv_direct.h"
 
 #define SP 3                  /* spatial dims the kernels handle */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -254,7 +257,7 @@ static void fill(float *y, float v, int64_t n)
 
 /* ================= Conv ================= */
 
-enum { CONV_REF, CONV_DW, CONV_1X1, CONV_PHASE };
+enum { CONV_REF, CONV_DW, CONV_1X1, CONV_PHASE, CONV_1X1T, CONV_DIRECT, CONV_DIRECT1 };
 
 struct conv {
 	struct win w;
@@ -284,10 +287,31 @@ struct conv {
 	int64_t hq, wq;
 	const int64_t *koff;  /* [cin_g*kh*kw] */
 	size_t xph_floats, cpad_floats;
+	/* CONV_1X1T: a 1x1 conv over few pixels (the 7x7 and 14x14 ends of
+	 * MobileNet-style nets) computed transposed, Y_g^T [HW, cout_g] =
+	 * X_g^T [HW, cin_g] * W_g^T, so that the GEMM's N (the micro-kernel's
+	 * wide side) is cout_g rather than HW = 49, which a 16-wide tile
+	 * covers with 64 columns. wtp: W_g^T packed as B (group g at
+	 * wtp + g*wtp_stride); the product lands in yt [HW, cout_g] and each
+	 * finished block is transposed into Y with bias and epilogue while it
+	 * is in cache (hal_gemm's done callback). */
+	const float *wtp;
+	size_t wtp_stride, yt_floats;
 };
 
 #define DW_MAX_TAPS 64
 #define DW_FLAT_BELOW 64  /* output widths computed as one flat run */
+/* 1x1 convs with fewer output pixels than this run transposed (CONV_1X1T)
+ * when they have at least as many output channels per group. */
+#define CONV_1X1T_BELOW 100
+/* 1x1 convs over many pixels with a reduction this short run the direct
+ * kernel (hal/ops/conv_direct.c): they are bound by writing Y, which it
+ * does in long runs per channel instead of 16-float pieces of up to 96
+ * rows at once (MobileNetV2's 16->96 at 112x112: 0.96 -> 0.75 ms). At
+ * 56x56 the two tie, at 28x28 the GEMM wins. */
+#define CONV_DIRECT1_MAX_K 32
+#define DIRECT1_MIN_PIXELS 8192
+#define DIRECT1_BAND 480  /* pixels a task of the direct 1x1 takes */
 
 static int conv_infer(hal_step *s)
 {
@@ -340,13 +364,40 @@ static int conv_infer(hal_step *s)
 			  W->pb[1] + W->pe[1] + W->pb[2] + W->pe[2] == 0;
 		c->path = c->cin_g == 1 && win_k(W) <= DW_MAX_TAPS ? CONV_DW
 			  : one ? CONV_1X1 : CONV_PHASE;
+		if (c->path == CONV_1X1 && ohw < CONV_1X1T_BELOW && c->cout_g >= ohw &&
+		    w->is_const && w->data)
+			c->path = CONV_1X1T;
+		if (c->path == CONV_1X1 && K <= CONV_DIRECT1_MAX_K && ohw >= DIRECT1_MIN_PIXELS &&
+		    w->is_const && w->data)
+			c->path = CONV_DIRECT1;
+		/* a short reduction (a stem conv): no GEMM, no cropped copy. Its
+		 * 24-pixel blocks stay within rows, so narrow outputs (which the
+		 * GEMM runs as one flat run of columns) stay on the GEMM. */
+		if (c->path == CONV_PHASE && K <= HAL_CONV_DIRECT_MAX_K &&
+		    W->out[2] >= 2 * HAL_CONV_DIRECT_PX && w->is_const && w->data)
+			c->path = CONV_DIRECT;
 	}
 	if ((c->path == CONV_PHASE || c->path == CONV_DW) && c->group == 1 &&
 	    (rc = hal_conv_small_plan(s, &(hal_conv2d_geom){ c->n, c->cin, c->cout, W->in[1], W->in[2],
 				      W->out[1], W->out[2], W->k[1], W->k[2], W->st[1], W->st[2],
 				      W->dl[1], W->dl[2], W->pb[1], W->pb[2], c->epi })))
 		return rc < 0 ? rc : 0;  /* hal/ops/conv_small.c took the step */
-	if (c->path == CONV_PHASE) {
+	if (c->path == CONV_1X1T) {
+		/* W_g [cout_g, cin_g] row-major is W_g^T [cin_g, cout_g] transposed */
+		size_t gb = hal_gemm_packed_b_bytes(K, c->cout_g);
+		float *wtp = hal_step_alloc(s, gb * (size_t)c->group);
+		if (!wtp)
+			return AIDOS_E_NOMEM;
+		for (int64_t g = 0; g < c->group; g++)
+			hal_gemm_pack_b(wtp + (size_t)g * (gb / sizeof *wtp),
+					(const float *)w->data + g * c->cout_g * K, K, 1, K, c->cout_g);
+		c->wtp = wtp;
+		c->wtp_stride = gb / sizeof *wtp;
+		c->yt_floats = ALIGN64((size_t)(ohw * c->cout_g) * sizeof(float)) / sizeof(float);
+		s->scratch_bytes = c->yt_floats * sizeof(float) +
+				   hal_gemm_scratch_bytes(ohw, c->cout_g, K, 0, 1);
+	}
+	if (c->path == CONV_PHASE || c->path == CONV_DIRECT) {
 		int64_t sh = W->st[1], sw = W->st[2];
 		int64_t hp = MAX(W->in[1] + W->pb[1] + W->pe[1], (W->out[1] - 1) * sh +
 				 (W->k[1] - 1) * W->dl[1] + 1);
@@ -369,7 +420,8 @@ static int conv_infer(hal_step *s)
 		/* Garbage columns of the last output row read at most
 		 * (kw-1)*dw/sw floats past the last plane: zeroed slack. */
 		c->xph_floats = ALIGN64((size_t)(c->cin_g * sh * sw * hq * wq +
-						 (W->k[2] - 1) * W->dl[2] + 1) * sizeof(float)) /
+						 (W->k[2] - 1) * W->dl[2] + 1 +
+						 HAL_CONV_DIRECT_SLACK) * sizeof(float)) /
 				sizeof(float);
 		c->cpad_floats = ALIGN64((size_t)(c->cout_g * W->out[1] * wq) * sizeof(float)) /
 				 sizeof(float);
@@ -394,6 +446,26 @@ static int conv_infer(hal_step *s)
 							  sizeof(float)
 						: 0);
 		s->scratch_bytes = (size_t)c->dw_slots * c->dw_slot_floats * sizeof(float);
+	}
+	if (c->path == CONV_DIRECT1) {
+		int64_t *koff = hal_step_alloc(s, (size_t)K * sizeof *koff);
+		if (!koff)
+			return AIDOS_E_NOMEM;
+		for (int64_t k = 0; k < K; k++)
+			koff[k] = k * ohw;
+		c->koff = koff;
+	}
+	if (c->path == CONV_DIRECT || c->path == CONV_DIRECT1) {
+		size_t gf = hal_conv_direct_w_floats(c->cout_g, K);
+		float *wp = hal_step_alloc(s, gf * (size_t)c->group * sizeof *wp);
+		if (!wp)
+			return AIDOS_E_NOMEM;
+		for (int64_t g = 0; g < c->group; g++)
+			hal_conv_direct_pack_w(wp + (size_t)g * gf,
+					       (const float *)w->data + g * c->cout_g * K, c->cout_g, K);
+		c->wp = wp;
+		c->wp_stride = gf;
+		s->scratch_bytes = c->path == CONV_DIRECT ? c->xph_floats * sizeof(float) : 0;
 	}
 	if (c->path == CONV_1X1 || c->path == CONV_PHASE) {
 		if (w->is_const && w->data && K > 0) {
@@ -679,6 +751,31 @@ static void phase_planes(void *arg, int64_t c0, int64_t c1)
 	int64_t hq = c->hq, wq = c->wq, pt = W->pb[1], pl = W->pb[2];
 	for (int64_t ci = c0; ci < c1; ci++) {
 		const float *x = j->x + ci * H * Wd;
+		if (sw == 2) {  /* both column phases of a row in one vector pass */
+			for (int64_t qy = 0; qy < sh; qy++) {
+				float *p0 = j->xph + (ci * sh + qy) * 2 * hq * wq, *p1 = p0 + hq * wq;
+				for (int64_t ry = 0; ry < hq; ry++, p0 += wq, p1 += wq) {
+					int64_t iy = ry * sh + qy - pt;
+					memset(p0, 0, (size_t)wq * sizeof *p0);
+					memset(p1, 0, (size_t)wq * sizeof *p1);
+					if (iy < 0 || iy >= H)
+						continue;
+					/* input column ix is padded column ix+pl: phase
+					 * (ix+pl)%2, index (ix+pl)/2 */
+					const float *xr = x + iy * Wd;
+					float *d0 = (pl & 1 ? p1 : p0) + pl / 2;
+					float *d1 = (pl & 1 ? p0 : p1) + (pl + 1) / 2;
+					int64_t m = deinterleave2(d0, d1, xr, Wd);
+					for (; 2 * m + 1 < Wd; m++) {
+						d0[m] = xr[2 * m];
+						d1[m] = xr[2 * m + 1];
+					}
+					if (2 * m < Wd)
+						d0[m] = xr[2 * m];
+				}
+			}
+			continue;
+		}
 		for (int64_t qy = 0; qy < sh; qy++)
 			for (int64_t qx = 0; qx < sw; qx++) {
 				float *d = j->xph + ((ci * sh + qy) * sw + qx) * hq * wq;
@@ -752,6 +849,63 @@ static void conv_phase(hal_step *s, const struct conv *c, const float *x, const 
 		}
 }
 
+static void direct_rows(void *arg, int64_t r0, int64_t r1)
+{
+	hal_conv_direct_rows(arg, r0, r1);
+}
+
+/* Short reduction: the polyphase planes as CONV_PHASE, then the direct
+ * kernel (hal/ops/conv_direct.c) over bands of output rows. */
+static void conv_direct(hal_step *s, const struct conv *c, const float *x, const float *b,
+			float *y)
+{
+	const struct win *W = &c->w;
+	int64_t ihw = win_in(W), ohw = win_out(W), K = c->cin_g * win_k(W);
+	int64_t planes = c->cin_g * W->st[1] * W->st[2] * c->hq * c->wq;
+	float *xph = s->scratch;
+	memset(xph + planes, 0, (c->xph_floats - (size_t)planes) * sizeof *xph);
+	for (int64_t n = 0; n < c->n; n++)
+		for (int64_t g = 0; g < c->group; g++) {
+			struct phase_job j = { c, x + (n * c->cin + g * c->cin_g) * ihw, xph, NULL,
+					       NULL };
+			hal_parallel_for(s, c->cin_g, 4, phase_planes, &j);
+			hal_conv_direct d = {
+				.xph = xph, .koff = c->koff, .wp = c->wp + g * c->wp_stride,
+				.bias = b ? b + g * c->cout_g : NULL, .epi = c->epi,
+				.y = y + (n * c->cout + g * c->cout_g) * ohw,
+				.K = K, .cout = c->cout_g, .OH = W->out[1], .OW = W->out[2],
+				.wq = c->wq,
+			};
+			/* rows of at least ~16K multiply-adds a task */
+			int64_t grain = 1 + 16384 / MAX(1, K * c->cout_g * W->out[2]);
+			hal_parallel_for(s, W->out[1], grain, direct_rows, &d);
+		}
+}
+
+static void direct_1x1(void *arg, int64_t b0, int64_t b1)
+{
+	const hal_conv_direct *d = arg;
+	hal_conv_direct_1x1(d, b0 * DIRECT1_BAND, MIN(b1 * DIRECT1_BAND, d->OW));
+}
+
+/* 1x1 with a short reduction: the direct kernel over bands of pixels. */
+static void conv_direct1(hal_step *s, const struct conv *c, const float *x, const float *b,
+			 float *y)
+{
+	int64_t hw = win_in(&c->w);
+	for (int64_t n = 0; n < c->n; n++)
+		for (int64_t g = 0; g < c->group; g++) {
+			hal_conv_direct d = {
+				.xph = x + (n * c->cin + g * c->cin_g) * hw, .koff = c->koff,
+				.wp = c->wp + g * c->wp_stride,
+				.bias = b ? b + g * c->cout_g : NULL, .epi = c->epi,
+				.y = y + (n * c->cout + g * c->cout_g) * hw,
+				.K = c->cin_g, .cout = c->cout_g, .OH = 1, .OW = hw, .wq = hw,
+			};
+			hal_parallel_for(s, (hw + DIRECT1_BAND - 1) / DIRECT1_BAND, 1, direct_1x1, &d);
+		}
+}
+
 /* 1x1, stride 1, no padding: Y_g [cout_g, HW] = W_g [cout_g, cin_g] X_g. */
 static void conv_1x1(hal_step *s, const struct conv *c, const float *x, const float *w,
 		     const float *b, float *y)
@@ -769,6 +923,63 @@ static void conv_1x1(hal_step *s, const struct conv *c, const float *x, const fl
 				.bias = b ? b + g * c->cout_g : NULL, .epi = c->epi,
 			};
 			hal_gemm(s, &a, s->scratch);
+		}
+}
+
+struct t1x1_job {
+	const struct conv *c;
+	const float *yt;      /* [hw, cout_g] */
+	const float *b;       /* [cout_g] or NULL */
+	float *y;             /* [cout_g, hw] */
+};
+
+/* hal_gemm's done callback for CONV_1X1T: pixels [i0, i0+mc) x output
+ * channels [j0, j0+nc) of yt, complete, go to Y's rows j0.. with the bias
+ * and the epilogue. */
+static void t1x1_block(const void *arg, int64_t i0, int64_t mc, int64_t j0, int64_t nc)
+{
+	const struct t1x1_job *j = arg;
+	int64_t hw = win_in(&j->c->w), ld = j->c->cout_g;
+	for (int64_t oc = j0; oc < j0 + nc; oc++) {
+		float bias = j->b ? j->b[oc] : 0.0f, *y = j->y + oc * hw + i0;
+		const float *t = j->yt + i0 * ld + oc;
+		for (int64_t i = 0; i < mc; i++)
+			y[i] = t[i * ld] + bias;
+		if (j->c->epi)
+			hal_epilogue_apply(j->c->epi, y, mc);
+	}
+}
+
+/* 1x1 over few pixels: Y_g^T [hw, cout_g] = X_g^T [hw, cin_g] W_g^T. */
+static void conv_1x1t(hal_step *s, const struct conv *c, const float *x, const float *b,
+		      float *y)
+{
+	int64_t hw = win_in(&c->w), K = c->cin_g;
+	float *yt = s->scratch;
+	for (int64_t n = 0; n < c->n; n++)
+		for (int64_t g = 0; g < c->group; g++) {
+			struct t1x1_job j = { c, yt, b ? b + g * c->cout_g : NULL,
+					      y + (n * c->cout + g * c->cout_g) * hw };
+			hal_gemm_args a = {
+				.M = hw, .N = c->cout_g, .K = K,
+				.a = x + (n * c->cin + g * c->cin_g) * hw, .lda = hw, .trans_a = 1,
+				.b_packed = c->wtp + g * c->wtp_stride,
+				.c = yt, .ldc = c->cout_g, .alpha = 1.0f, .beta = 0.0f,
+				.done = t1x1_block, .done_ctx = &j,
+			};
+			if (hw == 1) {
+				/* one pixel (a squeeze-excitation's FC): Y^T is Y, and
+				 * hal_gemm's M = 1 path streams W^T once */
+				a.c = j.y;
+				a.done = NULL;
+				hal_gemm(s, &a, yt + c->yt_floats);
+				for (int64_t oc = 0; oc < c->cout_g; oc++)
+					j.y[oc] += j.b ? j.b[oc] : 0.0f;
+				if (c->epi)
+					hal_epilogue_apply(c->epi, j.y, c->cout_g);
+				continue;
+			}
+			hal_gemm(s, &a, yt + c->yt_floats);
 		}
 }
 
@@ -794,6 +1005,15 @@ static int conv_exec(hal_step *s)
 		break;
 	case CONV_PHASE:
 		conv_phase(s, c, j.x, j.w, j.b, j.y);
+		break;
+	case CONV_1X1T:
+		conv_1x1t(s, c, j.x, j.b, j.y);
+		break;
+	case CONV_DIRECT:
+		conv_direct(s, c, j.x, j.b, j.y);
+		break;
+	case CONV_DIRECT1:
+		conv_direct1(s, c, j.x, j.b, j.y);
 		break;
 	default:
 		hal_parallel_for(s, planes, 1, conv_ref_range, &j);

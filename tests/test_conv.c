@@ -1,0 +1,273 @@
+/*
+ * tests/test_conv.c - the Conv fast paths of MobileNet-style nets (the
+ * transposed 1x1 over few pixels, the direct small-Cin conv) against the
+ * scalar reference conv run through the same op (hal_use_reference
+ * toggled), with each fused activation, on 1 and 2 threads and every
+ * micro-kernel this CPU can run. Sizes are odd on purpose: channel counts
+ * not multiples of 8 or of the micro-kernel's MR/NR, odd H and W, stride 1
+ * and 2, asymmetric padding, groups, batch 2.
+ *
+ * Tolerance (as tests/test_gemm.c, Higham 3.1): a float dot product of
+ * length K is within (K + 4) * u of the exact value relative to
+ * sum |w*x| + |b|; fast and reference may differ by twice that. The
+ * magnitude sum is the reference conv run on |x|, |w|, |b|. Activations
+ * are at most 1.5-Lipschitz (HardSwish with a = 1/6, b = 1/2), so the
+ * bound is scaled by 1.5 (and by the epilogue's post scale), plus a few
+ * ulp of y for the epilogue's own roundings.
+ */
+#include <float.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "hal/gemm.h"
+#include "hal/hal.h"
+#include "hal/ir.h"
+#include "hal/model.h"
+#include "hal/plan.h"
+
+#define U_F32 (FLT_EPSILON / 2)
+
+static const char *const isas[] = { "avx512", "avx2", "generic" };
+static const char *default_isa;
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static float frand(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (float)((double)(rng >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
+}
+
+static float *rand_buf(size_t n)
+{
+	float *p = malloc((n ? n : 1) * sizeof *p);
+	assert_non_null(p);
+	for (size_t i = 0; i < n; i++)
+		p[i] = frand();
+	return p;
+}
+
+static float *abs_copy(const float *x, size_t n)
+{
+	float *p = malloc((n ? n : 1) * sizeof *p);
+	assert_non_null(p);
+	for (size_t i = 0; i < n; i++)
+		p[i] = fabsf(x[i]);
+	return p;
+}
+
+static void *scratch_alloc(size_t n)
+{
+	void *p = aligned_alloc(64, (n + 64) / 64 * 64);
+	assert_non_null(p);
+	return p;
+}
+
+/* A plan shell for hand-made steps: hal_step_alloc's arena, an error buffer
+ * and (threads > 1) a thread pool for hal_parallel_for. */
+static hal_plan *plan_new(int threads)
+{
+	hal_plan *p = calloc(1, sizeof *p);
+	assert_non_null(p);
+	if (threads > 1)
+		assert_int_equal(hal_threadpool_create(threads, &p->tp), 0);
+	return p;
+}
+
+static void plan_del(hal_plan *p)
+{
+	if (p->tp)
+		hal_threadpool_destroy(p->tp);
+	ir_mem_free(&p->mem);
+	free(p);
+}
+
+struct ccase {
+	const char *name;
+	int64_t n, c, h, w, m, group, kh, kw, sh, sw;
+	int64_t pads[4];               /* ONNX order: top, left, bottom, right */
+	int bias;
+};
+
+static ir_attr ints_attr(const char *name, const int64_t *v, int n)
+{
+	ir_attr a = { .name = name, .type = IR_ATTR_INTS, .n = n, .ints = (int64_t *)v };
+	return a;
+}
+
+/* Runs Conv (2-D) on in[0..nin) with the case's attributes and epilogue
+ * epi (or NULL); returns the output (malloc'd), its shape in *y. */
+static float *run_conv(hal_plan *p, const struct ccase *t, const ir_epilogue *epi,
+		       hal_tensor *const *in, int nin, hal_tensor *y)
+{
+	int64_t ks[2] = { t->kh, t->kw }, st[2] = { t->sh, t->sw }, dl[2] = { 1, 1 };
+	ir_attr at[5] = {
+		ints_attr("kernel_shape", ks, 2), ints_attr("strides", st, 2),
+		ints_attr("dilations", dl, 2), ints_attr("pads", t->pads, 4),
+		{ .name = "group", .type = IR_ATTR_INT, .i = t->group },
+	};
+	ir_node node = { .name = t->name, .op_type = "Conv", .domain = "", .n_in = nin,
+			 .n_out = 1, .n_attr = 5, .attr = at, .epi = epi };
+	hal_tensor *outs[1] = { y };
+	hal_step s = { .op = hal_op_find("Conv"), .node = &node, .opset = 17, .n_in = nin,
+		       .n_out = 1, .in = (hal_tensor **)in, .out = outs, .plan = p };
+	assert_non_null(s.op);
+	memset(y, 0, sizeof *y);
+	int rc = s.op->infer(&s);
+	if (rc)
+		fail_msg("%s: infer failed (%d): %s", t->name, rc, p->err);
+	float *out = malloc(hal_nbytes(y) + sizeof(float));
+	assert_non_null(out);
+	y->data = out;
+	s.scratch = s.scratch_bytes ? scratch_alloc(s.scratch_bytes) : NULL;
+	assert_int_equal(s.op->exec(&s), 0);
+	free(s.scratch);
+	return out;
+}
+
+static void tensor_init(hal_tensor *t, int rank, const int64_t *d, void *data)
+{
+	memset(t, 0, sizeof *t);
+	t->dtype = HAL_DT_F32;
+	t->rank = rank;
+	memcpy(t->dims, d, (size_t)rank * sizeof *d);
+	t->data = data;
+	t->is_const = 1;
+}
+
+static const ir_epilogue epis[] = {
+	{ IR_ACT_RELU, 0, 0, 1, 0 },
+	{ IR_ACT_CLIP, 0, 6, 1, 0 },
+	{ IR_ACT_HARDSWISH, 1.0f / 6, 0.5f, 1, 0 },
+	{ IR_ACT_NONE, 0, 0, 0.5f, -0.25f },
+};
+
+/* Fast path vs reference for one case and one epilogue. */
+static void check_case(hal_plan *p, const struct ccase *t, const ir_epilogue *epi)
+{
+	int64_t xd[4] = { t->n, t->c, t->h, t->w };
+	int64_t wd[4] = { t->m, t->c / t->group, t->kh, t->kw }, bd[1] = { t->m };
+	size_t nx = (size_t)(t->n * t->c * t->h * t->w), nw = (size_t)(wd[0] * wd[1] * wd[2] * wd[3]);
+	float *x = rand_buf(nx), *w = rand_buf(nw), *b = rand_buf((size_t)t->m);
+	float *ax = abs_copy(x, nx), *aw = abs_copy(w, nw), *ab = abs_copy(b, (size_t)t->m);
+	hal_tensor tx, tw, tb, ty_f, ty_r, ty_m;
+	tensor_init(&tx, 4, xd, x);
+	tx.is_const = 0;
+	tensor_init(&tw, 4, wd, w);
+	tensor_init(&tb, 1, bd, b);
+	hal_tensor *in[3] = { &tx, &tw, &tb };
+	int nin = t->bias ? 3 : 2;
+
+	hal_use_reference = 0;
+	float *yf = run_conv(p, t, epi, in, nin, &ty_f);
+	hal_use_reference = 1;
+	float *yr = run_conv(p, t, epi, in, nin, &ty_r);
+	tx.data = ax;
+	tw.data = aw;
+	tb.data = ab;
+	float *ym = run_conv(p, t, NULL, in, nin, &ty_m);  /* magnitudes: no activation */
+	hal_use_reference = 0;
+
+	assert_int_equal(ty_f.rank, 4);
+	assert_memory_equal(ty_f.dims, ty_r.dims, 4 * sizeof ty_f.dims[0]);
+	int64_t K = (t->c / t->group) * t->kh * t->kw, ny = hal_numel(&ty_f);
+	double lip = epi ? 1.5 * fabs(epi->post_s) : 1.0;
+	for (int64_t i = 0; i < ny; i++) {
+		/* + a few ulp of y: the epilogue's affine map rounds once more */
+		double tol = lip * 2.0 * (double)(K + 4) * U_F32 * ym[i] + 4.0 * U_F32 * fabs(yr[i]) +
+			     1e-30;
+		if (!(fabs((double)yf[i] - yr[i]) <= tol))
+			fail_msg("%s [%s, epilogue %d]: y[%lld] fast %.9g ref %.9g (tol %.3g, ym %.9g)",
+				 t->name, hal_gemm_isa(), epi ? (int)(epi - epis) : -1, (long long)i, yf[i], yr[i], tol, ym[i]);
+	}
+	free(x);
+	free(w);
+	free(b);
+	free(ax);
+	free(aw);
+	free(ab);
+	free(yf);
+	free(yr);
+	free(ym);
+}
+
+
+static void run_cases(const struct ccase *cases, size_t n)
+{
+	for (int threads = 1; threads <= 2; threads++) {
+		hal_plan *p = plan_new(threads);
+		for (size_t s = 0; s < sizeof isas / sizeof isas[0]; s++) {
+			if (hal_gemm_use_isa(isas[s]))
+				continue;
+			for (size_t i = 0; i < n; i++) {
+				check_case(p, &cases[i], NULL);
+				for (size_t e = 0; e < sizeof epis / sizeof epis[0]; e++)
+					check_case(p, &cases[i], &epis[e]);
+			}
+		}
+		hal_gemm_use_isa(default_isa);
+		plan_del(p);
+	}
+}
+
+/* 1x1 convs over few pixels (computed as Y^T = X^T W^T) and their
+ * neighbours on the untransposed path. */
+static void conv_1x1_few_pixels(void **state)
+{
+	(void)state;
+	static const struct ccase cases[] = {
+		/* name              n  c    h  w   m    grp kh kw sh sw pads bias */
+		{ "7x7 160->330",    1, 160, 7, 7, 330, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "7x7 odd",         1, 37, 7, 7, 99, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "5x9 K>KC",        2, 300, 5, 9, 61, 1, 1, 1, 1, 1, { 0 }, 0 },
+		{ "3x3 grouped",     1, 12, 3, 3, 30, 3, 1, 1, 1, 1, { 0 }, 1 },
+		{ "1x1 SE fc",       1, 72, 1, 1, 18, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "1x1 SE fc b2",    2, 18, 1, 1, 72, 2, 1, 1, 1, 1, { 0 }, 0 },
+		{ "9x11 wide",       1, 23, 9, 11, 107, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "few out ch",      1, 40, 7, 7, 13, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "14x14 untransp",  1, 24, 14, 14, 40, 1, 1, 1, 1, 1, { 0 }, 1 },
+	};
+	run_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Short reductions through the direct kernel (K <= 64: stems; 1x1 with
+ * K <= 32 over many pixels), and ones just past them through the GEMM. */
+static void conv_direct_small_k(void **state)
+{
+	(void)state;
+	static const struct ccase cases[] = {
+		/* name              n  c  h   w   m   grp kh kw sh sw pads          bias */
+		{ "stem 3x3 s2",     1, 3, 32, 97, 32, 1, 3, 3, 2, 2, { 1, 1, 1, 1 }, 1 },
+		{ "stem odd",        2, 3, 29, 101, 13, 1, 3, 3, 2, 2, { 1, 0, 1, 2 }, 1 },
+		{ "s1 5x5 K 50",     1, 2, 11, 53, 7, 1, 5, 5, 1, 1, { 2, 2, 2, 2 }, 0 },
+		{ "narrow rows gemm", 1, 3, 9, 7, 5, 1, 3, 3, 1, 1, { 1, 1, 1, 1 }, 1 },
+		{ "grouped",         1, 6, 13, 51, 10, 2, 3, 3, 2, 1, { 0, 1, 2, 1 }, 1 },
+		{ "K 64",            1, 4, 10, 99, 9, 1, 4, 4, 2, 2, { 1, 1, 2, 2 }, 1 },
+		{ "1x1 K 16",        2, 16, 91, 93, 30, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "1x1 K 32",        1, 32, 90, 97, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "1x1 K 3 grouped", 1, 6, 96, 91, 10, 2, 1, 1, 1, 1, { 0 }, 0 },
+		{ "1x1 K 16 few px", 1, 16, 23, 27, 30, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "1x1 K 33 gemm",   1, 33, 12, 10, 7, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "K 65 gemm",       1, 5, 12, 26, 6, 1, 13, 1, 1, 1, { 6, 0, 6, 0 }, 1 },
+	};
+	run_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
+int main(void)
+{
+	default_isa = hal_gemm_isa();
+	printf("    gemm micro-kernel: %s (NR %d)\n", default_isa, hal_gemm_nr());
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(conv_1x1_few_pixels),
+		cmocka_unit_test(conv_direct_small_k),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
