@@ -1,0 +1,298 @@
+/*
+ * tests/test_matmul.c - MatMul and Gemm with constant weights (the
+ * projections of a transformer) against the scalar reference kernels.
+ *
+ * Each case is a small model written here as ONNX protobuf bytes:
+ * x -> MatMul(x, W) or Gemm(x, W, C) [-> Add of a constant bias row, in
+ * either operand order], with W and C initializers. It runs through the
+ * public API as loaded (fast paths: the transposed small-M product of
+ * hal/ops/nn.c, B pre-packed, the bias folded into the product) and with
+ * hal_use_reference set before loading (scalar reference kernels, nothing
+ * fused), on every GEMM micro-kernel this CPU has (their NR decides which
+ * M take the transposed path) and on 1 and 2 threads. Sizes are odd on
+ * purpose: M around MR/NR (2..33, batched MatMul folding into M), N and K
+ * not multiples of any block. Tolerance |fast - ref| <= 1e-4 (1 + |ref|):
+ * sums of at most 300 products of magnitude ~1 in a different order.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "aidos/aidos.h"
+#include "hal/gemm.h"
+#include "hal/hal.h"
+#include "tests/pb_write.h"
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+
+static float frand(float lo, float hi)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return lo + (hi - lo) * (float)((rng >> 11) * (1.0 / 9007199254740992.0));
+}
+
+enum { OP_MATMUL, OP_GEMM };
+enum { BIAS_NONE, BIAS_ADD_AFTER, BIAS_ADD_BEFORE };   /* Add(y, b) / Add(b, y) */
+
+struct mcase {
+	const char *name;
+	int op;
+	int64_t batch, m, n, k;   /* x: [batch, m, k] for MatMul when batch > 0, else [m, k] */
+	int ta, tb;               /* Gemm */
+	float alpha, beta;        /* Gemm */
+	int gemm_c;               /* Gemm: 0 no C, 1 C [n], 2 C [1, n], 3 C [m, n], 4 C scalar [1] */
+	int bias;                 /* an Add of a constant [n] after the product */
+};
+
+static const struct mcase cases[] = {
+	{ "matmul 2x37x19", OP_MATMUL, 0, 2, 37, 19, 0, 0, 1, 1, 0, BIAS_NONE },
+	{ "matmul 5x100x33", OP_MATMUL, 0, 5, 100, 33, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
+	{ "matmul 13x129x300", OP_MATMUL, 0, 13, 129, 300, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE },
+	{ "matmul 32x520x64", OP_MATMUL, 0, 32, 520, 64, 0, 0, 1, 1, 0, BIAS_NONE },
+	{ "matmul 33x257x17", OP_MATMUL, 0, 33, 257, 17, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
+	{ "matmul 1x7x300 batch 2", OP_MATMUL, 2, 7, 300, 31, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
+	{ "matmul 3x9x70 batch 1", OP_MATMUL, 1, 9, 70, 40, 0, 0, 1, 1, 0, BIAS_NONE },
+	{ "matmul 64x96x48", OP_MATMUL, 0, 64, 96, 48, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE },
+	{ "matmul 1x300x29", OP_MATMUL, 0, 1, 300, 29, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
+	{ "gemm 7x200x23 C[n]", OP_GEMM, 0, 7, 200, 23, 0, 0, 1, 1, 1, BIAS_NONE },
+	{ "gemm 11x90x57 transB alpha beta C[1,n]", OP_GEMM, 0, 11, 90, 57, 0, 1, 0.5f, 2, 2, BIAS_NONE },
+	{ "gemm 6x64x16 transA", OP_GEMM, 0, 6, 64, 16, 1, 0, 1, 1, 0, BIAS_NONE },
+	{ "gemm 9x130x45 transA transB C[n]", OP_GEMM, 0, 9, 130, 45, 1, 1, 1.5f, 0.25f, 1, BIAS_NONE },
+	{ "gemm 5x80x20 C[m,n]", OP_GEMM, 0, 5, 80, 20, 0, 0, 1, 1, 3, BIAS_NONE },
+	{ "gemm 4x77x30 C scalar", OP_GEMM, 0, 4, 77, 30, 0, 1, 1, 3, 4, BIAS_NONE },
+	{ "gemm 3x50x8 beta 0", OP_GEMM, 0, 3, 50, 8, 0, 0, 1, 0, 1, BIAS_ADD_AFTER },
+};
+
+/* TensorProto {dims 1, data_type 2, name 8, raw_data 9} as an initializer
+ * (GraphProto field 5). */
+static void init(pbw *g, const char *name, int rank, const int64_t *dims, const float *v)
+{
+	pbw t = { 0 };
+	int64_t n = 1;
+	for (int i = 0; i < rank; i++) {
+		pbw_int(&t, 1, dims[i]);
+		n *= dims[i];
+	}
+	pbw_int(&t, 2, 1);
+	pbw_str(&t, 8, name);
+	pbw_bytes(&t, 9, v, (size_t)n * sizeof *v);
+	pbw_take(g, 5, &t);
+}
+
+static float *rand_init(pbw *g, const char *name, int rank, const int64_t *dims)
+{
+	int64_t n = 1;
+	for (int i = 0; i < rank; i++)
+		n *= dims[i];
+	float *v = malloc((size_t)n * sizeof *v);
+	assert_non_null(v);
+	for (int64_t i = 0; i < n; i++)
+		v[i] = frand(-1, 1);
+	init(g, name, rank, dims, v);
+	return v;
+}
+
+static void attr(pbw *n, const char *name, int is_float, double v)
+{
+	pbw a = { 0 };
+	pbw_str(&a, 1, name);
+	if (is_float) {
+		float f = (float)v;
+		pbw_varint(&a, 2 << 3 | 5);
+		pbw_raw(&a, &f, 4);
+		pbw_int(&a, 20, 1);
+	} else {
+		pbw_int(&a, 3, (int64_t)v);
+		pbw_int(&a, 20, 2);
+	}
+	pbw_take(n, 5, &a);
+}
+
+/* ValueInfoProto {name 1, type 2 {tensor_type 1 {elem_type 1, shape 2 {dim 1 {dim_value 1}}}}} */
+static void value_info(pbw *g, int field, const char *name, int rank, const int64_t *dims)
+{
+	pbw vi = { 0 }, ty = { 0 }, tt = { 0 }, sh = { 0 };
+	for (int i = 0; i < rank; i++) {
+		pbw dm = { 0 };
+		pbw_int(&dm, 1, dims[i]);
+		pbw_take(&sh, 1, &dm);
+	}
+	pbw_int(&tt, 1, 1);
+	pbw_take(&tt, 2, &sh);
+	pbw_take(&ty, 1, &tt);
+	pbw_str(&vi, 1, name);
+	pbw_take(&vi, 2, &ty);
+	pbw_take(g, field, &vi);
+}
+
+/* x's shape for case t. */
+static int x_shape(const struct mcase *t, int64_t *d)
+{
+	if (t->op == OP_GEMM) {
+		d[0] = t->ta ? t->k : t->m;
+		d[1] = t->ta ? t->m : t->k;
+		return 2;
+	}
+	if (t->batch) {
+		d[0] = t->batch;
+		d[1] = t->m;
+		d[2] = t->k;
+		return 3;
+	}
+	d[0] = t->m;
+	d[1] = t->k;
+	return 2;
+}
+
+static void build(const struct mcase *t, pbw *out)
+{
+	pbw g = { 0 }, n = { 0 };
+	int64_t wd[2] = { t->tb ? t->n : t->k, t->tb ? t->k : t->n };
+	free(rand_init(&g, "w", 2, wd));
+	pbw_str(&n, 1, "x");
+	pbw_str(&n, 1, "w");
+	if (t->op == OP_GEMM) {
+		if (t->gemm_c) {
+			int64_t cd[2];
+			int cr;
+			switch (t->gemm_c) {
+			case 1: cd[0] = t->n; cr = 1; break;
+			case 2: cd[0] = 1; cd[1] = t->n; cr = 2; break;
+			case 3: cd[0] = t->m; cd[1] = t->n; cr = 2; break;
+			default: cd[0] = 1; cr = 1; break;
+			}
+			free(rand_init(&g, "c", cr, cd));
+			pbw_str(&n, 1, "c");
+		}
+		if (t->ta)
+			attr(&n, "transA", 0, 1);
+		if (t->tb)
+			attr(&n, "transB", 0, 1);
+		if (t->alpha != 1)
+			attr(&n, "alpha", 1, t->alpha);
+		if (t->beta != 1)
+			attr(&n, "beta", 1, t->beta);
+	}
+	pbw_str(&n, 2, t->bias ? "p" : "y");
+	pbw_str(&n, 4, t->op == OP_GEMM ? "Gemm" : "MatMul");
+	pbw_take(&g, 1, &n);
+	if (t->bias) {
+		int64_t bd = t->n;
+		free(rand_init(&g, "b", 1, &bd));
+		pbw a = { 0 };
+		pbw_str(&a, 1, t->bias == BIAS_ADD_AFTER ? "p" : "b");
+		pbw_str(&a, 1, t->bias == BIAS_ADD_AFTER ? "b" : "p");
+		pbw_str(&a, 2, "y");
+		pbw_str(&a, 4, "Add");
+		pbw_take(&g, 1, &a);
+	}
+	int64_t xd[3];
+	int xr = x_shape(t, xd);
+	pbw_str(&g, 2, "g");
+	value_info(&g, 11, "x", xr, xd);
+	pbw vi = { 0 };
+	pbw_str(&vi, 1, "y");
+	pbw_take(&g, 12, &vi);
+	pbw op = { 0 };
+	memset(out, 0, sizeof *out);
+	pbw_int(out, 1, 8);
+	pbw_take(out, 7, &g);
+	pbw_str(&op, 1, "");
+	pbw_int(&op, 2, 14);
+	pbw_take(out, 8, &op);
+}
+
+/* Runs the model on x; returns output 0 (malloc'd) and its element count,
+ * and the plan's step count in *steps. */
+static float *run(const pbw *bytes, const float *x, const struct mcase *t, int threads, int64_t *n,
+		  int *steps)
+{
+	char err[256] = "";
+	aidos_model *m;
+	int rc = aidos_model_load_buffer(bytes->b, bytes->n, NULL, &m, err, sizeof err);
+	if (rc)
+		fail_msg("%s: load: %s", t->name, err);
+	aidos_session_opts o = { 0 };
+	o.threads = threads;
+	aidos_session *s;
+	if ((rc = aidos_session_create(m, &o, &s, err, sizeof err)))
+		fail_msg("%s: session: %s", t->name, err);
+	aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .data = (void *)x };
+	in.rank = x_shape(t, in.dims);
+	if ((rc = aidos_session_run(s, 1, &in)))
+		fail_msg("%s: run: %s", t->name, aidos_session_errmsg(s));
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	*n = 1;
+	for (int i = 0; i < y.rank; i++)
+		*n *= y.dims[i];
+	float *out = malloc((size_t)*n * sizeof *out);
+	assert_non_null(out);
+	memcpy(out, y.data, (size_t)*n * sizeof *out);
+	aidos_plan_stats st;
+	assert_int_equal(aidos_session_stats(s, &st), 0);
+	*steps = st.steps;
+	aidos_session_destroy(s);
+	aidos_model_free(m);
+	return out;
+}
+
+static const char *const isas[] = { "avx512", "avx2", "generic" };
+
+static void fast_vs_reference(void **state)
+{
+	(void)state;
+	const char *default_isa = hal_gemm_isa();
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		const struct mcase *t = &cases[i];
+		pbw bytes;
+		build(t, &bytes);
+		int64_t xd[3], nx = 1;
+		int xr = x_shape(t, xd);
+		for (int k = 0; k < xr; k++)
+			nx *= xd[k];
+		float *x = malloc((size_t)nx * sizeof *x);
+		assert_non_null(x);
+		for (int64_t k = 0; k < nx; k++)
+			x[k] = frand(-1, 1);
+		int64_t nr, nf;
+		int sr, sf;
+		hal_use_reference = 1;
+		float *ref = run(&bytes, x, t, 1, &nr, &sr);
+		hal_use_reference = 0;
+		for (size_t is = 0; is < sizeof isas / sizeof isas[0]; is++) {
+			if (hal_gemm_use_isa(isas[is]))
+				continue;
+			for (int threads = 1; threads <= 2; threads++) {
+				float *got = run(&bytes, x, t, threads, &nf, &sf);
+				assert_int_equal(nf, nr);
+				for (int64_t k = 0; k < nf; k++)
+					if (!(fabsf(got[k] - ref[k]) <= 1e-4f * (1 + fabsf(ref[k]))))
+						fail_msg("%s (%s, %d threads): y[%lld] fast %.9g, "
+							 "reference %.9g", t->name, isas[is], threads,
+							 (long long)k, got[k], ref[k]);
+				free(got);
+			}
+		}
+		hal_gemm_use_isa(default_isa);
+		free(ref);
+		free(x);
+		free(bytes.b);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(fast_vs_reference),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
