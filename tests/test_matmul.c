@@ -289,10 +289,119 @@ static void fast_vs_reference(void **state)
 	}
 }
 
+/* MatMul of two graph inputs (attention's Q K^T and P V), batched with
+ * broadcasting: the per-batch split of small products, the batch folded
+ * into M, M = 1. */
+struct bcase {
+	int ra, rb;
+	int64_t da[4], db[4];
+};
+
+static const struct bcase bcases[] = {
+	{ 4, 4, { 2, 3, 5, 7 }, { 2, 3, 7, 6 } },
+	{ 3, 3, { 4, 64, 64 }, { 4, 64, 64 } },
+	{ 4, 4, { 3, 1, 9, 17 }, { 1, 4, 17, 10 } },
+	{ 3, 2, { 2, 5, 33 }, { 33, 20 } },
+	{ 3, 3, { 6, 1, 8 }, { 6, 8, 3 } },
+	{ 4, 4, { 1, 3, 13, 40 }, { 1, 3, 40, 13 } },
+	{ 3, 3, { 2, 150, 140 }, { 2, 140, 130 } },   /* over MM_SMALL: the GEMM splits */
+};
+
+static void build2(const struct bcase *t, pbw *out)
+{
+	pbw g = { 0 }, n = { 0 };
+	pbw_str(&n, 1, "x");
+	pbw_str(&n, 1, "w");
+	pbw_str(&n, 2, "y");
+	pbw_str(&n, 4, "MatMul");
+	pbw_take(&g, 1, &n);
+	pbw_str(&g, 2, "g");
+	value_info(&g, 11, "x", t->ra, t->da);
+	value_info(&g, 11, "w", t->rb, t->db);
+	pbw vi = { 0 };
+	pbw_str(&vi, 1, "y");
+	pbw_take(&g, 12, &vi);
+	pbw op = { 0 };
+	memset(out, 0, sizeof *out);
+	pbw_int(out, 1, 8);
+	pbw_take(out, 7, &g);
+	pbw_str(&op, 1, "");
+	pbw_int(&op, 2, 14);
+	pbw_take(out, 8, &op);
+}
+
+static float *run2(const pbw *bytes, const struct bcase *t, float *const *v, int threads, int64_t *n)
+{
+	char err[256] = "";
+	aidos_model *m;
+	assert_int_equal(aidos_model_load_buffer(bytes->b, bytes->n, NULL, &m, err, sizeof err), 0);
+	aidos_session_opts o = { 0 };
+	o.threads = threads;
+	aidos_session *s;
+	assert_int_equal(aidos_session_create(m, &o, &s, err, sizeof err), 0);
+	aidos_tensor in[2] = {
+		{ .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = t->ra, .data = v[0] },
+		{ .name = "w", .dtype = AIDOS_DT_FLOAT, .rank = t->rb, .data = v[1] },
+	};
+	memcpy(in[0].dims, t->da, sizeof t->da);
+	memcpy(in[1].dims, t->db, sizeof t->db);
+	if (aidos_session_run(s, 2, in))
+		fail_msg("run: %s", aidos_session_errmsg(s));
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	*n = 1;
+	for (int i = 0; i < y.rank; i++)
+		*n *= y.dims[i];
+	float *r = malloc((size_t)*n * sizeof *r);
+	assert_non_null(r);
+	memcpy(r, y.data, (size_t)*n * sizeof *r);
+	aidos_session_destroy(s);
+	aidos_model_free(m);
+	return r;
+}
+
+static void batched_vs_reference(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof bcases / sizeof bcases[0]; i++) {
+		const struct bcase *t = &bcases[i];
+		pbw bytes;
+		build2(t, &bytes);
+		float *v[2];
+		for (int k = 0; k < 2; k++) {
+			int64_t n = 1;
+			for (int d = 0; d < (k ? t->rb : t->ra); d++)
+				n *= k ? t->db[d] : t->da[d];
+			v[k] = malloc((size_t)n * sizeof *v[k]);
+			assert_non_null(v[k]);
+			for (int64_t e = 0; e < n; e++)
+				v[k][e] = frand(-1, 1);
+		}
+		int64_t nr, nf;
+		hal_use_reference = 1;
+		float *ref = run2(&bytes, t, v, 1, &nr);
+		hal_use_reference = 0;
+		for (int threads = 1; threads <= 2; threads++) {
+			float *got = run2(&bytes, t, v, threads, &nf);
+			assert_int_equal(nf, nr);
+			for (int64_t k = 0; k < nf; k++)
+				if (!(fabsf(got[k] - ref[k]) <= 1e-4f * (1 + fabsf(ref[k]))))
+					fail_msg("batched case %zu (%d threads): y[%lld] fast %.9g, reference %.9g",
+						 i, threads, (long long)k, got[k], ref[k]);
+			free(got);
+		}
+		free(ref);
+		free(v[0]);
+		free(v[1]);
+		free(bytes.b);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(fast_vs_reference),
+		cmocka_unit_test(batched_vs_reference),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
