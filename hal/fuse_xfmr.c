@@ -193,11 +193,65 @@ static int match_ln(hal_plan *p, int i, int *rc)
 	return 1;
 }
 
+/* MatMul by a constant then Add of a constant row (a linear layer's bias,
+ * either operand order, as every exporter writes nn.Linear at rank 3):
+ * the bias becomes the MatMul's third input (hal/ops/nn.c applies it to
+ * each block of the product while it is in cache, or as the transposed
+ * product's native row bias), saving the Add's pass over the output. The
+ * MatMul's output must be read by the Add only; the MatMul kernel refuses
+ * the shapes it cannot apply a bias to, and the steps stay as they were. */
+static int match_bias(hal_plan *p, int i, int *rc)
+{
+	hal_step *st = p->step;
+	hal_step *s = &st[i], *a = &st[i + 1];
+	if (i + 1 >= p->n_step || !is_op(s, "MatMul") || s->n_in != 2 || !is_op(a, "Add"))
+		return 0;
+	hal_tensor *y = s->out[0], *z = a->out[0];
+	const hal_tensor *b = other(a, y);
+	if (!b || !s->in[1]->is_const || y->dtype != HAL_DT_F32 || y->rank < 1 ||
+	    !const_row(b, y->dims[y->rank - 1]) || b->rank > y->rank || hal_numel(z) != hal_numel(y) ||
+	    z->rank != y->rank)
+		return 0;
+	hal_value *yv = value_of(p, y);
+	if (!yv || yv->last > i + 1 || s->n_out != 1)
+		return 0;
+	hal_tensor **in = hal_step_alloc(s, 17 * sizeof *in);
+	hal_tensor **out = hal_step_alloc(s, 17 * sizeof *out);
+	if (!in || !out) {
+		*rc = AIDOS_E_NOMEM;
+		return 0;
+	}
+	memset(in, 0, 17 * sizeof *in);
+	memset(out, 0, 17 * sizeof *out);
+	in[0] = s->in[0];
+	in[1] = s->in[1];
+	in[2] = (hal_tensor *)b;
+	out[0] = z;
+	hal_step n = *s;
+	n.n_in = 3;
+	n.in = in;
+	n.out = out;
+	n.params = NULL;
+	n.scratch_bytes = 0;
+	hal_tensor keep = *z;
+	if (s->op->infer(&n) || z->rank != keep.rank ||
+	    memcmp(z->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
+		*z = keep;   /* the kernel cannot take this bias: leave the steps */
+		p->err[0] = 0;
+		return 0;
+	}
+	yv->kind = HAL_VAL_FUSED;
+	yv->t.data = NULL;
+	st[i] = n;
+	a->op = NULL;
+	return 1;
+}
+
 int hal_fuse_xfmr(hal_plan *p)
 {
 	int rc = 0;
 	for (int i = 0; i < p->n_step && !rc; i++)
-		if (p->step[i].op)
-			match_ln(p, i, &rc);
+		if (p->step[i].op && !match_ln(p, i, &rc) && !rc)
+			match_bias(p, i, &rc);
 	return rc;
 }

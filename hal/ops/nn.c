@@ -1408,6 +1408,7 @@ struct matmul {
 	int use_xw;                           /* small M, constant B: transposed */
 	struct xw xw;
 	size_t per_batch;                     /* > 0: scratch bytes of each batch's own GEMM */
+	const float *bias;                    /* [N] added to every row, or NULL */
 };
 
 /* A batch of products each too small to split (attention's per-head
@@ -1466,13 +1467,25 @@ static int matmul_infer(hal_step *s)
 		od[orank++] = p->N;
 	hal_tensor_set_shape(s->out[0], HAL_DT_F32, orank, od);
 	int64_t nb_b = hal_numel(b) / MAX(1, p->K * p->N);
+	/* A third input is never in a model (the arity table refuses it): it
+	 * is the bias row of a following Add that hal_fuse_xfmr folded in,
+	 * applied where the product path allows it (below) and refused
+	 * otherwise, which makes the fusion back off. */
+	const hal_tensor *bias = s->n_in > 2 ? s->in[2] : NULL;
+	if (bias && (hal_use_reference || !bias->is_const || !bias->data || bias->dtype != HAL_DT_F32 ||
+		     hal_numel(bias) != p->N || bias->dims[bias->rank - 1] != p->N))
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "bias must be a float32 constant row of N");
 	/* B shared by every batch: fold A's batch dims into M (A is contiguous). */
 	p->fold = nb_b == 1 && hal_numel(a) == p->nbatch * p->M * p->K;
 	if (!hal_use_reference) {
 		int64_t M = p->fold ? p->nbatch * p->M : p->M;
+		if (bias && (!p->fold || M < 2))
+			return hal_err(s, AIDOS_E_UNSUPPORTED, "bias on a batched or M = 1 MatMul");
+		p->bias = bias ? bias->data : NULL;
 		if (b->is_const && b->data && nb_b == 1 && p->fold && xw_wanted(M, p->N, p->K)) {
 			if (!(p->xw.ap = xw_pack(s, b->data, p->N, 0, p->K, p->N)))
 				return AIDOS_E_NOMEM;
+			p->xw.bias = p->bias;
 			p->use_xw = 1;
 			s->scratch_bytes = xw_scratch_bytes(M, p->N, p->K);
 		} else if (b->is_const && b->data && p->K > 0 && p->N > 0 && nb_b > 0) {
@@ -1520,6 +1533,24 @@ struct mm_job {
 	char *scratch;
 };
 
+struct bias_ctx {
+	const float *bias;   /* [N] */
+	float *c;            /* [M, ldc] */
+	int64_t ldc;
+};
+
+/* Adds the bias row to a finished block of C while it is in cache. */
+static void bias_done(const void *ctx, int64_t i0, int64_t mc, int64_t j0, int64_t nc)
+{
+	const struct bias_ctx *d = ctx;
+	const float *restrict b = d->bias + j0;
+	for (int64_t i = i0; i < i0 + mc; i++) {
+		float *restrict c = d->c + i * d->ldc + j0;
+		for (int64_t j = 0; j < nc; j++)
+			c[j] += b[j];
+	}
+}
+
 /* Batches [t0, t1) of a per-batch split, each on this thread. */
 static void mm_batch_range(void *arg, int64_t t0, int64_t t1)
 {
@@ -1548,10 +1579,12 @@ static int matmul_exec(hal_step *s)
 		return 0;
 	}
 	if (!hal_use_reference && p->fold) {
+		struct bias_ctx bc = { p->bias, y, p->N };
 		hal_gemm_args g = {
 			.M = p->nbatch * p->M, .N = p->N, .K = p->K, .a = a, .lda = p->K,
 			.b = b, .ldb = p->N, .b_packed = p->bp, .c = y, .ldc = p->N,
 			.alpha = 1.0f, .beta = 0.0f,
+			.done = p->bias ? bias_done : NULL, .done_ctx = &bc,
 		};
 		hal_gemm(s, &g, s->scratch);
 		return 0;
