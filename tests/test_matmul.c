@@ -10,7 +10,7 @@
  * hal_use_reference set before loading (scalar reference kernels, nothing
  * fused), on every GEMM micro-kernel this CPU has (their NR decides which
  * M take the transposed path) and on 1 and 2 threads. Sizes are odd on
- * purpose: M around MR/NR (2..33, batched MatMul folding into M), N and K
+ * purpose: M around MR/NR (2..40, batched MatMul folding into M), N and K
  * not multiples of any block. Tolerance |fast - ref| <= 1e-4 (1 + |ref|):
  * sums of at most 300 products of magnitude ~1 in a different order.
  */
@@ -55,19 +55,21 @@ struct mcase {
 static const struct mcase cases[] = {
 	{ "matmul 2x37x19", OP_MATMUL, 0, 2, 37, 19, 0, 0, 1, 1, 0, BIAS_NONE },
 	{ "matmul 5x100x33", OP_MATMUL, 0, 5, 100, 33, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
-	{ "matmul 13x129x300", OP_MATMUL, 0, 13, 129, 300, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE },
+	{ "matmul 15x129x300", OP_MATMUL, 0, 15, 129, 300, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE },
 	{ "matmul 32x520x64", OP_MATMUL, 0, 32, 520, 64, 0, 0, 1, 1, 0, BIAS_NONE },
 	{ "matmul 33x257x17", OP_MATMUL, 0, 33, 257, 17, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
-	{ "matmul 1x7x300 batch 2", OP_MATMUL, 2, 7, 300, 31, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
-	{ "matmul 3x9x70 batch 1", OP_MATMUL, 1, 9, 70, 40, 0, 0, 1, 1, 0, BIAS_NONE },
+	{ "matmul 7x300x31 batch 2", OP_MATMUL, 2, 7, 300, 31, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
+	{ "matmul 8x70x40 batch 1", OP_MATMUL, 1, 8, 70, 40, 0, 0, 1, 1, 0, BIAS_NONE },
 	{ "matmul 64x96x48", OP_MATMUL, 0, 64, 96, 48, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE },
 	{ "matmul 1x300x29", OP_MATMUL, 0, 1, 300, 29, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
-	{ "gemm 7x200x23 C[n]", OP_GEMM, 0, 7, 200, 23, 0, 0, 1, 1, 1, BIAS_NONE },
-	{ "gemm 11x90x57 transB alpha beta C[1,n]", OP_GEMM, 0, 11, 90, 57, 0, 1, 0.5f, 2, 2, BIAS_NONE },
+	{ "gemm 15x200x23 C[n]", OP_GEMM, 0, 15, 200, 23, 0, 0, 1, 1, 1, BIAS_NONE },
+	{ "gemm 16x90x57 transB alpha beta C[1,n]", OP_GEMM, 0, 16, 90, 57, 0, 1, 0.5f, 2, 2, BIAS_NONE },
 	{ "gemm 6x64x16 transA", OP_GEMM, 0, 6, 64, 16, 1, 0, 1, 1, 0, BIAS_NONE },
-	{ "gemm 9x130x45 transA transB C[n]", OP_GEMM, 0, 9, 130, 45, 1, 1, 1.5f, 0.25f, 1, BIAS_NONE },
-	{ "gemm 5x80x20 C[m,n]", OP_GEMM, 0, 5, 80, 20, 0, 0, 1, 1, 3, BIAS_NONE },
-	{ "gemm 4x77x30 C scalar", OP_GEMM, 0, 4, 77, 30, 0, 1, 1, 3, 4, BIAS_NONE },
+	{ "gemm 32x100x16 transA", OP_GEMM, 0, 32, 100, 16, 1, 0, 1, 1, 0, BIAS_NONE },
+	{ "matmul 40x300x24", OP_MATMUL, 0, 40, 300, 24, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
+	{ "gemm 31x130x45 transA transB C[n]", OP_GEMM, 0, 31, 130, 45, 1, 1, 1.5f, 0.25f, 1, BIAS_NONE },
+	{ "gemm 32x180x20 C[m,n]", OP_GEMM, 0, 32, 80, 20, 0, 0, 1, 1, 3, BIAS_NONE },
+	{ "gemm 30x177x30 C scalar", OP_GEMM, 0, 30, 77, 30, 0, 1, 1, 3, 4, BIAS_NONE },
 	{ "gemm 3x50x8 beta 0", OP_GEMM, 0, 3, 50, 8, 0, 0, 1, 0, 1, BIAS_ADD_AFTER },
 };
 
