@@ -20,6 +20,7 @@
  * unfused plan).
  */
 #include <string.h>
+#include "hal/ops/attention.h"
 #include "hal/plan.h"
 
 static int is_op(const hal_step *s, const char *name)
@@ -247,11 +248,137 @@ static int match_bias(hal_plan *p, int i, int *rc)
 	return 1;
 }
 
+/* The Transpose step that writes t with permutation perm (4 dims) and
+ * whose output is read by step `user` only; NULL otherwise. */
+static hal_step *transpose_of(hal_plan *p, const hal_tensor *t, const int64_t *perm, int user)
+{
+	hal_value *v = value_of(p, t);
+	if (!v || v->def < 0 || v->def >= p->n_step || v->last != user)
+		return NULL;
+	hal_step *s = &p->step[v->def];
+	const int64_t *pm;
+	if (!is_op(s, "Transpose") || s->out[0] != t || s->in[0]->rank != 4 || s->in[0]->dtype != HAL_DT_F32 ||
+	    hal_attr_ints(s->node, "perm", &pm) != 4)
+		return NULL;
+	for (int i = 0; i < 4; i++)
+		if (pm[i] != perm[i])
+			return NULL;
+	return s;
+}
+
+/* Scaled dot-product attention (see hal/ops/attention.h) from the
+ * MatMul(Q, K^T) at step i: the Transposes of q, k, v (earlier steps, read
+ * only here) and the consecutive [Div|Mul scalar] [Add mask] Softmax MatMul
+ * Transpose become one FusedAttention step at i. q, k, v then stay alive
+ * until it runs (their last reads move to it). */
+static int match_attn(hal_plan *p, int i, int *rc)
+{
+	static const int64_t p0213[4] = { 0, 2, 1, 3 }, p0231[4] = { 0, 2, 3, 1 };
+	hal_step *st = p->step;
+	hal_step *s = &st[i];
+	if (!is_op(s, "MatMul") || s->n_in != 2 || s->in[0]->rank != 4 || s->in[1]->rank != 4)
+		return 0;
+	int k = i + 1;
+	float scale = 1.0f, c;
+	const hal_tensor *cur = s->out[0], *mask = NULL;
+	if (k < p->n_step && (is_op(&st[k], "Div") || is_op(&st[k], "Mul")) &&
+	    const_scalar(other(&st[k], cur), &c) && (st[k].op->name[0] == 'M' || st[k].in[0] == cur) &&
+	    c != 0.0f) {
+		scale = st[k].op->name[0] == 'D' ? 1.0f / c : c;
+		cur = st[k++].out[0];
+	}
+	if (k < p->n_step && is_op(&st[k], "Add") && other(&st[k], cur) && other(&st[k], cur) != cur &&
+	    hal_numel(st[k].out[0]) == hal_numel(cur)) {
+		mask = other(&st[k], cur);
+		cur = st[k++].out[0];
+	}
+	if (k + 2 >= p->n_step || !is_op(&st[k], "Softmax") || st[k].in[0] != cur)
+		return 0;
+	int64_t ax = hal_attr_int(st[k].node, "axis", st[k].opset >= 13 ? -1 : 1);
+	if (ax != -1 && ax != 3)
+		return 0;
+	cur = st[k++].out[0];
+	hal_step *pv = &st[k], *to = &st[k + 1];
+	if (!is_op(pv, "MatMul") || pv->in[0] != cur || !is_op(to, "Transpose") || to->in[0] != pv->out[0])
+		return 0;
+	const int64_t *pm;
+	if (hal_attr_ints(to->node, "perm", &pm) != 4 || memcmp(pm, p0213, sizeof p0213))
+		return 0;
+	int last = k + 1;
+	hal_step *tq = transpose_of(p, s->in[0], p0213, i), *tk = transpose_of(p, s->in[1], p0231, i);
+	hal_step *tv = transpose_of(p, pv->in[1], p0213, k);
+	if (!tq || !tk || !tv)
+		return 0;
+	/* Every intermediate of the run is read only inside it. */
+	for (int j = i; j < last; j++) {
+		hal_value *iv = value_of(p, st[j].out[0]);
+		if (!iv || iv->last > last || st[j].n_out != 1)
+			return 0;
+	}
+	ir_node *nd = hal_step_alloc(s, sizeof *nd);
+	ir_attr *at = hal_step_alloc(s, sizeof *at);
+	hal_tensor **in = hal_step_alloc(s, 17 * sizeof *in);
+	hal_tensor **out = hal_step_alloc(s, 17 * sizeof *out);
+	if (!nd || !at || !in || !out) {
+		*rc = AIDOS_E_NOMEM;
+		return 0;
+	}
+	memset(at, 0, sizeof *at);
+	at->name = "scale";
+	at->type = IR_ATTR_FLOAT;
+	at->f = scale;
+	*nd = *to->node;
+	nd->op_type = hal_op_attention.name;
+	nd->domain = "";
+	nd->n_attr = 1;
+	nd->attr = at;
+	memset(in, 0, 17 * sizeof *in);
+	memset(out, 0, 17 * sizeof *out);
+	in[0] = tq->in[0];
+	in[1] = tk->in[0];
+	in[2] = tv->in[0];
+	in[3] = (hal_tensor *)mask;
+	hal_tensor *y = to->out[0];
+	out[0] = y;
+	hal_step n = {
+		.op = &hal_op_attention, .node = nd, .opset = s->opset, .n_in = mask ? 4 : 3,
+		.n_out = 1, .in = in, .out = out, .plan = p,
+	};
+	hal_tensor keep = *y;
+	if (hal_op_attention.infer(&n) || y->rank != keep.rank ||
+	    memcmp(y->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
+		*y = keep;   /* not attention as the kernel takes it: leave the steps */
+		p->err[0] = 0;
+		return 0;
+	}
+	for (int j = 0; j < 3; j++) {
+		hal_value *iv = value_of(p, in[j]);
+		if (iv && iv->last < last)
+			iv->last = last;
+	}
+	hal_step *tr[3] = { tq, tk, tv };
+	for (int j = 0; j < 3; j++) {
+		hal_value *iv = value_of(p, tr[j]->out[0]);
+		iv->kind = HAL_VAL_FUSED;
+		iv->t.data = NULL;
+		tr[j]->op = NULL;
+	}
+	for (int j = i; j < last; j++) {
+		hal_value *iv = value_of(p, st[j].out[0]);
+		iv->kind = HAL_VAL_FUSED;
+		iv->t.data = NULL;
+	}
+	st[i] = n;
+	for (int j = i + 1; j <= last; j++)
+		st[j].op = NULL;
+	return 1;
+}
+
 int hal_fuse_xfmr(hal_plan *p)
 {
 	int rc = 0;
 	for (int i = 0; i < p->n_step && !rc; i++)
-		if (p->step[i].op && !match_ln(p, i, &rc) && !rc)
+		if (p->step[i].op && !match_ln(p, i, &rc) && !rc && !match_attn(p, i, &rc) && !rc)
 			match_bias(p, i, &rc);
 	return rc;
 }

@@ -404,11 +404,187 @@ static void batched_vs_reference(void **state)
 	}
 }
 
+/* Scaled dot-product attention as exporters write it (q, k, v [B,S,H,D]
+ * inputs -> Transposes -> MatMul -> Div or Mul -> Add mask -> Softmax ->
+ * MatMul -> Transpose), fused into one FusedAttention step (hal/ops/
+ * attention.c), against the unfused graph on the reference kernels. */
+struct acase {
+	int64_t b, s, t, h, d;
+	int div;      /* scale by Div (else Mul) */
+	int mask;     /* 0 none, 1 input [B,1,1,T], 2 constant causal [1,1,S,T], 3 input [B,H,S,T] */
+};
+
+static const struct acase acases[] = {
+	{ 1, 64, 64, 4, 64, 1, 1 },
+	{ 1, 13, 13, 3, 8, 0, 2 },
+	{ 2, 7, 11, 1, 5, 1, 1 },
+	{ 1, 32, 32, 4, 16, 0, 0 },
+	{ 2, 9, 9, 2, 12, 1, 3 },
+	{ 1, 1, 5, 3, 4, 0, 1 },
+};
+
+static void perm_attr(pbw *n, const int64_t *p)
+{
+	pbw a = { 0 };
+	pbw_str(&a, 1, "perm");
+	for (int i = 0; i < 4; i++)
+		pbw_int(&a, 8, p[i]);
+	pbw_int(&a, 20, 7);
+	pbw_take(n, 5, &a);
+}
+
+static void node1(pbw *g, const char *op, const char *a, const char *b, const char *out, const int64_t *perm)
+{
+	pbw n = { 0 };
+	pbw_str(&n, 1, a);
+	if (b)
+		pbw_str(&n, 1, b);
+	pbw_str(&n, 2, out);
+	pbw_str(&n, 4, op);
+	if (perm)
+		perm_attr(&n, perm);
+	pbw_take(g, 1, &n);
+}
+
+static void build_attn(const struct acase *t, pbw *out)
+{
+	static const int64_t p0213[4] = { 0, 2, 1, 3 }, p0231[4] = { 0, 2, 3, 1 };
+	pbw g = { 0 };
+	node1(&g, "Transpose", "q", NULL, "tq", p0213);
+	node1(&g, "Transpose", "k", NULL, "tk", p0231);
+	node1(&g, "Transpose", "v", NULL, "tv", p0213);
+	node1(&g, "MatMul", "tq", "tk", "s0", NULL);
+	float sc = t->div ? sqrtf((float)t->d) : 1.0f / sqrtf((float)t->d);
+	init(&g, "c", 0, NULL, &sc);
+	node1(&g, t->div ? "Div" : "Mul", "s0", "c", "s1", NULL);
+	const char *pre = "s1";
+	if (t->mask == 2) {
+		int64_t md[4] = { 1, 1, t->s, t->t };
+		float *cm = malloc((size_t)(t->s * t->t) * sizeof *cm);
+		assert_non_null(cm);
+		for (int64_t i = 0; i < t->s; i++)
+			for (int64_t j = 0; j < t->t; j++)
+				cm[i * t->t + j] = j <= i ? 0.0f : -3.4028e38f;
+		init(&g, "m", 4, md, cm);
+		free(cm);
+	}
+	if (t->mask) {
+		node1(&g, "Add", "m", "s1", "s2", NULL);
+		pre = "s2";
+	}
+	node1(&g, "Softmax", pre, NULL, "p", NULL);
+	node1(&g, "MatMul", "p", "tv", "o", NULL);
+	node1(&g, "Transpose", "o", NULL, "y", p0213);
+	int64_t qd[4] = { t->b, t->s, t->h, t->d }, kd[4] = { t->b, t->t, t->h, t->d };
+	pbw_str(&g, 2, "g");
+	value_info(&g, 11, "q", 4, qd);
+	value_info(&g, 11, "k", 4, kd);
+	value_info(&g, 11, "v", 4, kd);
+	if (t->mask == 1) {
+		int64_t md[4] = { t->b, 1, 1, t->t };
+		value_info(&g, 11, "m", 4, md);
+	} else if (t->mask == 3) {
+		int64_t md[4] = { t->b, t->h, t->s, t->t };
+		value_info(&g, 11, "m", 4, md);
+	}
+	pbw vi = { 0 };
+	pbw_str(&vi, 1, "y");
+	pbw_take(&g, 12, &vi);
+	pbw op = { 0 };
+	memset(out, 0, sizeof *out);
+	pbw_int(out, 1, 8);
+	pbw_take(out, 7, &g);
+	pbw_str(&op, 1, "");
+	pbw_int(&op, 2, 14);
+	pbw_take(out, 8, &op);
+}
+
+static float *run_attn(const pbw *bytes, const struct acase *t, float *const *v, int threads,
+		       int64_t *n, int *steps)
+{
+	char err[256] = "";
+	aidos_model *m;
+	if (aidos_model_load_buffer(bytes->b, bytes->n, NULL, &m, err, sizeof err))
+		fail_msg("load: %s", err);
+	aidos_session_opts o = { 0 };
+	o.threads = threads;
+	aidos_session *s;
+	if (aidos_session_create(m, &o, &s, err, sizeof err))
+		fail_msg("session: %s", err);
+	aidos_tensor in[4] = {
+		{ .name = "q", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { t->b, t->s, t->h, t->d }, .data = v[0] },
+		{ .name = "k", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { t->b, t->t, t->h, t->d }, .data = v[1] },
+		{ .name = "v", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { t->b, t->t, t->h, t->d }, .data = v[2] },
+		{ .name = "m", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { t->b, 1, 1, t->t }, .data = v[3] },
+	};
+	if (t->mask == 3) {
+		in[3].dims[1] = t->h;
+		in[3].dims[2] = t->s;
+	}
+	if (aidos_session_run(s, t->mask == 1 || t->mask == 3 ? 4 : 3, in))
+		fail_msg("run: %s", aidos_session_errmsg(s));
+	aidos_tensor y;
+	assert_int_equal(aidos_session_output(s, 0, &y), 0);
+	*n = 1;
+	for (int i = 0; i < y.rank; i++)
+		*n *= y.dims[i];
+	float *r = malloc((size_t)*n * sizeof *r);
+	assert_non_null(r);
+	memcpy(r, y.data, (size_t)*n * sizeof *r);
+	aidos_plan_stats st;
+	assert_int_equal(aidos_session_stats(s, &st), 0);
+	*steps = st.steps;
+	aidos_session_destroy(s);
+	aidos_model_free(m);
+	return r;
+}
+
+static void attention_vs_reference(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof acases / sizeof acases[0]; i++) {
+		const struct acase *t = &acases[i];
+		pbw bytes;
+		build_attn(t, &bytes);
+		int64_t nq = t->b * t->s * t->h * t->d, nk = t->b * t->t * t->h * t->d;
+		int64_t nm = t->mask == 3 ? t->b * t->h * t->s * t->t : t->b * t->t;
+		int64_t cnt[4] = { nq, nk, nk, nm };
+		float *v[4];
+		for (int k = 0; k < 4; k++) {
+			v[k] = malloc((size_t)cnt[k] * sizeof *v[k]);
+			assert_non_null(v[k]);
+			for (int64_t e = 0; e < cnt[k]; e++)
+				v[k][e] = k < 3 ? frand(-2, 2) : (frand(0, 1) < 0.3f ? -10000.0f : frand(-1, 0));
+		}
+		int64_t nr, nf;
+		int sr, sf;
+		hal_use_reference = 1;
+		float *ref = run_attn(&bytes, t, v, 1, &nr, &sr);
+		hal_use_reference = 0;
+		for (int threads = 1; threads <= 2; threads++) {
+			float *got = run_attn(&bytes, t, v, threads, &nf, &sf);
+			assert_int_equal(nf, nr);
+			if (sf != 1)
+				fail_msg("attention case %zu: %d steps, want 1 (fused)", i, sf);
+			for (int64_t k = 0; k < nf; k++)
+				if (!(fabsf(got[k] - ref[k]) <= 1e-4f * (1 + fabsf(ref[k]))))
+					fail_msg("attention case %zu (%d threads): y[%lld] fused %.9g, reference %.9g",
+						 i, threads, (long long)k, got[k], ref[k]);
+			free(got);
+		}
+		free(ref);
+		for (int k = 0; k < 4; k++)
+			free(v[k]);
+		free(bytes.b);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(fast_vs_reference),
 		cmocka_unit_test(batched_vs_reference),
+		cmocka_unit_test(attention_vs_reference),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
