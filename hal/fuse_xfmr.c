@@ -201,6 +201,40 @@ static int match_ln(hal_plan *p, int i, int *rc)
  * product's native row bias), saving the Add's pass over the output. The
  * MatMul's output must be read by the Add only; the MatMul kernel refuses
  * the shapes it cannot apply a bias to, and the steps stay as they were. */
+/* The exact GELU as BERT exporters spell it, after the bias Add at step j
+ * (output z): Div(z, sqrt 2) Erf Add(1) Mul(z, .) Mul(0.5), consecutive,
+ * intermediates read only inside. Returns its last step, or -1. */
+static int gelu_after(hal_plan *p, int j, const hal_tensor *z)
+{
+	hal_step *st = p->step;
+	float c;
+	if (j + 5 >= p->n_step)
+		return -1;
+	if (!is_op(&st[j + 1], "Div") || st[j + 1].in[0] != z || !const_scalar(st[j + 1].in[1], &c) ||
+	    !(c > 1.4142130f && c < 1.4142140f))
+		return -1;
+	const hal_tensor *d = st[j + 1].out[0];
+	if (!is_op(&st[j + 2], "Erf") || st[j + 2].in[0] != d)
+		return -1;
+	const hal_tensor *e = st[j + 2].out[0];
+	if (!is_op(&st[j + 3], "Add") || !const_scalar(other(&st[j + 3], e), &c) || c != 1.0f)
+		return -1;
+	const hal_tensor *a = st[j + 3].out[0];
+	if (!is_op(&st[j + 4], "Mul") || other(&st[j + 4], a) != z || z == a)
+		return -1;
+	const hal_tensor *m = st[j + 4].out[0];
+	if (!is_op(&st[j + 5], "Mul") || !const_scalar(other(&st[j + 5], m), &c) || c != 0.5f)
+		return -1;
+	for (int k = j; k < j + 5; k++) {
+		hal_value *iv = value_of(p, st[k].out[0]);
+		if (!iv || iv->last > j + 5 || st[k].n_out != 1)
+			return -1;
+		if (hal_numel(st[k + 1].out[0]) != hal_numel(z) || st[k + 1].out[0]->dtype != HAL_DT_F32)
+			return -1;
+	}
+	return j + 5;
+}
+
 static int match_bias(hal_plan *p, int i, int *rc)
 {
 	hal_step *st = p->step;
@@ -216,6 +250,10 @@ static int match_bias(hal_plan *p, int i, int *rc)
 	hal_value *yv = value_of(p, y);
 	if (!yv || yv->last > i + 1 || s->n_out != 1)
 		return 0;
+	/* A GELU after the bias joins too: "aidos_gelu" on the MatMul's node
+	 * (applied per block after the bias, hal/ops/nn.c). */
+	int last = gelu_after(p, i + 1, z);
+	hal_tensor *zf = last > 0 ? p->step[last].out[0] : z;
 	hal_tensor **in = hal_step_alloc(s, 17 * sizeof *in);
 	hal_tensor **out = hal_step_alloc(s, 17 * sizeof *out);
 	if (!in || !out) {
@@ -227,24 +265,48 @@ static int match_bias(hal_plan *p, int i, int *rc)
 	in[0] = s->in[0];
 	in[1] = s->in[1];
 	in[2] = (hal_tensor *)b;
-	out[0] = z;
+	out[0] = zf;
 	hal_step n = *s;
 	n.n_in = 3;
 	n.in = in;
 	n.out = out;
 	n.params = NULL;
 	n.scratch_bytes = 0;
-	hal_tensor keep = *z;
-	if (s->op->infer(&n) || z->rank != keep.rank ||
-	    memcmp(z->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
-		*z = keep;   /* the kernel cannot take this bias: leave the steps */
+	if (last > 0) {
+		ir_node *nd = hal_step_alloc(s, sizeof *nd);
+		ir_attr *at = hal_step_alloc(s, (size_t)(s->node->n_attr + 1) * sizeof *at);
+		if (!nd || !at) {
+			*rc = AIDOS_E_NOMEM;
+			return 0;
+		}
+		*nd = *s->node;
+		if (s->node->n_attr)
+			memcpy(at, s->node->attr, (size_t)s->node->n_attr * sizeof *at);
+		memset(&at[nd->n_attr], 0, sizeof *at);
+		at[nd->n_attr].name = "aidos_gelu";
+		at[nd->n_attr].type = IR_ATTR_INT;
+		at[nd->n_attr].i = 1;
+		nd->n_attr++;
+		nd->attr = at;
+		n.node = nd;
+	}
+	hal_tensor keep = *zf;
+	if (s->op->infer(&n) || zf->rank != keep.rank ||
+	    memcmp(zf->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
+		*zf = keep;   /* the kernel cannot take this bias: leave the steps */
 		p->err[0] = 0;
 		return 0;
 	}
 	yv->kind = HAL_VAL_FUSED;
 	yv->t.data = NULL;
+	for (int k = i + 1; k < last; k++) {
+		hal_value *iv = value_of(p, st[k].out[0]);
+		iv->kind = HAL_VAL_FUSED;
+		iv->t.data = NULL;
+	}
 	st[i] = n;
-	a->op = NULL;
+	for (int k = i + 1; k <= (last > 0 ? last : i + 1); k++)
+		st[k].op = NULL;
 	return 1;
 }
 

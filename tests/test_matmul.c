@@ -50,27 +50,33 @@ struct mcase {
 	float alpha, beta;        /* Gemm */
 	int gemm_c;               /* Gemm: 0 no C, 1 C [n], 2 C [1, n], 3 C [m, n], 4 C scalar [1] */
 	int bias;                 /* an Add of a constant [n] after the product */
+	int gelu;                 /* then GELU as Div(sqrt 2) Erf Add(1) Mul(x) Mul(0.5) */
 };
 
 static const struct mcase cases[] = {
-	{ "matmul 2x37x19", OP_MATMUL, 0, 2, 37, 19, 0, 0, 1, 1, 0, BIAS_NONE },
-	{ "matmul 5x100x33", OP_MATMUL, 0, 5, 100, 33, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
-	{ "matmul 15x129x300", OP_MATMUL, 0, 15, 129, 300, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE },
-	{ "matmul 32x520x64", OP_MATMUL, 0, 32, 520, 64, 0, 0, 1, 1, 0, BIAS_NONE },
-	{ "matmul 33x257x17", OP_MATMUL, 0, 33, 257, 17, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
-	{ "matmul 7x300x31 batch 2", OP_MATMUL, 2, 7, 300, 31, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
-	{ "matmul 8x70x40 batch 1", OP_MATMUL, 1, 8, 70, 40, 0, 0, 1, 1, 0, BIAS_NONE },
-	{ "matmul 64x96x48", OP_MATMUL, 0, 64, 96, 48, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE },
-	{ "matmul 1x300x29", OP_MATMUL, 0, 1, 300, 29, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
-	{ "gemm 15x200x23 C[n]", OP_GEMM, 0, 15, 200, 23, 0, 0, 1, 1, 1, BIAS_NONE },
-	{ "gemm 16x90x57 transB alpha beta C[1,n]", OP_GEMM, 0, 16, 90, 57, 0, 1, 0.5f, 2, 2, BIAS_NONE },
-	{ "gemm 6x64x16 transA", OP_GEMM, 0, 6, 64, 16, 1, 0, 1, 1, 0, BIAS_NONE },
-	{ "gemm 32x100x16 transA", OP_GEMM, 0, 32, 100, 16, 1, 0, 1, 1, 0, BIAS_NONE },
-	{ "matmul 40x300x24", OP_MATMUL, 0, 40, 300, 24, 0, 0, 1, 1, 0, BIAS_ADD_AFTER },
-	{ "gemm 31x130x45 transA transB C[n]", OP_GEMM, 0, 31, 130, 45, 1, 1, 1.5f, 0.25f, 1, BIAS_NONE },
-	{ "gemm 32x180x20 C[m,n]", OP_GEMM, 0, 32, 80, 20, 0, 0, 1, 1, 3, BIAS_NONE },
-	{ "gemm 30x177x30 C scalar", OP_GEMM, 0, 30, 77, 30, 0, 1, 1, 3, 4, BIAS_NONE },
-	{ "gemm 3x50x8 beta 0", OP_GEMM, 0, 3, 50, 8, 0, 0, 1, 0, 1, BIAS_ADD_AFTER },
+	{ "matmul 2x37x19", OP_MATMUL, 0, 2, 37, 19, 0, 0, 1, 1, 0, BIAS_NONE, 0 },
+	{ "matmul 5x100x33", OP_MATMUL, 0, 5, 100, 33, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 0 },
+	{ "matmul 15x129x300", OP_MATMUL, 0, 15, 129, 300, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE, 0 },
+	{ "matmul 32x520x64", OP_MATMUL, 0, 32, 520, 64, 0, 0, 1, 1, 0, BIAS_NONE, 0 },
+	{ "matmul 33x257x17", OP_MATMUL, 0, 33, 257, 17, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 0 },
+	{ "matmul 7x300x31 batch 2", OP_MATMUL, 2, 7, 300, 31, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 0 },
+	{ "matmul 8x70x40 batch 1", OP_MATMUL, 1, 8, 70, 40, 0, 0, 1, 1, 0, BIAS_NONE, 0 },
+	{ "matmul 64x96x48", OP_MATMUL, 0, 64, 96, 48, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE, 0 },
+	{ "matmul 1x300x29", OP_MATMUL, 0, 1, 300, 29, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 0 },
+	{ "gemm 15x200x23 C[n]", OP_GEMM, 0, 15, 200, 23, 0, 0, 1, 1, 1, BIAS_NONE, 0 },
+	{ "gemm 16x90x57 transB alpha beta C[1,n]", OP_GEMM, 0, 16, 90, 57, 0, 1, 0.5f, 2, 2, BIAS_NONE, 0 },
+	{ "gemm 6x64x16 transA", OP_GEMM, 0, 6, 64, 16, 1, 0, 1, 1, 0, BIAS_NONE, 0 },
+	{ "gemm 32x100x16 transA", OP_GEMM, 0, 32, 100, 16, 1, 0, 1, 1, 0, BIAS_NONE, 0 },
+	{ "matmul 40x300x24", OP_MATMUL, 0, 40, 300, 24, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 0 },
+	{ "gemm 31x130x45 transA transB C[n]", OP_GEMM, 0, 31, 130, 45, 1, 1, 1.5f, 0.25f, 1, BIAS_NONE, 0 },
+	{ "gemm 32x180x20 C[m,n]", OP_GEMM, 0, 32, 80, 20, 0, 0, 1, 1, 3, BIAS_NONE, 0 },
+	{ "gemm 30x177x30 C scalar", OP_GEMM, 0, 30, 77, 30, 0, 1, 1, 3, 4, BIAS_NONE, 0 },
+	{ "gemm 3x50x8 beta 0", OP_GEMM, 0, 3, 50, 8, 0, 0, 1, 0, 1, BIAS_ADD_AFTER, 0 },
+	{ "matmul 5x90x33 gelu", OP_MATMUL, 0, 5, 90, 33, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE, 1 },
+	{ "matmul 32x300x40 gelu", OP_MATMUL, 0, 32, 300, 40, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE, 1 },
+	{ "matmul 16x70x24 batch 4 gelu", OP_MATMUL, 4, 16, 70, 24, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 1 },
+	{ "matmul 1x64x16 gelu", OP_MATMUL, 0, 1, 64, 16, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 1 },
+	{ "matmul 7x50x9 gelu, no bias", OP_MATMUL, 0, 7, 50, 9, 0, 0, 1, 1, 0, BIAS_NONE, 1 },
 };
 
 /* TensorProto {dims 1, data_type 2, name 8, raw_data 9} as an initializer
@@ -183,7 +189,7 @@ static void build(const struct mcase *t, pbw *out)
 		if (t->beta != 1)
 			attr(&n, "beta", 1, t->beta);
 	}
-	pbw_str(&n, 2, t->bias ? "p" : "y");
+	pbw_str(&n, 2, t->bias ? "p" : t->gelu ? "z" : "y");
 	pbw_str(&n, 4, t->op == OP_GEMM ? "Gemm" : "MatMul");
 	pbw_take(&g, 1, &n);
 	if (t->bias) {
@@ -192,9 +198,28 @@ static void build(const struct mcase *t, pbw *out)
 		pbw a = { 0 };
 		pbw_str(&a, 1, t->bias == BIAS_ADD_AFTER ? "p" : "b");
 		pbw_str(&a, 1, t->bias == BIAS_ADD_AFTER ? "b" : "p");
-		pbw_str(&a, 2, "y");
+		pbw_str(&a, 2, t->gelu ? "z" : "y");
 		pbw_str(&a, 4, "Add");
 		pbw_take(&g, 1, &a);
+	}
+	if (t->gelu) {
+		static const char *const ops[5][4] = {
+			{ "Div", "z", "r2", "g0" }, { "Erf", "g0", NULL, "g1" }, { "Add", "g1", "one", "g2" },
+			{ "Mul", "z", "g2", "g3" }, { "Mul", "g3", "half", "y" },
+		};
+		float r2 = 1.41421356f, one = 1.0f, half = 0.5f;
+		init(&g, "r2", 0, NULL, &r2);
+		init(&g, "one", 0, NULL, &one);
+		init(&g, "half", 0, NULL, &half);
+		for (int k = 0; k < 5; k++) {
+			pbw a = { 0 };
+			pbw_str(&a, 1, ops[k][1]);
+			if (ops[k][2])
+				pbw_str(&a, 1, ops[k][2]);
+			pbw_str(&a, 2, ops[k][3]);
+			pbw_str(&a, 4, ops[k][0]);
+			pbw_take(&g, 1, &a);
+		}
 	}
 	int64_t xd[3];
 	int xr = x_shape(t, xd);
@@ -276,9 +301,13 @@ static void fast_vs_reference(void **state)
 			for (int threads = 1; threads <= 2; threads++) {
 				float *got = run(&bytes, x, t, threads, &nf, &sf);
 				assert_int_equal(nf, nr);
-				/* the bias Add folds into a MatMul of M >= 2 */
-				int want = 1 + (t->bias && (t->op != OP_MATMUL ||
-							    t->m * (t->batch ? t->batch : 1) < 2));
+				/* the bias Add, and a GELU after it, fold into a
+				 * MatMul of M >= 2; a GELU alone is one fused
+				 * elementwise step */
+				int fold = t->op == OP_MATMUL && t->m * (t->batch ? t->batch : 1) >= 2;
+				int want = 1 + (fold && t->bias ? 0 : !!t->bias + !!t->gelu);
+				if (t->m * (t->batch ? t->batch : 1) == 1 && t->bias && t->gelu)
+					want--;   /* at M = 1 the bias Add is elementwise too */
 				if (sf != want)
 					fail_msg("%s: %d steps, want %d", t->name, sf, want);
 				for (int64_t k = 0; k < nf; k++)

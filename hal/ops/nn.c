@@ -38,6 +38,7 @@
 #include <string.h>
 #include "hal/gemm.h"
 #include "hal/hal.h"
+#include "hal/ops/vmath.h"
 
 #define SP 3                  /* spatial dims the kernels handle */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -1199,6 +1200,7 @@ static int bn_exec(hal_step *s)
 struct xw {
 	const float *ap;      /* W^T packed as GEMM A: [N, K] */
 	const float *bias;    /* [N], or NULL */
+	hal_vm_fn act;        /* applied to Y after the bias, or NULL */
 };
 
 /* Whether an M x N x K product with constant weights goes transposed: M
@@ -1238,6 +1240,7 @@ struct xw_done_ctx {
 	const float *ct;   /* Y^T [N, M] */
 	float *y;          /* Y [M, N] */
 	int64_t M, N;
+	hal_vm_fn act;
 };
 
 /* Copies the finished block of Y^T (rows i0.. of N, columns j0.. of M) into
@@ -1257,6 +1260,9 @@ static void xw_done(const void *ctx, int64_t i0, int64_t mc, int64_t j0, int64_t
 			}
 		}
 	}
+	if (d->act)
+		for (int64_t j = j0; j < j0 + nc; j++)
+			d->act(d->y + j * d->N + i0, d->y + j * d->N + i0, mc);
 }
 
 /* y[M,N] = alpha * X W + bias with X element (m,k) at x[m*ldx+k] (x[k*ldx+m]
@@ -1268,7 +1274,7 @@ static void xw_run(hal_step *s, const struct xw *w, const float *x, int64_t ldx,
 	float *ct = (float *)((char *)scratch + xw_al(hal_gemm_packed_b_bytes(K, M)));  /* [N, M] */
 	void *gs = (char *)ct + xw_al((size_t)(M * N) * sizeof(float));
 	hal_gemm_pack_b(xp, x, ldx, !trans_x, K, M);
-	struct xw_done_ctx d = { ct, y, M, N };
+	struct xw_done_ctx d = { ct, y, M, N, w->act };
 	hal_gemm_args g = {
 		.M = N, .N = M, .K = K, .a_packed = w->ap, .b_packed = xp,
 		.c = ct, .ldc = M, .alpha = alpha, .beta = 0.0f, .bias = w->bias,
@@ -1413,6 +1419,7 @@ struct matmul {
 	struct xw xw;
 	size_t per_batch;                     /* > 0: scratch bytes of each batch's own GEMM */
 	const float *bias;                    /* [N] added to every row, or NULL */
+	hal_vm_fn act;                        /* then applied to every row, or NULL */
 };
 
 /* A batch of products each too small to split (attention's per-head
@@ -1486,10 +1493,17 @@ static int matmul_infer(hal_step *s)
 		if (bias && (!p->fold || M < 2))
 			return hal_err(s, AIDOS_E_UNSUPPORTED, "bias on a batched or M = 1 MatMul");
 		p->bias = bias ? bias->data : NULL;
+		/* A GELU hal_fuse_xfmr folded in after the bias. */
+		if (hal_attr_int(s->node, "aidos_gelu", 0)) {
+			if (!bias)
+				return hal_err(s, AIDOS_E_UNSUPPORTED, "aidos_gelu without a bias");
+			p->act = hal_vm_get(HAL_VM_GELU_ERF);
+		}
 		if (b->is_const && b->data && nb_b == 1 && p->fold && xw_wanted(M, p->N, p->K)) {
 			if (!(p->xw.ap = xw_pack(s, b->data, p->N, 0, p->K, p->N)))
 				return AIDOS_E_NOMEM;
 			p->xw.bias = p->bias;
+			p->xw.act = p->act;
 			p->use_xw = 1;
 			s->scratch_bytes = xw_scratch_bytes(M, p->N, p->K);
 		} else if (b->is_const && b->data && p->K > 0 && p->N > 0 && nb_b > 0) {
@@ -1541,6 +1555,7 @@ struct bias_ctx {
 	const float *bias;   /* [N] */
 	float *c;            /* [M, ldc] */
 	int64_t ldc;
+	hal_vm_fn act;       /* or NULL */
 };
 
 /* Adds the bias row to a finished block of C while it is in cache. */
@@ -1552,6 +1567,8 @@ static void bias_done(const void *ctx, int64_t i0, int64_t mc, int64_t j0, int64
 		float *restrict c = d->c + i * d->ldc + j0;
 		for (int64_t j = 0; j < nc; j++)
 			c[j] += b[j];
+		if (d->act)
+			d->act(c, c, nc);
 	}
 }
 
@@ -1583,7 +1600,7 @@ static int matmul_exec(hal_step *s)
 		return 0;
 	}
 	if (!hal_use_reference && p->fold) {
-		struct bias_ctx bc = { p->bias, y, p->N };
+		struct bias_ctx bc = { p->bias, y, p->N, p->act };
 		hal_gemm_args g = {
 			.M = p->nbatch * p->M, .N = p->N, .K = p->K, .a = a, .lda = p->K,
 			.b = b, .ldb = p->N, .b_packed = p->bp, .c = y, .ldc = p->N,
