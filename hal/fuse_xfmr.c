@@ -436,11 +436,98 @@ static int match_attn(hal_plan *p, int i, int *rc)
 	return 1;
 }
 
+/* Whether binary step s is Op(a, c) or Op(c, a) with c a float32 scalar
+ * constant within 1e-6 relative of want. */
+static int op_by_const(const hal_step *s, const char *op, const hal_tensor *a, float want)
+{
+	float c;
+	return is_op(s, op) && const_scalar(other(s, a), &c) && other(s, a) != a &&
+	       c >= want - 1e-6f * want && c <= want + 1e-6f * want;
+}
+
+/* GELU's tanh approximation as GPT-2 exporters spell it, at step i:
+ *   Pow(x, 3) Mul(0.044715) Add(x, .) Mul(sqrt(2/pi)) Tanh
+ *   Mul(x, 0.5) Add(., 1) Mul(., .)
+ * eight consecutive steps, intermediates read only inside: one Gelu
+ * (approximate = "tanh") step, hal/ops/vmath.h's vectorised kernel in one
+ * pass instead of eight kernels per block. */
+static int match_gelu_tanh(hal_plan *p, int i, int *rc)
+{
+	hal_step *st = p->step;
+	if (i + 8 > p->n_step || !op_by_const(&st[i], "Pow", st[i].in[0], 3.0f) || st[i].in[1] == st[i].in[0])
+		return 0;
+	const hal_tensor *x = st[i].in[0];
+	if (x->dtype != HAL_DT_F32 || !op_by_const(&st[i + 1], "Mul", st[i].out[0], 0.044715f) ||
+	    !is_op(&st[i + 2], "Add") || other(&st[i + 2], st[i + 1].out[0]) != x ||
+	    !op_by_const(&st[i + 3], "Mul", st[i + 2].out[0], 0.7978845608f) ||
+	    !is_op(&st[i + 4], "Tanh") || st[i + 4].in[0] != st[i + 3].out[0] ||
+	    !op_by_const(&st[i + 5], "Mul", x, 0.5f) ||
+	    !op_by_const(&st[i + 6], "Add", st[i + 4].out[0], 1.0f) || !is_op(&st[i + 7], "Mul") ||
+	    other(&st[i + 7], st[i + 5].out[0]) != st[i + 6].out[0])
+		return 0;
+	const int last = i + 7;
+	hal_tensor *y = st[last].out[0];
+	for (int k = i; k <= last; k++) {
+		if (st[k].n_out != 1 || hal_numel(st[k].out[0]) != hal_numel(x))
+			return 0;
+		hal_value *iv = value_of(p, st[k].out[0]);
+		if (k < last && (!iv || iv->last > last))
+			return 0;
+	}
+	const hal_op *gelu = hal_op_find("Gelu");
+	if (!gelu)
+		return 0;
+	hal_step *s = &st[i];
+	ir_node *nd = hal_step_alloc(s, sizeof *nd);
+	ir_attr *at = hal_step_alloc(s, sizeof *at);
+	hal_tensor **in = hal_step_alloc(s, 17 * sizeof *in);
+	hal_tensor **out = hal_step_alloc(s, 17 * sizeof *out);
+	if (!nd || !at || !in || !out) {
+		*rc = AIDOS_E_NOMEM;
+		return 0;
+	}
+	memset(at, 0, sizeof *at);
+	at->name = "approximate";
+	at->type = IR_ATTR_STRING;
+	at->s = "tanh";
+	at->slen = 4;
+	*nd = *st[last].node;
+	nd->op_type = "Gelu";
+	nd->domain = "";
+	nd->n_attr = 1;
+	nd->attr = at;
+	memset(in, 0, 17 * sizeof *in);
+	memset(out, 0, 17 * sizeof *out);
+	in[0] = (hal_tensor *)x;
+	out[0] = y;
+	hal_step n = {
+		.op = gelu, .node = nd, .opset = s->opset > 20 ? s->opset : 20, .n_in = 1, .n_out = 1,
+		.in = in, .out = out, .plan = p,
+	};
+	hal_tensor keep = *y;
+	if (gelu->infer(&n) || n.scratch_bytes || y->rank != keep.rank ||
+	    memcmp(y->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
+		*y = keep;
+		p->err[0] = 0;
+		return 0;
+	}
+	for (int k = i; k < last; k++) {
+		hal_value *iv = value_of(p, st[k].out[0]);
+		iv->kind = HAL_VAL_FUSED;
+		iv->t.data = NULL;
+	}
+	st[i] = n;
+	for (int k = i + 1; k <= last; k++)
+		st[k].op = NULL;
+	return 1;
+}
+
 int hal_fuse_xfmr(hal_plan *p)
 {
 	int rc = 0;
 	for (int i = 0; i < p->n_step && !rc; i++)
-		if (p->step[i].op && !match_ln(p, i, &rc) && !rc && !match_attn(p, i, &rc) && !rc)
+		if (p->step[i].op && !match_ln(p, i, &rc) && !rc && !match_attn(p, i, &rc) && !rc &&
+		    !match_gelu_tanh(p, i, &rc) && !rc)
 			match_bias(p, i, &rc);
 	return rc;
 }

@@ -50,7 +50,8 @@ struct mcase {
 	float alpha, beta;        /* Gemm */
 	int gemm_c;               /* Gemm: 0 no C, 1 C [n], 2 C [1, n], 3 C [m, n], 4 C scalar [1] */
 	int bias;                 /* an Add of a constant [n] after the product */
-	int gelu;                 /* then GELU as Div(sqrt 2) Erf Add(1) Mul(x) Mul(0.5) */
+	int gelu;                 /* then GELU: 1 as Div(sqrt 2) Erf Add(1) Mul(x) Mul(0.5);
+	                           * 2 its tanh form as GPT-2 exporters write it */
 };
 
 static const struct mcase cases[] = {
@@ -77,6 +78,8 @@ static const struct mcase cases[] = {
 	{ "matmul 16x70x24 batch 4 gelu", OP_MATMUL, 4, 16, 70, 24, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 1 },
 	{ "matmul 1x64x16 gelu", OP_MATMUL, 0, 1, 64, 16, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 1 },
 	{ "matmul 7x50x9 gelu, no bias", OP_MATMUL, 0, 7, 50, 9, 0, 0, 1, 1, 0, BIAS_NONE, 1 },
+	{ "matmul 32x200x24 gelu tanh", OP_MATMUL, 0, 32, 200, 24, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 2 },
+	{ "matmul 9x33x17 gelu tanh", OP_MATMUL, 0, 9, 33, 17, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE, 2 },
 };
 
 /* TensorProto {dims 1, data_type 2, name 8, raw_data 9} as an initializer
@@ -202,7 +205,26 @@ static void build(const struct mcase *t, pbw *out)
 		pbw_str(&a, 4, "Add");
 		pbw_take(&g, 1, &a);
 	}
-	if (t->gelu) {
+	if (t->gelu == 2) {
+		static const char *const ops[8][4] = {
+			{ "Pow", "z", "three", "g0" }, { "Mul", "g0", "c1", "g1" }, { "Add", "z", "g1", "g2" },
+			{ "Mul", "g2", "c2", "g3" }, { "Tanh", "g3", NULL, "g4" }, { "Mul", "z", "half", "g5" },
+			{ "Add", "g4", "one", "g6" }, { "Mul", "g5", "g6", "y" },
+		};
+		const float cv[5] = { 3.0f, 0.044715f, 0.7978845608f, 0.5f, 1.0f };
+		const char *cn[5] = { "three", "c1", "c2", "half", "one" };
+		for (int k = 0; k < 5; k++)
+			init(&g, cn[k], 0, NULL, &cv[k]);
+		for (int k = 0; k < 8; k++) {
+			pbw a = { 0 };
+			pbw_str(&a, 1, ops[k][1]);
+			if (ops[k][2])
+				pbw_str(&a, 1, ops[k][2]);
+			pbw_str(&a, 2, ops[k][3]);
+			pbw_str(&a, 4, ops[k][0]);
+			pbw_take(&g, 1, &a);
+		}
+	} else if (t->gelu) {
 		static const char *const ops[5][4] = {
 			{ "Div", "z", "r2", "g0" }, { "Erf", "g0", NULL, "g1" }, { "Add", "g1", "one", "g2" },
 			{ "Mul", "z", "g2", "g3" }, { "Mul", "g3", "half", "y" },
@@ -306,6 +328,8 @@ static void fast_vs_reference(void **state)
 				 * elementwise step */
 				int fold = t->op == OP_MATMUL && t->m * (t->batch ? t->batch : 1) >= 2;
 				int want = 1 + (fold && t->bias ? 0 : !!t->bias + !!t->gelu);
+				if (t->gelu == 2)   /* one Gelu step after the MatMul and bias */
+					want = 1 + (fold ? 0 : !!t->bias) + 1;
 				if (t->m * (t->batch ? t->batch : 1) == 1 && t->bias && t->gelu)
 					want--;   /* at M = 1 the bias Add is elementwise too */
 				if (sf != want)
