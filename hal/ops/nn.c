@@ -1493,12 +1493,10 @@ static int matmul_infer(hal_step *s)
 		if (bias && (!p->fold || M < 2))
 			return hal_err(s, AIDOS_E_UNSUPPORTED, "bias on a batched or M = 1 MatMul");
 		p->bias = bias ? bias->data : NULL;
-		/* A GELU hal_fuse_xfmr folded in after the bias. */
-		if (hal_attr_int(s->node, "aidos_gelu", 0)) {
-			if (!bias)
-				return hal_err(s, AIDOS_E_UNSUPPORTED, "aidos_gelu without a bias");
+		/* A GELU hal_fuse_xfmr folded in after the bias (the attribute
+		 * counts only on its three-input MatMul, never on a model's). */
+		if (bias && hal_attr_int(s->node, "aidos_gelu", 0))
 			p->act = hal_vm_get(HAL_VM_GELU_ERF);
-		}
 		if (b->is_const && b->data && nb_b == 1 && p->fold && xw_wanted(M, p->N, p->K)) {
 			if (!(p->xw.ap = xw_pack(s, b->data, p->N, 0, p->K, p->N)))
 				return AIDOS_E_NOMEM;
