@@ -36,9 +36,9 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
+#include "hal/ops/vmath.h"
 #include "hal/gemm.h"
 #include "hal/hal.h"
-#include "hal/ops/vmath.h"
 
 #define SP 3                  /* spatial dims the kernels handle */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
