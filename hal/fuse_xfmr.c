@@ -20,6 +20,7 @@
  * unfused plan).
  */
 #include <string.h>
+#include "hal/ops/attention.h"
 #include "hal/plan.h"
 
 static int is_op(const hal_step *s, const char *name)
@@ -193,11 +194,340 @@ static int match_ln(hal_plan *p, int i, int *rc)
 	return 1;
 }
 
+/* MatMul by a constant then Add of a constant row (a linear layer's bias,
+ * either operand order, as every exporter writes nn.Linear at rank 3):
+ * the bias becomes the MatMul's third input (hal/ops/nn.c applies it to
+ * each block of the product while it is in cache, or as the transposed
+ * product's native row bias), saving the Add's pass over the output. The
+ * MatMul's output must be read by the Add only; the MatMul kernel refuses
+ * the shapes it cannot apply a bias to, and the steps stay as they were. */
+/* The exact GELU as BERT exporters spell it, after the bias Add at step j
+ * (output z): Div(z, sqrt 2) Erf Add(1) Mul(z, .) Mul(0.5), consecutive,
+ * intermediates read only inside. Returns its last step, or -1. */
+static int gelu_after(hal_plan *p, int j, const hal_tensor *z)
+{
+	hal_step *st = p->step;
+	float c;
+	if (j + 5 >= p->n_step)
+		return -1;
+	if (!is_op(&st[j + 1], "Div") || st[j + 1].in[0] != z || !const_scalar(st[j + 1].in[1], &c) ||
+	    !(c > 1.4142130f && c < 1.4142140f))
+		return -1;
+	const hal_tensor *d = st[j + 1].out[0];
+	if (!is_op(&st[j + 2], "Erf") || st[j + 2].in[0] != d)
+		return -1;
+	const hal_tensor *e = st[j + 2].out[0];
+	if (!is_op(&st[j + 3], "Add") || !const_scalar(other(&st[j + 3], e), &c) || c != 1.0f)
+		return -1;
+	const hal_tensor *a = st[j + 3].out[0];
+	if (!is_op(&st[j + 4], "Mul") || other(&st[j + 4], a) != z || z == a)
+		return -1;
+	const hal_tensor *m = st[j + 4].out[0];
+	if (!is_op(&st[j + 5], "Mul") || !const_scalar(other(&st[j + 5], m), &c) || c != 0.5f)
+		return -1;
+	for (int k = j; k < j + 5; k++) {
+		hal_value *iv = value_of(p, st[k].out[0]);
+		if (!iv || iv->last > j + 5 || st[k].n_out != 1)
+			return -1;
+		if (hal_numel(st[k + 1].out[0]) != hal_numel(z) || st[k + 1].out[0]->dtype != HAL_DT_F32)
+			return -1;
+	}
+	return j + 5;
+}
+
+static int match_bias(hal_plan *p, int i, int *rc)
+{
+	hal_step *st = p->step;
+	hal_step *s = &st[i], *a = &st[i + 1];
+	if (i + 1 >= p->n_step || !is_op(s, "MatMul") || s->n_in != 2 || !is_op(a, "Add"))
+		return 0;
+	hal_tensor *y = s->out[0], *z = a->out[0];
+	const hal_tensor *b = other(a, y);
+	if (!b || !s->in[1]->is_const || y->dtype != HAL_DT_F32 || y->rank < 1 ||
+	    !const_row(b, y->dims[y->rank - 1]) || b->rank > y->rank || hal_numel(z) != hal_numel(y) ||
+	    z->rank != y->rank)
+		return 0;
+	hal_value *yv = value_of(p, y);
+	if (!yv || yv->last > i + 1 || s->n_out != 1)
+		return 0;
+	/* A GELU after the bias joins too: "aidos_gelu" on the MatMul's node
+	 * (applied per block after the bias, hal/ops/nn.c). */
+	int last = gelu_after(p, i + 1, z);
+	hal_tensor *zf = last > 0 ? p->step[last].out[0] : z;
+	hal_tensor **in = hal_step_alloc(s, 17 * sizeof *in);
+	hal_tensor **out = hal_step_alloc(s, 17 * sizeof *out);
+	if (!in || !out) {
+		*rc = AIDOS_E_NOMEM;
+		return 0;
+	}
+	memset(in, 0, 17 * sizeof *in);
+	memset(out, 0, 17 * sizeof *out);
+	in[0] = s->in[0];
+	in[1] = s->in[1];
+	in[2] = (hal_tensor *)b;
+	out[0] = zf;
+	hal_step n = *s;
+	n.n_in = 3;
+	n.in = in;
+	n.out = out;
+	n.params = NULL;
+	n.scratch_bytes = 0;
+	if (last > 0) {
+		ir_node *nd = hal_step_alloc(s, sizeof *nd);
+		ir_attr *at = hal_step_alloc(s, (size_t)(s->node->n_attr + 1) * sizeof *at);
+		if (!nd || !at) {
+			*rc = AIDOS_E_NOMEM;
+			return 0;
+		}
+		*nd = *s->node;
+		if (s->node->n_attr)
+			memcpy(at, s->node->attr, (size_t)s->node->n_attr * sizeof *at);
+		memset(&at[nd->n_attr], 0, sizeof *at);
+		at[nd->n_attr].name = "aidos_gelu";
+		at[nd->n_attr].type = IR_ATTR_INT;
+		at[nd->n_attr].i = 1;
+		nd->n_attr++;
+		nd->attr = at;
+		n.node = nd;
+	}
+	hal_tensor keep = *zf;
+	if (s->op->infer(&n) || zf->rank != keep.rank ||
+	    memcmp(zf->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
+		*zf = keep;   /* the kernel cannot take this bias: leave the steps */
+		p->err[0] = 0;
+		return 0;
+	}
+	yv->kind = HAL_VAL_FUSED;
+	yv->t.data = NULL;
+	for (int k = i + 1; k < last; k++) {
+		hal_value *iv = value_of(p, st[k].out[0]);
+		iv->kind = HAL_VAL_FUSED;
+		iv->t.data = NULL;
+	}
+	st[i] = n;
+	for (int k = i + 1; k <= (last > 0 ? last : i + 1); k++)
+		st[k].op = NULL;
+	return 1;
+}
+
+/* The Transpose step that writes t with permutation perm (4 dims) and
+ * whose output is read by step `user` only; NULL otherwise. */
+static hal_step *transpose_of(hal_plan *p, const hal_tensor *t, const int64_t *perm, int user)
+{
+	hal_value *v = value_of(p, t);
+	if (!v || v->def < 0 || v->def >= p->n_step || v->last != user)
+		return NULL;
+	hal_step *s = &p->step[v->def];
+	const int64_t *pm;
+	if (!is_op(s, "Transpose") || s->out[0] != t || s->in[0]->rank != 4 || s->in[0]->dtype != HAL_DT_F32 ||
+	    hal_attr_ints(s->node, "perm", &pm) != 4)
+		return NULL;
+	for (int i = 0; i < 4; i++)
+		if (pm[i] != perm[i])
+			return NULL;
+	return s;
+}
+
+/* Scaled dot-product attention (see hal/ops/attention.h) from the
+ * MatMul(Q, K^T) at step i: the Transposes of q, k, v (earlier steps, read
+ * only here) and the consecutive [Div|Mul scalar] [Add mask] Softmax MatMul
+ * Transpose become one FusedAttention step at i. q, k, v then stay alive
+ * until it runs (their last reads move to it). */
+static int match_attn(hal_plan *p, int i, int *rc)
+{
+	static const int64_t p0213[4] = { 0, 2, 1, 3 }, p0231[4] = { 0, 2, 3, 1 };
+	hal_step *st = p->step;
+	hal_step *s = &st[i];
+	if (!is_op(s, "MatMul") || s->n_in != 2 || s->in[0]->rank != 4 || s->in[1]->rank != 4)
+		return 0;
+	int k = i + 1;
+	float scale = 1.0f, c;
+	const hal_tensor *cur = s->out[0], *mask = NULL;
+	if (k < p->n_step && (is_op(&st[k], "Div") || is_op(&st[k], "Mul")) &&
+	    const_scalar(other(&st[k], cur), &c) && (st[k].op->name[0] == 'M' || st[k].in[0] == cur) &&
+	    c != 0.0f) {
+		scale = st[k].op->name[0] == 'D' ? 1.0f / c : c;
+		cur = st[k++].out[0];
+	}
+	if (k < p->n_step && is_op(&st[k], "Add") && other(&st[k], cur) && other(&st[k], cur) != cur &&
+	    hal_numel(st[k].out[0]) == hal_numel(cur)) {
+		mask = other(&st[k], cur);
+		cur = st[k++].out[0];
+	}
+	if (k + 2 >= p->n_step || !is_op(&st[k], "Softmax") || st[k].in[0] != cur)
+		return 0;
+	int64_t ax = hal_attr_int(st[k].node, "axis", st[k].opset >= 13 ? -1 : 1);
+	if (ax != -1 && ax != 3)
+		return 0;
+	cur = st[k++].out[0];
+	hal_step *pv = &st[k], *to = &st[k + 1];
+	if (!is_op(pv, "MatMul") || pv->in[0] != cur || !is_op(to, "Transpose") || to->in[0] != pv->out[0])
+		return 0;
+	const int64_t *pm;
+	if (hal_attr_ints(to->node, "perm", &pm) != 4 || memcmp(pm, p0213, sizeof p0213))
+		return 0;
+	int last = k + 1;
+	hal_step *tq = transpose_of(p, s->in[0], p0213, i), *tk = transpose_of(p, s->in[1], p0231, i);
+	hal_step *tv = transpose_of(p, pv->in[1], p0213, k);
+	if (!tq || !tk || !tv)
+		return 0;
+	/* Every intermediate of the run is read only inside it. */
+	for (int j = i; j < last; j++) {
+		hal_value *iv = value_of(p, st[j].out[0]);
+		if (!iv || iv->last > last || st[j].n_out != 1)
+			return 0;
+	}
+	ir_node *nd = hal_step_alloc(s, sizeof *nd);
+	ir_attr *at = hal_step_alloc(s, sizeof *at);
+	hal_tensor **in = hal_step_alloc(s, 17 * sizeof *in);
+	hal_tensor **out = hal_step_alloc(s, 17 * sizeof *out);
+	if (!nd || !at || !in || !out) {
+		*rc = AIDOS_E_NOMEM;
+		return 0;
+	}
+	memset(at, 0, sizeof *at);
+	at->name = "scale";
+	at->type = IR_ATTR_FLOAT;
+	at->f = scale;
+	*nd = *to->node;
+	nd->op_type = hal_op_attention.name;
+	nd->domain = "";
+	nd->n_attr = 1;
+	nd->attr = at;
+	memset(in, 0, 17 * sizeof *in);
+	memset(out, 0, 17 * sizeof *out);
+	in[0] = tq->in[0];
+	in[1] = tk->in[0];
+	in[2] = tv->in[0];
+	in[3] = (hal_tensor *)mask;
+	hal_tensor *y = to->out[0];
+	out[0] = y;
+	hal_step n = {
+		.op = &hal_op_attention, .node = nd, .opset = s->opset, .n_in = mask ? 4 : 3,
+		.n_out = 1, .in = in, .out = out, .plan = p,
+	};
+	hal_tensor keep = *y;
+	if (hal_op_attention.infer(&n) || y->rank != keep.rank ||
+	    memcmp(y->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
+		*y = keep;   /* not attention as the kernel takes it: leave the steps */
+		p->err[0] = 0;
+		return 0;
+	}
+	for (int j = 0; j < 3; j++) {
+		hal_value *iv = value_of(p, in[j]);
+		if (iv && iv->last < last)
+			iv->last = last;
+	}
+	hal_step *tr[3] = { tq, tk, tv };
+	for (int j = 0; j < 3; j++) {
+		hal_value *iv = value_of(p, tr[j]->out[0]);
+		iv->kind = HAL_VAL_FUSED;
+		iv->t.data = NULL;
+		tr[j]->op = NULL;
+	}
+	for (int j = i; j < last; j++) {
+		hal_value *iv = value_of(p, st[j].out[0]);
+		iv->kind = HAL_VAL_FUSED;
+		iv->t.data = NULL;
+	}
+	st[i] = n;
+	for (int j = i + 1; j <= last; j++)
+		st[j].op = NULL;
+	return 1;
+}
+
+/* Whether binary step s is Op(a, c) or Op(c, a) with c a float32 scalar
+ * constant within 1e-6 relative of want. */
+static int op_by_const(const hal_step *s, const char *op, const hal_tensor *a, float want)
+{
+	float c;
+	return is_op(s, op) && const_scalar(other(s, a), &c) && other(s, a) != a &&
+	       c >= want - 1e-6f * want && c <= want + 1e-6f * want;
+}
+
+/* GELU's tanh approximation as GPT-2 exporters spell it, at step i:
+ *   Pow(x, 3) Mul(0.044715) Add(x, .) Mul(sqrt(2/pi)) Tanh
+ *   Mul(x, 0.5) Add(., 1) Mul(., .)
+ * eight consecutive steps, intermediates read only inside: one Gelu
+ * (approximate = "tanh") step, hal/ops/vmath.h's vectorised kernel in one
+ * pass instead of eight kernels per block. */
+static int match_gelu_tanh(hal_plan *p, int i, int *rc)
+{
+	hal_step *st = p->step;
+	if (i + 8 > p->n_step || !op_by_const(&st[i], "Pow", st[i].in[0], 3.0f) || st[i].in[1] == st[i].in[0])
+		return 0;
+	const hal_tensor *x = st[i].in[0];
+	if (x->dtype != HAL_DT_F32 || !op_by_const(&st[i + 1], "Mul", st[i].out[0], 0.044715f) ||
+	    !is_op(&st[i + 2], "Add") || other(&st[i + 2], st[i + 1].out[0]) != x ||
+	    !op_by_const(&st[i + 3], "Mul", st[i + 2].out[0], 0.7978845608f) ||
+	    !is_op(&st[i + 4], "Tanh") || st[i + 4].in[0] != st[i + 3].out[0] ||
+	    !op_by_const(&st[i + 5], "Mul", x, 0.5f) ||
+	    !op_by_const(&st[i + 6], "Add", st[i + 4].out[0], 1.0f) || !is_op(&st[i + 7], "Mul") ||
+	    other(&st[i + 7], st[i + 5].out[0]) != st[i + 6].out[0])
+		return 0;
+	const int last = i + 7;
+	hal_tensor *y = st[last].out[0];
+	for (int k = i; k <= last; k++) {
+		if (st[k].n_out != 1 || hal_numel(st[k].out[0]) != hal_numel(x))
+			return 0;
+		hal_value *iv = value_of(p, st[k].out[0]);
+		if (k < last && (!iv || iv->last > last))
+			return 0;
+	}
+	const hal_op *gelu = hal_op_find("Gelu");
+	if (!gelu)
+		return 0;
+	hal_step *s = &st[i];
+	ir_node *nd = hal_step_alloc(s, sizeof *nd);
+	ir_attr *at = hal_step_alloc(s, sizeof *at);
+	hal_tensor **in = hal_step_alloc(s, 17 * sizeof *in);
+	hal_tensor **out = hal_step_alloc(s, 17 * sizeof *out);
+	if (!nd || !at || !in || !out) {
+		*rc = AIDOS_E_NOMEM;
+		return 0;
+	}
+	memset(at, 0, sizeof *at);
+	at->name = "approximate";
+	at->type = IR_ATTR_STRING;
+	at->s = "tanh";
+	at->slen = 4;
+	*nd = *st[last].node;
+	nd->op_type = "Gelu";
+	nd->domain = "";
+	nd->n_attr = 1;
+	nd->attr = at;
+	memset(in, 0, 17 * sizeof *in);
+	memset(out, 0, 17 * sizeof *out);
+	in[0] = (hal_tensor *)x;
+	out[0] = y;
+	hal_step n = {
+		.op = gelu, .node = nd, .opset = s->opset > 20 ? s->opset : 20, .n_in = 1, .n_out = 1,
+		.in = in, .out = out, .plan = p,
+	};
+	hal_tensor keep = *y;
+	if (gelu->infer(&n) || n.scratch_bytes || y->rank != keep.rank ||
+	    memcmp(y->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
+		*y = keep;
+		p->err[0] = 0;
+		return 0;
+	}
+	for (int k = i; k < last; k++) {
+		hal_value *iv = value_of(p, st[k].out[0]);
+		iv->kind = HAL_VAL_FUSED;
+		iv->t.data = NULL;
+	}
+	st[i] = n;
+	for (int k = i + 1; k <= last; k++)
+		st[k].op = NULL;
+	return 1;
+}
+
 int hal_fuse_xfmr(hal_plan *p)
 {
 	int rc = 0;
 	for (int i = 0; i < p->n_step && !rc; i++)
-		if (p->step[i].op)
-			match_ln(p, i, &rc);
+		if (p->step[i].op && !match_ln(p, i, &rc) && !rc && !match_attn(p, i, &rc) && !rc &&
+		    !match_gelu_tanh(p, i, &rc) && !rc)
+			match_bias(p, i, &rc);
 	return rc;
 }

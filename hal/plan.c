@@ -906,7 +906,11 @@ static void prof_print(const hal_plan *p)
 	for (int i = 0; i < p->n_step; i++)
 		by[i][0] = p->prof_ns[i], by[i][1] = (uint64_t)i;
 	qsort(by, (size_t)p->n_step, sizeof *by, prof_cmp);
-	for (int i = 0; i < p->n_step && i < 12; i++) {
+	/* AIDOS_PROFILE=N lists the N slowest steps (12 for 1 or any non-number). */
+	long top = strtol(getenv("AIDOS_PROFILE") ? getenv("AIDOS_PROFILE") : "", NULL, 10);
+	if (top <= 1)
+		top = 12;
+	for (int i = 0; i < p->n_step && i < top; i++) {
 		const hal_step *s = &p->step[by[i][1]];
 		fprintf(stderr, "  step %4llu %-14s %9.4f ms  %s\n", (unsigned long long)by[i][1],
 			s->node->op_type, by[i][0] / 1e6 / p->prof_runs, s->node->name ? s->node->name : "");

@@ -24,7 +24,8 @@
 static const char *const isas[] = { "generic", "avx2" };
 
 static double ref_sigmoid(double x) { return 1 / (1 + exp(-x)); }
-static double ref_gelu_erf(double x) { return 0.5 * x * (1 + erf(x / sqrt(2.0))); }
+/* 1 + erf(y) = erfc(-y): no cancellation for negative x */
+static double ref_gelu_erf(double x) { return 0.5 * x * erfc(-x / sqrt(2.0)); }
 static double ref_gelu_tanh(double x)
 {
 	return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));

@@ -116,9 +116,28 @@ VM_INLINE float vm_sigmoid(float x)
 	return 1.0f / (1.0f + vm_exp(-x));
 }
 
+/* 0.5 x (1 + erf(x / sqrt 2)) as x (1 - erfc(|x|/sqrt 2) / 2) for x >= 0 and
+ * x erfc(|x|/sqrt 2) / 2 below: erfc's fit alone (one exp, no Taylor branch
+ * and no select between the two), and no cancellation in 1 + erf for
+ * negative x, so the error is relative everywhere. |x|/sqrt 2 is clamped at
+ * 10, where exp flushes erfc to 0; +inf gives inf, -inf NaN. */
 VM_INLINE float vm_gelu_erf(float x)
 {
-	return 0.5f * x * (1.0f + vm_erf(x * 0.70710678118654752f));
+	float a = vm_f(vm_u(x) & 0x7fffffffu) * 0.70710678118654752f;
+	float ac = a > 10.0f ? 10.0f : a;
+	float t = 1.0f / (1.0f + 0.5f * ac);
+	float q = 0.17087277f;
+	q = q * t - 0.82215223f;
+	q = q * t + 1.48851587f;
+	q = q * t - 1.13520398f;
+	q = q * t + 0.27886807f;
+	q = q * t - 0.18628806f;
+	q = q * t + 0.09678418f;
+	q = q * t + 0.37409196f;
+	q = q * t + 1.00002368f;
+	q = q * t - 1.26551223f;
+	float h = 0.5f * t * vm_exp(q - ac * ac);   /* erfc(a) / 2 */
+	return x * (x < 0.0f ? h : 1.0f - h);
 }
 
 VM_INLINE float vm_gelu_tanh(float x)
