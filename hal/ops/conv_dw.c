@@ -44,7 +44,7 @@
 #define DW_MAX_TAPS 64
 #define DW_TASK_PX 2048 /* output pixels per task, at least one plane */
 #define DW_S1_NN_FROM 14 /* stride-1 output widths left to hal/ops/nn.c */
-#define DW_PAD_ABOVE 4  /* padded copy when over 1/4 of the items are masked */
+#define DW_PAD_ABOVE 3  /* padded copy when over 1/3 of the items are masked */
 
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
@@ -55,6 +55,8 @@ struct dwc {
 	int64_t nplain;       /* items [0, nplain) are plain: every tap inside X,
 			       * all 8 lanes stored; whole tiles of them take
 			       * unmasked loads */
+	int64_t ncolm;        /* items [nplain, ncolm): every tap row inside X,
+			       * some column outside: masked loads, rows stepped */
 	int64_t per;          /* planes per task */
 	int padded;           /* planes copied into a zero-padded [hp, wp] first */
 	int64_t hp, wp, rs;   /* (padded) its size; X's row stride per ky */
@@ -121,6 +123,29 @@ struct dwc {
 		a##r = (v8f)(((v8i)a##r & ~(a##r > HI)) | ((v8i)HI & (a##r > HI))); \
 	}
 
+/* A tile of items it..it+DW_T-1 whose taps' rows are all inside X:
+ * pointers stepped by a row per ky, loads masked to [0, w). */
+#define DW_TILE_COLM(LOAD)                                                       \
+	do {                                                                     \
+		REP8(DW_CITEM)                                                   \
+		for (int64_t ky = 0; ky < KH; ky++) {                            \
+			const float *wr = wk + ky * KW;                          \
+			for (int64_t kx = 0; kx < KW; kx++) {                    \
+				float wv = wr[kx];                               \
+				v8f w = (v8f){ wv, wv, wv, wv, wv, wv, wv, wv }; \
+				int64_t o = kx * dw;                             \
+				REP8(LOAD)                                       \
+			}                                                        \
+			REP8(DW_PADV)                                            \
+		}                                                                \
+		REP8(DW_STORE)                                                   \
+	} while (0)
+#define DW_CITEM(r)                                                              \
+	int64_t i##r = it + r < items ? it + r : items - 1;                      \
+	const float *p##r = x + c->xoff[i##r];                                   \
+	const v8i *m##r = c->lmask + c->ib[i##r] * KW * 2;                       \
+	v8f a##r = B;
+
 /* A tile of any items it..it+DW_T-1 (clamped to the last item; those past
  * it are not stored): rows outside X read the zero row, loads masked to
  * [0, w), partial blocks stored lane by lane. */
@@ -184,12 +209,17 @@ struct dwc {
 		const v8f HI = { c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi }; \
 		for (int64_t it = 0; it < items; it += DW_T) {                   \
 			int edge = it + DW_T > c->nplain && !c->padded;          \
+			int colm = edge && it + DW_T <= c->ncolm;                \
 			if (sw == 1 && !edge)                                    \
 				DW_TILE_PLAIN(DW_P1);                            \
+			else if (sw == 1 && colm)                                \
+				DW_TILE_COLM(DW_M1);                             \
 			else if (sw == 1)                                        \
 				DW_TILE_MASKED(DW_M1);                           \
 			else if (!edge)                                          \
 				DW_TILE_PLAIN(DW_P2);                            \
+			else if (colm)                                           \
+				DW_TILE_COLM(DW_M2);                             \
 			else                                                     \
 				DW_TILE_MASKED(DW_M2);                           \
 		}                                                                \
@@ -334,14 +364,16 @@ int hal_conv_dw_plan(hal_step *s, const hal_conv2d_geom *g)
 		colin[bl] = (uint8_t)(in && g->ow >= 8);
 	}
 	int64_t k = 0;
-	for (int pass = 0; pass < 2; pass++) {
+	for (int pass = 0; pass < 3; pass++) {
 		if (pass == 1)
 			c->nplain = k;
+		if (pass == 2)
+			c->ncolm = k;
 		for (int64_t oy = 0; oy < g->oh; oy++) {
 			int64_t iy = oy * g->sh - g->pt;
 			int rowin = iy >= 0 && iy + (g->kh - 1) * g->dh < g->h;
 			for (int64_t bl = 0; bl < nblk; bl++)
-				if ((rowin && colin[bl]) == !pass) {
+				if ((rowin ? colin[bl] ? 0 : 1 : 2) == pass) {
 					ioy[k] = (int32_t)oy;
 					ib[k] = (int32_t)bl;
 					xoff[k] = iy * g->w + ox0[bl] * g->sw - g->pl;
@@ -361,7 +393,7 @@ int hal_conv_dw_plan(hal_step *s, const hal_conv2d_geom *g)
 		 * row, the last row's past the plane: slack */
 		c->pfloats = ((size_t)(c->hp * c->wp + (g->kw - 1) * g->dw + 16 * g->sw) + 15) &
 			     ~(size_t)15;
-		c->nplain = items;
+		c->nplain = c->ncolm = items;
 		for (int64_t i = 0, oy = 0; oy < g->oh; oy++)
 			for (int64_t bl = 0; bl < nblk; bl++, i++) {
 				ioy[i] = (int32_t)oy;
