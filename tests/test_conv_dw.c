@@ -10,8 +10,10 @@
  * Shapes: MobileNetV2's (3x3, pad 1, stride 1 and 2, 112x112 down to 7x7)
  * and odd ones: channels not a multiple of 8, odd and even H/W, widths
  * that leave a partial 8-pixel block or are under 8, pads 0/1/2 and
- * asymmetric, dilation 2, 5x5 and 1x7 kernels, batch 2, stride 3 (the
- * generic path), no bias; each on 1 and 2 threads, with the AVX2 kernel and
+ * asymmetric, dilation 2, 5x5 and 1x7 kernels, batch 2, stride 3 and
+ * wide planes (nn.c's path), stride-2 planes read in place (unmasked,
+ * border-column and border-row tiles) and through the padded copy, no
+ * bias; each on 1 and 2 threads, with the AVX2 kernel and
  * the baseline one (hal_gemm_use_isa).
  * Tolerance: |got - want| <= 1e-4 (1 + |want|): float sums of at most 25
  * products of magnitude <= 2.
@@ -56,6 +58,8 @@ static const struct ccase cases[] = {
 	{ "3x1 w 1",          1,  17,   9,   1, 3, 1, 2, 1, 1, 1, 1, 0, 1, 0, 1, ACT_RELU },
 	{ "s1 unpadded 13",   1,  19,  15,  15, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0, 1, ACT_RELU },
 	{ "s1 7 wide 2 pad",  2,  21,  11,   7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, ACT_HSWISH },
+	{ "s2 direct 26",     1,  16,  20,  54, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 1, ACT_CLIP },
+	{ "s2 direct border", 2,   9,  33,  55, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 1, ACT_RELU },
 	{ "tiny 2x2",         1,   4,   2,   2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, ACT_CLIP },
 	{ "stride 3 (nn.c)",  1,   6,  14,  14, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, ACT_CLIP },
 	{ "batch 2 3x3 s1",   2,  40,  10,  10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, ACT_NONE },

@@ -44,6 +44,7 @@
 #define DW_MAX_TAPS 64
 #define DW_TASK_PX 2048 /* output pixels per task, at least one plane */
 #define DW_S1_NN_FROM 14 /* stride-1 output widths left to hal/ops/nn.c */
+#define DW_S2_NN_FROM 28 /* stride-2 ones */
 #define DW_PAD_ABOVE 3  /* padded copy when over 1/3 of the items are masked */
 
 typedef float v8f __attribute__((vector_size(32)));
@@ -321,10 +322,13 @@ int hal_conv_dw_plan(hal_step *s, const hal_conv2d_geom *g)
 	    g->kw > DW_MAX_KW || g->kh < 1 || g->kh * g->kw > DW_MAX_TAPS || g->oh < 1 ||
 	    g->ow < 1 || g->h < 1 || g->w < 1)
 		return 0;
-	/* stride 1 over planes 14 and wider: hal/ops/nn.c's CONV_DW (one
-	 * padded copy, then 64 outputs of a row per register tile) measured
-	 * 1.0-1.5x faster than these tiles (MobileNetV2's 112x112 to 14x14) */
-	if (g->sw == 1 && g->ow >= DW_S1_NN_FROM)
+	/* Wide planes stay with hal/ops/nn.c's CONV_DW (one padded or
+	 * polyphase copy, then 64 outputs of a row per register tile): in
+	 * MobileNetV2 it measured faster than these tiles on stride 1 from
+	 * 14 output columns (1.0-1.5x on 112 to 28) and on stride 2 from 28
+	 * (its 112->56 layer: 0.47-0.52 ms against 0.62-0.64; 56->28: 0.20
+	 * against 0.22). */
+	if (g->ow >= (g->sw == 1 ? DW_S1_NN_FROM : DW_S2_NN_FROM))
 		return 0;
 	int64_t nblk = (g->ow + 7) / 8, items = g->oh * nblk;
 	struct dwc *c = hal_step_alloc(s, sizeof *c);
