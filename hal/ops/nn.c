@@ -40,6 +40,7 @@
 #include <string.h>
 #include "hal/ops/vmath.h"
 #include "hal/gemm.h"
+#include "hal/ops/conv_dw.h"
 #include "hal/ops/conv_small.h"
 #include "hal/hal.h"
 #include "hal/ops/conv_direct.h"
@@ -378,6 +379,11 @@ static int conv_infer(hal_step *s)
 		    W->out[2] >= 2 * HAL_CONV_DIRECT_PX && w->is_const && w->data)
 			c->path = CONV_DIRECT;
 	}
+	if (c->path == CONV_DW && c->cout_g == 1 &&
+	    (rc = hal_conv_dw_plan(s, &(hal_conv2d_geom){ c->n, c->cin, c->cout, W->in[1], W->in[2],
+				   W->out[1], W->out[2], W->k[1], W->k[2], W->st[1], W->st[2],
+				   W->dl[1], W->dl[2], W->pb[1], W->pb[2], c->epi })))
+		return rc < 0 ? rc : 0;  /* hal/ops/conv_dw.c took the step */
 	if ((c->path == CONV_PHASE || c->path == CONV_DW) && c->group == 1 &&
 	    (rc = hal_conv_small_plan(s, &(hal_conv2d_geom){ c->n, c->cin, c->cout, W->in[1], W->in[2],
 				      W->out[1], W->out[2], W->k[1], W->k[2], W->st[1], W->st[2],

@@ -1,0 +1,434 @@
+/*
+ * hal/ops/conv_dw.c - 2-D depthwise Conv (one input and one output channel
+ * per group: MobileNet's 3x3 layers) computed straight from X's planes.
+ *
+ * Conv's generic depthwise path (hal/ops/nn.c, CONV_DW) copies each input
+ * plane into a zero-padded buffer split into polyphase planes, then runs
+ * one vector loop per output row. On MobileNetV2 that copy is 4x the
+ * output for stride 2, and on 7x7 planes the per-plane setup and scalar
+ * tails (a 7-wide row) cost more than the 441 multiply-adds: 2-3x ONNX
+ * Runtime's time on those layers.
+ *
+ * Here an output row is cut into blocks of 8 pixels (one vector); an
+ * "item" is one block of one row, and a register tile is DW_T consecutive
+ * items of a plane (across rows when rows are short: a 7x7 plane is one
+ * tile), each with its own accumulator, so DW_T independent FMA chains
+ * run per tap. Tap (ky, kx) of item (oy, ox0) reads input row
+ * iy = oy*sh - pt + ky*dh at columns ix0 + l*sw (lane l), ix0 = ox0*sw - pl
+ * + kx*dw: one unaligned load for stride 1, two and an even-lane shuffle
+ * for stride 2. Rows outside X read a zero row; blocks whose taps would
+ * read outside [0, w) (the left and right borders) use masked loads, the
+ * masks precomputed per (block, kx) at plan time, so padding costs no
+ * copy. Bias starts the accumulators; Relu/Clip epilogues are applied in
+ * registers, others over the finished plane (in L1).
+ *
+ * Tasks are runs of whole planes, sized so that a 7x7 layer is not one
+ * atomic grab per plane. Compiled for AVX2+FMA (masked loads) and for the
+ * baseline (scalar masked loads), chosen at plan time with the GEMM's
+ * kernel so hal_gemm_use_isa("generic") tests the baseline one too.
+ */
+#include <stdatomic.h>
+#include <string.h>
+#include "hal/gemm.h"
+#include "hal/ops/conv_dw.h"
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+/* ISO C mode makes GCC default to -ffp-contract=off; `a += w * x` must be
+ * one FMA, as in the reference's order (bias, then taps in (ky, kx) order). */
+#pragma GCC optimize("fp-contract=fast")
+
+#define DW_T 8          /* items (8-pixel blocks) per register tile */
+#define DW_MAX_KW 8
+#define DW_MAX_TAPS 64
+#define DW_TASK_PX 2048 /* output pixels per task, at least one plane */
+#define DW_S1_NN_FROM 14 /* stride-1 output widths left to hal/ops/nn.c */
+#define DW_S2_NN_FROM 28 /* stride-2 ones */
+#define DW_PAD_ABOVE 3  /* padded copy when over 1/3 of the items are masked */
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+struct dwc {
+	hal_conv2d_geom g;
+	int64_t nblk, items;  /* blocks per output row; items per plane */
+	int64_t nplain;       /* items [0, nplain) are plain: every tap inside X,
+			       * all 8 lanes stored; whole tiles of them take
+			       * unmasked loads */
+	int64_t ncolm;        /* items [nplain, ncolm): every tap row inside X,
+			       * some column outside: masked loads, rows stepped */
+	int64_t per;          /* planes per task */
+	int padded;           /* planes copied into a zero-padded [hp, wp] first */
+	int64_t hp, wp, rs;   /* (padded) its size; X's row stride per ky */
+	size_t pfloats;       /* a worker's padded plane (with slack), floats */
+	int slots;            /* workers (scratch buffers) */
+	const int32_t *ioy, *ib; /* [items]: row and block of item i, the plain
+				  * ones first, each group in row-major order */
+	const int64_t *xoff;  /* [items]: X offset of item i's tap (0, 0) (plain) */
+	const int64_t *yoff;  /* [items]: Y offset of item i's first pixel */
+	const v8i *lmask;     /* [nblk][kw][2]: lane valid for the load of tap kx */
+	const int64_t *ox0;   /* [nblk]: first output column of block b: 8b, the
+			       * last one shifted left to end at ow (overlapping
+			       * its neighbour) when ow >= 8, so every block
+			       * stores 8 lanes */
+	int32_t smask[8];     /* ow < 8: lanes < ow, for the stores that would
+			       * pass the plane's end (the others spill into the
+			       * next rows, stored after them) */
+	const float *zero;    /* [w + 16] zeros: the rows outside X */
+	int reg_epi;          /* epilogue applied in registers (Relu, Clip) */
+	float lo, hi;         /* its bounds */
+	void (*plane)(const struct dwc *c, const float *x, const float *wk, float bias, float *y);
+};
+
+/* Loads of 8 output lanes for one tap: plain (LD1/LD2) or masked
+ * (LM1/LM2, MLOAD given per ISA). Stride 2 keeps the even lanes of 16 in
+ * the order one in-lane shuffle (vshufps) gives, outputs 0 1 4 5 2 3 6 7
+ * (a lane-crossing one costs 2-3 times more on AMD); the accumulator is
+ * put back in order (EV_UNDO, one vpermpd) before it is stored. */
+#define EV ((v8i){ 0, 2, 8, 10, 4, 6, 12, 14 })
+#define EV_UNDO ((v8i){ 0, 1, 4, 5, 2, 3, 6, 7 })
+#define LD1(p) ({ v8f v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define LD2(p) ({ v8f l_ = LD1(p), h_ = LD1((p) + 8); __builtin_shuffle(l_, h_, EV); })
+#define LM1(p, m) MLOAD((p), (m)[0])
+#define LM2(p, m) ({ v8f l_ = MLOAD((p), (m)[0]), h_ = MLOAD((p) + 8, (m)[1]); \
+		     __builtin_shuffle(l_, h_, EV); })
+
+#define REP8(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7)
+
+/* A tile of plain items it..it+DW_T-1 (all inside X, none partial):
+ * pointers stepped by a row per ky, no checks. */
+#define DW_TILE_PLAIN(LOAD)                                                      \
+	do {                                                                     \
+		REP8(DW_PITEM)                                                   \
+		for (int64_t ky = 0; ky < KH; ky++) {                            \
+			const float *wr = wk + ky * KW;                          \
+			for (int64_t kx = 0; kx < KW; kx++) {                    \
+				float wv = wr[kx];                               \
+				v8f w = (v8f){ wv, wv, wv, wv, wv, wv, wv, wv }; \
+				int64_t o = kx * dw;                             \
+				REP8(LOAD)                                       \
+			}                                                        \
+			REP8(DW_PADV)                                            \
+		}                                                                \
+		REP8(DW_STORE)                                                   \
+	} while (0)
+#define DW_PITEM(r)                                                              \
+	int64_t i##r = it + r < items ? it + r : items - 1;                      \
+	const float *p##r = x + c->xoff[i##r];                                   \
+	v8f a##r = B;
+#define DW_PADV(r) p##r += rs;
+#define DW_EPI(r)                                                                \
+	if (c->reg_epi) {                                                        \
+		a##r = (v8f)(((v8i)a##r & ~(a##r < LO)) | ((v8i)LO & (a##r < LO))); \
+		a##r = (v8f)(((v8i)a##r & ~(a##r > HI)) | ((v8i)HI & (a##r > HI))); \
+	}
+
+/* A tile of items it..it+DW_T-1 whose taps' rows are all inside X:
+ * pointers stepped by a row per ky, loads masked to [0, w). */
+#define DW_TILE_COLM(LOAD)                                                       \
+	do {                                                                     \
+		REP8(DW_CITEM)                                                   \
+		for (int64_t ky = 0; ky < KH; ky++) {                            \
+			const float *wr = wk + ky * KW;                          \
+			for (int64_t kx = 0; kx < KW; kx++) {                    \
+				float wv = wr[kx];                               \
+				v8f w = (v8f){ wv, wv, wv, wv, wv, wv, wv, wv }; \
+				int64_t o = kx * dw;                             \
+				REP8(LOAD)                                       \
+			}                                                        \
+			REP8(DW_PADV)                                            \
+		}                                                                \
+		REP8(DW_STORE)                                                   \
+	} while (0)
+#define DW_CITEM(r)                                                              \
+	int64_t i##r = it + r < items ? it + r : items - 1;                      \
+	const float *p##r = x + c->xoff[i##r];                                   \
+	const v8i *m##r = c->lmask + c->ib[i##r] * KW * 2;                       \
+	v8f a##r = B;
+
+/* A tile of any items it..it+DW_T-1 (clamped to the last item; those past
+ * it are not stored): rows outside X read the zero row, loads masked to
+ * [0, w), partial blocks stored lane by lane. */
+#define DW_TILE_MASKED(LOAD)                                                     \
+	do {                                                                     \
+		REP8(DW_ITEM)                                                    \
+		for (int64_t ky = 0; ky < KH; ky++) {                            \
+			REP8(DW_ROW)                                             \
+			const float *wr = wk + ky * KW;                          \
+			for (int64_t kx = 0; kx < KW; kx++) {                    \
+				float wv = wr[kx];                               \
+				v8f w = (v8f){ wv, wv, wv, wv, wv, wv, wv, wv }; \
+				int64_t o = kx * dw;                             \
+				REP8(LOAD)                                       \
+			}                                                        \
+		}                                                                \
+		REP8(DW_STORE)                                                   \
+	} while (0)
+
+/* item r: its row oy_r, block b_r, accumulator a_r */
+#define DW_ITEM(r)                                                               \
+	int64_t i##r = it + r < items ? it + r : items - 1;                      \
+	int64_t oy##r = c->ioy[i##r], b##r = c->ib[i##r];                        \
+	int64_t cb##r = c->ox0[b##r] * sw - pl;                                  \
+	const v8i *m##r = c->lmask + b##r * KW * 2;                              \
+	v8f a##r = B;
+#define DW_ROW(r)                                                                \
+	int64_t iy##r = oy##r * sh - pt + ky * dh;                               \
+	const float *p##r = (iy##r >= 0 && iy##r < H ? x + iy##r * Wd : c->zero) + cb##r;
+#define DW_P1(r) a##r += w * LD1(p##r + o);
+#define DW_P2(r) a##r += w * LD2(p##r + o);
+#define DW_M1(r) a##r += w * LM1(p##r + o, m##r + kx * 2);
+#define DW_M2(r) a##r += w * LM2(p##r + o, m##r + kx * 2);
+#define DW_STORE(r)                                                              \
+	if (it + r < items) {                                                    \
+		if (sw == 2)                                                     \
+			a##r = __builtin_shuffle(a##r, EV_UNDO);                 \
+		DW_EPI(r)                                                        \
+		float *q_ = y + c->yoff[i##r];                                   \
+		if (OW >= 8 || c->yoff[i##r] + 8 <= OHW)                         \
+			memcpy(q_, &a##r, sizeof a##r);                          \
+		else                                                             \
+			MSTORE(q_, SM, a##r);                                    \
+	}
+
+/* One output plane y [oh, ow] of channel plane x [h, w], taps wk [kh, kw]. */
+#define DW_PLANE(NAME, ATTR)                                                     \
+	ATTR static void NAME(const struct dwc *c, const float *x, const float *wk, \
+			      float bias, float *y)                              \
+	{                                                                        \
+		const hal_conv2d_geom *g = &c->g;                                \
+		const int64_t H = g->h, Wd = g->w, OW = g->ow, OHW = g->oh * OW; \
+		const int64_t KH = g->kh, KW = g->kw;                            \
+		const int64_t sh = g->sh, sw = g->sw, dh = g->dh, dw = g->dw;    \
+		const int64_t pt = g->pt, pl = g->pl, items = c->items;          \
+		const int64_t rs = c->rs;                                        \
+		v8i SM;                                                          \
+		memcpy(&SM, c->smask, sizeof SM);                                \
+		const v8f B = { bias, bias, bias, bias, bias, bias, bias, bias }; \
+		const v8f LO = { c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo }; \
+		const v8f HI = { c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi }; \
+		for (int64_t it = 0; it < items; it += DW_T) {                   \
+			int edge = it + DW_T > c->nplain && !c->padded;          \
+			int colm = edge && it + DW_T <= c->ncolm;                \
+			if (sw == 1 && !edge)                                    \
+				DW_TILE_PLAIN(DW_P1);                            \
+			else if (sw == 1 && colm)                                \
+				DW_TILE_COLM(DW_M1);                             \
+			else if (sw == 1)                                        \
+				DW_TILE_MASKED(DW_M1);                           \
+			else if (!edge)                                          \
+				DW_TILE_PLAIN(DW_P2);                            \
+			else if (colm)                                           \
+				DW_TILE_COLM(DW_M2);                             \
+			else                                                     \
+				DW_TILE_MASKED(DW_M2);                           \
+		}                                                                \
+		if (g->epi && !c->reg_epi)                                       \
+			hal_epilogue_apply(g->epi, y, g->oh * OW);               \
+	}
+
+/* baseline: masked loads lane by lane (only valid lanes touched);
+ * macros, not functions: passing a vector to baseline-ISA code would change
+ * the ABI (-Wpsabi) */
+#define MLOAD_GENERIC(p, m) ({ const float *p_ = (p); v8i m_ = (m); v8f v_ = { 0 }; \
+			       for (int j_ = 0; j_ < 8; j_++)                     \
+				       if (m_[j_])                                 \
+					       v_[j_] = p_[j_];                    \
+			       v_; })
+#define MSTORE_GENERIC(p, m, v) do { float *p_ = (p); v8i m_ = (m); v8f v_ = (v); \
+				     for (int j_ = 0; j_ < 8; j_++)               \
+					     if (m_[j_])                           \
+						     p_[j_] = v_[j_];              \
+				} while (0)
+
+#define MLOAD(p, m) MLOAD_GENERIC(p, m)
+#define MSTORE(p, m, v) MSTORE_GENERIC(p, m, v)
+DW_PLANE(dw_plane_generic, )
+#undef MLOAD
+#undef MSTORE
+
+#if defined(__x86_64__) || defined(__i386__)
+/* vmaskmovps: masked-off lanes read 0 and never fault */
+#define MLOAD(p, m) ((v8f)_mm256_maskload_ps((p), (__m256i)(m)))
+#define MSTORE(p, m, v) _mm256_maskstore_ps((p), (__m256i)(m), (__m256)(v))
+DW_PLANE(dw_plane_avx2, __attribute__((target("avx2,fma"))))
+#undef MLOAD
+#undef MSTORE
+#endif
+
+struct dw_job {
+	const struct dwc *c;
+	const float *x, *w, *b;
+	float *y, *buf;
+	atomic_llong next;    /* next task; relaxed: the fork/join orders the data */
+};
+
+/* Worker slots [s0, s1) (one each): takes tasks (runs of c->per planes)
+ * from j->next until none is left. Padded: copies each plane into its
+ * buffer, zeroed once (the padding is the same cells for every plane). */
+static void dw_range(void *arg, int64_t s0, int64_t s1)
+{
+	struct dw_job *j = arg;
+	const struct dwc *c = j->c;
+	const hal_conv2d_geom *g = &c->g;
+	int64_t planes = g->n * g->cout, hw = g->h * g->w, ohw = g->oh * g->ow, t;
+	int64_t ntask = (planes + c->per - 1) / c->per;
+	int64_t rows = g->h < c->hp - g->pt ? g->h : c->hp - g->pt;
+	int64_t cols = g->w < c->wp - g->pl ? g->w : c->wp - g->pl;
+	float *P = c->padded ? j->buf + (size_t)s0 * c->pfloats : NULL;
+	int zeroed = 0;
+	(void)s1;
+	while ((t = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < ntask) {
+		int64_t p1 = (t + 1) * c->per < planes ? (t + 1) * c->per : planes;
+		for (int64_t p = t * c->per; p < p1; p++) {
+			int64_t ch = p % g->cout;
+			const float *x = j->x + p * hw;
+			if (P) {
+				if (!zeroed) {
+					memset(P, 0, c->pfloats * sizeof *P);
+					zeroed = 1;
+				}
+				for (int64_t r = 0; r < rows && cols > 0; r++)
+					memcpy(P + (g->pt + r) * c->wp + g->pl, x + r * g->w,
+					       (size_t)cols * sizeof *P);
+				x = P;
+			}
+			c->plane(c, x, j->w + ch * g->kh * g->kw, j->b ? j->b[ch] : 0.0f,
+				 j->y + p * ohw);
+		}
+	}
+}
+
+static int dw_exec(hal_step *s)
+{
+	const struct dwc *c = s->params;
+	const hal_conv2d_geom *g = &c->g;
+	const hal_tensor *b = s->n_in > 2 ? s->in[2] : NULL;
+	struct dw_job j = { .c = c, .x = s->in[0]->data, .w = s->in[1]->data,
+			    .b = b ? b->data : NULL, .y = s->out[0]->data, .buf = s->scratch };
+	if (g->n * g->cout == 0 || g->oh * g->ow == 0)
+		return 0;
+	atomic_init(&j.next, 0);
+	hal_parallel_for(s, c->slots, 1, dw_range, &j);
+	return 0;
+}
+
+static const hal_op op_conv_dw = { "Conv", 1, HAL_OP_PURE, NULL, dw_exec };
+
+int hal_conv_dw_plan(hal_step *s, const hal_conv2d_geom *g)
+{
+	if (g->cin != g->cout || g->cout < 1 || g->oh > INT32_MAX || g->ow > INT32_MAX || (g->sw != 1 && g->sw != 2) || g->kw < 1 ||
+	    g->kw > DW_MAX_KW || g->kh < 1 || g->kh * g->kw > DW_MAX_TAPS || g->oh < 1 ||
+	    g->ow < 1 || g->h < 1 || g->w < 1)
+		return 0;
+	/* Wide planes stay with hal/ops/nn.c's CONV_DW (one padded or
+	 * polyphase copy, then 64 outputs of a row per register tile): in
+	 * MobileNetV2 it measured faster than these tiles on stride 1 from
+	 * 14 output columns (1.0-1.5x on 112 to 28) and on stride 2 from 28
+	 * (its 112->56 layer: 0.47-0.52 ms against 0.62-0.64; 56->28: 0.20
+	 * against 0.22). */
+	if (g->ow >= (g->sw == 1 ? DW_S1_NN_FROM : DW_S2_NN_FROM))
+		return 0;
+	int64_t nblk = (g->ow + 7) / 8, items = g->oh * nblk;
+	struct dwc *c = hal_step_alloc(s, sizeof *c);
+	v8i *lmask = hal_step_alloc(s, (size_t)(nblk * g->kw * 2) * sizeof *lmask + 32);
+	int64_t *ox0 = hal_step_alloc(s, (size_t)nblk * sizeof *ox0);
+	uint8_t *colin = hal_step_alloc(s, (size_t)nblk);
+	int32_t *ioy = hal_step_alloc(s, (size_t)items * sizeof *ioy);
+	int32_t *ib = hal_step_alloc(s, (size_t)items * sizeof *ib);
+	int64_t *xoff = hal_step_alloc(s, (size_t)items * sizeof *xoff);
+	int64_t *yoff = hal_step_alloc(s, (size_t)items * sizeof *yoff);
+	/* hal_step_alloc gives zeroed bytes */
+	float *zero = hal_step_alloc(s, (size_t)(g->w + 16) * sizeof *zero);
+	if (!c || !lmask || !ox0 || !colin || !ioy || !ib || !xoff || !yoff || !zero)
+		return AIDOS_E_NOMEM;
+	lmask = (v8i *)(((uintptr_t)lmask + 31) & ~(uintptr_t)31);
+	c->g = *g;
+	c->nblk = nblk;
+	c->items = items;
+	c->per = DW_TASK_PX / (g->oh * g->ow);
+	c->per = c->per < 1 ? 1 : c->per;
+	/* both threads busy: at least 8 tasks when there are that many planes */
+	int64_t planes = g->n * g->cout;
+	if (planes / c->per < 8)
+		c->per = planes / 8 > 0 ? planes / 8 : 1;
+	for (int64_t bl = 0; bl < nblk; bl++) {
+		int in = 1;
+		ox0[bl] = g->ow >= 8 && bl * 8 + 8 > g->ow ? g->ow - 8 : bl * 8;
+		for (int64_t kx = 0; kx < g->kw; kx++)
+			for (int h = 0; h < 2; h++)
+				for (int l = 0; l < 8; l++) {
+					/* lane l of half h reads column ix0 + 8h + l */
+					int64_t ix = ox0[bl] * g->sw - g->pl + kx * g->dw + 8 * h + l;
+					int ok = ix >= 0 && ix < g->w;
+					lmask[(bl * g->kw + kx) * 2 + h][l] = ok ? -1 : 0;
+					in &= ok || (g->sw == 1 && h == 1);
+				}
+		colin[bl] = (uint8_t)(in && g->ow >= 8);
+	}
+	int64_t k = 0;
+	for (int pass = 0; pass < 3; pass++) {
+		if (pass == 1)
+			c->nplain = k;
+		if (pass == 2)
+			c->ncolm = k;
+		for (int64_t oy = 0; oy < g->oh; oy++) {
+			int64_t iy = oy * g->sh - g->pt;
+			int rowin = iy >= 0 && iy + (g->kh - 1) * g->dh < g->h;
+			for (int64_t bl = 0; bl < nblk; bl++)
+				if ((rowin ? colin[bl] ? 0 : 1 : 2) == pass) {
+					ioy[k] = (int32_t)oy;
+					ib[k] = (int32_t)bl;
+					xoff[k] = iy * g->w + ox0[bl] * g->sw - g->pl;
+					yoff[k++] = oy * g->ow + ox0[bl];
+				}
+		}
+	}
+	/* Many masked items (narrow planes: 7 to 56 wide): copy each plane
+	 * into a zero-padded one and run them all plain over it instead. */
+	c->rs = g->dh * g->w;
+	c->padded = (items - c->nplain) * DW_PAD_ABOVE > items;
+	if (c->padded) {
+		c->hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+		c->wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+		c->rs = g->dh * c->wp;
+		/* lanes past ow (ow < 8) and stride 2's 16th lane read past a
+		 * row, the last row's past the plane: slack */
+		c->pfloats = ((size_t)(c->hp * c->wp + (g->kw - 1) * g->dw + 16 * g->sw) + 15) &
+			     ~(size_t)15;
+		c->nplain = c->ncolm = items;
+		for (int64_t i = 0, oy = 0; oy < g->oh; oy++)
+			for (int64_t bl = 0; bl < nblk; bl++, i++) {
+				ioy[i] = (int32_t)oy;
+				ib[i] = (int32_t)bl;
+				xoff[i] = oy * g->sh * c->wp + ox0[bl] * g->sw;
+				yoff[i] = oy * g->ow + ox0[bl];
+			}
+	}
+	int64_t ntask = (planes + c->per - 1) / c->per;
+	c->slots = (int)(ntask < HAL_GEMM_SLOTS ? ntask : HAL_GEMM_SLOTS);
+	c->ioy = ioy;
+	c->ib = ib;
+	c->xoff = xoff;
+	c->yoff = yoff;
+	c->lmask = lmask;
+	c->ox0 = ox0;
+	for (int l = 0; l < 8; l++)
+		c->smask[l] = l < g->ow ? -1 : 0;
+	c->zero = zero;
+	const ir_epilogue *e = g->epi;
+	c->reg_epi = e && e->post_s == 1.0f && e->post_b == 0.0f &&
+		     (e->act == IR_ACT_RELU || e->act == IR_ACT_CLIP);
+	c->lo = c->reg_epi ? (e->act == IR_ACT_RELU ? 0.0f : e->a) : 0.0f;
+	c->hi = c->reg_epi ? (e->act == IR_ACT_RELU ? __builtin_inff() : e->b) : 0.0f;
+	c->plane = dw_plane_generic;
+#if defined(__x86_64__) || defined(__i386__)
+	if (strcmp(hal_gemm_isa(), "generic") != 0)
+		c->plane = dw_plane_avx2;  /* the GEMM found AVX2+FMA (or AVX-512) */
+#endif
+	s->params = c;
+	s->scratch_bytes = c->padded ? (size_t)c->slots * c->pfloats * sizeof(float) : 0;
+	s->op = &op_conv_dw;
+	return 1;
+}
