@@ -99,6 +99,8 @@ typedef float v8f __attribute__((vector_size(32)));
 typedef float v16f __attribute__((vector_size(64)));
 
 
+#define ROWS1(X) X(0)
+#define ROWS2(X) X(0) X(1)
 #define ROWS4(X) X(0) X(1) X(2) X(3)
 #define ROWS6(X) ROWS4(X) X(4) X(5)
 #define ROWS8(X) ROWS6(X) X(6) X(7)
@@ -195,6 +197,14 @@ typedef float v16f __attribute__((vector_size(64)));
 GEMM_KERNEL(kern_generic, , v4f, 4, ROWS4)
 #if defined(__x86_64__) || defined(__i386__)
 GEMM_KERNEL(kern_avx2, __attribute__((target("avx2,fma"))), v8f, 6, ROWS6)
+/* The last row panel of an M that is not a multiple of 6 (49 pixels in the
+ * transposed 7x7 1x1 Conv: 8 x 6 + 1; 16, 32, 64, 160, 320 or 1280 output
+ * channels: a 2- or 4-row panel) computes only the rows it has: the 6-row
+ * kernel would spend 6 rows of FMAs on 1. Same packed A layout (a panel
+ * holds 6 rows, the unused ones zero). */
+GEMM_KERNEL(kern_avx2_r1, __attribute__((target("avx2,fma"))), v8f, 6, ROWS1)
+GEMM_KERNEL(kern_avx2_r2, __attribute__((target("avx2,fma"))), v8f, 6, ROWS2)
+GEMM_KERNEL(kern_avx2_r4, __attribute__((target("avx2,fma"))), v8f, 6, ROWS4)
 GEMM_KERNEL(kern_avx512, __attribute__((target("avx512f,avx2,fma"))), v16f, 8, ROWS8)
 #endif
 
@@ -202,14 +212,18 @@ struct gemm_isa {
 	const char *name;
 	int mr, nr;
 	kern_fn kern;
+	/* kern_rows[m]: the kernel for a panel of m < mr valid rows (NULL:
+	 * kern); at most 8 = the largest mr. */
+	kern_fn kern_rows[8];
 };
 
 static const struct gemm_isa isa_list[] = {
 #if defined(__x86_64__) || defined(__i386__)
-	{ "avx512", 8, 32, kern_avx512 },
-	{ "avx2", 6, 16, kern_avx2 },
+	{ "avx512", 8, 32, kern_avx512, { NULL } },
+	{ "avx2", 6, 16, kern_avx2,
+	  { NULL, kern_avx2_r1, kern_avx2_r2, kern_avx2_r4, kern_avx2_r4 } },
 #endif
-	{ "generic", 4, 8, kern_generic },
+	{ "generic", 4, 8, kern_generic, { NULL } },
 };
 #define N_ISA ((int)(sizeof isa_list / sizeof isa_list[0]))
 
@@ -547,10 +561,13 @@ static void gemm_task(struct gemm_run *r, int64_t t, float *slot)
 					bj = slot;
 					kj = NULL;
 				}
-				for (int64_t i = 0; i < mc; i += mr)
-					kern(kc, ap + i * kc, bj, kj, cj + i * g->ldc, g->ldc,
-					     (int)MIN(mr, mc - i), (int)MIN(nr, nc - j), ab,
-					     bias ? bias + i0 + i : NULL, epi);
+				for (int64_t i = 0; i < mc; i += mr) {
+					int m = (int)MIN(mr, mc - i);
+					kern_fn kf = m < mr && r->isa->kern_rows[m] ? r->isa->kern_rows[m]
+										     : kern;
+					kf(kc, ap + i * kc, bj, kj, cj + i * g->ldc, g->ldc, m,
+					   (int)MIN(nr, nc - j), ab, bias ? bias + i0 + i : NULL, epi);
+				}
 			}
 			/* all of K done for this block: hand it over while
 			 * it is still in cache */
