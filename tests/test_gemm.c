@@ -355,7 +355,9 @@ static void gemm_row_tails(void **state)
  * width, alpha, beta, bias, A transposed or not, 1 and 3 threads. */
 static void gemm_row_vector(void **state)
 {
-	static const int64_t shapes[][2] = { { 1, 1 }, { 17, 5 }, { 37, 513 }, { 1000, 300 } };
+	/* (N, K); 2100 columns: more panels than one task's group of 64 */
+	static const int64_t shapes[][2] = { { 1, 1 }, { 17, 5 }, { 37, 513 }, { 1000, 300 },
+					     { 2100, 37 } };
 	static const float ab[][2] = { { 1, 0 }, { 0.5f, 1 }, { -2, 0.25f } };
 	(void)state;
 	hal_plan *p = plan_new(3);
