@@ -946,18 +946,31 @@ struct t1x1_job {
 
 /* hal_gemm's done callback for CONV_1X1T: pixels [i0, i0+mc) x output
  * channels [j0, j0+nc) of yt, complete, go to Y's rows j0.. with the bias
- * and the epilogue. */
+ * and the epilogue. Eight channels at a time: each yt row gives one
+ * 32-byte piece to eight Y rows filled in order (a channel at a time read
+ * a column of yt, one cache line per element at a cout_g*4-byte stride:
+ * 1.8% of MobileNetV2's time). */
 static void t1x1_block(const void *arg, int64_t i0, int64_t mc, int64_t j0, int64_t nc)
 {
 	const struct t1x1_job *j = arg;
 	int64_t hw = win_in(&j->c->w), ld = j->c->cout_g;
-	for (int64_t oc = j0; oc < j0 + nc; oc++) {
-		float bias = j->b ? j->b[oc] : 0.0f, *y = j->y + oc * hw + i0;
-		const float *t = j->yt + i0 * ld + oc;
-		for (int64_t i = 0; i < mc; i++)
-			y[i] = t[i * ld] + bias;
+	for (int64_t o0 = j0; o0 < j0 + nc; o0 += 8) {
+		int nb = (int)MIN(8, j0 + nc - o0);
+		float bias[8] = { 0 }, *y = j->y + o0 * hw + i0;
+		const float *t = j->yt + i0 * ld + o0;
+		if (j->b)
+			memcpy(bias, j->b + o0, (size_t)nb * sizeof *bias);
+		if (nb == 8)
+			for (int64_t i = 0; i < mc; i++, t += ld)
+				for (int q = 0; q < 8; q++)
+					y[q * hw + i] = t[q] + bias[q];
+		else
+			for (int64_t i = 0; i < mc; i++, t += ld)
+				for (int q = 0; q < nb; q++)
+					y[q * hw + i] = t[q] + bias[q];
 		if (j->c->epi)
-			hal_epilogue_apply(j->c->epi, y, mc);
+			for (int q = 0; q < nb; q++)
+				hal_epilogue_apply(j->c->epi, y + q * hw, mc);
 	}
 }
 
