@@ -288,7 +288,12 @@ static void pack_a_block(float *dst, const float *a, int64_t rs, int64_t cs, int
 		const float *src = a + (i0 + p) * rs + k0 * cs;
 		if (m < mr)
 			memset(dst, 0, (size_t)(kc * mr) * sizeof *dst);
-		if (rs == 1) {  /* A^T in memory: each k holds mr contiguous rows */
+		if (rs == 1 && m == 6) {
+			/* A^T in memory, a full AVX2 panel: fixed-size copies
+			 * (a variable-size memcpy is a libc call per k) */
+			for (int64_t k = 0; k < kc; k++)
+				__builtin_memcpy(dst + k * 6, src + k * cs, 6 * sizeof *dst);
+		} else if (rs == 1) {  /* A^T in memory: each k holds mr contiguous rows */
 			for (int64_t k = 0; k < kc; k++)
 				memcpy(dst + k * mr, src + k * cs, (size_t)m * sizeof *dst);
 		} else {
