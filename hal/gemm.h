@@ -12,7 +12,9 @@
  * a packed A block stays in L2 and a B micro-panel in L1. The micro-kernel is
  * plain C with GCC/clang vector extensions, compiled once per ISA
  * (AVX-512F, AVX2+FMA, baseline) and chosen at load time with
- * __builtin_cpu_supports: MR x NR is 8x32, 6x16 and 4x8 respectively.
+ * __builtin_cpu_supports: MR x NR is 8x32, 6x16 and 4x8 respectively
+ * (AVX2 runs the last row panel of an M that is not a multiple of 6 with a
+ * 1-, 2- or 4-row kernel over the same packed layout).
  *
  * Packed layouts depend on the ISA chosen (MR, NR): a buffer packed with
  * hal_gemm_pack_a/b is only valid for the ISA active when it was packed
