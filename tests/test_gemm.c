@@ -331,7 +331,8 @@ static void gemm_operand_modes(void **state)
 static void gemm_row_tails(void **state)
 {
 	static const int64_t ms[] = { 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 13, 14, 16, 49 };
-	static const int64_t nk[][2] = { { 37, 20 }, { 16, 300 }, { 53, 257 } };
+	/* (N, K): K = 384 is the longest single K block, 385 splits */
+	static const int64_t nk[][2] = { { 37, 20 }, { 16, 384 }, { 53, 385 } };
 	(void)state;
 	for (size_t s = 0; s < sizeof isas / sizeof isas[0]; s++) {
 		if (hal_gemm_use_isa(isas[s]))
