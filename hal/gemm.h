@@ -9,10 +9,14 @@
  * "packed panels" (A: MR rows at a time, k-major; B: NR columns at a time,
  * k-major, both zero-padded) so that an MR x NR register-blocked
  * micro-kernel streams both with unit stride. K is blocked by HAL_GEMM_KC so
- * a packed A block stays in L2 and a B micro-panel in L1. The micro-kernel is
- * plain C with GCC/clang vector extensions, compiled once per ISA
+ * a packed A block stays in L2 and a B micro-panel in L1 (with NR <= 16, a
+ * K of at most 384 is one block: a short second block cost more than it
+ * saved). The micro-kernel is plain C with GCC/clang vector extensions,
+ * compiled once per ISA
  * (AVX-512F, AVX2+FMA, baseline) and chosen at load time with
- * __builtin_cpu_supports: MR x NR is 8x32, 6x16 and 4x8 respectively.
+ * __builtin_cpu_supports: MR x NR is 8x32, 6x16 and 4x8 respectively
+ * (AVX2 runs the last row panel of an M that is not a multiple of 6 with a
+ * 1-, 2- or 4-row kernel over the same packed layout).
  *
  * Packed layouts depend on the ISA chosen (MR, NR): a buffer packed with
  * hal_gemm_pack_a/b is only valid for the ISA active when it was packed

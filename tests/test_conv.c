@@ -234,6 +234,11 @@ static void conv_1x1_few_pixels(void **state)
 		{ "9x11 wide",       1, 23, 9, 11, 107, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "few out ch",      1, 40, 7, 7, 13, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "14x14 untransp",  1, 24, 14, 14, 40, 1, 1, 1, 1, 1, { 0 }, 1 },
+		/* untransposed, X packed as B (<= 256 pixels) and just past it */
+		{ "14x14 K>KC",      1, 300, 14, 14, 64, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "13x15 odd b2",    2, 97, 13, 15, 35, 1, 1, 1, 1, 1, { 0 }, 0 },
+		{ "16x16 grouped",   1, 70, 16, 16, 22, 2, 1, 1, 1, 1, { 0 }, 1 },
+		{ "17x17 in place",  1, 45, 17, 17, 16, 1, 1, 1, 1, 1, { 0 }, 1 },
 	};
 	run_cases(cases, sizeof cases / sizeof cases[0]);
 }

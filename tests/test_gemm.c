@@ -324,11 +324,41 @@ static void gemm_operand_modes(void **state)
 	hal_gemm_use_isa(default_isa);
 }
 
+/* M tails: every row count of a last row panel (1..MR-1 valid rows, which
+ * AVX2 runs with 1-, 2- or 4-row kernels over the 6-row packed layout),
+ * with and without a K block boundary, a partial last column panel, every
+ * operand mode, bias, beta and the epilogue with the done callback. */
+static void gemm_row_tails(void **state)
+{
+	static const int64_t ms[] = { 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 13, 14, 16, 49 };
+	/* (N, K): K = 384 is the longest single K block, 385 splits */
+	static const int64_t nk[][2] = { { 37, 20 }, { 16, 384 }, { 53, 385 } };
+	(void)state;
+	for (size_t s = 0; s < sizeof isas / sizeof isas[0]; s++) {
+		if (hal_gemm_use_isa(isas[s]))
+			continue;
+		for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+			for (size_t j = 0; j < sizeof nk / sizeof nk[0]; j++)
+				for (int bm = B_RAW; bm <= B_CALLBACK; bm++) {
+					int v = (int)(i + j) + bm;
+					struct gcase t = { ms[i], nk[j][0], nk[j][1], v & 1,
+							   bm == B_CALLBACK ? 0 : (v >> 1) & 1,
+							   v & 1 ? -0.75f : 1.0f, (v >> 1) & 1 ? 0.5f : 0.0f,
+							   (v >> 2) & 1, v & 1 ? A_PACKED : A_RAW, bm,
+							   (int)i & 1 };
+					run_gcase(&t, NULL, NULL);
+				}
+	}
+	hal_gemm_use_isa(default_isa);
+}
+
 /* M = 1 over a pre-packed B (the GEMV path), every micro-kernel's panel
  * width, alpha, beta, bias, A transposed or not, 1 and 3 threads. */
 static void gemm_row_vector(void **state)
 {
-	static const int64_t shapes[][2] = { { 1, 1 }, { 17, 5 }, { 37, 513 }, { 1000, 300 } };
+	/* (N, K); 2100 columns: more panels than one task's group of 64 */
+	static const int64_t shapes[][2] = { { 1, 1 }, { 17, 5 }, { 37, 513 }, { 1000, 300 },
+					     { 2100, 37 } };
 	static const float ab[][2] = { { 1, 0 }, { 0.5f, 1 }, { -2, 0.25f } };
 	(void)state;
 	hal_plan *p = plan_new(3);
@@ -654,6 +684,7 @@ int main(void)
 		cmocka_unit_test(gemm_blocks_alpha_beta),
 		cmocka_unit_test(gemm_operand_modes),
 		cmocka_unit_test(gemm_k_zero),
+		cmocka_unit_test(gemm_row_tails),
 		cmocka_unit_test(gemm_row_vector),
 		cmocka_unit_test(gemm_threads),
 		cmocka_unit_test(gemm_grid_threads),
