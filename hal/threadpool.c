@@ -23,7 +23,6 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -35,7 +34,6 @@
 #define SPIN_ACTIVE_NS 2000000 /* inside a request: gaps between parallel kernels
                                   (single-threaded steps) stay under this, so
                                   workers never sleep mid-request */
-#define SPIN_PURE_NS 20000     /* past this a spinner yields between checks */
 
 struct hal_threadpool {
 	int n;                       /* threads including the caller */
@@ -73,23 +71,12 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Waits until *w != old: spin SPIN_NS (SPIN_ACTIVE_NS inside a request),
- * then sleep. Past SPIN_PURE_NS the spin calls sched_yield() between
- * checks: on a machine with more runnable threads than cores the thread
- * it waits for (a worker holding the last task, the caller between two
- * kernels) may be queued on this very CPU, and a pure spin would hold it
- * off for the rest of the time slice. Measured with 2 threads on this 2-CPU
- * machine under load 3 (a 256^3 GEMM after a 20 ms pause, median of 30
- * calls, 4 alternations): 14-23 GFLOP/s with the pure spin, 26-28 with
- * this one. When nothing else is runnable sched_yield returns at once, so
- * an idle machine keeps the spin's latency.
- * A sleeper announces itself in `sleepers` (seq_cst) and re-checks the
- * word, so a waker that bumps the word and then reads sleepers == 0 can
- * skip the system call. */
+/* Waits until *w != old: spin SPIN_NS, then sleep. A sleeper announces
+ * itself in `sleepers` (seq_cst) and re-checks the word, so a waker that
+ * bumps the word and then reads sleepers == 0 can skip the system call. */
 static void wait_change(hal_threadpool *tp, _Atomic uint32_t *w, uint32_t old)
 {
 	uint64_t t0 = 0;
-	int polite = 0;
 	for (unsigned i = 0;; i++) {
 		if (atomic_load_explicit(w, memory_order_acquire) != old)
 			return;
@@ -101,11 +88,7 @@ static void wait_change(hal_threadpool *tp, _Atomic uint32_t *w, uint32_t old)
 				t0 = t;
 			else if (t - t0 > limit)
 				break;
-			else if (t - t0 > SPIN_PURE_NS)
-				polite = 1;
 		}
-		if (polite && (i & 31) == 31)
-			sched_yield();
 	}
 	atomic_fetch_add(&tp->sleepers, 1);
 	while (atomic_load(w) == old)
