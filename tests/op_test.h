@@ -11,7 +11,7 @@
  * running test. Everything here is static inline, test-only.
  *
  *   pbw g = { 0 }, bytes;
- *   ot_init(&g, "W", 4, wd, w);  ...nodes...;  ot_model(&bytes, &g, 14);
+ *   ot_init(&g, "W", 4, wd, w);  ...nodes...;  ot_model(&bytes, &g, 14, "y");
  *   for (ot_isa_iter it = { 0 }; ot_isa_next(&it);)
  *           got = ot_run(&bytes, 1, &in, threads, &n, &steps, name);
  */
@@ -156,13 +156,16 @@ static inline void ot_value_info(pbw *g, int field, const char *name, int rank, 
 	free(ty.b);
 }
 
-/* Names graph g "g", then writes into *out (overwritten, the caller frees
- * out->b) a ModelProto {ir_version 8, graph g, opset_import {domain "",
- * version opset}}; g is freed and emptied. */
-static inline void ot_model(pbw *out, pbw *g, int opset)
+/* Names graph g "g", declares output y (name only: the shape is left to
+ * inference; none where y is NULL), then writes into *out (overwritten,
+ * the caller frees out->b) a ModelProto {ir_version 8, graph g,
+ * opset_import {domain "", version opset}}; g is freed and emptied. */
+static inline void ot_model(pbw *out, pbw *g, int opset, const char *y)
 {
 	pbw op = { 0 };
 	pbw_str(g, 2, "g");
+	if (y)
+		ot_value_info(g, 12, y, -1, NULL);
 	memset(out, 0, sizeof *out);
 	pbw_int(out, 1, 8);
 	pbw_take(out, 7, g);
@@ -340,23 +343,38 @@ static inline void ot_conv_ref(const ot_conv_shape *t, const float *x, const flo
 	}
 }
 
-/* Draws x [n, c, h, w] in [-2, 2), then w [m, c / group, kh, kw] and
- * b [m] in [-1, 1) (malloc'd, in that order), and computes into *want
- * (malloc'd) ot_conv_ref with b where bias is set, else without; the
- * caller frees all four. Returns want's element count. */
-static inline int64_t ot_conv_data(const ot_conv_shape *t, int bias, float **x, float **w,
-				   float **b, double **want)
+/* One Conv case's data: x [n, c, h, w], w [m, c / group, kh, kw], b [m]
+ * and the reference output want [n, m, oh, ow] of ny elements. */
+typedef struct ot_conv_data {
+	float *x, *w, *b;
+	double *want;
+	int64_t ny;
+} ot_conv_data;
+
+/* Draws d->x in [-2, 2), then d->w and d->b in [-1, 1) (malloc'd, in that
+ * order), and computes d->want (malloc'd) by ot_conv_ref with b where bias
+ * is set, else without. Freed by ot_conv_data_fini. */
+static inline void ot_conv_data_init(ot_conv_data *d, const ot_conv_shape *t, int bias)
 {
 	int64_t oh = ot_conv_out_len(t->h, t->kh, t->sh, t->dh, t->pt, t->pb);
 	int64_t ow = ot_conv_out_len(t->w, t->kw, t->sw, t->dw, t->pl, t->pr);
-	int64_t ny = t->n * t->m * oh * ow;
-	*x = ot_rand_new((size_t)(t->n * t->c * t->h * t->w), -2, 2);
-	*w = ot_rand_new((size_t)(t->m * (t->c / t->group) * t->kh * t->kw), -1, 1);
-	*b = ot_rand_new((size_t)t->m, -1, 1);
-	*want = malloc((size_t)(ny ? ny : 1) * sizeof **want);
-	assert_non_null(*want);
-	ot_conv_ref(t, *x, *w, bias ? *b : NULL, *want);
-	return ny;
+	d->ny = t->n * t->m * oh * ow;
+	d->x = ot_rand_new((size_t)(t->n * t->c * t->h * t->w), -2, 2);
+	d->w = ot_rand_new((size_t)(t->m * (t->c / t->group) * t->kh * t->kw), -1, 1);
+	d->b = ot_rand_new((size_t)t->m, -1, 1);
+	d->want = malloc((size_t)(d->ny ? d->ny : 1) * sizeof *d->want);
+	assert_non_null(d->want);
+	ot_conv_ref(t, d->x, d->w, bias ? d->b : NULL, d->want);
+}
+
+/* Frees what ot_conv_data_init allocated. */
+static inline void ot_conv_data_fini(ot_conv_data *d)
+{
+	free(d->x);
+	free(d->w);
+	free(d->b);
+	free(d->want);
+	memset(d, 0, sizeof *d);
 }
 
 /* ---- hand-made hal steps ---- */

@@ -107,8 +107,7 @@ static void build(const struct ccase *t, const float *w, const float *b, pbw *ou
 	}
 	int64_t xd[4] = { t->n, t->c, t->h, t->w };
 	ot_value_info(&g, 11, "x", 4, xd);
-	ot_value_info(&g, 12, "y", -1, NULL);
-	ot_model(out, &g, 14);
+	ot_model(out, &g, 14, "y");
 }
 
 static double act(int a, double v)
@@ -128,22 +127,18 @@ static void conv_dw_vs_loop(void **state)
 		const struct ccase *t = &cases[ci];
 		ot_conv_shape sh = { t->n, t->c, t->h, t->w, t->c, t->c, t->kh, t->kw, t->sh, t->sw,
 				     t->dh, t->dw, t->pt, t->pl, t->pb, t->pr };
-		float *x, *w, *b;
-		double *want;
-		int64_t ny = ot_conv_data(&sh, t->bias, &x, &w, &b, &want);
-		for (int64_t i = 0; i < ny; i++)
-			want[i] = act(t->act, want[i]);
+		ot_conv_data d;
+		ot_conv_data_init(&d, &sh, t->bias);
+		for (int64_t i = 0; i < d.ny; i++)
+			d.want[i] = act(t->act, d.want[i]);
 		pbw bytes;
-		build(t, w, b, &bytes);
+		build(t, d.w, d.b, &bytes);
 		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
-				    .dims = { t->n, t->c, t->h, t->w }, .data = x };
+				    .dims = { t->n, t->c, t->h, t->w }, .data = d.x };
 		/* one step: the activation is in the Conv */
-		ot_check_runs(&bytes, 1, &in, 1, want, NULL, ny, 1e-4, 1, t->name);
+		ot_check_runs(&bytes, 1, &in, 1, d.want, NULL, d.ny, 1e-4, 1, t->name);
 		free(bytes.b);
-		free(x);
-		free(w);
-		free(b);
-		free(want);
+		ot_conv_data_fini(&d);
 	}
 }
 

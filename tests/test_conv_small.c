@@ -106,8 +106,7 @@ static void build(const struct ccase *t, const float *w, const float *b, pbw *ou
 	if (d1)
 		xd[2] = t->w;
 	ot_value_info(&g, 11, "x", r, xd);
-	ot_value_info(&g, 12, "y", -1, NULL);
-	ot_model(out, &g, 13);
+	ot_model(out, &g, 13, "y");
 }
 
 static void conv_small_vs_loop(void **state)
@@ -117,23 +116,19 @@ static void conv_small_vs_loop(void **state)
 		const struct ccase *t = &cases[ci];
 		ot_conv_shape sh = { t->n, t->c, t->h, t->w, t->m, 1, t->kh, t->kw, t->sh, t->sw,
 				     t->dh, t->dw, t->pt, t->pl, t->pb, t->pr };
-		float *x, *w, *b;
-		double *want;
-		int64_t ny = ot_conv_data(&sh, t->bias, &x, &w, &b, &want);   /* 1-D: h = kh = 1 */
+		ot_conv_data d;
+		ot_conv_data_init(&d, &sh, t->bias);   /* a 1-D case is h = kh = 1 */
 		if (t->alpha > 0)
-			for (int64_t i = 0; i < ny; i++)
-				want[i] = fmax(want[i] < 0 ? t->alpha * want[i] : want[i], t->lo);
+			for (int64_t i = 0; i < d.ny; i++)
+				d.want[i] = fmax(d.want[i] < 0 ? t->alpha * d.want[i] : d.want[i], t->lo);
 		pbw bytes;
-		build(t, w, b, &bytes);
+		build(t, d.w, d.b, &bytes);
 		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = one_d(t) ? 3 : 4,
-				    .dims = { t->n, t->c, one_d(t) ? t->w : t->h, t->w }, .data = x };
+				    .dims = { t->n, t->c, one_d(t) ? t->w : t->h, t->w }, .data = d.x };
 		/* one step: the activation is in the Conv */
-		ot_check_runs(&bytes, 1, &in, 1, want, NULL, ny, 1e-4, 1, t->name);
+		ot_check_runs(&bytes, 1, &in, 1, d.want, NULL, d.ny, 1e-4, 1, t->name);
 		free(bytes.b);
-		free(x);
-		free(w);
-		free(b);
-		free(want);
+		ot_conv_data_fini(&d);
 	}
 }
 

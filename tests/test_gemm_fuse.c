@@ -291,7 +291,7 @@ static void build(const struct fcase *t, pbw *out, const char **y, const char **
 	ot_value_info(&b.g, 12, cur, -1, NULL);
 	if (*mid)
 		ot_value_info(&b.g, 12, *mid, -1, NULL);
-	ot_model(out, &b.g, 14);
+	ot_model(out, &b.g, 14, NULL);
 }
 
 static void fused_vs_reference(void **state)

@@ -185,8 +185,7 @@ static void build(const struct mcase *t, pbw *out)
 	int64_t xd[3];
 	int xr = x_shape(t, xd);
 	ot_value_info(&g, 11, "x", xr, xd);
-	ot_value_info(&g, 12, "y", -1, NULL);
-	ot_model(out, &g, 14);
+	ot_model(out, &g, 14, "y");
 }
 
 static void fast_vs_reference(void **state)
@@ -253,8 +252,7 @@ static void build2(const struct bcase *t, pbw *out)
 	pbw_take(&g, 1, &n);
 	ot_value_info(&g, 11, "x", t->ra, t->da);
 	ot_value_info(&g, 11, "w", t->rb, t->db);
-	ot_value_info(&g, 12, "y", -1, NULL);
-	ot_model(out, &g, 14);
+	ot_model(out, &g, 14, "y");
 }
 
 static void batched_vs_reference(void **state)
@@ -366,8 +364,7 @@ static void build_attn(const struct acase *t, pbw *out)
 		int64_t md[4] = { t->b, t->h, t->s, t->t };
 		ot_value_info(&g, 11, "m", 4, md);
 	}
-	ot_value_info(&g, 12, "y", -1, NULL);
-	ot_model(out, &g, 14);
+	ot_model(out, &g, 14, "y");
 }
 
 /* The inputs of case t from v[0..4): q, k, v and the mask; returns how
