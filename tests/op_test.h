@@ -433,6 +433,45 @@ static inline float *ot_step_run(hal_plan *p, const ir_node *node, hal_tensor *c
 	return out;
 }
 
+/* Runs one hand-made step with ctx's case on in[0..nin); returns its output
+ * (malloc'd) and the output's shape in *y. mag is set on the magnitude run
+ * of ot_fast_ref_mag (where a caller drops its epilogue). */
+typedef float *(*ot_step_fn)(void *ctx, hal_tensor *const *in, int nin, int mag, hal_tensor *y);
+
+/* The three runs of a test that bounds |fast - reference| by magnitudes
+ * (Higham 3.1: relative to sum |w x| + |b|): run on the fast kernels into
+ * out[0], on the scalar reference kernels into out[1], then on the
+ * reference kernels with each in[i]'s data replaced by its absolute
+ * values into out[2] (mag set). Outputs are malloc'd (the caller frees
+ * them), their shapes in y[0..3); in[]'s data pointers are restored and
+ * hal_use_reference is left 0. At most 8 inputs. */
+static inline void ot_fast_ref_mag(ot_step_fn run, void *ctx, hal_tensor *const *in, int nin,
+				   float **out, hal_tensor *y)
+{
+	void *keep[8];
+	assert_true(nin <= 8);
+	hal_use_reference = 0;
+	out[0] = run(ctx, in, nin, 0, &y[0]);
+	hal_use_reference = 1;
+	out[1] = run(ctx, in, nin, 0, &y[1]);
+	for (int i = 0; i < nin; i++) {
+		size_t n = (size_t)hal_numel(in[i]);
+		const float *v = in[i]->data;
+		float *a = malloc((n ? n : 1) * sizeof *a);
+		assert_non_null(a);
+		for (size_t k = 0; k < n; k++)
+			a[k] = fabsf(v[k]);
+		keep[i] = in[i]->data;
+		in[i]->data = a;
+	}
+	out[2] = run(ctx, in, nin, 1, &y[2]);
+	hal_use_reference = 0;
+	for (int i = 0; i < nin; i++) {
+		free(in[i]->data);
+		in[i]->data = keep[i];
+	}
+}
+
 /* Frees a plan from ot_plan_new: its pool, its arena, itself. */
 static inline void ot_plan_del(hal_plan *p)
 {

@@ -35,16 +35,6 @@
 
 #define U_F32 (FLT_EPSILON / 2)
 
-static float *abs_copy(const float *x, size_t n)
-{
-	float *p = malloc((n ? n : 1) * sizeof *p);
-	assert_non_null(p);
-	for (size_t i = 0; i < n; i++)
-		p[i] = fabsf(x[i]);
-	return p;
-}
-
-
 struct ccase {
 	const char *name;
 	int64_t n, c, h, w, m, group, kh, kw, sh, sw;
@@ -52,11 +42,22 @@ struct ccase {
 	int bias;
 };
 
+/* A case to run: the plan, the case, its epilogue (or NULL). */
+struct conv_run {
+	hal_plan *p;
+	const struct ccase *t;
+	const ir_epilogue *epi;
+};
+
 /* Runs Conv (2-D) on in[0..nin) with the case's attributes and epilogue
- * epi (or NULL); returns the output (malloc'd), its shape in *y. */
-static float *run_conv(hal_plan *p, const struct ccase *t, const ir_epilogue *epi,
-		       hal_tensor *const *in, int nin, hal_tensor *y)
+ * (none where mag is set); returns the output (malloc'd), its shape in *y.
+ * An ot_step_fn. */
+static float *run_conv(void *ctx, hal_tensor *const *in, int nin, int mag, hal_tensor *y)
 {
+	const struct conv_run *r = ctx;
+	hal_plan *p = r->p;
+	const struct ccase *t = r->t;
+	const ir_epilogue *epi = mag ? NULL : r->epi;
 	int64_t ks[2] = { t->kh, t->kw }, st[2] = { t->sh, t->sw }, dl[2] = { 1, 1 };
 	ir_attr at[5] = {
 		ot_ints_attr("kernel_shape", ks, 2), ot_ints_attr("strides", st, 2),
@@ -92,28 +93,20 @@ static void check_case(hal_plan *p, const struct ccase *t, const ir_epilogue *ep
 	int64_t wd[4] = { t->m, t->c / t->group, t->kh, t->kw }, bd[1] = { t->m };
 	size_t nx = (size_t)(t->n * t->c * t->h * t->w), nw = (size_t)(wd[0] * wd[1] * wd[2] * wd[3]);
 	float *x = ot_rand_buf(nx), *w = ot_rand_buf(nw), *b = ot_rand_buf((size_t)t->m);
-	float *ax = abs_copy(x, nx), *aw = abs_copy(w, nw), *ab = abs_copy(b, (size_t)t->m);
-	hal_tensor tx, tw, tb, ty_f, ty_r, ty_m;
+	hal_tensor tx, tw, tb, ty[3];
 	tensor_init(&tx, 4, xd, x);
 	tx.is_const = 0;
 	tensor_init(&tw, 4, wd, w);
 	tensor_init(&tb, 1, bd, b);
 	hal_tensor *in[3] = { &tx, &tw, &tb };
-	int nin = t->bias ? 3 : 2;
+	struct conv_run r = { p, t, epi };
+	float *yo[3];
+	ot_fast_ref_mag(run_conv, &r, in, t->bias ? 3 : 2, yo, ty);  /* magnitudes: no activation */
+	const float *yf = yo[0], *yr = yo[1], *ym = yo[2];
 
-	hal_use_reference = 0;
-	float *yf = run_conv(p, t, epi, in, nin, &ty_f);
-	hal_use_reference = 1;
-	float *yr = run_conv(p, t, epi, in, nin, &ty_r);
-	tx.data = ax;
-	tw.data = aw;
-	tb.data = ab;
-	float *ym = run_conv(p, t, NULL, in, nin, &ty_m);  /* magnitudes: no activation */
-	hal_use_reference = 0;
-
-	assert_int_equal(ty_f.rank, 4);
-	assert_memory_equal(ty_f.dims, ty_r.dims, 4 * sizeof ty_f.dims[0]);
-	int64_t K = (t->c / t->group) * t->kh * t->kw, ny = hal_numel(&ty_f);
+	assert_int_equal(ty[0].rank, 4);
+	assert_memory_equal(ty[0].dims, ty[1].dims, 4 * sizeof ty[0].dims[0]);
+	int64_t K = (t->c / t->group) * t->kh * t->kw, ny = hal_numel(&ty[0]);
 	double lip = epi ? 1.5 * fabs(epi->post_s) : 1.0;
 	for (int64_t i = 0; i < ny; i++) {
 		/* + a few ulp of y: the epilogue's affine map rounds once more */
@@ -126,12 +119,8 @@ static void check_case(hal_plan *p, const struct ccase *t, const ir_epilogue *ep
 	free(x);
 	free(w);
 	free(b);
-	free(ax);
-	free(aw);
-	free(ab);
-	free(yf);
-	free(yr);
-	free(ym);
+	for (int i = 0; i < 3; i++)
+		free(yo[i]);
 }
 
 
