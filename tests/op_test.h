@@ -223,6 +223,18 @@ static inline float *ot_run(const pbw *bytes, int n_in, const aidos_tensor *in, 
 	return out;
 }
 
+/* ot_run on one thread with the scalar reference kernels and nothing
+ * fused (hal_use_reference set while loading and running, then cleared):
+ * the independent reference of a fast run. */
+static inline float *ot_run_ref(const pbw *bytes, int n_in, const aidos_tensor *in, int64_t *n,
+				const char *what)
+{
+	hal_use_reference = 1;
+	float *ref = ot_run(bytes, n_in, in, 1, n, NULL, what);
+	hal_use_reference = 0;
+	return ref;
+}
+
 /* ---- every micro-kernel ---- */
 
 /* A walk over the GEMM ISAs; { 0 } starts one. */
@@ -297,6 +309,19 @@ static inline void ot_check_runs(const pbw *bytes, int n_in, const aidos_tensor 
 					 threads, (long long)k, got[k], want ? want[k] : ref[k]);
 			free(got);
 		}
+}
+
+/* ot_check_runs against ot_run_ref: the fast plan (fused; on every ISA
+ * where all_isas is set) against the scalar reference kernels on the same
+ * inputs, elementwise within tol in float, with want_steps plan steps
+ * (unless < 0). */
+static inline void ot_check_vs_ref(const pbw *bytes, int n_in, const aidos_tensor *in, int all_isas,
+				   double tol, int want_steps, const char *what)
+{
+	int64_t nr;
+	float *ref = ot_run_ref(bytes, n_in, in, &nr, what);
+	ot_check_runs(bytes, n_in, in, all_isas, NULL, ref, nr, tol, want_steps, what);
+	free(ref);
 }
 
 /* ---- the definition of ONNX Conv ---- */

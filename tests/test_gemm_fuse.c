@@ -305,14 +305,9 @@ static void fused_vs_reference(void **state)
 		float *x = ot_rand_new((size_t)(t->c * t->h * t->w), -2, 2);
 		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
 				    .dims = { 1, t->c, t->h, t->w }, .data = x };
-		int64_t nr;
-		hal_use_reference = 1;
-		float *ref = ot_run(&bytes, 1, &in, 1, &nr, NULL, t->name);
-		hal_use_reference = 0;
 		/* every GEMM micro-kernel this CPU runs (its store applies the
 		 * epilogue), on 1 and 2 threads; the chain gone from the plan */
-		ot_check_runs(&bytes, 1, &in, 1, NULL, ref, nr, 1e-4, t->steps, t->name);
-		free(ref);
+		ot_check_vs_ref(&bytes, 1, &in, 1, 1e-4, t->steps, t->name);
 		free(x);
 		free(bytes.b);
 	}

@@ -205,10 +205,6 @@ static void fast_vs_reference(void **state)
 			x[k] = ot_frand(-1, 1);
 		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .data = x };
 		in.rank = x_shape(t, in.dims);
-		int64_t nr;
-		hal_use_reference = 1;
-		float *ref = ot_run(&bytes, 1, &in, 1, &nr, NULL, t->name);
-		hal_use_reference = 0;
 		/* the bias Add, and a GELU after it, fold into a MatMul of
 		 * M >= 2; a GELU alone is one fused elementwise step */
 		int fold = t->op == OP_MATMUL && t->m * (t->batch ? t->batch : 1) >= 2;
@@ -217,8 +213,7 @@ static void fast_vs_reference(void **state)
 			want = 1 + (fold ? 0 : !!t->bias) + 1;
 		if (t->m * (t->batch ? t->batch : 1) == 1 && t->bias && t->gelu)
 			want--;   /* at M = 1 the bias Add is elementwise too */
-		ot_check_runs(&bytes, 1, &in, 1, NULL, ref, nr, 1e-4, want, t->name);
-		free(ref);
+		ot_check_vs_ref(&bytes, 1, &in, 1, 1e-4, want, t->name);
 		free(x);
 		free(bytes.b);
 	}
@@ -267,10 +262,7 @@ static void batched_vs_reference(void **state)
 			int64_t n = 1;
 			for (int d = 0; d < (k ? t->rb : t->ra); d++)
 				n *= k ? t->db[d] : t->da[d];
-			v[k] = malloc((size_t)n * sizeof *v[k]);
-			assert_non_null(v[k]);
-			for (int64_t e = 0; e < n; e++)
-				v[k][e] = ot_frand(-1, 1);
+			v[k] = ot_rand_new((size_t)n, -1, 1);
 		}
 		aidos_tensor in[2] = {
 			{ .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = t->ra, .data = v[0] },
@@ -280,12 +272,7 @@ static void batched_vs_reference(void **state)
 		memcpy(in[1].dims, t->db, sizeof t->db);
 		char what[32];
 		snprintf(what, sizeof what, "batched case %zu", i);
-		int64_t nr;
-		hal_use_reference = 1;
-		float *ref = ot_run(&bytes, 2, in, 1, &nr, NULL, what);
-		hal_use_reference = 0;
-		ot_check_runs(&bytes, 2, in, 0, NULL, ref, nr, 1e-4, -1, what);
-		free(ref);
+		ot_check_vs_ref(&bytes, 2, in, 0, 1e-4, -1, what);
 		free(v[0]);
 		free(v[1]);
 		free(bytes.b);
@@ -406,13 +393,8 @@ static void attention_vs_reference(void **state)
 		int n_in = attn_inputs(t, v, in);
 		char what[32];
 		snprintf(what, sizeof what, "attention case %zu", i);
-		int64_t nr;
-		hal_use_reference = 1;
-		float *ref = ot_run(&bytes, n_in, in, 1, &nr, NULL, what);
-		hal_use_reference = 0;
 		/* one step: fused */
-		ot_check_runs(&bytes, n_in, in, 0, NULL, ref, nr, 1e-4, 1, what);
-		free(ref);
+		ot_check_vs_ref(&bytes, n_in, in, 0, 1e-4, 1, what);
 		for (int k = 0; k < 4; k++)
 			free(v[k]);
 		free(bytes.b);
