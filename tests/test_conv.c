@@ -31,64 +31,9 @@
 #include "hal/ir.h"
 #include "hal/model.h"
 #include "hal/plan.h"
+#include "tests/op_test.h"
 
 #define U_F32 (FLT_EPSILON / 2)
-
-static const char *const isas[] = { "avx512", "avx2", "generic" };
-static const char *default_isa;
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static float frand(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (float)((double)(rng >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
-}
-
-static float *rand_buf(size_t n)
-{
-	float *p = malloc((n ? n : 1) * sizeof *p);
-	assert_non_null(p);
-	for (size_t i = 0; i < n; i++)
-		p[i] = frand();
-	return p;
-}
-
-static float *abs_copy(const float *x, size_t n)
-{
-	float *p = malloc((n ? n : 1) * sizeof *p);
-	assert_non_null(p);
-	for (size_t i = 0; i < n; i++)
-		p[i] = fabsf(x[i]);
-	return p;
-}
-
-static void *scratch_alloc(size_t n)
-{
-	void *p = aligned_alloc(64, (n + 64) / 64 * 64);
-	assert_non_null(p);
-	return p;
-}
-
-/* A plan shell for hand-made steps: hal_step_alloc's arena, an error buffer
- * and (threads > 1) a thread pool for hal_parallel_for. */
-static hal_plan *plan_new(int threads)
-{
-	hal_plan *p = calloc(1, sizeof *p);
-	assert_non_null(p);
-	if (threads > 1)
-		assert_int_equal(hal_threadpool_create(threads, &p->tp), 0);
-	return p;
-}
-
-static void plan_del(hal_plan *p)
-{
-	if (p->tp)
-		hal_threadpool_destroy(p->tp);
-	ir_mem_free(&p->mem);
-	free(p);
-}
 
 struct ccase {
 	const char *name;
@@ -97,40 +42,31 @@ struct ccase {
 	int bias;
 };
 
-static ir_attr ints_attr(const char *name, const int64_t *v, int n)
-{
-	ir_attr a = { .name = name, .type = IR_ATTR_INTS, .n = n, .ints = (int64_t *)v };
-	return a;
-}
+/* A case to run: the plan, the case, its epilogue (or NULL). */
+struct conv_run {
+	hal_plan *p;
+	const struct ccase *t;
+	const ir_epilogue *epi;
+};
 
 /* Runs Conv (2-D) on in[0..nin) with the case's attributes and epilogue
- * epi (or NULL); returns the output (malloc'd), its shape in *y. */
-static float *run_conv(hal_plan *p, const struct ccase *t, const ir_epilogue *epi,
-		       hal_tensor *const *in, int nin, hal_tensor *y)
+ * (none where mag is set); returns the output (malloc'd), its shape in *y.
+ * An ot_step_fn. */
+static float *run_conv(void *ctx, hal_tensor *const *in, int nin, int mag, hal_tensor *y)
 {
+	const struct conv_run *r = ctx;
+	hal_plan *p = r->p;
+	const struct ccase *t = r->t;
+	const ir_epilogue *epi = mag ? NULL : r->epi;
 	int64_t ks[2] = { t->kh, t->kw }, st[2] = { t->sh, t->sw }, dl[2] = { 1, 1 };
 	ir_attr at[5] = {
-		ints_attr("kernel_shape", ks, 2), ints_attr("strides", st, 2),
-		ints_attr("dilations", dl, 2), ints_attr("pads", t->pads, 4),
+		ot_ints_attr("kernel_shape", ks, 2), ot_ints_attr("strides", st, 2),
+		ot_ints_attr("dilations", dl, 2), ot_ints_attr("pads", t->pads, 4),
 		{ .name = "group", .type = IR_ATTR_INT, .i = t->group },
 	};
 	ir_node node = { .name = t->name, .op_type = "Conv", .domain = "", .n_in = nin,
 			 .n_out = 1, .n_attr = 5, .attr = at, .epi = epi };
-	hal_tensor *outs[1] = { y };
-	hal_step s = { .op = hal_op_find("Conv"), .node = &node, .opset = 17, .n_in = nin,
-		       .n_out = 1, .in = (hal_tensor **)in, .out = outs, .plan = p };
-	assert_non_null(s.op);
-	memset(y, 0, sizeof *y);
-	int rc = s.op->infer(&s);
-	if (rc)
-		fail_msg("%s: infer failed (%d): %s", t->name, rc, p->err);
-	float *out = malloc(hal_nbytes(y) + sizeof(float));
-	assert_non_null(out);
-	y->data = out;
-	s.scratch = s.scratch_bytes ? scratch_alloc(s.scratch_bytes) : NULL;
-	assert_int_equal(s.op->exec(&s), 0);
-	free(s.scratch);
-	return out;
+	return ot_step_run(p, &node, in, nin, y);
 }
 
 static void tensor_init(hal_tensor *t, int rank, const int64_t *d, void *data)
@@ -156,29 +92,21 @@ static void check_case(hal_plan *p, const struct ccase *t, const ir_epilogue *ep
 	int64_t xd[4] = { t->n, t->c, t->h, t->w };
 	int64_t wd[4] = { t->m, t->c / t->group, t->kh, t->kw }, bd[1] = { t->m };
 	size_t nx = (size_t)(t->n * t->c * t->h * t->w), nw = (size_t)(wd[0] * wd[1] * wd[2] * wd[3]);
-	float *x = rand_buf(nx), *w = rand_buf(nw), *b = rand_buf((size_t)t->m);
-	float *ax = abs_copy(x, nx), *aw = abs_copy(w, nw), *ab = abs_copy(b, (size_t)t->m);
-	hal_tensor tx, tw, tb, ty_f, ty_r, ty_m;
+	float *x = ot_rand_buf(nx), *w = ot_rand_buf(nw), *b = ot_rand_buf((size_t)t->m);
+	hal_tensor tx, tw, tb, ty[3];
 	tensor_init(&tx, 4, xd, x);
 	tx.is_const = 0;
 	tensor_init(&tw, 4, wd, w);
 	tensor_init(&tb, 1, bd, b);
 	hal_tensor *in[3] = { &tx, &tw, &tb };
-	int nin = t->bias ? 3 : 2;
+	struct conv_run r = { p, t, epi };
+	float *yo[3];
+	ot_fast_ref_mag(run_conv, &r, in, t->bias ? 3 : 2, yo, ty);  /* magnitudes: no activation */
+	const float *yf = yo[0], *yr = yo[1], *ym = yo[2];
 
-	hal_use_reference = 0;
-	float *yf = run_conv(p, t, epi, in, nin, &ty_f);
-	hal_use_reference = 1;
-	float *yr = run_conv(p, t, epi, in, nin, &ty_r);
-	tx.data = ax;
-	tw.data = aw;
-	tb.data = ab;
-	float *ym = run_conv(p, t, NULL, in, nin, &ty_m);  /* magnitudes: no activation */
-	hal_use_reference = 0;
-
-	assert_int_equal(ty_f.rank, 4);
-	assert_memory_equal(ty_f.dims, ty_r.dims, 4 * sizeof ty_f.dims[0]);
-	int64_t K = (t->c / t->group) * t->kh * t->kw, ny = hal_numel(&ty_f);
+	assert_int_equal(ty[0].rank, 4);
+	assert_memory_equal(ty[0].dims, ty[1].dims, 4 * sizeof ty[0].dims[0]);
+	int64_t K = (t->c / t->group) * t->kh * t->kw, ny = hal_numel(&ty[0]);
 	double lip = epi ? 1.5 * fabs(epi->post_s) : 1.0;
 	for (int64_t i = 0; i < ny; i++) {
 		/* + a few ulp of y: the epilogue's affine map rounds once more */
@@ -191,30 +119,23 @@ static void check_case(hal_plan *p, const struct ccase *t, const ir_epilogue *ep
 	free(x);
 	free(w);
 	free(b);
-	free(ax);
-	free(aw);
-	free(ab);
-	free(yf);
-	free(yr);
-	free(ym);
+	for (int i = 0; i < 3; i++)
+		free(yo[i]);
 }
 
 
 static void run_cases(const struct ccase *cases, size_t n)
 {
 	for (int threads = 1; threads <= 2; threads++) {
-		hal_plan *p = plan_new(threads);
-		for (size_t s = 0; s < sizeof isas / sizeof isas[0]; s++) {
-			if (hal_gemm_use_isa(isas[s]))
-				continue;
+		hal_plan *p = ot_plan_new(threads);
+		for (ot_isa_iter it = { 0 }; ot_isa_next(&it);) {
 			for (size_t i = 0; i < n; i++) {
 				check_case(p, &cases[i], NULL);
 				for (size_t e = 0; e < sizeof epis / sizeof epis[0]; e++)
 					check_case(p, &cases[i], &epis[e]);
 			}
 		}
-		hal_gemm_use_isa(default_isa);
-		plan_del(p);
+		ot_plan_del(p);
 	}
 }
 
@@ -268,8 +189,7 @@ static void conv_direct_small_k(void **state)
 
 int main(void)
 {
-	default_isa = hal_gemm_isa();
-	printf("    gemm micro-kernel: %s (NR %d)\n", default_isa, hal_gemm_nr());
+	printf("    gemm micro-kernel: %s (NR %d)\n", hal_gemm_isa(), hal_gemm_nr());
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(conv_1x1_few_pixels),
 		cmocka_unit_test(conv_direct_small_k),

@@ -29,12 +29,10 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "aidos/aidos.h"
-#include "hal/gemm.h"
 #include "hal/hal.h"
-#include "tests/pb_write.h"
+#include "tests/op_test.h"
 
-/* ---- a minimal protobuf writer (field numbers from onnx.proto) ---- */
+/* ---- the graph (ONNX pieces from tests/op_test.h) ---- */
 
 /* The graph under construction. */
 typedef struct gb {
@@ -54,17 +52,8 @@ static const char *fresh(gb *b)
  * (GraphProto field 5); returns its name. */
 static const char *init(gb *b, int rank, const int64_t *dims, const float *v)
 {
-	pbw t = { 0 };
-	int64_t n = 1;
-	for (int i = 0; i < rank; i++) {
-		pbw_int(&t, 1, dims[i]);
-		n *= dims[i];
-	}
-	pbw_int(&t, 2, 1);
 	const char *name = fresh(b);
-	pbw_str(&t, 8, name);
-	pbw_bytes(&t, 9, v, (size_t)n * sizeof *v);
-	pbw_take(&b->g, 5, &t);
+	ot_init(&b->g, name, rank, dims, v);
 	return name;
 }
 
@@ -77,15 +66,11 @@ static const char *scalar(gb *b, float v)
  * scalars). */
 static const char *const_node(gb *b, float v)
 {
-	pbw n = { 0 }, a = { 0 };
+	pbw n = { 0 };
 	const char *out = fresh(b);
 	pbw_str(&n, 2, out);
 	pbw_str(&n, 4, "Constant");
-	pbw_str(&a, 1, "value_float");
-	pbw_varint(&a, 2 << 3 | 5);
-	pbw_raw(&a, &v, 4);
-	pbw_int(&a, 20, 1);
-	pbw_take(&n, 5, &a);
+	ot_attr_float(&n, "value_float", v);
 	pbw_take(&b->g, 1, &n);
 	return out;
 }
@@ -109,31 +94,17 @@ static const char *node(gb *b, const char *op, const char *const *ins, pbw *n)
 
 static void attr_int(const char *name, int64_t v)
 {
-	pbw a = { 0 };
-	pbw_str(&a, 1, name);
-	pbw_int(&a, 3, v);
-	pbw_int(&a, 20, 2);
-	pbw_take(node_cur, 5, &a);
+	ot_attr_int(node_cur, name, v);
 }
 
 static void attr_ints(const char *name, const int64_t *v, int n)
 {
-	pbw a = { 0 };
-	pbw_str(&a, 1, name);
-	for (int i = 0; i < n; i++)
-		pbw_int(&a, 8, v[i]);
-	pbw_int(&a, 20, 7);
-	pbw_take(node_cur, 5, &a);
+	ot_attr_ints(node_cur, name, v, n);
 }
 
 static void attr_float(const char *name, float v)
 {
-	pbw a = { 0 };
-	pbw_str(&a, 1, name);
-	pbw_varint(&a, 2 << 3 | 5);
-	pbw_raw(&a, &v, 4);
-	pbw_int(&a, 20, 1);
-	pbw_take(node_cur, 5, &a);
+	ot_attr_float(node_cur, name, v);
 }
 
 static void end_node(gb *b, pbw *n)
@@ -157,33 +128,6 @@ static const char *op2(gb *b, const char *op, const char *x, const char *k)
 	const char *y = node(b, op, ins, &n);
 	end_node(b, &n);
 	return y;
-}
-
-/* ValueInfoProto {name 1, type 2 {tensor_type 1 {elem_type 1, shape 2 {dim 1 {dim_value 1}}}}} */
-static void value_info(pbw *g, int field, const char *name, int rank, const int64_t *dims)
-{
-	pbw vi = { 0 }, ty = { 0 }, tt = { 0 }, sh = { 0 };
-	for (int i = 0; i < rank; i++) {
-		pbw dm = { 0 };
-		pbw_int(&dm, 1, dims[i]);
-		pbw_take(&sh, 1, &dm);
-	}
-	pbw_int(&tt, 1, 1);
-	pbw_take(&tt, 2, &sh);
-	pbw_take(&ty, 1, &tt);
-	pbw_str(&vi, 1, name);
-	pbw_take(&vi, 2, &ty);
-	pbw_take(g, field, &vi);
-}
-
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static float frand(float lo, float hi)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return lo + (hi - lo) * (float)((rng >> 11) * (1.0 / 9007199254740992.0));
 }
 
 /* ---- the cases ---- */
@@ -233,7 +177,7 @@ static const char *chan(gb *b, int64_t m, int wide, float lo, float hi)
 {
 	float v[64];
 	for (int64_t i = 0; i < m; i++)
-		v[i] = frand(lo, hi);
+		v[i] = ot_frand(lo, hi);
 	int64_t d3[3] = { m, 1, 1 }, d4[4] = { 1, m, 1, 1 };
 	return wide ? init(b, 4, d4, v) : init(b, 3, d3, v);
 }
@@ -247,9 +191,9 @@ static void build(const struct fcase *t, pbw *out, const char **y, const char **
 	float wv[4096], bv[64];
 	assert_true(t->m * cg * t->k * t->k <= 4096 && t->m <= 64);
 	for (int64_t i = 0; i < t->m * cg * t->k * t->k; i++)
-		wv[i] = frand(-1, 1);
+		wv[i] = ot_frand(-1, 1);
 	for (int64_t i = 0; i < t->m; i++)
-		bv[i] = frand(-0.5f, 0.5f);
+		bv[i] = ot_frand(-0.5f, 0.5f);
 	const char *w = init(&b, 4, wd, wv), *bias = init(&b, 1, &t->m, bv);
 	pbw n;
 	const char *ins[] = { "x", w, bias, NULL };
@@ -269,7 +213,7 @@ static void build(const struct fcase *t, pbw *out, const char **y, const char **
 		float v[4][64];
 		for (int k = 0; k < 4; k++)
 			for (int64_t i = 0; i < t->m; i++)
-				v[k][i] = k == 3 ? frand(0.2f, 3) : k == 0 ? frand(0.5f, 2) : frand(-1, 1);
+				v[k][i] = k == 3 ? ot_frand(0.2f, 3) : k == 0 ? ot_frand(0.5f, 2) : ot_frand(-1, 1);
 		const char *bn[6] = { cur };
 		for (int k = 0; k < 4; k++)
 			bn[1 + k] = init(&b, 1, &t->m, v[k]);
@@ -286,7 +230,7 @@ static void build(const struct fcase *t, pbw *out, const char **y, const char **
 		break;
 	}
 	case CH_LAB_HSWISH4: {
-		cur = op2(&b, "Mul", const_node(&b, frand(0.5f, 2)), cur);
+		cur = op2(&b, "Mul", const_node(&b, ot_frand(0.5f, 2)), cur);
 		cur = op2(&b, "Add", cur, chan(&b, t->m, 0, -1, 1));
 		const char *x = cur;
 		const char *a3 = op2(&b, "Add", x, const_node(&b, 3.0f));
@@ -343,61 +287,12 @@ static void build(const struct fcase *t, pbw *out, const char **y, const char **
 	}
 	*y = cur;
 	int64_t xd[4] = { 1, t->c, t->h, t->w };
-	pbw_str(&b.g, 2, "g");
-	value_info(&b.g, 11, "x", 4, xd);
-	pbw vi = { 0 };
-	pbw_str(&vi, 1, cur);
-	pbw_take(&b.g, 12, &vi);
-	if (*mid) {
-		pbw_str(&vi, 1, *mid);
-		pbw_take(&b.g, 12, &vi);
-	}
-	pbw op = { 0 };
-	memset(out, 0, sizeof *out);
-	pbw_int(out, 1, 8);
-	pbw_take(out, 7, &b.g);
-	pbw_str(&op, 1, "");
-	pbw_int(&op, 2, 14);
-	pbw_take(out, 8, &op);
+	ot_value_info(&b.g, 11, "x", 4, xd);
+	ot_value_info(&b.g, 12, cur, -1, NULL);
+	if (*mid)
+		ot_value_info(&b.g, 12, *mid, -1, NULL);
+	ot_model(out, &b.g, 14, NULL);
 }
-
-/* Runs the model; returns output 0 (malloc'd), its element count in *n and
- * the plan's steps in *steps. */
-static float *run(const pbw *bytes, const float *x, const struct fcase *t, int threads, int64_t *n,
-		  int *steps)
-{
-	char err[256] = "";
-	aidos_model *m;
-	int rc = aidos_model_load_buffer(bytes->b, bytes->n, NULL, &m, err, sizeof err);
-	if (rc)
-		fail_msg("%s: load: %s", t->name, err);
-	aidos_session_opts o = { 0 };
-	o.threads = threads;
-	aidos_session *s;
-	if ((rc = aidos_session_create(m, &o, &s, err, sizeof err)))
-		fail_msg("%s: session: %s", t->name, err);
-	aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
-			    .dims = { 1, t->c, t->h, t->w }, .data = (void *)x };
-	if ((rc = aidos_session_run(s, 1, &in)))
-		fail_msg("%s: run: %s", t->name, aidos_session_errmsg(s));
-	aidos_tensor y;
-	assert_int_equal(aidos_session_output(s, 0, &y), 0);
-	*n = 1;
-	for (int i = 0; i < y.rank; i++)
-		*n *= y.dims[i];
-	float *out = malloc((size_t)*n * sizeof *out);
-	assert_non_null(out);
-	memcpy(out, y.data, (size_t)*n * sizeof *out);
-	aidos_plan_stats st;
-	assert_int_equal(aidos_session_stats(s, &st), 0);
-	*steps = st.steps;
-	aidos_session_destroy(s);
-	aidos_model_free(m);
-	return out;
-}
-
-static const char *const isas[] = { "avx512", "avx2", "generic" };
-static const char *default_isa;
 
 static void fused_vs_reference(void **state)
 {
@@ -407,36 +302,12 @@ static void fused_vs_reference(void **state)
 		pbw bytes;
 		const char *y, *mid;
 		build(t, &bytes, &y, &mid);
-		size_t nx = (size_t)(t->c * t->h * t->w);
-		float *x = malloc(nx * sizeof *x);
-		assert_non_null(x);
-		for (size_t k = 0; k < nx; k++)
-			x[k] = frand(-2, 2);
-		int64_t nr, nf;
-		int sr, sf;
-		hal_use_reference = 1;
-		float *ref = run(&bytes, x, t, 1, &nr, &sr);
-		hal_use_reference = 0;
+		float *x = ot_rand_new((size_t)(t->c * t->h * t->w), -2, 2);
+		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
+				    .dims = { 1, t->c, t->h, t->w }, .data = x };
 		/* every GEMM micro-kernel this CPU runs (its store applies the
-		 * epilogue), on 1 and 2 threads */
-		for (size_t is = 0; is < sizeof isas / sizeof isas[0]; is++) {
-			if (hal_gemm_use_isa(isas[is]))
-				continue;
-			for (int threads = 1; threads <= 2; threads++) {
-				float *got = run(&bytes, x, t, threads, &nf, &sf);
-				assert_int_equal(nf, nr);
-				if (sf != t->steps)
-					fail_msg("%s: %d steps fused, want %d", t->name, sf, t->steps);
-				for (int64_t k = 0; k < nf; k++)
-					if (!(fabsf(got[k] - ref[k]) <= 1e-4f * (1 + fabsf(ref[k]))))
-						fail_msg("%s (%s, %d threads): y[%lld] fused %.9g, "
-							 "reference %.9g", t->name, isas[is], threads,
-							 (long long)k, got[k], ref[k]);
-				free(got);
-			}
-		}
-		hal_gemm_use_isa(default_isa);
-		free(ref);
+		 * epilogue), on 1 and 2 threads; the chain gone from the plan */
+		ot_check_vs_ref(&bytes, 1, &in, 1, 1e-4, t->steps, t->name);
 		free(x);
 		free(bytes.b);
 	}
@@ -461,7 +332,7 @@ static void epilogue_apply(void **state)
 	for (size_t e = 0; e < sizeof eps / sizeof eps[0]; e++)
 		for (int n = 0; n <= 37; n++) {
 			for (int i = 0; i < n; i++)
-				x[i] = y[i] = frand(-8, 8);
+				x[i] = y[i] = ot_frand(-8, 8);
 			hal_epilogue_apply(&eps[e], y, n);
 			for (int i = 0; i < n; i++) {
 				const ir_epilogue *p = &eps[e];
@@ -485,7 +356,6 @@ static void epilogue_apply(void **state)
 
 int main(void)
 {
-	default_isa = hal_gemm_isa();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(epilogue_apply),
 		cmocka_unit_test(fused_vs_reference),

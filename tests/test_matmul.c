@@ -24,20 +24,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "aidos/aidos.h"
-#include "hal/gemm.h"
 #include "hal/hal.h"
-#include "tests/pb_write.h"
-
-static uint64_t rng = 0x2545f4914f6cdd1dull;
-
-static float frand(float lo, float hi)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return lo + (hi - lo) * (float)((rng >> 11) * (1.0 / 9007199254740992.0));
-}
+#include "tests/op_test.h"
 
 enum { OP_MATMUL, OP_GEMM };
 enum { BIAS_NONE, BIAS_ADD_AFTER, BIAS_ADD_BEFORE };   /* Add(y, b) / Add(b, y) */
@@ -82,22 +70,6 @@ static const struct mcase cases[] = {
 	{ "matmul 9x33x17 gelu tanh", OP_MATMUL, 0, 9, 33, 17, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE, 2 },
 };
 
-/* TensorProto {dims 1, data_type 2, name 8, raw_data 9} as an initializer
- * (GraphProto field 5). */
-static void init(pbw *g, const char *name, int rank, const int64_t *dims, const float *v)
-{
-	pbw t = { 0 };
-	int64_t n = 1;
-	for (int i = 0; i < rank; i++) {
-		pbw_int(&t, 1, dims[i]);
-		n *= dims[i];
-	}
-	pbw_int(&t, 2, 1);
-	pbw_str(&t, 8, name);
-	pbw_bytes(&t, 9, v, (size_t)n * sizeof *v);
-	pbw_take(g, 5, &t);
-}
-
 static float *rand_init(pbw *g, const char *name, int rank, const int64_t *dims)
 {
 	int64_t n = 1;
@@ -106,42 +78,9 @@ static float *rand_init(pbw *g, const char *name, int rank, const int64_t *dims)
 	float *v = malloc((size_t)n * sizeof *v);
 	assert_non_null(v);
 	for (int64_t i = 0; i < n; i++)
-		v[i] = frand(-1, 1);
-	init(g, name, rank, dims, v);
+		v[i] = ot_frand(-1, 1);
+	ot_init(g, name, rank, dims, v);
 	return v;
-}
-
-static void attr(pbw *n, const char *name, int is_float, double v)
-{
-	pbw a = { 0 };
-	pbw_str(&a, 1, name);
-	if (is_float) {
-		float f = (float)v;
-		pbw_varint(&a, 2 << 3 | 5);
-		pbw_raw(&a, &f, 4);
-		pbw_int(&a, 20, 1);
-	} else {
-		pbw_int(&a, 3, (int64_t)v);
-		pbw_int(&a, 20, 2);
-	}
-	pbw_take(n, 5, &a);
-}
-
-/* ValueInfoProto {name 1, type 2 {tensor_type 1 {elem_type 1, shape 2 {dim 1 {dim_value 1}}}}} */
-static void value_info(pbw *g, int field, const char *name, int rank, const int64_t *dims)
-{
-	pbw vi = { 0 }, ty = { 0 }, tt = { 0 }, sh = { 0 };
-	for (int i = 0; i < rank; i++) {
-		pbw dm = { 0 };
-		pbw_int(&dm, 1, dims[i]);
-		pbw_take(&sh, 1, &dm);
-	}
-	pbw_int(&tt, 1, 1);
-	pbw_take(&tt, 2, &sh);
-	pbw_take(&ty, 1, &tt);
-	pbw_str(&vi, 1, name);
-	pbw_take(&vi, 2, &ty);
-	pbw_take(g, field, &vi);
 }
 
 /* x's shape for case t. */
@@ -184,13 +123,13 @@ static void build(const struct mcase *t, pbw *out)
 			pbw_str(&n, 1, "c");
 		}
 		if (t->ta)
-			attr(&n, "transA", 0, 1);
+			ot_attr_int(&n, "transA", 1);
 		if (t->tb)
-			attr(&n, "transB", 0, 1);
+			ot_attr_int(&n, "transB", 1);
 		if (t->alpha != 1)
-			attr(&n, "alpha", 1, t->alpha);
+			ot_attr_float(&n, "alpha", t->alpha);
 		if (t->beta != 1)
-			attr(&n, "beta", 1, t->beta);
+			ot_attr_float(&n, "beta", t->beta);
 	}
 	pbw_str(&n, 2, t->bias ? "p" : t->gelu ? "z" : "y");
 	pbw_str(&n, 4, t->op == OP_GEMM ? "Gemm" : "MatMul");
@@ -214,7 +153,7 @@ static void build(const struct mcase *t, pbw *out)
 		const float cv[5] = { 3.0f, 0.044715f, 0.7978845608f, 0.5f, 1.0f };
 		const char *cn[5] = { "three", "c1", "c2", "half", "one" };
 		for (int k = 0; k < 5; k++)
-			init(&g, cn[k], 0, NULL, &cv[k]);
+			ot_init(&g, cn[k], 0, NULL, &cv[k]);
 		for (int k = 0; k < 8; k++) {
 			pbw a = { 0 };
 			pbw_str(&a, 1, ops[k][1]);
@@ -230,9 +169,9 @@ static void build(const struct mcase *t, pbw *out)
 			{ "Mul", "z", "g2", "g3" }, { "Mul", "g3", "half", "y" },
 		};
 		float r2 = 1.41421356f, one = 1.0f, half = 0.5f;
-		init(&g, "r2", 0, NULL, &r2);
-		init(&g, "one", 0, NULL, &one);
-		init(&g, "half", 0, NULL, &half);
+		ot_init(&g, "r2", 0, NULL, &r2);
+		ot_init(&g, "one", 0, NULL, &one);
+		ot_init(&g, "half", 0, NULL, &half);
 		for (int k = 0; k < 5; k++) {
 			pbw a = { 0 };
 			pbw_str(&a, 1, ops[k][1]);
@@ -245,61 +184,13 @@ static void build(const struct mcase *t, pbw *out)
 	}
 	int64_t xd[3];
 	int xr = x_shape(t, xd);
-	pbw_str(&g, 2, "g");
-	value_info(&g, 11, "x", xr, xd);
-	pbw vi = { 0 };
-	pbw_str(&vi, 1, "y");
-	pbw_take(&g, 12, &vi);
-	pbw op = { 0 };
-	memset(out, 0, sizeof *out);
-	pbw_int(out, 1, 8);
-	pbw_take(out, 7, &g);
-	pbw_str(&op, 1, "");
-	pbw_int(&op, 2, 14);
-	pbw_take(out, 8, &op);
+	ot_value_info(&g, 11, "x", xr, xd);
+	ot_model(out, &g, 14, "y");
 }
-
-/* Runs the model on x; returns output 0 (malloc'd) and its element count,
- * and the plan's step count in *steps. */
-static float *run(const pbw *bytes, const float *x, const struct mcase *t, int threads, int64_t *n,
-		  int *steps)
-{
-	char err[256] = "";
-	aidos_model *m;
-	int rc = aidos_model_load_buffer(bytes->b, bytes->n, NULL, &m, err, sizeof err);
-	if (rc)
-		fail_msg("%s: load: %s", t->name, err);
-	aidos_session_opts o = { 0 };
-	o.threads = threads;
-	aidos_session *s;
-	if ((rc = aidos_session_create(m, &o, &s, err, sizeof err)))
-		fail_msg("%s: session: %s", t->name, err);
-	aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .data = (void *)x };
-	in.rank = x_shape(t, in.dims);
-	if ((rc = aidos_session_run(s, 1, &in)))
-		fail_msg("%s: run: %s", t->name, aidos_session_errmsg(s));
-	aidos_tensor y;
-	assert_int_equal(aidos_session_output(s, 0, &y), 0);
-	*n = 1;
-	for (int i = 0; i < y.rank; i++)
-		*n *= y.dims[i];
-	float *out = malloc((size_t)*n * sizeof *out);
-	assert_non_null(out);
-	memcpy(out, y.data, (size_t)*n * sizeof *out);
-	aidos_plan_stats st;
-	assert_int_equal(aidos_session_stats(s, &st), 0);
-	*steps = st.steps;
-	aidos_session_destroy(s);
-	aidos_model_free(m);
-	return out;
-}
-
-static const char *const isas[] = { "avx512", "avx2", "generic" };
 
 static void fast_vs_reference(void **state)
 {
 	(void)state;
-	const char *default_isa = hal_gemm_isa();
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		const struct mcase *t = &cases[i];
 		pbw bytes;
@@ -311,39 +202,18 @@ static void fast_vs_reference(void **state)
 		float *x = malloc((size_t)nx * sizeof *x);
 		assert_non_null(x);
 		for (int64_t k = 0; k < nx; k++)
-			x[k] = frand(-1, 1);
-		int64_t nr, nf;
-		int sr, sf;
-		hal_use_reference = 1;
-		float *ref = run(&bytes, x, t, 1, &nr, &sr);
-		hal_use_reference = 0;
-		for (size_t is = 0; is < sizeof isas / sizeof isas[0]; is++) {
-			if (hal_gemm_use_isa(isas[is]))
-				continue;
-			for (int threads = 1; threads <= 2; threads++) {
-				float *got = run(&bytes, x, t, threads, &nf, &sf);
-				assert_int_equal(nf, nr);
-				/* the bias Add, and a GELU after it, fold into a
-				 * MatMul of M >= 2; a GELU alone is one fused
-				 * elementwise step */
-				int fold = t->op == OP_MATMUL && t->m * (t->batch ? t->batch : 1) >= 2;
-				int want = 1 + (fold && t->bias ? 0 : !!t->bias + !!t->gelu);
-				if (t->gelu == 2)   /* one Gelu step after the MatMul and bias */
-					want = 1 + (fold ? 0 : !!t->bias) + 1;
-				if (t->m * (t->batch ? t->batch : 1) == 1 && t->bias && t->gelu)
-					want--;   /* at M = 1 the bias Add is elementwise too */
-				if (sf != want)
-					fail_msg("%s: %d steps, want %d", t->name, sf, want);
-				for (int64_t k = 0; k < nf; k++)
-					if (!(fabsf(got[k] - ref[k]) <= 1e-4f * (1 + fabsf(ref[k]))))
-						fail_msg("%s (%s, %d threads): y[%lld] fast %.9g, "
-							 "reference %.9g", t->name, isas[is], threads,
-							 (long long)k, got[k], ref[k]);
-				free(got);
-			}
-		}
-		hal_gemm_use_isa(default_isa);
-		free(ref);
+			x[k] = ot_frand(-1, 1);
+		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .data = x };
+		in.rank = x_shape(t, in.dims);
+		/* the bias Add, and a GELU after it, fold into a MatMul of
+		 * M >= 2; a GELU alone is one fused elementwise step */
+		int fold = t->op == OP_MATMUL && t->m * (t->batch ? t->batch : 1) >= 2;
+		int want = 1 + (fold && t->bias ? 0 : !!t->bias + !!t->gelu);
+		if (t->gelu == 2)   /* one Gelu step after the MatMul and bias */
+			want = 1 + (fold ? 0 : !!t->bias) + 1;
+		if (t->m * (t->batch ? t->batch : 1) == 1 && t->bias && t->gelu)
+			want--;   /* at M = 1 the bias Add is elementwise too */
+		ot_check_vs_ref(&bytes, 1, &in, 1, 1e-4, want, t->name);
 		free(x);
 		free(bytes.b);
 	}
@@ -375,49 +245,9 @@ static void build2(const struct bcase *t, pbw *out)
 	pbw_str(&n, 2, "y");
 	pbw_str(&n, 4, "MatMul");
 	pbw_take(&g, 1, &n);
-	pbw_str(&g, 2, "g");
-	value_info(&g, 11, "x", t->ra, t->da);
-	value_info(&g, 11, "w", t->rb, t->db);
-	pbw vi = { 0 };
-	pbw_str(&vi, 1, "y");
-	pbw_take(&g, 12, &vi);
-	pbw op = { 0 };
-	memset(out, 0, sizeof *out);
-	pbw_int(out, 1, 8);
-	pbw_take(out, 7, &g);
-	pbw_str(&op, 1, "");
-	pbw_int(&op, 2, 14);
-	pbw_take(out, 8, &op);
-}
-
-static float *run2(const pbw *bytes, const struct bcase *t, float *const *v, int threads, int64_t *n)
-{
-	char err[256] = "";
-	aidos_model *m;
-	assert_int_equal(aidos_model_load_buffer(bytes->b, bytes->n, NULL, &m, err, sizeof err), 0);
-	aidos_session_opts o = { 0 };
-	o.threads = threads;
-	aidos_session *s;
-	assert_int_equal(aidos_session_create(m, &o, &s, err, sizeof err), 0);
-	aidos_tensor in[2] = {
-		{ .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = t->ra, .data = v[0] },
-		{ .name = "w", .dtype = AIDOS_DT_FLOAT, .rank = t->rb, .data = v[1] },
-	};
-	memcpy(in[0].dims, t->da, sizeof t->da);
-	memcpy(in[1].dims, t->db, sizeof t->db);
-	if (aidos_session_run(s, 2, in))
-		fail_msg("run: %s", aidos_session_errmsg(s));
-	aidos_tensor y;
-	assert_int_equal(aidos_session_output(s, 0, &y), 0);
-	*n = 1;
-	for (int i = 0; i < y.rank; i++)
-		*n *= y.dims[i];
-	float *r = malloc((size_t)*n * sizeof *r);
-	assert_non_null(r);
-	memcpy(r, y.data, (size_t)*n * sizeof *r);
-	aidos_session_destroy(s);
-	aidos_model_free(m);
-	return r;
+	ot_value_info(&g, 11, "x", t->ra, t->da);
+	ot_value_info(&g, 11, "w", t->rb, t->db);
+	ot_model(out, &g, 14, "y");
 }
 
 static void batched_vs_reference(void **state)
@@ -432,25 +262,17 @@ static void batched_vs_reference(void **state)
 			int64_t n = 1;
 			for (int d = 0; d < (k ? t->rb : t->ra); d++)
 				n *= k ? t->db[d] : t->da[d];
-			v[k] = malloc((size_t)n * sizeof *v[k]);
-			assert_non_null(v[k]);
-			for (int64_t e = 0; e < n; e++)
-				v[k][e] = frand(-1, 1);
+			v[k] = ot_rand_new((size_t)n, -1, 1);
 		}
-		int64_t nr, nf;
-		hal_use_reference = 1;
-		float *ref = run2(&bytes, t, v, 1, &nr);
-		hal_use_reference = 0;
-		for (int threads = 1; threads <= 2; threads++) {
-			float *got = run2(&bytes, t, v, threads, &nf);
-			assert_int_equal(nf, nr);
-			for (int64_t k = 0; k < nf; k++)
-				if (!(fabsf(got[k] - ref[k]) <= 1e-4f * (1 + fabsf(ref[k]))))
-					fail_msg("batched case %zu (%d threads): y[%lld] fast %.9g, reference %.9g",
-						 i, threads, (long long)k, got[k], ref[k]);
-			free(got);
-		}
-		free(ref);
+		aidos_tensor in[2] = {
+			{ .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = t->ra, .data = v[0] },
+			{ .name = "w", .dtype = AIDOS_DT_FLOAT, .rank = t->rb, .data = v[1] },
+		};
+		memcpy(in[0].dims, t->da, sizeof t->da);
+		memcpy(in[1].dims, t->db, sizeof t->db);
+		char what[32];
+		snprintf(what, sizeof what, "batched case %zu", i);
+		ot_check_vs_ref(&bytes, 2, in, 0, 1e-4, -1, what);
 		free(v[0]);
 		free(v[1]);
 		free(bytes.b);
@@ -476,16 +298,6 @@ static const struct acase acases[] = {
 	{ 1, 1, 5, 3, 4, 0, 1 },
 };
 
-static void perm_attr(pbw *n, const int64_t *p)
-{
-	pbw a = { 0 };
-	pbw_str(&a, 1, "perm");
-	for (int i = 0; i < 4; i++)
-		pbw_int(&a, 8, p[i]);
-	pbw_int(&a, 20, 7);
-	pbw_take(n, 5, &a);
-}
-
 static void node1(pbw *g, const char *op, const char *a, const char *b, const char *out, const int64_t *perm)
 {
 	pbw n = { 0 };
@@ -495,7 +307,7 @@ static void node1(pbw *g, const char *op, const char *a, const char *b, const ch
 	pbw_str(&n, 2, out);
 	pbw_str(&n, 4, op);
 	if (perm)
-		perm_attr(&n, perm);
+		ot_attr_ints(&n, "perm", perm, 4);
 	pbw_take(g, 1, &n);
 }
 
@@ -508,7 +320,7 @@ static void build_attn(const struct acase *t, pbw *out)
 	node1(&g, "Transpose", "v", NULL, "tv", p0213);
 	node1(&g, "MatMul", "tq", "tk", "s0", NULL);
 	float sc = t->div ? sqrtf((float)t->d) : 1.0f / sqrtf((float)t->d);
-	init(&g, "c", 0, NULL, &sc);
+	ot_init(&g, "c", 0, NULL, &sc);
 	node1(&g, t->div ? "Div" : "Mul", "s0", "c", "s1", NULL);
 	const char *pre = "s1";
 	if (t->mask == 2) {
@@ -518,7 +330,7 @@ static void build_attn(const struct acase *t, pbw *out)
 		for (int64_t i = 0; i < t->s; i++)
 			for (int64_t j = 0; j < t->t; j++)
 				cm[i * t->t + j] = j <= i ? 0.0f : -3.4028e38f;
-		init(&g, "m", 4, md, cm);
+		ot_init(&g, "m", 4, md, cm);
 		free(cm);
 	}
 	if (t->mask) {
@@ -529,67 +341,35 @@ static void build_attn(const struct acase *t, pbw *out)
 	node1(&g, "MatMul", "p", "tv", "o", NULL);
 	node1(&g, "Transpose", "o", NULL, "y", p0213);
 	int64_t qd[4] = { t->b, t->s, t->h, t->d }, kd[4] = { t->b, t->t, t->h, t->d };
-	pbw_str(&g, 2, "g");
-	value_info(&g, 11, "q", 4, qd);
-	value_info(&g, 11, "k", 4, kd);
-	value_info(&g, 11, "v", 4, kd);
+	ot_value_info(&g, 11, "q", 4, qd);
+	ot_value_info(&g, 11, "k", 4, kd);
+	ot_value_info(&g, 11, "v", 4, kd);
 	if (t->mask == 1) {
 		int64_t md[4] = { t->b, 1, 1, t->t };
-		value_info(&g, 11, "m", 4, md);
+		ot_value_info(&g, 11, "m", 4, md);
 	} else if (t->mask == 3) {
 		int64_t md[4] = { t->b, t->h, t->s, t->t };
-		value_info(&g, 11, "m", 4, md);
+		ot_value_info(&g, 11, "m", 4, md);
 	}
-	pbw vi = { 0 };
-	pbw_str(&vi, 1, "y");
-	pbw_take(&g, 12, &vi);
-	pbw op = { 0 };
-	memset(out, 0, sizeof *out);
-	pbw_int(out, 1, 8);
-	pbw_take(out, 7, &g);
-	pbw_str(&op, 1, "");
-	pbw_int(&op, 2, 14);
-	pbw_take(out, 8, &op);
+	ot_model(out, &g, 14, "y");
 }
 
-static float *run_attn(const pbw *bytes, const struct acase *t, float *const *v, int threads,
-		       int64_t *n, int *steps)
+/* The inputs of case t from v[0..4): q, k, v and the mask; returns how
+ * many the graph takes. */
+static int attn_inputs(const struct acase *t, float *const *v, aidos_tensor *in)
 {
-	char err[256] = "";
-	aidos_model *m;
-	if (aidos_model_load_buffer(bytes->b, bytes->n, NULL, &m, err, sizeof err))
-		fail_msg("load: %s", err);
-	aidos_session_opts o = { 0 };
-	o.threads = threads;
-	aidos_session *s;
-	if (aidos_session_create(m, &o, &s, err, sizeof err))
-		fail_msg("session: %s", err);
-	aidos_tensor in[4] = {
+	aidos_tensor tmp[4] = {
 		{ .name = "q", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { t->b, t->s, t->h, t->d }, .data = v[0] },
 		{ .name = "k", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { t->b, t->t, t->h, t->d }, .data = v[1] },
 		{ .name = "v", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { t->b, t->t, t->h, t->d }, .data = v[2] },
 		{ .name = "m", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { t->b, 1, 1, t->t }, .data = v[3] },
 	};
 	if (t->mask == 3) {
-		in[3].dims[1] = t->h;
-		in[3].dims[2] = t->s;
+		tmp[3].dims[1] = t->h;
+		tmp[3].dims[2] = t->s;
 	}
-	if (aidos_session_run(s, t->mask == 1 || t->mask == 3 ? 4 : 3, in))
-		fail_msg("run: %s", aidos_session_errmsg(s));
-	aidos_tensor y;
-	assert_int_equal(aidos_session_output(s, 0, &y), 0);
-	*n = 1;
-	for (int i = 0; i < y.rank; i++)
-		*n *= y.dims[i];
-	float *r = malloc((size_t)*n * sizeof *r);
-	assert_non_null(r);
-	memcpy(r, y.data, (size_t)*n * sizeof *r);
-	aidos_plan_stats st;
-	assert_int_equal(aidos_session_stats(s, &st), 0);
-	*steps = st.steps;
-	aidos_session_destroy(s);
-	aidos_model_free(m);
-	return r;
+	memcpy(in, tmp, sizeof tmp);
+	return t->mask == 1 || t->mask == 3 ? 4 : 3;
 }
 
 static void attention_vs_reference(void **state)
@@ -607,25 +387,14 @@ static void attention_vs_reference(void **state)
 			v[k] = malloc((size_t)cnt[k] * sizeof *v[k]);
 			assert_non_null(v[k]);
 			for (int64_t e = 0; e < cnt[k]; e++)
-				v[k][e] = k < 3 ? frand(-2, 2) : (frand(0, 1) < 0.3f ? -10000.0f : frand(-1, 0));
+				v[k][e] = k < 3 ? ot_frand(-2, 2) : (ot_frand(0, 1) < 0.3f ? -10000.0f : ot_frand(-1, 0));
 		}
-		int64_t nr, nf;
-		int sr, sf;
-		hal_use_reference = 1;
-		float *ref = run_attn(&bytes, t, v, 1, &nr, &sr);
-		hal_use_reference = 0;
-		for (int threads = 1; threads <= 2; threads++) {
-			float *got = run_attn(&bytes, t, v, threads, &nf, &sf);
-			assert_int_equal(nf, nr);
-			if (sf != 1)
-				fail_msg("attention case %zu: %d steps, want 1 (fused)", i, sf);
-			for (int64_t k = 0; k < nf; k++)
-				if (!(fabsf(got[k] - ref[k]) <= 1e-4f * (1 + fabsf(ref[k]))))
-					fail_msg("attention case %zu (%d threads): y[%lld] fused %.9g, reference %.9g",
-						 i, threads, (long long)k, got[k], ref[k]);
-			free(got);
-		}
-		free(ref);
+		aidos_tensor in[4];
+		int n_in = attn_inputs(t, v, in);
+		char what[32];
+		snprintf(what, sizeof what, "attention case %zu", i);
+		/* one step: fused */
+		ot_check_vs_ref(&bytes, n_in, in, 0, 1e-4, 1, what);
 		for (int k = 0; k < 4; k++)
 			free(v[k]);
 		free(bytes.b);
@@ -634,6 +403,7 @@ static void attention_vs_reference(void **state)
 
 int main(void)
 {
+	ot_rng = 0x2545f4914f6cdd1dull;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(fast_vs_reference),
 		cmocka_unit_test(batched_vs_reference),

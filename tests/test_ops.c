@@ -49,8 +49,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "aidos/aidos.h"
-#include "tests/pb_write.h"
+#include "tests/op_test.h"
 
 /* ---- protobuf: tests/pb_write.h; sub-messages are appended with pbw_put
  * and reused (static buffers, emptied with .n = 0) ---- */
@@ -206,16 +205,6 @@ static void close_model(aidos_session *s, aidos_model *m)
 	aidos_model_free(m);
 }
 
-static uint64_t rng = 0x2545f4914f6cdd1dull;
-
-static float frand(float lo, float hi)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return lo + (hi - lo) * (float)((rng >> 11) * (1.0 / 9007199254740992.0));
-}
-
 static void check_close(const float *got, const double *want, int64_t n, const char *what)
 {
 	for (int64_t i = 0; i < n; i++)
@@ -291,7 +280,7 @@ static aidos_session *einsum_run(const char *eq, const io *in, int n_in, float *
 static void fill(float *x, int64_t n)
 {
 	for (int64_t i = 0; i < n; i++)
-		x[i] = frand(-1, 1);
+		x[i] = ot_frand(-1, 1);
 }
 
 static void expect_out(aidos_session *s, int rank, const int64_t *dims, const double *want,
@@ -955,7 +944,7 @@ static void fused_case(int64_t d0, int64_t d1, int threads)
 	assert_non_null(wy);
 	assert_non_null(we);
 	for (int64_t i = 0; i < n; i++) {
-		x[i] = frand(-8, 8);
+		x[i] = ot_frand(-8, 8);
 		double b = fmin(fmax((double)x[i] + c, lo), hi), e = x[i] * b / six;
 		double h = e / (1 + exp(-e)) ;
 		we[i] = e;
@@ -963,10 +952,7 @@ static void fused_case(int64_t d0, int64_t d1, int threads)
 	}
 	aidos_model *m = NULL;
 	aidos_session *s = NULL;
-	aidos_session_opts o = { .threads = threads };
-	char err[256];
-	assert_int_equal(aidos_model_load_buffer(bytes.b, bytes.n, NULL, &m, err, sizeof err), 0);
-	assert_int_equal(aidos_session_create(m, &o, &s, err, sizeof err), 0);
+	ot_open(&bytes, threads, &m, &s, __func__);
 	aidos_tensor t[5];
 	void *xs[5] = { x, &c, &lo, &hi, &six };
 	for (int i = 0; i < 5; i++) {
@@ -1005,33 +991,6 @@ static void test_fused_elementwise(void **st)
 
 /* ---- decomposed LayerNorm ---- */
 
-static void attr_ints(pbw *node, const char *name, const int64_t *v, int n)
-{
-	static pbw a;
-	a.n = 0;
-	pbw_str(&a, 1, name);
-	for (int i = 0; i < n; i++)
-		pbw_int(&a, 8, v[i]);
-	pbw_int(&a, 20, 7);
-	pbw_put(node, 5, &a);
-}
-
-/* TensorProto {dims 1, data_type 2, name 8, raw_data 9}: a float32 initializer. */
-static void init_f32(pbw *graph, const char *name, int rank, const int64_t *dims, const float *v)
-{
-	static pbw t;
-	t.n = 0;
-	int64_t n = 1;
-	for (int i = 0; i < rank; i++) {
-		pbw_int(&t, 1, dims[i]);
-		n *= dims[i];
-	}
-	pbw_int(&t, 2, 1);
-	pbw_str(&t, 8, name);
-	pbw_bytes(&t, 9, v, (size_t)n * sizeof *v);
-	pbw_put(graph, 5, &t);
-}
-
 /* variant: 0 Mul(d, d) with gamma and beta, 1 Pow(d, 2) without them,
  * 2 as 0 with d also a graph output (so nothing may be fused away). */
 static void ln_decomposed_case(int variant)
@@ -1044,14 +1003,14 @@ static void ln_decomposed_case(int variant)
 #define NODE(OP, OUT, ...) do { const char *in_[] = { __VA_ARGS__ }; o[0] = OUT; \
 		node_begin(&nodes[nn], OP, in_, (int)(sizeof in_ / sizeof in_[0]), o, 1); nn++; } while (0)
 	NODE("ReduceMean", "m", "x");
-	attr_ints(&nodes[nn - 1], "axes", axes, 1);
+	ot_attr_ints(&nodes[nn - 1], "axes", axes, 1);
 	NODE("Sub", "d", "x", "m");
 	if (variant == 1)
 		NODE("Pow", "q", "d", "two");
 	else
 		NODE("Mul", "q", "d", "d");
 	NODE("ReduceMean", "v", "q");
-	attr_ints(&nodes[nn - 1], "axes", axes, 1);
+	ot_attr_ints(&nodes[nn - 1], "axes", axes, 1);
 	NODE("Add", "e", "v", "eps");
 	NODE("Sqrt", "r", "e");
 	NODE("Div", variant == 1 ? "z" : "n", "d", "r");
@@ -1062,18 +1021,18 @@ static void ln_decomposed_case(int variant)
 #undef NODE
 	float gamma[H], beta[H], two = 2.0f, eps = 1e-5f;
 	for (int i = 0; i < H; i++) {
-		gamma[i] = frand(0.5f, 1.5f);
-		beta[i] = frand(-0.5f, 0.5f);
+		gamma[i] = ot_frand(0.5f, 1.5f);
+		beta[i] = ot_frand(-0.5f, 0.5f);
 	}
 	const int64_t hd[1] = { H };
 	g.n = 0;
 	for (int i = 0; i < nn; i++)
 		pbw_put(&g, 1, &nodes[i]);
 	pbw_str(&g, 2, "g");
-	init_f32(&g, "gamma", 1, hd, gamma);
-	init_f32(&g, "beta", 1, hd, beta);
-	init_f32(&g, "two", 0, NULL, &two);
-	init_f32(&g, "eps", 0, NULL, &eps);
+	ot_init(&g, "gamma", 1, hd, gamma);
+	ot_init(&g, "beta", 1, hd, beta);
+	ot_init(&g, "two", 0, NULL, &two);
+	ot_init(&g, "eps", 0, NULL, &eps);
 	const int64_t xd[3] = { 3, 5, H };
 	value_info(&g, 11, "x", AIDOS_DT_FLOAT, 3, xd);
 	const char *outs[2] = { "z", "d" };
@@ -1094,7 +1053,7 @@ static void ln_decomposed_case(int variant)
 	float x[15 * H];
 	double want[15 * H], wd[15 * H];
 	for (int i = 0; i < 15 * H; i++)
-		x[i] = frand(-3, 3) + (float)(i / H);   /* rows with different means */
+		x[i] = ot_frand(-3, 3) + (float)(i / H);   /* rows with different means */
 	for (int r = 0; r < 15; r++) {
 		double m = 0, var = 0;
 		for (int i = 0; i < H; i++)
@@ -1150,8 +1109,8 @@ static void maxpool_tiled_case(int64_t c, int64_t h, int64_t w, int64_t kh, int6
 	const char *ins[1] = { "x" }, *outs[1] = { "y" };
 	node_begin(&node, "MaxPool", ins, 1, outs, 1);
 	int64_t ks[2] = { kh, kw };
-	attr_ints(&node, "kernel_shape", ks, 2);
-	attr_ints(&node, "strides", ks, 2);
+	ot_attr_ints(&node, "kernel_shape", ks, 2);
+	ot_attr_ints(&node, "strides", ks, 2);
 	const io in[1] = { { "x", 4, { 2, c, h, w } } };
 	model(&bytes, 13, &node, in, 1, outs, 1);
 	int64_t oh = h / kh, ow = w / kw, n = 2 * c * h * w, no = 2 * c * oh * ow;
@@ -1160,7 +1119,7 @@ static void maxpool_tiled_case(int64_t c, int64_t h, int64_t w, int64_t kh, int6
 	assert_non_null(x);
 	assert_non_null(want);
 	for (int64_t i = 0; i < n; i++)
-		x[i] = i % 97 == 5 ? NAN : i % 89 == 7 ? -INFINITY : frand(-4, 4);
+		x[i] = i % 97 == 5 ? NAN : i % 89 == 7 ? -INFINITY : ot_frand(-4, 4);
 	for (int64_t p = 0; p < 2 * c; p++)
 		for (int64_t oy = 0; oy < oh; oy++)
 			for (int64_t ox = 0; ox < ow; ox++) {
@@ -1173,10 +1132,7 @@ static void maxpool_tiled_case(int64_t c, int64_t h, int64_t w, int64_t kh, int6
 			}
 	aidos_model *m = NULL;
 	aidos_session *s = NULL;
-	aidos_session_opts o = { .threads = threads };
-	char err[256];
-	assert_int_equal(aidos_model_load_buffer(bytes.b, bytes.n, NULL, &m, err, sizeof err), 0);
-	assert_int_equal(aidos_session_create(m, &o, &s, err, sizeof err), 0);
+	ot_open(&bytes, threads, &m, &s, __func__);
 	aidos_tensor t = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4, .dims = { 2, c, h, w },
 			   .data = x };
 	assert_int_equal(aidos_session_run(s, 1, &t), 0);
@@ -1211,6 +1167,7 @@ static void test_maxpool_tiled(void **st)
 
 int main(void)
 {
+	ot_rng = 0x2545f4914f6cdd1dull;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_gelu),
 		cmocka_unit_test(test_einsum_attention),
