@@ -404,11 +404,7 @@ int hal_conv_dw_plan(hal_step *s, const hal_conv2d_geom *g)
 		     (e->act == IR_ACT_RELU || e->act == IR_ACT_CLIP);
 	c->lo = c->reg_epi ? (e->act == IR_ACT_RELU ? 0.0f : e->a) : 0.0f;
 	c->hi = c->reg_epi ? (e->act == IR_ACT_RELU ? __builtin_inff() : e->b) : 0.0f;
-	c->plane = dw_plane_generic;
-#if defined(__x86_64__) || defined(__i386__)
-	if (strcmp(hal_gemm_isa(), "generic") != 0)
-		c->plane = dw_plane_avx2;  /* the GEMM found AVX2+FMA (or AVX-512) */
-#endif
+	c->plane = HAL_GEMM_PICK(dw_plane_generic, dw_plane_avx2);
 	s->params = c;
 	s->scratch_bytes = c->padded ? (size_t)c->slots * c->pfloats * sizeof(float) : 0;
 	s->op = &op_conv_dw;
