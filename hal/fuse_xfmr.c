@@ -73,6 +73,87 @@ static int const_row(const hal_tensor *t, int64_t h)
 	return hal_numel(t) == h;
 }
 
+/* Whether steps i..last-1 each write one value that no step after `last`
+ * reads (the intermediates of a run that one step is to replace). */
+static int run_private(hal_plan *p, int i, int last)
+{
+	for (int k = i; k < last; k++) {
+		hal_value *iv = value_of(p, p->step[k].out[0]);
+		if (!iv || iv->last > last || p->step[k].n_out != 1)
+			return 0;
+	}
+	return 1;
+}
+
+/* Zeroed input and output arrays for a replacement step, from step s's
+ * arena. Returns 0, or -1 with *rc = AIDOS_E_NOMEM. */
+static int step_io(hal_step *s, hal_tensor ***in, hal_tensor ***out, int *rc)
+{
+	*in = hal_step_alloc(s, 17 * sizeof **in);
+	*out = hal_step_alloc(s, 17 * sizeof **out);
+	if (!*in || !*out) {
+		*rc = AIDOS_E_NOMEM;
+		return -1;
+	}
+	memset(*in, 0, 17 * sizeof **in);
+	memset(*out, 0, 17 * sizeof **out);
+	return 0;
+}
+
+/* A replacement step's node, from step s's arena: a copy of `like` as
+ * op_type of the default domain with the one attribute a (copied); and its
+ * zeroed input and output arrays. Returns 0, or -1 with
+ * *rc = AIDOS_E_NOMEM. */
+static int step_node(hal_step *s, const ir_node *like, const char *op_type, const ir_attr *a,
+		     ir_node **nd, hal_tensor ***in, hal_tensor ***out, int *rc)
+{
+	*nd = hal_step_alloc(s, sizeof **nd);
+	ir_attr *at = hal_step_alloc(s, sizeof *at);
+	if (!*nd || !at) {
+		*rc = AIDOS_E_NOMEM;
+		return -1;
+	}
+	if (step_io(s, in, out, rc))
+		return -1;
+	*at = *a;
+	**nd = *like;
+	(*nd)->op_type = op_type;
+	(*nd)->domain = "";
+	(*nd)->n_attr = 1;
+	(*nd)->attr = at;
+	return 0;
+}
+
+/* Whether step n (out[0] = y) plans with y's shape unchanged (and without
+ * scratch when no_scratch); if not, y and the plan's error are put back as
+ * they were (the steps stay unfused). */
+static int step_plans(hal_plan *p, hal_step *n, hal_tensor *y, int no_scratch)
+{
+	hal_tensor keep = *y;
+	if (n->op->infer(n) || (no_scratch && n->scratch_bytes) || y->rank != keep.rank ||
+	    memcmp(y->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
+		*y = keep;
+		p->err[0] = 0;
+		return 0;
+	}
+	return 1;
+}
+
+/* Replaces steps i..last by n at i: their intermediates (outputs of
+ * i..last-1) are fused away, steps i+1..last emptied. */
+static void run_replace(hal_plan *p, int i, int last, const hal_step *n)
+{
+	hal_step *st = p->step;
+	for (int k = i; k < last; k++) {
+		hal_value *iv = value_of(p, st[k].out[0]);
+		iv->kind = HAL_VAL_FUSED;
+		iv->t.data = NULL;
+	}
+	st[i] = *n;
+	for (int k = i + 1; k <= last; k++)
+		st[k].op = NULL;
+}
+
 /* Tries the pattern at step i; on a match rewrites it and returns 1. */
 static int match_ln(hal_plan *p, int i, int *rc)
 {
@@ -122,11 +203,8 @@ static int match_ln(hal_plan *p, int i, int *rc)
 		}
 	}
 	/* Every intermediate is read only inside the pattern. */
-	for (int k = i; k < last; k++) {
-		hal_value *iv = value_of(p, st[k].out[0]);
-		if (!iv || iv->last > last || st[k].n_out != 1)
-			return 0;
-	}
+	if (!run_private(p, i, last))
+		return 0;
 	if (y->dtype != HAL_DT_F32 || hal_numel(y) != hal_numel(x))
 		return 0;
 	const hal_op *ln = hal_op_find("LayerNormalization");
@@ -149,25 +227,11 @@ static int match_ln(hal_plan *p, int i, int *rc)
 		ones->is_const = 1;
 		gamma = ones;
 	}
-	ir_node *nd = hal_step_alloc(s, sizeof *nd);
-	ir_attr *at = hal_step_alloc(s, sizeof *at);
-	hal_tensor **in = hal_step_alloc(s, 17 * sizeof *in);
-	hal_tensor **out = hal_step_alloc(s, 17 * sizeof *out);
-	if (!nd || !at || !in || !out) {
-		*rc = AIDOS_E_NOMEM;
+	ir_node *nd;
+	hal_tensor **in, **out;
+	if (step_node(s, st[last].node, "LayerNormalization",
+		      &(ir_attr){ .name = "epsilon", .type = IR_ATTR_FLOAT, .f = eps }, &nd, &in, &out, rc))
 		return 0;
-	}
-	memset(at, 0, sizeof *at);
-	at->name = "epsilon";
-	at->type = IR_ATTR_FLOAT;
-	at->f = eps;
-	*nd = *st[last].node;
-	nd->op_type = "LayerNormalization";
-	nd->domain = "";
-	nd->n_attr = 1;
-	nd->attr = at;
-	memset(in, 0, 17 * sizeof *in);
-	memset(out, 0, 17 * sizeof *out);
 	in[0] = (hal_tensor *)x;
 	in[1] = (hal_tensor *)gamma;
 	in[2] = (hal_tensor *)beta;
@@ -176,21 +240,9 @@ static int match_ln(hal_plan *p, int i, int *rc)
 		.op = ln, .node = nd, .opset = s->opset, .n_in = beta ? 3 : 2, .n_out = 1,
 		.in = in, .out = out, .plan = p,
 	};
-	hal_tensor keep = *y;
-	if (ln->infer(&n) || n.scratch_bytes || y->rank != keep.rank ||
-	    memcmp(y->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
-		*y = keep;   /* not a LayerNorm after all: leave the steps as they are */
-		p->err[0] = 0;
-		return 0;
-	}
-	for (int k = i; k < last; k++) {
-		hal_value *iv = value_of(p, st[k].out[0]);
-		iv->kind = HAL_VAL_FUSED;
-		iv->t.data = NULL;
-	}
-	st[i] = n;
-	for (int k = i + 1; k <= last; k++)
-		st[k].op = NULL;
+	if (!step_plans(p, &n, y, 1))
+		return 0;   /* not a LayerNorm after all: leave the steps as they are */
+	run_replace(p, i, last, &n);
 	return 1;
 }
 
@@ -225,13 +277,11 @@ static int gelu_after(hal_plan *p, int j, const hal_tensor *z)
 	const hal_tensor *m = st[j + 4].out[0];
 	if (!is_op(&st[j + 5], "Mul") || !const_scalar(other(&st[j + 5], m), &c) || c != 0.5f)
 		return -1;
-	for (int k = j; k < j + 5; k++) {
-		hal_value *iv = value_of(p, st[k].out[0]);
-		if (!iv || iv->last > j + 5 || st[k].n_out != 1)
-			return -1;
+	if (!run_private(p, j, j + 5))
+		return -1;
+	for (int k = j; k < j + 5; k++)
 		if (hal_numel(st[k + 1].out[0]) != hal_numel(z) || st[k + 1].out[0]->dtype != HAL_DT_F32)
 			return -1;
-	}
 	return j + 5;
 }
 
@@ -247,21 +297,15 @@ static int match_bias(hal_plan *p, int i, int *rc)
 	    !const_row(b, y->dims[y->rank - 1]) || b->rank > y->rank || hal_numel(z) != hal_numel(y) ||
 	    z->rank != y->rank)
 		return 0;
-	hal_value *yv = value_of(p, y);
-	if (!yv || yv->last > i + 1 || s->n_out != 1)
+	if (!run_private(p, i, i + 1))
 		return 0;
 	/* A GELU after the bias joins too: "aidos_gelu" on the MatMul's node
 	 * (applied per block after the bias, hal/ops/nn.c). */
 	int last = gelu_after(p, i + 1, z);
 	hal_tensor *zf = last > 0 ? p->step[last].out[0] : z;
-	hal_tensor **in = hal_step_alloc(s, 17 * sizeof *in);
-	hal_tensor **out = hal_step_alloc(s, 17 * sizeof *out);
-	if (!in || !out) {
-		*rc = AIDOS_E_NOMEM;
+	hal_tensor **in, **out;
+	if (step_io(s, &in, &out, rc))
 		return 0;
-	}
-	memset(in, 0, 17 * sizeof *in);
-	memset(out, 0, 17 * sizeof *out);
 	in[0] = s->in[0];
 	in[1] = s->in[1];
 	in[2] = (hal_tensor *)b;
@@ -290,23 +334,9 @@ static int match_bias(hal_plan *p, int i, int *rc)
 		nd->attr = at;
 		n.node = nd;
 	}
-	hal_tensor keep = *zf;
-	if (s->op->infer(&n) || zf->rank != keep.rank ||
-	    memcmp(zf->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
-		*zf = keep;   /* the kernel cannot take this bias: leave the steps */
-		p->err[0] = 0;
-		return 0;
-	}
-	yv->kind = HAL_VAL_FUSED;
-	yv->t.data = NULL;
-	for (int k = i + 1; k < last; k++) {
-		hal_value *iv = value_of(p, st[k].out[0]);
-		iv->kind = HAL_VAL_FUSED;
-		iv->t.data = NULL;
-	}
-	st[i] = n;
-	for (int k = i + 1; k <= (last > 0 ? last : i + 1); k++)
-		st[k].op = NULL;
+	if (!step_plans(p, &n, zf, 0))
+		return 0;   /* the kernel cannot take this bias: leave the steps */
+	run_replace(p, i, last > 0 ? last : i + 1, &n);
 	return 1;
 }
 
@@ -372,30 +402,13 @@ static int match_attn(hal_plan *p, int i, int *rc)
 	if (!tq || !tk || !tv)
 		return 0;
 	/* Every intermediate of the run is read only inside it. */
-	for (int j = i; j < last; j++) {
-		hal_value *iv = value_of(p, st[j].out[0]);
-		if (!iv || iv->last > last || st[j].n_out != 1)
-			return 0;
-	}
-	ir_node *nd = hal_step_alloc(s, sizeof *nd);
-	ir_attr *at = hal_step_alloc(s, sizeof *at);
-	hal_tensor **in = hal_step_alloc(s, 17 * sizeof *in);
-	hal_tensor **out = hal_step_alloc(s, 17 * sizeof *out);
-	if (!nd || !at || !in || !out) {
-		*rc = AIDOS_E_NOMEM;
+	if (!run_private(p, i, last))
 		return 0;
-	}
-	memset(at, 0, sizeof *at);
-	at->name = "scale";
-	at->type = IR_ATTR_FLOAT;
-	at->f = scale;
-	*nd = *to->node;
-	nd->op_type = hal_op_attention.name;
-	nd->domain = "";
-	nd->n_attr = 1;
-	nd->attr = at;
-	memset(in, 0, 17 * sizeof *in);
-	memset(out, 0, 17 * sizeof *out);
+	ir_node *nd;
+	hal_tensor **in, **out;
+	if (step_node(s, to->node, hal_op_attention.name,
+		      &(ir_attr){ .name = "scale", .type = IR_ATTR_FLOAT, .f = scale }, &nd, &in, &out, rc))
+		return 0;
 	in[0] = tq->in[0];
 	in[1] = tk->in[0];
 	in[2] = tv->in[0];
@@ -406,13 +419,8 @@ static int match_attn(hal_plan *p, int i, int *rc)
 		.op = &hal_op_attention, .node = nd, .opset = s->opset, .n_in = mask ? 4 : 3,
 		.n_out = 1, .in = in, .out = out, .plan = p,
 	};
-	hal_tensor keep = *y;
-	if (hal_op_attention.infer(&n) || y->rank != keep.rank ||
-	    memcmp(y->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
-		*y = keep;   /* not attention as the kernel takes it: leave the steps */
-		p->err[0] = 0;
-		return 0;
-	}
+	if (!step_plans(p, &n, y, 0))
+		return 0;   /* not attention as the kernel takes it: leave the steps */
 	for (int j = 0; j < 3; j++) {
 		hal_value *iv = value_of(p, in[j]);
 		if (iv && iv->last < last)
@@ -425,14 +433,7 @@ static int match_attn(hal_plan *p, int i, int *rc)
 		iv->t.data = NULL;
 		tr[j]->op = NULL;
 	}
-	for (int j = i; j < last; j++) {
-		hal_value *iv = value_of(p, st[j].out[0]);
-		iv->kind = HAL_VAL_FUSED;
-		iv->t.data = NULL;
-	}
-	st[i] = n;
-	for (int j = i + 1; j <= last; j++)
-		st[j].op = NULL;
+	run_replace(p, i, last, &n);
 	return 1;
 }
 
@@ -478,47 +479,21 @@ static int match_gelu_tanh(hal_plan *p, int i, int *rc)
 	if (!gelu)
 		return 0;
 	hal_step *s = &st[i];
-	ir_node *nd = hal_step_alloc(s, sizeof *nd);
-	ir_attr *at = hal_step_alloc(s, sizeof *at);
-	hal_tensor **in = hal_step_alloc(s, 17 * sizeof *in);
-	hal_tensor **out = hal_step_alloc(s, 17 * sizeof *out);
-	if (!nd || !at || !in || !out) {
-		*rc = AIDOS_E_NOMEM;
+	ir_node *nd;
+	hal_tensor **in, **out;
+	if (step_node(s, st[last].node, "Gelu",
+		      &(ir_attr){ .name = "approximate", .type = IR_ATTR_STRING, .s = "tanh", .slen = 4 },
+		      &nd, &in, &out, rc))
 		return 0;
-	}
-	memset(at, 0, sizeof *at);
-	at->name = "approximate";
-	at->type = IR_ATTR_STRING;
-	at->s = "tanh";
-	at->slen = 4;
-	*nd = *st[last].node;
-	nd->op_type = "Gelu";
-	nd->domain = "";
-	nd->n_attr = 1;
-	nd->attr = at;
-	memset(in, 0, 17 * sizeof *in);
-	memset(out, 0, 17 * sizeof *out);
 	in[0] = (hal_tensor *)x;
 	out[0] = y;
 	hal_step n = {
 		.op = gelu, .node = nd, .opset = s->opset > 20 ? s->opset : 20, .n_in = 1, .n_out = 1,
 		.in = in, .out = out, .plan = p,
 	};
-	hal_tensor keep = *y;
-	if (gelu->infer(&n) || n.scratch_bytes || y->rank != keep.rank ||
-	    memcmp(y->dims, keep.dims, sizeof keep.dims[0] * (size_t)keep.rank)) {
-		*y = keep;
-		p->err[0] = 0;
+	if (!step_plans(p, &n, y, 1))
 		return 0;
-	}
-	for (int k = i; k < last; k++) {
-		hal_value *iv = value_of(p, st[k].out[0]);
-		iv->kind = HAL_VAL_FUSED;
-		iv->t.data = NULL;
-	}
-	st[i] = n;
-	for (int k = i + 1; k <= last; k++)
-		st[k].op = NULL;
+	run_replace(p, i, last, &n);
 	return 1;
 }
 

@@ -256,6 +256,11 @@ const char *hal_gemm_isa(void)
 	return isa->name;
 }
 
+int hal_gemm_isa_vec(void)
+{
+	return strcmp(isa->name, "generic") != 0;
+}
+
 int hal_gemm_nr(void)
 {
 	return isa->nr;

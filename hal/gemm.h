@@ -135,6 +135,17 @@ int hal_gemm_nr(void);
 
 /* The micro-kernel in use: "avx512", "avx2" or "generic". */
 const char *hal_gemm_isa(void);
+/* Whether that kernel is a vector one (AVX2+FMA or AVX-512): the kernels
+ * built once per ISA (hal/ops/conv_dw.c, hal/ops/conv_small.c) follow it,
+ * so hal_gemm_use_isa("generic") sends them to their baseline build too. */
+int hal_gemm_isa_vec(void);
+/* F_AVX2 where hal_gemm_isa_vec(), else F_GENERIC; F_GENERIC on CPUs other
+ * than x86 (where F_AVX2 is not built). */
+#if defined(__x86_64__) || defined(__i386__)
+#define HAL_GEMM_PICK(F_GENERIC, F_AVX2) (hal_gemm_isa_vec() ? (F_AVX2) : (F_GENERIC))
+#else
+#define HAL_GEMM_PICK(F_GENERIC, F_AVX2) (F_GENERIC)
+#endif
 /* Switches to the named kernel; -1 when this CPU lacks it. For tests and
  * benchmarks only: not thread-safe, invalidates packed buffers. */
 int hal_gemm_use_isa(const char *name);

@@ -78,6 +78,33 @@ static void block(float out[OCB][PX], const float *xb, const int64_t *koff, cons
 	memcpy(out[3], &a30, 32); memcpy(out[3] + 8, &a31, 32); memcpy(out[3] + 16, &a32, 32);
 }
 
+/* The bias of output-channel block b (zeros past cout or without a bias)
+ * into b4; returns how many of its OCB channels exist. */
+static inline __attribute__((always_inline)) int64_t block_bias(const hal_conv_direct *d,
+								 int64_t b, float b4[OCB])
+{
+	int64_t no = MIN(OCB, d->cout - b * OCB);
+	for (int64_t o = 0; o < OCB; o++)
+		b4[o] = 0.0f;
+	for (int64_t o = 0; o < no && d->bias; o++)
+		b4[o] = d->bias[b * OCB + o];
+	return no;
+}
+
+/* The first n (<= PX) pixels of out's first no channels to y, channel o at
+ * y + o * stride. */
+static inline __attribute__((always_inline)) void block_store(float *y, int64_t stride,
+							      float out[OCB][PX], int64_t no,
+							      int64_t n)
+{
+	if (n == PX)  /* fixed size: vector moves, not a libc call */
+		for (int64_t o = 0; o < no; o++)
+			memcpy(y + o * stride, out[o], PX * sizeof *y);
+	else
+		for (int64_t o = 0; o < no; o++)
+			memcpy(y + o * stride, out[o], (size_t)n * sizeof *y);
+}
+
 void hal_conv_direct_rows(const hal_conv_direct *d, int64_t oy0, int64_t oy1)
 {
 	int64_t nb = (d->cout + OCB - 1) / OCB, OH = d->OH, OW = d->OW;
@@ -85,22 +112,14 @@ void hal_conv_direct_rows(const hal_conv_direct *d, int64_t oy0, int64_t oy1)
 	for (int64_t oy = oy0; oy < oy1; oy++)
 		for (int64_t b = 0; b < nb; b++) {
 			const float *w = d->wp + b * d->K * OCB;
-			int64_t no = MIN(OCB, d->cout - b * OCB);
-			float b4[OCB] = { 0 };
-			for (int64_t o = 0; o < no && d->bias; o++)
-				b4[o] = d->bias[b * OCB + o];
+			float b4[OCB];
+			int64_t no = block_bias(d, b, b4);
 			float *y = d->y + (b * OCB * OH + oy) * OW;  /* channel b*4, row oy */
 			for (int64_t ox = 0; ox < OW; ox += PX) {
 				/* lanes past OW compute garbage from the row's padding,
 				 * the next row or the slack; they are not stored */
 				block(out, d->xph + oy * d->wq + ox, d->koff, w, d->K, b4);
-				int64_t n = MIN(PX, OW - ox);
-				if (n == PX)  /* fixed size: vector moves, not a libc call */
-					for (int64_t o = 0; o < no; o++)
-						memcpy(y + o * OH * OW + ox, out[o], PX * sizeof *y);
-				else
-					for (int64_t o = 0; o < no; o++)
-						memcpy(y + o * OH * OW + ox, out[o], (size_t)n * sizeof *y);
+				block_store(y + ox, OH * OW, out, no, MIN(PX, OW - ox));
 			}
 			if (d->epi)
 				for (int64_t o = 0; o < no; o++)
@@ -122,10 +141,8 @@ void hal_conv_direct_1x1(const hal_conv_direct *d, int64_t p0, int64_t p1)
 		int64_t c1 = MIN(c0 + CHUNK, p1);
 		for (int64_t b = 0; b < nb; b++) {
 			const float *w = d->wp + b * d->K * OCB;
-			int64_t no = MIN(OCB, d->cout - b * OCB);
-			float b4[OCB] = { 0 };
-			for (int64_t o = 0; o < no && d->bias; o++)
-				b4[o] = d->bias[b * OCB + o];
+			float b4[OCB];
+			int64_t no = block_bias(d, b, b4);
 			float *y = d->y + b * OCB * HW;  /* channel b*4 */
 			for (int64_t p = c0; p < c1; p += PX) {
 				int64_t n = MIN(PX, c1 - p);
@@ -141,12 +158,7 @@ void hal_conv_direct_1x1(const hal_conv_direct *d, int64_t p0, int64_t p1)
 					}
 					block(out, tail, tkoff, w, d->K, b4);
 				}
-				if (n == PX)
-					for (int64_t o = 0; o < no; o++)
-						memcpy(y + o * HW + p, out[o], PX * sizeof *y);
-				else
-					for (int64_t o = 0; o < no; o++)
-						memcpy(y + o * HW + p, out[o], (size_t)n * sizeof *y);
+				block_store(y + p, HW, out, no, n);
 			}
 			if (d->epi)
 				for (int64_t o = 0; o < no; o++)

@@ -96,19 +96,27 @@ struct dwc {
 
 #define REP8(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7)
 
-/* A tile of plain items it..it+DW_T-1 (all inside X, none partial):
- * pointers stepped by a row per ky, no checks. */
-#define DW_TILE_PLAIN(LOAD)                                                      \
+/* The taps of row ky for every item of a tile: tap kx's weight broadcast
+ * once, LOAD(r) accumulates item r's 8 lanes at column offset o. */
+#define DW_TAPS(LOAD)                                                            \
 	do {                                                                     \
-		REP8(DW_PITEM)                                                   \
+		const float *wr = wk + ky * KW;                                  \
+		for (int64_t kx = 0; kx < KW; kx++) {                            \
+			float wv = wr[kx];                                       \
+			v8f w = (v8f){ wv, wv, wv, wv, wv, wv, wv, wv };         \
+			int64_t o = kx * dw;                                     \
+			REP8(LOAD)                                               \
+		}                                                                \
+	} while (0)
+
+/* A tile of items it..it+DW_T-1 whose taps' rows are all inside X (ITEM
+ * sets up item r: DW_PITEM plain, none partial, no checks; DW_CITEM loads
+ * masked to [0, w)): pointers stepped by a row per ky. */
+#define DW_TILE_ROWS(ITEM, LOAD)                                                 \
+	do {                                                                     \
+		REP8(ITEM)                                                       \
 		for (int64_t ky = 0; ky < KH; ky++) {                            \
-			const float *wr = wk + ky * KW;                          \
-			for (int64_t kx = 0; kx < KW; kx++) {                    \
-				float wv = wr[kx];                               \
-				v8f w = (v8f){ wv, wv, wv, wv, wv, wv, wv, wv }; \
-				int64_t o = kx * dw;                             \
-				REP8(LOAD)                                       \
-			}                                                        \
+			DW_TAPS(LOAD);                                           \
 			REP8(DW_PADV)                                            \
 		}                                                                \
 		REP8(DW_STORE)                                                   \
@@ -117,35 +125,15 @@ struct dwc {
 	int64_t i##r = it + r < items ? it + r : items - 1;                      \
 	const float *p##r = x + c->xoff[i##r];                                   \
 	v8f a##r = B;
+#define DW_CITEM(r)                                                              \
+	DW_PITEM(r)                                                              \
+	const v8i *m##r = c->lmask + c->ib[i##r] * KW * 2;
 #define DW_PADV(r) p##r += rs;
 #define DW_EPI(r)                                                                \
 	if (c->reg_epi) {                                                        \
 		a##r = (v8f)(((v8i)a##r & ~(a##r < LO)) | ((v8i)LO & (a##r < LO))); \
 		a##r = (v8f)(((v8i)a##r & ~(a##r > HI)) | ((v8i)HI & (a##r > HI))); \
 	}
-
-/* A tile of items it..it+DW_T-1 whose taps' rows are all inside X:
- * pointers stepped by a row per ky, loads masked to [0, w). */
-#define DW_TILE_COLM(LOAD)                                                       \
-	do {                                                                     \
-		REP8(DW_CITEM)                                                   \
-		for (int64_t ky = 0; ky < KH; ky++) {                            \
-			const float *wr = wk + ky * KW;                          \
-			for (int64_t kx = 0; kx < KW; kx++) {                    \
-				float wv = wr[kx];                               \
-				v8f w = (v8f){ wv, wv, wv, wv, wv, wv, wv, wv }; \
-				int64_t o = kx * dw;                             \
-				REP8(LOAD)                                       \
-			}                                                        \
-			REP8(DW_PADV)                                            \
-		}                                                                \
-		REP8(DW_STORE)                                                   \
-	} while (0)
-#define DW_CITEM(r)                                                              \
-	int64_t i##r = it + r < items ? it + r : items - 1;                      \
-	const float *p##r = x + c->xoff[i##r];                                   \
-	const v8i *m##r = c->lmask + c->ib[i##r] * KW * 2;                       \
-	v8f a##r = B;
 
 /* A tile of any items it..it+DW_T-1 (clamped to the last item; those past
  * it are not stored): rows outside X read the zero row, loads masked to
@@ -155,13 +143,7 @@ struct dwc {
 		REP8(DW_ITEM)                                                    \
 		for (int64_t ky = 0; ky < KH; ky++) {                            \
 			REP8(DW_ROW)                                             \
-			const float *wr = wk + ky * KW;                          \
-			for (int64_t kx = 0; kx < KW; kx++) {                    \
-				float wv = wr[kx];                               \
-				v8f w = (v8f){ wv, wv, wv, wv, wv, wv, wv, wv }; \
-				int64_t o = kx * dw;                             \
-				REP8(LOAD)                                       \
-			}                                                        \
+			DW_TAPS(LOAD);                                           \
 		}                                                                \
 		REP8(DW_STORE)                                                   \
 	} while (0)
@@ -212,15 +194,15 @@ struct dwc {
 			int edge = it + DW_T > c->nplain && !c->padded;          \
 			int colm = edge && it + DW_T <= c->ncolm;                \
 			if (sw == 1 && !edge)                                    \
-				DW_TILE_PLAIN(DW_P1);                            \
+				DW_TILE_ROWS(DW_PITEM, DW_P1);                   \
 			else if (sw == 1 && colm)                                \
-				DW_TILE_COLM(DW_M1);                             \
+				DW_TILE_ROWS(DW_CITEM, DW_M1);                   \
 			else if (sw == 1)                                        \
 				DW_TILE_MASKED(DW_M1);                           \
 			else if (!edge)                                          \
-				DW_TILE_PLAIN(DW_P2);                            \
+				DW_TILE_ROWS(DW_PITEM, DW_P2);                   \
 			else if (colm)                                           \
-				DW_TILE_COLM(DW_M2);                             \
+				DW_TILE_ROWS(DW_CITEM, DW_M2);                   \
 			else                                                     \
 				DW_TILE_MASKED(DW_M2);                           \
 		}                                                                \
@@ -422,11 +404,7 @@ int hal_conv_dw_plan(hal_step *s, const hal_conv2d_geom *g)
 		     (e->act == IR_ACT_RELU || e->act == IR_ACT_CLIP);
 	c->lo = c->reg_epi ? (e->act == IR_ACT_RELU ? 0.0f : e->a) : 0.0f;
 	c->hi = c->reg_epi ? (e->act == IR_ACT_RELU ? __builtin_inff() : e->b) : 0.0f;
-	c->plane = dw_plane_generic;
-#if defined(__x86_64__) || defined(__i386__)
-	if (strcmp(hal_gemm_isa(), "generic") != 0)
-		c->plane = dw_plane_avx2;  /* the GEMM found AVX2+FMA (or AVX-512) */
-#endif
+	c->plane = HAL_GEMM_PICK(dw_plane_generic, dw_plane_avx2);
 	s->params = c;
 	s->scratch_bytes = c->padded ? (size_t)c->slots * c->pfloats * sizeof(float) : 0;
 	s->op = &op_conv_dw;

@@ -289,11 +289,7 @@ int hal_conv_small_plan(hal_step *s, const hal_conv2d_geom *g)
 		int64_t p = i < ohw ? i : ohw - 1, oy = p / g->ow, ox = p % g->ow;
 		pix[i] = oy * g->sh * c->wp + ox * g->sw;
 	}
-	c->tile = cs_tile_generic;
-#if defined(__x86_64__) || defined(__i386__)
-	if (strcmp(hal_gemm_isa(), "generic") != 0)
-		c->tile = cs_tile_avx2;  /* the GEMM found AVX2+FMA (or AVX-512) */
-#endif
+	c->tile = HAL_GEMM_PICK(cs_tile_generic, cs_tile_avx2);
 	c->wpk = wpk;
 	c->bias = bias;
 	c->koff = koff;

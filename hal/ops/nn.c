@@ -639,11 +639,12 @@ struct dw_job {
 
 typedef int32_t v8i __attribute__((vector_size(32)));
 
-/* d0[m] = x[2m], d1[m] = x[2m+1] for the first 8*floor(n/16) m; returns
- * how many m it did. */
+/* Splits a row x [n] into its even and odd columns: d0[m] = x[2m] for
+ * 2m < n, d1[m] = x[2m+1] for 2m+1 < n (8 pairs a vector, the rest one by
+ * one). */
 NN_CLONES
-static int64_t deinterleave2(float *restrict d0, float *restrict d1, const float *restrict x,
-			     int64_t n)
+static void deinterleave2(float *restrict d0, float *restrict d1, const float *restrict x,
+			  int64_t n)
 {
 	const v8i ev = { 0, 2, 4, 6, 8, 10, 12, 14 }, od = { 1, 3, 5, 7, 9, 11, 13, 15 };
 	int64_t m = 0;
@@ -655,7 +656,12 @@ static int64_t deinterleave2(float *restrict d0, float *restrict d1, const float
 		memcpy(d0 + m, &e, sizeof e);
 		memcpy(d1 + m, &o, sizeof o);
 	}
-	return m;
+	for (; 2 * m + 1 < n; m++) {
+		d0[m] = x[2 * m];
+		d1[m] = x[2 * m + 1];
+	}
+	if (2 * m < n)
+		d0[m] = x[2 * m];
 }
 
 /* Depthwise-style conv (one input channel per group) of plane t = (n, oc),
@@ -686,13 +692,7 @@ static void dw_plane(const struct dw_job *j, int64_t t, float *P)
 		if (sw == 2) {  /* one pass: even and odd padded columns */
 			float *d0 = prow + (pl & 1) * hq * wq + pl / 2;
 			float *d1 = prow + (~pl & 1) * hq * wq + (pl + 1) / 2;
-			int64_t m = deinterleave2(d0, d1, xr, Wd);
-			for (; 2 * m + 1 < Wd; m++) {
-				d0[m] = xr[2 * m];
-				d1[m] = xr[2 * m + 1];
-			}
-			if (2 * m < Wd)
-				d0[m] = xr[2 * m];
+			deinterleave2(d0, d1, xr, Wd);
 			continue;
 		}
 		for (int64_t q = 0; q < sw; q++) {
@@ -782,13 +782,7 @@ static void phase_planes(void *arg, int64_t c0, int64_t c1)
 					const float *xr = x + iy * Wd;
 					float *d0 = (pl & 1 ? p1 : p0) + pl / 2;
 					float *d1 = (pl & 1 ? p0 : p1) + (pl + 1) / 2;
-					int64_t m = deinterleave2(d0, d1, xr, Wd);
-					for (; 2 * m + 1 < Wd; m++) {
-						d0[m] = xr[2 * m];
-						d1[m] = xr[2 * m + 1];
-					}
-					if (2 * m < Wd)
-						d0[m] = xr[2 * m];
+					deinterleave2(d0, d1, xr, Wd);
 				}
 			}
 			continue;

@@ -78,6 +78,23 @@ VM_INLINE float vm_tanh(float x)
 	return a < 0.625f ? small : big;
 }
 
+/* Numerical Recipes' erfc(a) = t exp(-a^2 + q(t)) for a >= 0, t = 1/(1 + a/2):
+ * returns the degree-9 polynomial q(t) (Horner). */
+VM_INLINE float vm_erfc_q(float t)
+{
+	float q = 0.17087277f;
+	q = q * t - 0.82215223f;
+	q = q * t + 1.48851587f;
+	q = q * t - 1.13520398f;
+	q = q * t + 0.27886807f;
+	q = q * t - 0.18628806f;
+	q = q * t + 0.09678418f;
+	q = q * t + 0.37409196f;
+	q = q * t + 1.00002368f;
+	q = q * t - 1.26551223f;
+	return q;
+}
+
 VM_INLINE float vm_erf(float x)
 {
 	float a = vm_f(vm_u(x) & 0x7fffffffu);
@@ -95,16 +112,7 @@ VM_INLINE float vm_erf(float x)
 	 * out and exp's result far from denormals. */
 	float ac = a > 4.0f ? 4.0f : a;
 	float t = 1.0f / (1.0f + 0.5f * ac);
-	float q = 0.17087277f;
-	q = q * t - 0.82215223f;
-	q = q * t + 1.48851587f;
-	q = q * t - 1.13520398f;
-	q = q * t + 0.27886807f;
-	q = q * t - 0.18628806f;
-	q = q * t + 0.09678418f;
-	q = q * t + 0.37409196f;
-	q = q * t + 1.00002368f;
-	q = q * t - 1.26551223f;
+	float q = vm_erfc_q(t);
 	float erfc = t * vm_exp(q - ac * ac);
 	float big = vm_copysign(1.0f - erfc, x);
 	big = a != a ? x : big;   /* NaN */
@@ -126,16 +134,7 @@ VM_INLINE float vm_gelu_erf(float x)
 	float a = vm_f(vm_u(x) & 0x7fffffffu) * 0.70710678118654752f;
 	float ac = a > 10.0f ? 10.0f : a;
 	float t = 1.0f / (1.0f + 0.5f * ac);
-	float q = 0.17087277f;
-	q = q * t - 0.82215223f;
-	q = q * t + 1.48851587f;
-	q = q * t - 1.13520398f;
-	q = q * t + 0.27886807f;
-	q = q * t - 0.18628806f;
-	q = q * t + 0.09678418f;
-	q = q * t + 0.37409196f;
-	q = q * t + 1.00002368f;
-	q = q * t - 1.26551223f;
+	float q = vm_erfc_q(t);
 	float h = 0.5f * t * vm_exp(q - ac * ac);   /* erfc(a) / 2 */
 	return x * (x < 0.0f ? h : 1.0f - h);
 }
