@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "coordinator/coord.h"
+#include "node/util.h"
 #include "node/wire.h"
 #include "pools/pools.h"
 #include "proto/aidos.pb-c.h"
@@ -161,18 +162,6 @@ static double mono_msf(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-__attribute__((format(printf, 4, 5)))
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
 }
 
 #define LOG_INFO COORD_LOG_INFO

@@ -1,6 +1,7 @@
 /*
- * node/util.h - the small helpers every file of the node uses: the
- * one-line error convention, the monotonic clock and the spin-wait hint.
+ * node/util.h - the small helpers every file of the node uses, and the
+ * coordinator (coordinator/coord.c) and the RPC layer (proto/rpc.c) with it:
+ * the one-line error convention, the monotonic clock and the spin-wait hint.
  * Header-only (static inline), so each is inlined where it is called.
  */
 #ifndef AIDOS_NODE_UTIL_H
