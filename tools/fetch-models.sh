@@ -100,7 +100,7 @@ done <"$sums"
 
 # ---- transformer test models (tests/test_transformer.c) ----
 # Built by tools/gen_transformers.py (python3-onnx, fixed seeds), ORT's
-# outputs added by tools/ort_run.js; again only when either script, ORT's
+# outputs added by tools/ort_run.js (tools/npy.js); again only when one of the scripts, ORT's
 # version or the shared corpus's bert_tiny (copied in when present) changed.
 ortver=$(node -e 'console.log(require(process.argv[1]).version)' \
 	"$root/tools/npm/node_modules/onnxruntime-node/package.json")
@@ -108,7 +108,7 @@ tgen=$root/tools/gen_transformers.py
 trun=$root/tools/ort_run.js
 tiny=${AIDOS_SHARED:-$root/../shared}/corpus/torch/bert_tiny.onnx
 [[ -f $tiny ]] || tiny=
-tkey=$({ echo "ort $ortver"; sha "$tgen"; sha "$trun"; [[ -z $tiny ]] || sha "$tiny"; } | sha256sum | cut -d' ' -f1)
+tkey=$({ echo "ort $ortver"; sha "$tgen"; sha "$trun"; sha "$root/tools/npy.js"; [[ -z $tiny ]] || sha "$tiny"; } | sha256sum | cut -d' ' -f1)
 tdir=$cache/transformers
 if [[ ! -f $tdir/.key || $(<"$tdir/.key") != "$tkey" || ! -f $tdir/cases.txt ]]; then
 	echo "models: building transformer test models -> $tdir"

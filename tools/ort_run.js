@@ -22,41 +22,9 @@ function die(msg) {
 	process.exit(1);
 }
 
-// numpy .npy format 1.0 (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html):
-// magic, version, little-endian u16 header length, a Python dict literal.
-const DESCR = { '<f4': ['float32', Float32Array], '<i8': ['int64', BigInt64Array] };
-
-function readNpy(file) {
-	const b = fs.readFileSync(file);
-	if (b.toString('latin1', 0, 6) !== '\x93NUMPY' || b[6] !== 1) die(`${file}: not a .npy 1.x file`);
-	const hlen = b.readUInt16LE(8);
-	const hdr = b.toString('latin1', 10, 10 + hlen);
-	const descr = /'descr':\s*'([^']+)'/.exec(hdr);
-	const shape = /'shape':\s*\(([^)]*)\)/.exec(hdr);
-	if (!descr || !shape || !DESCR[descr[1]] || /'fortran_order':\s*True/.test(hdr))
-		die(`${file}: unsupported header ${hdr}`);
-	const dims = shape[1].split(',').map((x) => x.trim()).filter((x) => x).map(Number);
-	const [type, Arr] = DESCR[descr[1]];
-	const n = dims.reduce((a, c) => a * c, 1);
-	const off = 10 + hlen;
-	const data = new Arr(b.buffer.slice(b.byteOffset + off, b.byteOffset + off + n * Arr.BYTES_PER_ELEMENT));
-	return new ort.Tensor(type, data, dims);
-}
-
-function writeNpy(file, t) {
-	const descr = Object.keys(DESCR).find((k) => DESCR[k][0] === t.type);
-	if (!descr) die(`cannot write ${t.type}`);
-	const shape = t.dims.length === 1 ? `(${t.dims[0]},)` : `(${t.dims.join(', ')})`;
-	let hdr = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shape}, }`;
-	hdr += ' '.repeat(63 - ((10 + hdr.length) % 64)) + '\n';
-	const head = Buffer.alloc(10);
-	head.write('\x93NUMPY', 0, 'latin1');
-	head[6] = 1;
-	head[7] = 0;
-	head.writeUInt16LE(hdr.length, 8);
-	const body = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-	fs.writeFileSync(file, Buffer.concat([head, Buffer.from(hdr, 'latin1'), body]));
-}
+const npy = require(path.join(__dirname, 'npy.js'));
+const readNpy = (file) => npy.readNpy(file, ort);
+const { writeNpy } = npy;
 
 async function main() {
 	const dir = process.argv[2];
