@@ -147,25 +147,7 @@ JARVIS=$M/openwakeword/hey_jarvis_v0.1.onnx
 VAD=$M/vad-web/silero_vad_v5.onnx
 mkdir -p "$work/in"
 if ((have_np)); then
-	"$PY" - "$work/in" <<'EOF'
-import sys, numpy as np
-d = sys.argv[1]
-rng = np.random.default_rng(20240613)
-# 20 chunks of one seeded voiced-like signal at 16 kHz, each 64 samples of
-# context + 512 new samples ([1, 576], as Silero v5 is fed), and sr.
-n = 64 + 20 * 512
-t = np.arange(n) / 16000.0
-f0 = 140 + 60 * np.sin(2 * np.pi * 0.7 * t)
-ph = 2 * np.pi * np.cumsum(f0) / 16000.0
-env = 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) * (t > 0.12)
-sig = env * (0.5 * np.sin(ph) + 0.25 * np.sin(2 * ph) + 0.12 * np.sin(3 * ph))
-sig = (0.4 * sig + 0.01 * rng.standard_normal(n)).astype(np.float32)
-for k in range(20):
-    np.save("%s/vad_%02d.npy" % (d, k), sig[k * 512: k * 512 + 576].reshape(1, 576))
-np.save(d + "/sr.npy", np.array(16000, dtype=np.int64))
-np.save(d + "/state0.npy", np.zeros((2, 1, 128), np.float32))
-np.save(d + "/one.npy", np.ones((1,), np.float32))
-EOF
+	"$PY" "$root/tests/tools/vad_chunks.py" "$work/in"
 fi
 
 # ---- the protocol garbage tool (built by make with the library's flags) ----

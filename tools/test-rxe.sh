@@ -164,23 +164,7 @@ cp "$root/deploy/softroce.sh" "$O/aidos/deploy/"
 VAD=$CACHE/models/vad-web/silero_vad_v5.onnx
 [[ -f $VAD ]] && cp "$VAD" "$O/aidos/data/"
 if [[ -x $PY ]] && "$PY" -c 'import numpy' 2>/dev/null; then
-	"$PY" - "$O/aidos/data" <<'PYEOF'
-import sys, numpy as np
-d = sys.argv[1]
-rng = np.random.default_rng(20240613)
-n = 64 + 20 * 512
-t = np.arange(n) / 16000.0
-f0 = 140 + 60 * np.sin(2 * np.pi * 0.7 * t)
-ph = 2 * np.pi * np.cumsum(f0) / 16000.0
-env = 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) * (t > 0.12)
-sig = env * (0.5 * np.sin(ph) + 0.25 * np.sin(2 * ph) + 0.12 * np.sin(3 * ph))
-sig = (0.4 * sig + 0.01 * rng.standard_normal(n)).astype(np.float32)
-for k in range(20):
-    np.save("%s/vad_%02d.npy" % (d, k), sig[k * 512: k * 512 + 576].reshape(1, 576))
-np.save(d + "/sr.npy", np.array(16000, dtype=np.int64))
-np.save(d + "/state0.npy", np.zeros((2, 1, 128), np.float32))
-np.save(d + "/one.npy", np.ones((1,), np.float32))
-PYEOF
+	"$PY" "$root/tests/tools/vad_chunks.py" "$O/aidos/data"
 	if "$PY" -c 'import onnx' 2>/dev/null; then
 		for sz in 65536 1048576 4194304 8388608; do
 			"$PY" "$root/tests/tools/state_model.py" "$O/aidos/data/state_$sz.onnx" "$sz" 2>/dev/null
