@@ -108,26 +108,18 @@ wait_for() {
 	done
 	return 1
 }
+# wait_more FILE PATTERN N: until more than N lines of FILE match PATTERN
+# (up to 30 s); 1 when they never do.
+wait_more() {
+	for _ in $(seq 300); do
+		(($(grep -c "$2" "$1") > $3)) && return 0
+		sleep 0.1
+	done
+	return 1
+}
 
 mkdir -p "$work/in"
-"$PY" - "$work/in" <<'EOF'
-import sys, numpy as np
-d = sys.argv[1]
-rng = np.random.default_rng(20261126)
-# 12 chunks of one seeded voiced-like signal at 16 kHz ([1, 576]: 64 samples
-# of context + 512 new, as Silero v5 is fed), its sample rate, a zero state.
-n = 64 + 12 * 512
-t = np.arange(n) / 16000.0
-f0 = 140 + 60 * np.sin(2 * np.pi * 0.7 * t)
-ph = 2 * np.pi * np.cumsum(f0) / 16000.0
-env = 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) * (t > 0.05)
-sig = env * (0.5 * np.sin(ph) + 0.25 * np.sin(2 * ph) + 0.12 * np.sin(3 * ph))
-sig = (0.4 * sig + 0.01 * rng.standard_normal(n)).astype(np.float32)
-for k in range(12):
-    np.save("%s/vad_%02d.npy" % (d, k), sig[k * 512: k * 512 + 576].reshape(1, 576))
-np.save(d + "/sr.npy", np.array(16000, dtype=np.int64))
-np.save(d + "/state0.npy", np.zeros((2, 1, 128), np.float32))
-EOF
+"$PY" "$root/tests/tools/vad_chunks.py" "$work/in" 12 20261126 0.05
 
 # The reference: `aidos run` with the state carried by hand.
 cp "$work/in/state0.npy" "$work/st.npy"
@@ -248,17 +240,11 @@ if ((ok)); then
 	wait_version vadC 6 || note "the coordinator's checkpoint of vadC is not at version 6 yet"
 	ndead=$(grep -c "node n2 declared DEAD" "$work/coord.log")
 	kill -STOP "${PID[n2]}"
-	for _ in $(seq 300); do
-		(($(grep -c "node n2 declared DEAD" "$work/coord.log") > ndead)) && break
-		sleep 0.1
-	done
+	wait_more "$work/coord.log" "node n2 declared DEAD" "$ndead" || true
 	wait_for "$work/coord.log" "agent vadC placed again" 300 || { ok=0; detail+="vadC was not placed again; "; }
 	nreg=$(grep -c "node n2 registered again" "$work/coord.log")
 	kill -CONT "${PID[n2]}"
-	for _ in $(seq 300); do
-		(($(grep -c "node n2 registered again" "$work/coord.log") > nreg)) && break
-		sleep 0.1
-	done
+	wait_more "$work/coord.log" "node n2 registered again" "$nreg" || true
 	wait_for "$work/n2.log" "agent vadC dropped" 300 || { ok=0; detail+="n2 kept its stale copy of vadC; "; }
 	for k in 06 07 08 09 10 11; do
 		infer vadC "$k" || { ok=0; detail+="infer vadC chunk $k: $(tail -n 1 "$work/inf.vadC.$k"); "; }
