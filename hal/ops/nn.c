@@ -207,6 +207,7 @@ static void win_set_out(hal_tensor *y, int dtype, int64_t n, int64_t c, const st
 }
 
 typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
 /* Hot loops are written with 8-wide vectors and built twice: x86-64-v3
  * (AVX2 with FMA: a plain "avx2" clone may not use FMA instructions, so
@@ -636,8 +637,6 @@ struct dw_job {
 	float *y, *buf;
 	atomic_llong next;    /* next plane; relaxed: the fork/join orders the data */
 };
-
-typedef int32_t v8i __attribute__((vector_size(32)));
 
 /* Splits a row x [n] into its even and odd columns: d0[m] = x[2m] for
  * 2m < n, d1[m] = x[2m+1] for 2m+1 < n (8 pairs a vector, the rest one by
@@ -1493,25 +1492,53 @@ struct xw_done_ctx {
 	hal_vm_fn act;
 };
 
+/* y[r*ldy + c] = x[c*ldx + r] for r, c < 8: three rounds of two-source
+ * shuffles (unpack within 128-bit lanes, pairs of pairs, lane halves), each
+ * one AVX instruction in the x86-64-v3 build. */
+static inline __attribute__((always_inline)) void tr8x8(float *restrict y, int64_t ldy, const float *restrict x, int64_t ldx)
+{
+	const v8i lo = { 0, 8, 1, 9, 4, 12, 5, 13 }, hi = { 2, 10, 3, 11, 6, 14, 7, 15 };
+	const v8i pl = { 0, 1, 8, 9, 4, 5, 12, 13 }, ph = { 2, 3, 10, 11, 6, 7, 14, 15 };
+	const v8i ql = { 0, 1, 2, 3, 8, 9, 10, 11 }, qh = { 4, 5, 6, 7, 12, 13, 14, 15 };
+	v8f r[8], t[8], u[8];
+	for (int i = 0; i < 8; i++)
+		memcpy(&r[i], x + i * ldx, sizeof r[i]);
+	for (int i = 0; i < 8; i += 2) {
+		t[i] = __builtin_shuffle(r[i], r[i + 1], lo);
+		t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
+	}
+	for (int i = 0; i < 8; i += 4) {   /* u[i+c]: columns c and c+4 of rows i..i+3 */
+		u[i + 0] = __builtin_shuffle(t[i], t[i + 2], pl);
+		u[i + 1] = __builtin_shuffle(t[i], t[i + 2], ph);
+		u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], pl);
+		u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], ph);
+	}
+	for (int c = 0; c < 4; c++) {
+		v8f a = __builtin_shuffle(u[c], u[4 + c], ql), b = __builtin_shuffle(u[c], u[4 + c], qh);
+		memcpy(y + c * ldy, &a, sizeof a);
+		memcpy(y + (c + 4) * ldy, &b, sizeof b);
+	}
+}
+
 /* Copies the finished block of Y^T (rows i0.. of N, columns j0.. of M) into
- * Y: 8 x 8 tiles, so that both sides touch whole cache lines. */
+ * Y while it is in cache: 8 x 8 tiles transposed in registers, the edges
+ * element by element; then Y's activation over the block. */
+NN_CLONES
 static void xw_done(const void *ctx, int64_t i0, int64_t mc, int64_t j0, int64_t nc)
 {
 	const struct xw_done_ctx *d = ctx;
-	for (int64_t jb = j0; jb < j0 + nc; jb += 8) {
-		int64_t je = MIN(jb + 8, j0 + nc);
-		for (int64_t ib = i0; ib < i0 + mc; ib += 8) {
-			int64_t ie = MIN(ib + 8, i0 + mc);
-			for (int64_t j = jb; j < je; j++) {
-				float *yr = d->y + j * d->N;
-				const float *cc = d->ct + j;
-				for (int64_t i = ib; i < ie; i++)
-					yr[i] = cc[i * d->M];
-			}
-		}
+	int64_t i1 = i0 + mc, j1 = j0 + nc, ie = i0 + mc / 8 * 8, je = j0 + nc / 8 * 8;
+	for (int64_t j = j0; j < je; j += 8)
+		for (int64_t i = i0; i < ie; i += 8)
+			tr8x8(d->y + j * d->N + i, d->N, d->ct + i * d->M + j, d->M);
+	for (int64_t j = j0; j < j1; j++) {
+		float *yr = d->y + j * d->N;
+		const float *cc = d->ct + j;
+		for (int64_t i = j < je ? ie : i0; i < i1; i++)
+			yr[i] = cc[i * d->M];
 	}
 	if (d->act)
-		for (int64_t j = j0; j < j0 + nc; j++)
+		for (int64_t j = j0; j < j1; j++)
 			d->act(d->y + j * d->N + i0, d->y + j * d->N + i0, mc);
 }
 
