@@ -68,6 +68,9 @@ static const struct mcase cases[] = {
 	{ "matmul 7x50x9 gelu, no bias", OP_MATMUL, 0, 7, 50, 9, 0, 0, 1, 1, 0, BIAS_NONE, 1 },
 	{ "matmul 32x200x24 gelu tanh", OP_MATMUL, 0, 32, 200, 24, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 2 },
 	{ "matmul 9x33x17 gelu tanh", OP_MATMUL, 0, 9, 33, 17, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE, 2 },
+	/* transposed, Y^T far larger than hal_gemm's own scratch (short K) */
+	{ "matmul 32x3000x5", OP_MATMUL, 0, 32, 3000, 5, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 0 },
+	{ "matmul 16x2100x3 batch 2", OP_MATMUL, 2, 16, 2100, 3, 0, 0, 1, 1, 0, BIAS_NONE, 0 },
 };
 
 static float *rand_init(pbw *g, const char *name, int rank, const int64_t *dims)

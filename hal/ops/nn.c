@@ -1794,7 +1794,8 @@ static int matmul_infer(hal_step *s)
 			p->nb_b = nb_b;
 			p->bp_stride = bb / sizeof *bp;
 		}
-		s->scratch_bytes = hal_gemm_scratch_bytes(M, p->N, p->K, 0, p->bp != NULL);
+		if (!p->use_xw)   /* xw_run's own scratch is set above */
+			s->scratch_bytes = hal_gemm_scratch_bytes(M, p->N, p->K, 0, p->bp != NULL);
 		size_t pb = xw_al(hal_gemm_scratch_bytes(p->M, p->N, p->K, 0, p->bp != NULL));
 		if (!p->use_xw && !p->fold && p->nbatch >= 2 && p->M * p->N * p->K <= MM_SMALL &&
 		    pb * (size_t)p->nbatch <= MM_BATCH_SCRATCH) {
