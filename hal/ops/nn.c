@@ -1835,6 +1835,7 @@ struct bias_ctx {
 };
 
 /* Adds the bias row to a finished block of C while it is in cache. */
+NN_CLONES
 static void bias_done(const void *ctx, int64_t i0, int64_t mc, int64_t j0, int64_t nc)
 {
 	const struct bias_ctx *d = ctx;
