@@ -299,6 +299,7 @@ static const struct acase acases[] = {
 	{ 1, 32, 32, 4, 16, 0, 0 },
 	{ 2, 9, 9, 2, 12, 1, 3 },
 	{ 1, 1, 5, 3, 4, 0, 1 },
+	{ 3, 5, 9, 7, 6, 1, 3 },   /* 21 heads: more than the 16 scratch areas */
 };
 
 static void node1(pbw *g, const char *op, const char *a, const char *b, const char *out, const int64_t *perm)
