@@ -71,6 +71,9 @@ static const struct mcase cases[] = {
 	/* transposed, Y^T far larger than hal_gemm's own scratch (short K) */
 	{ "matmul 32x3000x5", OP_MATMUL, 0, 32, 3000, 5, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 0 },
 	{ "matmul 16x2100x3 batch 2", OP_MATMUL, 2, 16, 2100, 3, 0, 0, 1, 1, 0, BIAS_NONE, 0 },
+	/* transposed in chunks of Y^T's rows (4096 and 4352 here), the last one partial */
+	{ "matmul 32x9000x7 gelu", OP_MATMUL, 0, 32, 9000, 7, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 1 },
+	{ "gemm 30x5000x9 transB C[n]", OP_GEMM, 0, 30, 5000, 9, 0, 1, 1, 0.5f, 1, BIAS_NONE, 0 },
 };
 
 static float *rand_init(pbw *g, const char *name, int rank, const int64_t *dims)

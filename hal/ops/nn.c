@@ -1447,10 +1447,17 @@ static int bn_exec(hal_step *s)
  * 76 -> 85, 64x1024x256 85 -> 85 (so only M <= 2 NR takes this path). */
 
 struct xw {
-	const float *ap;      /* W^T packed as GEMM A: [N, K] */
+	const float *ap;      /* W^T packed as GEMM A, by chunks of `rows` rows */
+	size_t ap_stride;     /* floats from one chunk's packed A to the next */
+	int64_t rows;         /* rows of W^T (columns of Y) per hal_gemm */
 	const float *bias;    /* [N], or NULL */
 	hal_vm_fn act;        /* applied to Y after the bias, or NULL */
 };
+
+/* Bytes of Y^T that one hal_gemm of xw_run computes at most: Y^T is kept
+ * by chunks of rows so that the scratch does not grow with N (GPT-2's LM
+ * head, 32 x 8192: 1 MiB of Y^T in one piece, two chunks here). */
+#define XW_CHUNK_BYTES ((size_t)512 << 10)
 
 /* Whether an M x N x K product with constant weights goes transposed: M
  * fills its B panels (NR columns each) to within an eighth, since X^T's
@@ -1467,27 +1474,48 @@ static size_t xw_al(size_t n)
 	return (n + 63) & ~(size_t)63;
 }
 
-/* Scratch of xw_run: X^T packed, Y^T, then hal_gemm's own. */
-static size_t xw_scratch_bytes(int64_t M, int64_t N, int64_t K)
+/* Rows of Y^T per chunk for an M x N product: a multiple of 64 (whole
+ * micro-panels of every ISA) whose M columns fit XW_CHUNK_BYTES, or N. */
+static int64_t xw_rows(int64_t M, int64_t N)
 {
-	return xw_al(hal_gemm_packed_b_bytes(K, M)) + xw_al((size_t)(M * N) * sizeof(float)) +
-	       hal_gemm_scratch_bytes(N, M, K, 1, 1);
+	int64_t r = (int64_t)(XW_CHUNK_BYTES / ((size_t)M * sizeof(float))) / 64 * 64;
+	r = r < 64 ? 64 : r;
+	return r < N ? r : N;
 }
 
-/* Packs W^T (W[k][n] at w[k*ldw+n], or w[n*ldw+k] when trans_w) for
- * xw_run into step memory; NULL when out of memory. */
-static const float *xw_pack(hal_step *s, const float *w, int64_t ldw, int trans_w, int64_t K,
-			    int64_t N)
+/* Scratch of xw_run: X^T packed, one chunk of Y^T, then hal_gemm's own. */
+static size_t xw_scratch_bytes(int64_t M, int64_t N, int64_t K)
 {
-	float *ap = hal_step_alloc(s, hal_gemm_packed_a_bytes(N, K));
-	if (ap)
-		hal_gemm_pack_a(ap, w, ldw, !trans_w, N, K);
-	return ap;
+	int64_t r = xw_rows(M, N);
+	return xw_al(hal_gemm_packed_b_bytes(K, M)) + xw_al((size_t)(M * r) * sizeof(float)) +
+	       hal_gemm_scratch_bytes(r, M, K, 1, 1);
+}
+
+/* Sets w->ap, ap_stride and rows: W^T (W[k][n] at w[k*ldw+n], or w[n*ldw+k]
+ * when trans_w) packed chunk by chunk into step memory for an M x N x K
+ * xw_run. 0, or AIDOS_E_NOMEM. */
+static int xw_pack(hal_step *s, struct xw *xw, const float *w, int64_t ldw, int trans_w,
+		   int64_t M, int64_t K, int64_t N)
+{
+	int64_t r = xw_rows(M, N), nch = (N + r - 1) / r;
+	size_t st = xw_al(hal_gemm_packed_a_bytes(r, K)) / sizeof(float);
+	float *ap = hal_step_alloc(s, st * (size_t)nch * sizeof *ap);
+	if (!ap)
+		return AIDOS_E_NOMEM;
+	for (int64_t c = 0; c < nch; c++) {
+		int64_t n0 = c * r, nr = N - n0 < r ? N - n0 : r;
+		hal_gemm_pack_a(ap + (size_t)c * st, trans_w ? w + n0 * ldw : w + n0, ldw, !trans_w,
+				nr, K);
+	}
+	xw->ap = ap;
+	xw->ap_stride = st;
+	xw->rows = r;
+	return 0;
 }
 
 struct xw_done_ctx {
-	const float *ct;   /* Y^T [N, M] */
-	float *y;          /* Y [M, N] */
+	const float *ct;   /* the chunk of Y^T [rows, M]: columns n0.. of Y */
+	float *y;          /* Y [M, N], from column n0 */
 	int64_t M, N;
 	hal_vm_fn act;
 };
@@ -1520,9 +1548,9 @@ static inline __attribute__((always_inline)) void tr8x8(float *restrict y, int64
 	}
 }
 
-/* Copies the finished block of Y^T (rows i0.. of N, columns j0.. of M) into
- * Y while it is in cache: 8 x 8 tiles transposed in registers, the edges
- * element by element; then Y's activation over the block. */
+/* Copies the finished block of Y^T (rows i0.. of the chunk, columns j0..
+ * of M) into Y while it is in cache: 8 x 8 tiles transposed in registers,
+ * the edges element by element; then Y's activation over the block. */
 NN_CLONES
 static void xw_done(const void *ctx, int64_t i0, int64_t mc, int64_t j0, int64_t nc)
 {
@@ -1548,16 +1576,19 @@ static void xw_run(hal_step *s, const struct xw *w, const float *x, int64_t ldx,
 		   int64_t M, int64_t N, int64_t K, float alpha, float *y, void *scratch)
 {
 	float *xp = scratch;   /* X^T as packed B [K, M] */
-	float *ct = (float *)((char *)scratch + xw_al(hal_gemm_packed_b_bytes(K, M)));  /* [N, M] */
-	void *gs = (char *)ct + xw_al((size_t)(M * N) * sizeof(float));
+	float *ct = (float *)((char *)scratch + xw_al(hal_gemm_packed_b_bytes(K, M)));  /* [rows, M] */
+	void *gs = (char *)ct + xw_al((size_t)(M * w->rows) * sizeof(float));
 	hal_gemm_pack_b(xp, x, ldx, !trans_x, K, M);
-	struct xw_done_ctx d = { ct, y, M, N, w->act };
-	hal_gemm_args g = {
-		.M = N, .N = M, .K = K, .a_packed = w->ap, .b_packed = xp,
-		.c = ct, .ldc = M, .alpha = alpha, .beta = 0.0f, .bias = w->bias,
-		.done = xw_done, .done_ctx = &d,
-	};
-	hal_gemm(s, &g, gs);
+	for (int64_t n0 = 0, c = 0; n0 < N; n0 += w->rows, c++) {
+		struct xw_done_ctx d = { ct, y + n0, M, N, w->act };
+		hal_gemm_args g = {
+			.M = MIN(w->rows, N - n0), .N = M, .K = K,
+			.a_packed = w->ap + (size_t)c * w->ap_stride, .b_packed = xp,
+			.c = ct, .ldc = M, .alpha = alpha, .beta = 0.0f,
+			.bias = w->bias ? w->bias + n0 : NULL, .done = xw_done, .done_ctx = &d,
+		};
+		hal_gemm(s, &g, gs);
+	}
 }
 
 /* ================= Gemm ================= */
@@ -1622,8 +1653,8 @@ static int gemm_infer(hal_step *s)
 		}
 	}
 	if (xw) {
-		if (!(p->xw.ap = xw_pack(s, b->data, b->dims[1], p->tb, p->K, p->N)))
-			return AIDOS_E_NOMEM;
+		if ((rc = xw_pack(s, &p->xw, b->data, b->dims[1], p->tb, p->M, p->K, p->N)))
+			return rc;
 		p->xw.bias = bias;
 		p->use_xw = 1;
 		s->scratch_bytes = xw_scratch_bytes(p->M, p->N, p->K);
@@ -1775,8 +1806,8 @@ static int matmul_infer(hal_step *s)
 		if (bias && hal_attr_int(s->node, "aidos_gelu", 0))
 			p->act = hal_vm_get(HAL_VM_GELU_ERF);
 		if (b->is_const && b->data && nb_b == 1 && p->fold && xw_wanted(M, p->N, p->K)) {
-			if (!(p->xw.ap = xw_pack(s, b->data, p->N, 0, p->K, p->N)))
-				return AIDOS_E_NOMEM;
+			if ((rc = xw_pack(s, &p->xw, b->data, p->N, 0, M, p->K, p->N)))
+				return rc;
 			p->xw.bias = p->bias;
 			p->xw.act = p->act;
 			p->use_xw = 1;
