@@ -139,6 +139,34 @@ VM_INLINE float vm_gelu_erf(float x)
 	return x * (x < 0.0f ? h : 1.0f - h);
 }
 
+/* 0.5 x (1 + erf(u)), u = x / sqrt 2, erf(|u|) = |u| P(u^2) / Q(u^2) for
+ * |u| < 3.9 (degree 5 over degree 5, fitted to erf on [0, 4] by iteratively
+ * reweighted least squares, numpy, for the smallest largest error: 3.3e-7
+ * evaluated in float) and 1 from there (erf(3.9) = 1 - 3.5e-8), so that
+ * 1 + erf(u) is exactly 0 far out on the negative side. One division, no
+ * exp. NaN propagates; +inf gives inf, -inf NaN, as 0.5 x (1 + erf) does. */
+VM_INLINE float vm_gelu_erf_fast(float x)
+{
+	float u = x * 0.70710678118654752f;
+	float a = vm_f(vm_u(u) & 0x7fffffffu);
+	float z = a * a;
+	float p = 1.974951892608212e-06f;
+	p = p * z + 2.8803861298194733e-04f;
+	p = p * z + 4.003317349109544e-03f;
+	p = p * z + 5.346647264060875e-02f;
+	p = p * z + 1.962406946260207e-01f;
+	p = p * z + 1.1283789765353875f;
+	float q = 3.7481982374042155e-05f;
+	q = q * z + 1.2162889641967132e-03f;
+	q = q * z + 1.5443757739364131e-02f;
+	q = q * z + 1.1647308470086241e-01f;
+	q = q * z + 5.072449475002534e-01f;
+	q = q * z + 1.0f;
+	float e = a < 3.9f ? a * p / q : 1.0f;
+	e = a != a ? a : e;   /* NaN */
+	return 0.5f * x * (1.0f + vm_copysign(e, u));
+}
+
 VM_INLINE float vm_gelu_tanh(float x)
 {
 	return 0.5f * x * (1.0f + vm_tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
@@ -188,9 +216,11 @@ ATTR static void NAME##_##SFX(float *o, const float *x, int64_t n) \
 	VM_LOOP(sigmoid, vm_sigmoid, SFX, ATTR) \
 	VM_LOOP(gelu_erf, vm_gelu_erf, SFX, ATTR) \
 	VM_LOOP(gelu_tanh, vm_gelu_tanh, SFX, ATTR) \
+	VM_LOOP(gelu_erf_fast, vm_gelu_erf_fast, SFX, ATTR) \
 	VM_SOFTMAX(SFX, ATTR) \
 	static const hal_vm_fn tab_##SFX[HAL_VM_N] = { \
 		exp_##SFX, tanh_##SFX, erf_##SFX, sigmoid_##SFX, gelu_erf_##SFX, gelu_tanh_##SFX, \
+		gelu_erf_fast_##SFX, \
 	};
 
 VM_ISA(generic, )
