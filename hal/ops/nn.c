@@ -1804,7 +1804,7 @@ static int matmul_infer(hal_step *s)
 		/* A GELU hal_fuse_xfmr folded in after the bias (the attribute
 		 * counts only on its three-input MatMul, never on a model's). */
 		if (bias && hal_attr_int(s->node, "aidos_gelu", 0))
-			p->act = hal_vm_get(HAL_VM_GELU_ERF);
+			p->act = hal_vm_get(HAL_VM_GELU_ERF_FAST);
 		if (b->is_const && b->data && nb_b == 1 && p->fold && xw_wanted(M, p->N, p->K)) {
 			if ((rc = xw_pack(s, &p->xw, b->data, p->N, 0, M, p->K, p->N)))
 				return rc;
