@@ -167,9 +167,14 @@ VM_INLINE float vm_gelu_erf_fast(float x)
 	return 0.5f * x * (1.0f + vm_copysign(e, u));
 }
 
+/* 0.5 x (1 + tanh(y)) = x / (1 + e^(-2y)): one exp and one division, where
+ * tanh computes both its polynomial and its exp form and selects; no
+ * cancellation for negative x either (e^(-2y) large, not 1 + tanh near 0).
+ * Far negative x: e^(-2y) overflows to inf and x / inf gives -0. */
 VM_INLINE float vm_gelu_tanh(float x)
 {
-	return 0.5f * x * (1.0f + vm_tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+	float y2 = -1.59576912160573072f * (x + 0.044715f * x * x * x);   /* -2y */
+	return x / (1.0f + vm_exp(y2));
 }
 
 /* Softmax rows: max, exp and sum in one pass writing y, then a scale. The
