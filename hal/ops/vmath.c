@@ -177,17 +177,29 @@ VM_INLINE float vm_gelu_tanh(float x)
 	return x / (1.0f + vm_exp(y2));
 }
 
-/* Softmax rows: max, exp and sum in one pass writing y, then a scale. The
- * sum is float in 8 independent lanes (n is at most a few thousand here). */
+/* Softmax rows: the max, then exp and sum in one pass writing y, then a
+ * scale. The max and the sum are kept in 8 independent lanes (a single
+ * running max was a compare-and-select chain, one element per its latency:
+ * half of attention's softmax time); n is at most a few thousand here. A
+ * NaN is skipped by the max unless it is x[0], as in one running max. */
 #define VM_SOFTMAX(SFX, ATTR) \
 ATTR static void softmax_##SFX(float *y, const float *x, int64_t rows, int64_t n) \
 { \
 	for (int64_t r = 0; r < rows; r++, x += n, y += n) { \
-		float m = x[0]; \
-		for (int64_t i = 1; i < n; i++) \
+		float mv[8]; \
+		for (int l = 0; l < 8; l++) \
+			mv[l] = x[0]; \
+		int64_t i = 1; \
+		for (; i + 8 <= n; i += 8) \
+			for (int l = 0; l < 8; l++) \
+				mv[l] = x[i + l] > mv[l] ? x[i + l] : mv[l]; \
+		float m = mv[0]; \
+		for (int l = 1; l < 8; l++) \
+			m = mv[l] > m ? mv[l] : m; \
+		for (; i < n; i++) \
 			m = x[i] > m ? x[i] : m; \
 		float acc[8] = { 0 }; \
-		int64_t i = 0; \
+		i = 0; \
 		for (; i + 8 <= n; i += 8) \
 			for (int l = 0; l < 8; l++) { \
 				float e = vm_exp(x[i + l] - m); \
