@@ -1503,9 +1503,9 @@ static int xw_pack(hal_step *s, struct xw *xw, const float *w, int64_t ldw, int 
 	if (!ap)
 		return AIDOS_E_NOMEM;
 	for (int64_t c = 0; c < nch; c++) {
-		int64_t n0 = c * r, nr = N - n0 < r ? N - n0 : r;
+		int64_t n0 = c * r, rows = N - n0 < r ? N - n0 : r;
 		hal_gemm_pack_a(ap + (size_t)c * st, trans_w ? w + n0 * ldw : w + n0, ldw, !trans_w,
-				nr, K);
+				rows, K);
 	}
 	xw->ap = ap;
 	xw->ap_stride = st;
@@ -1523,7 +1523,8 @@ struct xw_done_ctx {
 /* y[r*ldy + c] = x[c*ldx + r] for r, c < 8: three rounds of two-source
  * shuffles (unpack within 128-bit lanes, pairs of pairs, lane halves), each
  * one AVX instruction in the x86-64-v3 build. */
-static inline __attribute__((always_inline)) void tr8x8(float *restrict y, int64_t ldy, const float *restrict x, int64_t ldx)
+static inline __attribute__((always_inline)) void tr8x8(float *restrict y, int64_t ldy,
+							 const float *restrict x, int64_t ldx)
 {
 	const v8i lo = { 0, 8, 1, 9, 4, 12, 5, 13 }, hi = { 2, 10, 3, 11, 6, 14, 7, 15 };
 	const v8i pl = { 0, 1, 8, 9, 4, 5, 12, 13 }, ph = { 2, 3, 10, 11, 6, 7, 14, 15 };
