@@ -301,6 +301,17 @@ static void pack_a_block(float *dst, const float *a, int64_t rs, int64_t cs, int
 		} else if (rs == 1) {  /* A^T in memory: each k holds mr contiguous rows */
 			for (int64_t k = 0; k < kc; k++)
 				memcpy(dst + k * mr, src + k * cs, (size_t)m * sizeof *dst);
+		} else if (cs == 1 && m == 6) {
+			/* row-major A, a full AVX2 panel: six row streams, the
+			 * panel written in order (a row at a time stores at a
+			 * 24-byte stride through the whole panel) */
+			const float *r0 = src, *r1 = src + rs, *r2 = src + 2 * rs;
+			const float *r3 = src + 3 * rs, *r4 = src + 4 * rs, *r5 = src + 5 * rs;
+			float *d = dst;
+			for (int64_t k = 0; k < kc; k++, d += 6) {
+				d[0] = r0[k], d[1] = r1[k], d[2] = r2[k];
+				d[3] = r3[k], d[4] = r4[k], d[5] = r5[k];
+			}
 		} else {
 			for (int i = 0; i < m; i++)
 				for (int64_t k = 0; k < kc; k++)

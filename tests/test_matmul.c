@@ -68,6 +68,12 @@ static const struct mcase cases[] = {
 	{ "matmul 7x50x9 gelu, no bias", OP_MATMUL, 0, 7, 50, 9, 0, 0, 1, 1, 0, BIAS_NONE, 1 },
 	{ "matmul 32x200x24 gelu tanh", OP_MATMUL, 0, 32, 200, 24, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 2 },
 	{ "matmul 9x33x17 gelu tanh", OP_MATMUL, 0, 9, 33, 17, 0, 0, 1, 1, 0, BIAS_ADD_BEFORE, 2 },
+	/* transposed, Y^T far larger than hal_gemm's own scratch (short K) */
+	{ "matmul 32x3000x5", OP_MATMUL, 0, 32, 3000, 5, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 0 },
+	{ "matmul 16x2100x3 batch 2", OP_MATMUL, 2, 16, 2100, 3, 0, 0, 1, 1, 0, BIAS_NONE, 0 },
+	/* transposed in chunks of Y^T's rows (4096 and 4352 here), the last one partial */
+	{ "matmul 32x9000x7 gelu", OP_MATMUL, 0, 32, 9000, 7, 0, 0, 1, 1, 0, BIAS_ADD_AFTER, 1 },
+	{ "gemm 30x5000x9 transB C[n]", OP_GEMM, 0, 30, 5000, 9, 0, 1, 1, 0.5f, 1, BIAS_NONE, 0 },
 };
 
 static float *rand_init(pbw *g, const char *name, int rank, const int64_t *dims)
@@ -296,6 +302,7 @@ static const struct acase acases[] = {
 	{ 1, 32, 32, 4, 16, 0, 0 },
 	{ 2, 9, 9, 2, 12, 1, 3 },
 	{ 1, 1, 5, 3, 4, 0, 1 },
+	{ 3, 5, 9, 7, 6, 1, 3 },   /* 21 heads: more than the 16 scratch areas */
 };
 
 static void node1(pbw *g, const char *op, const char *a, const char *b, const char *out, const int64_t *perm)

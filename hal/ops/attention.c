@@ -9,22 +9,30 @@
  * are in L1/L2, then P V by hal_gemm writing the head's D columns of the
  * output rows in place. The unfused graph writes [B,H,S,T] scores three
  * times and copies Q, K, V and the result through four Transposes, each
- * step a fork/join; here the heads are split across threads once.
+ * step a fork/join; here the heads are split across threads once, handed
+ * out one at a time, and each worker reuses one head's scratch (so the
+ * scratch grows with the workers, at most ATTN_SLOTS, not with B*H).
  */
+#include <stdatomic.h>
 #include <string.h>
 #include "hal/gemm.h"
+#include "hal/plan.h"
 #include "hal/ops/attention.h"
 #include "hal/ops/vmath.h"
 
-/* Scratch for all heads' scores at most this many bytes (else no fusion). */
+/* Scratch for all workers' scores at most this many bytes (else no fusion). */
 #define ATTN_SCRATCH_MAX ((size_t)16 << 20)
+/* Most workers one step uses: each owns one head's scratch (scores and
+ * hal_gemm's), which it reuses for every head it takes. */
+#define ATTN_SLOTS 16
 
 typedef struct attn_p {
 	int64_t B, H, S, T, D;
 	float scale;
 	int64_t ms[4];          /* mask strides over (b, h, s, t); 0: broadcast */
-	size_t head_bytes;      /* scratch per head: scores, then hal_gemm's */
+	size_t head_bytes;      /* scratch per worker: scores, then hal_gemm's */
 	size_t score_bytes;
+	int64_t slots;          /* workers' scratch areas: min(B*H, ATTN_SLOTS) */
 } attn_p;
 
 static size_t al64(size_t n)
@@ -66,11 +74,12 @@ static int attn_infer(hal_step *s)
 	size_t g2 = hal_gemm_scratch_bytes(p->S, p->D, p->T, 0, 0);
 	p->score_bytes = al64((size_t)(p->S * p->T) * sizeof(float));
 	p->head_bytes = p->score_bytes + al64(g1 > g2 ? g1 : g2);
-	if (p->head_bytes * (size_t)(p->B * p->H) > ATTN_SCRATCH_MAX)
-		return hal_err(s, AIDOS_E_UNSUPPORTED, "scores too large to keep per head");
+	p->slots = p->B * p->H < ATTN_SLOTS ? p->B * p->H : ATTN_SLOTS;
+	if (p->head_bytes * (size_t)p->slots > ATTN_SCRATCH_MAX)
+		return hal_err(s, AIDOS_E_UNSUPPORTED, "scores too large to keep per worker");
 	int64_t od[4] = { p->B, p->S, p->H, p->D };
 	hal_tensor_set_shape(s->out[0], HAL_DT_F32, 4, od);
-	s->scratch_bytes = p->head_bytes * (size_t)(p->B * p->H);
+	s->scratch_bytes = p->head_bytes * (size_t)p->slots;
 	s->params = p;
 	return 0;
 }
@@ -80,18 +89,23 @@ struct attn_job {
 	const float *q, *k, *v, *m;
 	float *o;
 	char *scratch;
+	atomic_llong next;   /* next head; relaxed: the fork/join orders the data */
 };
 
-/* Heads [h0, h1) (index b*H + h), each on this thread. */
-static void attn_heads(void *arg, int64_t h0, int64_t h1)
+/* One worker with scratch area w0 (a worker handed several areas uses the
+ * first): takes heads (index b*H + h) from the shared counter until none
+ * is left, each on this thread. */
+static void attn_heads(void *arg, int64_t w0, int64_t w1)
 {
-	const struct attn_job *j = arg;
+	struct attn_job *j = arg;
 	const attn_p *p = j->p;
 	const int64_t hd = p->H * p->D;
-	for (int64_t x = h0; x < h1; x++) {
+	float *sc = (float *)(j->scratch + (size_t)w0 * p->head_bytes);   /* [S, T] */
+	void *gs = (char *)sc + p->score_bytes;
+	int64_t x;
+	(void)w1;
+	while ((x = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < p->B * p->H) {
 		int64_t b = x / p->H, h = x % p->H;
-		float *sc = (float *)(j->scratch + (size_t)x * p->head_bytes);   /* [S, T] */
-		void *gs = (char *)sc + p->score_bytes;
 		const float *q = j->q + b * p->S * hd + h * p->D;   /* row s at q + s*hd */
 		const float *k = j->k + b * p->T * hd + h * p->D;
 		const float *v = j->v + b * p->T * hd + h * p->D;
@@ -127,10 +141,12 @@ static int attn_exec(hal_step *s)
 	const attn_p *p = s->params;
 	const hal_tensor *m = s->n_in > 3 ? s->in[3] : NULL;
 	struct attn_job j = {
-		p, s->in[0]->data, s->in[1]->data, s->in[2]->data, m ? m->data : NULL,
-		s->out[0]->data, s->scratch,
+		.p = p, .q = s->in[0]->data, .k = s->in[1]->data, .v = s->in[2]->data,
+		.m = m ? m->data : NULL, .o = s->out[0]->data, .scratch = s->scratch,
 	};
-	hal_parallel_for(s, p->B * p->H, 1, attn_heads, &j);
+	int64_t w = s->plan && s->plan->tp ? hal_threadpool_size(s->plan->tp) : 1;
+	atomic_init(&j.next, 0);
+	hal_parallel_for(s, w < p->slots ? w : p->slots, 1, attn_heads, &j);
 	return 0;
 }
 

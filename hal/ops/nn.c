@@ -207,6 +207,7 @@ static void win_set_out(hal_tensor *y, int dtype, int64_t n, int64_t c, const st
 }
 
 typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
 /* Hot loops are written with 8-wide vectors and built twice: x86-64-v3
  * (AVX2 with FMA: a plain "avx2" clone may not use FMA instructions, so
@@ -636,8 +637,6 @@ struct dw_job {
 	float *y, *buf;
 	atomic_llong next;    /* next plane; relaxed: the fork/join orders the data */
 };
-
-typedef int32_t v8i __attribute__((vector_size(32)));
 
 /* Splits a row x [n] into its even and odd columns: d0[m] = x[2m] for
  * 2m < n, d1[m] = x[2m+1] for 2m+1 < n (8 pairs a vector, the rest one by
@@ -1448,10 +1447,17 @@ static int bn_exec(hal_step *s)
  * 76 -> 85, 64x1024x256 85 -> 85 (so only M <= 2 NR takes this path). */
 
 struct xw {
-	const float *ap;      /* W^T packed as GEMM A: [N, K] */
+	const float *ap;      /* W^T packed as GEMM A, by chunks of `rows` rows */
+	size_t ap_stride;     /* floats from one chunk's packed A to the next */
+	int64_t rows;         /* rows of W^T (columns of Y) per hal_gemm */
 	const float *bias;    /* [N], or NULL */
 	hal_vm_fn act;        /* applied to Y after the bias, or NULL */
 };
+
+/* Bytes of Y^T that one hal_gemm of xw_run computes at most: Y^T is kept
+ * by chunks of rows so that the scratch does not grow with N (GPT-2's LM
+ * head, 32 x 8192: 1 MiB of Y^T in one piece, two chunks here). */
+#define XW_CHUNK_BYTES ((size_t)512 << 10)
 
 /* Whether an M x N x K product with constant weights goes transposed: M
  * fills its B panels (NR columns each) to within an eighth, since X^T's
@@ -1468,50 +1474,100 @@ static size_t xw_al(size_t n)
 	return (n + 63) & ~(size_t)63;
 }
 
-/* Scratch of xw_run: X^T packed, Y^T, then hal_gemm's own. */
-static size_t xw_scratch_bytes(int64_t M, int64_t N, int64_t K)
+/* Rows of Y^T per chunk for an M x N product: a multiple of 64 (whole
+ * micro-panels of every ISA) whose M columns fit XW_CHUNK_BYTES, or N. */
+static int64_t xw_rows(int64_t M, int64_t N)
 {
-	return xw_al(hal_gemm_packed_b_bytes(K, M)) + xw_al((size_t)(M * N) * sizeof(float)) +
-	       hal_gemm_scratch_bytes(N, M, K, 1, 1);
+	int64_t r = (int64_t)(XW_CHUNK_BYTES / ((size_t)M * sizeof(float))) / 64 * 64;
+	r = r < 64 ? 64 : r;
+	return r < N ? r : N;
 }
 
-/* Packs W^T (W[k][n] at w[k*ldw+n], or w[n*ldw+k] when trans_w) for
- * xw_run into step memory; NULL when out of memory. */
-static const float *xw_pack(hal_step *s, const float *w, int64_t ldw, int trans_w, int64_t K,
-			    int64_t N)
+/* Scratch of xw_run: X^T packed, one chunk of Y^T, then hal_gemm's own. */
+static size_t xw_scratch_bytes(int64_t M, int64_t N, int64_t K)
 {
-	float *ap = hal_step_alloc(s, hal_gemm_packed_a_bytes(N, K));
-	if (ap)
-		hal_gemm_pack_a(ap, w, ldw, !trans_w, N, K);
-	return ap;
+	int64_t r = xw_rows(M, N);
+	return xw_al(hal_gemm_packed_b_bytes(K, M)) + xw_al((size_t)(M * r) * sizeof(float)) +
+	       hal_gemm_scratch_bytes(r, M, K, 1, 1);
+}
+
+/* Sets w->ap, ap_stride and rows: W^T (W[k][n] at w[k*ldw+n], or w[n*ldw+k]
+ * when trans_w) packed chunk by chunk into step memory for an M x N x K
+ * xw_run. 0, or AIDOS_E_NOMEM. */
+static int xw_pack(hal_step *s, struct xw *xw, const float *w, int64_t ldw, int trans_w,
+		   int64_t M, int64_t K, int64_t N)
+{
+	int64_t r = xw_rows(M, N), nch = (N + r - 1) / r;
+	size_t st = xw_al(hal_gemm_packed_a_bytes(r, K)) / sizeof(float);
+	float *ap = hal_step_alloc(s, st * (size_t)nch * sizeof *ap);
+	if (!ap)
+		return AIDOS_E_NOMEM;
+	for (int64_t c = 0; c < nch; c++) {
+		int64_t n0 = c * r, rows = N - n0 < r ? N - n0 : r;
+		hal_gemm_pack_a(ap + (size_t)c * st, trans_w ? w + n0 * ldw : w + n0, ldw, !trans_w,
+				rows, K);
+	}
+	xw->ap = ap;
+	xw->ap_stride = st;
+	xw->rows = r;
+	return 0;
 }
 
 struct xw_done_ctx {
-	const float *ct;   /* Y^T [N, M] */
-	float *y;          /* Y [M, N] */
+	const float *ct;   /* the chunk of Y^T [rows, M]: columns n0.. of Y */
+	float *y;          /* Y [M, N], from column n0 */
 	int64_t M, N;
 	hal_vm_fn act;
 };
 
-/* Copies the finished block of Y^T (rows i0.. of N, columns j0.. of M) into
- * Y: 8 x 8 tiles, so that both sides touch whole cache lines. */
+/* y[r*ldy + c] = x[c*ldx + r] for r, c < 8: three rounds of two-source
+ * shuffles (unpack within 128-bit lanes, pairs of pairs, lane halves), each
+ * one AVX instruction in the x86-64-v3 build. */
+static inline __attribute__((always_inline)) void tr8x8(float *restrict y, int64_t ldy,
+							 const float *restrict x, int64_t ldx)
+{
+	const v8i lo = { 0, 8, 1, 9, 4, 12, 5, 13 }, hi = { 2, 10, 3, 11, 6, 14, 7, 15 };
+	const v8i pl = { 0, 1, 8, 9, 4, 5, 12, 13 }, ph = { 2, 3, 10, 11, 6, 7, 14, 15 };
+	const v8i ql = { 0, 1, 2, 3, 8, 9, 10, 11 }, qh = { 4, 5, 6, 7, 12, 13, 14, 15 };
+	v8f r[8], t[8], u[8];
+	for (int i = 0; i < 8; i++)
+		memcpy(&r[i], x + i * ldx, sizeof r[i]);
+	for (int i = 0; i < 8; i += 2) {
+		t[i] = __builtin_shuffle(r[i], r[i + 1], lo);
+		t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
+	}
+	for (int i = 0; i < 8; i += 4) {   /* u[i+c]: columns c and c+4 of rows i..i+3 */
+		u[i + 0] = __builtin_shuffle(t[i], t[i + 2], pl);
+		u[i + 1] = __builtin_shuffle(t[i], t[i + 2], ph);
+		u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], pl);
+		u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], ph);
+	}
+	for (int c = 0; c < 4; c++) {
+		v8f a = __builtin_shuffle(u[c], u[4 + c], ql), b = __builtin_shuffle(u[c], u[4 + c], qh);
+		memcpy(y + c * ldy, &a, sizeof a);
+		memcpy(y + (c + 4) * ldy, &b, sizeof b);
+	}
+}
+
+/* Copies the finished block of Y^T (rows i0.. of the chunk, columns j0..
+ * of M) into Y while it is in cache: 8 x 8 tiles transposed in registers,
+ * the edges element by element; then Y's activation over the block. */
+NN_CLONES
 static void xw_done(const void *ctx, int64_t i0, int64_t mc, int64_t j0, int64_t nc)
 {
 	const struct xw_done_ctx *d = ctx;
-	for (int64_t jb = j0; jb < j0 + nc; jb += 8) {
-		int64_t je = MIN(jb + 8, j0 + nc);
-		for (int64_t ib = i0; ib < i0 + mc; ib += 8) {
-			int64_t ie = MIN(ib + 8, i0 + mc);
-			for (int64_t j = jb; j < je; j++) {
-				float *yr = d->y + j * d->N;
-				const float *cc = d->ct + j;
-				for (int64_t i = ib; i < ie; i++)
-					yr[i] = cc[i * d->M];
-			}
-		}
+	int64_t i1 = i0 + mc, j1 = j0 + nc, ie = i0 + mc / 8 * 8, je = j0 + nc / 8 * 8;
+	for (int64_t j = j0; j < je; j += 8)
+		for (int64_t i = i0; i < ie; i += 8)
+			tr8x8(d->y + j * d->N + i, d->N, d->ct + i * d->M + j, d->M);
+	for (int64_t j = j0; j < j1; j++) {
+		float *yr = d->y + j * d->N;
+		const float *cc = d->ct + j;
+		for (int64_t i = j < je ? ie : i0; i < i1; i++)
+			yr[i] = cc[i * d->M];
 	}
 	if (d->act)
-		for (int64_t j = j0; j < j0 + nc; j++)
+		for (int64_t j = j0; j < j1; j++)
 			d->act(d->y + j * d->N + i0, d->y + j * d->N + i0, mc);
 }
 
@@ -1521,16 +1577,19 @@ static void xw_run(hal_step *s, const struct xw *w, const float *x, int64_t ldx,
 		   int64_t M, int64_t N, int64_t K, float alpha, float *y, void *scratch)
 {
 	float *xp = scratch;   /* X^T as packed B [K, M] */
-	float *ct = (float *)((char *)scratch + xw_al(hal_gemm_packed_b_bytes(K, M)));  /* [N, M] */
-	void *gs = (char *)ct + xw_al((size_t)(M * N) * sizeof(float));
+	float *ct = (float *)((char *)scratch + xw_al(hal_gemm_packed_b_bytes(K, M)));  /* [rows, M] */
+	void *gs = (char *)ct + xw_al((size_t)(M * w->rows) * sizeof(float));
 	hal_gemm_pack_b(xp, x, ldx, !trans_x, K, M);
-	struct xw_done_ctx d = { ct, y, M, N, w->act };
-	hal_gemm_args g = {
-		.M = N, .N = M, .K = K, .a_packed = w->ap, .b_packed = xp,
-		.c = ct, .ldc = M, .alpha = alpha, .beta = 0.0f, .bias = w->bias,
-		.done = xw_done, .done_ctx = &d,
-	};
-	hal_gemm(s, &g, gs);
+	for (int64_t n0 = 0, c = 0; n0 < N; n0 += w->rows, c++) {
+		struct xw_done_ctx d = { ct, y + n0, M, N, w->act };
+		hal_gemm_args g = {
+			.M = MIN(w->rows, N - n0), .N = M, .K = K,
+			.a_packed = w->ap + (size_t)c * w->ap_stride, .b_packed = xp,
+			.c = ct, .ldc = M, .alpha = alpha, .beta = 0.0f,
+			.bias = w->bias ? w->bias + n0 : NULL, .done = xw_done, .done_ctx = &d,
+		};
+		hal_gemm(s, &g, gs);
+	}
 }
 
 /* ================= Gemm ================= */
@@ -1595,8 +1654,8 @@ static int gemm_infer(hal_step *s)
 		}
 	}
 	if (xw) {
-		if (!(p->xw.ap = xw_pack(s, b->data, b->dims[1], p->tb, p->K, p->N)))
-			return AIDOS_E_NOMEM;
+		if ((rc = xw_pack(s, &p->xw, b->data, b->dims[1], p->tb, p->M, p->K, p->N)))
+			return rc;
 		p->xw.bias = bias;
 		p->use_xw = 1;
 		s->scratch_bytes = xw_scratch_bytes(p->M, p->N, p->K);
@@ -1746,10 +1805,10 @@ static int matmul_infer(hal_step *s)
 		/* A GELU hal_fuse_xfmr folded in after the bias (the attribute
 		 * counts only on its three-input MatMul, never on a model's). */
 		if (bias && hal_attr_int(s->node, "aidos_gelu", 0))
-			p->act = hal_vm_get(HAL_VM_GELU_ERF);
+			p->act = hal_vm_get(HAL_VM_GELU_ERF_FAST);
 		if (b->is_const && b->data && nb_b == 1 && p->fold && xw_wanted(M, p->N, p->K)) {
-			if (!(p->xw.ap = xw_pack(s, b->data, p->N, 0, p->K, p->N)))
-				return AIDOS_E_NOMEM;
+			if ((rc = xw_pack(s, &p->xw, b->data, p->N, 0, M, p->K, p->N)))
+				return rc;
 			p->xw.bias = p->bias;
 			p->xw.act = p->act;
 			p->use_xw = 1;
@@ -1767,7 +1826,8 @@ static int matmul_infer(hal_step *s)
 			p->nb_b = nb_b;
 			p->bp_stride = bb / sizeof *bp;
 		}
-		s->scratch_bytes = hal_gemm_scratch_bytes(M, p->N, p->K, 0, p->bp != NULL);
+		if (!p->use_xw)   /* xw_run's own scratch is set above */
+			s->scratch_bytes = hal_gemm_scratch_bytes(M, p->N, p->K, 0, p->bp != NULL);
 		size_t pb = xw_al(hal_gemm_scratch_bytes(p->M, p->N, p->K, 0, p->bp != NULL));
 		if (!p->use_xw && !p->fold && p->nbatch >= 2 && p->M * p->N * p->K <= MM_SMALL &&
 		    pb * (size_t)p->nbatch <= MM_BATCH_SCRATCH) {
@@ -1807,6 +1867,7 @@ struct bias_ctx {
 };
 
 /* Adds the bias row to a finished block of C while it is in cache. */
+NN_CLONES
 static void bias_done(const void *ctx, int64_t i0, int64_t mc, int64_t j0, int64_t nc)
 {
 	const struct bias_ctx *d = ctx;

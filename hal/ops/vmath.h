@@ -27,7 +27,14 @@ enum hal_vm_func {
 	HAL_VM_SIGMOID = 3,
 	HAL_VM_GELU_ERF = 4,    /* 0.5 x (1 + erf(x / sqrt 2)) */
 	HAL_VM_GELU_TANH = 5,   /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
-	HAL_VM_N = 6,
+	/* 0.5 x (1 + erf(x / sqrt 2)) with erf as a rational function (half
+	 * the operations of HAL_VM_GELU_ERF and no exp: 1.8 -> 0.56 ns per
+	 * element on AVX2): error within 2.5e-7 |x| (measured 2.2e-7 |x|),
+	 * absolute, not relative, so below x = -5.5 it gives -0 where the
+	 * exact value is about -1e-7. For a MatMul's fused epilogue; the Gelu
+	 * and Erf ops keep the relative-error kernels. */
+	HAL_VM_GELU_ERF_FAST = 6,
+	HAL_VM_N = 7,
 };
 
 /* The kernel of func for this CPU (AVX2+FMA when it has them), or for the
