@@ -34,8 +34,9 @@ typedef struct hal_conv_fused_desc {
 } hal_conv_fused_desc;
 
 /* Expanded tensors ([ce, h, w] of one image) of fewer bytes than this stay
- * on the two separate steps: they fit in L2 and the fused step's ring buys
- * nothing. Tests set it to 0 to run the fused step on small shapes. */
+ * on the two separate steps (64 KiB: the smallest pair measured to gain;
+ * see hal/ops/conv_fused.c). Tests set it to 0 to run the fused step on
+ * small shapes. */
 extern size_t hal_conv_fused_min_bytes;
 
 /* Whether the fused step computes this pair: the geometry above (output
