@@ -14,7 +14,9 @@
  * Shapes: odd and even H/W, widths giving 1, 2 and 3+ output rows per
  * band (the band is about 224 expanded pixels), stride 1 and 2, channel
  * counts not multiples of 4 or 8, one-row planes, batch 2, more threads
- * than output rows; each on 1 and 2 threads, AVX2 and baseline builds.
+ * than output rows, an expand chunk ending 2 pixels past a full one
+ * (HardSwish applied over the finished rows); each on 1 and 2 threads,
+ * AVX2 and baseline builds.
  * Near-misses (must stay two steps and still agree): the expanded tensor
  * read twice, a 5x5 depthwise, dilation 2, group 1 (a full 3x3 Conv),
  * stride 3, a 3x3 "expand", and a small plane under the default threshold.
@@ -59,6 +61,7 @@ static const struct fcase cases[] = {
 	{ "h 2 s2 w 15",        1,  2, 5,    2,  15, 2, ACT_RELU,   ACT_CLIP,   1, 0, 0, MISS_NONE },
 	{ "batch 2 no bias",    2,  4, 6,   11,  16, 1, ACT_NONE,   ACT_NONE,   0, 1, 1, MISS_NONE },
 	{ "w 8 s1 ce 3",        1,  9, 3,    6,   8, 1, ACT_HSWISH, ACT_HSWISH, 1, 0, 0, MISS_NONE },
+	{ "hswish 2-px chunk",  1,  3, 5,    6, 121, 1, ACT_HSWISH, ACT_CLIP,   1, 0, 0, MISS_NONE },
 	{ "read twice",         1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_TWICE },
 	{ "dw 5x5",             1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_K5 },
 	{ "dilation 2",         1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_DIL2 },

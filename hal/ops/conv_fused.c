@@ -239,7 +239,10 @@ FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 /* E pixels [0, n) (n >= 8) of the rows at x (input channel k at x + k*hw)
  * into e (channel o at e + o*ldo), in chunks of FZ_CHUNK pixels whose taps
  * stay in L1 across the channel blocks; a last partial vector is computed
- * again over the 8 pixels ending at n (never read past n). */
+ * again over the 8 pixels ending at the chunk's end (never read past n).
+ * Chunks are at least 8 pixels long, so that vector stays inside its chunk:
+ * an epilogue applied over the finished chunk then never meets a pixel it
+ * has already been applied to. */
 #define FZ_EXPAND(NAME, ATTR)                                                          \
 	ATTR static void NAME(const struct fz *c, const float *x, float *e, int64_t n)     \
 	{                                                                              \
@@ -247,8 +250,10 @@ FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 		const int reg = c->reg_exp;                                            \
 		const v8f LO = { c->elo, c->elo, c->elo, c->elo, c->elo, c->elo, c->elo, c->elo }; \
 		const v8f HI = { c->ehi, c->ehi, c->ehi, c->ehi, c->ehi, c->ehi, c->ehi, c->ehi }; \
-		for (int64_t c0 = 0; c0 < n; c0 += FZ_CHUNK) {                         \
-			int64_t c1 = c0 + FZ_CHUNK < n ? c0 + FZ_CHUNK : n;            \
+		for (int64_t c0 = 0, c1; c0 < n; c0 = c1) {                            \
+			c1 = c0 + FZ_CHUNK;                                            \
+			if (c1 > n - 8)  /* no chunk under 8 pixels: see above */      \
+				c1 = n;                                                \
 			for (int64_t ob = 0; ob * 4 < c->ce; ob++, e += 4 * ldo) {     \
 				const float *w = c->wp + ob * K * 4;                   \
 				int no = c->ce - ob * 4 < 4 ? (int)(c->ce - ob * 4) : 4; \
