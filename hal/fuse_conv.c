@@ -486,7 +486,8 @@ static hal_value *plan_value(hal_plan *p, const hal_tensor *t)
 	return v >= p->val && v < p->val + p->n_val ? v : NULL;
 }
 
-/* Steps i (1x1 expand) and i+1 (its only reader, a 3x3 depthwise) as one
+/* Steps i (1x1 expand, or a 3x3 stride-2 pad-1 stem) and i+1 (its only
+ * reader, a 3x3 depthwise) as one
  * hal/ops/conv_fused.c step when the pair fits it; 1 if it replaced them. */
 static int match_expand_dw(hal_plan *p, int i, int *rc)
 {
@@ -504,8 +505,18 @@ static int match_expand_dw(hal_plan *p, int i, int *rc)
 	const char *ap_d = hal_attr_str(dn, "auto_pad", "NOTSET");
 	if ((strcmp(ap_e, "NOTSET") && strcmp(ap_e, "VALID")) || strcmp(ap_d, "NOTSET"))
 		return 0;
-	if (hal_attr_int(en, "group", 1) != 1 || !ints_all(en, "strides", 2, 1) ||
-	    !ints_all(en, "dilations", 2, 1) || !ints_all(en, "pads", 4, 0))
+	/* the expand: 1x1, or a 3x3 stem with stride 2 and pad 1 */
+	const hal_tensor *ew = e->in[1];
+	int stem = ew->rank == 4 && ew->dims[2] == 3 && ew->dims[3] == 3;
+	if (hal_attr_int(en, "group", 1) != 1 || !ints_all(en, "dilations", 2, 1) ||
+	    !ints_all(en, "strides", 2, stem ? 2 : 1) ||
+	    (stem ? strcmp(ap_e, "NOTSET") || !hal_attr_has(en, "pads") ||
+		    !hal_attr_has(en, "strides") || !ints_all(en, "pads", 4, 1)
+		  : !ints_all(en, "pads", 4, 0)))
+		return 0;
+	const hal_tensor *ex = e->in[0], *ey = e->out[0];
+	if (stem && (ex->rank != 4 || ey->rank != 4 || ey->dims[2] != (ex->dims[2] - 1) / 2 + 1 ||
+		     ey->dims[3] != (ex->dims[3] - 1) / 2 + 1))
 		return 0;
 	const int64_t *st;
 	int64_t ce = e->in[1]->rank == 4 ? e->in[1]->dims[0] : -1;
@@ -516,7 +527,7 @@ static int match_expand_dw(hal_plan *p, int i, int *rc)
 	hal_conv_fused_desc fd = {
 		.x = e->in[0], .we = e->in[1], .be = e->n_in > 2 ? e->in[2] : NULL, .epe = en->epi,
 		.wd = d->in[1], .bd = d->n_in > 2 ? d->in[2] : NULL, .epd = dn->epi,
-		.y = d->out[0], .stride = st[0],
+		.y = d->out[0], .stride = st[0], .stem = stem,
 	};
 	if (e->n_in > 3 || d->n_in > 3 || !hal_conv_fused_fits(&fd))
 		return 0;

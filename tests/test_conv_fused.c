@@ -4,7 +4,8 @@
  * against the unfused scalar reference kernels (ot_run_ref), and the
  * matcher on near-misses.
  *
- * Model: x [n, cin, h, w] -> Conv 1x1 (We, Be) [-> act_e] -> Conv 3x3
+ * Model: x [n, cin, h, w] -> Conv 1x1 (We, Be) (or a 3x3 stride-2 pad-1
+ * stem: cin 1, 3 and 7) [-> act_e] -> Conv 3x3
  * depthwise, pad 1, stride s (Wd, Bd) [-> act_d] [-> Conv 1x1 project
  * (Wp) [-> Add x]] -> y. Activations Relu, Clip(0, 6), HardSwish (not
  * applied in registers) or none, each fused into its Conv's epilogue by
@@ -19,7 +20,8 @@
  * AVX2 and baseline builds.
  * Near-misses (must stay two steps and still agree): the expanded tensor
  * read twice, a 5x5 depthwise, dilation 2, group 1 (a full 3x3 Conv),
- * stride 3, a 3x3 "expand", and a small plane under the default threshold.
+ * stride 3, a 3x3 "expand" (stride 1), a stem of 8 input channels (72 taps)
+ * or without padding, and a small plane under the default threshold.
  * Tolerance: 1e-4 (1 + |ref|): float sums of at most 40 products.
  */
 #include <math.h>
@@ -38,36 +40,43 @@
 enum { ACT_NONE, ACT_RELU, ACT_CLIP, ACT_HSWISH };
 
 /* How the case departs from the fusable pattern. */
-enum { MISS_NONE, MISS_TWICE, MISS_K5, MISS_DIL2, MISS_GROUP1, MISS_S3, MISS_E3X3 };
+enum { MISS_NONE, MISS_TWICE, MISS_K5, MISS_DIL2, MISS_GROUP1, MISS_S3, MISS_E3X3, MISS_STEM_PAD0 };
 
 struct fcase {
 	const char *name;
 	int64_t n, cin, ce, h, w, s;
 	int act_e, act_d, bias, project, residual, miss;
+	int stem;  /* the expand is a 3x3 stride-2 pad-1 Conv (h, w: X's) */
 };
 
 static const struct fcase cases[] = {
-	/* name                 n cin  ce    h    w  s  act_e       act_d       bias proj res miss */
-	{ "mbv2 112 s2 shape",  1, 16, 96,  40, 112, 2, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE },
-	{ "mbv2 56 s1 +res",    1, 24, 144, 20,  56, 1, ACT_CLIP,   ACT_CLIP,   1, 1, 1, MISS_NONE },
-	{ "odd 17x23 s1",       1,  5, 13,  17,  23, 1, ACT_RELU,   ACT_CLIP,   1, 0, 0, MISS_NONE },
-	{ "odd 19x31 s2",       1,  7, 12,  19,  31, 2, ACT_HSWISH, ACT_RELU,   1, 0, 0, MISS_NONE },
-	{ "even 16x16 s2",      1,  8, 20,  16,  16, 2, ACT_CLIP,   ACT_HSWISH, 1, 1, 0, MISS_NONE },
-	{ "band 1 row w 230",   1,  3, 10,   5, 230, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE },
-	{ "band 2 rows w 120",  1,  4, 9,    7, 120, 1, ACT_NONE,   ACT_CLIP,   0, 0, 0, MISS_NONE },
-	{ "band 3 rows w 75",   1,  6, 11,  10,  75, 1, ACT_RELU,   ACT_NONE,   1, 0, 0, MISS_NONE },
-	{ "s2 band 1 w 225",    1,  3, 6,    9, 225, 2, ACT_CLIP,   ACT_RELU,   1, 0, 0, MISS_NONE },
-	{ "one row h 1",        1,  5, 7,    1,  9, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE },
-	{ "h 2 s2 w 15",        1,  2, 5,    2,  15, 2, ACT_RELU,   ACT_CLIP,   1, 0, 0, MISS_NONE },
-	{ "batch 2 no bias",    2,  4, 6,   11,  16, 1, ACT_NONE,   ACT_NONE,   0, 1, 1, MISS_NONE },
-	{ "w 8 s1 ce 3",        1,  9, 3,    6,   8, 1, ACT_HSWISH, ACT_HSWISH, 1, 0, 0, MISS_NONE },
-	{ "hswish 2-px chunk",  1,  3, 5,    6, 121, 1, ACT_HSWISH, ACT_CLIP,   1, 0, 0, MISS_NONE },
-	{ "read twice",         1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_TWICE },
-	{ "dw 5x5",             1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_K5 },
-	{ "dilation 2",         1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_DIL2 },
-	{ "group 1 3x3",        1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_GROUP1 },
-	{ "stride 3",           1,  4, 8,   30,  30, 3, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_S3 },
-	{ "expand 3x3",         1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_E3X3 },
+	/* name                 n cin  ce    h    w  s  act_e       act_d       bias proj res miss stem */
+	{ "mbv2 112 s2 shape",  1, 16, 96,  40, 112, 2, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "mbv2 56 s1 +res",    1, 24, 144, 20,  56, 1, ACT_CLIP,   ACT_CLIP,   1, 1, 1, MISS_NONE, 0 },
+	{ "odd 17x23 s1",       1,  5, 13,  17,  23, 1, ACT_RELU,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "odd 19x31 s2",       1,  7, 12,  19,  31, 2, ACT_HSWISH, ACT_RELU,   1, 0, 0, MISS_NONE, 0 },
+	{ "even 16x16 s2",      1,  8, 20,  16,  16, 2, ACT_CLIP,   ACT_HSWISH, 1, 1, 0, MISS_NONE, 0 },
+	{ "band 1 row w 230",   1,  3, 10,   5, 230, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "band 2 rows w 120",  1,  4, 9,    7, 120, 1, ACT_NONE,   ACT_CLIP,   0, 0, 0, MISS_NONE, 0 },
+	{ "band 3 rows w 75",   1,  6, 11,  10,  75, 1, ACT_RELU,   ACT_NONE,   1, 0, 0, MISS_NONE, 0 },
+	{ "s2 band 1 w 225",    1,  3, 6,    9, 225, 2, ACT_CLIP,   ACT_RELU,   1, 0, 0, MISS_NONE, 0 },
+	{ "one row h 1",        1,  5, 7,    1,  9, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "h 2 s2 w 15",        1,  2, 5,    2,  15, 2, ACT_RELU,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "batch 2 no bias",    2,  4, 6,   11,  16, 1, ACT_NONE,   ACT_NONE,   0, 1, 1, MISS_NONE, 0 },
+	{ "w 8 s1 ce 3",        1,  9, 3,    6,   8, 1, ACT_HSWISH, ACT_HSWISH, 1, 0, 0, MISS_NONE, 0 },
+	{ "hswish 2-px chunk",  1,  3, 5,    6, 121, 1, ACT_HSWISH, ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "read twice",         1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_TWICE, 0 },
+	{ "dw 5x5",             1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_K5, 0 },
+	{ "dilation 2",         1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_DIL2, 0 },
+	{ "group 1 3x3",        1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_GROUP1, 0 },
+	{ "stride 3",           1,  4, 8,   30,  30, 3, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_S3, 0 },
+	{ "expand 3x3",         1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_E3X3, 0 },
+	{ "stem 3->32 40x64",   1,  3, 32,  40,  64, 1, ACT_CLIP,   ACT_CLIP,   1, 1, 0, MISS_NONE, 1 },
+	{ "stem odd 17x33 s2",  1,  3, 9,   17,  33, 2, ACT_HSWISH, ACT_RELU,   1, 0, 0, MISS_NONE, 1 },
+	{ "stem cin 7 (K 63)",  2,  7, 5,   16,  30, 1, ACT_RELU,   ACT_NONE,   0, 0, 0, MISS_NONE, 1 },
+	{ "stem cin 1 w 449",   1,  1, 6,    7, 449, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 1 },
+	{ "stem cin 8 (K 72)",  1,  8, 6,   15,  19, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_S3,   1 },
+	{ "stem pad 0",         1,  3, 6,   15,  35, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_STEM_PAD0, 1 },
 };
 
 /* Appends node "op(in...) -> out" with the attributes conv writes. */
@@ -120,7 +129,8 @@ static void binary_node(pbw *g, const char *op, const char *a, const char *b, co
 static void build(const struct fcase *t, pbw *out, int *steps)
 {
 	pbw g = { 0 };
-	int64_t ek = t->miss == MISS_E3X3 ? 3 : 1, dk = t->miss == MISS_K5 ? 5 : 3;
+	int64_t ek = t->miss == MISS_E3X3 || t->stem ? 3 : 1, dk = t->miss == MISS_K5 ? 5 : 3;
+	int64_t es = t->stem ? 2 : 1, ep = t->miss == MISS_STEM_PAD0 ? 0 : ek == 3 ? 1 : 0;
 	int64_t dil = t->miss == MISS_DIL2 ? 2 : 1, pad = dk == 5 || dil == 2 ? 2 : 1;
 	int64_t dgroup = t->miss == MISS_GROUP1 ? 1 : t->ce, dcin = dgroup == 1 ? t->ce : 1;
 	int64_t wed[4] = { t->ce, t->cin, ek, ek }, wdd[4] = { t->ce, dcin, dk, dk }, bd = t->ce;
@@ -145,13 +155,12 @@ static void build(const struct fcase *t, pbw *out, int *steps)
 	free(bdv);
 	free(wp);
 
-	conv_node(&g, "x", "We", t->bias ? "Be" : NULL, t->act_e ? "e0" : "e", ek, 1, ek == 3 ? 1 : 0,
-		  1, 1);
+	conv_node(&g, "x", "We", t->bias ? "Be" : NULL, t->act_e ? "e0" : "e", ek, es, ep, 1, 1);
 	if (t->act_e)
 		act_node(&g, t->act_e, "e0", "e");
 	const char *dout = t->project || t->miss == MISS_TWICE ? "d" : "y";
 	conv_node(&g, "e", "Wd", t->bias ? "Bd" : NULL, t->act_d ? "d0" : dout, dk,
-		  t->miss == MISS_S3 ? 3 : t->s, pad, dil, dgroup);
+		  t->miss == MISS_S3 && !t->stem ? 3 : t->s, pad, dil, dgroup);
 	if (t->act_d)
 		act_node(&g, t->act_d, "d0", dout);
 	*steps = 1;  /* the fused step */

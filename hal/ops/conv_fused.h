@@ -9,7 +9,8 @@
  *
  * E's rows are computed a band at a time into a small ring (every
  * expanded channel x a few rows x w, in L2) and consumed there by the
- * depthwise taps, so only X and Y touch memory.
+ * depthwise taps, so only X and Y touch memory. The expand may also be a
+ * stem (3x3, stride 2, pad 1, cin*9 <= 64 taps), then 3x3 stem -> depthwise.
  */
 #ifndef AIDOS_HAL_OPS_CONV_FUSED_H
 #define AIDOS_HAL_OPS_CONV_FUSED_H
@@ -31,6 +32,10 @@ typedef struct hal_conv_fused_desc {
 	const ir_epilogue *epd;  /* the depthwise's activation, or NULL */
 	hal_tensor *y;           /* [n, ce, oh, ow] */
 	int64_t stride;          /* 1 or 2, both axes */
+	int stem;                /* the expand is instead a 3x3 Conv, stride 2,
+				  * pad 1 (we [ce, cin, 3, 3], cin*9 <= 64): a
+				  * MobileNet stem; E is then [n, ce, h', w'] with
+				  * h' = (h-1)/2 + 1 */
 } hal_conv_fused_desc;
 
 /* Expanded tensors ([ce, h, w] of one image) of fewer bytes than this stay
