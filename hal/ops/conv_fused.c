@@ -323,12 +323,12 @@ static void stem_cols(const struct fz *c, const float *x, int64_t g0, int64_t g1
 						memset(col, 0, (size_t)w * sizeof *col);
 						continue;
 					}
-					const float *xr = x + (ci * c->xh + iy) * c->xw + kx - 1;
+					const float *xr = x + (ci * c->xh + iy) * c->xw;
 					int64_t ox = 0;
 					for (; ox < w && 2 * ox + kx - 1 < 0; ox++)
 						col[ox] = 0.0f;
 					for (; ox < w && 2 * ox + kx - 1 < c->xw; ox++)
-						col[ox] = xr[2 * ox];
+						col[ox] = xr[2 * ox + kx - 1];
 					for (; ox < w; ox++)
 						col[ox] = 0.0f;
 				}
