@@ -27,6 +27,8 @@
 #include <string.h>
 #include "hal/ir.h"
 #include "hal/model.h"
+#include "hal/ops/conv_fused.h"
+#include "hal/plan.h"
 
 #define ONNX_FLOAT 1
 
@@ -452,4 +454,108 @@ int hal_fuse_conv(aidos_model *m)
 			return rc;
 	}
 	return 0;
+}
+
+/* ---- plan time: expand 1x1 -> depthwise 3x3 as one step ---- */
+
+/* Whether node n's INTS attribute name is absent or has n_want values,
+ * each want. */
+static int ints_all(const ir_node *n, const char *name, int n_want, int64_t want)
+{
+	const int64_t *v;
+	int k = hal_attr_ints(n, name, &v);
+	if (k == 0)
+		return !hal_attr_has(n, name);
+	if (k != n_want)
+		return 0;
+	for (int i = 0; i < k; i++)
+		if (v[i] != want)
+			return 0;
+	return 1;
+}
+
+static int plan_conv(const hal_step *s)
+{
+	return s->op && !strcmp(s->op->name, "Conv") && s->node && s->n_in >= 2 && s->n_out == 1 &&
+	       s->in[0] && s->in[1] && s->out[0];
+}
+
+static hal_value *plan_value(hal_plan *p, const hal_tensor *t)
+{
+	hal_value *v = (hal_value *)(void *)((char *)t - offsetof(hal_value, t));
+	return v >= p->val && v < p->val + p->n_val ? v : NULL;
+}
+
+/* Steps i (1x1 expand, or a 3x3 stride-2 pad-1 stem) and i+1 (its only
+ * reader, a 3x3 depthwise) as one
+ * hal/ops/conv_fused.c step when the pair fits it; 1 if it replaced them. */
+static int match_expand_dw(hal_plan *p, int i, int *rc)
+{
+	hal_step *e = &p->step[i], *d = &p->step[i + 1];
+	if (!plan_conv(e) || !plan_conv(d) || d->in[0] != e->out[0])
+		return 0;
+	hal_value *mid = plan_value(p, e->out[0]);
+	if (!mid || mid->kind != HAL_VAL_ACT || mid->last != i + 1 || mid->alias >= 0)
+		return 0;
+	for (int k = 1; k < d->n_in; k++)
+		if (d->in[k] == e->out[0])
+			return 0;
+	const ir_node *en = e->node, *dn = d->node;
+	const char *ap_e = hal_attr_str(en, "auto_pad", "NOTSET");
+	const char *ap_d = hal_attr_str(dn, "auto_pad", "NOTSET");
+	if ((strcmp(ap_e, "NOTSET") && strcmp(ap_e, "VALID")) || strcmp(ap_d, "NOTSET"))
+		return 0;
+	/* the expand: 1x1, or a 3x3 stem with stride 2 and pad 1 */
+	const hal_tensor *ew = e->in[1];
+	int stem = ew->rank == 4 && ew->dims[2] == 3 && ew->dims[3] == 3;
+	if (hal_attr_int(en, "group", 1) != 1 || !ints_all(en, "dilations", 2, 1) ||
+	    !ints_all(en, "strides", 2, stem ? 2 : 1) ||
+	    (stem ? strcmp(ap_e, "NOTSET") || !hal_attr_has(en, "pads") ||
+		    !hal_attr_has(en, "strides") || !ints_all(en, "pads", 4, 1)
+		  : !ints_all(en, "pads", 4, 0)))
+		return 0;
+	const hal_tensor *ex = e->in[0], *ey = e->out[0];
+	if (stem && (ex->rank != 4 || ey->rank != 4 || ey->dims[2] != (ex->dims[2] - 1) / 2 + 1 ||
+		     ey->dims[3] != (ex->dims[3] - 1) / 2 + 1))
+		return 0;
+	const int64_t *st;
+	int64_t ce = e->in[1]->rank == 4 ? e->in[1]->dims[0] : -1;
+	if (hal_attr_int(dn, "group", 1) != ce || hal_attr_ints(dn, "strides", &st) != 2 ||
+	    st[0] != st[1] || !ints_all(dn, "dilations", 2, 1) || !hal_attr_has(dn, "pads") ||
+	    !ints_all(dn, "pads", 4, 1))
+		return 0;
+	hal_conv_fused_desc fd = {
+		.x = e->in[0], .we = e->in[1], .be = e->n_in > 2 ? e->in[2] : NULL, .epe = en->epi,
+		.wd = d->in[1], .bd = d->n_in > 2 ? d->in[2] : NULL, .epd = dn->epi,
+		.y = d->out[0], .stride = st[0], .stem = stem,
+	};
+	if (e->n_in > 3 || d->n_in > 3 || !hal_conv_fused_fits(&fd))
+		return 0;
+	hal_step n = { .plan = p, .opset = d->opset };
+	ir_node *nd = hal_step_alloc(&n, sizeof *nd);
+	if (!nd) {
+		*rc = AIDOS_E_NOMEM;
+		return 0;
+	}
+	*nd = *dn;
+	nd->op_type = "FusedConvDw";
+	n.node = nd;
+	if ((*rc = hal_conv_fused_make(&n, &fd, p->tp ? hal_threadpool_size(p->tp) : 1)))
+		return 0;
+	mid->kind = HAL_VAL_FUSED;
+	mid->t.data = NULL;
+	p->step[i] = n;
+	p->step[i + 1].op = NULL;
+	return 1;
+}
+
+int hal_fuse_conv_plan(hal_plan *p)
+{
+	int rc = 0;
+	if (hal_use_reference)
+		return 0;
+	for (int i = 0; i + 1 < p->n_step && !rc; i++)
+		if (p->step[i].op && match_expand_dw(p, i, &rc))
+			i++;
+	return rc;
 }

@@ -819,10 +819,12 @@ static int build(hal_plan *p, int n_in, const hal_input_shape *in)
 			return perr(p, AIDOS_E_INVALID, "graph output '%s' is not produced by any node", g->output[i].name);
 		p->out[p->n_out++] = &v->t;
 	}
-	/* Fusion passes (off the reference path): transformer patterns, then
+	/* Fusion passes (off the reference path): Conv pairs, transformer
+	 * patterns, then
 	 * elementwise runs; each merges steps into a kept one and marks the
 	 * rest (op NULL) for hal_plan_drop_merged. */
-	if (!hal_use_reference && ((rc = hal_fuse_xfmr(p)) || (rc = hal_plan_drop_merged(p)) ||
+	if (!hal_use_reference && ((rc = hal_fuse_conv_plan(p)) || (rc = hal_plan_drop_merged(p)) ||
+				   (rc = hal_fuse_xfmr(p)) || (rc = hal_plan_drop_merged(p)) ||
 				   (rc = fuse_elementwise(p)) || (rc = hal_plan_drop_merged(p))))
 		return perr(p, rc, "out of memory fusing steps");
 	if ((rc = place(p)))

@@ -135,6 +135,10 @@ int hal_ew_kernel(hal_step *s, hal_ew_fn *fn, const void **arg);
  * steps and renumbers def/last (a merged step's reads and writes now happen
  * at the kept step before it). Both return 0 or AIDOS_E_NOMEM. */
 int hal_fuse_xfmr(hal_plan *p);        /* hal/fuse_xfmr.c: LayerNorm patterns */
+/* hal/fuse_conv.c: a 1x1 expand Conv (or a 3x3 stride-2 stem) then the 3x3
+ * depthwise Conv that is its only reader as one step that keeps the expanded tensor in a ring of
+ * rows (hal/ops/conv_fused.h). */
+int hal_fuse_conv_plan(hal_plan *p);
 int hal_plan_drop_merged(hal_plan *p);
 
 /* Thread pool (hal/threadpool.c): threads - 1 workers; 1 means inline. */

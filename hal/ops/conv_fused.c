@@ -1,0 +1,546 @@
+/*
+ * hal/ops/conv_fused.c - 1x1 expand Conv then 3x3 depthwise Conv in one
+ * step, the expanded tensor kept in a per-thread ring of rows (see
+ * hal/ops/conv_fused.h).
+ *
+ * Why: in MobileNetV2 the expanded tensors of the 112x112 and 56x56
+ * stages (16->96 at 112^2: 4.8 MB; 24->144 at 56^2: 1.8 MB) do not fit in
+ * L2. Run as two steps, the expand writes E through to L3/DRAM and the
+ * depthwise reads it back: in the network both layers ran 1.3-1.8x slower
+ * than the same layers alone.
+ *
+ * How: each thread takes a contiguous run of output rows and walks it in
+ * bands of B rows. Output row oy reads E rows oy*s-1 .. oy*s+1, so band
+ * [o0, o0+B) needs E rows [o0*s-1, (o0+B-1)*s+1]: a window of (B-1)*s+3
+ * rows, of which the previous band computed the first 3-s. The ring holds
+ * R >= window rows of every channel, E row r at slot (r - base) mod R
+ * (channel c's rows at ring + c*R*w, row stride w), so each E row is
+ * computed once per thread (a thread's first band recomputes at most 2
+ * rows its neighbour also computes). New rows are computed per run of
+ * slots that does not wrap by a direct kernel (4 expanded channels x 24
+ * pixels in registers, k over the input channels: the reduction is 16 to
+ * 32 long, so hal_gemm's packing and 6x16 tiles cost more than they save;
+ * in the network it measured 1.25 ms for the 112x112 expand against about
+ * 0.7 ms for this kernel), reading X's rows in place, bias and a Relu/Clip
+ * activation in registers (others over the finished rows). Rows outside
+ * [0, h) (the depthwise's zero padding) are zero rows of the ring.
+ * The depthwise then reads 3 ring rows per output row, 8 output pixels a
+ * vector: stride 2 loads 16 floats and keeps the even lanes with an
+ * in-lane shuffle (order 0 1 4 5 2 3 6 7, put back once per output block,
+ * as hal/ops/conv_dw.c does). The column padding is a lane mask (AND)
+ * on the first and last blocks, precomputed per tap; the loads themselves
+ * may read one row's neighbour or the ring's slack, which the mask zeroes.
+ * The last block of a row is shifted left to end at ow (ow >= 8), so
+ * every store is a full vector.
+ *
+ * The stem variant (the expand is a MobileNet stem, 3x3 stride 2 pad 1
+ * over few channels) gathers each run of new E rows' taps into a column
+ * buffer [cin*9][rows*w] after the ring and runs the same kernel over it:
+ * MobileNetV2's stem + 112x112 depthwise, 0.96-1.06 ms as two steps, ran
+ * in 0.76-0.79 ms (one thread, interleaved).
+ *
+ * Compiled for AVX2+FMA and the baseline, picked with the GEMM's kernel
+ * (HAL_GEMM_PICK), so hal_gemm_use_isa("generic") tests both.
+ */
+#include <string.h>
+#include "hal/gemm.h"
+#include "hal/ops/conv_fused.h"
+
+#pragma GCC optimize("fp-contract=fast")
+
+/* Measured (AIDOS_PROFILE, interleaved with the unfused binary, min of 4-5
+ * runs of 100): the fused step beat the expand + depthwise pair on every
+ * pair of MobileNetV2 (4.8 MB down to 14x14's 301 KiB: 0.25 -> 0.20 ms on
+ * one thread), PaddleOCR det/rec and cls (its 72 KiB pair: 0.035 -> 0.018
+ * ms), on 1 and 2 threads; smaller planes were not measured. */
+size_t hal_conv_fused_min_bytes = 64 * 1024;
+
+#define FZ_COLS 224      /* new E pixels (rows * w) a band aims at */
+#define FZ_CHUNK 240     /* E pixels per expand chunk (K x 240 floats in L1) */
+#define FZ_FRONT 16      /* ring slack before the first row (floats) */
+#define FZ_BACK 32       /* and after the last one */
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+#define EV ((v8i){ 0, 2, 8, 10, 4, 6, 12, 14 })
+#define EV_UNDO ((v8i){ 0, 1, 4, 5, 2, 3, 6, 7 })
+
+struct fz {
+	int64_t n, cin, ce, h, w, oh, ow, s;
+	int64_t band;           /* output rows per band */
+	int64_t ring;           /* rows per channel in the ring (R) */
+	int64_t nblk;           /* 8-pixel blocks per output row */
+	int slots;              /* threads: one ring each */
+	size_t ring_floats, slot_bytes;
+	const float *wp;        /* We packed for FZ_EXPAND: [ceil(ce/4)][cin][4] */
+	const float *be, *wd, *bd;
+	const ir_epilogue *epe, *epd;
+	/* [2][3]: lane masks of the first and the last block per tap kx, in
+	 * the lane order of the accumulator (EV for stride 2); all ones when
+	 * every lane is inside the row */
+	const v8i *mask;
+	int reg_epi;            /* depthwise epilogue in registers (Relu, Clip) */
+	float lo, hi;
+	int reg_exp;            /* the expand's likewise */
+	float elo, ehi;
+	void (*expand)(const struct fz *c, const float *x, int64_t xs, float *e, int64_t n);
+	/* stem: the expand is a 3x3 Conv, stride 2, pad 1 over X [cin, xh, xw]
+	 * (ek = cin*9 taps), its taps gathered per run of rows into a column
+	 * buffer (after the ring) first; else ek = cin, X read in place */
+	int stem;
+	int64_t ek, xh, xw;
+	size_t cols_floats;
+	void (*rows)(const struct fz *c, const float *ring, const int64_t *roff, int64_t nrow,
+		     const float *wk, float bias, float *y);
+};
+
+/* Accumulates the 9 taps of the 8 output pixels from ox0 of the row whose
+ * input rows are r[0..2] into a (lane order of the stride's loads), masked
+ * with m[kx] where M is 1. */
+#define FZ_TAPS(S, M, ox0, a, m)                                                       \
+	do {                                                                           \
+		for (int ky = 0; ky < 3; ky++) {                                       \
+			const float *p_ = r[ky] + (ox0) * (S) - 1;                     \
+			v8f t0, t1, t2;                                                \
+			if ((S) == 1) {                                                \
+				memcpy(&t0, p_, sizeof t0);                            \
+				memcpy(&t1, p_ + 1, sizeof t1);                        \
+				memcpy(&t2, p_ + 2, sizeof t2);                        \
+			} else {                                                       \
+				v8f l0, h0, l2, h2;                                    \
+				memcpy(&l0, p_, sizeof l0);                            \
+				memcpy(&h0, p_ + 8, sizeof h0);                        \
+				memcpy(&l2, p_ + 2, sizeof l2);                        \
+				memcpy(&h2, p_ + 10, sizeof h2);                       \
+				t0 = __builtin_shuffle(l0, h0, EV);                    \
+				t1 = __builtin_shuffle(l0, h0, EV + 1);                \
+				t2 = __builtin_shuffle(l2, h2, EV);                    \
+			}                                                              \
+			if (M) {                                                       \
+				t0 = (v8f)((v8i)t0 & (m)[0]);                          \
+				t1 = (v8f)((v8i)t1 & (m)[1]);                          \
+				t2 = (v8f)((v8i)t2 & (m)[2]);                          \
+			}                                                              \
+			a += W[ky * 3] * t0;                                           \
+			a += W[ky * 3 + 1] * t1;                                       \
+			a += W[ky * 3 + 2] * t2;                                       \
+		}                                                                      \
+	} while (0)
+
+/* Puts a's lanes in pixel order, applies a register epilogue, stores 8. */
+#define FZ_STORE(S, a, q)                                                              \
+	do {                                                                           \
+		if ((S) == 2)                                                          \
+			a = __builtin_shuffle(a, EV_UNDO);                             \
+		if (reg) {                                                             \
+			a = (v8f)(((v8i)a & ~(a < LO)) | ((v8i)LO & (a < LO)));        \
+			a = (v8f)(((v8i)a & ~(a > HI)) | ((v8i)HI & (a > HI)));        \
+		}                                                                      \
+		memcpy((q), &a, sizeof a);                                             \
+	} while (0)
+
+/* One channel's output rows at stride S: row i (0 <= i < nrow) reads ring
+ * rows ring + roff[i*S + ky], ky = 0..2, and is stored at y + i*ow. The
+ * first and last blocks are masked; the ones between go two at a time. */
+#define FZ_ROWS(NAME, S, ATTR)                                                         \
+	ATTR static void NAME(const struct fz *c, const float *ring, const int64_t *roff,     \
+			      int64_t nrow, const float *wk, float bias, float *y)          \
+	{                                                                              \
+		const int64_t ow = c->ow, nblk = c->nblk;                              \
+		const int reg = c->reg_epi;                                            \
+		v8f W[9], B = { bias, bias, bias, bias, bias, bias, bias, bias };      \
+		for (int k = 0; k < 9; k++)                                            \
+			W[k] = (v8f){ wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k] }; \
+		const v8f LO = { c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo };  \
+		const v8f HI = { c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi };  \
+		for (int64_t i = 0; i < nrow; i++, y += ow) {                          \
+			const float *r[3] = { ring + roff[i * S], ring + roff[i * S + 1],     \
+					      ring + roff[i * S + 2] };                      \
+			v8f a = B, a2;                                                 \
+			FZ_TAPS(S, 1, 0, a, c->mask);                                  \
+			FZ_STORE(S, a, y);                                             \
+			int64_t b = 1;                                                 \
+			for (; b + 2 < nblk; b += 2) {                                 \
+				a = B;                                                 \
+				a2 = B;                                                \
+				FZ_TAPS(S, 0, b * 8, a, c->mask);                      \
+				FZ_TAPS(S, 0, b * 8 + 8, a2, c->mask);                 \
+				FZ_STORE(S, a, y + b * 8);                             \
+				FZ_STORE(S, a2, y + b * 8 + 8);                        \
+			}                                                              \
+			for (; b + 1 < nblk; b++) {                                    \
+				a = B;                                                 \
+				FZ_TAPS(S, 0, b * 8, a, c->mask);                      \
+				FZ_STORE(S, a, y + b * 8);                             \
+			}                                                              \
+			if (nblk > 1) {                                                \
+				a = B;                                                 \
+				FZ_TAPS(S, 1, ow - 8, a, c->mask + 3);                 \
+				FZ_STORE(S, a, y + ow - 8);                            \
+			}                                                              \
+			if (c->epd && !reg)                                            \
+				hal_epilogue_apply(c->epd, y, ow);                     \
+		}                                                                      \
+	}
+
+FZ_ROWS(fz_rows1_generic, 1, )
+FZ_ROWS(fz_rows2_generic, 2, )
+#if defined(__x86_64__) || defined(__i386__)
+FZ_ROWS(fz_rows1_avx2, 1, __attribute__((target("avx2,fma"))))
+FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
+#endif
+
+/* The expand: 4 output channels x NPX pixels (NPX / 8 vectors) in
+ * registers, k over the input channels: E[o][p] = be[o] + sum_k
+ * we[o][k] x[k][p], channel block ob's weights at wp[(ob*K + k)*4 + o]. */
+#define FZ_SPLAT(v) ((v8f){ v, v, v, v, v, v, v, v })
+#define FZ_LD(q) ({ v8f l_; memcpy(&l_, (q), sizeof l_); l_; })
+#define FZ_CLAMP(t)                                                                    \
+	do {                                                                           \
+		if (reg) {                                                             \
+			t = (v8f)(((v8i)t & ~(t < LO)) | ((v8i)LO & (t < LO)));        \
+			t = (v8f)(((v8i)t & ~(t > HI)) | ((v8i)HI & (t > HI)));        \
+		}                                                                      \
+	} while (0)
+#define FZ_ST(o, v, t)                                                                 \
+	do {                                                                           \
+		if ((o) < no) {                                                        \
+			FZ_CLAMP(t);                                                   \
+			memcpy(e + (o) * ldo + p + 8 * (v), &t, sizeof t);             \
+		}                                                                      \
+	} while (0)
+#define FZ_EXP_BLOCK3()                                                                \
+	do {                                                                           \
+		v8f a00 = FZ_SPLAT(b4[0]), a01 = a00, a02 = a00;                       \
+		v8f a10 = FZ_SPLAT(b4[1]), a11 = a10, a12 = a10;                       \
+		v8f a20 = FZ_SPLAT(b4[2]), a21 = a20, a22 = a20;                       \
+		v8f a30 = FZ_SPLAT(b4[3]), a31 = a30, a32 = a30;                       \
+		const float *wq = w, *xr = x + p;                                      \
+		for (int64_t k = 0; k < K; k++, wq += 4, xr += xs) {                   \
+			v8f x0 = FZ_LD(xr), x1 = FZ_LD(xr + 8), x2 = FZ_LD(xr + 16);   \
+			v8f v = FZ_SPLAT(wq[0]);                                       \
+			a00 += v * x0; a01 += v * x1; a02 += v * x2;                   \
+			v = FZ_SPLAT(wq[1]);                                           \
+			a10 += v * x0; a11 += v * x1; a12 += v * x2;                   \
+			v = FZ_SPLAT(wq[2]);                                           \
+			a20 += v * x0; a21 += v * x1; a22 += v * x2;                   \
+			v = FZ_SPLAT(wq[3]);                                           \
+			a30 += v * x0; a31 += v * x1; a32 += v * x2;                   \
+		}                                                                      \
+		FZ_ST(0, 0, a00); FZ_ST(0, 1, a01); FZ_ST(0, 2, a02);                  \
+		FZ_ST(1, 0, a10); FZ_ST(1, 1, a11); FZ_ST(1, 2, a12);                  \
+		FZ_ST(2, 0, a20); FZ_ST(2, 1, a21); FZ_ST(2, 2, a22);                  \
+		FZ_ST(3, 0, a30); FZ_ST(3, 1, a31); FZ_ST(3, 2, a32);                  \
+	} while (0)
+#define FZ_EXP_BLOCK1()                                                                \
+	do {                                                                           \
+		v8f a0 = FZ_SPLAT(b4[0]), a1 = FZ_SPLAT(b4[1]);                        \
+		v8f a2 = FZ_SPLAT(b4[2]), a3 = FZ_SPLAT(b4[3]);                        \
+		const float *wq = w, *xr = x + p;                                      \
+		for (int64_t k = 0; k < K; k++, wq += 4, xr += xs) {                   \
+			v8f x0 = FZ_LD(xr);                                            \
+			a0 += FZ_SPLAT(wq[0]) * x0;                                    \
+			a1 += FZ_SPLAT(wq[1]) * x0;                                    \
+			a2 += FZ_SPLAT(wq[2]) * x0;                                    \
+			a3 += FZ_SPLAT(wq[3]) * x0;                                    \
+		}                                                                      \
+		FZ_ST(0, 0, a0); FZ_ST(1, 0, a1); FZ_ST(2, 0, a2); FZ_ST(3, 0, a3);    \
+	} while (0)
+
+/* E pixels [0, n) (n >= 8) of the rows at x (reduction index k at x + k*xs)
+ * into e (channel o at e + o*ldo), in chunks of FZ_CHUNK pixels whose taps
+ * stay in L1 across the channel blocks; a last partial vector is computed
+ * again over the 8 pixels ending at the chunk's end (never read past n).
+ * Chunks are at least 8 pixels long, so that vector stays inside its chunk:
+ * an epilogue applied over the finished chunk then never meets a pixel it
+ * has already been applied to. */
+#define FZ_EXPAND(NAME, ATTR)                                                          \
+	ATTR static void NAME(const struct fz *c, const float *x, int64_t xs, float *e, int64_t n) \
+	{                                                                              \
+		const int64_t K = c->ek, ldo = c->ring * c->w;                         \
+		const int reg = c->reg_exp;                                            \
+		const v8f LO = { c->elo, c->elo, c->elo, c->elo, c->elo, c->elo, c->elo, c->elo }; \
+		const v8f HI = { c->ehi, c->ehi, c->ehi, c->ehi, c->ehi, c->ehi, c->ehi, c->ehi }; \
+		for (int64_t c0 = 0, c1; c0 < n; c0 = c1) {                            \
+			c1 = c0 + FZ_CHUNK;                                            \
+			if (c1 > n - 8)  /* no chunk under 8 pixels: see above */      \
+				c1 = n;                                                \
+			for (int64_t ob = 0; ob * 4 < c->ce; ob++, e += 4 * ldo) {     \
+				const float *w = c->wp + ob * K * 4;                   \
+				int no = c->ce - ob * 4 < 4 ? (int)(c->ce - ob * 4) : 4; \
+				float b4[4] = { 0, 0, 0, 0 };                          \
+				for (int o = 0; o < no && c->be; o++)                  \
+					b4[o] = c->be[ob * 4 + o];                     \
+				int64_t p = c0;                                        \
+				for (; p + 24 <= c1; p += 24)                          \
+					FZ_EXP_BLOCK3();                               \
+				for (; p + 8 <= c1; p += 8)                            \
+					FZ_EXP_BLOCK1();                               \
+				if (p < c1) {                                          \
+					p = c1 - 8;                                    \
+					FZ_EXP_BLOCK1();                               \
+				}                                                      \
+				if (c->epe && !reg)                                    \
+					for (int o = 0; o < no; o++)                   \
+						hal_epilogue_apply(c->epe, e + o * ldo + c0, c1 - c0); \
+			}                                                              \
+			e -= (c->ce + 3) / 4 * 4 * ldo;                                \
+		}                                                                      \
+	}
+
+FZ_EXPAND(fz_expand_generic, )
+#if defined(__x86_64__) || defined(__i386__)
+FZ_EXPAND(fz_expand_avx2, __attribute__((target("avx2,fma"))))
+#endif
+
+struct fz_job {
+	const struct fz *c;
+	const float *x;   /* [n, cin, h, w] */
+	float *y;         /* [n, ce, oh, ow] */
+	unsigned char *scratch;
+};
+
+/* Ring slot of E row r. */
+static inline int64_t slot_of(int64_t r, int64_t base, int64_t R)
+{
+	int64_t k = (r - base) % R;
+	return k < 0 ? k + R : k;
+}
+
+/* Stem: the taps of E rows [g0, g1) as cols [cin*9][(g1-g0)*w], tap
+ * (ci, ky, kx) of pixel (r, ox) = X[ci][2r-1+ky][2ox-1+kx], 0 outside X. */
+static void stem_cols(const struct fz *c, const float *x, int64_t g0, int64_t g1, float *cols)
+{
+	const int64_t w = c->w, n = (g1 - g0) * w;
+	for (int64_t ci = 0; ci < c->cin; ci++)
+		for (int64_t ky = 0; ky < 3; ky++)
+			for (int64_t kx = 0; kx < 3; kx++) {
+				float *col = cols + ((ci * 3 + ky) * 3 + kx) * n;
+				for (int64_t r = g0; r < g1; r++, col += w) {
+					int64_t iy = 2 * r - 1 + ky;
+					if (iy < 0 || iy >= c->xh) {
+						memset(col, 0, (size_t)w * sizeof *col);
+						continue;
+					}
+					const float *xr = x + (ci * c->xh + iy) * c->xw;
+					int64_t ox = 0;
+					for (; ox < w && 2 * ox + kx - 1 < 0; ox++)
+						col[ox] = 0.0f;
+					for (; ox < w && 2 * ox + kx - 1 < c->xw; ox++)
+						col[ox] = xr[2 * ox + kx - 1];
+					for (; ox < w; ox++)
+						col[ox] = 0.0f;
+				}
+			}
+}
+
+/* Computes E rows [r0, r1) of image x into the ring (one FZ_EXPAND call
+ * per run of slots that does not wrap; rows outside [0, h) zeroed). */
+static void expand_rows(const struct fz *c, const float *x, float *ring, float *cols, int64_t base,
+			int64_t r0, int64_t r1)
+{
+	const int64_t R = c->ring, w = c->w;
+	while (r0 < r1) {
+		int64_t sl = slot_of(r0, base, R);
+		int64_t e = r1 - r0 < R - sl ? r1 : r0 + (R - sl);
+		int64_t g0 = r0 < 0 ? 0 : r0, g1 = e > c->h ? c->h : e;
+		for (int64_t r = r0; r < e; r++)
+			if (r < 0 || r >= c->h)
+				for (int64_t ch = 0; ch < c->ce; ch++)
+					memset(ring + ch * R * w + (sl + r - r0) * w, 0,
+					       (size_t)w * sizeof *ring);
+		if (g0 < g1 && c->stem) {
+			stem_cols(c, x, g0, g1, cols);
+			c->expand(c, cols, (g1 - g0) * w, ring + (sl + g0 - r0) * w, (g1 - g0) * w);
+		} else if (g0 < g1) {
+			c->expand(c, x + g0 * w, c->h * w, ring + (sl + g0 - r0) * w, (g1 - g0) * w);
+		}
+		r0 = e;
+	}
+}
+
+/* Output rows [a, b) of image x into y (all channels), with the ring at
+ * mem. */
+static void fz_run(const struct fz *c, const float *x, float *y, unsigned char *mem, int64_t a,
+		   int64_t b)
+{
+	const int64_t s = c->s, R = c->ring, B = c->band, w = c->w;
+	float *ring = (float *)(void *)mem + FZ_FRONT;
+	float *cols = (float *)(void *)mem + c->ring_floats;  /* stem only */
+	int64_t roff[64];  /* (B-1)*s+3 <= 64: fz_make keeps B small */
+	if (a >= b)
+		return;
+	/* base: the first new row of the second band lands on slot 0, so
+	 * the bands' new rows (B*s, R a multiple of it) never wrap */
+	int64_t hi0 = ((a + B < b ? a + B : b) - 1) * s + 1;
+	int64_t base = hi0 + 1, done = a * s - 1;
+	for (int64_t o0 = a; o0 < b; o0 += B) {
+		int64_t o1 = o0 + B < b ? o0 + B : b;
+		int64_t lo = o0 * s - 1, hi = (o1 - 1) * s + 1;
+		expand_rows(c, x, ring, cols, base, done > lo ? done : lo, hi + 1);
+		done = hi + 1;
+		for (int64_t r = lo; r <= hi; r++)
+			roff[r - lo] = slot_of(r, base, R) * w;
+		for (int64_t ch = 0; ch < c->ce; ch++)
+			c->rows(c, ring + ch * R * w, roff, o1 - o0, c->wd + ch * 9,
+				c->bd ? c->bd[ch] : 0.0f, y + (ch * c->oh + o0) * c->ow);
+	}
+}
+
+/* Worker slots [s0, s1): slot k takes output rows [k*oh/slots,
+ * (k+1)*oh/slots) of every image. */
+static void fz_range(void *arg, int64_t s0, int64_t s1)
+{
+	const struct fz_job *j = arg;
+	const struct fz *c = j->c;
+	for (int64_t k = s0; k < s1; k++) {
+		int64_t a = k * c->oh / c->slots, b = (k + 1) * c->oh / c->slots;
+		for (int64_t n = 0; n < c->n; n++)
+			fz_run(c, j->x + n * c->cin * c->xh * c->xw, j->y + n * c->ce * c->oh * c->ow,
+			       j->scratch + (size_t)k * c->slot_bytes, a, b);
+	}
+}
+
+static int fz_exec(hal_step *s)
+{
+	const struct fz *c = s->params;
+	struct fz_job j = { .c = c, .x = s->in[0]->data, .y = s->out[0]->data,
+			    .scratch = s->scratch };
+	if (c->n == 0 || c->oh == 0)
+		return 0;
+	hal_parallel_for(s, c->slots, 1, fz_range, &j);
+	return 0;
+}
+
+static const hal_op op_conv_fused = { "FusedConvDw", 1, 0, NULL, fz_exec };
+
+static int is_f32(const hal_tensor *t, int rank)
+{
+	return t && t->dtype == HAL_DT_F32 && t->rank == rank;
+}
+
+static int is_const_vec(const hal_tensor *t, int64_t n)
+{
+	return !t || (is_f32(t, 1) && t->dims[0] == n && t->is_const && t->data);
+}
+
+int hal_conv_fused_fits(const hal_conv_fused_desc *d)
+{
+	const hal_tensor *x = d->x, *y = d->y;
+	if (!is_f32(x, 4) || !is_f32(y, 4) || !is_f32(d->we, 4) || !is_f32(d->wd, 4) ||
+	    !d->we->is_const || !d->we->data || !d->wd->is_const || !d->wd->data)
+		return 0;
+	int64_t n = x->dims[0], cin = x->dims[1], h = x->dims[2], w = x->dims[3];
+	int64_t ce = d->we->dims[0], s = d->stride, ek = d->stem ? 3 : 1;
+	if (d->stem) {  /* E's plane: 3x3, stride 2, pad 1 over X's */
+		h = (h - 1) / 2 + 1;
+		w = (w - 1) / 2 + 1;
+	}
+	if ((s != 1 && s != 2) || cin < 1 || ce < 1 || h < 1 || w < 8 || (d->stem && cin * 9 > 64) ||
+	    d->we->dims[1] != cin || d->we->dims[2] != ek || d->we->dims[3] != ek ||
+	    d->wd->dims[0] != ce || d->wd->dims[1] != 1 || d->wd->dims[2] != 3 ||
+	    d->wd->dims[3] != 3 || !is_const_vec(d->be, ce) || !is_const_vec(d->bd, ce))
+		return 0;
+	int64_t oh = (h - 1) / s + 1, ow = (w - 1) / s + 1;
+	if (y->dims[0] != n || y->dims[1] != ce || y->dims[2] != oh || y->dims[3] != ow || ow < 8)
+		return 0;
+	return (size_t)(ce * h * w) * sizeof(float) >= hal_conv_fused_min_bytes;
+}
+
+int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
+{
+	struct fz *c = hal_step_alloc(s, sizeof *c);
+	hal_tensor **in = hal_step_alloc(s, 5 * sizeof *in);
+	hal_tensor **out = hal_step_alloc(s, sizeof *out);
+	v8i *mask = hal_step_alloc(s, 6 * sizeof *mask + 32);
+	if (!c || !in || !out || !mask)
+		return AIDOS_E_NOMEM;
+	mask = (v8i *)(((uintptr_t)mask + 31) & ~(uintptr_t)31);
+	c->n = d->x->dims[0];
+	c->cin = d->x->dims[1];
+	c->h = d->x->dims[2];
+	c->w = d->x->dims[3];
+	c->ce = d->we->dims[0];
+	c->stem = d->stem;
+	c->xh = c->h;
+	c->xw = c->w;
+	if (c->stem) {
+		c->h = (c->xh - 1) / 2 + 1;
+		c->w = (c->xw - 1) / 2 + 1;
+	}
+	c->ek = c->stem ? c->cin * 9 : c->cin;
+	c->s = d->stride;
+	c->oh = d->y->dims[2];
+	c->ow = d->y->dims[3];
+	c->nblk = (c->ow + 7) / 8;
+	/* B rows per band: about FZ_COLS new E pixels per band, the window
+	 * (B-1)*s+3 rows at most 64 (fz_run's offsets) */
+	int64_t B = (FZ_COLS + c->s * c->w - 1) / (c->s * c->w);
+	B = B < 1 ? 1 : B > 16 ? 16 : B;
+	int64_t win = (B - 1) * c->s + 3, step = B * c->s;
+	c->band = B;
+	c->ring = (win + step - 1) / step * step;
+	c->slots = threads < 1 ? 1 : threads > HAL_GEMM_SLOTS ? HAL_GEMM_SLOTS : threads;
+	if (c->slots > c->oh)
+		c->slots = (int)c->oh;
+	c->ring_floats = ((size_t)(c->ce * c->ring * c->w) + FZ_FRONT + FZ_BACK + 15) & ~(size_t)15;
+	c->cols_floats = c->stem ? (size_t)(c->ek * c->ring * c->w) : 0;
+	c->slot_bytes = ((c->ring_floats + c->cols_floats) * sizeof(float) + 63) & ~(size_t)63;
+	int64_t nob = (c->ce + 3) / 4;
+	float *wp = hal_step_alloc(s, (size_t)(nob * 4 * c->ek) * sizeof *wp);
+	if (!wp)
+		return AIDOS_E_NOMEM;
+	const float *we = d->we->data;
+	for (int64_t ob = 0; ob < nob; ob++)
+		for (int64_t k = 0; k < c->ek; k++)
+			for (int64_t o = 0; o < 4; o++)
+				wp[(ob * c->ek + k) * 4 + o] =
+					ob * 4 + o < c->ce ? we[(ob * 4 + o) * c->ek + k] : 0.0f;
+	c->wp = wp;
+	c->be = d->be ? d->be->data : NULL;
+	c->wd = d->wd->data;
+	c->bd = d->bd ? d->bd->data : NULL;
+	c->epe = d->epe;
+	c->epd = d->epd;
+	/* lane i of the accumulator is output pixel ox0 + l, l = i (stride 1)
+	 * or EV[i] / 2 (stride 2); tap kx reads column (ox0 + l)*s - 1 + kx */
+	static const int ev[8] = { 0, 2, 8, 10, 4, 6, 12, 14 };
+	for (int e = 0; e < 2; e++) {
+		int64_t ox0 = e == 0 ? 0 : c->ow - 8;
+		for (int kx = 0; kx < 3; kx++)
+			for (int i = 0; i < 8; i++) {
+				int64_t l = c->s == 1 ? i : ev[i] / 2;
+				int64_t ix = (ox0 + l) * c->s - 1 + kx;
+				mask[e * 3 + kx][i] = ix >= 0 && ix < c->w ? -1 : 0;
+			}
+	}
+	c->mask = mask;
+	const ir_epilogue *e = d->epd;
+	c->reg_epi = e && e->post_s == 1.0f && e->post_b == 0.0f &&
+		     (e->act == IR_ACT_RELU || e->act == IR_ACT_CLIP);
+	c->lo = c->reg_epi ? (e->act == IR_ACT_RELU ? 0.0f : e->a) : 0.0f;
+	c->hi = c->reg_epi ? (e->act == IR_ACT_RELU ? __builtin_inff() : e->b) : 0.0f;
+	const ir_epilogue *ee = d->epe;
+	c->reg_exp = ee && ee->post_s == 1.0f && ee->post_b == 0.0f &&
+		     (ee->act == IR_ACT_RELU || ee->act == IR_ACT_CLIP);
+	c->elo = c->reg_exp ? (ee->act == IR_ACT_RELU ? 0.0f : ee->a) : 0.0f;
+	c->ehi = c->reg_exp ? (ee->act == IR_ACT_RELU ? __builtin_inff() : ee->b) : 0.0f;
+	c->expand = HAL_GEMM_PICK(fz_expand_generic, fz_expand_avx2);
+	c->rows = c->s == 1 ? HAL_GEMM_PICK(fz_rows1_generic, fz_rows1_avx2)
+			   : HAL_GEMM_PICK(fz_rows2_generic, fz_rows2_avx2);
+	in[0] = d->x;
+	in[1] = (hal_tensor *)d->we;
+	in[2] = (hal_tensor *)d->be;
+	in[3] = (hal_tensor *)d->wd;
+	in[4] = (hal_tensor *)d->bd;
+	out[0] = d->y;
+	s->op = &op_conv_fused;
+	s->n_in = 5;
+	s->n_out = 1;
+	s->in = in;
+	s->out = out;
+	s->params = c;
+	s->scratch_bytes = (size_t)c->slots * c->slot_bytes;
+	return 0;
+}

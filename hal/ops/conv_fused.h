@@ -1,0 +1,58 @@
+/*
+ * hal/ops/conv_fused.h - an inverted-residual "expand then depthwise" pair
+ * of Convs as one step that never stores the expanded tensor (see
+ * hal/ops/conv_fused.c); built by the plan-time matcher in
+ * hal/fuse_conv.c (hal_fuse_conv_plan, hal/plan.h).
+ *
+ *   E = act_e(We * X + be)        1x1, stride 1, no padding: [n, ce, h, w]
+ *   Y = act_d(dw3x3_s(E) + bd)    depthwise 3x3, pad 1, stride s in {1, 2}
+ *
+ * E's rows are computed a band at a time into a small ring (every
+ * expanded channel x a few rows x w, in L2) and consumed there by the
+ * depthwise taps, so only X and Y touch memory. The expand may also be a
+ * stem (3x3, stride 2, pad 1, cin*9 <= 64 taps), then 3x3 stem -> depthwise.
+ */
+#ifndef AIDOS_HAL_OPS_CONV_FUSED_H
+#define AIDOS_HAL_OPS_CONV_FUSED_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "hal/hal.h"
+#include "hal/ir.h"
+
+/* What the matcher found. Tensors are borrowed from the plan (valid while
+ * it lives); the weights must be plan-time constants. */
+typedef struct hal_conv_fused_desc {
+	hal_tensor *x;           /* [n, cin, h, w] float32 */
+	const hal_tensor *we;    /* [ce, cin, 1, 1] */
+	const hal_tensor *be;    /* [ce] or NULL */
+	const ir_epilogue *epe;  /* the expand's activation, or NULL */
+	const hal_tensor *wd;    /* [ce, 1, 3, 3] */
+	const hal_tensor *bd;    /* [ce] or NULL */
+	const ir_epilogue *epd;  /* the depthwise's activation, or NULL */
+	hal_tensor *y;           /* [n, ce, oh, ow] */
+	int64_t stride;          /* 1 or 2, both axes */
+	int stem;                /* the expand is instead a 3x3 Conv, stride 2,
+				  * pad 1 (we [ce, cin, 3, 3], cin*9 <= 64): a
+				  * MobileNet stem; E is then [n, ce, h', w'] with
+				  * h' = (h-1)/2 + 1 */
+} hal_conv_fused_desc;
+
+/* Expanded tensors ([ce, h, w] of one image) of fewer bytes than this stay
+ * on the two separate steps (64 KiB: the smallest pair measured to gain;
+ * see hal/ops/conv_fused.c). Tests set it to 0 to run the fused step on
+ * small shapes. */
+extern size_t hal_conv_fused_min_bytes;
+
+/* Whether the fused step computes this pair: the geometry above (output
+ * widths of at least 8) and an expanded tensor of hal_conv_fused_min_bytes
+ * or more. Plan time only. */
+int hal_conv_fused_fits(const hal_conv_fused_desc *d);
+
+/* Fills *s (zeroed by the caller, s->plan, s->node and s->opset set) as
+ * the fused step: op, inputs, output, params (the expand's weights packed
+ * for hal_gemm), scratch. threads: the plan's thread count (one ring per
+ * thread). Returns 0 or AIDOS_E_NOMEM. Plan time only. */
+int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads);
+
+#endif

@@ -1,0 +1,259 @@
+/*
+ * tests/test_conv_fused.c - the fused expand -> depthwise step
+ * (hal/ops/conv_fused.c, matched by hal_fuse_conv_plan in hal/fuse_conv.c)
+ * against the unfused scalar reference kernels (ot_run_ref), and the
+ * matcher on near-misses.
+ *
+ * Model: x [n, cin, h, w] -> Conv 1x1 (We, Be) (or a 3x3 stride-2 pad-1
+ * stem: cin 1, 3 and 7) [-> act_e] -> Conv 3x3
+ * depthwise, pad 1, stride s (Wd, Bd) [-> act_d] [-> Conv 1x1 project
+ * (Wp) [-> Add x]] -> y. Activations Relu, Clip(0, 6), HardSwish (not
+ * applied in registers) or none, each fused into its Conv's epilogue by
+ * hal_fuse_conv. The threshold hal_conv_fused_min_bytes is 0 here, so
+ * small odd shapes take the fused step too; the plan's step count says
+ * whether it did.
+ * Shapes: odd and even H/W, widths giving 1, 2 and 3+ output rows per
+ * band (the band is about 224 expanded pixels), stride 1 and 2, channel
+ * counts not multiples of 4 or 8, one-row planes, batch 2, more threads
+ * than output rows, an expand chunk ending 2 pixels past a full one
+ * (HardSwish applied over the finished rows); each on 1 and 2 threads,
+ * AVX2 and baseline builds.
+ * Near-misses (must stay two steps and still agree): the expanded tensor
+ * read twice, a 5x5 depthwise, dilation 2, group 1 (a full 3x3 Conv),
+ * stride 3, a 3x3 "expand" (stride 1), a stem of 8 input channels (72 taps)
+ * or without padding, and a small plane under the default threshold.
+ * Tolerance: 1e-4 (1 + |ref|): float sums of at most 40 products.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "tests/op_test.h"
+#include "hal/ops/conv_fused.h"
+
+enum { ACT_NONE, ACT_RELU, ACT_CLIP, ACT_HSWISH };
+
+/* How the case departs from the fusable pattern. */
+enum { MISS_NONE, MISS_TWICE, MISS_K5, MISS_DIL2, MISS_GROUP1, MISS_S3, MISS_E3X3, MISS_STEM_PAD0 };
+
+struct fcase {
+	const char *name;
+	int64_t n, cin, ce, h, w, s;
+	int act_e, act_d, bias, project, residual, miss;
+	int stem;  /* the expand is a 3x3 stride-2 pad-1 Conv (h, w: X's) */
+};
+
+static const struct fcase cases[] = {
+	/* name                 n cin  ce    h    w  s  act_e       act_d       bias proj res miss stem */
+	{ "mbv2 112 s2 shape",  1, 16, 96,  40, 112, 2, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "mbv2 56 s1 +res",    1, 24, 144, 20,  56, 1, ACT_CLIP,   ACT_CLIP,   1, 1, 1, MISS_NONE, 0 },
+	{ "odd 17x23 s1",       1,  5, 13,  17,  23, 1, ACT_RELU,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "odd 19x31 s2",       1,  7, 12,  19,  31, 2, ACT_HSWISH, ACT_RELU,   1, 0, 0, MISS_NONE, 0 },
+	{ "even 16x16 s2",      1,  8, 20,  16,  16, 2, ACT_CLIP,   ACT_HSWISH, 1, 1, 0, MISS_NONE, 0 },
+	{ "band 1 row w 230",   1,  3, 10,   5, 230, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "band 2 rows w 120",  1,  4, 9,    7, 120, 1, ACT_NONE,   ACT_CLIP,   0, 0, 0, MISS_NONE, 0 },
+	{ "band 3 rows w 75",   1,  6, 11,  10,  75, 1, ACT_RELU,   ACT_NONE,   1, 0, 0, MISS_NONE, 0 },
+	{ "s2 band 1 w 225",    1,  3, 6,    9, 225, 2, ACT_CLIP,   ACT_RELU,   1, 0, 0, MISS_NONE, 0 },
+	{ "one row h 1",        1,  5, 7,    1,  9, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "h 2 s2 w 15",        1,  2, 5,    2,  15, 2, ACT_RELU,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "batch 2 no bias",    2,  4, 6,   11,  16, 1, ACT_NONE,   ACT_NONE,   0, 1, 1, MISS_NONE, 0 },
+	{ "w 8 s1 ce 3",        1,  9, 3,    6,   8, 1, ACT_HSWISH, ACT_HSWISH, 1, 0, 0, MISS_NONE, 0 },
+	{ "hswish 2-px chunk",  1,  3, 5,    6, 121, 1, ACT_HSWISH, ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "read twice",         1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_TWICE, 0 },
+	{ "dw 5x5",             1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_K5, 0 },
+	{ "dilation 2",         1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_DIL2, 0 },
+	{ "group 1 3x3",        1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_GROUP1, 0 },
+	{ "stride 3",           1,  4, 8,   30,  30, 3, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_S3, 0 },
+	{ "expand 3x3",         1,  4, 8,   12,  16, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_E3X3, 0 },
+	{ "stem 3->32 40x64",   1,  3, 32,  40,  64, 1, ACT_CLIP,   ACT_CLIP,   1, 1, 0, MISS_NONE, 1 },
+	{ "stem odd 17x33 s2",  1,  3, 9,   17,  33, 2, ACT_HSWISH, ACT_RELU,   1, 0, 0, MISS_NONE, 1 },
+	{ "stem cin 7 (K 63)",  2,  7, 5,   16,  30, 1, ACT_RELU,   ACT_NONE,   0, 0, 0, MISS_NONE, 1 },
+	{ "stem cin 1 w 449",   1,  1, 6,    7, 449, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 1 },
+	{ "stem cin 8 (K 72)",  1,  8, 6,   15,  19, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_S3,   1 },
+	{ "stem pad 0",         1,  3, 6,   15,  35, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_STEM_PAD0, 1 },
+};
+
+/* Appends node "op(in...) -> out" with the attributes conv writes. */
+static void conv_node(pbw *g, const char *x, const char *w, const char *b, const char *y, int64_t k,
+		      int64_t s, int64_t pad, int64_t dil, int64_t group)
+{
+	pbw n = { 0 };
+	pbw_str(&n, 1, x);
+	pbw_str(&n, 1, w);
+	if (b)
+		pbw_str(&n, 1, b);
+	pbw_str(&n, 2, y);
+	pbw_str(&n, 4, "Conv");
+	int64_t ks[2] = { k, k }, st[2] = { s, s }, dl[2] = { dil, dil }, pads[4] = { pad, pad, pad, pad };
+	ot_attr_ints(&n, "kernel_shape", ks, 2);
+	ot_attr_ints(&n, "strides", st, 2);
+	ot_attr_ints(&n, "dilations", dl, 2);
+	ot_attr_ints(&n, "pads", pads, 4);
+	ot_attr_int(&n, "group", group);
+	pbw_take(g, 1, &n);
+}
+
+/* Appends the activation a from x to y (Clip reads initializers lo, hi). */
+static void act_node(pbw *g, int a, const char *x, const char *y)
+{
+	static const char *const op[] = { "", "Relu", "Clip", "HardSwish" };
+	pbw n = { 0 };
+	pbw_str(&n, 1, x);
+	if (a == ACT_CLIP) {
+		pbw_str(&n, 1, "lo");
+		pbw_str(&n, 1, "hi");
+	}
+	pbw_str(&n, 2, y);
+	pbw_str(&n, 4, op[a]);
+	pbw_take(g, 1, &n);
+}
+
+static void binary_node(pbw *g, const char *op, const char *a, const char *b, const char *y)
+{
+	pbw n = { 0 };
+	pbw_str(&n, 1, a);
+	pbw_str(&n, 1, b);
+	pbw_str(&n, 2, y);
+	pbw_str(&n, 4, op);
+	pbw_take(g, 1, &n);
+}
+
+/* The case's model into *out; its step count when the pair is fused (or,
+ * for a near-miss, the count it must keep) into *steps. */
+static void build(const struct fcase *t, pbw *out, int *steps)
+{
+	pbw g = { 0 };
+	int64_t ek = t->miss == MISS_E3X3 || t->stem ? 3 : 1, dk = t->miss == MISS_K5 ? 5 : 3;
+	int64_t es = t->stem ? 2 : 1, ep = t->miss == MISS_STEM_PAD0 ? 0 : ek == 3 ? 1 : 0;
+	int64_t dil = t->miss == MISS_DIL2 ? 2 : 1, pad = dk == 5 || dil == 2 ? 2 : 1;
+	int64_t dgroup = t->miss == MISS_GROUP1 ? 1 : t->ce, dcin = dgroup == 1 ? t->ce : 1;
+	int64_t wed[4] = { t->ce, t->cin, ek, ek }, wdd[4] = { t->ce, dcin, dk, dk }, bd = t->ce;
+	int64_t wpd[4] = { t->cin, t->ce, 1, 1 };
+	size_t ne = (size_t)(t->ce * t->cin * ek * ek), nd = (size_t)(t->ce * dcin * dk * dk);
+	float *we = ot_rand_new(ne, -0.5f, 0.5f), *wd = ot_rand_new(nd, -0.5f, 0.5f);
+	float *be = ot_rand_new((size_t)t->ce, -1, 1), *bdv = ot_rand_new((size_t)t->ce, -1, 1);
+	float *wp = ot_rand_new((size_t)(t->cin * t->ce), -0.3f, 0.3f);
+	ot_init(&g, "We", 4, wed, we);
+	ot_init(&g, "Wd", 4, wdd, wd);
+	ot_init(&g, "Wp", 4, wpd, wp);
+	if (t->bias) {
+		ot_init(&g, "Be", 1, &bd, be);
+		ot_init(&g, "Bd", 1, &bd, bdv);
+	}
+	float lo = 0.0f, hi = 6.0f;
+	ot_init(&g, "lo", 0, NULL, &lo);
+	ot_init(&g, "hi", 0, NULL, &hi);
+	free(we);
+	free(wd);
+	free(be);
+	free(bdv);
+	free(wp);
+
+	conv_node(&g, "x", "We", t->bias ? "Be" : NULL, t->act_e ? "e0" : "e", ek, es, ep, 1, 1);
+	if (t->act_e)
+		act_node(&g, t->act_e, "e0", "e");
+	const char *dout = t->project || t->miss == MISS_TWICE ? "d" : "y";
+	conv_node(&g, "e", "Wd", t->bias ? "Bd" : NULL, t->act_d ? "d0" : dout, dk,
+		  t->miss == MISS_S3 && !t->stem ? 3 : t->s, pad, dil, dgroup);
+	if (t->act_d)
+		act_node(&g, t->act_d, "d0", dout);
+	*steps = 1;  /* the fused step */
+	if (t->miss == MISS_TWICE) {
+		binary_node(&g, "Add", "d", "e", "y");  /* e read a second time */
+		*steps = 3;
+	} else if (t->miss != MISS_NONE) {
+		*steps = 2;
+	}
+	if (t->project) {
+		conv_node(&g, "d", "Wp", NULL, t->residual ? "p" : "y", 1, 1, 0, 1, 1);
+		(*steps)++;
+		if (t->residual) {
+			binary_node(&g, "Add", "p", "x", "y");
+			(*steps)++;
+		}
+	}
+	int64_t xd[4] = { t->n, t->cin, t->h, t->w };
+	ot_value_info(&g, 11, "x", 4, xd);
+	ot_model(out, &g, 14, "y");
+}
+
+static void run_case(const struct fcase *t)
+{
+	pbw bytes;
+	int steps;
+	build(t, &bytes, &steps);
+	size_t nx = (size_t)(t->n * t->cin * t->h * t->w);
+	float *x = ot_rand_new(nx, -2, 2);
+	aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
+			    .dims = { t->n, t->cin, t->h, t->w }, .data = x };
+	ot_check_vs_ref(&bytes, 1, &in, 1, 1e-4, steps, t->name);
+	free(x);
+	free(bytes.b);
+}
+
+static void fused_vs_reference(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		if (cases[i].miss == MISS_NONE)
+			run_case(&cases[i]);
+}
+
+static void near_misses_stay_unfused(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		if (cases[i].miss != MISS_NONE)
+			run_case(&cases[i]);
+}
+
+/* Under the default threshold (64 KiB of expanded tensor) a small plane
+ * (20 KiB) keeps its two steps; MobileNetV2's 56x56 24->144 pair (1.8 MB)
+ * fuses. */
+static void threshold(void **state)
+{
+	(void)state;
+	size_t keep = hal_conv_fused_min_bytes;
+	hal_conv_fused_min_bytes = 64 * 1024;
+	struct fcase small = cases[2], big = cases[1];
+	int steps;
+	pbw bytes;
+	build(&small, &bytes, &steps);
+	size_t nx = (size_t)(small.n * small.cin * small.h * small.w);
+	float *x = ot_rand_new(nx, -2, 2);
+	aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
+			    .dims = { small.n, small.cin, small.h, small.w }, .data = x };
+	ot_check_vs_ref(&bytes, 1, &in, 0, 1e-4, steps + 1, "small plane, default threshold");
+	free(x);
+	free(bytes.b);
+	big.h = 56;
+	build(&big, &bytes, &steps);
+	nx = (size_t)(big.n * big.cin * big.h * big.w);
+	x = ot_rand_new(nx, -2, 2);
+	in.dims[1] = big.cin;
+	in.dims[2] = big.h;
+	in.dims[3] = big.w;
+	in.data = x;
+	ot_check_vs_ref(&bytes, 1, &in, 0, 1e-4, steps, "mbv2 56x56, default threshold");
+	free(x);
+	free(bytes.b);
+	hal_conv_fused_min_bytes = keep;
+}
+
+int main(void)
+{
+	ot_rng = 0x2545f4914f6cdd1dull;
+	hal_conv_fused_min_bytes = 0;
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(fused_vs_reference),
+		cmocka_unit_test(near_misses_stay_unfused),
+		cmocka_unit_test(threshold),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
