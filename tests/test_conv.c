@@ -1,6 +1,7 @@
 /*
  * tests/test_conv.c - the Conv fast paths of MobileNet-style nets (the
- * transposed 1x1 over few pixels, the direct small-Cin conv) against the
+ * transposed 1x1 over few pixels, the in-place 1x1 over small planes, the
+ * direct small-Cin conv) against the
  * scalar reference conv run through the same op (hal_use_reference
  * toggled), with each fused activation, on 1 and 2 threads and every
  * micro-kernel this CPU can run. Sizes are odd on purpose: channel counts
@@ -164,6 +165,29 @@ static void conv_1x1_few_pixels(void **state)
 	run_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
+/* 1x1 convs over 16..256 pixels read in place (hal/ops/conv_pw.c): 16-
+ * pixel tiles with a zero-padded copy of the last P % 16 columns, 6-channel
+ * panels (cout % 6 left over), K cut into blocks of at most 256 (2 and 3
+ * blocks), batch 2; and the sizes just outside it. */
+static void conv_pw_small_planes(void **state)
+{
+	(void)state;
+	static const struct ccase cases[] = {
+		/* name              n  c    h   w   m   grp kh kw sh sw pads bias */
+		{ "4x4 one tile",    1, 19, 4, 4, 23, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "7x7 tail 1",      1, 40, 7, 7, 14, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "7x7 K 2 blocks",  2, 257, 7, 7, 31, 1, 1, 1, 1, 1, { 0 }, 0 },
+		{ "13x13 tail 9",    1, 37, 13, 13, 50, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "14x14 K 3 blocks", 1, 600, 14, 14, 20, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "14x14 96->100",   1, 96, 14, 14, 100, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "16x16 b2",        2, 33, 16, 16, 7, 1, 1, 1, 1, 1, { 0 }, 0 },
+		{ "1 row 1x17",      1, 8, 1, 17, 5, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "3x5 below",       1, 20, 3, 5, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "16x17 above",     1, 21, 16, 17, 11, 1, 1, 1, 1, 1, { 0 }, 1 },
+	};
+	run_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
 /* Short reductions through the direct kernel (K <= 64: stems; 1x1 with
  * K <= 32 over many pixels), and ones just past them through the GEMM. */
 static void conv_direct_small_k(void **state)
@@ -192,6 +216,7 @@ int main(void)
 	printf("    gemm micro-kernel: %s (NR %d)\n", hal_gemm_isa(), hal_gemm_nr());
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(conv_1x1_few_pixels),
+		cmocka_unit_test(conv_pw_small_planes),
 		cmocka_unit_test(conv_direct_small_k),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

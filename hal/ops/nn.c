@@ -12,7 +12,9 @@
  *     conv as one GEMM that reads B in place from a zero-padded, polyphase
  *     copy of the input (below), so no im2col matrix is ever written.
  *     1x1 convs over few pixels (7x7, 1x1): transposed, Y^T = X^T W^T,
- *     so the micro-kernel's wide side runs over output channels.
+ *     so the micro-kernel's wide side runs over output channels; other
+ *     ungrouped 1x1 convs over 16..256 pixels: hal/ops/conv_pw.c, X read
+ *     in place, not packed.
  *   A Conv whose node carries an epilogue (ir_node.epi: the activation and
  *     scalar affine map hal/fuse_conv.c folded into it at load) applies it
  *     on every path: in the GEMM micro-kernel's store, per depthwise row,
@@ -41,6 +43,7 @@
 #include "hal/ops/vmath.h"
 #include "hal/gemm.h"
 #include "hal/ops/conv_dw.h"
+#include "hal/ops/conv_pw.h"
 #include "hal/ops/conv_small.h"
 #include "hal/hal.h"
 #include "hal/ops/conv_direct.h"
@@ -391,6 +394,9 @@ static int conv_infer(hal_step *s)
 				   W->out[1], W->out[2], W->k[1], W->k[2], W->st[1], W->st[2],
 				   W->dl[1], W->dl[2], W->pb[1], W->pb[2], c->epi })))
 		return rc < 0 ? rc : 0;  /* hal/ops/conv_dw.c took the step */
+	if (c->path == CONV_1X1 && c->group == 1 &&
+	    (rc = hal_conv_pw_plan(s, c->n, c->cin, c->cout, ohw, c->epi)))
+		return rc < 0 ? rc : 0;  /* hal/ops/conv_pw.c took the step */
 	if ((c->path == CONV_PHASE || c->path == CONV_DW) && c->group == 1 &&
 	    (rc = hal_conv_small_plan(s, &(hal_conv2d_geom){ c->n, c->cin, c->cout, W->in[1], W->in[2],
 				      W->out[1], W->out[2], W->k[1], W->k[2], W->st[1], W->st[2],

@@ -1,0 +1,242 @@
+/*
+ * hal/ops/conv_pw.c - 1x1 Conv over small planes (the 14x14 and 7x7 stages
+ * of MobileNet-style nets: 49 to 256 pixels, 64 to 1280 channels), read in
+ * place.
+ *
+ * Through hal_gemm such a conv packed X (a K x 196 copy per run) or, under
+ * 100 pixels, ran transposed (X^T packed, then Y^T transposed back into Y):
+ * 48-83 GFLOP/s where square GEMM reaches ~100. Here nothing is packed per
+ * run but the last partial pixel tile:
+ *   Y [cout, P] = W [cout, K] X [K, P] + bias, P = h*w, K = cin,
+ * with a register tile of PW_MR output channels (one broadcast weight each,
+ * W packed at plan time as panels [K][PW_MR], zero past cout) by PW_NR
+ * consecutive pixels (two 8-lane vectors loaded straight from X's row k:
+ * NCHW already has pixels contiguous, so Y's tile rows are stored with
+ * plain vector stores, no transpose). A plane's last P % PW_NR pixels come
+ * from a [K][PW_NR] zero-padded copy made once per image (196 = 12*16 + 4,
+ * 49 = 3*16 + 1), so no load ever runs past X.
+ *
+ * K is cut into blocks of at most PW_KC so that a tile's X block
+ * [kc][PW_NR] (16 KiB) stays in L1 while every panel of the task sweeps it;
+ * blocks after the first add into Y (a tile's rows reloaded: 12 vector
+ * loads per 12*kc FMAs). Bias starts the first block; a ReLU or Clip
+ * epilogue (and its scalar affine) is applied in registers on the last, any
+ * other through hal_epilogue_apply on the stored rows.
+ *
+ * Threads: tasks are contiguous runs of panels (output channels), so each
+ * thread reads only its own slice of W and writes only its own rows of Y;
+ * every thread reads all of X (at most 256 x K floats, L2 resident).
+ */
+#include <string.h>
+#include "hal/gemm.h"
+#include "hal/ops/conv_pw.h"
+
+/* ISO C mode makes GCC default to -ffp-contract=off; the tile's
+ * `acc += w * x` must be one FMA (clang contracts by default). */
+#pragma GCC optimize("fp-contract=fast")
+
+#define PW_MR 6     /* output channels per tile: 12 accumulators + 2 X + 1 W of 16 ymm */
+#define PW_NR 16    /* pixels per tile: two 8-lane vectors */
+#define PW_KC 256   /* K block: X block [PW_KC][PW_NR] = 16 KiB of L1 */
+#define PW_PAR_FLOPS 1000000 /* below: one thread (a fork/join costs more) */
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+/* What a tile does besides its products. */
+typedef struct pw_tile_args {
+	const float *bias;      /* [PW_MR]: start from it (first K block); NULL: add to y */
+	const ir_epilogue *epi; /* ReLU/Clip applied in registers (last K block), or NULL */
+	int rows, cols;         /* y's rows (<= PW_MR) and columns (<= PW_NR) to write */
+} pw_tile_args;
+
+/* One PW_MR x PW_NR tile over kc: y[i*ldy + j] (=|+=) sum_k w[k*PW_MR + i] *
+ * x[k*ldx + j], for i < rows, j < cols; x must hold PW_NR readable floats
+ * per row. Compiled for AVX2+FMA and for the baseline, chosen at plan time
+ * with the GEMM's kernel (hal_gemm_use_isa("generic") tests the baseline). */
+typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float *w, float *y,
+			   int64_t ldy, const pw_tile_args *a);
+
+/* v = max(v, LO), then min(v, HI), then v*PS + PB (NaN stays NaN) */
+#define PW_ACT(v) do {                                                          \
+		(v) = (v8f)(((v8i)(v) & ~((v) < LO)) | ((v8i)LO & ((v) < LO)));  \
+		(v) = (v8f)(((v8i)(v) & ~((v) > HI)) | ((v8i)HI & ((v) > HI)));  \
+		(v) = (v) * PS + PB;                                             \
+	} while (0)
+#define PW_INIT(i)                                                              \
+	if (a->bias) {                                                          \
+		c##i##0 = z + a->bias[i];                                       \
+		c##i##1 = c##i##0;                                              \
+	} else if ((i) < a->rows && a->cols == PW_NR) {                         \
+		memcpy(&c##i##0, y + (i) * ldy, sizeof z);                      \
+		memcpy(&c##i##1, y + (i) * ldy + 8, sizeof z);                  \
+	} else if ((i) < a->rows) {                                             \
+		memcpy(t, y + (i) * ldy, (size_t)a->cols * sizeof *t);          \
+		memcpy(&c##i##0, t, sizeof z);                                  \
+		memcpy(&c##i##1, t + 8, sizeof z);                              \
+	} else {                                                                \
+		c##i##0 = z;                                                    \
+		c##i##1 = z;                                                    \
+	}
+#define PW_FMA(i) b = w[i] - z; c##i##0 += b * x0; c##i##1 += b * x1;
+#define PW_STORE(i)                                                             \
+	if ((i) < a->rows) {                                                    \
+		if (a->epi) {                                                   \
+			PW_ACT(c##i##0);                                        \
+			PW_ACT(c##i##1);                                        \
+		}                                                               \
+		if (a->cols == PW_NR) {                                         \
+			memcpy(y + (i) * ldy, &c##i##0, sizeof z);              \
+			memcpy(y + (i) * ldy + 8, &c##i##1, sizeof z);          \
+		} else {                                                        \
+			memcpy(t, &c##i##0, sizeof z);                          \
+			memcpy(t + 8, &c##i##1, sizeof z);                      \
+			memcpy(y + (i) * ldy, t, (size_t)a->cols * sizeof *t);  \
+		}                                                               \
+	}
+
+#define PW_TILE(NAME, ATTR)                                                          \
+	ATTR static void NAME(int64_t kc, const float *restrict x, int64_t ldx,       \
+			      const float *restrict w, float *restrict y, int64_t ldy, \
+			      const pw_tile_args *a)                                   \
+	{                                                                            \
+		const v8f z = { 0 };                                                 \
+		float t[PW_NR] __attribute__((aligned(32))) = { 0 };                 \
+		v8f c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;      \
+		PW_INIT(0) PW_INIT(1) PW_INIT(2) PW_INIT(3) PW_INIT(4) PW_INIT(5)    \
+		for (int64_t k = 0; k < kc; k++, x += ldx, w += PW_MR) {             \
+			v8f x0, x1, b;                                               \
+			memcpy(&x0, x, sizeof x0);                                   \
+			memcpy(&x1, x + 8, sizeof x1);                               \
+			/* w[i] - 0 is w[i] (-0 included): a broadcast load */       \
+			PW_FMA(0) PW_FMA(1) PW_FMA(2) PW_FMA(3) PW_FMA(4) PW_FMA(5)  \
+		}                                                                    \
+		const ir_epilogue *e = a->epi;                                       \
+		float lo = e && e->act == IR_ACT_CLIP ? e->a : 0.0f;      \
+		float hi = e && e->act == IR_ACT_CLIP ? e->b : __builtin_inff();     \
+		if (e && e->act == IR_ACT_NONE)                                      \
+			lo = -__builtin_inff();                                      \
+		const v8f LO = z + lo, HI = z + hi;                                  \
+		const v8f PS = z + (e ? e->post_s : 1.0f), PB = z + (e ? e->post_b : 0.0f); \
+		PW_STORE(0) PW_STORE(1) PW_STORE(2) PW_STORE(3) PW_STORE(4) PW_STORE(5) \
+	}
+
+PW_TILE(pw_tile_generic, )
+#if defined(__x86_64__) || defined(__i386__)
+PW_TILE(pw_tile_avx2, __attribute__((target("avx2,fma"))))
+#endif
+
+struct pw {
+	int64_t n, cin, cout, P, K, npan, nkb;
+	const float *wpk;       /* [npan][K][PW_MR], zero past cout */
+	const float *bias;      /* [npan*PW_MR], zero past cout (and when no B) */
+	const ir_epilogue *epi; /* or NULL */
+	int epi_reg;            /* epi is NONE/RELU/CLIP: applied in the tile */
+	pw_tile_fn tile;
+	size_t xt_floats;       /* tail copy [K][PW_NR] at the start of scratch */
+};
+
+struct pw_job {
+	const struct pw *c;
+	const float *x;         /* [K, P] */
+	const float *xt;        /* [K, PW_NR]: X's last P % PW_NR columns, zero-padded */
+	float *y;               /* [cout, P] */
+};
+
+/* Panels [p0, p1): every K block, every pixel tile, every panel (the
+ * tile's X block stays in L1 while the panels' weights stream from L2;
+ * panel-outer order measured the same). */
+static void pw_range(void *arg, int64_t p0, int64_t p1)
+{
+	const struct pw_job *j = arg;
+	const struct pw *c = j->c;
+	int64_t P = c->P, K = c->K;
+	for (int64_t kb = 0; kb < c->nkb; kb++) {
+		int64_t k0 = K * kb / c->nkb, kc = K * (kb + 1) / c->nkb - k0;
+		int last = kb == c->nkb - 1;
+		for (int64_t q = 0; q < P; q += PW_NR) {
+			int cols = (int)(P - q < PW_NR ? P - q : PW_NR);
+			const float *x = cols == PW_NR ? j->x + k0 * P + q : j->xt + k0 * PW_NR;
+			int64_t ldx = cols == PW_NR ? P : PW_NR;
+			for (int64_t p = p0; p < p1; p++) {
+				int64_t r = c->cout - p * PW_MR;
+				pw_tile_args a = { kb == 0 ? c->bias + p * PW_MR : NULL,
+						   last && c->epi_reg ? c->epi : NULL,
+						   (int)(r < PW_MR ? r : PW_MR), cols };
+				float *y = j->y + p * PW_MR * P + q;
+				c->tile(kc, x, ldx, c->wpk + (p * K + k0) * PW_MR, y, P, &a);
+				if (last && c->epi && !c->epi_reg)
+					for (int i = 0; i < a.rows; i++)
+						hal_epilogue_apply(c->epi, y + i * P, cols);
+			}
+		}
+	}
+}
+
+static int pw_exec(hal_step *s)
+{
+	const struct pw *c = s->params;
+	const float *x = s->in[0]->data;
+	float *y = s->out[0]->data, *xt = s->scratch;
+	int64_t P = c->P, K = c->K, q = P - P % PW_NR;
+	int par = 2 * K * c->cout * P >= PW_PAR_FLOPS;
+	for (int64_t n = 0; n < c->n; n++) {
+		const float *xn = x + n * K * P;
+		if (q < P) {
+			memset(xt, 0, c->xt_floats * sizeof *xt);
+			for (int64_t k = 0; k < K; k++)
+				memcpy(xt + k * PW_NR, xn + k * P + q, (size_t)(P - q) * sizeof *xt);
+		}
+		struct pw_job j = { c, xn, xt, y + n * c->cout * P };
+		if (par)
+			hal_parallel_for(s, c->npan, 1, pw_range, &j);
+		else
+			pw_range(&j, 0, c->npan);
+	}
+	return 0;
+}
+
+static const hal_op op_conv_pw = { "Conv", 1, HAL_OP_PURE, NULL, pw_exec };
+
+int hal_conv_pw_plan(hal_step *s, int64_t n, int64_t cin, int64_t cout, int64_t hw,
+		     const ir_epilogue *epi)
+{
+	const hal_tensor *x = s->in[0], *w = s->in[1];
+	const hal_tensor *b = s->n_in > 2 ? s->in[2] : NULL;
+	if (x->is_const || !w->is_const || !w->data || (b && (!b->is_const || !b->data)) ||
+	    cin < 1 || cout < 1 || hw < HAL_CONV_PW_MIN_PIXELS || hw > HAL_CONV_PW_MAX_PIXELS)
+		return 0;
+	int64_t npan = (cout + PW_MR - 1) / PW_MR, K = cin;
+	struct pw *c = hal_step_alloc(s, sizeof *c);
+	float *wpk = hal_step_alloc(s, (size_t)(npan * K * PW_MR) * sizeof *wpk + 64);
+	float *bias = hal_step_alloc(s, (size_t)(npan * PW_MR) * sizeof *bias + 64);
+	if (!c || !wpk || !bias)
+		return AIDOS_E_NOMEM;
+	/* hal_step_alloc gives zeroed bytes: pad rows stay 0 */
+	wpk = (float *)(((uintptr_t)wpk + 63) & ~(uintptr_t)63);
+	bias = (float *)(((uintptr_t)bias + 63) & ~(uintptr_t)63);
+	const float *wd = w->data; /* [cout][K] */
+	for (int64_t o = 0; o < cout; o++)
+		for (int64_t k = 0; k < K; k++)
+			wpk[((o / PW_MR) * K + k) * PW_MR + o % PW_MR] = wd[o * K + k];
+	if (b)
+		memcpy(bias, b->data, (size_t)cout * sizeof *bias);
+	c->n = n;
+	c->cin = cin;
+	c->cout = cout;
+	c->P = hw;
+	c->K = K;
+	c->npan = npan;
+	c->nkb = (K + PW_KC - 1) / PW_KC;
+	c->wpk = wpk;
+	c->bias = bias;
+	c->epi = epi;
+	c->epi_reg = epi && (epi->act == IR_ACT_NONE || epi->act == IR_ACT_RELU ||
+			     epi->act == IR_ACT_CLIP);
+	c->tile = HAL_GEMM_PICK(pw_tile_generic, pw_tile_avx2);
+	c->xt_floats = hw % PW_NR ? (size_t)(K * PW_NR) : 0;
+	s->params = c;
+	s->scratch_bytes = c->xt_floats * sizeof(float);
+	s->op = &op_conv_pw;
+	return 1;
+}
