@@ -165,10 +165,10 @@ static void conv_1x1_few_pixels(void **state)
 	run_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
-/* 1x1 convs over 16..256 pixels read in place (hal/ops/conv_pw.c): 16-
- * pixel tiles with a zero-padded copy of the last P % 16 columns, 6-channel
- * panels (cout % 6 left over), K cut into blocks of at most 256 (2 and 3
- * blocks), batch 2; and the sizes just outside it. */
+/* 1x1 convs over 16..4096 pixels read in place (hal/ops/conv_pw.c): 16-
+ * pixel tiles with a zero-padded copy of the last P % 16 columns, 6- and
+ * 4-channel panels (every cout % 6), K cut into blocks of at most 256 (2
+ * and 3 blocks), batch 2; and the sizes just outside it. */
 static void conv_pw_small_planes(void **state)
 {
 	(void)state;
@@ -182,8 +182,13 @@ static void conv_pw_small_planes(void **state)
 		{ "14x14 96->100",   1, 96, 14, 14, 100, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "16x16 b2",        2, 33, 16, 16, 7, 1, 1, 1, 1, 1, { 0 }, 0 },
 		{ "1 row 1x17",      1, 8, 1, 17, 5, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "two 4-row panels", 1, 29, 9, 9, 8, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "6+4 rows",        1, 30, 11, 5, 9, 1, 1, 1, 1, 1, { 0 }, 0 },
+		{ "28x28 K 2 blocks", 1, 300, 28, 28, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "56x56",           1, 24, 56, 56, 8, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "64x64 largest",   1, 5, 64, 64, 13, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "65x64 above",     1, 5, 65, 64, 13, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "3x5 below",       1, 20, 3, 5, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
-		{ "16x17 above",     1, 21, 16, 17, 11, 1, 1, 1, 1, 1, { 0 }, 1 },
 	};
 	run_cases(cases, sizeof cases / sizeof cases[0]);
 }

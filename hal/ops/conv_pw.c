@@ -1,7 +1,7 @@
 /*
- * hal/ops/conv_pw.c - 1x1 Conv over small planes (the 14x14 and 7x7 stages
- * of MobileNet-style nets: 49 to 256 pixels, 64 to 1280 channels), read in
- * place.
+ * hal/ops/conv_pw.c - 1x1 Conv over small and mid planes (the 56x56 to 7x7
+ * stages of MobileNet-style nets: 16 to 4096 pixels, 24 to 1280 channels),
+ * read in place.
  *
  * Through hal_gemm such a conv packed X (a K x 196 copy per run) or, under
  * 100 pixels, ran transposed (X^T packed, then Y^T transposed back into Y):
@@ -9,7 +9,8 @@
  * run but the last partial pixel tile:
  *   Y [cout, P] = W [cout, K] X [K, P] + bias, P = h*w, K = cin,
  * with a register tile of PW_MR output channels (one broadcast weight each,
- * W packed at plan time as panels [K][PW_MR], zero past cout) by PW_NR
+ * W packed at plan time as panels [K][PW_MR] and, for cout % 6 of 1 to 4,
+ * one or two last panels [K][4], zero past cout) by PW_NR
  * consecutive pixels (two 8-lane vectors loaded straight from X's row k:
  * NCHW already has pixels contiguous, so Y's tile rows are stored with
  * plain vector stores, no transpose). A plane's last P % PW_NR pixels come
@@ -25,7 +26,7 @@
  *
  * Threads: tasks are contiguous runs of panels (output channels), so each
  * thread reads only its own slice of W and writes only its own rows of Y;
- * every thread reads all of X (at most 256 x K floats, L2 resident).
+ * every thread reads all of X.
  */
 #include <string.h>
 #include "hal/gemm.h"
@@ -50,9 +51,10 @@ typedef struct pw_tile_args {
 	int rows, cols;         /* y's rows (<= PW_MR) and columns (<= PW_NR) to write */
 } pw_tile_args;
 
-/* One PW_MR x PW_NR tile over kc: y[i*ldy + j] (=|+=) sum_k w[k*PW_MR + i] *
- * x[k*ldx + j], for i < rows, j < cols; x must hold PW_NR readable floats
- * per row. Compiled for AVX2+FMA and for the baseline, chosen at plan time
+/* One MR x PW_NR tile over kc (MR = PW_MR, or 4 for the last panels: a
+ * cout of 32 = 4*6 + 2*4 computes no padding row, where 6-row panels
+ * computed 36): y[i*ldy + j] (=|+=) sum_k w[k*MR + i] * x[k*ldx + j], for
+ * i < rows, j < cols; x must hold PW_NR readable floats per row. Compiled for AVX2+FMA and for the baseline, chosen at plan time
  * with the GEMM's kernel (hal_gemm_use_isa("generic") tests the baseline). */
 typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float *w, float *y,
 			   int64_t ldy, const pw_tile_args *a);
@@ -64,7 +66,10 @@ typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float 
 		(v) = (v) * PS + PB;                                             \
 	} while (0)
 #define PW_INIT(i)                                                              \
-	if (a->bias) {                                                          \
+	if ((i) >= MR_) {                                                       \
+		c##i##0 = z;                                                    \
+		c##i##1 = z;                                                    \
+	} else if (a->bias) {                                                          \
 		c##i##0 = z + a->bias[i];                                       \
 		c##i##1 = c##i##0;                                              \
 	} else if ((i) < a->rows && a->cols == PW_NR) {                         \
@@ -78,9 +83,9 @@ typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float 
 		c##i##0 = z;                                                    \
 		c##i##1 = z;                                                    \
 	}
-#define PW_FMA(i) b = w[i] - z; c##i##0 += b * x0; c##i##1 += b * x1;
+#define PW_FMA(i) if ((i) < MR_) { b = w[i] - z; c##i##0 += b * x0; c##i##1 += b * x1; }
 #define PW_STORE(i)                                                             \
-	if ((i) < a->rows) {                                                    \
+	if ((i) < MR_ && (i) < a->rows) {                                                    \
 		if (a->epi) {                                                   \
 			PW_ACT(c##i##0);                                        \
 			PW_ACT(c##i##1);                                        \
@@ -95,16 +100,17 @@ typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float 
 		}                                                               \
 	}
 
-#define PW_TILE(NAME, ATTR)                                                          \
+#define PW_TILE(NAME, ATTR, MRP)                                                     \
 	ATTR static void NAME(int64_t kc, const float *restrict x, int64_t ldx,       \
 			      const float *restrict w, float *restrict y, int64_t ldy, \
 			      const pw_tile_args *a)                                   \
 	{                                                                            \
+		enum { MR_ = MRP };  /* rows computed: the row macros test it */     \
 		const v8f z = { 0 };                                                 \
 		float t[PW_NR] __attribute__((aligned(32))) = { 0 };                 \
 		v8f c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;      \
 		PW_INIT(0) PW_INIT(1) PW_INIT(2) PW_INIT(3) PW_INIT(4) PW_INIT(5)    \
-		for (int64_t k = 0; k < kc; k++, x += ldx, w += PW_MR) {             \
+		for (int64_t k = 0; k < kc; k++, x += ldx, w += MR_) {               \
 			v8f x0, x1, b;                                               \
 			memcpy(&x0, x, sizeof x0);                                   \
 			memcpy(&x1, x + 8, sizeof x1);                               \
@@ -121,18 +127,23 @@ typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float 
 		PW_STORE(0) PW_STORE(1) PW_STORE(2) PW_STORE(3) PW_STORE(4) PW_STORE(5) \
 	}
 
-PW_TILE(pw_tile_generic, )
+PW_TILE(pw_tile_generic, , 6)
+PW_TILE(pw_tile4_generic, , 4)
 #if defined(__x86_64__) || defined(__i386__)
-PW_TILE(pw_tile_avx2, __attribute__((target("avx2,fma"))))
+PW_TILE(pw_tile_avx2, __attribute__((target("avx2,fma"))), 6)
+PW_TILE(pw_tile4_avx2, __attribute__((target("avx2,fma"))), 4)
 #endif
 
 struct pw {
 	int64_t n, cin, cout, P, K, npan, nkb;
-	const float *wpk;       /* [npan][K][PW_MR], zero past cout */
-	const float *bias;      /* [npan*PW_MR], zero past cout (and when no B) */
+	int64_t n6;             /* panels 0..n6-1 are PW_MR rows wide, the rest 4 */
+	const float *wpk;       /* panel p ([K][its width]) at p's first channel * K;
+				 * zero past cout */
+	const float *bias;      /* [cout rounded up to the panels], zero past cout
+				 * (and when no B) */
 	const ir_epilogue *epi; /* or NULL */
 	int epi_reg;            /* epi is NONE/RELU/CLIP: applied in the tile */
-	pw_tile_fn tile;
+	pw_tile_fn tile, tile4;
 	size_t xt_floats;       /* tail copy [K][PW_NR] at the start of scratch */
 };
 
@@ -159,12 +170,15 @@ static void pw_range(void *arg, int64_t p0, int64_t p1)
 			const float *x = cols == PW_NR ? j->x + k0 * P + q : j->xt + k0 * PW_NR;
 			int64_t ldx = cols == PW_NR ? P : PW_NR;
 			for (int64_t p = p0; p < p1; p++) {
-				int64_t r = c->cout - p * PW_MR;
-				pw_tile_args a = { kb == 0 ? c->bias + p * PW_MR : NULL,
+				int mr = p < c->n6 ? PW_MR : 4;
+				int64_t o0 = p < c->n6 ? p * PW_MR : c->n6 * PW_MR + (p - c->n6) * 4;
+				int64_t r = c->cout - o0;
+				pw_tile_args a = { kb == 0 ? c->bias + o0 : NULL,
 						   last && c->epi_reg ? c->epi : NULL,
-						   (int)(r < PW_MR ? r : PW_MR), cols };
-				float *y = j->y + p * PW_MR * P + q;
-				c->tile(kc, x, ldx, c->wpk + (p * K + k0) * PW_MR, y, P, &a);
+						   (int)(r < mr ? r : mr), cols };
+				float *y = j->y + o0 * P + q;
+				(mr == PW_MR ? c->tile : c->tile4)(kc, x, ldx, c->wpk + o0 * K + k0 * mr,
+								   y, P, &a);
 				if (last && c->epi && !c->epi_reg)
 					for (int i = 0; i < a.rows; i++)
 						hal_epilogue_apply(c->epi, y + i * P, cols);
@@ -206,19 +220,26 @@ int hal_conv_pw_plan(hal_step *s, int64_t n, int64_t cin, int64_t cout, int64_t 
 	if (x->is_const || !w->is_const || !w->data || (b && (!b->is_const || !b->data)) ||
 	    cin < 1 || cout < 1 || hw < HAL_CONV_PW_MIN_PIXELS || hw > HAL_CONV_PW_MAX_PIXELS)
 		return 0;
-	int64_t npan = (cout + PW_MR - 1) / PW_MR, K = cin;
+	/* 6-row panels, and one or two 4-row ones where that computes fewer
+	 * padding rows (cout % 6 of 1 to 4) */
+	int64_t rem = cout % PW_MR, n4 = rem == 3 || rem == 4 ? 1 : (rem == 1 || rem == 2) && cout >= 8 ? 2 : 0;
+	int64_t n6 = (cout - 4 * n4 + PW_MR - 1) / PW_MR, npan = n6 + n4, K = cin;
+	int64_t rows = n6 * PW_MR + n4 * 4;
 	struct pw *c = hal_step_alloc(s, sizeof *c);
-	float *wpk = hal_step_alloc(s, (size_t)(npan * K * PW_MR) * sizeof *wpk + 64);
-	float *bias = hal_step_alloc(s, (size_t)(npan * PW_MR) * sizeof *bias + 64);
+	float *wpk = hal_step_alloc(s, (size_t)(rows * K) * sizeof *wpk + 64);
+	float *bias = hal_step_alloc(s, (size_t)rows * sizeof *bias + 64);
 	if (!c || !wpk || !bias)
 		return AIDOS_E_NOMEM;
 	/* hal_step_alloc gives zeroed bytes: pad rows stay 0 */
 	wpk = (float *)(((uintptr_t)wpk + 63) & ~(uintptr_t)63);
 	bias = (float *)(((uintptr_t)bias + 63) & ~(uintptr_t)63);
 	const float *wd = w->data; /* [cout][K] */
-	for (int64_t o = 0; o < cout; o++)
+	for (int64_t o = 0; o < cout; o++) {
+		int64_t o0 = o < n6 * PW_MR ? o - o % PW_MR : n6 * PW_MR + (o - n6 * PW_MR) / 4 * 4;
+		int64_t mr = o < n6 * PW_MR ? PW_MR : 4;
 		for (int64_t k = 0; k < K; k++)
-			wpk[((o / PW_MR) * K + k) * PW_MR + o % PW_MR] = wd[o * K + k];
+			wpk[o0 * K + k * mr + (o - o0)] = wd[o * K + k];
+	}
 	if (b)
 		memcpy(bias, b->data, (size_t)cout * sizeof *bias);
 	c->n = n;
@@ -227,6 +248,7 @@ int hal_conv_pw_plan(hal_step *s, int64_t n, int64_t cin, int64_t cout, int64_t 
 	c->P = hw;
 	c->K = K;
 	c->npan = npan;
+	c->n6 = n6;
 	c->nkb = (K + PW_KC - 1) / PW_KC;
 	c->wpk = wpk;
 	c->bias = bias;
@@ -234,6 +256,7 @@ int hal_conv_pw_plan(hal_step *s, int64_t n, int64_t cin, int64_t cout, int64_t 
 	c->epi_reg = epi && (epi->act == IR_ACT_NONE || epi->act == IR_ACT_RELU ||
 			     epi->act == IR_ACT_CLIP);
 	c->tile = HAL_GEMM_PICK(pw_tile_generic, pw_tile_avx2);
+	c->tile4 = HAL_GEMM_PICK(pw_tile4_generic, pw_tile4_avx2);
 	c->xt_floats = hw % PW_NR ? (size_t)(K * PW_NR) : 0;
 	s->params = c;
 	s->scratch_bytes = c->xt_floats * sizeof(float);

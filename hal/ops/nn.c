@@ -13,7 +13,7 @@
  *     copy of the input (below), so no im2col matrix is ever written.
  *     1x1 convs over few pixels (7x7, 1x1): transposed, Y^T = X^T W^T,
  *     so the micro-kernel's wide side runs over output channels; other
- *     ungrouped 1x1 convs over 16..256 pixels: hal/ops/conv_pw.c, X read
+ *     ungrouped 1x1 convs over 16..4096 pixels: hal/ops/conv_pw.c, X read
  *     in place, not packed.
  *   A Conv whose node carries an epilogue (ir_node.epi: the activation and
  *     scalar affine map hal/fuse_conv.c folded into it at load) applies it
