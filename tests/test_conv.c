@@ -165,10 +165,13 @@ static void conv_1x1_few_pixels(void **state)
 	run_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
-/* 1x1 convs over 16..4096 pixels read in place (hal/ops/conv_pw.c): 16-
- * pixel tiles with a zero-padded copy of the last P % 16 columns, 6- and
- * 4-channel panels (every cout % 6), K cut into blocks of at most 256 (2
- * and 3 blocks), batch 2; and the sizes just outside it. */
+/* 1x1 convs through hal/ops/conv_pw.c: transposed under 100 pixels (at
+ * least as many channels: 16 channels x 5 or 4 pixels, P = 5a + 4b or a
+ * last tile that repeats pixels, cout % 16 left over, K = 960 unblocked);
+ * over 16..4096 pixels read in place (16-pixel tiles with a zero-padded
+ * copy of the last P % 16 columns, 6- and 4-channel panels for every
+ * cout % 6, K cut into blocks of at most 256: 2 and 3 blocks), batch 2;
+ * and the sizes just outside it. */
 static void conv_pw_small_planes(void **state)
 {
 	(void)state;
@@ -182,6 +185,14 @@ static void conv_pw_small_planes(void **state)
 		{ "14x14 96->100",   1, 96, 14, 14, 100, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "16x16 b2",        2, 33, 16, 16, 7, 1, 1, 1, 1, 1, { 0 }, 0 },
 		{ "1 row 1x17",      1, 8, 1, 17, 5, 1, 1, 1, 1, 1, { 0 }, 1 },
+		/* transposed (P < 100, cout >= P): 5- and 4-pixel tiles */
+		{ "t 2x3 padded",    1, 10, 2, 3, 20, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 1x7 padded",    1, 33, 1, 7, 17, 1, 1, 1, 1, 1, { 0 }, 0 },
+		{ "t 3x3 5+4 b2",    2, 15, 3, 3, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 1x11 padded",   1, 20, 1, 11, 40, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 7x7 K 960",     1, 960, 7, 7, 50, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 8x8 12*5+4",    1, 17, 8, 8, 64, 1, 1, 1, 1, 1, { 0 }, 1 },
+		/* untransposed */
 		{ "two 4-row panels", 1, 29, 9, 9, 8, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "6+4 rows",        1, 30, 11, 5, 9, 1, 1, 1, 1, 1, { 0 }, 0 },
 		{ "28x28 K 2 blocks", 1, 300, 28, 28, 9, 1, 1, 1, 1, 1, { 0 }, 1 },

@@ -14,6 +14,9 @@
 /* more: hal_gemm's in-place 1x1 path (at 28x28 and 56x56 this path measured
  * 0.72-0.91x hal_gemm's time, MobileNetV2's layers alone) */
 #define HAL_CONV_PW_MAX_PIXELS 4096
+/* Planes of 2 to HAL_CONV_PW_T_BELOW - 1 pixels with at least as many
+ * output channels run transposed: channels across the vector lanes. */
+#define HAL_CONV_PW_T_BELOW 100
 
 /* Takes over step s (a Conv: X [n, cin, h, w] variable, W [cout, cin, 1, 1]
  * constant, optional constant B; group 1, stride 1, no padding, its output

@@ -11,10 +11,11 @@
  *     padding straight to hal_gemm with the input planes as B; every other
  *     conv as one GEMM that reads B in place from a zero-padded, polyphase
  *     copy of the input (below), so no im2col matrix is ever written.
- *     1x1 convs over few pixels (7x7, 1x1): transposed, Y^T = X^T W^T,
- *     so the micro-kernel's wide side runs over output channels; other
- *     ungrouped 1x1 convs over 16..4096 pixels: hal/ops/conv_pw.c, X read
- *     in place, not packed.
+ *     Ungrouped 1x1 convs over 2..4096 pixels: hal/ops/conv_pw.c (X read
+ *     in place, or transposed under 100 pixels). Other 1x1 convs over few
+ *     pixels (a squeeze-excitation's 1x1 plane, grouped 7x7): transposed,
+ *     Y^T = X^T W^T, so the micro-kernel's wide side runs over output
+ *     channels.
  *   A Conv whose node carries an epilogue (ir_node.epi: the activation and
  *     scalar affine map hal/fuse_conv.c folded into it at load) applies it
  *     on every path: in the GEMM micro-kernel's store, per depthwise row,
@@ -394,7 +395,7 @@ static int conv_infer(hal_step *s)
 				   W->out[1], W->out[2], W->k[1], W->k[2], W->st[1], W->st[2],
 				   W->dl[1], W->dl[2], W->pb[1], W->pb[2], c->epi })))
 		return rc < 0 ? rc : 0;  /* hal/ops/conv_dw.c took the step */
-	if (c->path == CONV_1X1 && c->group == 1 &&
+	if ((c->path == CONV_1X1 || (c->path == CONV_1X1T && ohw > 1)) && c->group == 1 &&
 	    (rc = hal_conv_pw_plan(s, c->n, c->cin, c->cout, ohw, c->epi)))
 		return rc < 0 ? rc : 0;  /* hal/ops/conv_pw.c took the step */
 	if ((c->path == CONV_PHASE || c->path == CONV_DW) && c->group == 1 &&
