@@ -318,12 +318,17 @@ static void pt_range(void *arg, int64_t p0, int64_t p1)
 	}
 }
 
-/* X [K, P] -> X^T tiles: tile q (first pixel i0, m pixels) at xt + i0*K
- * as [K][m], pixels past P repeating the last one. */
-static void pt_pack(const struct pw *c, const float *x, float *xt)
+/* X [K, P] -> X^T tiles [q0, q1): tile q (first pixel i0, m pixels) at
+ * xt + i0*K as [K][m], pixels past P repeating the last one. A
+ * hal_range_fn over a struct pw_job. */
+static void pt_pack(void *arg, int64_t q0, int64_t q1)
 {
+	const struct pw_job *j = arg;
+	const struct pw *c = j->c;
+	const float *x = j->x;
+	float *xt = (float *)j->xt;
 	int64_t P = c->P, K = c->K;
-	for (int64_t q = 0; q < c->n5 + c->n4; q++) {
+	for (int64_t q = q0; q < q1; q++) {
 		int m = q < c->n5 ? 5 : 4;
 		int64_t i0 = q < c->n5 ? 5 * q : 5 * c->n5 + 4 * (q - c->n5);
 		float *d = xt + i0 * K;
@@ -348,12 +353,16 @@ static int pw_exec(hal_step *s)
 	for (int64_t n = 0; n < c->n; n++) {
 		const float *xn = x + n * K * P;
 		if (c->trans) {
-			pt_pack(c, xn, xt);
+			/* the packing in parallel too: on two threads a serial
+			 * one would be ~10% of a 960->160 conv at 7x7 */
 			struct pw_job j = { c, xn, xt, y + n * c->cout * P };
-			if (par)
+			if (par) {
+				hal_parallel_for(s, c->n5 + c->n4, 2, pt_pack, &j);
 				hal_parallel_for(s, c->npan, 1, pt_range, &j);
-			else
+			} else {
+				pt_pack(&j, 0, c->n5 + c->n4);
 				pt_range(&j, 0, c->npan);
+			}
 			continue;
 		}
 		if (q < P) {
