@@ -58,10 +58,12 @@ typedef struct pw_tile_args {
 	int rows, cols;         /* y's rows (<= PW_MR) and columns (<= PW_NR) to write */
 } pw_tile_args;
 
-/* One MR x PW_NR tile over kc (MR = PW_MR, or 4 for the last panels: a
+/* One MR x NR tile over kc (MR = PW_MR, or 4 for the last panels: a
  * cout of 32 = 4*6 + 2*4 computes no padding row, where 6-row panels
- * computed 36): y[i*ldy + j] (=|+=) sum_k w[k*MR + i] * x[k*ldx + j], for
- * i < rows, j < cols; x must hold PW_NR readable floats per row. Compiled for AVX2+FMA and for the baseline, chosen at plan time
+ * computed 36; NR = PW_NR, or 8 for a last tile of at most 8 pixels: the
+ * 4 of 196 = 12*16 + 4): y[i*ldy + j] (=|+=) sum_k w[k*MR + i] *
+ * x[k*ldx + j], for i < rows, j < cols <= NR; x must hold NR readable
+ * floats per row. Compiled for AVX2+FMA and for the baseline, chosen at plan time
  * with the GEMM's kernel (hal_gemm_use_isa("generic") tests the baseline). */
 typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float *w, float *y,
 			   int64_t ldy, const pw_tile_args *a);
@@ -90,7 +92,12 @@ typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float 
 		c##i##0 = z;                                                    \
 		c##i##1 = z;                                                    \
 	}
-#define PW_FMA(i) if ((i) < MR_) { b = w[i] - z; c##i##0 += b * x0; c##i##1 += b * x1; }
+#define PW_FMA(i) if ((i) < MR_) {                                              \
+		b = w[i] - z;                                                   \
+		c##i##0 += b * x0;                                              \
+		if (NR_ > 8)                                                    \
+			c##i##1 += b * x1;                                      \
+	}
 #define PW_STORE(i)                                                             \
 	if ((i) < MR_ && (i) < a->rows) {                                                    \
 		if (a->epi) {                                                   \
@@ -107,12 +114,12 @@ typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float 
 		}                                                               \
 	}
 
-#define PW_TILE(NAME, ATTR, MRP)                                                     \
+#define PW_TILE(NAME, ATTR, MRP, NRP)                                                \
 	ATTR static void NAME(int64_t kc, const float *restrict x, int64_t ldx,       \
 			      const float *restrict w, float *restrict y, int64_t ldy, \
 			      const pw_tile_args *a)                                   \
 	{                                                                            \
-		enum { MR_ = MRP };  /* rows computed: the row macros test it */     \
+		enum { MR_ = MRP, NR_ = NRP };  /* rows, columns computed */          \
 		const v8f z = { 0 };                                                 \
 		float t[PW_NR] __attribute__((aligned(32))) = { 0 };                 \
 		v8f c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;      \
@@ -120,7 +127,10 @@ typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float 
 		for (int64_t k = 0; k < kc; k++, x += ldx, w += MR_) {               \
 			v8f x0, x1, b;                                               \
 			memcpy(&x0, x, sizeof x0);                                   \
-			memcpy(&x1, x + 8, sizeof x1);                               \
+			if (NR_ > 8)                                                 \
+				memcpy(&x1, x + 8, sizeof x1);                       \
+			else                                                         \
+				x1 = z;                                              \
 			/* w[i] - 0 is w[i] (-0 included): a broadcast load */       \
 			PW_FMA(0) PW_FMA(1) PW_FMA(2) PW_FMA(3) PW_FMA(4) PW_FMA(5)  \
 		}                                                                    \
@@ -134,11 +144,15 @@ typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float 
 		PW_STORE(0) PW_STORE(1) PW_STORE(2) PW_STORE(3) PW_STORE(4) PW_STORE(5) \
 	}
 
-PW_TILE(pw_tile_generic, , 6)
-PW_TILE(pw_tile4_generic, , 4)
+PW_TILE(pw_tile_generic, , 6, 16)
+PW_TILE(pw_tile4_generic, , 4, 16)
+PW_TILE(pw_tile_n8_generic, , 6, 8)
+PW_TILE(pw_tile4_n8_generic, , 4, 8)
 #if defined(__x86_64__) || defined(__i386__)
-PW_TILE(pw_tile_avx2, __attribute__((target("avx2,fma"))), 6)
-PW_TILE(pw_tile4_avx2, __attribute__((target("avx2,fma"))), 4)
+PW_TILE(pw_tile_avx2, __attribute__((target("avx2,fma"))), 6, 16)
+PW_TILE(pw_tile4_avx2, __attribute__((target("avx2,fma"))), 4, 16)
+PW_TILE(pw_tile_n8_avx2, __attribute__((target("avx2,fma"))), 6, 8)
+PW_TILE(pw_tile4_n8_avx2, __attribute__((target("avx2,fma"))), 4, 8)
 #endif
 
 /* The transposed tile, for planes of fewer than HAL_CONV_PW_T_BELOW pixels
@@ -206,7 +220,7 @@ struct pw {
 				 * (and when no B) */
 	const ir_epilogue *epi; /* or NULL */
 	int epi_reg;            /* epi is NONE/RELU/CLIP: applied in the tile */
-	pw_tile_fn tile, tile4;
+	pw_tile_fn tile[2][2];  /* [4-row panel][at most 8 columns] */
 	size_t xt_floats;       /* tail copy [K][PW_NR] at the start of scratch */
 	/* transposed: panels of PT_NR channels, n5 tiles of 5 pixels then n4
 	 * of 4 (tile pixels past P repeat the last one); X^T in scratch */
@@ -245,8 +259,8 @@ static void pw_range(void *arg, int64_t p0, int64_t p1)
 						   last && c->epi_reg ? c->epi : NULL,
 						   (int)(r < mr ? r : mr), cols };
 				float *y = j->y + o0 * P + q;
-				(mr == PW_MR ? c->tile : c->tile4)(kc, x, ldx, c->wpk + o0 * K + k0 * mr,
-								   y, P, &a);
+				c->tile[mr == 4][cols <= 8](kc, x, ldx, c->wpk + o0 * K + k0 * mr, y, P,
+							    &a);
 				if (last && c->epi && !c->epi_reg)
 					for (int i = 0; i < a.rows; i++)
 						hal_epilogue_apply(c->epi, y + i * P, cols);
@@ -435,8 +449,10 @@ int hal_conv_pw_plan(hal_step *s, int64_t n, int64_t cin, int64_t cout, int64_t 
 	c->epi = epi;
 	c->epi_reg = epi && (epi->act == IR_ACT_NONE || epi->act == IR_ACT_RELU ||
 			     epi->act == IR_ACT_CLIP);
-	c->tile = HAL_GEMM_PICK(pw_tile_generic, pw_tile_avx2);
-	c->tile4 = HAL_GEMM_PICK(pw_tile4_generic, pw_tile4_avx2);
+	c->tile[0][0] = HAL_GEMM_PICK(pw_tile_generic, pw_tile_avx2);
+	c->tile[1][0] = HAL_GEMM_PICK(pw_tile4_generic, pw_tile4_avx2);
+	c->tile[0][1] = HAL_GEMM_PICK(pw_tile_n8_generic, pw_tile_n8_avx2);
+	c->tile[1][1] = HAL_GEMM_PICK(pw_tile4_n8_generic, pw_tile4_n8_avx2);
 	c->ttile5 = HAL_GEMM_PICK(pt_tile5_generic, pt_tile5_avx2);
 	c->ttile4 = HAL_GEMM_PICK(pt_tile4_generic, pt_tile4_avx2);
 	c->trans = trans;
