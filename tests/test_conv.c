@@ -140,8 +140,9 @@ static void run_cases(const struct ccase *cases, size_t n)
 	}
 }
 
-/* 1x1 convs over few pixels (computed as Y^T = X^T W^T) and their
- * neighbours on the untransposed path. */
+/* 1x1 convs over few pixels (computed as Y^T = X^T W^T: hal/ops/conv_pw.c's
+ * transposed tiles, or hal_gemm's when grouped or over one pixel) and
+ * their neighbours on the untransposed path. */
 static void conv_1x1_few_pixels(void **state)
 {
 	(void)state;

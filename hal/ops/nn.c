@@ -308,7 +308,9 @@ struct conv {
 #define DW_MAX_TAPS 64
 #define DW_FLAT_BELOW 64  /* output widths computed as one flat run */
 /* 1x1 convs with fewer output pixels than this run transposed (CONV_1X1T)
- * when they have at least as many output channels per group. */
+ * when they have at least as many output channels per group (ungrouped
+ * ones over 2 or more pixels: hal/ops/conv_pw.c's own transposed tiles,
+ * HAL_CONV_PW_T_BELOW). */
 #define CONV_1X1T_BELOW 100
 /* 1x1 convs over many pixels with a reduction this short run the direct
  * kernel (hal/ops/conv_direct.c): they are bound by writing Y, which it
@@ -316,8 +318,9 @@ struct conv {
  * rows at once (MobileNetV2's 16->96 at 112x112: 0.96 -> 0.75 ms). At
  * 56x56 the two tie, at 28x28 the GEMM wins. */
 #define CONV_DIRECT1_MAX_K 32
-/* 1x1 convs over at most this many pixels (one GEMM N block) pack X as B
- * instead of reading it in place: at 14x14 the in-place rows (a koff load
+/* Grouped 1x1 convs (ungrouped ones over 16..4096 pixels go to
+ * hal/ops/conv_pw.c) over at most this many pixels (one GEMM N block)
+ * pack X as B instead of reading it in place: at 14x14 the in-place rows (a koff load
  * and a 16-float piece of a different 784-byte row per k, the 4-column
  * tail copied per K block) ran 3-11% slower than packed panels
  * (MobileNetV2's 96x196x576: 0.292 -> 0.260 ms); at 28x28 and above
