@@ -307,24 +307,27 @@ static void pt_store(float *y, int64_t P, const float *t, int m, int64_t mr, int
 			y[o * P + 4] = t[4 * PT_NR + o];
 }
 
-/* Transposed: panels [p0, p1). For each pixel tile (its X^T [K][MR], at
- * most 19 KiB at K = 960, stays in L1) every panel, whose weights
- * [K][PT_NR] stream from L2 in order. */
+/* Transposed: panels [p0, p1), each through every pixel tile: a panel's
+ * weights [K][PT_NR] come from memory once and then from L2 (61 KiB at
+ * K = 960), X^T (K*P floats) stays in L2. Tiles outside panels read all
+ * of W once per tile: measured alone (W warm in L2) that tied, but in the
+ * network, where each conv's W (0.6-1.6 MiB at 7x7) arrives from L3 or
+ * memory, it cost ~10 times W's traffic. */
 static void pt_range(void *arg, int64_t p0, int64_t p1)
 {
 	const struct pw_job *j = arg;
 	const struct pw *c = j->c;
 	int64_t P = c->P, K = c->K;
 	float t[5 * PT_NR] __attribute__((aligned(32)));
-	for (int64_t q = 0; q < c->n5 + c->n4; q++) {
-		int m = q < c->n5 ? 5 : 4;
-		int64_t i0 = q < c->n5 ? 5 * q : 5 * c->n5 + 4 * (q - c->n5);
-		int64_t mr = P - i0 < m ? P - i0 : m;
-		const float *xp = j->xt + i0 * K;
-		pt_tile_fn tile = m == 5 ? c->ttile5 : c->ttile4;
-		for (int64_t p = p0; p < p1; p++) {
-			int64_t o0 = p * PT_NR, no = c->cout - o0 < PT_NR ? c->cout - o0 : PT_NR;
-			tile(K, xp, c->wpk + o0 * K, c->bias + o0, c->epi_reg ? c->epi : NULL, t);
+	for (int64_t p = p0; p < p1; p++) {
+		int64_t o0 = p * PT_NR, no = c->cout - o0 < PT_NR ? c->cout - o0 : PT_NR;
+		for (int64_t q = 0; q < c->n5 + c->n4; q++) {
+			int m = q < c->n5 ? 5 : 4;
+			int64_t i0 = q < c->n5 ? 5 * q : 5 * c->n5 + 4 * (q - c->n5);
+			int64_t mr = P - i0 < m ? P - i0 : m;
+			(m == 5 ? c->ttile5 : c->ttile4)(K, j->xt + i0 * K, c->wpk + o0 * K,
+							  c->bias + o0,
+							  c->epi_reg ? c->epi : NULL, t);
 			if (c->epi && !c->epi_reg)
 				hal_epilogue_apply(c->epi, t, m * PT_NR);
 			pt_store(j->y + o0 * P + i0, P, t, m, mr, no);
