@@ -1,6 +1,7 @@
 /*
  * tests/test_conv.c - the Conv fast paths of MobileNet-style nets (the
- * transposed 1x1 over few pixels, the direct small-Cin conv) against the
+ * transposed 1x1 over few pixels, the in-place 1x1 over small planes, the
+ * direct small-Cin conv) against the
  * scalar reference conv run through the same op (hal_use_reference
  * toggled), with each fused activation, on 1 and 2 threads and every
  * micro-kernel this CPU can run. Sizes are odd on purpose: channel counts
@@ -139,8 +140,9 @@ static void run_cases(const struct ccase *cases, size_t n)
 	}
 }
 
-/* 1x1 convs over few pixels (computed as Y^T = X^T W^T) and their
- * neighbours on the untransposed path. */
+/* 1x1 convs over few pixels (computed as Y^T = X^T W^T: hal/ops/conv_pw.c's
+ * transposed tiles, or hal_gemm's when grouped or over one pixel) and
+ * their neighbours on the untransposed path. */
 static void conv_1x1_few_pixels(void **state)
 {
 	(void)state;
@@ -160,6 +162,45 @@ static void conv_1x1_few_pixels(void **state)
 		{ "13x15 odd b2",    2, 97, 13, 15, 35, 1, 1, 1, 1, 1, { 0 }, 0 },
 		{ "16x16 grouped",   1, 70, 16, 16, 22, 2, 1, 1, 1, 1, { 0 }, 1 },
 		{ "17x17 in place",  1, 45, 17, 17, 16, 1, 1, 1, 1, 1, { 0 }, 1 },
+	};
+	run_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* 1x1 convs through hal/ops/conv_pw.c: transposed under 100 pixels (at
+ * least as many channels: 16 channels x 5 or 4 pixels, P = 5a + 4b or a
+ * last tile that repeats pixels, cout % 16 left over, K = 960 unblocked);
+ * over 16..4096 pixels read in place (16-pixel tiles with a zero-padded
+ * copy of the last P % 16 columns, 6- and 4-channel panels for every
+ * cout % 6, K cut into blocks of at most 256: 2 and 3 blocks), batch 2;
+ * and the sizes just outside it. */
+static void conv_pw_small_planes(void **state)
+{
+	(void)state;
+	static const struct ccase cases[] = {
+		/* name              n  c    h   w   m   grp kh kw sh sw pads bias */
+		{ "4x4 one tile",    1, 19, 4, 4, 23, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "7x7 tail 1",      1, 40, 7, 7, 14, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "7x7 K 2 blocks",  2, 257, 7, 7, 31, 1, 1, 1, 1, 1, { 0 }, 0 },
+		{ "13x13 tail 9",    1, 37, 13, 13, 50, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "14x14 K 3 blocks", 1, 600, 14, 14, 20, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "14x14 96->100",   1, 96, 14, 14, 100, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "16x16 b2",        2, 33, 16, 16, 7, 1, 1, 1, 1, 1, { 0 }, 0 },
+		{ "1 row 1x17",      1, 8, 1, 17, 5, 1, 1, 1, 1, 1, { 0 }, 1 },
+		/* transposed (P < 100, cout >= P): 5- and 4-pixel tiles */
+		{ "t 2x3 padded",    1, 10, 2, 3, 20, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 1x7 padded",    1, 33, 1, 7, 17, 1, 1, 1, 1, 1, { 0 }, 0 },
+		{ "t 3x3 5+4 b2",    2, 15, 3, 3, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 1x11 padded",   1, 20, 1, 11, 40, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 7x7 K 960",     1, 960, 7, 7, 50, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 8x8 12*5+4",    1, 17, 8, 8, 64, 1, 1, 1, 1, 1, { 0 }, 1 },
+		/* untransposed */
+		{ "two 4-row panels", 1, 29, 9, 9, 8, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "6+4 rows",        1, 30, 11, 5, 9, 1, 1, 1, 1, 1, { 0 }, 0 },
+		{ "28x28 K 2 blocks", 1, 300, 28, 28, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "56x56",           1, 24, 56, 56, 8, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "64x64 largest",   1, 5, 64, 64, 13, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "65x64 above",     1, 5, 65, 64, 13, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "3x5 below",       1, 20, 3, 5, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
 	};
 	run_cases(cases, sizeof cases / sizeof cases[0]);
 }
@@ -192,6 +233,7 @@ int main(void)
 	printf("    gemm micro-kernel: %s (NR %d)\n", hal_gemm_isa(), hal_gemm_nr());
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(conv_1x1_few_pixels),
+		cmocka_unit_test(conv_pw_small_planes),
 		cmocka_unit_test(conv_direct_small_k),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,8 +11,11 @@
  *     padding straight to hal_gemm with the input planes as B; every other
  *     conv as one GEMM that reads B in place from a zero-padded, polyphase
  *     copy of the input (below), so no im2col matrix is ever written.
- *     1x1 convs over few pixels (7x7, 1x1): transposed, Y^T = X^T W^T,
- *     so the micro-kernel's wide side runs over output channels.
+ *     Ungrouped 1x1 convs over 2..4096 pixels: hal/ops/conv_pw.c (X read
+ *     in place, or transposed under 100 pixels). Other 1x1 convs over few
+ *     pixels (a squeeze-excitation's 1x1 plane, grouped 7x7): transposed,
+ *     Y^T = X^T W^T, so the micro-kernel's wide side runs over output
+ *     channels.
  *   A Conv whose node carries an epilogue (ir_node.epi: the activation and
  *     scalar affine map hal/fuse_conv.c folded into it at load) applies it
  *     on every path: in the GEMM micro-kernel's store, per depthwise row,
@@ -41,6 +44,7 @@
 #include "hal/ops/vmath.h"
 #include "hal/gemm.h"
 #include "hal/ops/conv_dw.h"
+#include "hal/ops/conv_pw.h"
 #include "hal/ops/conv_small.h"
 #include "hal/hal.h"
 #include "hal/ops/conv_direct.h"
@@ -305,7 +309,9 @@ struct conv {
 #define DW_MAX_TAPS 64
 #define DW_FLAT_BELOW 64  /* output widths computed as one flat run */
 /* 1x1 convs with fewer output pixels than this run transposed (CONV_1X1T)
- * when they have at least as many output channels per group. */
+ * when they have at least as many output channels per group (ungrouped
+ * ones over 2 or more pixels: hal/ops/conv_pw.c's own transposed tiles,
+ * HAL_CONV_PW_T_BELOW). */
 #define CONV_1X1T_BELOW 100
 /* 1x1 convs over many pixels with a reduction this short run the direct
  * kernel (hal/ops/conv_direct.c): they are bound by writing Y, which it
@@ -313,8 +319,9 @@ struct conv {
  * rows at once (MobileNetV2's 16->96 at 112x112: 0.96 -> 0.75 ms). At
  * 56x56 the two tie, at 28x28 the GEMM wins. */
 #define CONV_DIRECT1_MAX_K 32
-/* 1x1 convs over at most this many pixels (one GEMM N block) pack X as B
- * instead of reading it in place: at 14x14 the in-place rows (a koff load
+/* Grouped 1x1 convs (ungrouped ones over 16..4096 pixels go to
+ * hal/ops/conv_pw.c) over at most this many pixels (one GEMM N block)
+ * pack X as B instead of reading it in place: at 14x14 the in-place rows (a koff load
  * and a 16-float piece of a different 784-byte row per k, the 4-column
  * tail copied per K block) ran 3-11% slower than packed panels
  * (MobileNetV2's 96x196x576: 0.292 -> 0.260 ms); at 28x28 and above
@@ -392,6 +399,9 @@ static int conv_infer(hal_step *s)
 				   W->out[1], W->out[2], W->k[1], W->k[2], W->st[1], W->st[2],
 				   W->dl[1], W->dl[2], W->pb[1], W->pb[2], c->epi })))
 		return rc < 0 ? rc : 0;  /* hal/ops/conv_dw.c took the step */
+	if ((c->path == CONV_1X1 || (c->path == CONV_1X1T && ohw > 1)) && c->group == 1 &&
+	    (rc = hal_conv_pw_plan(s, c->n, c->cin, c->cout, ohw, c->epi)))
+		return rc < 0 ? rc : 0;  /* hal/ops/conv_pw.c took the step */
 	if ((c->path == CONV_PHASE || c->path == CONV_DW) && c->group == 1 &&
 	    (rc = hal_conv_small_plan(s, &(hal_conv2d_geom){ c->n, c->cin, c->cout, W->in[1], W->in[2],
 				      W->out[1], W->out[2], W->k[1], W->k[2], W->st[1], W->st[2],
