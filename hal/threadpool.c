@@ -27,9 +27,10 @@
  * worker besides it. Unpinned, a worker that slept through a pause (20 ms
  * between bench/gemm's samples, an idle agent) was woken by the kernel onto
  * the waker's CPU (wake-affine) and queued behind the caller spinning there:
- * two threads ran 256^3 at 12-13 GFLOP/s, one at 45. The CPU is taken from a
- * process-wide rotation, so the pools of one process (aidos-node: one per
- * session) spread over the mask instead of all landing on its first CPUs.
+ * bench/gemm on two threads ran 256^3 at 12-13 GFLOP/s, pinned 42-50. The
+ * CPU is taken from a process-wide rotation, so the pools of one process
+ * (aidos-node: one per session) spread over the mask instead of all landing
+ * on its first CPUs.
  * AIDOS_POOL_PIN=0 in the environment, or hal_threadpool_create_pinned(.., 0,
  * ..), leaves placement to the kernel.
  */
