@@ -301,6 +301,25 @@ static void pack_a_block(float *dst, const float *a, int64_t rs, int64_t cs, int
 		} else if (rs == 1) {  /* A^T in memory: each k holds mr contiguous rows */
 			for (int64_t k = 0; k < kc; k++)
 				memcpy(dst + k * mr, src + k * cs, (size_t)m * sizeof *dst);
+		} else if (m == 6 || m == 8) {
+			/* a full AVX2 / AVX-512 panel: k outer, so the panel is
+			 * written in order and the m source rows are read as m
+			 * sequential streams; row by row (below) stored one float
+			 * every mr and took 3.7% of a 2048^3 GEMM (perf) */
+			for (int64_t k = 0; k < kc; k++) {
+				const float *sk = src + k * cs;
+				float *d = dst + k * mr;
+				d[0] = sk[0];
+				d[1] = sk[rs];
+				d[2] = sk[2 * rs];
+				d[3] = sk[3 * rs];
+				d[4] = sk[4 * rs];
+				d[5] = sk[5 * rs];
+				if (m == 8) {
+					d[6] = sk[6 * rs];
+					d[7] = sk[7 * rs];
+				}
+			}
 		} else {
 			for (int i = 0; i < m; i++)
 				for (int64_t k = 0; k < kc; k++)
