@@ -15,6 +15,9 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 #include "hal/gemm.h"
 #include "hal/plan.h"
 
@@ -283,6 +286,50 @@ static int64_t round_up(int64_t x, int64_t m)
 
 /* ---- packing ---- */
 
+#if defined(__x86_64__) || defined(__i386__)
+/* One full 6-row AVX2 panel of row-major A (element (i,k) at src[i*rs+k]),
+ * kc columns, into dst[k*6+i]: 8 columns at a time as an 8x8 transpose of
+ * the 6 rows (two don't-care rows), each transposed row stored as 8 floats
+ * at its 6-float slot in order, so the next one overwrites the 2 extra (the
+ * last of the 8 stores exactly 6). Scalar copies cost a load and a store
+ * per float: 6% of a 256^3 GEMM. */
+__attribute__((target("avx2"))) static void pack_a6_rows(float *restrict dst, const float *restrict src,
+							 int64_t rs, int64_t kc)
+{
+	int64_t k = 0;
+	for (; k + 8 <= kc; k += 8) {
+		const float *s = src + k;
+		float *d = dst + k * 6;
+		__m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + rs);
+		__m256 r2 = _mm256_loadu_ps(s + 2 * rs), r3 = _mm256_loadu_ps(s + 3 * rs);
+		__m256 r4 = _mm256_loadu_ps(s + 4 * rs), r5 = _mm256_loadu_ps(s + 5 * rs);
+		__m256 z = _mm256_setzero_ps();
+		__m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+		__m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+		__m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+		/* t6 = t7 = 0: rows 6 and 7 */
+		__m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+		__m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+		__m256 u4 = _mm256_shuffle_ps(t4, z, 0x44), u5 = _mm256_shuffle_ps(t4, z, 0xee);
+		__m256 u6 = _mm256_shuffle_ps(t5, z, 0x44), u7 = _mm256_shuffle_ps(t5, z, 0xee);
+		/* column j of the 8: rows 0-3 in u(j%4)'s lane j/4, rows 4-5 in u(4+j%4)'s */
+		_mm256_storeu_ps(d + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+		_mm256_storeu_ps(d + 6, _mm256_permute2f128_ps(u1, u5, 0x20));
+		_mm256_storeu_ps(d + 12, _mm256_permute2f128_ps(u2, u6, 0x20));
+		_mm256_storeu_ps(d + 18, _mm256_permute2f128_ps(u3, u7, 0x20));
+		_mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(u0, u4, 0x31));
+		_mm256_storeu_ps(d + 30, _mm256_permute2f128_ps(u1, u5, 0x31));
+		_mm256_storeu_ps(d + 36, _mm256_permute2f128_ps(u2, u6, 0x31));
+		__m256 c7 = _mm256_permute2f128_ps(u3, u7, 0x31);
+		_mm_storeu_ps(d + 42, _mm256_castps256_ps128(c7));
+		_mm_storel_pi((__m64 *)(void *)(d + 46), _mm256_extractf128_ps(c7, 1));
+	}
+	for (; k < kc; k++)
+		for (int i = 0; i < 6; i++)
+			dst[k * 6 + i] = src[i * rs + k];
+}
+#endif
+
 /* Panels of A rows [i0, i0+mc), columns [k0, k0+kc): element (i,k) at
  * a[i*rs + k*cs]. */
 static void pack_a_block(float *dst, const float *a, int64_t rs, int64_t cs, int64_t i0,
@@ -301,16 +348,29 @@ static void pack_a_block(float *dst, const float *a, int64_t rs, int64_t cs, int
 		} else if (rs == 1) {  /* A^T in memory: each k holds mr contiguous rows */
 			for (int64_t k = 0; k < kc; k++)
 				memcpy(dst + k * mr, src + k * cs, (size_t)m * sizeof *dst);
-		} else if (cs == 1 && m == 6) {
-			/* row-major A, a full AVX2 panel: six row streams, the
-			 * panel written in order (a row at a time stores at a
-			 * 24-byte stride through the whole panel) */
-			const float *r0 = src, *r1 = src + rs, *r2 = src + 2 * rs;
-			const float *r3 = src + 3 * rs, *r4 = src + 4 * rs, *r5 = src + 5 * rs;
-			float *d = dst;
-			for (int64_t k = 0; k < kc; k++, d += 6) {
-				d[0] = r0[k], d[1] = r1[k], d[2] = r2[k];
-				d[3] = r3[k], d[4] = r4[k], d[5] = r5[k];
+#if defined(__x86_64__) || defined(__i386__)
+		} else if (m == 6 && cs == 1 && mr == 6) {
+			/* mr 6: the AVX2 kernel was chosen, so the CPU has AVX2 */
+			pack_a6_rows(dst, src, rs, kc);
+#endif
+		} else if (m == 6 || m == 8) {
+			/* a full AVX2 / AVX-512 panel: k outer, so the panel is
+			 * written in order and the m source rows are read as m
+			 * sequential streams; row by row (below) stored one float
+			 * every mr and took 3.7% of a 2048^3 GEMM (perf) */
+			for (int64_t k = 0; k < kc; k++) {
+				const float *sk = src + k * cs;
+				float *d = dst + k * mr;
+				d[0] = sk[0];
+				d[1] = sk[rs];
+				d[2] = sk[2 * rs];
+				d[3] = sk[3 * rs];
+				d[4] = sk[4 * rs];
+				d[5] = sk[5 * rs];
+				if (m == 8) {
+					d[6] = sk[6 * rs];
+					d[7] = sk[7 * rs];
+				}
 			}
 		} else {
 			for (int i = 0; i < m; i++)

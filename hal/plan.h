@@ -141,8 +141,21 @@ int hal_fuse_xfmr(hal_plan *p);        /* hal/fuse_xfmr.c: LayerNorm patterns */
 int hal_fuse_conv_plan(hal_plan *p);
 int hal_plan_drop_merged(hal_plan *p);
 
-/* Thread pool (hal/threadpool.c): threads - 1 workers; 1 means inline. */
+/* Thread pool (hal/threadpool.c): threads - 1 workers; 1 means inline.
+ * Returns 0, AIDOS_E_RANGE (threads > 256), AIDOS_E_NOMEM or -errno from
+ * pthread_create. Workers are pinned as hal_threadpool_create_pinned(threads,
+ * -1, out) does. Thread-safe (several pools may be created at once). */
 int hal_threadpool_create(int threads, hal_threadpool **out);
+/* As hal_threadpool_create, with the workers' placement: pin 1 pins each
+ * worker to one CPU of the calling thread's affinity mask (not the caller's
+ * current CPU while the mask has one per worker besides it; CPUs taken from
+ * a process-wide rotation so several pools spread out; a 1-CPU mask pins
+ * nothing), 0 leaves them to the kernel, -1 pins unless the environment has
+ * AIDOS_POOL_PIN=0. Affinity is set once, at thread creation. */
+int hal_threadpool_create_pinned(int threads, int pin, hal_threadpool **out);
+/* The CPU thread i (1 .. size-1: the workers; 0 is the caller) is pinned to,
+ * or -1 (not pinned, out of range, or tp NULL). */
+int hal_threadpool_worker_cpu(const hal_threadpool *tp, int i);
 void hal_threadpool_destroy(hal_threadpool *tp);
 int hal_threadpool_size(const hal_threadpool *tp);
 /* Brackets a request: workers spin through its gaps instead of sleeping. */

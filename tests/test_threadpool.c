@@ -4,7 +4,13 @@
  * count, grain and job size, including jobs published back to back (a late
  * worker must never claim a chunk of a job it did not read) and more
  * threads than this machine has cores (workers often descheduled).
+ * Placement: pinned workers run on distinct CPUs of the creator's mask (its
+ * current CPU avoided), as their own affinity says from inside a job;
+ * AIDOS_POOL_PIN=0 and pin 0 leave them the whole mask; consecutive pools
+ * rotate over the mask; a 1-CPU mask pins nothing and still runs jobs.
  */
+#include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -71,10 +77,217 @@ static void pool_covers_every_item(void **state)
 	free(hits);
 }
 
+/* ---- placement ---- */
+
+#define MAXT 64
+
+/* A job of one chunk per thread in which every chunk waits until all
+ * threads have entered one (so each thread runs exactly one: the caller
+ * and every worker), recording each thread's own affinity mask. */
+struct seen {
+	int threads;
+	_Atomic int entered, timed_out;
+	pthread_t caller;
+	cpu_set_t mask[MAXT];    /* [entered order] */
+	int is_worker[MAXT];
+};
+
+static void record_affinity(void *arg, int64_t i0, int64_t i1)
+{
+	struct seen *s = arg;
+	(void)i1;
+	(void)i0;
+	int k = atomic_fetch_add(&s->entered, 1);
+	if (k < MAXT) {
+		CPU_ZERO(&s->mask[k]);
+		pthread_getaffinity_np(pthread_self(), sizeof s->mask[k], &s->mask[k]);
+		s->is_worker[k] = !pthread_equal(pthread_self(), s->caller);
+	}
+	/* a liveness bound, not a timing check: a descheduled worker is
+	 * waited for up to about 20 s (1e9 pauses) before the test gives up */
+	for (long spin = 0; atomic_load(&s->entered) < s->threads; spin++)
+		if (spin > 1000000000L) {
+			atomic_store(&s->timed_out, 1);
+			break;
+		}
+}
+
+/* Runs the recording job on tp; fills s. */
+static void run_seen(hal_threadpool *tp, struct seen *s)
+{
+	memset(s, 0, sizeof *s);
+	s->threads = hal_threadpool_size(tp);
+	s->caller = pthread_self();
+	assert_true(s->threads <= MAXT);
+	hal_threadpool_begin(tp);
+	hal_threadpool_run(tp, s->threads, 1, record_affinity, s);
+	hal_threadpool_end(tp);
+	assert_int_equal(atomic_load(&s->timed_out), 0);
+	assert_int_equal(atomic_load(&s->entered), s->threads);
+}
+
+static int only_cpu(const cpu_set_t *m)
+{
+	if (CPU_COUNT(m) != 1)
+		return -1;
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, m))
+			return c;
+	return -1;
+}
+
+static void pinned_workers_distinct_cpus(void **state)
+{
+	(void)state;
+	cpu_set_t all;
+	assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+	int ncpu = CPU_COUNT(&all);
+	if (ncpu < 2)
+		skip();
+	int threads = ncpu < 8 ? ncpu : 8;   /* threads - 1 workers: one CPU each besides the caller's */
+	for (int tries = 0;; tries++) {
+		int before = sched_getcpu();
+		hal_threadpool *tp = NULL;
+		assert_int_equal(hal_threadpool_create_pinned(threads, 1, &tp), 0);
+		int after = sched_getcpu();
+		struct seen s;
+		run_seen(tp, &s);
+		cpu_set_t used;
+		CPU_ZERO(&used);
+		for (int k = 0; k < threads; k++) {
+			if (!s.is_worker[k])
+				continue;
+			int c = only_cpu(&s.mask[k]);
+			if (c < 0)
+				fail_msg("a pinned worker's mask has %d CPUs", CPU_COUNT(&s.mask[k]));
+			assert_true(CPU_ISSET(c, &all));
+			assert_false(CPU_ISSET(c, &used));   /* distinct */
+			CPU_SET(c, &used);
+		}
+		assert_int_equal(CPU_COUNT(&used), threads - 1);
+		for (int i = 1; i < threads; i++)
+			assert_true(CPU_ISSET(hal_threadpool_worker_cpu(tp, i), &used));
+		assert_int_equal(hal_threadpool_worker_cpu(tp, 0), -1);
+		assert_int_equal(hal_threadpool_worker_cpu(tp, threads), -1);
+		hal_threadpool_destroy(tp);
+		/* the caller's CPU is avoided (known only if it did not move
+		 * during the creation) */
+		if (before == after) {
+			assert_false(CPU_ISSET(before, &used));
+			break;
+		}
+		assert_true(tries < 100);
+	}
+}
+
+static void pin_opt_out(void **state)
+{
+	(void)state;
+	cpu_set_t all;
+	assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+	for (int how = 0; how < 3; how++) {
+		hal_threadpool *tp = NULL;
+		if (how == 0) {
+			assert_int_equal(hal_threadpool_create_pinned(3, 0, &tp), 0);
+		} else {
+			setenv("AIDOS_POOL_PIN", how == 1 ? "0" : "off", 1);
+			assert_int_equal(hal_threadpool_create(3, &tp), 0);
+			unsetenv("AIDOS_POOL_PIN");
+		}
+		struct seen s;
+		run_seen(tp, &s);
+		for (int k = 0; k < 3; k++)
+			assert_true(CPU_EQUAL(&s.mask[k], &all));   /* the whole mask, workers too */
+		for (int i = 1; i < 3; i++)
+			assert_int_equal(hal_threadpool_worker_cpu(tp, i), -1);
+		hal_threadpool_destroy(tp);
+	}
+	/* and the default pins (where there is more than one CPU) */
+	if (CPU_COUNT(&all) >= 2) {
+		hal_threadpool *tp = NULL;
+		assert_int_equal(hal_threadpool_create(2, &tp), 0);
+		assert_true(hal_threadpool_worker_cpu(tp, 1) >= 0);
+		hal_threadpool_destroy(tp);
+	}
+}
+
+/* Restricts the calling thread to the first `want` CPUs of its mask;
+ * returns how many it got, the old mask in *old. */
+static int restrict_mask(int want, cpu_set_t *old)
+{
+	cpu_set_t m;
+	assert_int_equal(sched_getaffinity(0, sizeof *old, old), 0);
+	CPU_ZERO(&m);
+	int n = 0;
+	for (int c = 0; c < CPU_SETSIZE && n < want; c++)
+		if (CPU_ISSET(c, old)) {
+			CPU_SET(c, &m);
+			n++;
+		}
+	assert_int_equal(sched_setaffinity(0, sizeof m, &m), 0);
+	return n;
+}
+
+/* M pools of M+1 workers over an M-CPU mask (M+1 > M-1: the caller's CPU
+ * is not avoided): continuing one rotation, each CPU gets M+1 workers in
+ * all; every pool starting at the mask's first CPU would give it 2M. The
+ * workers also stay inside the restricted mask. */
+static void pools_rotate(void **state)
+{
+	(void)state;
+	cpu_set_t old, mask;
+	int m = restrict_mask(4, &old);
+	if (m < 2) {
+		assert_int_equal(sched_setaffinity(0, sizeof old, &old), 0);
+		skip();
+	}
+	assert_int_equal(sched_getaffinity(0, sizeof mask, &mask), 0);
+	hal_threadpool *tp[4] = { NULL };
+	int count[CPU_SETSIZE] = { 0 };
+	for (int p = 0; p < m; p++) {
+		assert_int_equal(hal_threadpool_create_pinned(m + 2, 1, &tp[p]), 0);
+		for (int i = 1; i < m + 2; i++) {
+			int c = hal_threadpool_worker_cpu(tp[p], i);
+			assert_true(c >= 0 && CPU_ISSET(c, &mask));
+			count[c]++;
+		}
+	}
+	for (int p = 0; p < m; p++)
+		hal_threadpool_destroy(tp[p]);
+	assert_int_equal(sched_setaffinity(0, sizeof old, &old), 0);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &mask))
+			assert_int_equal(count[c], m + 1);
+}
+
+static void one_cpu_mask(void **state)
+{
+	(void)state;
+	cpu_set_t old;
+	assert_int_equal(restrict_mask(1, &old), 1);
+	hal_threadpool *tp = NULL;
+	assert_int_equal(hal_threadpool_create_pinned(3, 1, &tp), 0);
+	for (int i = 1; i < 3; i++)
+		assert_int_equal(hal_threadpool_worker_cpu(tp, i), -1);
+	struct seen s;
+	run_seen(tp, &s);   /* three threads take turns on one CPU */
+	_Atomic uint32_t hits[100] = { 0 };
+	struct job j = { hits, 100, 0, 0 };
+	hal_threadpool_run(tp, 100, 1, count_range, &j);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(atomic_load(&hits[i]), 1);
+	hal_threadpool_destroy(tp);
+	assert_int_equal(sched_setaffinity(0, sizeof old, &old), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(pool_covers_every_item),
+		cmocka_unit_test(pinned_workers_distinct_cpus),
+		cmocka_unit_test(pin_opt_out),
+		cmocka_unit_test(pools_rotate),
+		cmocka_unit_test(one_cpu_mask),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
