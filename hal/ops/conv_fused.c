@@ -129,15 +129,68 @@ struct fz {
 		}                                                                      \
 	} while (0)
 
+/* t clamped to [LO, HI], NaN kept: compares and selects in the baseline;
+ * vmaxps(LO, t) / vminps(HI, t) for AVX2 (they return t when either is
+ * NaN, and t for -0 against LO = 0, as the selects do) */
+#define FZ_CLIPV_GENERIC(t)                                                            \
+	do {                                                                           \
+		t = (v8f)(((v8i)t & ~(t < LO)) | ((v8i)LO & (t < LO)));                \
+		t = (v8f)(((v8i)t & ~(t > HI)) | ((v8i)HI & (t > HI)));                \
+	} while (0)
+#define FZ_CLIPV_AVX2(t)                                                               \
+	(t = __builtin_ia32_minps256(HI, __builtin_ia32_maxps256(LO, t)))
+#define FZ_ST(o, v, t)                                                                 \
+	do {                                                                           \
+		if ((o) < no) {                                                        \
+			FZ_CLAMP(t);                                                   \
+			memcpy(e + (o) * ldo + p + 8 * (v), &t, sizeof t);             \
+		}                                                                      \
+	} while (0)
+#define FZ_EXP_BLOCK3()                                                                \
+	do {                                                                           \
+		v8f a00 = FZ_SPLAT(b4[0]), a01 = a00, a02 = a00;                       \
+		v8f a10 = FZ_SPLAT(b4[1]), a11 = a10, a12 = a10;                       \
+		v8f a20 = FZ_SPLAT(b4[2]), a21 = a20, a22 = a20;                       \
+		v8f a30 = FZ_SPLAT(b4[3]), a31 = a30, a32 = a30;                       \
+		const float *wq = w, *xr = x + p;                                      \
+		for (int64_t k = 0; k < K; k++, wq += 4, xr += xs) {                   \
+			v8f x0 = FZ_LD(xr), x1 = FZ_LD(xr + 8), x2 = FZ_LD(xr + 16);   \
+			v8f v = FZ_SPLAT(wq[0]);                                       \
+			a00 += v * x0; a01 += v * x1; a02 += v * x2;                   \
+			v = FZ_SPLAT(wq[1]);                                           \
+			a10 += v * x0; a11 += v * x1; a12 += v * x2;                   \
+			v = FZ_SPLAT(wq[2]);                                           \
+			a20 += v * x0; a21 += v * x1; a22 += v * x2;                   \
+			v = FZ_SPLAT(wq[3]);                                           \
+			a30 += v * x0; a31 += v * x1; a32 += v * x2;                   \
+		}                                                                      \
+		FZ_ST(0, 0, a00); FZ_ST(0, 1, a01); FZ_ST(0, 2, a02);                  \
+		FZ_ST(1, 0, a10); FZ_ST(1, 1, a11); FZ_ST(1, 2, a12);                  \
+		FZ_ST(2, 0, a20); FZ_ST(2, 1, a21); FZ_ST(2, 2, a22);                  \
+		FZ_ST(3, 0, a30); FZ_ST(3, 1, a31); FZ_ST(3, 2, a32);                  \
+	} while (0)
+#define FZ_EXP_BLOCK1()                                                                \
+	do {                                                                           \
+		v8f a0 = FZ_SPLAT(b4[0]), a1 = FZ_SPLAT(b4[1]);                        \
+		v8f a2 = FZ_SPLAT(b4[2]), a3 = FZ_SPLAT(b4[3]);                        \
+		const float *wq = w, *xr = x + p;                                      \
+		for (int64_t k = 0; k < K; k++, wq += 4, xr += xs) {                   \
+			v8f x0 = FZ_LD(xr);                                            \
+			a0 += FZ_SPLAT(wq[0]) * x0;                                    \
+			a1 += FZ_SPLAT(wq[1]) * x0;                                    \
+			a2 += FZ_SPLAT(wq[2]) * x0;                                    \
+			a3 += FZ_SPLAT(wq[3]) * x0;                                    \
+		}                                                                      \
+		FZ_ST(0, 0, a0); FZ_ST(1, 0, a1); FZ_ST(2, 0, a2); FZ_ST(3, 0, a3);    \
+	} while (0)
+
 /* Puts a's lanes in pixel order, applies a register epilogue, stores 8. */
 #define FZ_STORE(S, a, q)                                                              \
 	do {                                                                           \
 		if ((S) == 2)                                                          \
 			a = __builtin_shuffle(a, EV_UNDO);                             \
-		if (reg) {                                                             \
-			a = (v8f)(((v8i)a & ~(a < LO)) | ((v8i)LO & (a < LO)));        \
-			a = (v8f)(((v8i)a & ~(a > HI)) | ((v8i)HI & (a > HI)));        \
-		}                                                                      \
+		if (reg)                                                               \
+			FZ_CLIPV(a);                                                   \
 		memcpy((q), &a, sizeof a);                                             \
 	} while (0)
 
@@ -185,11 +238,15 @@ struct fz {
 		}                                                                      \
 	}
 
+#define FZ_CLIPV FZ_CLIPV_GENERIC
 FZ_ROWS(fz_rows1_generic, 1, )
 FZ_ROWS(fz_rows2_generic, 2, )
+#undef FZ_CLIPV
 #if defined(__x86_64__) || defined(__i386__)
+#define FZ_CLIPV FZ_CLIPV_AVX2
 FZ_ROWS(fz_rows1_avx2, 1, __attribute__((target("avx2,fma"))))
 FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
+#undef FZ_CLIPV
 #endif
 
 /* The expand: 4 output channels x NPX pixels (NPX / 8 vectors) in
@@ -199,54 +256,8 @@ FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 #define FZ_LD(q) ({ v8f l_; memcpy(&l_, (q), sizeof l_); l_; })
 #define FZ_CLAMP(t)                                                                    \
 	do {                                                                           \
-		if (reg) {                                                             \
-			t = (v8f)(((v8i)t & ~(t < LO)) | ((v8i)LO & (t < LO)));        \
-			t = (v8f)(((v8i)t & ~(t > HI)) | ((v8i)HI & (t > HI)));        \
-		}                                                                      \
-	} while (0)
-#define FZ_ST(o, v, t)                                                                 \
-	do {                                                                           \
-		if ((o) < no) {                                                        \
-			FZ_CLAMP(t);                                                   \
-			memcpy(e + (o) * ldo + p + 8 * (v), &t, sizeof t);             \
-		}                                                                      \
-	} while (0)
-#define FZ_EXP_BLOCK3()                                                                \
-	do {                                                                           \
-		v8f a00 = FZ_SPLAT(b4[0]), a01 = a00, a02 = a00;                       \
-		v8f a10 = FZ_SPLAT(b4[1]), a11 = a10, a12 = a10;                       \
-		v8f a20 = FZ_SPLAT(b4[2]), a21 = a20, a22 = a20;                       \
-		v8f a30 = FZ_SPLAT(b4[3]), a31 = a30, a32 = a30;                       \
-		const float *wq = w, *xr = x + p;                                      \
-		for (int64_t k = 0; k < K; k++, wq += 4, xr += xs) {                   \
-			v8f x0 = FZ_LD(xr), x1 = FZ_LD(xr + 8), x2 = FZ_LD(xr + 16);   \
-			v8f v = FZ_SPLAT(wq[0]);                                       \
-			a00 += v * x0; a01 += v * x1; a02 += v * x2;                   \
-			v = FZ_SPLAT(wq[1]);                                           \
-			a10 += v * x0; a11 += v * x1; a12 += v * x2;                   \
-			v = FZ_SPLAT(wq[2]);                                           \
-			a20 += v * x0; a21 += v * x1; a22 += v * x2;                   \
-			v = FZ_SPLAT(wq[3]);                                           \
-			a30 += v * x0; a31 += v * x1; a32 += v * x2;                   \
-		}                                                                      \
-		FZ_ST(0, 0, a00); FZ_ST(0, 1, a01); FZ_ST(0, 2, a02);                  \
-		FZ_ST(1, 0, a10); FZ_ST(1, 1, a11); FZ_ST(1, 2, a12);                  \
-		FZ_ST(2, 0, a20); FZ_ST(2, 1, a21); FZ_ST(2, 2, a22);                  \
-		FZ_ST(3, 0, a30); FZ_ST(3, 1, a31); FZ_ST(3, 2, a32);                  \
-	} while (0)
-#define FZ_EXP_BLOCK1()                                                                \
-	do {                                                                           \
-		v8f a0 = FZ_SPLAT(b4[0]), a1 = FZ_SPLAT(b4[1]);                        \
-		v8f a2 = FZ_SPLAT(b4[2]), a3 = FZ_SPLAT(b4[3]);                        \
-		const float *wq = w, *xr = x + p;                                      \
-		for (int64_t k = 0; k < K; k++, wq += 4, xr += xs) {                   \
-			v8f x0 = FZ_LD(xr);                                            \
-			a0 += FZ_SPLAT(wq[0]) * x0;                                    \
-			a1 += FZ_SPLAT(wq[1]) * x0;                                    \
-			a2 += FZ_SPLAT(wq[2]) * x0;                                    \
-			a3 += FZ_SPLAT(wq[3]) * x0;                                    \
-		}                                                                      \
-		FZ_ST(0, 0, a0); FZ_ST(1, 0, a1); FZ_ST(2, 0, a2); FZ_ST(3, 0, a3);    \
+		if (reg)                                                               \
+			FZ_CLIPV(t);                                                   \
 	} while (0)
 
 /* E pixels [0, n) (n >= 8) of the rows at x (reduction index k at x + k*xs)
@@ -290,9 +301,13 @@ FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 		}                                                                      \
 	}
 
+#define FZ_CLIPV FZ_CLIPV_GENERIC
 FZ_EXPAND(fz_expand_generic, )
+#undef FZ_CLIPV
 #if defined(__x86_64__) || defined(__i386__)
+#define FZ_CLIPV FZ_CLIPV_AVX2
 FZ_EXPAND(fz_expand_avx2, __attribute__((target("avx2,fma"))))
+#undef FZ_CLIPV
 #endif
 
 struct fz_job {
