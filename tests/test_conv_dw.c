@@ -61,6 +61,16 @@ static const struct ccase cases[] = {
 	{ "tiny 2x2",         1,   4,   2,   2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, ACT_CLIP },
 	{ "stride 3 (nn.c)",  1,   6,  14,  14, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, ACT_CLIP },
 	{ "batch 2 3x3 s1",   2,  40,  10,  10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, ACT_NONE },
+	/* conv_dw.c's small-plane rows (3x3 s1 pad 1, w <= 8) */
+	{ "small s1 w 8",     1,   7,   5,   8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, ACT_RELU },
+	{ "small s1 w 1",     2,   5,   6,   1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 0, ACT_CLIP },
+	{ "small s1 1x3",     1,   6,   1,   3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, ACT_NONE },
+	{ "small s1 4x5",     3,   9,   4,   5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, ACT_HSWISH },
+	/* and its stride-2 rows (3x3 s2 pad 1, w <= 16) */
+	{ "small s2 16x16",   1,  10,  16,  16, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, ACT_CLIP },
+	{ "small s2 5x9",     2,   6,   5,   9, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, ACT_RELU },
+	{ "small s2 3x1",     1,   7,   3,   1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 0, ACT_NONE },
+	{ "small s2 pad 1 0", 1,   8,  10,  12, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 1, ACT_HSWISH },
 };
 
 #define CLIP_LO 0.0f

@@ -210,6 +210,122 @@ struct dwc {
 			hal_epilogue_apply(g->epi, y, g->oh * OW);               \
 	}
 
+/* A small plane, 3x3 stride 1 pad 1, ow = w <= 8 (MobileNetV2's 7x7
+ * layers): each input row is one masked load (lanes >= w zero) and two
+ * lane shifts of it (column ix-1 and ix+1, the padding lanes zeroed), kept
+ * in registers across the three output rows that read it; output row oy is
+ * the 9 taps over rows oy-1..oy+1 (zero outside X), stored as 8 lanes
+ * (the lanes past w are rewritten by the next row) unless that passes the
+ * plane's end (masked). The general tiles above, over a padded copy, took
+ * 0.13 ms for 960 such planes, 4x ORT's time. */
+#define DW_SMALL(NAME, ATTR)                                                     \
+	ATTR static void NAME(const struct dwc *c, const float *x, const float *wk, \
+			      float bias, float *y)                              \
+	{                                                                        \
+		const int64_t H = c->g.h, W = c->g.w, HW = H * W;                \
+		v8i M;                                                           \
+		memcpy(&M, c->smask, sizeof M);                                  \
+		const v8i ML = { 0, -1, -1, -1, -1, -1, -1, -1 };                \
+		const v8i MR = { -1, -1, -1, -1, -1, -1, -1, 0 };                \
+		const v8i IL = { 0, 0, 1, 2, 3, 4, 5, 6 }, IR = { 1, 2, 3, 4, 5, 6, 7, 7 }; \
+		v8f K[9];                                                        \
+		for (int k = 0; k < 9; k++)                                      \
+			K[k] = (v8f){ wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k] }; \
+		const v8f B = { bias, bias, bias, bias, bias, bias, bias, bias }; \
+		const v8f LO = { c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo }; \
+		const v8f HI = { c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi }; \
+		const v8f Z = { 0 };                                             \
+		v8f l0 = Z, c0 = Z, r0 = Z, c1 = MLOAD(x, M);                    \
+		v8f l1 = (v8f)((v8i)__builtin_shuffle(c1, IL) & ML);             \
+		v8f r1 = (v8f)((v8i)__builtin_shuffle(c1, IR) & MR);             \
+		for (int64_t oy = 0; oy < H; oy++) {                             \
+			v8f l2 = Z, c2 = Z, r2 = Z;                              \
+			if (oy + 1 < H) {                                        \
+				c2 = MLOAD(x + (oy + 1) * W, M);                 \
+				l2 = (v8f)((v8i)__builtin_shuffle(c2, IL) & ML); \
+				r2 = (v8f)((v8i)__builtin_shuffle(c2, IR) & MR); \
+			}                                                        \
+			v8f a = B;                                               \
+			a += K[0] * l0; a += K[1] * c0; a += K[2] * r0;          \
+			a += K[3] * l1; a += K[4] * c1; a += K[5] * r1;          \
+			a += K[6] * l2; a += K[7] * c2; a += K[8] * r2;          \
+			if (c->reg_epi) {                                        \
+				a = (v8f)(((v8i)a & ~(a < LO)) | ((v8i)LO & (a < LO))); \
+				a = (v8f)(((v8i)a & ~(a > HI)) | ((v8i)HI & (a > HI))); \
+			}                                                        \
+			if (oy * W + 8 <= HW)                                    \
+				memcpy(y + oy * W, &a, sizeof a);                \
+			else                                                     \
+				MSTORE(y + oy * W, M, a);                        \
+			l0 = l1; c0 = c1; r0 = r1;                               \
+			l1 = l2; c1 = c2; r1 = r2;                               \
+		}                                                                \
+		if (c->g.epi && !c->reg_epi)                                     \
+			hal_epilogue_apply(c->g.epi, y, HW);                     \
+	}
+
+/* The same for stride 2 (3x3, pad 1 on the top and left, w <= 16 so
+ * ow <= 8: MobileNetV2's 14x14 -> 7x7): each input row is two masked
+ * loads split into its even and odd columns (kx = 1 and 2) and the odd
+ * ones shifted a lane (kx = 0); output row oy reads rows 2oy-1..2oy+1, the
+ * last kept as the next row's first. */
+#define DW_SMALL2(NAME, ATTR)                                                    \
+	ATTR static void NAME(const struct dwc *c, const float *x, const float *wk, \
+			      float bias, float *y)                              \
+	{                                                                        \
+		const int64_t H = c->g.h, W = c->g.w, OH = c->g.oh, OW = c->g.ow; \
+		const int64_t OHW = OH * OW;                                     \
+		const v8i LANE = { 0, 1, 2, 3, 4, 5, 6, 7 };                     \
+		const v8i WV = { (int32_t)W, (int32_t)W, (int32_t)W, (int32_t)W, \
+				 (int32_t)W, (int32_t)W, (int32_t)W, (int32_t)W };   \
+		const v8i M0 = LANE < WV, M1 = LANE + 8 < WV;                    \
+		v8i M;                                                           \
+		memcpy(&M, c->smask, sizeof M);                                  \
+		const v8i ML = { 0, -1, -1, -1, -1, -1, -1, -1 };                \
+		const v8i IL = { 0, 0, 1, 2, 3, 4, 5, 6 };                       \
+		const v8i IE = { 0, 2, 4, 6, 8, 10, 12, 14 }, IO = IE + 1;       \
+		v8f K[9];                                                        \
+		for (int k = 0; k < 9; k++)                                      \
+			K[k] = (v8f){ wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k] }; \
+		const v8f B = { bias, bias, bias, bias, bias, bias, bias, bias }; \
+		const v8f LO = { c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo }; \
+		const v8f HI = { c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi }; \
+		const v8f Z = { 0 };                                             \
+		v8f l0 = Z, e0 = Z, o0 = Z;                                      \
+		for (int64_t oy = 0; oy < OH; oy++) {                            \
+			v8f l1 = Z, e1 = Z, o1 = Z, l2 = Z, e2 = Z, o2 = Z;      \
+			if (2 * oy < H) {                                        \
+				const float *p = x + 2 * oy * W;                 \
+				v8f a = MLOAD(p, M0), b = MLOAD(p + 8, M1);      \
+				e1 = __builtin_shuffle(a, b, IE);                \
+				o1 = __builtin_shuffle(a, b, IO);                \
+				l1 = (v8f)((v8i)__builtin_shuffle(o1, IL) & ML); \
+			}                                                        \
+			if (2 * oy + 1 < H) {                                    \
+				const float *p = x + (2 * oy + 1) * W;           \
+				v8f a = MLOAD(p, M0), b = MLOAD(p + 8, M1);      \
+				e2 = __builtin_shuffle(a, b, IE);                \
+				o2 = __builtin_shuffle(a, b, IO);                \
+				l2 = (v8f)((v8i)__builtin_shuffle(o2, IL) & ML); \
+			}                                                        \
+			v8f a = B;                                               \
+			a += K[0] * l0; a += K[1] * e0; a += K[2] * o0;          \
+			a += K[3] * l1; a += K[4] * e1; a += K[5] * o1;          \
+			a += K[6] * l2; a += K[7] * e2; a += K[8] * o2;          \
+			if (c->reg_epi) {                                        \
+				a = (v8f)(((v8i)a & ~(a < LO)) | ((v8i)LO & (a < LO))); \
+				a = (v8f)(((v8i)a & ~(a > HI)) | ((v8i)HI & (a > HI))); \
+			}                                                        \
+			if (oy * OW + 8 <= OHW)                                  \
+				memcpy(y + oy * OW, &a, sizeof a);               \
+			else                                                     \
+				MSTORE(y + oy * OW, M, a);                       \
+			l0 = l2; e0 = e2; o0 = o2;                               \
+		}                                                                \
+		if (c->g.epi && !c->reg_epi)                                     \
+			hal_epilogue_apply(c->g.epi, y, OHW);                    \
+	}
+
 /* baseline: masked loads lane by lane (only valid lanes touched);
  * macros, not functions: passing a vector to baseline-ISA code would change
  * the ABI (-Wpsabi) */
@@ -227,6 +343,8 @@ struct dwc {
 #define MLOAD(p, m) MLOAD_GENERIC(p, m)
 #define MSTORE(p, m, v) MSTORE_GENERIC(p, m, v)
 DW_PLANE(dw_plane_generic, )
+DW_SMALL(dw_small_generic, )
+DW_SMALL2(dw_small2_generic, )
 #undef MLOAD
 #undef MSTORE
 
@@ -235,6 +353,8 @@ DW_PLANE(dw_plane_generic, )
 #define MLOAD(p, m) ((v8f)_mm256_maskload_ps((p), (__m256i)(m)))
 #define MSTORE(p, m, v) _mm256_maskstore_ps((p), (__m256i)(m), (__m256)(v))
 DW_PLANE(dw_plane_avx2, __attribute__((target("avx2,fma"))))
+DW_SMALL(dw_small_avx2, __attribute__((target("avx2,fma"))))
+DW_SMALL2(dw_small2_avx2, __attribute__((target("avx2,fma"))))
 #undef MLOAD
 #undef MSTORE
 #endif
@@ -405,6 +525,16 @@ int hal_conv_dw_plan(hal_step *s, const hal_conv2d_geom *g)
 	c->lo = c->reg_epi ? (e->act == IR_ACT_RELU ? 0.0f : e->a) : 0.0f;
 	c->hi = c->reg_epi ? (e->act == IR_ACT_RELU ? __builtin_inff() : e->b) : 0.0f;
 	c->plane = HAL_GEMM_PICK(dw_plane_generic, dw_plane_avx2);
+	if (g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
+	    g->pt == 1 && g->pl == 1 && g->oh == g->h && g->ow == g->w && g->w <= 8) {
+		c->padded = 0;
+		c->plane = HAL_GEMM_PICK(dw_small_generic, dw_small_avx2);
+	}
+	if (g->kh == 3 && g->kw == 3 && g->sh == 2 && g->sw == 2 && g->dh == 1 && g->dw == 1 &&
+	    g->pt == 1 && g->pl == 1 && g->w <= 16 && g->ow == (g->w - 1) / 2 + 1) {
+		c->padded = 0;
+		c->plane = HAL_GEMM_PICK(dw_small2_generic, dw_small2_avx2);
+	}
 	s->params = c;
 	s->scratch_bytes = c->padded ? (size_t)c->slots * c->pfloats * sizeof(float) : 0;
 	s->op = &op_conv_dw;

@@ -71,10 +71,17 @@ typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float 
 
 /* v = max(v, LO), then min(v, HI), then v*PS + PB (NaN stays NaN) */
 #define PW_ACT(v) do {                                                          \
-		(v) = (v8f)(((v8i)(v) & ~((v) < LO)) | ((v8i)LO & ((v) < LO)));  \
-		(v) = (v8f)(((v8i)(v) & ~((v) > HI)) | ((v8i)HI & ((v) > HI)));  \
+		PW_CLIPV(v);                                                     \
 		(v) = (v) * PS + PB;                                             \
 	} while (0)
+/* the clamp: compares and selects in the baseline; vmaxps(LO, v) and
+ * vminps(HI, v) for AVX2 (both return v when either operand is NaN, and v
+ * for -0 against LO = 0, as the selects do) */
+#define PW_CLIPV_GENERIC(v) do {                                                \
+		(v) = (v8f)(((v8i)(v) & ~((v) < LO)) | ((v8i)LO & ((v) < LO)));  \
+		(v) = (v8f)(((v8i)(v) & ~((v) > HI)) | ((v8i)HI & ((v) > HI)));  \
+	} while (0)
+#define PW_CLIPV_AVX2(v) ((v) = __builtin_ia32_minps256(HI, __builtin_ia32_maxps256(LO, (v))))
 #define PW_INIT(i)                                                              \
 	if ((i) >= MR_) {                                                       \
 		c##i##0 = z;                                                    \
@@ -145,15 +152,19 @@ typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float 
 		PW_STORE(0) PW_STORE(1) PW_STORE(2) PW_STORE(3) PW_STORE(4) PW_STORE(5) \
 	}
 
+#define PW_CLIPV PW_CLIPV_GENERIC
 PW_TILE(pw_tile_generic, , 6, 16)
 PW_TILE(pw_tile4_generic, , 4, 16)
 PW_TILE(pw_tile_n8_generic, , 6, 8)
 PW_TILE(pw_tile4_n8_generic, , 4, 8)
+#undef PW_CLIPV
 #if defined(__x86_64__) || defined(__i386__)
+#define PW_CLIPV PW_CLIPV_AVX2
 PW_TILE(pw_tile_avx2, __attribute__((target("avx2,fma"))), 6, 16)
 PW_TILE(pw_tile4_avx2, __attribute__((target("avx2,fma"))), 4, 16)
 PW_TILE(pw_tile_n8_avx2, __attribute__((target("avx2,fma"))), 6, 8)
 PW_TILE(pw_tile4_n8_avx2, __attribute__((target("avx2,fma"))), 4, 8)
+#undef PW_CLIPV
 #endif
 
 /* The transposed tile, for planes of fewer than HAL_CONV_PW_T_BELOW pixels
@@ -205,11 +216,15 @@ typedef void (*pt_tile_fn)(int64_t K, const float *xp, const float *w, const flo
 		PT_ST(0) PT_ST(1) PT_ST(2) PT_ST(3) PT_ST(4)                         \
 	}
 
+#define PW_CLIPV PW_CLIPV_GENERIC
 PT_TILE(pt_tile5_generic, , 5)
 PT_TILE(pt_tile4_generic, , 4)
+#undef PW_CLIPV
 #if defined(__x86_64__) || defined(__i386__)
+#define PW_CLIPV PW_CLIPV_AVX2
 PT_TILE(pt_tile5_avx2, __attribute__((target("avx2,fma"))), 5)
 PT_TILE(pt_tile4_avx2, __attribute__((target("avx2,fma"))), 4)
+#undef PW_CLIPV
 #endif
 
 struct pw {
