@@ -15,12 +15,12 @@
 #include <string.h>
 #include "hal/gemm.h"
 #include "hal/ops/conv_direct.h"
+#include "hal/ops/vec.h"
 
 #define OCB HAL_CONV_DIRECT_OCB
 #define PX HAL_CONV_DIRECT_PX
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
-typedef float v8f __attribute__((vector_size(32)));
 
 /* Built for x86-64-v3 (AVX2+FMA) and the baseline, picked at load time. */
 #if defined(__x86_64__) && !defined(__clang__) && __GNUC__ >= 12

@@ -45,6 +45,7 @@
 #include <string.h>
 #include "hal/gemm.h"
 #include "hal/ops/conv_fused.h"
+#include "hal/ops/vec.h"
 
 #pragma GCC optimize("fp-contract=fast")
 
@@ -60,8 +61,6 @@ size_t hal_conv_fused_min_bytes = 64 * 1024;
 #define FZ_FRONT 16      /* ring slack before the first row (floats) */
 #define FZ_BACK 32       /* and after the last one */
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
 
 #define EV ((v8i){ 0, 2, 8, 10, 4, 6, 12, 14 })
 #define EV_UNDO ((v8i){ 0, 1, 4, 5, 2, 3, 6, 7 })

@@ -38,6 +38,7 @@
 #include <string.h>
 #include "hal/gemm.h"
 #include "hal/ops/conv_pw.h"
+#include "hal/ops/vec.h"
 
 /* ISO C mode makes GCC default to -ffp-contract=off; the tile's
  * `acc += w * x` must be one FMA (clang contracts by default). */
@@ -49,8 +50,6 @@
 #define PW_PAR_FLOPS 1000000 /* below: one thread (a fork/join costs more) */
 #define PW_SPLIT_PIXELS 256  /* larger planes: threads split pixels, not channels */
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
 
 /* What a tile does besides its products. */
 typedef struct pw_tile_args {
@@ -302,8 +301,6 @@ static void pw_range_px(void *arg, int64_t q0, int64_t q1)
 	pw_block(j, 0, j->c->npan, q0, q1);
 }
 
-typedef float v4f __attribute__((vector_size(16)));
-typedef int32_t v4i __attribute__((vector_size(16)));
 
 /* Scatters a tile t [m pixels][PT_NR] (pixel-major) to Y's rows:
  * y[o*P + i] = t[i*PT_NR + o] for o < no, i < mr. A full tile goes as
@@ -319,22 +316,8 @@ static void pt_store(float *y, int64_t P, const float *t, int m, int64_t mr, int
 				y[i] = t[i * PT_NR + o];
 		return;
 	}
-	const v4i lo = { 0, 4, 1, 5 }, hi = { 2, 6, 3, 7 }, l2 = { 0, 1, 4, 5 }, h2 = { 2, 3, 6, 7 };
-	for (int o = 0; o < PT_NR; o += 4) {
-		v4f a0, a1, a2, a3;
-		memcpy(&a0, t + o, sizeof a0);
-		memcpy(&a1, t + PT_NR + o, sizeof a1);
-		memcpy(&a2, t + 2 * PT_NR + o, sizeof a2);
-		memcpy(&a3, t + 3 * PT_NR + o, sizeof a3);
-		v4f t0 = __builtin_shuffle(a0, a1, lo), t1 = __builtin_shuffle(a2, a3, lo);
-		v4f t2 = __builtin_shuffle(a0, a1, hi), t3 = __builtin_shuffle(a2, a3, hi);
-		v4f b0 = __builtin_shuffle(t0, t1, l2), b1 = __builtin_shuffle(t0, t1, h2);
-		v4f b2 = __builtin_shuffle(t2, t3, l2), b3 = __builtin_shuffle(t2, t3, h2);
-		memcpy(y + o * P, &b0, sizeof b0);
-		memcpy(y + (o + 1) * P, &b1, sizeof b1);
-		memcpy(y + (o + 2) * P, &b2, sizeof b2);
-		memcpy(y + (o + 3) * P, &b3, sizeof b3);
-	}
+	for (int o = 0; o < PT_NR; o += 4)
+		vec_tr4_store(y + o * P, P, t + o, PT_NR);
 	if (m == 5)
 		for (int o = 0; o < PT_NR; o++)
 			y[o * P + 4] = t[4 * PT_NR + o];

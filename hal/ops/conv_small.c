@@ -30,6 +30,7 @@
 #include <string.h>
 #include "hal/gemm.h"
 #include "hal/ops/conv_small.h"
+#include "hal/ops/vec.h"
 
 /* ISO C mode makes GCC default to -ffp-contract=off; the tile's
  * `acc += x * w` must be one FMA (clang contracts by default). */
@@ -42,7 +43,6 @@
 #define CS_MAX_OHW 4096   /* larger planes: the GEMM path's blocking */
 #define CS_PAR_FLOPS 1500000 /* below: one thread (a fork/join costs more) */
 
-typedef float v8f __attribute__((vector_size(32)));
 
 
 struct cs_job {
@@ -61,7 +61,6 @@ struct cs_job {
  * applies any other (hal_epilogue_apply). */
 typedef void (*cs_tile_fn)(int64_t K, const float *x, const int64_t *pix, const int64_t *koff,
 			   const float *w, const float *bias, const ir_epilogue *epi, float *t);
-typedef int32_t v8i __attribute__((vector_size(32)));
 
 /* x = ps * max(x < 0 ? a*x : x, lo) + pb: IR_ACT_LEAKYRELU as
  * hal_epilogue_apply computes it, on the accumulators */
@@ -132,8 +131,6 @@ struct csm {
 	size_t xp_floats;    /* padded input [cin, hp, wp] at the start of scratch */
 };
 
-typedef float v4f __attribute__((vector_size(16)));
-typedef int32_t v4i __attribute__((vector_size(16)));
 
 /* Writes a full tile t [CS_MR = 4 pixels][CS_NR] (pixel-major) to Y's rows:
  * y[o*ohw + i] = t[i*CS_NR + o] for i < 4 and o below the largest multiple
@@ -142,23 +139,9 @@ typedef int32_t v4i __attribute__((vector_size(16)));
  * Returns the channels done. */
 static int64_t cs_store4(float *y, int64_t ohw, const float *t, int64_t no)
 {
-	const v4i lo = { 0, 4, 1, 5 }, hi = { 2, 6, 3, 7 }, l2 = { 0, 1, 4, 5 }, h2 = { 2, 3, 6, 7 };
 	int64_t o = 0;
-	for (; o + 4 <= no; o += 4) {
-		v4f a0, a1, a2, a3;
-		memcpy(&a0, t + o, sizeof a0);
-		memcpy(&a1, t + CS_NR + o, sizeof a1);
-		memcpy(&a2, t + 2 * CS_NR + o, sizeof a2);
-		memcpy(&a3, t + 3 * CS_NR + o, sizeof a3);
-		v4f t0 = __builtin_shuffle(a0, a1, lo), t1 = __builtin_shuffle(a2, a3, lo);
-		v4f t2 = __builtin_shuffle(a0, a1, hi), t3 = __builtin_shuffle(a2, a3, hi);
-		v4f b0 = __builtin_shuffle(t0, t1, l2), b1 = __builtin_shuffle(t0, t1, h2);
-		v4f b2 = __builtin_shuffle(t2, t3, l2), b3 = __builtin_shuffle(t2, t3, h2);
-		memcpy(y + o * ohw, &b0, sizeof b0);
-		memcpy(y + (o + 1) * ohw, &b1, sizeof b1);
-		memcpy(y + (o + 2) * ohw, &b2, sizeof b2);
-		memcpy(y + (o + 3) * ohw, &b3, sizeof b3);
-	}
+	for (; o + 4 <= no; o += 4)
+		vec_tr4_store(y + o * ohw, ohw, t + o, CS_NR);
 	return o;
 }
 
