@@ -31,6 +31,7 @@
 #include <string.h>
 #include "hal/gemm.h"
 #include "hal/ops/conv_dw.h"
+#include "hal/ops/vec.h"
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -47,8 +48,6 @@
 #define DW_S2_NN_FROM 28 /* stride-2 ones */
 #define DW_PAD_ABOVE 3  /* padded copy when over 1/3 of the items are masked */
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
 
 struct dwc {
 	hal_conv2d_geom g;
@@ -210,6 +209,20 @@ struct dwc {
 			hal_epilogue_apply(g->epi, y, g->oh * OW);               \
 	}
 
+/* A row kernel's output vector a: the Relu/Clip clamp in registers (as
+ * DW_EPI), then a full store, or a masked one (M) at the plane's end. */
+#define DW_ROW_OUT(a, dst, full)                                                 \
+	do {                                                                     \
+		if (c->reg_epi) {                                                \
+			a = (v8f)(((v8i)a & ~(a < LO)) | ((v8i)LO & (a < LO)));  \
+			a = (v8f)(((v8i)a & ~(a > HI)) | ((v8i)HI & (a > HI)));  \
+		}                                                                \
+		if (full)                                                        \
+			memcpy((dst), &a, sizeof a);                             \
+		else                                                             \
+			MSTORE((dst), M, a);                                     \
+	} while (0)
+
 /* A small plane, 3x3 stride 1 pad 1, ow = w <= 8 (MobileNetV2's 7x7
  * layers): each input row is one masked load (lanes >= w zero) and two
  * lane shifts of it (column ix-1 and ix+1, the padding lanes zeroed), kept
@@ -249,14 +262,7 @@ struct dwc {
 			a += K[0] * l0; a += K[1] * c0; a += K[2] * r0;          \
 			a += K[3] * l1; a += K[4] * c1; a += K[5] * r1;          \
 			a += K[6] * l2; a += K[7] * c2; a += K[8] * r2;          \
-			if (c->reg_epi) {                                        \
-				a = (v8f)(((v8i)a & ~(a < LO)) | ((v8i)LO & (a < LO))); \
-				a = (v8f)(((v8i)a & ~(a > HI)) | ((v8i)HI & (a > HI))); \
-			}                                                        \
-			if (oy * W + 8 <= HW)                                    \
-				memcpy(y + oy * W, &a, sizeof a);                \
-			else                                                     \
-				MSTORE(y + oy * W, M, a);                        \
+			DW_ROW_OUT(a, y + oy * W, oy * W + 8 <= HW);             \
 			l0 = l1; c0 = c1; r0 = r1;                               \
 			l1 = l2; c1 = c2; r1 = r2;                               \
 		}                                                                \
@@ -312,14 +318,7 @@ struct dwc {
 			a += K[0] * l0; a += K[1] * e0; a += K[2] * o0;          \
 			a += K[3] * l1; a += K[4] * e1; a += K[5] * o1;          \
 			a += K[6] * l2; a += K[7] * e2; a += K[8] * o2;          \
-			if (c->reg_epi) {                                        \
-				a = (v8f)(((v8i)a & ~(a < LO)) | ((v8i)LO & (a < LO))); \
-				a = (v8f)(((v8i)a & ~(a > HI)) | ((v8i)HI & (a > HI))); \
-			}                                                        \
-			if (oy * OW + 8 <= OHW)                                  \
-				memcpy(y + oy * OW, &a, sizeof a);               \
-			else                                                     \
-				MSTORE(y + oy * OW, M, a);                       \
+			DW_ROW_OUT(a, y + oy * OW, oy * OW + 8 <= OHW);          \
 			l0 = l2; e0 = e2; o0 = o2;                               \
 		}                                                                \
 		if (c->g.epi && !c->reg_epi)                                     \
