@@ -328,16 +328,25 @@ static void pt_store(float *y, int64_t P, const float *t, int m, int64_t mr, int
  * K = 960), X^T (K*P floats) stays in L2. Tiles outside panels read all
  * of W once per tile: measured alone (W warm in L2) that tied, but in the
  * network, where each conv's W (0.6-1.6 MiB at 7x7) arrives from L3 or
- * memory, it cost ~10 times W's traffic. */
+ * memory, it cost ~10 times W's traffic. The next panel's W is prefetched
+ * (prefetcht1, K/tiles lines per tile) while a panel's tiles compute, so
+ * only a task's first panel waits on memory. */
 static void pt_range(void *arg, int64_t p0, int64_t p1)
 {
 	const struct pw_job *j = arg;
 	const struct pw *c = j->c;
 	int64_t P = c->P, K = c->K;
 	float t[5 * PT_NR] __attribute__((aligned(32)));
+	int64_t nq = c->n5 + c->n4, step = (K + nq - 1) / nq; /* W lines per tile */
 	for (int64_t p = p0; p < p1; p++) {
 		int64_t o0 = p * PT_NR, no = c->cout - o0 < PT_NR ? c->cout - o0 : PT_NR;
-		for (int64_t q = 0; q < c->n5 + c->n4; q++) {
+		const char *nw = p + 1 < p1 ? (const char *)(c->wpk + (o0 + PT_NR) * K) : NULL;
+		for (int64_t q = 0; q < nq; q++) {
+			/* the next panel's weights (K lines of 64 bytes) towards L2,
+			 * a slice per tile, while this panel's tiles compute */
+			if (nw)
+				for (int64_t l = q * step; l < K && l < (q + 1) * step; l++)
+					__builtin_prefetch(nw + l * 64, 0, 2);
 			int m = q < c->n5 ? 5 : 4;
 			int64_t i0 = q < c->n5 ? 5 * q : 5 * c->n5 + 4 * (q - c->n5);
 			int64_t mr = P - i0 < m ? P - i0 : m;
