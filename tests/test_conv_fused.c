@@ -213,6 +213,35 @@ static void near_misses_stay_unfused(void **state)
 			run_case(&cases[i]);
 }
 
+/* Every width 1..17 at stride 1 and 1..35 at stride 2 (output widths 1
+ * to 18), so the depthwise's first and last blocks, its single-block rows
+ * (output width 8), its middle pairs and single middle blocks and the
+ * expand's partial last vector meet every column offset; widths a multiple
+ * of 8 among them. Output widths under 8 must stay two steps (and agree). */
+static void width_sweep(void **state)
+{
+	(void)state;
+	for (int64_t s = 1; s <= 2; s++)
+		for (int64_t w = 1; w <= 17 * s + (s - 1); w++) {
+			struct fcase t = { "width sweep", 1, 3, 5, 5, w, s, ACT_CLIP, ACT_RELU,
+					   1, 0, 0, MISS_NONE, 0 };
+			char what[64];
+			pbw bytes;
+			int steps;
+			snprintf(what, sizeof what, "width sweep s%lld w %lld", (long long)s,
+				 (long long)w);
+			build(&t, &bytes, &steps);
+			size_t nx = (size_t)(t.n * t.cin * t.h * t.w);
+			float *x = ot_rand_new(nx, -2, 2);
+			aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
+					    .dims = { t.n, t.cin, t.h, t.w }, .data = x };
+			int64_t ow = (w - 1) / s + 1;
+			ot_check_vs_ref(&bytes, 1, &in, 1, 1e-4, ow >= 8 ? steps : steps + 1, what);
+			free(x);
+			free(bytes.b);
+		}
+}
+
 /* Under the default threshold (64 KiB of expanded tensor) a small plane
  * (20 KiB) keeps its two steps; MobileNetV2's 56x56 24->144 pair (1.8 MB)
  * fuses. */
@@ -253,6 +282,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(fused_vs_reference),
 		cmocka_unit_test(near_misses_stay_unfused),
+		cmocka_unit_test(width_sweep),
 		cmocka_unit_test(threshold),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
