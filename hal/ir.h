@@ -80,6 +80,18 @@ typedef struct ir_epilogue {
 	float post_s, post_b; /* a scalar affine applied after it (1, 0: none) */
 } ir_epilogue;
 
+/* Whether e (NULL: none) is exactly a clamp to [*lo, *hi] (a Relu: [0, inf],
+ * or a Clip, with no affine after it), so a kernel can apply it in
+ * registers as a max and a min. *lo and *hi are 0 when it is not. */
+static inline int ir_epi_clamp(const ir_epilogue *e, float *lo, float *hi)
+{
+	int yes = e && e->post_s == 1.0f && e->post_b == 0.0f &&
+		  (e->act == IR_ACT_RELU || e->act == IR_ACT_CLIP);
+	*lo = yes ? (e->act == IR_ACT_RELU ? 0.0f : e->a) : 0.0f;
+	*hi = yes ? (e->act == IR_ACT_RELU ? __builtin_inff() : e->b) : 0.0f;
+	return yes;
+}
+
 typedef struct ir_node {
 	const char *name;     /* may be "" */
 	const char *op_type;

@@ -518,11 +518,7 @@ int hal_conv_dw_plan(hal_step *s, const hal_conv2d_geom *g)
 	for (int l = 0; l < 8; l++)
 		c->smask[l] = l < g->ow ? -1 : 0;
 	c->zero = zero;
-	const ir_epilogue *e = g->epi;
-	c->reg_epi = e && e->post_s == 1.0f && e->post_b == 0.0f &&
-		     (e->act == IR_ACT_RELU || e->act == IR_ACT_CLIP);
-	c->lo = c->reg_epi ? (e->act == IR_ACT_RELU ? 0.0f : e->a) : 0.0f;
-	c->hi = c->reg_epi ? (e->act == IR_ACT_RELU ? __builtin_inff() : e->b) : 0.0f;
+	c->reg_epi = ir_epi_clamp(g->epi, &c->lo, &c->hi);
 	c->plane = HAL_GEMM_PICK(dw_plane_generic, dw_plane_avx2);
 	if (g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
 	    g->pt == 1 && g->pl == 1 && g->oh == g->h && g->ow == g->w && g->w <= 8) {

@@ -550,16 +550,8 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 			}
 	}
 	c->mask = mask;
-	const ir_epilogue *e = d->epd;
-	c->reg_epi = e && e->post_s == 1.0f && e->post_b == 0.0f &&
-		     (e->act == IR_ACT_RELU || e->act == IR_ACT_CLIP);
-	c->lo = c->reg_epi ? (e->act == IR_ACT_RELU ? 0.0f : e->a) : 0.0f;
-	c->hi = c->reg_epi ? (e->act == IR_ACT_RELU ? __builtin_inff() : e->b) : 0.0f;
-	const ir_epilogue *ee = d->epe;
-	c->reg_exp = ee && ee->post_s == 1.0f && ee->post_b == 0.0f &&
-		     (ee->act == IR_ACT_RELU || ee->act == IR_ACT_CLIP);
-	c->elo = c->reg_exp ? (ee->act == IR_ACT_RELU ? 0.0f : ee->a) : 0.0f;
-	c->ehi = c->reg_exp ? (ee->act == IR_ACT_RELU ? __builtin_inff() : ee->b) : 0.0f;
+	c->reg_epi = ir_epi_clamp(d->epd, &c->lo, &c->hi);
+	c->reg_exp = ir_epi_clamp(d->epe, &c->elo, &c->ehi);
 	c->expand = HAL_GEMM_PICK(fz_expand_generic, fz_expand_avx2);
 	c->stem_cols = HAL_GEMM_PICK(stem_cols_generic, stem_cols_avx2);
 	c->rows = c->s == 1 ? HAL_GEMM_PICK(fz_rows1_generic, fz_rows1_avx2)
