@@ -209,6 +209,15 @@ struct dwc {
 			hal_epilogue_apply(g->epi, y, g->oh * OW);               \
 	}
 
+/* A row kernel's 3x3 sum: bias B plus the taps K[0..8] times the nine input
+ * vectors (three per input row: left, centre, right), in that order. */
+#define DW_SUM9(t0, t1, t2, t3, t4, t5, t6, t7, t8)                               \
+	({ v8f s_ = B;                                                           \
+	   s_ += K[0] * (t0); s_ += K[1] * (t1); s_ += K[2] * (t2);              \
+	   s_ += K[3] * (t3); s_ += K[4] * (t4); s_ += K[5] * (t5);              \
+	   s_ += K[6] * (t6); s_ += K[7] * (t7); s_ += K[8] * (t8);              \
+	   s_; })
+
 /* A row kernel's output vector a: the Relu/Clip clamp in registers (as
  * DW_EPI), then a full store, or a masked one (M) at the plane's end. */
 #define DW_ROW_OUT(a, dst, full)                                                 \
@@ -258,10 +267,7 @@ struct dwc {
 				l2 = (v8f)((v8i)__builtin_shuffle(c2, IL) & ML); \
 				r2 = (v8f)((v8i)__builtin_shuffle(c2, IR) & MR); \
 			}                                                        \
-			v8f a = B;                                               \
-			a += K[0] * l0; a += K[1] * c0; a += K[2] * r0;          \
-			a += K[3] * l1; a += K[4] * c1; a += K[5] * r1;          \
-			a += K[6] * l2; a += K[7] * c2; a += K[8] * r2;          \
+			v8f a = DW_SUM9(l0, c0, r0, l1, c1, r1, l2, c2, r2);     \
 			DW_ROW_OUT(a, y + oy * W, oy * W + 8 <= HW);             \
 			l0 = l1; c0 = c1; r0 = r1;                               \
 			l1 = l2; c1 = c2; r1 = r2;                               \
@@ -314,10 +320,7 @@ struct dwc {
 				o2 = __builtin_shuffle(a, b, IO);                \
 				l2 = (v8f)((v8i)__builtin_shuffle(o2, IL) & ML); \
 			}                                                        \
-			v8f a = B;                                               \
-			a += K[0] * l0; a += K[1] * e0; a += K[2] * o0;          \
-			a += K[3] * l1; a += K[4] * e1; a += K[5] * o1;          \
-			a += K[6] * l2; a += K[7] * e2; a += K[8] * o2;          \
+			v8f a = DW_SUM9(l0, e0, o0, l1, e1, o1, l2, e2, o2);     \
 			DW_ROW_OUT(a, y + oy * OW, oy * OW + 8 <= OHW);          \
 			l0 = l2; e0 = e2; o0 = o2;                               \
 		}                                                                \
