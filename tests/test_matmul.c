@@ -205,10 +205,7 @@ static void fast_vs_reference(void **state)
 		int xr = x_shape(t, xd);
 		for (int k = 0; k < xr; k++)
 			nx *= xd[k];
-		float *x = malloc((size_t)nx * sizeof *x);
-		assert_non_null(x);
-		for (int64_t k = 0; k < nx; k++)
-			x[k] = ot_frand(-1, 1);
+		float *x = ot_rand_new((size_t)nx, -1, 1);
 		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .data = x };
 		in.rank = x_shape(t, in.dims);
 		/* the bias Add, and a GELU after it, fold into a MatMul of
@@ -388,14 +385,15 @@ static void attention_vs_reference(void **state)
 		build_attn(t, &bytes);
 		int64_t nq = t->b * t->s * t->h * t->d, nk = t->b * t->t * t->h * t->d;
 		int64_t nm = t->mask == 3 ? t->b * t->h * t->s * t->t : t->b * t->t;
-		int64_t cnt[4] = { nq, nk, nk, nm };
+		int64_t cnt[3] = { nq, nk, nk };
 		float *v[4];
-		for (int k = 0; k < 4; k++) {
-			v[k] = malloc((size_t)cnt[k] * sizeof *v[k]);
-			assert_non_null(v[k]);
-			for (int64_t e = 0; e < cnt[k]; e++)
-				v[k][e] = k < 3 ? ot_frand(-2, 2) : (ot_frand(0, 1) < 0.3f ? -10000.0f : ot_frand(-1, 0));
-		}
+		for (int k = 0; k < 3; k++)
+			v[k] = ot_rand_new((size_t)cnt[k], -2, 2);
+		/* the mask: 30% masked out, the rest small negative */
+		v[3] = malloc((size_t)nm * sizeof *v[3]);
+		assert_non_null(v[3]);
+		for (int64_t e = 0; e < nm; e++)
+			v[3][e] = ot_frand(0, 1) < 0.3f ? -10000.0f : ot_frand(-1, 0);
 		aidos_tensor in[4];
 		int n_in = attn_inputs(t, v, in);
 		char what[32];
