@@ -480,12 +480,6 @@ static int plan_conv(const hal_step *s)
 	       s->in[0] && s->in[1] && s->out[0];
 }
 
-static hal_value *plan_value(hal_plan *p, const hal_tensor *t)
-{
-	hal_value *v = (hal_value *)(void *)((char *)t - offsetof(hal_value, t));
-	return v >= p->val && v < p->val + p->n_val ? v : NULL;
-}
-
 /* Steps i (1x1 expand, or a 3x3 stride-2 pad-1 stem) and i+1 (its only
  * reader, a 3x3 depthwise) as one
  * hal/ops/conv_fused.c step when the pair fits it; 1 if it replaced them. */
@@ -494,7 +488,7 @@ static int match_expand_dw(hal_plan *p, int i, int *rc)
 	hal_step *e = &p->step[i], *d = &p->step[i + 1];
 	if (!plan_conv(e) || !plan_conv(d) || d->in[0] != e->out[0])
 		return 0;
-	hal_value *mid = plan_value(p, e->out[0]);
+	hal_value *mid = hal_plan_value(p, e->out[0]);
 	if (!mid || mid->kind != HAL_VAL_ACT || mid->last != i + 1 || mid->alias >= 0)
 		return 0;
 	for (int k = 1; k < d->n_in; k++)

@@ -28,12 +28,6 @@ static int is_op(const hal_step *s, const char *name)
 	return s->op && !strcmp(s->op->name, name) && s->n_out >= 1 && s->out[0];
 }
 
-static hal_value *value_of(hal_plan *p, const hal_tensor *t)
-{
-	hal_value *v = (hal_value *)(void *)((char *)t - offsetof(hal_value, t));
-	return t && v >= p->val && v < p->val + p->n_val ? v : NULL;
-}
-
 /* ReduceMean of x over its last dim only, keepdims: judged by shapes. */
 static int is_row_mean(const hal_step *s, const hal_tensor *x)
 {
@@ -78,7 +72,7 @@ static int const_row(const hal_tensor *t, int64_t h)
 static int run_private(hal_plan *p, int i, int last)
 {
 	for (int k = i; k < last; k++) {
-		hal_value *iv = value_of(p, p->step[k].out[0]);
+		hal_value *iv = hal_plan_value(p, p->step[k].out[0]);
 		if (!iv || iv->last > last || p->step[k].n_out != 1)
 			return 0;
 	}
@@ -145,7 +139,7 @@ static void run_replace(hal_plan *p, int i, int last, const hal_step *n)
 {
 	hal_step *st = p->step;
 	for (int k = i; k < last; k++) {
-		hal_value *iv = value_of(p, st[k].out[0]);
+		hal_value *iv = hal_plan_value(p, st[k].out[0]);
 		iv->kind = HAL_VAL_FUSED;
 		iv->t.data = NULL;
 	}
@@ -344,7 +338,7 @@ static int match_bias(hal_plan *p, int i, int *rc)
  * whose output is read by step `user` only; NULL otherwise. */
 static hal_step *transpose_of(hal_plan *p, const hal_tensor *t, const int64_t *perm, int user)
 {
-	hal_value *v = value_of(p, t);
+	hal_value *v = hal_plan_value(p, t);
 	if (!v || v->def < 0 || v->def >= p->n_step || v->last != user)
 		return NULL;
 	hal_step *s = &p->step[v->def];
@@ -422,13 +416,13 @@ static int match_attn(hal_plan *p, int i, int *rc)
 	if (!step_plans(p, &n, y, 0))
 		return 0;   /* not attention as the kernel takes it: leave the steps */
 	for (int j = 0; j < 3; j++) {
-		hal_value *iv = value_of(p, in[j]);
+		hal_value *iv = hal_plan_value(p, in[j]);
 		if (iv && iv->last < last)
 			iv->last = last;
 	}
 	hal_step *tr[3] = { tq, tk, tv };
 	for (int j = 0; j < 3; j++) {
-		hal_value *iv = value_of(p, tr[j]->out[0]);
+		hal_value *iv = hal_plan_value(p, tr[j]->out[0]);
 		iv->kind = HAL_VAL_FUSED;
 		iv->t.data = NULL;
 		tr[j]->op = NULL;
@@ -471,7 +465,7 @@ static int match_gelu_tanh(hal_plan *p, int i, int *rc)
 	for (int k = i; k <= last; k++) {
 		if (st[k].n_out != 1 || hal_numel(st[k].out[0]) != hal_numel(x))
 			return 0;
-		hal_value *iv = value_of(p, st[k].out[0]);
+		hal_value *iv = hal_plan_value(p, st[k].out[0]);
 		if (k < last && (!iv || iv->last > last))
 			return 0;
 	}

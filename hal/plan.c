@@ -600,12 +600,6 @@ static int fused_exec(hal_step *s)
 
 static const hal_op op_fused = { "FusedElementwise", 1, 0, NULL, fused_exec };
 
-static hal_value *value_of(hal_plan *p, const hal_tensor *t)
-{
-	hal_value *v = (hal_value *)(void *)((char *)t - offsetof(hal_value, t));
-	return v >= p->val && v < p->val + p->n_val ? v : NULL;
-}
-
 /* Makes one step of group g[0..n) (copies of the original steps, n >= 2)
  * into *d, which takes the place of the group's first step. last_old: the
  * index of the group's last step (a value read past it is stored). */
@@ -643,7 +637,7 @@ static int fuse_group(hal_plan *p, hal_step *d, const hal_step *g, int n, int la
 			}
 			o->src[i] = src;
 		}
-		hal_value *v = value_of(p, g[k].out[0]);
+		hal_value *v = hal_plan_value(p, g[k].out[0]);
 		o->out = -1;
 		if (!v || v->last > last_old) {
 			o->out = n_out;

@@ -86,6 +86,15 @@ typedef struct hal_plan {
 	char err[512];
 } hal_plan;
 
+/* The value of plan p whose tensor is t (every step's in/out slot of p
+ * points at one), or NULL when t is NULL or belongs to another plan (an
+ * enclosing one, or model-owned bytes). */
+static inline hal_value *hal_plan_value(hal_plan *p, const hal_tensor *t)
+{
+	hal_value *v = t ? (hal_value *)(void *)((char *)t - offsetof(hal_value, t)) : NULL;
+	return v && v >= p->val && v < p->val + p->n_val ? v : NULL;
+}
+
 /* Input shapes for the top graph, by name. value, when not NULL, makes the
  * input "value-keyed": the plan copies its hal_nbytes() bytes and treats it
  * as a constant (folded like an initializer, not bound per run); the plan is
