@@ -167,9 +167,16 @@ int hal_threadpool_create_pinned(int threads, int pin, hal_threadpool **out);
 int hal_threadpool_worker_cpu(const hal_threadpool *tp, int i);
 void hal_threadpool_destroy(hal_threadpool *tp);
 int hal_threadpool_size(const hal_threadpool *tp);
-/* Brackets a request: workers spin through its gaps instead of sleeping. */
+/* Brackets a request: workers spin through its gaps instead of sleeping;
+ * the idle spin counts from its end. */
 void hal_threadpool_begin(hal_threadpool *tp);
 void hal_threadpool_end(hal_threadpool *tp);
+/* Spin limits before a waiting thread sleeps: idle_ns after the last
+ * request ends (default 50 us), active_ns from the start of a wait inside a
+ * request (default 2 ms). For tests and tuning; not on any request path. */
+void hal_threadpool_set_spin(hal_threadpool *tp, uint64_t idle_ns, uint64_t active_ns);
+/* How many times a worker or the caller went to sleep (futex wait) so far. */
+uint64_t hal_threadpool_sleeps(const hal_threadpool *tp);
 void hal_threadpool_run(hal_threadpool *tp, int64_t n, int64_t grain, hal_range_fn fn, void *arg);
 
 #endif

@@ -6,7 +6,13 @@
  * when idle, so an idle session costs no CPU, and up to 2 ms while a request
  * runs (hal_threadpool_begin/end), so the single-threaded steps between
  * parallel kernels never put a worker to sleep and no kernel pays a wake-up
- * (about 50 us on this machine) or a system call.
+ * (about 50 us on this machine) or a system call. The idle spin counts from
+ * the end of the last request (hal_threadpool_end), not from the worker's
+ * last job: a request's single-threaded tail often outlasts 50 us, and a
+ * worker that measured from its last job went to sleep in the few
+ * microseconds between one request's end and the next one's begin, so back-
+ * to-back requests paid a futex wake-up at their first parallel kernel
+ * (embedding on 2 threads: 29-70 worker sleeps per 300 requests).
  * Work is split into up to CHUNKS_PER_THREAD chunks per thread, claimed
  * through one atomic word by whoever comes first, the caller included: a
  * worker the kernel has not scheduled (a loaded machine: several processes
@@ -61,6 +67,10 @@ struct hal_threadpool {
 	_Atomic int stop;
 	_Atomic int sleepers;        /* workers (or the caller) inside futex wait */
 	_Atomic int active;          /* a request is running: spin longer */
+	_Atomic uint64_t idle_since; /* now_ns() at the last hal_threadpool_end */
+	_Atomic uint64_t spin_ns;    /* idle spin (SPIN_NS unless a test sets it) */
+	_Atomic uint64_t spin_active_ns;
+	_Atomic uint64_t sleeps;     /* futex waits so far (workers and caller) */
 	struct hal_worker { struct hal_threadpool *tp; int idx; int cpu; } *wk;   /* cpu: -1 unpinned */
 	/* The job, written before gen is released. */
 	hal_range_fn fn;
@@ -88,7 +98,10 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Waits until *w != old: spin SPIN_NS, then sleep. A sleeper announces
+/* Waits until *w != old: spin, then sleep. Inside a request (active) the
+ * spin lasts spin_active_ns from the start of this wait; outside, spin_ns
+ * from the later of the wait's start and the last request's end. A
+ * sleeper announces
  * itself in `sleepers` (seq_cst) and re-checks the word, so a waker that
  * bumps the word and then reads sleepers == 0 can skip the system call. */
 static void wait_change(hal_threadpool *tp, _Atomic uint32_t *w, uint32_t old)
@@ -100,14 +113,22 @@ static void wait_change(hal_threadpool *tp, _Atomic uint32_t *w, uint32_t old)
 		cpu_relax();
 		if ((i & 255) == 255) {
 			uint64_t t = now_ns();
-			uint64_t limit = atomic_load_explicit(&tp->active, memory_order_relaxed) ? SPIN_ACTIVE_NS : SPIN_NS;
-			if (!t0)
+			if (!t0) {
 				t0 = t;
-			else if (t - t0 > limit)
-				break;
+			} else if (atomic_load_explicit(&tp->active, memory_order_relaxed)) {
+				if (t - t0 > atomic_load_explicit(&tp->spin_active_ns, memory_order_relaxed))
+					break;
+			} else {
+				uint64_t from = atomic_load_explicit(&tp->idle_since, memory_order_relaxed);
+				if (from < t0)
+					from = t0;
+				if (t > from && t - from > atomic_load_explicit(&tp->spin_ns, memory_order_relaxed))
+					break;
+			}
 		}
 	}
 	atomic_fetch_add(&tp->sleepers, 1);
+	atomic_fetch_add_explicit(&tp->sleeps, 1, memory_order_relaxed);
 	while (atomic_load(w) == old)
 		futex(w, FUTEX_WAIT_PRIVATE, old);
 	atomic_fetch_sub(&tp->sleepers, 1);
@@ -218,6 +239,8 @@ int hal_threadpool_create_pinned(int threads, int pin, hal_threadpool **out)
 	if (!tp)
 		return AIDOS_E_NOMEM;
 	tp->n = threads;
+	tp->spin_ns = SPIN_NS;
+	tp->spin_active_ns = SPIN_ACTIVE_NS;
 	if (threads > 1) {
 		tp->th = pool_calloc((size_t)threads, sizeof *tp->th);
 		tp->wk = pool_calloc((size_t)threads, sizeof *tp->wk);
@@ -281,8 +304,24 @@ void hal_threadpool_begin(hal_threadpool *tp)
 
 void hal_threadpool_end(hal_threadpool *tp)
 {
-	if (tp)
-		atomic_store_explicit(&tp->active, 0, memory_order_relaxed);
+	if (!tp)
+		return;
+	/* before active drops, so no worker sees idle with an old idle_since */
+	atomic_store_explicit(&tp->idle_since, now_ns(), memory_order_relaxed);
+	atomic_store_explicit(&tp->active, 0, memory_order_release);
+}
+
+void hal_threadpool_set_spin(hal_threadpool *tp, uint64_t idle_ns, uint64_t active_ns)
+{
+	if (!tp)
+		return;
+	atomic_store_explicit(&tp->spin_ns, idle_ns, memory_order_relaxed);
+	atomic_store_explicit(&tp->spin_active_ns, active_ns, memory_order_relaxed);
+}
+
+uint64_t hal_threadpool_sleeps(const hal_threadpool *tp)
+{
+	return tp ? atomic_load_explicit(&tp->sleeps, memory_order_relaxed) : 0;
 }
 
 int hal_threadpool_size(const hal_threadpool *tp)

@@ -8,6 +8,9 @@
  * current CPU avoided), as their own affinity says from inside a job;
  * AIDOS_POOL_PIN=0 and pin 0 leave them the whole mask; consecutive pools
  * rotate over the mask; a 1-CPU mask pins nothing and still runs jobs.
+ * Spinning: after a request ends, a worker keeps spinning for the idle
+ * limit counted from that end (a request that follows soon finds it awake,
+ * however long the last one's single-threaded tail was), and then sleeps.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -18,6 +21,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "hal/plan.h"
@@ -75,6 +79,62 @@ static void pool_covers_every_item(void **state)
 		hal_threadpool_destroy(tp);
 	}
 	free(hits);
+}
+
+/* ---- spinning ---- */
+
+/* Two chunks that each wait for the other: the caller and the worker both
+ * run one, so the worker is awake and back in its wait afterwards. */
+struct meet { _Atomic int entered, timed_out; };
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+static void meet_range(void *arg, int64_t i0, int64_t i1)
+{
+	struct meet *m = arg;
+	(void)i0, (void)i1;
+	atomic_fetch_add(&m->entered, 1);
+	for (long i = 0; atomic_load(&m->entered) < 2; i++)
+		if (i > 5000) {          /* 5 s: a starved worker; reported, not hung */
+			atomic_store(&m->timed_out, 1);
+			return;
+		} else {
+			sleep_ms(1);
+		}
+}
+
+static void idle_spin_counts_from_request_end(void **state)
+{
+	(void)state;
+	hal_threadpool *tp = NULL;
+	assert_int_equal(hal_threadpool_create(2, &tp), 0);
+	/* Limits far above any scheduling hiccup, so only the rule decides. */
+	hal_threadpool_set_spin(tp, 300 * 1000000ull, 20000 * 1000000ull);
+	hal_threadpool_begin(tp);
+	struct meet m = { 0, 0 };
+	hal_threadpool_run(tp, 2, 1, meet_range, &m);
+	assert_int_equal(atomic_load(&m.timed_out), 0);
+	uint64_t s0 = hal_threadpool_sleeps(tp);
+	sleep_ms(400);             /* a single-threaded tail longer than the idle limit */
+	hal_threadpool_end(tp);
+	sleep_ms(30);              /* the next request comes 30 ms after: worker still spinning */
+	assert_int_equal(hal_threadpool_sleeps(tp), s0);
+	hal_threadpool_begin(tp);
+	struct meet m2 = { 0, 0 };
+	hal_threadpool_run(tp, 2, 1, meet_range, &m2);
+	assert_int_equal(atomic_load(&m2.timed_out), 0);
+	hal_threadpool_end(tp);
+	sleep_ms(700);             /* idle past the limit: the spin is bounded, the worker sleeps */
+	assert_true(hal_threadpool_sleeps(tp) > s0);
+	struct meet m3 = { 0, 0 };   /* and a sleeping worker is woken by the next job */
+	hal_threadpool_run(tp, 2, 1, meet_range, &m3);
+	assert_int_equal(atomic_load(&m3.timed_out), 0);
+	hal_threadpool_destroy(tp);
 }
 
 /* ---- placement ---- */
@@ -284,6 +344,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(pool_covers_every_item),
+		cmocka_unit_test(idle_spin_counts_from_request_end),
 		cmocka_unit_test(pinned_workers_distinct_cpus),
 		cmocka_unit_test(pin_opt_out),
 		cmocka_unit_test(pools_rotate),
