@@ -51,6 +51,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "hal/plan.h"
+#include "hal/spin.h"
 
 #define SPIN_NS 50000          /* idle: spin this long, then sleep */
 #define CHUNKS_PER_THREAD 4    /* load balance against the cost of a claim */
@@ -67,7 +68,7 @@ struct hal_threadpool {
 	_Atomic int stop;
 	_Atomic int sleepers;        /* workers (or the caller) inside futex wait */
 	_Atomic int active;          /* a request is running: spin longer */
-	_Atomic uint64_t idle_since; /* now_ns() at the last hal_threadpool_end */
+	_Atomic uint64_t idle_since; /* mono_ns() at the last hal_threadpool_end */
 	_Atomic uint64_t spin_ns;    /* idle spin (SPIN_NS unless a test sets it) */
 	_Atomic uint64_t spin_active_ns;
 	_Atomic uint64_t sleeps;     /* futex waits so far (workers and caller) */
@@ -84,20 +85,6 @@ static long futex(_Atomic uint32_t *w, int op, uint32_t v)
 	return syscall(SYS_futex, (uint32_t *)w, op, v, NULL, NULL, 0);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#endif
-}
-
 /* Waits until *w != old: spin, then sleep. Inside a request (active) the
  * spin lasts spin_active_ns from the start of this wait; outside, spin_ns
  * from the later of the wait's start and the last request's end. A
@@ -112,7 +99,7 @@ static void wait_change(hal_threadpool *tp, _Atomic uint32_t *w, uint32_t old)
 			return;
 		cpu_relax();
 		if ((i & 255) == 255) {
-			uint64_t t = now_ns();
+			uint64_t t = mono_ns();
 			if (!t0) {
 				t0 = t;
 			} else if (atomic_load_explicit(&tp->active, memory_order_relaxed)) {
@@ -307,7 +294,7 @@ void hal_threadpool_end(hal_threadpool *tp)
 	if (!tp)
 		return;
 	/* before active drops, so no worker sees idle with an old idle_since */
-	atomic_store_explicit(&tp->idle_since, now_ns(), memory_order_relaxed);
+	atomic_store_explicit(&tp->idle_since, mono_ns(), memory_order_relaxed);
 	atomic_store_explicit(&tp->active, 0, memory_order_release);
 }
 

@@ -95,13 +95,6 @@ struct node_disp {
 	const node *logn;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void futex_wait(uint32_t *w, uint32_t val)
 {
 	syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
@@ -210,7 +203,7 @@ static void run_one(devq *dq, node_job *j)
 	char err[600];
 	int rc = 0, k, nout;
 	run_class(dq, j);
-	uint64_t t0 = now_ns();
+	uint64_t t0 = mono_ns();
 
 	j->queued_ns = t0 - j->t_submit;
 	j->exec_ms = 0;
@@ -282,9 +275,9 @@ static void run_one(devq *dq, node_job *j)
 
 	/* Arenas planned during this run come from the agent's pool. */
 	mpool *old = mpool_set_current(a->pool);
-	uint64_t t1 = now_ns();
+	uint64_t t1 = mono_ns();
 	rc = aidos_session_run(a->sess, k, in);
-	uint64_t t2 = now_ns();
+	uint64_t t2 = mono_ns();
 	mpool_set_current(old);
 	j->exec_ms = (double)(t2 - t1) / 1e6;
 
@@ -409,7 +402,7 @@ static int run_fused(devq *dq, node_job **jobs, int k)
 	node_job *j0 = jobs[0];
 	int B = k < a->batch_max ? k : a->batch_max, nin = j0->nin;
 	size_t per[NODE_MAX_INPUTS], total = 0;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = mono_ns();
 
 	if (nin < 1 || nin > NODE_MAX_INPUTS)
 		return 0;
@@ -470,9 +463,9 @@ static int run_fused(devq *dq, node_job **jobs, int k)
 		st += pool_align_up(per[i] * (size_t)a->batch_max, POOL_ALIGN);
 	}
 	mpool *old = mpool_set_current(a->pool);
-	uint64_t t1 = now_ns();
+	uint64_t t1 = mono_ns();
 	int rc = aidos_session_run(a->bsess, nin, in);
-	uint64_t t2 = now_ns();
+	uint64_t t2 = mono_ns();
 	mpool_set_current(old);
 	int nout = aidos_model_n_outputs(node_model_handle(a->model));
 	aidos_tensor o[NODE_MAX_INPUTS];
@@ -643,8 +636,8 @@ static void *worker_main(void *arg)
 
 		/* Nothing runnable: spin a little, then sleep until the sequence
 		 * moves (a submit, or an agent freed with requests queued). */
-		uint64_t t0 = now_ns();
-		while (__atomic_load_n(wseq, __ATOMIC_ACQUIRE) == seq && now_ns() - t0 < SPIN_NS)
+		uint64_t t0 = mono_ns();
+		while (__atomic_load_n(wseq, __ATOMIC_ACQUIRE) == seq && mono_ns() - t0 < SPIN_NS)
 			cpu_relax();
 		if (__atomic_load_n(wseq, __ATOMIC_SEQ_CST) != seq)
 			continue;
@@ -846,7 +839,7 @@ static int submit(node_disp *d, node_job *j, int here, char *err, size_t errlen)
 		__atomic_add_fetch(&dq->rej_busy, 1, __ATOMIC_RELAXED);
 		return AIDOS_E_BUSY;
 	}
-	uint64_t now = now_ns();
+	uint64_t now = mono_ns();
 	j->dr.priority = j->priority == NODE_PRIO_AGENT ? a->priority : j->priority;
 	if (here)       /* the submitter runs it or waits for it: it takes j's class */
 		run_class(dq, j);
@@ -923,8 +916,8 @@ int node_disp_run(node_disp *d, node_job *j, char *err, size_t errlen)
 		j->waiter = NULL;
 		return rc;
 	}
-	uint64_t t0 = now_ns();
-	while (!__atomic_load_n(&flag, __ATOMIC_ACQUIRE) && now_ns() - t0 < WAIT_SPIN_NS)
+	uint64_t t0 = mono_ns();
+	while (!__atomic_load_n(&flag, __ATOMIC_ACQUIRE) && mono_ns() - t0 < WAIT_SPIN_NS)
 		cpu_relax();
 	while (!__atomic_load_n(&flag, __ATOMIC_ACQUIRE))
 		futex_wait(&flag, 0);
