@@ -6,12 +6,14 @@
 # outputs once (compared by bench/cpu_report.py: max error printed, a
 # mismatch flagged), warm up, then alternate blocks of BLOCK timed runs
 # (aidos first in odd rounds, ORT first in even ones) until each side has
-# RUNS (RUNS_BIG for PaddleOCR det 640). Then the executor's per-op dispatch
+# RUNS (RUNS_BIG for PaddleOCR det 640). Fresh drivers per thread count; on
+# 1 thread both are pinned to one CPU (PIN_CPU; see start_drivers). Then the
+# executor's per-op dispatch
 # cost (dispatch_1000.onnx) and node's own share of an ORT latency.
 # Writes bench/results/cpu-latest.{json,md,png} (bench/cpu_report.py); then
 # the GEMM micro-benchmark (bench/gemm.c: gemm-latest.{json,md}, SKIP_GEMM=1
 # leaves it out) and the charts (bench/plot.sh).
-#   RUNS=50 RUNS_BIG=16 BLOCK=10 WARMUP=5 PAUSE_MS=20 THREADS="1 2" ONLY="det320 rec dispatch" \
+#   RUNS=50 RUNS_BIG=16 BLOCK=10 WARMUP=5 PAUSE_MS=20 THREADS="1 2" PIN_CPU=0 ONLY="det320 rec dispatch" \
 #   RESULTS=/tmp/mine bench/cpu.sh build
 # A measurement, never a pass/fail test: the exit status says only whether it ran.
 set -euo pipefail
@@ -61,18 +63,44 @@ models=(
 tmp=$(mktemp -d)
 apid= opid=
 cleanup() {
-	exec 3>&- 4<&- 5>&- 6<&- 2>/dev/null || true
-	[[ -n $apid ]] && kill "$apid" 2>/dev/null
-	[[ -n $opid ]] && kill "$opid" 2>/dev/null
+	stop_drivers
 	wait 2>/dev/null
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap '' PIPE  # a driver that died: its command fails, the bench goes on
 mkfifo "$tmp/a.in" "$tmp/a.out" "$tmp/o.in" "$tmp/o.out"
-"$build/bench/cpu_aidos" <"$tmp/a.in" >"$tmp/a.out" & apid=$!
-node bench/cpu_ort.js <"$tmp/o.in" >"$tmp/o.out" & opid=$!
-exec 3>"$tmp/a.in" 4<"$tmp/a.out" 5>"$tmp/o.in" 6<"$tmp/o.out"
+# stop_drivers / start_drivers [CPU]: fresh drivers, both pinned to CPU when
+# one is given. Each pass over the models (one per thread count) gets its
+# own pair. On 1 thread both run on the same CPU: this host's vCPUs change
+# speed independently (the same FMA loop took 34 ms on one CPU and 46 on
+# the other at the same moment, and each moved by 30-70% within seconds),
+# and the scheduler keeps each process on its own CPU, so two unpinned
+# 1-thread drivers were often timed on CPUs of different speed however
+# finely their blocks alternated. Pinned together, they alternate on one
+# CPU and share its phases.
+stop_drivers() {
+	{ exec 3>&- 4<&- 5>&- 6<&-; } 2>/dev/null || true
+	local p
+	for p in $apid $opid; do
+		kill "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	apid= opid=
+}
+start_drivers() {
+	local pin=()
+	[[ -n ${1:-} ]] && pin=(taskset -c "$1")
+	"${pin[@]}" "$build/bench/cpu_aidos" <"$tmp/a.in" >"$tmp/a.out" & apid=$!
+	"${pin[@]}" node bench/cpu_ort.js <"$tmp/o.in" >"$tmp/o.out" & opid=$!
+	exec 3>"$tmp/a.in" 4<"$tmp/a.out" 5>"$tmp/o.in" 6<"$tmp/o.out"
+}
+# The CPU the 1-thread passes pin to: PIN_CPU, or the first of this
+# shell's affinity mask; PIN_CPU=none leaves them to the scheduler.
+pin_cpu=${PIN_CPU:-$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)}
+pin_cpu=${pin_cpu%%[-,]*}
+[[ $pin_cpu == none ]] && pin_cpu=
+[[ -z $pin_cpu || $pin_cpu =~ ^[0-9]+$ ]] || { echo "bench-cpu: PIN_CPU must be a CPU number or none" >&2; exit 2; }
 # ask SIDE CMD: one command to a driver; its answer in $reply.
 ask() {
 	local fd=4
@@ -94,7 +122,10 @@ echo "bench-cpu: $machine; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "load_start $(cut -d' ' -f1-3 /proc/loadavg)" >"$tmp/meta"
 echo "machine $machine" >>"$tmp/meta"
 first=${threads%% *}
+echo "pin_cpu ${pin_cpu:-none}" >>"$tmp/meta"
 for t in $threads; do
+	stop_drivers
+	start_drivers "$( ((t == 1)) && echo "$pin_cpu")"
 	for spec in "${models[@]}"; do
 		IFS='|' read -r id path ins desc <<<"$spec"
 		[[ -n $only && " $only " != *" $id "* ]] && continue
@@ -140,6 +171,8 @@ done
 if [[ -z $only || " $only " == *" dispatch "* ]]; then
 	d=$tmp/r/dispatch
 	mkdir -p "$d"
+	stop_drivers
+	start_drivers "$pin_cpu"   # a 1-thread measurement, as above
 	ask a "load 1 $bm/dispatch_1000.onnx x=$bm/dispatch_1000/in/x.npy" && echo "${reply#ok }" >"$d/steps"
 	ask o "load 1 $bm/dispatch_1000.onnx x=$bm/dispatch_1000/in/x.npy"
 	timed a 50 "$d/warmup" && timed o 50 "$d/warmup"

@@ -117,6 +117,8 @@ def report(tmp, outdir):
         res["runs"], res["runs_det640"], res["block"], res["warmup"] = map(int, runs)
     if "pause_ms" in meta:
         res["pause_ms_between_blocks"] = int(meta["pause_ms"])
+    if "pin_cpu" in meta:
+        res["one_thread_cpu"] = None if meta["pin_cpu"] == "none" else int(meta["pin_cpu"])
     tdirs = sorted(d for d in glob.glob(os.path.join(tmp, "r", "*")) if os.path.basename(d).isdigit())
     for td in tdirs:
         t = os.path.basename(td)
@@ -247,6 +249,8 @@ def markdown(res):
         out.append("")
     r = res
     extra = f", {r['runs']} timed runs per side ({r['runs_det640']} for det 640) in blocks of {r['block']} after {r['warmup']} warm-up, {r.get('pause_ms_between_blocks', 20)} ms pause before each block" if "runs" in r else ""
+    if r.get("one_thread_cpu") is not None:
+        extra += f"; on 1 thread both drivers pinned to CPU {r['one_thread_cpu']}"
     out.append(f"{r['date']}, {r['machine']}, commit {r['commit']}{extra}; load average "
                f"{r['load_average_start']} at the start, {r['load_average_end']} at the end. "
                f"ORT: {r['ort']}.")
