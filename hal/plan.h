@@ -177,6 +177,9 @@ void hal_threadpool_end(hal_threadpool *tp);
 void hal_threadpool_set_spin(hal_threadpool *tp, uint64_t idle_ns, uint64_t active_ns);
 /* How many times a worker or the caller went to sleep (futex wait) so far. */
 uint64_t hal_threadpool_sleeps(const hal_threadpool *tp);
+/* How many times a spinning waiter yielded its CPU because another thread
+ * of the pool was last seen on it. */
+uint64_t hal_threadpool_yields(const hal_threadpool *tp);
 void hal_threadpool_run(hal_threadpool *tp, int64_t n, int64_t grain, hal_range_fn fn, void *arg);
 
 #endif

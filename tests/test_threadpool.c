@@ -11,6 +11,9 @@
  * Spinning: after a request ends, a worker keeps spinning for the idle
  * limit counted from that end (a request that follows soon finds it awake,
  * however long the last one's single-threaded tail was), and then sleeps.
+ * A waiter that finds another thread of its pool on its own CPU yields it
+ * (the caller pinned onto the worker's CPU: jobs still complete, and the
+ * pool counts the yields).
  */
 #include <pthread.h>
 #include <sched.h>
@@ -135,6 +138,51 @@ static void idle_spin_counts_from_request_end(void **state)
 	hal_threadpool_run(tp, 2, 1, meet_range, &m3);
 	assert_int_equal(atomic_load(&m3.timed_out), 0);
 	hal_threadpool_destroy(tp);
+}
+
+/* count_range with a few microseconds of work per item, so that jobs
+ * outlast scheduling slices and both threads get the shared CPU. */
+static void slow_count_range(void *arg, int64_t i0, int64_t i1)
+{
+	for (int64_t i = i0; i < i1; i++) {
+		volatile uint32_t x = 0;
+		for (int k = 0; k < 4000; k++)
+			x += (uint32_t)k;
+		count_range(arg, i, i + 1);
+	}
+}
+
+static void waiter_yields_a_shared_cpu(void **state)
+{
+	(void)state;
+	cpu_set_t old;
+	assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof old, &old), 0);
+	if (CPU_COUNT(&old) < 2)
+		skip();                  /* a 1-CPU mask pins nothing */
+	hal_threadpool *tp = NULL;
+	assert_int_equal(hal_threadpool_create_pinned(2, 1, &tp), 0);
+	int wc = hal_threadpool_worker_cpu(tp, 1);
+	assert_true(wc >= 0);
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(wc, &one);
+	assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof one, &one), 0);
+	_Atomic uint32_t hits[64];
+	hal_threadpool_begin(tp);
+	for (int rep = 0; rep < 300; rep++) {
+		struct job j = { hits, 64, 0, 0 };
+		for (int i = 0; i < 64; i++)
+			atomic_store(&hits[i], 0);
+		hal_threadpool_run(tp, 64, 1, slow_count_range, &j);
+		for (int i = 0; i < 64; i++)
+			assert_int_equal(atomic_load(&hits[i]), 1);
+		assert_int_equal(atomic_load(&j.bad), 0);
+	}
+	hal_threadpool_end(tp);
+	uint64_t y = hal_threadpool_yields(tp);
+	assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof old, &old), 0);
+	hal_threadpool_destroy(tp);
+	assert_true(y > 0);
 }
 
 /* ---- placement ---- */
@@ -345,6 +393,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(pool_covers_every_item),
 		cmocka_unit_test(idle_spin_counts_from_request_end),
+		cmocka_unit_test(waiter_yields_a_shared_cpu),
 		cmocka_unit_test(pinned_workers_distinct_cpus),
 		cmocka_unit_test(pin_opt_out),
 		cmocka_unit_test(pools_rotate),
