@@ -172,8 +172,9 @@ static void conv_1x1_few_pixels(void **state)
  * at most 256: 960 in 4, 513 in 3, 257 in 2);
  * over 16..4096 pixels read in place (16-pixel tiles with a zero-padded
  * copy of the last P % 16 columns, 6- and 4-channel panels for every
- * cout % 6, K cut into blocks of at most 256: 2 and 3 blocks), batch 2;
- * and the sizes just outside it. */
+ * cout % 6, K cut into blocks of at most 256: 2 and 3 blocks; on 2
+ * threads split by pixel tiles, or by channels where cout >= P <= 256),
+ * batch 2; and the sizes just outside it. */
 static void conv_pw_small_planes(void **state)
 {
 	(void)state;
@@ -185,6 +186,7 @@ static void conv_pw_small_planes(void **state)
 		{ "13x13 tail 9",    1, 37, 13, 13, 50, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "14x14 K 3 blocks", 1, 600, 14, 14, 20, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "14x14 96->100",   1, 96, 14, 14, 100, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "12x12 cout>P",    1, 64, 12, 12, 151, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "16x16 b2",        2, 33, 16, 16, 7, 1, 1, 1, 1, 1, { 0 }, 0 },
 		{ "1 row 1x17",      1, 8, 1, 17, 5, 1, 1, 1, 1, 1, { 0 }, 1 },
 		/* transposed (P < 100, cout >= P): 5- and 4-pixel tiles */
