@@ -168,11 +168,13 @@ static void conv_1x1_few_pixels(void **state)
 
 /* 1x1 convs through hal/ops/conv_pw.c: transposed under 100 pixels (at
  * least as many channels: 16 channels x 5 or 4 pixels, P = 5a + 4b or a
- * last tile that repeats pixels, cout % 16 left over, K = 960 unblocked);
+ * last tile that repeats pixels, cout % 16 left over, K cut into blocks of
+ * at most 256: 960 in 4, 513 in 3, 257 in 2);
  * over 16..4096 pixels read in place (16-pixel tiles with a zero-padded
  * copy of the last P % 16 columns, 6- and 4-channel panels for every
- * cout % 6, K cut into blocks of at most 256: 2 and 3 blocks), batch 2;
- * and the sizes just outside it. */
+ * cout % 6, K cut into blocks of at most 256: 2 and 3 blocks; on 2
+ * threads split by pixel tiles, or by channels where cout >= P <= 256),
+ * batch 2; and the sizes just outside it. */
 static void conv_pw_small_planes(void **state)
 {
 	(void)state;
@@ -184,6 +186,7 @@ static void conv_pw_small_planes(void **state)
 		{ "13x13 tail 9",    1, 37, 13, 13, 50, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "14x14 K 3 blocks", 1, 600, 14, 14, 20, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "14x14 96->100",   1, 96, 14, 14, 100, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "12x12 cout>P",    1, 64, 12, 12, 151, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "16x16 b2",        2, 33, 16, 16, 7, 1, 1, 1, 1, 1, { 0 }, 0 },
 		{ "1 row 1x17",      1, 8, 1, 17, 5, 1, 1, 1, 1, 1, { 0 }, 1 },
 		/* transposed (P < 100, cout >= P): 5- and 4-pixel tiles */
@@ -192,6 +195,8 @@ static void conv_pw_small_planes(void **state)
 		{ "t 3x3 5+4 b2",    2, 15, 3, 3, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "t 1x11 padded",   1, 20, 1, 11, 40, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "t 7x7 K 960",     1, 960, 7, 7, 50, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 7x7 K 513",     1, 513, 7, 7, 35, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 6x6 K 257 b2",  2, 257, 6, 6, 40, 1, 1, 1, 1, 1, { 0 }, 0 },
 		{ "t 8x8 12*5+4",    1, 17, 8, 8, 64, 1, 1, 1, 1, 1, { 0 }, 1 },
 		/* untransposed */
 		{ "two 4-row panels", 1, 29, 9, 9, 8, 1, 1, 1, 1, 1, { 0 }, 1 },

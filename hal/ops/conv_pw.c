@@ -9,8 +9,8 @@
  * run but the last partial pixel tile:
  *   Y [cout, P] = W [cout, K] X [K, P] + bias, P = h*w, K = cin,
  * with a register tile of PW_MR output channels (one broadcast weight each,
- * W packed at plan time as panels [K][PW_MR] and, for cout % 6 of 1 to 4,
- * one or two last panels [K][4], zero past cout) by PW_NR
+ * W packed at plan time as panels [kc][PW_MR] and, for cout % 6 of 1 to 4,
+ * one or two last panels [kc][4], zero past cout, K block by K block) by PW_NR
  * consecutive pixels (two 8-lane vectors loaded straight from X's row k:
  * NCHW already has pixels contiguous, so Y's tile rows are stored with
  * plain vector stores, no transpose). A plane's last P % PW_NR pixels come
@@ -27,13 +27,16 @@
  * Under HAL_CONV_PW_T_BELOW pixels with at least as many output channels
  * (the 7x7 stage) the tile is transposed instead (PT_TILE below): channels
  * across the lanes, pixels broadcast from X^T packed per run, the tile
- * transposed into Y as it is stored; it replaced hal_gemm's Y^T = X^T W^T
+ * transposed into Y as it is stored, K cut into blocks of at most PT_KC
+ * (a panel's W block stays in L1); it replaced hal_gemm's Y^T = X^T W^T
  * (its 1-row remainder kernel, the Y^T buffer and its transposing pass:
  * 15% of the time), 0.90-0.95x its time on MobileNetV2's 7x7 1x1s.
  *
- * Threads: tasks are contiguous runs of panels (output channels), so each
- * thread reads only its own slice of W and writes only its own rows of Y;
- * every thread reads all of X.
+ * Threads: where W is the larger operand, tasks are contiguous runs of
+ * panels (output channels), so each thread reads only its own slice of W
+ * and writes only its own rows of Y, every thread reading all of X; where
+ * X is (more pixels than output channels, or over 256 pixels), runs of
+ * pixel tiles, every thread reading all of W.
  */
 #include <string.h>
 #include "hal/gemm.h"
@@ -48,7 +51,9 @@
 #define PW_NR 16    /* pixels per tile: two 8-lane vectors */
 #define PW_KC 256   /* K block: X block [PW_KC][PW_NR] = 16 KiB of L1 */
 #define PW_PAR_FLOPS 1000000 /* below: one thread (a fork/join costs more) */
-#define PW_SPLIT_PIXELS 256  /* larger planes: threads split pixels, not channels */
+/* larger planes, or more pixels than output channels (X larger than W):
+ * threads split pixels, not channels */
+#define PW_SPLIT_PIXELS 256
 
 
 /* What a tile does besides its products. */
@@ -173,12 +178,20 @@ PW_TILE(pw_tile4_n8_avx2, __attribute__((target("avx2,fma"))), 4, 8)
  * X^T, packed per run as [K][MR] per tile): 10 or 8 accumulator chains,
  * enough to keep both FMA pipes busy, and P = 5a + 4b tiles with no unused
  * pixel for any P >= 12 (49 = 9*5 + 4; 6-pixel tiles left a 1-pixel one):
- *   t[i*PT_NR + o] = act(bias[o] + sum_k xp[k*MR + i] * w[k*PT_NR + o])
+ *   t[i*PT_NR + o] = act(s[i*PT_NR + o] + sum_k xp[k*MR + i] * w[k*PT_NR + o])
+ * where s is bias[o] (bias not NULL) or t's own rows, the sums of the K
+ * blocks before (bias NULL); act is the epilogue, none where epi is NULL.
  * Pixel-major t is then scattered to Y's rows by the caller. */
 #define PT_NR 16
+#define PT_KC 256   /* K block: a panel's W block [PT_KC][PT_NR] = 16 KiB of L1 */
+#define PT_MAX_TILES ((HAL_CONV_PW_T_BELOW - 1 + 4) / 5 + 4) /* n5 + n4 at most */
 typedef void (*pt_tile_fn)(int64_t K, const float *xp, const float *w, const float *bias,
 			   const ir_epilogue *epi, float *t);
 #define PT_FMA(i) if ((i) < MR_) { a = xp[i] - z; c##i##0 += a * w0; c##i##1 += a * w1; }
+#define PT_LD(i) if ((i) < MR_) {                                               \
+		memcpy(&c##i##0, t + (i) * PT_NR, sizeof b0);                   \
+		memcpy(&c##i##1, t + (i) * PT_NR + 8, sizeof b0);               \
+	}
 #define PT_ST(i) if ((i) < MR_) {                                               \
 		if (epi) {                                                      \
 			PW_ACT(c##i##0);                                        \
@@ -195,10 +208,13 @@ typedef void (*pt_tile_fn)(int64_t K, const float *xp, const float *w, const flo
 		enum { MR_ = MRP };                                                  \
 		const v8f z = { 0 };                                                 \
 		v8f b0, b1;                                                          \
-		memcpy(&b0, bias, sizeof b0);                                        \
-		memcpy(&b1, bias + 8, sizeof b1);                                    \
+		memcpy(&b0, bias ? bias : t, sizeof b0);                             \
+		memcpy(&b1, bias ? bias + 8 : t + 8, sizeof b1);                     \
 		v8f c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1;      \
 		v8f c30 = b0, c31 = b1, c40 = b0, c41 = b1;                          \
+		if (!bias) {                                                         \
+			PT_LD(1) PT_LD(2) PT_LD(3) PT_LD(4)                          \
+		}                                                                    \
 		for (int64_t k = 0; k < K; k++, xp += MR_, w += PT_NR) {             \
 			v8f w0, w1, a;                                               \
 			memcpy(&w0, w, sizeof w0);                                   \
@@ -229,18 +245,24 @@ PT_TILE(pt_tile4_avx2, __attribute__((target("avx2,fma"))), 4)
 struct pw {
 	int64_t n, cin, cout, P, K, npan, nkb;
 	int64_t n6;             /* panels 0..n6-1 are PW_MR rows wide, the rest 4 */
-	const float *wpk;       /* panel p ([K][its width]) at p's first channel * K;
-				 * zero past cout */
+	const float *wpk;       /* untransposed: K block [k0, k0 + kc) of panel p as
+				 * [kc][its width] at k0 * rows + (p's first
+				 * channel) * kc, so that a block of all panels is
+				 * one run; transposed: panel p as [K][PT_NR] at its
+				 * first channel * K; zero past cout */
+	int64_t rows;           /* panel rows: cout rounded up to the panels */
 	const float *bias;      /* [cout rounded up to the panels], zero past cout
 				 * (and when no B) */
 	const ir_epilogue *epi; /* or NULL */
 	int epi_reg;            /* epi is NONE/RELU/CLIP: applied in the tile */
+	int split_px;           /* threads split pixel tiles, not panels */
 	pw_tile_fn tile[2][2];  /* [4-row panel][at most 8 columns] */
 	size_t xt_floats;       /* tail copy [K][PW_NR] at the start of scratch */
 	/* transposed: panels of PT_NR channels, n5 tiles of 5 pixels then n4
 	 * of 4 (tile pixels past P repeat the last one); X^T in scratch */
 	int trans;
 	int64_t n5, n4;
+	int64_t tnkb;           /* K blocks of at most PT_KC */
 	pt_tile_fn ttile5, ttile4;
 };
 
@@ -253,8 +275,10 @@ struct pw_job {
 
 /* Panels [p0, p1) x pixel tiles [q0, q1): every K block, every pixel
  * tile, every panel (the tile's X block stays in L1 while the panels'
- * weights stream from L2; panel-outer order measured the same at 14x14,
- * 3-10% slower at 28x28 and 56x56 in the network). */
+ * weights stream from L2, one contiguous run per K block: panel-major W,
+ * a 4.6 KiB run per panel and block, took 1.04-1.09x the time at 14x14
+ * 384 and 576 deep; panel-outer order measured the same at 14x14, 3-10%
+ * slower at 28x28 and 56x56 in the network). */
 static void pw_block(const struct pw_job *j, int64_t p0, int64_t p1, int64_t q0, int64_t q1)
 {
 	const struct pw *c = j->c;
@@ -274,7 +298,7 @@ static void pw_block(const struct pw_job *j, int64_t p0, int64_t p1, int64_t q0,
 						   last && c->epi_reg ? c->epi : NULL,
 						   (int)(r < mr ? r : mr), cols };
 				float *y = j->y + o0 * P + q;
-				c->tile[mr == 4][cols <= 8](kc, x, ldx, c->wpk + o0 * K + k0 * mr, y, P,
+				c->tile[mr == 4][cols <= 8](kc, x, ldx, c->wpk + k0 * c->rows + o0 * kc, y, P,
 							    &a);
 				if (last && c->epi && !c->epi_reg)
 					for (int i = 0; i < a.rows; i++)
@@ -285,7 +309,8 @@ static void pw_block(const struct pw_job *j, int64_t p0, int64_t p1, int64_t q0,
 }
 
 /* Tasks over panels [p0, p1), every pixel tile: planes of at most
- * PW_SPLIT_PIXELS (each thread reads only its slice of W). */
+ * PW_SPLIT_PIXELS with at least as many output channels as pixels, where W
+ * is the larger operand (each thread reads only its slice of W). */
 static void pw_range(void *arg, int64_t p0, int64_t p1)
 {
 	const struct pw_job *j = arg;
@@ -294,7 +319,11 @@ static void pw_range(void *arg, int64_t p0, int64_t p1)
 
 /* Tasks over pixel tiles [q0, q1), every panel: larger planes, where a
  * projection's few panels (56x56 144->24: 4) made as few tasks, each
- * streaming all of X (1.8 MiB) again. */
+ * streaming all of X (1.8 MiB) again; and planes with more pixels than
+ * output channels, where X is the larger operand (14x14 384->64: X 294
+ * KiB, W 96 KiB; split by channels each thread read all of X: 0.86-0.95x
+ * the time of MobileNetV2's 14x14 projections on 2 threads, A/B in one
+ * process, alternating runs). */
 static void pw_range_px(void *arg, int64_t q0, int64_t q1)
 {
 	const struct pw_job *j = arg;
@@ -323,39 +352,56 @@ static void pt_store(float *y, int64_t P, const float *t, int m, int64_t mr, int
 			y[o * P + 4] = t[4 * PT_NR + o];
 }
 
-/* Transposed: panels [p0, p1), each through every pixel tile: a panel's
- * weights [K][PT_NR] come from memory once and then from L2 (61 KiB at
- * K = 960), X^T (K*P floats) stays in L2. Tiles outside panels read all
- * of W once per tile: measured alone (W warm in L2) that tied, but in the
- * network, where each conv's W (0.6-1.6 MiB at 7x7) arrives from L3 or
- * memory, it cost ~10 times W's traffic. The next panel's W is prefetched
- * (prefetcht1, K/tiles lines per tile) while a panel's tiles compute, so
- * only a task's first panel waits on memory. */
+/* Transposed: panels [p0, p1), each through every K block of at most
+ * PT_KC and, within a block, every pixel tile: a panel's weights [K][PT_NR]
+ * come from memory once, and each block of them ([PT_KC][PT_NR], 16 KiB)
+ * then stays in L1 while the tiles sweep it (the tiles' sums wait in acc
+ * between blocks); X^T (K*P floats) stays in L2. Unblocked, a 960-deep
+ * panel (61 KiB) streamed from L2 for every tile: in MobileNetV2 the
+ * blocks took its 7x7 projections (576 and 960 -> 160, 960 -> 320) to
+ * 0.85-0.89x their median time on 1 thread, 0.88-0.92x on 2 (A/B in one
+ * process, alternating runs); alone, with W warm, they tie. Tiles outside
+ * panels read all of W once per tile: measured alone (W warm in L2) that
+ * tied, but in the network, where each conv's W (0.6-1.6 MiB at 7x7)
+ * arrives from L3 or memory, it cost ~10 times W's traffic. The next
+ * panel's W is prefetched (prefetcht1, K/(tiles*blocks) lines per tile)
+ * while a panel's tiles compute, so only a task's first panel waits on
+ * memory. */
 static void pt_range(void *arg, int64_t p0, int64_t p1)
 {
 	const struct pw_job *j = arg;
 	const struct pw *c = j->c;
-	int64_t P = c->P, K = c->K;
-	float t[5 * PT_NR] __attribute__((aligned(32)));
-	int64_t nq = c->n5 + c->n4, step = (K + nq - 1) / nq; /* W lines per tile */
+	int64_t P = c->P, K = c->K, nq = c->n5 + c->n4, nkb = c->tnkb;
+	/* acc: tile q's sums [5][PT_NR] at acc + q*5*PT_NR, across K blocks */
+	float acc[PT_MAX_TILES * 5 * PT_NR] __attribute__((aligned(32)));
+	int64_t step = (K + nq * nkb - 1) / (nq * nkb); /* W lines per tile call */
 	for (int64_t p = p0; p < p1; p++) {
 		int64_t o0 = p * PT_NR, no = c->cout - o0 < PT_NR ? c->cout - o0 : PT_NR;
 		const char *nw = p + 1 < p1 ? (const char *)(c->wpk + (o0 + PT_NR) * K) : NULL;
-		for (int64_t q = 0; q < nq; q++) {
-			/* the next panel's weights (K lines of 64 bytes) towards L2,
-			 * a slice per tile, while this panel's tiles compute */
-			if (nw)
-				for (int64_t l = q * step; l < K && l < (q + 1) * step; l++)
-					__builtin_prefetch(nw + l * 64, 0, 2);
-			int m = q < c->n5 ? 5 : 4;
-			int64_t i0 = q < c->n5 ? 5 * q : 5 * c->n5 + 4 * (q - c->n5);
-			int64_t mr = P - i0 < m ? P - i0 : m;
-			(m == 5 ? c->ttile5 : c->ttile4)(K, j->xt + i0 * K, c->wpk + o0 * K,
-							  c->bias + o0,
-							  c->epi_reg ? c->epi : NULL, t);
-			if (c->epi && !c->epi_reg)
-				hal_epilogue_apply(c->epi, t, m * PT_NR);
-			pt_store(j->y + o0 * P + i0, P, t, m, mr, no);
+		int64_t l = 0;
+		for (int64_t kb = 0; kb < nkb; kb++) {
+			int64_t k0 = K * kb / nkb, kc = K * (kb + 1) / nkb - k0;
+			int last = kb == nkb - 1;
+			for (int64_t q = 0; q < nq; q++) {
+				/* the next panel's weights (K lines of 64 bytes) towards
+				 * L2, a slice per tile, while this panel's tiles compute */
+				if (nw)
+					for (int64_t e = l + step; l < K && l < e; l++)
+						__builtin_prefetch(nw + l * 64, 0, 2);
+				int m = q < c->n5 ? 5 : 4;
+				int64_t i0 = q < c->n5 ? 5 * q : 5 * c->n5 + 4 * (q - c->n5);
+				int64_t mr = P - i0 < m ? P - i0 : m;
+				float *t = acc + q * 5 * PT_NR;
+				(m == 5 ? c->ttile5 : c->ttile4)(kc, j->xt + i0 * K + k0 * m,
+								  c->wpk + o0 * K + k0 * PT_NR,
+								  kb == 0 ? c->bias + o0 : NULL,
+								  last && c->epi_reg ? c->epi : NULL, t);
+				if (!last)
+					continue;
+				if (c->epi && !c->epi_reg)
+					hal_epilogue_apply(c->epi, t, m * PT_NR);
+				pt_store(j->y + o0 * P + i0, P, t, m, mr, no);
+			}
 		}
 	}
 }
@@ -415,7 +461,7 @@ static int pw_exec(hal_step *s)
 		struct pw_job j = { c, xn, xt, y + n * c->cout * P };
 		if (!par)
 			pw_range(&j, 0, c->npan);
-		else if (P > PW_SPLIT_PIXELS)
+		else if (c->split_px)
 			hal_parallel_for(s, (P + PW_NR - 1) / PW_NR, 1, pw_range_px, &j);
 		else
 			hal_parallel_for(s, c->npan, 1, pw_range, &j);
@@ -454,15 +500,23 @@ int hal_conv_pw_plan(hal_step *s, int64_t n, int64_t cin, int64_t cout, int64_t 
 	wpk = (float *)(((uintptr_t)wpk + 63) & ~(uintptr_t)63);
 	bias = (float *)(((uintptr_t)bias + 63) & ~(uintptr_t)63);
 	const float *wd = w->data; /* [cout][K] */
-	for (int64_t o = 0; o < cout; o++) {
-		int64_t o0 = o < n6 * PW_MR ? o - o % PW_MR : n6 * PW_MR + (o - n6 * PW_MR) / 4 * 4;
-		int64_t mr = o < n6 * PW_MR ? PW_MR : 4;
-		if (trans) {
-			o0 = o - o % PT_NR;
-			mr = PT_NR;
+	/* untransposed: K block kb (k0, kc) of every panel at k0 * rows, the
+	 * panel at o0 as [kc][mr] at k0 * rows + o0 * kc; transposed: one
+	 * block (its K blocks index within the panel) */
+	int64_t nkb = trans ? 1 : (K + PW_KC - 1) / PW_KC;
+	for (int64_t kb = 0; kb < nkb; kb++) {
+		int64_t k0 = K * kb / nkb, kc = K * (kb + 1) / nkb - k0;
+		float *wb = wpk + k0 * rows;
+		for (int64_t o = 0; o < cout; o++) {
+			int64_t o0 = o < n6 * PW_MR ? o - o % PW_MR : n6 * PW_MR + (o - n6 * PW_MR) / 4 * 4;
+			int64_t mr = o < n6 * PW_MR ? PW_MR : 4;
+			if (trans) {
+				o0 = o - o % PT_NR;
+				mr = PT_NR;
+			}
+			for (int64_t k = 0; k < kc; k++)
+				wb[o0 * kc + k * mr + (o - o0)] = wd[o * K + k0 + k];
 		}
-		for (int64_t k = 0; k < K; k++)
-			wpk[o0 * K + k * mr + (o - o0)] = wd[o * K + k];
 	}
 	if (b)
 		memcpy(bias, b->data, (size_t)cout * sizeof *bias);
@@ -473,7 +527,8 @@ int hal_conv_pw_plan(hal_step *s, int64_t n, int64_t cin, int64_t cout, int64_t 
 	c->K = K;
 	c->npan = npan;
 	c->n6 = n6;
-	c->nkb = (K + PW_KC - 1) / PW_KC;
+	c->nkb = nkb;
+	c->rows = rows;
 	c->wpk = wpk;
 	c->bias = bias;
 	c->epi = epi;
@@ -486,6 +541,8 @@ int hal_conv_pw_plan(hal_step *s, int64_t n, int64_t cin, int64_t cout, int64_t 
 	c->ttile5 = HAL_GEMM_PICK(pt_tile5_generic, pt_tile5_avx2);
 	c->ttile4 = HAL_GEMM_PICK(pt_tile4_generic, pt_tile4_avx2);
 	c->trans = trans;
+	c->split_px = hw > PW_SPLIT_PIXELS || hw > cout;
+	c->tnkb = (K + PT_KC - 1) / PT_KC;
 	c->xt_floats = hw % PW_NR ? (size_t)(K * PW_NR) : 0;
 	if (trans) {
 		/* P = 5*n5 + 4*n4 exactly where it can be (any P >= 12); else
