@@ -132,7 +132,10 @@ static void idle_spin_counts_from_request_end(void **state)
 	hal_threadpool_run(tp, 2, 1, meet_range, &m2);
 	assert_int_equal(atomic_load(&m2.timed_out), 0);
 	hal_threadpool_end(tp);
-	sleep_ms(700);             /* idle past the limit: the spin is bounded, the worker sleeps */
+	/* idle past the limit: the spin is bounded, the worker sleeps (polled
+	 * for up to 10 s: on a loaded machine a starved worker checks late) */
+	for (int i = 0; i < 200 && hal_threadpool_sleeps(tp) == s0; i++)
+		sleep_ms(50);
 	assert_true(hal_threadpool_sleeps(tp) > s0);
 	struct meet m3 = { 0, 0 };   /* and a sleeping worker is woken by the next job */
 	hal_threadpool_run(tp, 2, 1, meet_range, &m3);
