@@ -8,7 +8,9 @@
  * Shapes: openWakeWord's (1x3 pad 1, 3x1 unpadded, planes down to 3x1 and
  * 1x1 output) and odd ones: batch 2, strides, dilations, asymmetric pads,
  * pixel counts that leave a partial 4-pixel tile, output channels that
- * leave a partial 24-channel panel, no bias, a 1-D Conv; each on 1 and 2
+ * leave a partial 24-channel panel, no bias, a 1-D Conv, the band mode's
+ * 1-row kernels with horizontal pads only (odd row counts, 2-wide rows,
+ * widths no multiple of 4, row stride 2); each on 1 and 2
  * threads (cases over the path's threshold split across both), with the
  * AVX2 tile and the baseline one (and AVX-512 where the CPU has it;
  * hal_gemm_use_isa). Every case has output
@@ -48,6 +50,14 @@ static const struct ccase cases[] = {
 	{ "2x3 m40",       1,  7, 11, 13, 40, 2, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0 },
 	{ "1-D k5",        1, 16,  1, 37, 24, 1, 5, 1, 1, 1, 1, 0, 2, 0, 2, 1, 0.1f, -1e30f },
 	{ "tail 5 px",     1, 33,  5,  2, 72, 1, 2, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0 },
+	/* band mode (1-row kernel, left/right pads only: each task pads its
+	 * own rows), split over 2 threads: odd row counts, 2-wide rows (a
+	 * tile spans two rows), a width that is no multiple of 4 (units of
+	 * lcm(33, 4) pixels), a row stride, batch 2, a partial panel */
+	{ "band 1x3",      1, 24, 37, 32, 24, 1, 3, 1, 1, 1, 1, 0, 1, 0, 1, 1, 0.2f, -0.5f },
+	{ "band 2 wide",   1, 96, 21,  2, 96, 1, 3, 1, 1, 1, 1, 0, 1, 0, 1, 1, 0.2f, -1e30f },
+	{ "band s2 w33",   2, 24, 61, 33, 44, 1, 3, 2, 1, 1, 1, 0, 1, 0, 2, 0, 0, 0 },
+	{ "band 1x5 w7",   1, 40, 45,  7, 48, 1, 5, 1, 1, 1, 1, 0, 2, 0, 1, 1, 0.1f, -1e30f },
 };
 
 /* ---- the model: x -> Conv [-> LeakyRelu -> Max] ---- */

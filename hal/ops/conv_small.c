@@ -42,14 +42,18 @@
                            * (PaddleOCR det, 864) stays with the GEMM path */
 #define CS_MAX_OHW 4096   /* larger planes: the GEMM path's blocking */
 #define CS_PAR_FLOPS 1500000 /* below: one thread (a fork/join costs more) */
+#define CS_TASKS 8           /* tasks of a parallel step: the pool's chunks on
+                              * 2 threads, so a slow vCPU holds up an eighth */
 
 
 
 struct cs_job {
 	const struct csm *c;
+	const float *x;      /* [cin, h, w]: the input (band mode pads from it) */
 	const float *xp;     /* [cin, hp, wp] */
 	float *y;            /* [cout, oh, ow] */
-	int64_t tiles_per_task;
+	int64_t tiles_per_task; /* panel mode */
+	int64_t rows_per_task;  /* band mode: output rows, a multiple of unit_rows */
 };
 
 /* One CS_MR x CS_NR tile: t[i*CS_NR + o] = bias[o] + sum_k
@@ -123,6 +127,15 @@ struct csm {
 	hal_conv2d_geom g;
 	int64_t K, hp, wp, ohw, npan, ntile;
 	int padded;          /* the input is copied into a zero-padded plane */
+	/* Band mode (a padded 1-row kernel, kh = 1, with no top or bottom
+	 * padding: openWakeWord's 1x3 pad (0, 1)): output row oy reads input
+	 * row oy*sh only, so a task owning output rows [r0, r1) pads input
+	 * rows [r0*sh, r1*sh) itself and then runs every panel over them;
+	 * no serial copy of the whole input before the fork. Tasks are whole
+	 * units of unit_rows output rows, lcm(ow, CS_MR) pixels, so no tile
+	 * straddles two tasks' rows. */
+	int band;
+	int64_t unit_rows;
 	const float *wpk;    /* [npan][K][CS_NR] */
 	const float *bias;   /* [npan*CS_NR], zero past cout (and when no B) */
 	const int64_t *koff; /* [K] */
@@ -145,38 +158,72 @@ static int64_t cs_store4(float *y, int64_t ohw, const float *t, int64_t no)
 	return o;
 }
 
-/* Tasks [t0, t1): task t is panel t / tasks_per_panel, tiles
+/* Tiles [t0, t1) of panel p: the register tile, the epilogue, the store
+ * into Y's rows. */
+static void cs_tiles(const struct csm *c, const float *xp, float *yn, int64_t p, int64_t t0,
+		     int64_t t1)
+{
+	float t[CS_MR * CS_NR] __attribute__((aligned(32)));
+	int64_t o0 = p * CS_NR, no = c->g.cout - o0 < CS_NR ? c->g.cout - o0 : CS_NR;
+	const float *w = c->wpk + p * c->K * CS_NR;
+	for (int64_t tile = t0; tile < t1; tile++) {
+		int64_t p0 = tile * CS_MR, mr = c->ohw - p0 < CS_MR ? c->ohw - p0 : CS_MR;
+		c->tile(c->K, xp, c->pix + p0, c->koff, w, c->bias + o0, c->g.epi, t);
+		if (c->g.epi && c->g.epi->act != IR_ACT_LEAKYRELU)
+			hal_epilogue_apply(c->g.epi, t, CS_MR * CS_NR);
+		float *y = yn + o0 * c->ohw + p0;
+		if (mr == CS_MR) {
+			int64_t o = cs_store4(y, c->ohw, t, no);
+			for (y += o * c->ohw; o < no; o++, y += c->ohw)
+				for (int i = 0; i < CS_MR; i++)
+					y[i] = t[i * CS_NR + o];
+		} else {
+			for (int64_t o = 0; o < no; o++, y += c->ohw)
+				for (int64_t i = 0; i < mr; i++)
+					y[i] = t[i * CS_NR + o];
+		}
+	}
+}
+
+/* Panel mode, tasks [t0, t1): task t is panel t / tasks_per_panel, tiles
  * [q*tiles_per_task, (q+1)*tiles_per_task) with q = t % tasks_per_panel. */
 static void cs_range(void *arg, int64_t t0, int64_t t1)
 {
 	const struct cs_job *j = arg;
 	const struct csm *c = j->c;
 	int64_t per = (c->ntile + j->tiles_per_task - 1) / j->tiles_per_task;
-	float t[CS_MR * CS_NR] __attribute__((aligned(32)));
 	for (int64_t task = t0; task < t1; task++) {
-		int64_t p = task / per, q = task % per;
-		int64_t o0 = p * CS_NR, no = c->g.cout - o0 < CS_NR ? c->g.cout - o0 : CS_NR;
-		const float *w = c->wpk + p * c->K * CS_NR;
-		int64_t e = (q + 1) * j->tiles_per_task;
-		e = e < c->ntile ? e : c->ntile;
-		for (int64_t tile = q * j->tiles_per_task; tile < e; tile++) {
-			int64_t p0 = tile * CS_MR, mr = c->ohw - p0 < CS_MR ? c->ohw - p0 : CS_MR;
-			c->tile(c->K, j->xp, c->pix + p0, c->koff, w, c->bias + o0, c->g.epi, t);
-			if (c->g.epi && c->g.epi->act != IR_ACT_LEAKYRELU)
-				hal_epilogue_apply(c->g.epi, t, CS_MR * CS_NR);
-			float *y = j->y + o0 * c->ohw + p0;
-			if (mr == CS_MR) {
-				int64_t o = cs_store4(y, c->ohw, t, no);
-				for (y += o * c->ohw; o < no; o++, y += c->ohw)
-					for (int i = 0; i < CS_MR; i++)
-						y[i] = t[i * CS_NR + o];
-			} else {
-				for (int64_t o = 0; o < no; o++, y += c->ohw)
-					for (int64_t i = 0; i < mr; i++)
-						y[i] = t[i * CS_NR + o];
-			}
-		}
+		int64_t p = task / per, q = task % per, e = (q + 1) * j->tiles_per_task;
+		cs_tiles(c, j->xp, j->y, p, q * j->tiles_per_task, e < c->ntile ? e : c->ntile);
 	}
+}
+
+/* Band mode, tasks [t0, t1): output rows [t0, t1) * rows_per_task. Pads
+ * the input rows they read (each input row belongs to one task: kh = 1,
+ * no vertical padding), then runs every panel's tiles over them. */
+static void cs_band_range(void *arg, int64_t t0, int64_t t1)
+{
+	const struct cs_job *j = arg;
+	const struct csm *c = j->c;
+	const hal_conv2d_geom *g = &c->g;
+	int64_t oy0 = t0 * j->rows_per_task, oy1 = t1 * j->rows_per_task;
+	oy1 = oy1 < g->oh ? oy1 : g->oh;
+	int64_t r0 = oy0 * g->sh, r1 = oy1 * g->sh, right = c->wp - g->pl - g->w;
+	r1 = r1 < g->h ? r1 : g->h;
+	for (int64_t ci = 0; ci < g->cin; ci++)
+		for (int64_t r = r0; r < r1; r++) {
+			float *d = (float *)j->xp + (ci * c->hp + r) * c->wp;
+			for (int64_t i = 0; i < g->pl; i++)
+				d[i] = 0.0f;
+			memcpy(d + g->pl, j->x + (ci * g->h + r) * g->w, (size_t)g->w * sizeof *d);
+			for (int64_t i = 0; i < right; i++)
+				d[g->pl + g->w + i] = 0.0f;
+		}
+	/* oy0*ow is a multiple of CS_MR (whole units); the plane's last tile
+	 * may be partial */
+	int64_t tile0 = oy0 * g->ow / CS_MR, tile1 = (oy1 * g->ow + CS_MR - 1) / CS_MR;
+	for (int64_t p = 0; p < c->npan; p++)
+		cs_tiles(c, j->xp, j->y, p, tile0, tile1);
 }
 
 /* Copies X's planes [cin, h, w] into the zero-padded [cin, hp, wp]. */
@@ -198,21 +245,28 @@ static int cs_exec(hal_step *s)
 	float *y = s->out[0]->data;
 	int64_t flops = 2 * c->K * g->cout * c->ohw;
 	int par = flops >= CS_PAR_FLOPS;
-	/* two threads: about four tasks each; one: one task per panel */
-	int64_t per = par ? (c->ntile * c->npan + 7) / 8 : c->ntile;
-	per = per < 1 ? 1 : per;
-	int64_t ntask = c->npan * ((c->ntile + per - 1) / per);
 	for (int64_t n = 0; n < g->n; n++) {
 		const float *xn = x + n * g->cin * g->h * g->w;
+		struct cs_job j = { c, xn, xn, y + n * g->cout * c->ohw, c->ntile, g->oh };
+		if (c->band) {
+			/* two threads: about CS_TASKS tasks; one: a single band */
+			int64_t units = (g->oh + c->unit_rows - 1) / c->unit_rows;
+			int64_t per = par ? (units + CS_TASKS - 1) / CS_TASKS : units;
+			j.xp = s->scratch;
+			j.rows_per_task = per * c->unit_rows;
+			hal_parallel_for(par ? s : NULL, (units + per - 1) / per, 1, cs_band_range, &j);
+			continue;
+		}
+		/* two threads: about CS_TASKS tasks; one: one task per panel */
+		int64_t per = par ? (c->ntile * c->npan + CS_TASKS - 1) / CS_TASKS : c->ntile;
+		per = per < 1 ? 1 : per;
+		j.tiles_per_task = per;
 		if (c->padded) {
 			cs_pad(c, xn, s->scratch);
-			xn = s->scratch;
+			j.xp = s->scratch;
 		}
-		struct cs_job j = { c, xn, y + n * g->cout * c->ohw, per };
-		if (par)
-			hal_parallel_for(s, ntask, 1, cs_range, &j);
-		else
-			cs_range(&j, 0, ntask);
+		hal_parallel_for(par ? s : NULL, c->npan * ((c->ntile + per - 1) / per), 1, cs_range,
+				 &j);
 	}
 	return 0;
 }
@@ -255,6 +309,11 @@ int hal_conv_small_plan(hal_step *s, const hal_conv2d_geom *g)
 	c->hp = c->padded ? hp : g->h;
 	c->wp = c->padded ? wp : g->w;
 	c->xp_floats = c->padded ? (size_t)(g->cin * c->hp * c->wp) : 0;
+	c->band = c->padded && g->kh == 1 && g->pt == 0 && c->hp == g->h;
+	int64_t unit = g->ow;     /* lcm(ow, CS_MR) pixels */
+	while (unit % CS_MR)
+		unit += g->ow;
+	c->unit_rows = unit / g->ow;
 	/* hal_step_alloc gives zeroed bytes: pad lanes stay 0 */
 	wpk = (float *)(((uintptr_t)wpk + 63) & ~(uintptr_t)63);
 	bias = (float *)(((uintptr_t)bias + 63) & ~(uintptr_t)63);
