@@ -55,7 +55,7 @@ static const struct ccase cases[] = {
 	 * tile spans two rows), a width that is no multiple of 4 (units of
 	 * lcm(33, 4) pixels), a row stride, batch 2, a partial panel */
 	{ "band 1x3",      1, 24, 37, 32, 24, 1, 3, 1, 1, 1, 1, 0, 1, 0, 1, 1, 0.2f, -0.5f },
-	{ "band 2 wide",   1, 96, 21,  2, 96, 1, 3, 1, 1, 1, 1, 0, 1, 0, 1, 1, 0.2f, -1e30f },
+	{ "band 2 wide",   1, 96, 69,  2, 96, 1, 3, 1, 1, 1, 1, 0, 1, 0, 1, 1, 0.2f, -1e30f },
 	{ "band s2 w33",   2, 24, 61, 33, 44, 1, 3, 2, 1, 1, 1, 0, 1, 0, 2, 0, 0, 0 },
 	{ "band 1x5 w7",   1, 40, 45,  7, 48, 1, 5, 1, 1, 1, 1, 0, 2, 0, 1, 1, 0.1f, -1e30f },
 };

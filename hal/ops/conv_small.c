@@ -41,7 +41,9 @@
 #define CS_MAX_K 576      /* a panel [K][24] (54 KiB) within L2 reach; larger K
                            * (PaddleOCR det, 864) stays with the GEMM path */
 #define CS_MAX_OHW 4096   /* larger planes: the GEMM path's blocking */
-#define CS_PAR_FLOPS 1500000 /* below: one thread (a fork/join costs more) */
+#define CS_PAR_FLOPS 600000  /* below: one thread (a fork/join costs more) */
+#define CS_BAND_MIN_OHW 128  /* smaller planes pad serially and split by panel */
+#define CS_PANEL_ONLY_OHW 64 /* below: a task is a whole panel (see cs_exec) */
 #define CS_TASKS 8           /* tasks of a parallel step: the pool's chunks on
                               * 2 threads, so a slow vCPU holds up an eighth */
 
@@ -133,7 +135,9 @@ struct csm {
 	 * rows [r0*sh, r1*sh) itself and then runs every panel over them;
 	 * no serial copy of the whole input before the fork. Tasks are whole
 	 * units of unit_rows output rows, lcm(ow, CS_MR) pixels, so no tile
-	 * straddles two tasks' rows. */
+	 * straddles two tasks' rows. Planes under CS_BAND_MIN_OHW pixels
+	 * (inputs of a few KiB, weights of up to 110 KiB) keep the panel
+	 * split: a band task would read every panel on both threads. */
 	int band;
 	int64_t unit_rows;
 	const float *wpk;    /* [npan][K][CS_NR] */
@@ -257,8 +261,13 @@ static int cs_exec(hal_step *s)
 			hal_parallel_for(par ? s : NULL, (units + per - 1) / per, 1, cs_band_range, &j);
 			continue;
 		}
-		/* two threads: about CS_TASKS tasks; one: one task per panel */
-		int64_t per = par ? (c->ntile * c->npan + CS_TASKS - 1) / CS_TASKS : c->ntile;
+		/* two threads: about CS_TASKS tasks; one: one task per panel. A
+		 * plane of a few dozen pixels (openWakeWord's 96-channel tail:
+		 * 110 KiB of weights for 12-20 pixels) is bound by streaming its
+		 * weights from L3: tasks of whole panels, so that each panel is
+		 * read by one thread only. */
+		int64_t per = par && c->ohw >= CS_PANEL_ONLY_OHW
+				      ? (c->ntile * c->npan + CS_TASKS - 1) / CS_TASKS : c->ntile;
 		per = per < 1 ? 1 : per;
 		j.tiles_per_task = per;
 		if (c->padded) {
@@ -309,7 +318,7 @@ int hal_conv_small_plan(hal_step *s, const hal_conv2d_geom *g)
 	c->hp = c->padded ? hp : g->h;
 	c->wp = c->padded ? wp : g->w;
 	c->xp_floats = c->padded ? (size_t)(g->cin * c->hp * c->wp) : 0;
-	c->band = c->padded && g->kh == 1 && g->pt == 0 && c->hp == g->h;
+	c->band = c->padded && g->kh == 1 && g->pt == 0 && c->hp == g->h && ohw >= CS_BAND_MIN_OHW;
 	int64_t unit = g->ow;     /* lcm(ow, CS_MR) pixels */
 	while (unit % CS_MR)
 		unit += g->ow;
