@@ -27,8 +27,10 @@
  * L1 (K <= 288 for the 3-tap kernels here) while its tiles stream. A step
  * too small to pay a fork/join runs on the calling thread.
  */
+#include <stdatomic.h>
 #include <string.h>
 #include "hal/gemm.h"
+#include "hal/plan.h"
 #include "hal/ops/conv_small.h"
 #include "hal/ops/vec.h"
 
@@ -56,6 +58,9 @@ struct cs_job {
 	float *y;            /* [cout, oh, ow] */
 	int64_t tiles_per_task; /* panel mode */
 	int64_t rows_per_task;  /* band mode: output rows, a multiple of unit_rows */
+	/* two threads (cs_run): task t is run(job, t, t + 1) */
+	hal_range_fn run;
+	_Atomic uint64_t ends;  /* lo | hi << 32: tasks [lo, hi) not yet claimed */
 };
 
 /* One CS_MR x CS_NR tile: t[i*CS_NR + o] = bias[o] + sum_k
@@ -189,15 +194,15 @@ static void cs_tiles(const struct csm *c, const float *xp, float *yn, int64_t p,
 	}
 }
 
-/* Panel mode, tasks [t0, t1): task t is panel t / tasks_per_panel, tiles
- * [q*tiles_per_task, (q+1)*tiles_per_task) with q = t % tasks_per_panel. */
+/* Panel mode, tasks [t0, t1): task t is panel t % npan, tiles
+ * [q*tiles_per_task, (q+1)*tiles_per_task) with q = t / npan (the tasks
+ * of a run of pixels are consecutive: see cs_run). */
 static void cs_range(void *arg, int64_t t0, int64_t t1)
 {
 	const struct cs_job *j = arg;
 	const struct csm *c = j->c;
-	int64_t per = (c->ntile + j->tiles_per_task - 1) / j->tiles_per_task;
 	for (int64_t task = t0; task < t1; task++) {
-		int64_t p = task / per, q = task % per, e = (q + 1) * j->tiles_per_task;
+		int64_t p = task % c->npan, q = task / c->npan, e = (q + 1) * j->tiles_per_task;
 		cs_tiles(c, j->xp, j->y, p, q * j->tiles_per_task, e < c->ntile ? e : c->ntile);
 	}
 }
@@ -241,6 +246,51 @@ static void cs_pad(const struct csm *c, const float *x, float *xp)
 			       x + (ci * g->h + r) * g->w, (size_t)g->w * sizeof *xp);
 }
 
+/* Side 0 claims tasks from the front, side 1 from the back, until they
+ * meet: a dynamic split (a thread the host deschedules holds up at most
+ * the one task it runs) that leaves each thread on the same end of every
+ * plane, so the rows a thread writes are mostly the rows it reads in the
+ * next Conv, from its own L2. The pool's own chunks would hand the tasks
+ * out in the order threads arrive, and half of each step's input would
+ * come from the other core. The caller, which claims the pool's first
+ * chunk as it publishes the job, is side 0 in practice; a side that finds
+ * nothing left returns (one thread alone runs both sides). */
+static void cs_two_ended(void *arg, int64_t s0, int64_t s1)
+{
+	struct cs_job *j = arg;
+	for (int64_t side = s0; side < s1; side++) {
+		uint64_t e = atomic_load_explicit(&j->ends, memory_order_relaxed);
+		for (;;) {
+			uint32_t lo = (uint32_t)e, hi = (uint32_t)(e >> 32);
+			if (lo >= hi)
+				break;
+			uint64_t ne = side == 0 ? e + 1 : e - ((uint64_t)1 << 32);
+			/* relaxed: the claim only needs atomicity; the tasks'
+			 * writes reach the caller through the pool's join */
+			if (!atomic_compare_exchange_weak_explicit(&j->ends, &e, ne, memory_order_relaxed,
+								   memory_order_relaxed))
+				continue;
+			int64_t t = side == 0 ? lo : hi - 1;
+			j->run(j, t, t + 1);
+			e = atomic_load_explicit(&j->ends, memory_order_relaxed);
+		}
+	}
+}
+
+/* Runs tasks [0, ntask) of j through fn: two-ended on a pool of two
+ * threads, the pool's chunks on a larger one, inline when !par. */
+static void cs_run(hal_step *s, int par, struct cs_job *j, int64_t ntask, hal_range_fn fn)
+{
+	hal_threadpool *tp = s->plan ? s->plan->tp : NULL;
+	if (!par || ntask < 2 || !tp || hal_threadpool_size(tp) != 2) {
+		hal_parallel_for(par ? s : NULL, ntask, 1, fn, j);
+		return;
+	}
+	j->run = fn;
+	atomic_init(&j->ends, (uint64_t)ntask << 32);
+	hal_parallel_for(s, 2, 1, cs_two_ended, j);
+}
+
 static int cs_exec(hal_step *s)
 {
 	const struct csm *c = s->params;
@@ -251,14 +301,14 @@ static int cs_exec(hal_step *s)
 	int par = flops >= CS_PAR_FLOPS;
 	for (int64_t n = 0; n < g->n; n++) {
 		const float *xn = x + n * g->cin * g->h * g->w;
-		struct cs_job j = { c, xn, xn, y + n * g->cout * c->ohw, c->ntile, g->oh };
+		struct cs_job j = { c, xn, xn, y + n * g->cout * c->ohw, c->ntile, g->oh, NULL, 0 };
 		if (c->band) {
 			/* two threads: about CS_TASKS tasks; one: a single band */
 			int64_t units = (g->oh + c->unit_rows - 1) / c->unit_rows;
 			int64_t per = par ? (units + CS_TASKS - 1) / CS_TASKS : units;
 			j.xp = s->scratch;
 			j.rows_per_task = per * c->unit_rows;
-			hal_parallel_for(par ? s : NULL, (units + per - 1) / per, 1, cs_band_range, &j);
+			cs_run(s, par, &j, (units + per - 1) / per, cs_band_range);
 			continue;
 		}
 		/* two threads: about CS_TASKS tasks; one: one task per panel. A
@@ -274,8 +324,7 @@ static int cs_exec(hal_step *s)
 			cs_pad(c, xn, s->scratch);
 			j.xp = s->scratch;
 		}
-		hal_parallel_for(par ? s : NULL, c->npan * ((c->ntile + per - 1) / per), 1, cs_range,
-				 &j);
+		cs_run(s, par, &j, c->npan * ((c->ntile + per - 1) / per), cs_range);
 	}
 	return 0;
 }
