@@ -46,8 +46,9 @@
 #define CS_PAR_FLOPS 600000  /* below: one thread (a fork/join costs more) */
 #define CS_BAND_MIN_OHW 128  /* smaller planes pad serially and split by panel */
 #define CS_PANEL_ONLY_OHW 64 /* below: a task is a whole panel (see cs_exec) */
-#define CS_TASKS 8           /* tasks of a parallel step: the pool's chunks on
-                              * 2 threads, so a slow vCPU holds up an eighth */
+#define CS_TASKS 16          /* tasks of a parallel step: the thread that
+                              * finishes first waits on average half a task
+                              * (a sixteenth of the work) for the other */
 
 
 
