@@ -1173,6 +1173,8 @@ static void test_maxpool_tiled(void **st)
 		maxpool_tiled_case(3, 10, 8, 2, 2, threads);
 		maxpool_tiled_case(3, 9, 8, 2, 2, threads);
 		maxpool_tiled_case(3, 10, 9, 2, 2, threads);
+		maxpool_tiled_case(96, 6, 2, 2, 2, threads);   /* openWakeWord's last */
+		maxpool_tiled_case(5, 7, 2, 2, 2, threads);
 	}
 }
 

@@ -2190,7 +2190,8 @@ static void maxpool_tile_f32(void *arg, int64_t t0, int64_t t1)
 	 * [t0, t1) are one sequence of output rows, each reading the next kh
 	 * input rows: with kh = 1 that is one long row; with kh = 2 and 4
 	 * outputs a row, a vector holds two output rows (row pairs A B and
-	 * C D, 8 floats each: lanes 0-3 from A B, 4-7 from C D). */
+	 * C D, 8 floats each: lanes 0-3 from A B, 4-7 from C D); with kh = 2
+	 * and one output a row, a window is 4 consecutive floats. */
 	int whole = H == kh * OH && Wd == kw * OW;
 	if (whole && kh == 1 && kw == 2 && OW < 8) {
 		const float *x = (const float *)j->x + t0 * H * Wd;
@@ -2207,6 +2208,19 @@ static void maxpool_tile_f32(void *arg, int64_t t0, int64_t t1)
 		}
 		for (; i < n; i++)
 			y[i] = x[2 * i + 1] > x[2 * i] ? x[2 * i + 1] : x[2 * i];
+		return;
+	}
+	if (whole && kh == 2 && kw == 2 && OW == 1) {
+		/* a window is 4 consecutive floats, in maxpool2d_f32's order */
+		const float *x = (const float *)j->x + t0 * H * Wd;
+		float *y = (float *)j->y + t0 * OH;
+		for (int64_t i = 0; i < (t1 - t0) * OH; i++, x += 4) {
+			float m = x[0];
+			m = x[1] > m ? x[1] : m;
+			m = x[2] > m ? x[2] : m;
+			m = x[3] > m ? x[3] : m;
+			y[i] = m;
+		}
 		return;
 	}
 	if (whole && kh == 2 && kw == 2 && OW == 4) {
