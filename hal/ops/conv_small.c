@@ -24,8 +24,11 @@
  * [o][pixels], 4 floats each (a 4x4 transpose in registers per 4 channels).
  *
  * Tasks are (panel, run of pixel tiles): a panel of K*CS_NR floats stays in
- * L1 (K <= 288 for the 3-tap kernels here) while its tiles stream. A step
- * too small to pay a fork/join runs on the calling thread.
+ * L1 (K <= 288 for the 3-tap kernels here) while its tiles stream; a
+ * padded 1-row kernel (1x3 pad (0, 1)) runs in bands of rows instead, each
+ * task padding its own rows (band mode, struct csm). A step too small to
+ * pay a fork/join runs on the calling thread; on two threads the tasks
+ * are claimed from both ends of the plane (cs_two_ended).
  */
 #include <stdatomic.h>
 #include <string.h>
@@ -319,7 +322,10 @@ static int cs_exec(hal_step *s)
 	const float *x = s->in[0]->data;
 	float *y = s->out[0]->data;
 	int64_t flops = 2 * c->K * g->cout * c->ohw;
-	int par = flops >= CS_PAR_FLOPS;
+	/* one thread: one band, or panel by panel (each panel's weights stay
+	 * in L1 over all its tiles) */
+	int par = flops >= CS_PAR_FLOPS && s->plan && s->plan->tp &&
+		  hal_threadpool_size(s->plan->tp) > 1;
 	for (int64_t n = 0; n < g->n; n++) {
 		const float *xn = x + n * g->cin * g->h * g->w;
 		struct cs_job j = { c, xn, xn, y + n * g->cout * c->ohw, c->ntile, g->oh, NULL, 0 };
