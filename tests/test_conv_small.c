@@ -10,12 +10,12 @@
  * pixel counts that leave a partial 4-pixel tile, output channels that
  * leave a partial 24-channel panel, no bias, a 1-D Conv, the band mode's
  * 1-row kernels with horizontal pads only (odd row counts, 2-wide rows,
- * widths no multiple of 4, row stride 2); each on 1 and 2
- * threads (cases over the path's threshold split across both), with the
- * AVX2 tile and the baseline one (and AVX-512 where the CPU has it;
- * hal_gemm_use_isa). Every case has output
- * channels filling the 24-lane panels to >= 5/6 and constant weights, so
- * the path takes it.
+ * widths no multiple of 4, row stride 2); each on 1 and 2 threads (cases
+ * over the path's threshold split across both, two-ended), with the AVX2
+ * tile and the baseline one (and AVX-512 where the CPU has it;
+ * hal_gemm_use_isa), and on 3 threads (the pool's chunks). Every case
+ * has output channels filling the 24-lane panels to >= 5/6 and constant
+ * weights, so the path takes it.
  * Tolerance: |got - want| <= 1e-4 (1 + |want|): float sums of at most
  * 288 products of magnitude <= 2.
  */
@@ -137,6 +137,16 @@ static void conv_small_vs_loop(void **state)
 				    .dims = { t->n, t->c, one_d(t) ? t->w : t->h, t->w }, .data = d.x };
 		/* one step: the activation is in the Conv */
 		ot_check_runs(&bytes, 1, &in, 1, d.want, NULL, d.ny, 1e-4, 1, t->name);
+		/* a pool of 3: the pool's own chunks instead of the two-ended
+		 * claims (cs_run) */
+		int64_t got_n;
+		int steps;
+		float *got = ot_run(&bytes, 1, &in, 3, &got_n, &steps, t->name);
+		int64_t k = got_n == d.ny ? ot_far(got, d.want, d.ny, 1e-4) : 0;
+		if (k >= 0)
+			fail_msg("%s (3 threads): y[%lld] = %.9g, want %.9g", t->name, (long long)k,
+				 got_n == d.ny ? got[k] : 0.0, d.want[k]);
+		free(got);
 		free(bytes.b);
 		ot_conv_data_fini(&d);
 	}
