@@ -8,12 +8,14 @@
  * Shapes: openWakeWord's (1x3 pad 1, 3x1 unpadded, planes down to 3x1 and
  * 1x1 output) and odd ones: batch 2, strides, dilations, asymmetric pads,
  * pixel counts that leave a partial 4-pixel tile, output channels that
- * leave a partial 24-channel panel, no bias, a 1-D Conv; each on 1 and 2
- * threads (cases over the path's threshold split across both), with the
- * AVX2 tile and the baseline one (and AVX-512 where the CPU has it;
- * hal_gemm_use_isa). Every case has output
- * channels filling the 24-lane panels to >= 5/6 and constant weights, so
- * the path takes it.
+ * leave a partial 24-channel panel, no bias, a 1-D Conv, the band mode's
+ * 1-row kernels with horizontal pads only (odd row counts, 2-wide rows,
+ * widths no multiple of 4, row stride 2); each on 1 and 2 threads (cases
+ * over the path's threshold split across both, two-ended), with the AVX2
+ * tile and the baseline one (and AVX-512 where the CPU has it;
+ * hal_gemm_use_isa), and on 3 threads (the pool's chunks). Every case
+ * has output channels filling the 24-lane panels to >= 5/6 and constant
+ * weights, so the path takes it.
  * Tolerance: |got - want| <= 1e-4 (1 + |want|): float sums of at most
  * 288 products of magnitude <= 2.
  */
@@ -48,6 +50,14 @@ static const struct ccase cases[] = {
 	{ "2x3 m40",       1,  7, 11, 13, 40, 2, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0 },
 	{ "1-D k5",        1, 16,  1, 37, 24, 1, 5, 1, 1, 1, 1, 0, 2, 0, 2, 1, 0.1f, -1e30f },
 	{ "tail 5 px",     1, 33,  5,  2, 72, 1, 2, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0 },
+	/* band mode (1-row kernel, left/right pads only: each task pads its
+	 * own rows), split over 2 threads: odd row counts, 2-wide rows (a
+	 * tile spans two rows), a width that is no multiple of 4 (units of
+	 * lcm(33, 4) pixels), a row stride, batch 2, a partial panel */
+	{ "band 1x3",      1, 24, 37, 32, 24, 1, 3, 1, 1, 1, 1, 0, 1, 0, 1, 1, 0.2f, -0.5f },
+	{ "band 2 wide",   1, 96, 69,  2, 96, 1, 3, 1, 1, 1, 1, 0, 1, 0, 1, 1, 0.2f, -1e30f },
+	{ "band s2 w33",   2, 24, 61, 33, 44, 1, 3, 2, 1, 1, 1, 0, 1, 0, 2, 0, 0, 0 },
+	{ "band 1x5 w7",   1, 40, 45,  7, 48, 1, 5, 1, 1, 1, 1, 0, 2, 0, 1, 1, 0.1f, -1e30f },
 };
 
 /* ---- the model: x -> Conv [-> LeakyRelu -> Max] ---- */
@@ -127,6 +137,16 @@ static void conv_small_vs_loop(void **state)
 				    .dims = { t->n, t->c, one_d(t) ? t->w : t->h, t->w }, .data = d.x };
 		/* one step: the activation is in the Conv */
 		ot_check_runs(&bytes, 1, &in, 1, d.want, NULL, d.ny, 1e-4, 1, t->name);
+		/* a pool of 3: the pool's own chunks instead of the two-ended
+		 * claims (cs_run) */
+		int64_t got_n;
+		int steps;
+		float *got = ot_run(&bytes, 1, &in, 3, &got_n, &steps, t->name);
+		int64_t k = got_n == d.ny ? ot_far(got, d.want, d.ny, 1e-4) : 0;
+		if (k >= 0)
+			fail_msg("%s (3 threads): y[%lld] = %.9g, want %.9g", t->name, (long long)k,
+				 got_n == d.ny ? got[k] : 0.0, d.want[k]);
+		free(got);
 		free(bytes.b);
 		ot_conv_data_fini(&d);
 	}

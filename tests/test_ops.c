@@ -1162,6 +1162,19 @@ static void test_maxpool_tiled(void **st)
 		maxpool_tiled_case(2, 7, 35, 2, 1, threads);
 		maxpool_tiled_case(2, 5, 41, 1, 2, threads);
 		maxpool_tiled_case(1, 3, 3, 1, 1, threads);
+		/* narrow rows, planes read as one sequence of rows: 1x2 with an
+		 * odd output count (tail), 2x2 with 4 outputs a row and an odd
+		 * row count (the last row alone), and with an unused input row
+		 * or column (planes not contiguous: the per-row path) */
+		maxpool_tiled_case(96, 10, 4, 1, 2, threads);  /* openWakeWord's */
+		maxpool_tiled_case(72, 28, 8, 2, 2, threads);  /* openWakeWord's */
+		maxpool_tiled_case(5, 3, 6, 1, 2, threads);
+		maxpool_tiled_case(7, 14, 8, 2, 2, threads);
+		maxpool_tiled_case(3, 10, 8, 2, 2, threads);
+		maxpool_tiled_case(3, 9, 8, 2, 2, threads);
+		maxpool_tiled_case(3, 10, 9, 2, 2, threads);
+		maxpool_tiled_case(96, 6, 2, 2, 2, threads);   /* openWakeWord's last */
+		maxpool_tiled_case(5, 7, 2, 2, 2, threads);
 	}
 }
 

@@ -24,11 +24,16 @@
  * [o][pixels], 4 floats each (a 4x4 transpose in registers per 4 channels).
  *
  * Tasks are (panel, run of pixel tiles): a panel of K*CS_NR floats stays in
- * L1 (K <= 288 for the 3-tap kernels here) while its tiles stream. A step
- * too small to pay a fork/join runs on the calling thread.
+ * L1 (K <= 288 for the 3-tap kernels here) while its tiles stream; a
+ * padded 1-row kernel (1x3 pad (0, 1)) runs in bands of rows instead, each
+ * task padding its own rows (band mode, struct csm). A step too small to
+ * pay a fork/join runs on the calling thread; on two threads the tasks
+ * are claimed from both ends of the plane (cs_two_ended).
  */
+#include <stdatomic.h>
 #include <string.h>
 #include "hal/gemm.h"
+#include "hal/plan.h"
 #include "hal/ops/conv_small.h"
 #include "hal/ops/vec.h"
 
@@ -41,15 +46,25 @@
 #define CS_MAX_K 576      /* a panel [K][24] (54 KiB) within L2 reach; larger K
                            * (PaddleOCR det, 864) stays with the GEMM path */
 #define CS_MAX_OHW 4096   /* larger planes: the GEMM path's blocking */
-#define CS_PAR_FLOPS 1500000 /* below: one thread (a fork/join costs more) */
+#define CS_PAR_FLOPS 600000  /* below: one thread (a fork/join costs more) */
+#define CS_BAND_MIN_OHW 128  /* smaller planes pad serially and split by panel */
+#define CS_PANEL_ONLY_OHW 64 /* below: a task is a whole panel (see cs_exec) */
+#define CS_TASKS 16          /* tasks of a parallel step: the thread that
+                              * finishes first waits on average half a task
+                              * (a sixteenth of the work) for the other */
 
 
 
 struct cs_job {
 	const struct csm *c;
+	const float *x;      /* [cin, h, w]: the input (band mode pads from it) */
 	const float *xp;     /* [cin, hp, wp] */
 	float *y;            /* [cout, oh, ow] */
-	int64_t tiles_per_task;
+	int64_t tiles_per_task; /* panel mode */
+	int64_t rows_per_task;  /* band mode: output rows, a multiple of unit_rows */
+	/* two threads (cs_run): task t is run(job, t, t + 1) */
+	hal_range_fn run;
+	_Atomic uint64_t ends;  /* lo | hi << 32: tasks [lo, hi) not yet claimed */
 };
 
 /* One CS_MR x CS_NR tile: t[i*CS_NR + o] = bias[o] + sum_k
@@ -123,6 +138,17 @@ struct csm {
 	hal_conv2d_geom g;
 	int64_t K, hp, wp, ohw, npan, ntile;
 	int padded;          /* the input is copied into a zero-padded plane */
+	/* Band mode (a padded 1-row kernel, kh = 1, with no top or bottom
+	 * padding: openWakeWord's 1x3 pad (0, 1)): output row oy reads input
+	 * row oy*sh only, so a task owning output rows [r0, r1) pads input
+	 * rows [r0*sh, r1*sh) itself and then runs every panel over them;
+	 * no serial copy of the whole input before the fork. Tasks are whole
+	 * units of unit_rows output rows, lcm(ow, CS_MR) pixels, so no tile
+	 * straddles two tasks' rows. Planes under CS_BAND_MIN_OHW pixels
+	 * (inputs of a few KiB, weights of up to 110 KiB) keep the panel
+	 * split: a band task would read every panel on both threads. */
+	int band;
+	int64_t unit_rows;
 	const float *wpk;    /* [npan][K][CS_NR] */
 	const float *bias;   /* [npan*CS_NR], zero past cout (and when no B) */
 	const int64_t *koff; /* [K] */
@@ -145,38 +171,92 @@ static int64_t cs_store4(float *y, int64_t ohw, const float *t, int64_t no)
 	return o;
 }
 
-/* Tasks [t0, t1): task t is panel t / tasks_per_panel, tiles
- * [q*tiles_per_task, (q+1)*tiles_per_task) with q = t % tasks_per_panel. */
+/* Tiles [t0, t1) of panel p: the register tile, the epilogue, the store
+ * into Y's rows. */
+static void cs_tiles(const struct csm *c, const float *xp, float *yn, int64_t p, int64_t t0,
+		     int64_t t1)
+{
+	float t[CS_MR * CS_NR] __attribute__((aligned(32)));
+	int64_t o0 = p * CS_NR, no = c->g.cout - o0 < CS_NR ? c->g.cout - o0 : CS_NR;
+	const float *w = c->wpk + p * c->K * CS_NR;
+	for (int64_t tile = t0; tile < t1; tile++) {
+		int64_t p0 = tile * CS_MR, mr = c->ohw - p0 < CS_MR ? c->ohw - p0 : CS_MR;
+		c->tile(c->K, xp, c->pix + p0, c->koff, w, c->bias + o0, c->g.epi, t);
+		if (c->g.epi && c->g.epi->act != IR_ACT_LEAKYRELU)
+			hal_epilogue_apply(c->g.epi, t, CS_MR * CS_NR);
+		float *y = yn + o0 * c->ohw + p0;
+		if (mr == CS_MR) {
+			int64_t o = cs_store4(y, c->ohw, t, no);
+			for (y += o * c->ohw; o < no; o++, y += c->ohw)
+				for (int i = 0; i < CS_MR; i++)
+					y[i] = t[i * CS_NR + o];
+		} else {
+			for (int64_t o = 0; o < no; o++, y += c->ohw)
+				for (int64_t i = 0; i < mr; i++)
+					y[i] = t[i * CS_NR + o];
+		}
+	}
+}
+
+/* Panel mode, tasks [t0, t1): task t is panel t % npan, tiles
+ * [q*tiles_per_task, (q+1)*tiles_per_task) with q = t / npan (the tasks
+ * of a run of pixels are consecutive: see cs_run). */
 static void cs_range(void *arg, int64_t t0, int64_t t1)
 {
 	const struct cs_job *j = arg;
 	const struct csm *c = j->c;
-	int64_t per = (c->ntile + j->tiles_per_task - 1) / j->tiles_per_task;
-	float t[CS_MR * CS_NR] __attribute__((aligned(32)));
 	for (int64_t task = t0; task < t1; task++) {
-		int64_t p = task / per, q = task % per;
-		int64_t o0 = p * CS_NR, no = c->g.cout - o0 < CS_NR ? c->g.cout - o0 : CS_NR;
-		const float *w = c->wpk + p * c->K * CS_NR;
-		int64_t e = (q + 1) * j->tiles_per_task;
-		e = e < c->ntile ? e : c->ntile;
-		for (int64_t tile = q * j->tiles_per_task; tile < e; tile++) {
-			int64_t p0 = tile * CS_MR, mr = c->ohw - p0 < CS_MR ? c->ohw - p0 : CS_MR;
-			c->tile(c->K, j->xp, c->pix + p0, c->koff, w, c->bias + o0, c->g.epi, t);
-			if (c->g.epi && c->g.epi->act != IR_ACT_LEAKYRELU)
-				hal_epilogue_apply(c->g.epi, t, CS_MR * CS_NR);
-			float *y = j->y + o0 * c->ohw + p0;
-			if (mr == CS_MR) {
-				int64_t o = cs_store4(y, c->ohw, t, no);
-				for (y += o * c->ohw; o < no; o++, y += c->ohw)
-					for (int i = 0; i < CS_MR; i++)
-						y[i] = t[i * CS_NR + o];
-			} else {
-				for (int64_t o = 0; o < no; o++, y += c->ohw)
-					for (int64_t i = 0; i < mr; i++)
-						y[i] = t[i * CS_NR + o];
-			}
-		}
+		int64_t p = task % c->npan, q = task / c->npan, e = (q + 1) * j->tiles_per_task;
+		cs_tiles(c, j->xp, j->y, p, q * j->tiles_per_task, e < c->ntile ? e : c->ntile);
 	}
+}
+
+/* Copies `rows` rows of w floats from x (row stride w) into d (row stride
+ * pl + w + right) between pl and right zeros. Rows here are 2-32 floats,
+ * so inline moves: GCC made a libc memcpy of each row and a memset of
+ * each one-float pad (4.6% of a 1-thread embedding run, perf), hence no
+ * loop-to-call distribution in this function. */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void cs_pad_rows(float *restrict d, const float *restrict x, int64_t rows, int64_t w,
+			int64_t pl, int64_t right)
+{
+	for (int64_t r = 0; r < rows; r++, x += w) {
+		for (int64_t i = 0; i < pl; i++)
+			*d++ = 0.0f;
+		int64_t i = 0;
+		for (; i + 8 <= w; i += 8) {
+			v8f v;
+			memcpy(&v, x + i, sizeof v);
+			memcpy(d + i, &v, sizeof v);
+		}
+		for (; i < w; i++)
+			d[i] = x[i];
+		d += w;
+		for (i = 0; i < right; i++)
+			*d++ = 0.0f;
+	}
+}
+
+/* Band mode, tasks [t0, t1): output rows [t0, t1) * rows_per_task. Pads
+ * the input rows they read (each input row belongs to one task: kh = 1,
+ * no vertical padding), then runs every panel's tiles over them. */
+static void cs_band_range(void *arg, int64_t t0, int64_t t1)
+{
+	const struct cs_job *j = arg;
+	const struct csm *c = j->c;
+	const hal_conv2d_geom *g = &c->g;
+	int64_t oy0 = t0 * j->rows_per_task, oy1 = t1 * j->rows_per_task;
+	oy1 = oy1 < g->oh ? oy1 : g->oh;
+	int64_t r0 = oy0 * g->sh, r1 = oy1 * g->sh, right = c->wp - g->pl - g->w;
+	r1 = r1 < g->h ? r1 : g->h;
+	for (int64_t ci = 0; ci < g->cin; ci++)
+		cs_pad_rows((float *)j->xp + (ci * c->hp + r0) * c->wp, j->x + (ci * g->h + r0) * g->w,
+			    r1 - r0, g->w, g->pl, right);
+	/* oy0*ow is a multiple of CS_MR (whole units); the plane's last tile
+	 * may be partial */
+	int64_t tile0 = oy0 * g->ow / CS_MR, tile1 = (oy1 * g->ow + CS_MR - 1) / CS_MR;
+	for (int64_t p = 0; p < c->npan; p++)
+		cs_tiles(c, j->xp, j->y, p, tile0, tile1);
 }
 
 /* Copies X's planes [cin, h, w] into the zero-padded [cin, hp, wp]. */
@@ -190,6 +270,51 @@ static void cs_pad(const struct csm *c, const float *x, float *xp)
 			       x + (ci * g->h + r) * g->w, (size_t)g->w * sizeof *xp);
 }
 
+/* Side 0 claims tasks from the front, side 1 from the back, until they
+ * meet: a dynamic split (a thread the host deschedules holds up at most
+ * the one task it runs) that leaves each thread on the same end of every
+ * plane, so the rows a thread writes are mostly the rows it reads in the
+ * next Conv, from its own L2. The pool's own chunks would hand the tasks
+ * out in the order threads arrive, and half of each step's input would
+ * come from the other core. The caller, which claims the pool's first
+ * chunk as it publishes the job, is side 0 in practice; a side that finds
+ * nothing left returns (one thread alone runs both sides). */
+static void cs_two_ended(void *arg, int64_t s0, int64_t s1)
+{
+	struct cs_job *j = arg;
+	for (int64_t side = s0; side < s1; side++) {
+		uint64_t e = atomic_load_explicit(&j->ends, memory_order_relaxed);
+		for (;;) {
+			uint32_t lo = (uint32_t)e, hi = (uint32_t)(e >> 32);
+			if (lo >= hi)
+				break;
+			uint64_t ne = side == 0 ? e + 1 : e - ((uint64_t)1 << 32);
+			/* relaxed: the claim only needs atomicity; the tasks'
+			 * writes reach the caller through the pool's join */
+			if (!atomic_compare_exchange_weak_explicit(&j->ends, &e, ne, memory_order_relaxed,
+								   memory_order_relaxed))
+				continue;
+			int64_t t = side == 0 ? lo : hi - 1;
+			j->run(j, t, t + 1);
+			e = atomic_load_explicit(&j->ends, memory_order_relaxed);
+		}
+	}
+}
+
+/* Runs tasks [0, ntask) of j through fn: two-ended on a pool of two
+ * threads, the pool's chunks on a larger one, inline when !par. */
+static void cs_run(hal_step *s, int par, struct cs_job *j, int64_t ntask, hal_range_fn fn)
+{
+	hal_threadpool *tp = s->plan ? s->plan->tp : NULL;
+	if (!par || ntask < 2 || !tp || hal_threadpool_size(tp) != 2) {
+		hal_parallel_for(par ? s : NULL, ntask, 1, fn, j);
+		return;
+	}
+	j->run = fn;
+	atomic_init(&j->ends, (uint64_t)ntask << 32);
+	hal_parallel_for(s, 2, 1, cs_two_ended, j);
+}
+
 static int cs_exec(hal_step *s)
 {
 	const struct csm *c = s->params;
@@ -197,22 +322,36 @@ static int cs_exec(hal_step *s)
 	const float *x = s->in[0]->data;
 	float *y = s->out[0]->data;
 	int64_t flops = 2 * c->K * g->cout * c->ohw;
-	int par = flops >= CS_PAR_FLOPS;
-	/* two threads: about four tasks each; one: one task per panel */
-	int64_t per = par ? (c->ntile * c->npan + 7) / 8 : c->ntile;
-	per = per < 1 ? 1 : per;
-	int64_t ntask = c->npan * ((c->ntile + per - 1) / per);
+	/* one thread: one band, or panel by panel (each panel's weights stay
+	 * in L1 over all its tiles) */
+	int par = flops >= CS_PAR_FLOPS && s->plan && s->plan->tp &&
+		  hal_threadpool_size(s->plan->tp) > 1;
 	for (int64_t n = 0; n < g->n; n++) {
 		const float *xn = x + n * g->cin * g->h * g->w;
+		struct cs_job j = { c, xn, xn, y + n * g->cout * c->ohw, c->ntile, g->oh, NULL, 0 };
+		if (c->band) {
+			/* two threads: about CS_TASKS tasks; one: a single band */
+			int64_t units = (g->oh + c->unit_rows - 1) / c->unit_rows;
+			int64_t per = par ? (units + CS_TASKS - 1) / CS_TASKS : units;
+			j.xp = s->scratch;
+			j.rows_per_task = per * c->unit_rows;
+			cs_run(s, par, &j, (units + per - 1) / per, cs_band_range);
+			continue;
+		}
+		/* two threads: about CS_TASKS tasks; one: one task per panel. A
+		 * plane of a few dozen pixels (openWakeWord's 96-channel tail:
+		 * 110 KiB of weights for 12-20 pixels) is bound by streaming its
+		 * weights from L3: tasks of whole panels, so that each panel is
+		 * read by one thread only. */
+		int64_t per = par && c->ohw >= CS_PANEL_ONLY_OHW
+				      ? (c->ntile * c->npan + CS_TASKS - 1) / CS_TASKS : c->ntile;
+		per = per < 1 ? 1 : per;
+		j.tiles_per_task = per;
 		if (c->padded) {
 			cs_pad(c, xn, s->scratch);
-			xn = s->scratch;
+			j.xp = s->scratch;
 		}
-		struct cs_job j = { c, xn, y + n * g->cout * c->ohw, per };
-		if (par)
-			hal_parallel_for(s, ntask, 1, cs_range, &j);
-		else
-			cs_range(&j, 0, ntask);
+		cs_run(s, par, &j, c->npan * ((c->ntile + per - 1) / per), cs_range);
 	}
 	return 0;
 }
@@ -255,6 +394,11 @@ int hal_conv_small_plan(hal_step *s, const hal_conv2d_geom *g)
 	c->hp = c->padded ? hp : g->h;
 	c->wp = c->padded ? wp : g->w;
 	c->xp_floats = c->padded ? (size_t)(g->cin * c->hp * c->wp) : 0;
+	c->band = c->padded && g->kh == 1 && g->pt == 0 && c->hp == g->h && ohw >= CS_BAND_MIN_OHW;
+	int64_t unit = g->ow;     /* lcm(ow, CS_MR) pixels */
+	while (unit % CS_MR)
+		unit += g->ow;
+	c->unit_rows = unit / g->ow;
 	/* hal_step_alloc gives zeroed bytes: pad lanes stay 0 */
 	wpk = (float *)(((uintptr_t)wpk + 63) & ~(uintptr_t)63);
 	bias = (float *)(((uintptr_t)bias + 63) & ~(uintptr_t)63);

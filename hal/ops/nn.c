@@ -2184,6 +2184,75 @@ static void maxpool_tile_f32(void *arg, int64_t t0, int64_t t1)
 	int64_t H = W->in[1], Wd = W->in[2], OH = W->out[1], OW = W->out[2];
 	int kh = (int)W->k[1], kw = (int)W->k[2];
 	const v8i ev = { 0, 2, 4, 6, 8, 10, 12, 14 }, od = { 1, 3, 5, 7, 9, 11, 13, 15 };
+	/* Rows narrower than a vector (openWakeWord's 1x2 pool on 10x4 and 2x2
+	 * on 28x8: 2 and 4 outputs a row) left every output to the scalar
+	 * tail, 6 ns each. When the windows cover the planes exactly, planes
+	 * [t0, t1) are one sequence of output rows, each reading the next kh
+	 * input rows: with kh = 1 that is one long row; with kh = 2 and 4
+	 * outputs a row, a vector holds two output rows (row pairs A B and
+	 * C D, 8 floats each: lanes 0-3 from A B, 4-7 from C D); with kh = 2
+	 * and one output a row, a window is 4 consecutive floats. */
+	int whole = H == kh * OH && Wd == kw * OW;
+	if (whole && kh == 1 && kw == 2 && OW < 8) {
+		const float *x = (const float *)j->x + t0 * H * Wd;
+		float *y = (float *)j->y + t0 * OH * OW;
+		int64_t n = (t1 - t0) * OH * OW, i = 0;
+		for (; i + 8 <= n; i += 8) {
+			v8f a, b, m, v;
+			memcpy(&a, x + 2 * i, sizeof a);
+			memcpy(&b, x + 2 * i + 8, sizeof b);
+			m = __builtin_shuffle(a, b, ev);
+			v = __builtin_shuffle(a, b, od);
+			GT_SEL(m, v);
+			memcpy(y + i, &m, sizeof m);
+		}
+		for (; i < n; i++)
+			y[i] = x[2 * i + 1] > x[2 * i] ? x[2 * i + 1] : x[2 * i];
+		return;
+	}
+	if (whole && kh == 2 && kw == 2 && OW == 1) {
+		/* a window is 4 consecutive floats, in maxpool2d_f32's order */
+		const float *x = (const float *)j->x + t0 * H * Wd;
+		float *y = (float *)j->y + t0 * OH;
+		for (int64_t i = 0; i < (t1 - t0) * OH; i++, x += 4) {
+			float m = x[0];
+			m = x[1] > m ? x[1] : m;
+			m = x[2] > m ? x[2] : m;
+			m = x[3] > m ? x[3] : m;
+			y[i] = m;
+		}
+		return;
+	}
+	if (whole && kh == 2 && kw == 2 && OW == 4) {
+		const float *x = (const float *)j->x + t0 * H * Wd;   /* row pairs of 16 floats */
+		float *y = (float *)j->y + t0 * OH * OW;
+		int64_t rows = (t1 - t0) * OH, r = 0;
+		for (; r + 2 <= rows; r += 2, x += 32, y += 8) {
+			v8f a, b, c, d, m, v;
+			memcpy(&a, x, sizeof a);
+			memcpy(&b, x + 8, sizeof b);
+			memcpy(&c, x + 16, sizeof c);
+			memcpy(&d, x + 24, sizeof d);
+			m = __builtin_shuffle(a, c, ev);   /* taps in maxpool2d_f32's order */
+			v = __builtin_shuffle(a, c, od);
+			GT_SEL(m, v);
+			v = __builtin_shuffle(b, d, ev);
+			GT_SEL(m, v);
+			v = __builtin_shuffle(b, d, od);
+			GT_SEL(m, v);
+			memcpy(y, &m, sizeof m);
+		}
+		if (r < rows)
+			for (int64_t ox = 0; ox < 4; ox++) {
+				const float *w = x + 2 * ox;
+				float m = w[0];
+				m = w[1] > m ? w[1] : m;
+				m = w[8] > m ? w[8] : m;
+				m = w[9] > m ? w[9] : m;
+				y[ox] = m;
+			}
+		return;
+	}
 	for (int64_t t = t0; t < t1; t++) {
 		const float *x = (const float *)j->x + t * H * Wd;
 		float *y = (float *)j->y + t * OH * OW;
