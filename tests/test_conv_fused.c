@@ -242,6 +242,55 @@ static void width_sweep(void **state)
 		}
 }
 
+/* The walkers (hal/ops/conv_fused.c, fz_range): bands of 1 to 16 rows
+ * (a band taller than the plane included), and on 2 threads the downward
+ * walker stopped after each number of bands from none to all, so the
+ * upward one meets it at every band (a hook: whichever thread runs it,
+ * the downward walker takes at most that many); stride 1 and 2, a stem,
+ * batch 2 (a walker crossing from one image to the next). 1 thread runs
+ * one walker over every band. */
+static void walkers_meet(void **state)
+{
+	(void)state;
+	static const struct fcase shapes[] = {
+		{ "meet s1",      1, 3, 6, 13, 11, 1, ACT_CLIP, ACT_RELU, 1, 0, 0, MISS_NONE, 0 },
+		{ "meet s2",      1, 3, 6, 15, 19, 2, ACT_RELU, ACT_CLIP, 1, 0, 0, MISS_NONE, 0 },
+		{ "meet batch 2", 2, 4, 5,  9, 16, 1, ACT_NONE, ACT_CLIP, 0, 0, 0, MISS_NONE, 0 },
+		{ "meet stem s1", 1, 3, 7, 18, 22, 1, ACT_CLIP, ACT_CLIP, 1, 0, 0, MISS_NONE, 1 },
+		{ "meet stem s2", 1, 3, 7, 33, 35, 2, ACT_CLIP, ACT_CLIP, 1, 0, 0, MISS_NONE, 1 },
+	};
+	static const int bands[] = { 1, 2, 3, 4, 7, 16 };
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const struct fcase *t = &shapes[i];
+		int64_t eh = t->stem ? (t->h - 1) / 2 + 1 : t->h, oh = (eh - 1) / t->s + 1;
+		pbw bytes;
+		int steps;
+		build(t, &bytes, &steps);
+		size_t nx = (size_t)(t->n * t->cin * t->h * t->w);
+		float *x = ot_rand_new(nx, -2, 2);
+		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
+				    .dims = { t->n, t->cin, t->h, t->w }, .data = x };
+		int64_t nr;
+		float *ref = ot_run_ref(&bytes, 1, &in, &nr, t->name);
+		for (size_t b = 0; b < sizeof bands / sizeof bands[0]; b++) {
+			int64_t nb = (oh + bands[b] - 1) / bands[b] * t->n;
+			for (int64_t k = -1; k <= nb; k++) {
+				char what[96];
+				snprintf(what, sizeof what, "%s, bands of %d rows, down walker %lld bands",
+					 t->name, bands[b], (long long)k);
+				hal_conv_fused_band_rows = bands[b];
+				hal_conv_fused_down_bands = k;
+				ot_check_runs(&bytes, 1, &in, 1, NULL, ref, nr, 1e-4, steps, what);
+			}
+		}
+		hal_conv_fused_band_rows = 0;
+		hal_conv_fused_down_bands = -1;
+		free(ref);
+		free(x);
+		free(bytes.b);
+	}
+}
+
 /* Under the default threshold (64 KiB of expanded tensor) a small plane
  * (20 KiB) keeps its two steps; MobileNetV2's 56x56 24->144 pair (1.8 MB)
  * fuses. */
@@ -283,6 +332,7 @@ int main(void)
 		cmocka_unit_test(fused_vs_reference),
 		cmocka_unit_test(near_misses_stay_unfused),
 		cmocka_unit_test(width_sweep),
+		cmocka_unit_test(walkers_meet),
 		cmocka_unit_test(threshold),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,14 +9,15 @@
  * depthwise reads it back: in the network both layers ran 1.3-1.8x slower
  * than the same layers alone.
  *
- * How: each thread takes a contiguous run of output rows and walks it in
- * bands of B rows. Output row oy reads E rows oy*s-1 .. oy*s+1, so band
- * [o0, o0+B) needs E rows [o0*s-1, (o0+B-1)*s+1]: a window of (B-1)*s+3
- * rows, of which the previous band computed the first 3-s. The ring holds
+ * How: output rows go in bands of B rows, walked by one thread from the
+ * top and one from the bottom (fz_range). Output row oy reads E rows
+ * oy*s-1 .. oy*s+1, so band [o0, o0+B) needs E rows [o0*s-1,
+ * (o0+B-1)*s+1]: a window of (B-1)*s+3 rows, of which the walker's
+ * previous band computed 3-s. The ring holds
  * R >= window rows of every channel, E row r at slot (r - base) mod R
  * (channel c's rows at ring + c*R*w, row stride w), so each E row is
- * computed once per thread (a thread's first band recomputes at most 2
- * rows its neighbour also computes). New rows are computed per run of
+ * computed once per walker (the two bands where the walkers meet compute
+ * their at most 2 shared rows twice). New rows are computed per run of
  * slots that does not wrap by a direct kernel (4 expanded channels x 24
  * pixels in registers, k over the input channels: the reduction is 16 to
  * 32 long, so hal_gemm's packing and 6x16 tiles cost more than they save;
@@ -42,6 +43,7 @@
  * Compiled for AVX2+FMA and the baseline, picked with the GEMM's kernel
  * (HAL_GEMM_PICK), so hal_gemm_use_isa("generic") tests both.
  */
+#include <stdatomic.h>
 #include <string.h>
 #include "hal/gemm.h"
 #include "hal/ops/conv_fused.h"
@@ -56,6 +58,8 @@
  * ms), on 1 and 2 threads; smaller planes were not measured. */
 size_t hal_conv_fused_min_bytes = 64 * 1024;
 
+int hal_conv_fused_band_rows = 0;
+
 #define FZ_COLS 224      /* new E pixels (rows * w) a band aims at */
 #define FZ_CHUNK 240     /* E pixels per expand chunk (K x 240 floats in L1) */
 #define FZ_FRONT 16      /* ring slack before the first row (floats) */
@@ -67,10 +71,10 @@ size_t hal_conv_fused_min_bytes = 64 * 1024;
 
 struct fz {
 	int64_t n, cin, ce, h, w, oh, ow, s;
-	int64_t band;           /* output rows per band */
+	int64_t band;           /* output rows per band (B) */
 	int64_t ring;           /* rows per channel in the ring (R) */
 	int64_t nblk;           /* 8-pixel blocks per output row */
-	int slots;              /* threads: one ring each */
+	int slots;              /* walkers (fz_range): one ring each */
 	size_t ring_floats, slot_bytes;
 	const float *wp;        /* We packed for FZ_EXPAND: [ceil(ce/4)][cin][4] */
 	const float *be, *wd, *bd;
@@ -314,6 +318,8 @@ struct fz_job {
 	const float *x;   /* [n, cin, h, w] */
 	float *y;         /* [n, ce, oh, ow] */
 	unsigned char *scratch;
+	/* bands claimed per walker pair (fz_range), a line each */
+	struct { _Alignas(64) _Atomic int64_t n; } claimed[(HAL_GEMM_SLOTS + 1) / 2];
 };
 
 /* Ring slot of E row r. */
@@ -394,45 +400,76 @@ static void expand_rows(const struct fz *c, const float *x, float *ring, float *
 	}
 }
 
-/* Output rows [a, b) of image x into y (all channels), with the ring at
- * mem. */
-static void fz_run(const struct fz *c, const float *x, float *y, unsigned char *mem, int64_t a,
-		   int64_t b)
+/* Output rows [o0, o1) of one image (X at x, Y at y, all channels) with
+ * the ring at mem, E row r at slot slot_of(r, base, R). The ring holds E
+ * rows [*have0, *have1) (none when equal): the rows of the band's window
+ * [o0*s-1, (o1-1)*s+1] it lacks are computed (one run: the window of the
+ * walker's previous band overlaps this one at one end), and the window is
+ * left as the rows held. */
+static void fz_band(const struct fz *c, const float *x, float *y, unsigned char *mem, int64_t base,
+		    int64_t *have0, int64_t *have1, int64_t o0, int64_t o1)
 {
-	const int64_t s = c->s, R = c->ring, B = c->band, w = c->w;
+	const int64_t s = c->s, R = c->ring, w = c->w;
 	float *ring = (float *)(void *)mem + FZ_FRONT;
 	float *cols = (float *)(void *)mem + c->ring_floats;  /* stem only */
 	int64_t roff[64];  /* (B-1)*s+3 <= 64: fz_make keeps B small */
-	if (a >= b)
-		return;
-	/* base: the first new row of the second band lands on slot 0, so
-	 * the bands' new rows (B*s, R a multiple of it) never wrap */
-	int64_t hi0 = ((a + B < b ? a + B : b) - 1) * s + 1;
-	int64_t base = hi0 + 1, done = a * s - 1;
-	for (int64_t o0 = a; o0 < b; o0 += B) {
-		int64_t o1 = o0 + B < b ? o0 + B : b;
-		int64_t lo = o0 * s - 1, hi = (o1 - 1) * s + 1;
-		expand_rows(c, x, ring, cols, base, done > lo ? done : lo, hi + 1);
-		done = hi + 1;
-		for (int64_t r = lo; r <= hi; r++)
-			roff[r - lo] = slot_of(r, base, R) * w;
-		for (int64_t ch = 0; ch < c->ce; ch++)
-			c->rows(c, ring + ch * R * w, roff, o1 - o0, c->wd + ch * 9,
-				c->bd ? c->bd[ch] : 0.0f, y + (ch * c->oh + o0) * c->ow);
+	int64_t lo = o0 * s - 1, hi = (o1 - 1) * s + 1, h0 = *have0, h1 = *have1;
+	if (h0 >= h1 || h1 <= lo || h0 > hi) {
+		expand_rows(c, x, ring, cols, base, lo, hi + 1);
+	} else {
+		if (lo < h0)
+			expand_rows(c, x, ring, cols, base, lo, h0);
+		if (h1 <= hi)
+			expand_rows(c, x, ring, cols, base, h1, hi + 1);
 	}
+	*have0 = lo;
+	*have1 = hi + 1;
+	for (int64_t r = lo; r <= hi; r++)
+		roff[r - lo] = slot_of(r, base, R) * w;
+	for (int64_t ch = 0; ch < c->ce; ch++)
+		c->rows(c, ring + ch * R * w, roff, o1 - o0, c->wd + ch * 9, c->bd ? c->bd[ch] : 0.0f,
+			y + (ch * c->oh + o0) * c->ow);
 }
 
-/* Worker slots [s0, s1): slot k takes output rows [k*oh/slots,
- * (k+1)*oh/slots) of every image. */
-static void fz_range(void *arg, int64_t s0, int64_t s1)
+int64_t hal_conv_fused_down_bands = -1;
+
+/* Worker chunks [k0, k1): a chunk is one walker over the bands (c->band
+ * output rows each, on a grid from row 0 of every image) of its pair's
+ * segment of the batch's nb*n bands: chunk 2p walks pair p's segment
+ * down from its first band, chunk 2p+1 up from its last, each claiming a
+ * band through the pair's counter (one relaxed fetch_add: the total
+ * claimed never passes the segment's length, so the two walkers' bands
+ * never overlap; whichever is faster takes more, and they meet wherever
+ * their speeds put them). A walker's bands are consecutive, so its ring
+ * keeps the rows its next band shares with the last one: only the two
+ * bands that meet compute the shared rows twice. The ring's base puts each
+ * full band's new rows at a slot multiple of B*s (R is one), so they never
+ * wrap: down, band b's new rows start at b*B*s + 2 - s; up, at b*B*s - 1. */
+static void fz_range(void *arg, int64_t k0, int64_t k1)
 {
-	const struct fz_job *j = arg;
+	struct fz_job *j = arg;
 	const struct fz *c = j->c;
-	for (int64_t k = s0; k < s1; k++) {
-		int64_t a = k * c->oh / c->slots, b = (k + 1) * c->oh / c->slots;
-		for (int64_t n = 0; n < c->n; n++)
-			fz_run(c, j->x + n * c->cin * c->xh * c->xw, j->y + n * c->ce * c->oh * c->ow,
-			       j->scratch + (size_t)k * c->slot_bytes, a, b);
+	const int64_t B = c->band, nb = (c->oh + B - 1) / B, nall = nb * c->n;
+	const int pairs = (c->slots + 1) / 2;
+	for (int64_t k = k0; k < k1; k++) {
+		int p = (int)(k / 2), up = (int)(k % 2);
+		int64_t g0 = nall * p / pairs, len = nall * (p + 1) / pairs - g0;
+		int64_t base = up ? -1 : 2 - c->s, img = -1, have0 = 0, have1 = 0;
+		unsigned char *mem = j->scratch + (size_t)k * c->slot_bytes;
+		for (int64_t mine = 0;; mine++) {
+			if (!up && 2 * p + 1 < c->slots && hal_conv_fused_down_bands >= 0 &&
+			    mine >= hal_conv_fused_down_bands)
+				break;
+			if (atomic_fetch_add_explicit(&j->claimed[p].n, 1, memory_order_relaxed) >= len)
+				break;
+			int64_t g = up ? g0 + len - 1 - mine : g0 + mine, im = g / nb, o0 = g % nb * B;
+			if (im != img) {  /* a new image: nothing of its E in the ring */
+				img = im;
+				have0 = have1 = 0;
+			}
+			fz_band(c, j->x + im * c->cin * c->xh * c->xw, j->y + im * c->ce * c->oh * c->ow,
+				mem, base, &have0, &have1, o0, o0 + B < c->oh ? o0 + B : c->oh);
+		}
 	}
 }
 
@@ -443,6 +480,8 @@ static int fz_exec(hal_step *s)
 			    .scratch = s->scratch };
 	if (c->n == 0 || c->oh == 0)
 		return 0;
+	for (int p = 0; p < (c->slots + 1) / 2; p++)
+		atomic_init(&j.claimed[p].n, 0);
 	hal_parallel_for(s, c->slots, 1, fz_range, &j);
 	return 0;
 }
@@ -508,16 +547,22 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 	c->oh = d->y->dims[2];
 	c->ow = d->y->dims[3];
 	c->nblk = (c->ow + 7) / 8;
-	/* B rows per band: about FZ_COLS new E pixels per band, the window
-	 * (B-1)*s+3 rows at most 64 (fz_run's offsets) */
+	c->slots = threads < 1 ? 1 : threads > HAL_GEMM_SLOTS ? HAL_GEMM_SLOTS : threads;
+	if (c->slots > c->oh * c->n)
+		c->slots = (int)(c->oh * c->n);
+	/* B rows per band: about FZ_COLS new E pixels per band; on several
+	 * threads at least 3 bands per walker of an image, so the walkers
+	 * can balance (14x14 planes: bands of 3 rows, not one of 14); the
+	 * window (B-1)*s+3 rows at most 64 (fz_band's offsets) */
 	int64_t B = (FZ_COLS + c->s * c->w - 1) / (c->s * c->w);
+	if (c->slots > 1 && B > (c->oh + 3 * c->slots - 1) / (3 * c->slots))
+		B = (c->oh + 3 * c->slots - 1) / (3 * c->slots);
+	if (hal_conv_fused_band_rows > 0)
+		B = hal_conv_fused_band_rows;
 	B = B < 1 ? 1 : B > 16 ? 16 : B;
 	int64_t win = (B - 1) * c->s + 3, step = B * c->s;
 	c->band = B;
 	c->ring = (win + step - 1) / step * step;
-	c->slots = threads < 1 ? 1 : threads > HAL_GEMM_SLOTS ? HAL_GEMM_SLOTS : threads;
-	if (c->slots > c->oh)
-		c->slots = (int)c->oh;
 	c->ring_floats = ((size_t)(c->ce * c->ring * c->w) + FZ_FRONT + FZ_BACK + 15) & ~(size_t)15;
 	c->cols_floats = c->stem ? (size_t)(c->ek * c->ring * c->w) : 0;
 	c->slot_bytes = ((c->ring_floats + c->cols_floats) * sizeof(float) + 63) & ~(size_t)63;
