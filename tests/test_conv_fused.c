@@ -282,11 +282,56 @@ static void walkers_meet(void **state)
 					 t->name, bands[b], (long long)k);
 				hal_conv_fused_band_rows = bands[b];
 				hal_conv_fused_down_bands = k;
+				hal_conv_fused_group = -1;  /* rows */
 				ot_check_runs(&bytes, 1, &in, 1, NULL, ref, nr, 1e-4, steps, what);
 			}
 		}
 		hal_conv_fused_band_rows = 0;
 		hal_conv_fused_down_bands = -1;
+		hal_conv_fused_group = 0;
+		free(ref);
+		free(x);
+		free(bytes.b);
+	}
+}
+
+/* The walkers splitting channels instead (fz_groups): claims of 4 to 24
+ * channels, channel counts not a multiple of the claim (the last claim
+ * short, or one claim for all), bands of 1, 3 and 16 rows, stride 1 and 2,
+ * a stem, batch 2 (claims from both images); X's size left aside (the
+ * hook forces the split). On 1 thread the step walks every channel. */
+static void channel_groups(void **state)
+{
+	(void)state;
+	static const struct fcase shapes[] = {
+		{ "groups s1 ce 22",    1, 5, 22, 13, 11, 1, ACT_CLIP, ACT_RELU, 1, 0, 0, MISS_NONE, 0 },
+		{ "groups s2 ce 13",    1, 3, 13, 15, 19, 2, ACT_RELU, ACT_CLIP, 1, 0, 0, MISS_NONE, 0 },
+		{ "groups batch 2",     2, 4, 16,  9, 16, 1, ACT_NONE, ACT_HSWISH, 0, 0, 0, MISS_NONE, 0 },
+		{ "groups stem ce 18",  1, 3, 18, 18, 22, 1, ACT_CLIP, ACT_CLIP, 1, 0, 0, MISS_NONE, 1 },
+	};
+	static const int groups[] = { 4, 8, 12, 24 }, bands[] = { 1, 3, 16 };
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const struct fcase *t = &shapes[i];
+		pbw bytes;
+		int steps;
+		build(t, &bytes, &steps);
+		size_t nx = (size_t)(t->n * t->cin * t->h * t->w);
+		float *x = ot_rand_new(nx, -2, 2);
+		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
+				    .dims = { t->n, t->cin, t->h, t->w }, .data = x };
+		int64_t nr;
+		float *ref = ot_run_ref(&bytes, 1, &in, &nr, t->name);
+		for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
+			for (size_t b = 0; b < sizeof bands / sizeof bands[0]; b++) {
+				char what[96];
+				snprintf(what, sizeof what, "%s, claims of %d channels, bands of %d rows",
+					 t->name, groups[g], bands[b]);
+				hal_conv_fused_group = groups[g];
+				hal_conv_fused_band_rows = bands[b];
+				ot_check_runs(&bytes, 1, &in, 1, NULL, ref, nr, 1e-4, steps, what);
+			}
+		hal_conv_fused_group = 0;
+		hal_conv_fused_band_rows = 0;
 		free(ref);
 		free(x);
 		free(bytes.b);
@@ -335,6 +380,7 @@ int main(void)
 		cmocka_unit_test(near_misses_stay_unfused),
 		cmocka_unit_test(width_sweep),
 		cmocka_unit_test(walkers_meet),
+		cmocka_unit_test(channel_groups),
 		cmocka_unit_test(threshold),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,7 +10,9 @@
  * than the same layers alone.
  *
  * How: output rows go in bands of B rows, walked by one thread from the
- * top and one from the bottom (fz_range). Output row oy reads E rows
+ * top and one from the bottom (fz_range); on several threads with a small
+ * X, the threads instead claim groups of channels and walk every row of
+ * theirs (fz_groups). Output row oy reads E rows
  * oy*s-1 .. oy*s+1, so band [o0, o0+B) needs E rows [o0*s-1,
  * (o0+B-1)*s+1]: a window of (B-1)*s+3 rows, of which the walker's
  * previous band computed 3-s. The ring holds
@@ -64,6 +66,8 @@ int hal_conv_fused_band_rows = 0;
 #define FZ_CHUNK 240     /* E pixels per expand chunk (K x 240 floats in L1) */
 #define FZ_FRONT 16      /* ring slack before the first row (floats) */
 #define FZ_BACK 32       /* and after the last one */
+#define FZ_SPLIT_X_BYTES (384 * 1024)  /* X up to this size: split channels
+					* on several threads (fz_groups) */
 
 
 #define EV ((v8i){ 0, 2, 8, 10, 4, 6, 12, 14 })
@@ -72,6 +76,8 @@ int hal_conv_fused_band_rows = 0;
 struct fz {
 	int64_t n, cin, ce, h, w, oh, ow, s;
 	int64_t band;           /* output rows per band (B) */
+	int64_t group;          /* > 0: the walkers split channels, this many a
+				 * claim (fz_groups); 0: they split rows */
 	int64_t ring;           /* rows per channel in the ring (R) */
 	int64_t nblk;           /* 8-pixel blocks per output row */
 	int slots;              /* walkers (fz_range): one ring each */
@@ -87,7 +93,8 @@ struct fz {
 	float lo, hi;
 	int reg_exp;            /* the expand's likewise */
 	float elo, ehi;
-	void (*expand)(const struct fz *c, const float *x, int64_t xs, float *e, int64_t n);
+	void (*expand)(const struct fz *c, const float *x, int64_t xs, float *e, int64_t n,
+		       int64_t ob0, int64_t ob1);
 	/* stem: the expand is a 3x3 Conv, stride 2, pad 1 over X [cin, xh, xw]
 	 * (ek = cin*9 taps), its taps gathered per run of rows into a column
 	 * buffer (after the ring) first; else ek = cin, X read in place */
@@ -317,15 +324,17 @@ FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 			FZ_CLIPV(t);                                                   \
 	} while (0)
 
-/* E pixels [0, n) (n >= 8) of the rows at x (reduction index k at x + k*xs)
- * into e (channel o at e + o*ldo), in chunks of FZ_CHUNK pixels whose taps
+/* E pixels [0, n) (n >= 8) of channel blocks [ob0, ob1) (4 channels
+ * each, the last one possibly partial) of the rows at x (reduction index k
+ * at x + k*xs) into e (channel ob0*4 + o at e + o*ldo), in chunks of FZ_CHUNK pixels whose taps
  * stay in L1 across the channel blocks; a last partial vector is computed
  * again over the 8 pixels ending at the chunk's end (never read past n).
  * Chunks are at least 8 pixels long, so that vector stays inside its chunk:
  * an epilogue applied over the finished chunk then never meets a pixel it
  * has already been applied to. */
 #define FZ_EXPAND(NAME, ATTR)                                                          \
-	ATTR static void NAME(const struct fz *c, const float *x, int64_t xs, float *e, int64_t n) \
+	ATTR static void NAME(const struct fz *c, const float *x, int64_t xs, float *e, int64_t n, \
+			      int64_t ob0, int64_t ob1)                                     \
 	{                                                                              \
 		const int64_t K = c->ek, ldo = c->ring * c->w;                         \
 		const int reg = c->reg_exp;                                            \
@@ -335,7 +344,7 @@ FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 			c1 = c0 + FZ_CHUNK;                                            \
 			if (c1 > n - 8)  /* no chunk under 8 pixels: see above */      \
 				c1 = n;                                                \
-			for (int64_t ob = 0; ob * 4 < c->ce; ob++, e += 4 * ldo) {     \
+			for (int64_t ob = ob0; ob < ob1; ob++, e += 4 * ldo) {         \
 				const float *w = c->wp + ob * K * 4;                   \
 				int no = c->ce - ob * 4 < 4 ? (int)(c->ce - ob * 4) : 4; \
 				float b4[4] = { 0, 0, 0, 0 };                          \
@@ -354,7 +363,7 @@ FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 					for (int o = 0; o < no; o++)                   \
 						hal_epilogue_apply(c->epe, e + o * ldo + c0, c1 - c0); \
 			}                                                              \
-			e -= (c->ce + 3) / 4 * 4 * ldo;                                \
+			e -= (ob1 - ob0) * 4 * ldo;                                    \
 		}                                                                      \
 	}
 
@@ -429,10 +438,11 @@ FZ_STEM_COLS(stem_cols_generic, )
 FZ_STEM_COLS(stem_cols_avx2, __attribute__((target("avx2,fma"))))
 #endif
 
-/* Computes E rows [r0, r1) of image x into the ring (one FZ_EXPAND call
- * per run of slots that does not wrap; rows outside [0, h) zeroed). */
+/* Computes E rows [r0, r1) of channels [c0, c1) (c0 a multiple of 4) of
+ * image x into the ring (one FZ_EXPAND call per run of slots that does not
+ * wrap; rows outside [0, h) zeroed). */
 static void expand_rows(const struct fz *c, const float *x, float *ring, float *cols, int64_t base,
-			int64_t r0, int64_t r1)
+			int64_t c0, int64_t c1, int64_t r0, int64_t r1)
 {
 	const int64_t R = c->ring, w = c->w;
 	while (r0 < r1) {
@@ -441,27 +451,28 @@ static void expand_rows(const struct fz *c, const float *x, float *ring, float *
 		int64_t g0 = r0 < 0 ? 0 : r0, g1 = e > c->h ? c->h : e;
 		for (int64_t r = r0; r < e; r++)
 			if (r < 0 || r >= c->h)
-				for (int64_t ch = 0; ch < c->ce; ch++)
+				for (int64_t ch = c0; ch < c1; ch++)
 					memset(ring + ch * R * w + (sl + r - r0) * w, 0,
 					       (size_t)w * sizeof *ring);
+		float *e0 = ring + c0 * R * w + (sl + g0 - r0) * w;
 		if (g0 < g1 && c->stem) {
 			c->stem_cols(c, x, g0, g1, cols);
-			c->expand(c, cols, (g1 - g0) * w, ring + (sl + g0 - r0) * w, (g1 - g0) * w);
+			c->expand(c, cols, (g1 - g0) * w, e0, (g1 - g0) * w, c0 / 4, (c1 + 3) / 4);
 		} else if (g0 < g1) {
-			c->expand(c, x + g0 * w, c->h * w, ring + (sl + g0 - r0) * w, (g1 - g0) * w);
+			c->expand(c, x + g0 * w, c->h * w, e0, (g1 - g0) * w, c0 / 4, (c1 + 3) / 4);
 		}
 		r0 = e;
 	}
 }
 
-/* Output rows [o0, o1) of one image (X at x, Y at y, all channels) with
+/* Output rows [o0, o1) of channels [c0, c1) of one image (X at x, Y at y) with
  * the ring at mem, E row r at slot slot_of(r, base, R). The ring holds E
  * rows [*have0, *have1) (none when equal): the rows of the band's window
  * [o0*s-1, (o1-1)*s+1] it lacks are computed (one run: the window of the
  * walker's previous band overlaps this one at one end), and the window is
  * left as the rows held. */
 static void fz_band(const struct fz *c, const float *x, float *y, unsigned char *mem, int64_t base,
-		    int64_t *have0, int64_t *have1, int64_t o0, int64_t o1)
+		    int64_t c0, int64_t c1, int64_t *have0, int64_t *have1, int64_t o0, int64_t o1)
 {
 	const int64_t s = c->s, R = c->ring, w = c->w;
 	float *ring = (float *)(void *)mem + FZ_FRONT;
@@ -469,23 +480,54 @@ static void fz_band(const struct fz *c, const float *x, float *y, unsigned char 
 	int64_t roff[64];  /* (B-1)*s+3 <= 64: fz_make keeps B small */
 	int64_t lo = o0 * s - 1, hi = (o1 - 1) * s + 1, h0 = *have0, h1 = *have1;
 	if (h0 >= h1 || h1 <= lo || h0 > hi) {
-		expand_rows(c, x, ring, cols, base, lo, hi + 1);
+		expand_rows(c, x, ring, cols, base, c0, c1, lo, hi + 1);
 	} else {
 		if (lo < h0)
-			expand_rows(c, x, ring, cols, base, lo, h0);
+			expand_rows(c, x, ring, cols, base, c0, c1, lo, h0);
 		if (h1 <= hi)
-			expand_rows(c, x, ring, cols, base, h1, hi + 1);
+			expand_rows(c, x, ring, cols, base, c0, c1, h1, hi + 1);
 	}
 	*have0 = lo;
 	*have1 = hi + 1;
 	for (int64_t r = lo; r <= hi; r++)
 		roff[r - lo] = slot_of(r, base, R) * w;
-	for (int64_t ch = 0; ch < c->ce; ch++)
+	for (int64_t ch = c0; ch < c1; ch++)
 		c->rows(c, ring + ch * R * w, roff, o1 - o0, c->wd + ch * 9, c->bd ? c->bd[ch] : 0.0f,
 			y + (ch * c->oh + o0) * c->ow);
 }
 
 int64_t hal_conv_fused_down_bands = -1;
+int hal_conv_fused_group = 0;
+
+/* Worker chunks [k0, k1) when the step splits channels (c->group > 0):
+ * each chunk is a walker claiming items, one group of c->group expanded
+ * channels of one image, through one counter, and computing every output
+ * row of its group, top down in bands, with the ring it owns. Expanded
+ * channels are independent (E channel e reads all of X and We's row e;
+ * the depthwise reads only E channel e), so nothing is computed twice: no
+ * halo rows as between row bands, and the bands keep the one-thread
+ * height (14x14 planes: one band of 14 rows, not bands of 3 and a halo of
+ * 2). The price is reading X once per item, which fz_make allows only
+ * where X stays in L2. */
+static void fz_groups(struct fz_job *j, int64_t k0, int64_t k1)
+{
+	const struct fz *c = j->c;
+	const int64_t B = c->band, G = c->group, ng = (c->ce + G - 1) / G;
+	for (int64_t k = k0; k < k1; k++) {
+		unsigned char *mem = j->scratch + (size_t)k * c->slot_bytes;
+		for (;;) {
+			int64_t g = atomic_fetch_add_explicit(&j->claimed[0].n, 1, memory_order_relaxed);
+			if (g >= ng * c->n)
+				break;
+			int64_t im = g / ng, c0 = g % ng * G, c1 = c0 + G < c->ce ? c0 + G : c->ce;
+			int64_t have0 = 0, have1 = 0;
+			for (int64_t o0 = 0; o0 < c->oh; o0 += B)
+				fz_band(c, j->x + im * c->cin * c->xh * c->xw,
+					j->y + im * c->ce * c->oh * c->ow, mem, 2 - c->s, c0, c1, &have0,
+					&have1, o0, o0 + B < c->oh ? o0 + B : c->oh);
+		}
+	}
+}
 
 /* Worker chunks [k0, k1): a chunk is one walker over the bands (c->band
  * output rows each, on a grid from row 0 of every image) of its pair's
@@ -505,6 +547,10 @@ static void fz_range(void *arg, int64_t k0, int64_t k1)
 	const struct fz *c = j->c;
 	const int64_t B = c->band, nb = (c->oh + B - 1) / B, nall = nb * c->n;
 	const int pairs = (c->slots + 1) / 2;
+	if (c->group) {
+		fz_groups(j, k0, k1);
+		return;
+	}
 	for (int64_t k = k0; k < k1; k++) {
 		int p = (int)(k / 2), up = (int)(k % 2);
 		int64_t g0 = nall * p / pairs, len = nall * (p + 1) / pairs - g0;
@@ -522,7 +568,7 @@ static void fz_range(void *arg, int64_t k0, int64_t k1)
 				have0 = have1 = 0;
 			}
 			fz_band(c, j->x + im * c->cin * c->xh * c->xw, j->y + im * c->ce * c->oh * c->ow,
-				mem, base, &have0, &have1, o0, o0 + B < c->oh ? o0 + B : c->oh);
+				mem, base, 0, c->ce, &have0, &have1, o0, o0 + B < c->oh ? o0 + B : c->oh);
 		}
 	}
 }
@@ -604,12 +650,24 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 	c->slots = threads < 1 ? 1 : threads > HAL_GEMM_SLOTS ? HAL_GEMM_SLOTS : threads;
 	if (c->slots > c->oh * c->n)
 		c->slots = (int)(c->oh * c->n);
-	/* B rows per band: about FZ_COLS new E pixels per band; on several
-	 * threads at least 3 bands per walker of an image, so the walkers
-	 * can balance (14x14 planes: bands of 3 rows, not one of 14); the
-	 * window (B-1)*s+3 rows at most 64 (fz_band's offsets) */
+	/* channels instead of rows on several threads: where X stays in L2
+	 * (each claim reads all of it), not for a stem (each claim would
+	 * gather its taps again), and with enough channels for about 4 claims
+	 * a walker. MobileNetV2 on 2 threads, the pair alone (interleaved,
+	 * p10): 56x56 (X 301 KiB) 0.32 -> 0.29 ms, 14x14 0.22 -> 0.13 ms;
+	 * 112x112 (800 KiB) 0.48 -> 0.59 ms and the stem 0.29 -> 0.67 ms, so
+	 * those split rows */
+	int64_t G = hal_conv_fused_group;
+	if (G == 0 && !c->stem && c->ce >= 8 * c->slots &&
+	    (size_t)(c->cin * c->xh * c->xw) * sizeof(float) <= FZ_SPLIT_X_BYTES)
+		G = (c->ce + 4 * c->slots - 1) / (4 * c->slots);
+	c->group = c->slots > 1 && G > 0 ? (G + 3) / 4 * 4 : 0;
+	/* B rows per band: about FZ_COLS new E pixels per band; walkers
+	 * splitting rows take at least 3 bands each of an image, so they can
+	 * balance (28x28 planes: bands of 5 rows, not 8); the window
+	 * (B-1)*s+3 rows at most 64 (fz_band's offsets) */
 	int64_t B = (FZ_COLS + c->s * c->w - 1) / (c->s * c->w);
-	if (c->slots > 1 && B > (c->oh + 3 * c->slots - 1) / (3 * c->slots))
+	if (c->slots > 1 && !c->group && B > (c->oh + 3 * c->slots - 1) / (3 * c->slots))
 		B = (c->oh + 3 * c->slots - 1) / (3 * c->slots);
 	if (hal_conv_fused_band_rows > 0)
 		B = hal_conv_fused_band_rows;

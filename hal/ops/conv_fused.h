@@ -51,6 +51,11 @@ extern size_t hal_conv_fused_min_bytes;
  * meeting point where it wants). */
 extern int hal_conv_fused_band_rows;
 extern int64_t hal_conv_fused_down_bands;
+/* Test hook, read at plan time: on two or more threads, how the walkers
+ * split the work: 0 the step's choice (channels where X is small, else
+ * rows), < 0 always rows, > 0 channels, this many (rounded up to a
+ * multiple of 4) per claim. */
+extern int hal_conv_fused_group;
 
 /* Whether the fused step computes this pair: the geometry above (output
  * widths of at least 8) and an expanded tensor of hal_conv_fused_min_bytes
