@@ -12,14 +12,14 @@
  * How: output rows go in bands of B rows, walked by one thread from the
  * top and one from the bottom (fz_range); on several threads with a small
  * X, the threads instead claim groups of channels and walk every row of
- * theirs (fz_groups). Output row oy reads E rows
- * oy*s-1 .. oy*s+1, so band [o0, o0+B) needs E rows [o0*s-1,
- * (o0+B-1)*s+1]: a window of (B-1)*s+3 rows, of which the walker's
- * previous band computed 3-s. The ring holds
- * R >= window rows of every channel, E row r at slot (r - base) mod R
- * (channel c's rows at ring + c*R*w, row stride w), so each E row is
- * computed once per walker (the two bands where the walkers meet compute
- * their at most 2 shared rows twice). New rows are computed per run of
+ * theirs (fz_groups). Output row oy reads E rows oy*s-1 .. oy*s+1, so
+ * band [o0, o0+B) needs E rows [o0*s-1, (o0+B-1)*s+1]: a window of
+ * (B-1)*s+3 rows, of which the walker's previous band computed 3-s. The
+ * ring holds R >= window rows of every channel, E row r at slot
+ * (r - base) mod R (channel c's rows at ring + c*R*w, row stride w), so
+ * each E row is computed once per walker (the two bands where the walkers
+ * meet compute their at most 2 shared rows twice). New rows are computed
+ * per run of
  * slots that does not wrap by a direct kernel (4 expanded channels x 24
  * pixels in registers, k over the input channels: the reduction is 16 to
  * 32 long, so hal_gemm's packing and 6x16 tiles cost more than they save;
