@@ -249,8 +249,9 @@ static void width_sweep(void **state)
  * the downward walker takes at most that many); stride 1 and 2, a stem,
  * batch 2 (a walker crossing from one image to the next). 1 thread runs
  * one walker over every band. Bands of odd and even heights also take the
- * stride-1 depthwise's two-rows-at-a-time path and its single last row
- * (a wrong weight planted in the pair's masked blocks fails here, w 8). */
+ * depthwise's two-rows-at-a-time path (stride 1 and 2) and its single last
+ * row (a wrong weight planted in the pair's masked blocks fails here and in
+ * the width sweep, at either stride). */
 static void walkers_meet(void **state)
 {
 	(void)state;
