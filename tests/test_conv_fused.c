@@ -12,8 +12,9 @@
  * hal_fuse_conv. The threshold hal_conv_fused_min_bytes is 0 here, so
  * small odd shapes take the fused step too; the plan's step count says
  * whether it did.
- * Shapes: odd and even H/W, widths giving 1, 2 and 3+ output rows per
- * band (the band is about 224 expanded pixels), stride 1 and 2, channel
+ * Shapes: odd and even H/W, widths giving 2 and 3+ output rows per band
+ * (the band is about 224 expanded pixels, at least 2 rows; 1-row bands in
+ * walkers_meet), stride 1 and 2, channel
  * counts not multiples of 4 or 8, one-row planes, batch 2, more threads
  * than output rows, an expand chunk ending 2 pixels past a full one
  * (HardSwish applied over the finished rows); each on 1 and 2 threads,
@@ -56,10 +57,10 @@ static const struct fcase cases[] = {
 	{ "odd 17x23 s1",       1,  5, 13,  17,  23, 1, ACT_RELU,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
 	{ "odd 19x31 s2",       1,  7, 12,  19,  31, 2, ACT_HSWISH, ACT_RELU,   1, 0, 0, MISS_NONE, 0 },
 	{ "even 16x16 s2",      1,  8, 20,  16,  16, 2, ACT_CLIP,   ACT_HSWISH, 1, 1, 0, MISS_NONE, 0 },
-	{ "band 1 row w 230",   1,  3, 10,   5, 230, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "band 2 rows w 230",  1,  3, 10,   5, 230, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
 	{ "band 2 rows w 120",  1,  4, 9,    7, 120, 1, ACT_NONE,   ACT_CLIP,   0, 0, 0, MISS_NONE, 0 },
 	{ "band 3 rows w 75",   1,  6, 11,  10,  75, 1, ACT_RELU,   ACT_NONE,   1, 0, 0, MISS_NONE, 0 },
-	{ "s2 band 1 w 225",    1,  3, 6,    9, 225, 2, ACT_CLIP,   ACT_RELU,   1, 0, 0, MISS_NONE, 0 },
+	{ "s2 band 2 w 225",    1,  3, 6,    9, 225, 2, ACT_CLIP,   ACT_RELU,   1, 0, 0, MISS_NONE, 0 },
 	{ "one row h 1",        1,  5, 7,    1,  9, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
 	{ "h 2 s2 w 15",        1,  2, 5,    2,  15, 2, ACT_RELU,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
 	{ "batch 2 no bias",    2,  4, 6,   11,  16, 1, ACT_NONE,   ACT_NONE,   0, 1, 1, MISS_NONE, 0 },

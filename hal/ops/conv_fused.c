@@ -678,11 +678,16 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 	    (size_t)(c->cin * c->xh * c->xw) * sizeof(float) <= FZ_SPLIT_X_BYTES)
 		G = (c->ce + 4 * c->slots - 1) / (4 * c->slots);
 	c->group = c->slots > 1 && G > 0 ? (G + 3) / 4 * 4 : 0;
-	/* B rows per band: about FZ_COLS new E pixels per band; walkers
-	 * splitting rows take at least 3 bands each of an image, so they can
-	 * balance (28x28 planes: bands of 5 rows, not 8); the window
-	 * (B-1)*s+3 rows at most 64 (fz_band's offsets) */
+	/* B rows per band: about FZ_COLS new E pixels per band and at least 2
+	 * rows, so the depthwise's two-row passes apply (MobileNetV2's
+	 * 112x112 stride-2 pair had bands of 1 row: 0.88 -> 0.85 ms alone,
+	 * p10 of 10 interleaved rounds); walkers splitting rows take at least
+	 * 3 bands each of an image, so they can balance (28x28 planes: bands
+	 * of 5 rows, not 8); the window (B-1)*s+3 rows at most 64 (fz_band's
+	 * offsets) */
 	int64_t B = (FZ_COLS + c->s * c->w - 1) / (c->s * c->w);
+	if (B < 2)
+		B = 2;
 	if (c->slots > 1 && !c->group && B > (c->oh + 3 * c->slots - 1) / (3 * c->slots))
 		B = (c->oh + 3 * c->slots - 1) / (3 * c->slots);
 	if (hal_conv_fused_band_rows > 0)
