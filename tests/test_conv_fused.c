@@ -340,6 +340,52 @@ static void channel_groups(void **state)
 	}
 }
 
+/* 3 to 5 threads (more walkers than the two of a pair: rows split into
+ * segments, one pair of walkers each, the last walker alone when odd;
+ * channel claims shared by all), rows and channels, stride 1 and 2, batch
+ * 2, against the reference. */
+static void more_threads(void **state)
+{
+	(void)state;
+	static const struct fcase shapes[] = {
+		{ "threads s1",      1, 5, 22, 23, 17, 1, ACT_CLIP, ACT_RELU, 1, 0, 0, MISS_NONE, 0 },
+		{ "threads s2 b2",   2, 3, 13, 29, 19, 2, ACT_RELU, ACT_CLIP, 1, 0, 0, MISS_NONE, 0 },
+	};
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const struct fcase *t = &shapes[i];
+		pbw bytes;
+		int steps;
+		build(t, &bytes, &steps);
+		size_t nx = (size_t)(t->n * t->cin * t->h * t->w);
+		float *x = ot_rand_new(nx, -2, 2);
+		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
+				    .dims = { t->n, t->cin, t->h, t->w }, .data = x };
+		int64_t nr;
+		float *ref = ot_run_ref(&bytes, 1, &in, &nr, t->name);
+		for (int g = -1; g <= 4; g += 5)
+			for (int threads = 3; threads <= 5; threads++) {
+				char what[96];
+				int64_t n;
+				int got_steps;
+				snprintf(what, sizeof what, "%s, %d threads, %s", t->name, threads,
+					 g < 0 ? "rows" : "channels");
+				hal_conv_fused_group = g;
+				hal_conv_fused_band_rows = 2;
+				float *got = ot_run(&bytes, 1, &in, threads, &n, &got_steps, what);
+				int64_t k = n == nr ? ot_far_f(got, ref, n, 1e-4f) : 0;
+				if (n != nr || got_steps != steps || k >= 0)
+					fail_msg("%s: %lld elements, %d steps, y[%lld] off", what,
+						 (long long)n, got_steps, (long long)k);
+				free(got);
+			}
+		hal_conv_fused_group = 0;
+		hal_conv_fused_band_rows = 0;
+		free(ref);
+		free(x);
+		free(bytes.b);
+	}
+}
+
 /* Under the default threshold (64 KiB of expanded tensor) a small plane
  * (20 KiB) keeps its two steps; MobileNetV2's 56x56 24->144 pair (1.8 MB)
  * fuses. */
@@ -383,6 +429,7 @@ int main(void)
 		cmocka_unit_test(width_sweep),
 		cmocka_unit_test(walkers_meet),
 		cmocka_unit_test(channel_groups),
+		cmocka_unit_test(more_threads),
 		cmocka_unit_test(threshold),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
