@@ -12,8 +12,9 @@
  * hal_fuse_conv. The threshold hal_conv_fused_min_bytes is 0 here, so
  * small odd shapes take the fused step too; the plan's step count says
  * whether it did.
- * Shapes: odd and even H/W, widths giving 1, 2 and 3+ output rows per
- * band (the band is about 224 expanded pixels), stride 1 and 2, channel
+ * Shapes: odd and even H/W, widths giving 2 and 3+ output rows per band
+ * (the band is about 224 expanded pixels, at least 2 rows; 1-row bands in
+ * walkers_meet), stride 1 and 2, channel
  * counts not multiples of 4 or 8, one-row planes, batch 2, more threads
  * than output rows, an expand chunk ending 2 pixels past a full one
  * (HardSwish applied over the finished rows); each on 1 and 2 threads,
@@ -56,10 +57,10 @@ static const struct fcase cases[] = {
 	{ "odd 17x23 s1",       1,  5, 13,  17,  23, 1, ACT_RELU,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
 	{ "odd 19x31 s2",       1,  7, 12,  19,  31, 2, ACT_HSWISH, ACT_RELU,   1, 0, 0, MISS_NONE, 0 },
 	{ "even 16x16 s2",      1,  8, 20,  16,  16, 2, ACT_CLIP,   ACT_HSWISH, 1, 1, 0, MISS_NONE, 0 },
-	{ "band 1 row w 230",   1,  3, 10,   5, 230, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+	{ "band 2 rows w 230",  1,  3, 10,   5, 230, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
 	{ "band 2 rows w 120",  1,  4, 9,    7, 120, 1, ACT_NONE,   ACT_CLIP,   0, 0, 0, MISS_NONE, 0 },
 	{ "band 3 rows w 75",   1,  6, 11,  10,  75, 1, ACT_RELU,   ACT_NONE,   1, 0, 0, MISS_NONE, 0 },
-	{ "s2 band 1 w 225",    1,  3, 6,    9, 225, 2, ACT_CLIP,   ACT_RELU,   1, 0, 0, MISS_NONE, 0 },
+	{ "s2 band 2 w 225",    1,  3, 6,    9, 225, 2, ACT_CLIP,   ACT_RELU,   1, 0, 0, MISS_NONE, 0 },
 	{ "one row h 1",        1,  5, 7,    1,  9, 1, ACT_CLIP,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
 	{ "h 2 s2 w 15",        1,  2, 5,    2,  15, 2, ACT_RELU,   ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
 	{ "batch 2 no bias",    2,  4, 6,   11,  16, 1, ACT_NONE,   ACT_NONE,   0, 1, 1, MISS_NONE, 0 },
@@ -242,6 +243,149 @@ static void width_sweep(void **state)
 		}
 }
 
+/* The walkers (hal/ops/conv_fused.c, fz_range): bands of 1 to 16 rows
+ * (a band taller than the plane included), and on 2 threads the downward
+ * walker stopped after each number of bands from none to all, so the
+ * upward one meets it at every band (a hook: whichever thread runs it,
+ * the downward walker takes at most that many); stride 1 and 2, a stem,
+ * batch 2 (a walker crossing from one image to the next). 1 thread runs
+ * one walker over every band. Bands of odd and even heights also take the
+ * depthwise's two-rows-at-a-time path (stride 1 and 2) and its single last
+ * row (a wrong weight planted in the pair's masked blocks fails here and in
+ * the width sweep, at either stride). */
+static void walkers_meet(void **state)
+{
+	(void)state;
+	static const struct fcase shapes[] = {
+		{ "meet s1",      1, 3, 6, 13, 11, 1, ACT_CLIP, ACT_RELU, 1, 0, 0, MISS_NONE, 0 },
+		{ "meet s2",      1, 3, 6, 15, 19, 2, ACT_RELU, ACT_CLIP, 1, 0, 0, MISS_NONE, 0 },
+		{ "meet batch 2", 2, 4, 5,  9, 16, 1, ACT_NONE, ACT_CLIP, 0, 0, 0, MISS_NONE, 0 },
+		{ "meet stem s1", 1, 3, 7, 18, 22, 1, ACT_CLIP, ACT_CLIP, 1, 0, 0, MISS_NONE, 1 },
+		{ "meet stem s2", 1, 3, 7, 33, 35, 2, ACT_CLIP, ACT_CLIP, 1, 0, 0, MISS_NONE, 1 },
+	};
+	static const int bands[] = { 1, 2, 3, 4, 7, 16 };
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const struct fcase *t = &shapes[i];
+		int64_t eh = t->stem ? (t->h - 1) / 2 + 1 : t->h, oh = (eh - 1) / t->s + 1;
+		pbw bytes;
+		int steps;
+		build(t, &bytes, &steps);
+		size_t nx = (size_t)(t->n * t->cin * t->h * t->w);
+		float *x = ot_rand_new(nx, -2, 2);
+		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
+				    .dims = { t->n, t->cin, t->h, t->w }, .data = x };
+		int64_t nr;
+		float *ref = ot_run_ref(&bytes, 1, &in, &nr, t->name);
+		for (size_t b = 0; b < sizeof bands / sizeof bands[0]; b++) {
+			int64_t nb = (oh + bands[b] - 1) / bands[b] * t->n;
+			for (int64_t k = -1; k <= nb; k++) {
+				char what[96];
+				snprintf(what, sizeof what, "%s, bands of %d rows, down walker %lld bands",
+					 t->name, bands[b], (long long)k);
+				hal_conv_fused_band_rows = bands[b];
+				hal_conv_fused_down_bands = k;
+				hal_conv_fused_group = -1;  /* rows */
+				ot_check_runs(&bytes, 1, &in, 1, NULL, ref, nr, 1e-4, steps, what);
+			}
+		}
+		hal_conv_fused_band_rows = 0;
+		hal_conv_fused_down_bands = -1;
+		hal_conv_fused_group = 0;
+		free(ref);
+		free(x);
+		free(bytes.b);
+	}
+}
+
+/* The walkers splitting channels instead (fz_groups): claims of 4 to 24
+ * channels, channel counts not a multiple of the claim (the last claim
+ * short, or one claim for all), bands of 1, 3 and 16 rows, stride 1 and 2,
+ * a stem, batch 2 (claims from both images); X's size left aside (the
+ * hook forces the split). On 1 thread the step walks every channel. */
+static void channel_groups(void **state)
+{
+	(void)state;
+	static const struct fcase shapes[] = {
+		{ "groups s1 ce 22",    1, 5, 22, 13, 11, 1, ACT_CLIP, ACT_RELU, 1, 0, 0, MISS_NONE, 0 },
+		{ "groups s2 ce 13",    1, 3, 13, 15, 19, 2, ACT_RELU, ACT_CLIP, 1, 0, 0, MISS_NONE, 0 },
+		{ "groups batch 2",     2, 4, 16,  9, 16, 1, ACT_NONE, ACT_HSWISH, 0, 0, 0, MISS_NONE, 0 },
+		{ "groups stem ce 18",  1, 3, 18, 18, 22, 1, ACT_CLIP, ACT_CLIP, 1, 0, 0, MISS_NONE, 1 },
+	};
+	static const int groups[] = { 4, 8, 12, 24 }, bands[] = { 1, 3, 16 };
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const struct fcase *t = &shapes[i];
+		pbw bytes;
+		int steps;
+		build(t, &bytes, &steps);
+		size_t nx = (size_t)(t->n * t->cin * t->h * t->w);
+		float *x = ot_rand_new(nx, -2, 2);
+		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
+				    .dims = { t->n, t->cin, t->h, t->w }, .data = x };
+		int64_t nr;
+		float *ref = ot_run_ref(&bytes, 1, &in, &nr, t->name);
+		for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
+			for (size_t b = 0; b < sizeof bands / sizeof bands[0]; b++) {
+				char what[96];
+				snprintf(what, sizeof what, "%s, claims of %d channels, bands of %d rows",
+					 t->name, groups[g], bands[b]);
+				hal_conv_fused_group = groups[g];
+				hal_conv_fused_band_rows = bands[b];
+				ot_check_runs(&bytes, 1, &in, 1, NULL, ref, nr, 1e-4, steps, what);
+			}
+		hal_conv_fused_group = 0;
+		hal_conv_fused_band_rows = 0;
+		free(ref);
+		free(x);
+		free(bytes.b);
+	}
+}
+
+/* 3 to 5 threads (more walkers than the two of a pair: rows split into
+ * segments, one pair of walkers each, the last walker alone when odd;
+ * channel claims shared by all), rows and channels, stride 1 and 2, batch
+ * 2, against the reference. */
+static void more_threads(void **state)
+{
+	(void)state;
+	static const struct fcase shapes[] = {
+		{ "threads s1",      1, 5, 22, 23, 17, 1, ACT_CLIP, ACT_RELU, 1, 0, 0, MISS_NONE, 0 },
+		{ "threads s2 b2",   2, 3, 13, 29, 19, 2, ACT_RELU, ACT_CLIP, 1, 0, 0, MISS_NONE, 0 },
+	};
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const struct fcase *t = &shapes[i];
+		pbw bytes;
+		int steps;
+		build(t, &bytes, &steps);
+		size_t nx = (size_t)(t->n * t->cin * t->h * t->w);
+		float *x = ot_rand_new(nx, -2, 2);
+		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
+				    .dims = { t->n, t->cin, t->h, t->w }, .data = x };
+		int64_t nr;
+		float *ref = ot_run_ref(&bytes, 1, &in, &nr, t->name);
+		for (int g = -1; g <= 4; g += 5)
+			for (int threads = 3; threads <= 5; threads++) {
+				char what[96];
+				int64_t n;
+				int got_steps;
+				snprintf(what, sizeof what, "%s, %d threads, %s", t->name, threads,
+					 g < 0 ? "rows" : "channels");
+				hal_conv_fused_group = g;
+				hal_conv_fused_band_rows = 2;
+				float *got = ot_run(&bytes, 1, &in, threads, &n, &got_steps, what);
+				int64_t k = n == nr ? ot_far_f(got, ref, n, 1e-4f) : 0;
+				if (n != nr || got_steps != steps || k >= 0)
+					fail_msg("%s: %lld elements, %d steps, y[%lld] off", what,
+						 (long long)n, got_steps, (long long)k);
+				free(got);
+			}
+		hal_conv_fused_group = 0;
+		hal_conv_fused_band_rows = 0;
+		free(ref);
+		free(x);
+		free(bytes.b);
+	}
+}
+
 /* Under the default threshold (64 KiB of expanded tensor) a small plane
  * (20 KiB) keeps its two steps; MobileNetV2's 56x56 24->144 pair (1.8 MB)
  * fuses. */
@@ -283,6 +427,9 @@ int main(void)
 		cmocka_unit_test(fused_vs_reference),
 		cmocka_unit_test(near_misses_stay_unfused),
 		cmocka_unit_test(width_sweep),
+		cmocka_unit_test(walkers_meet),
+		cmocka_unit_test(channel_groups),
+		cmocka_unit_test(more_threads),
 		cmocka_unit_test(threshold),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,14 +9,17 @@
  * depthwise reads it back: in the network both layers ran 1.3-1.8x slower
  * than the same layers alone.
  *
- * How: each thread takes a contiguous run of output rows and walks it in
- * bands of B rows. Output row oy reads E rows oy*s-1 .. oy*s+1, so band
- * [o0, o0+B) needs E rows [o0*s-1, (o0+B-1)*s+1]: a window of (B-1)*s+3
- * rows, of which the previous band computed the first 3-s. The ring holds
- * R >= window rows of every channel, E row r at slot (r - base) mod R
- * (channel c's rows at ring + c*R*w, row stride w), so each E row is
- * computed once per thread (a thread's first band recomputes at most 2
- * rows its neighbour also computes). New rows are computed per run of
+ * How: output rows go in bands of B rows, walked by one thread from the
+ * top and one from the bottom (fz_range); on several threads with a small
+ * X, the threads instead claim groups of channels and walk every row of
+ * theirs (fz_groups). Output row oy reads E rows oy*s-1 .. oy*s+1, so
+ * band [o0, o0+B) needs E rows [o0*s-1, (o0+B-1)*s+1]: a window of
+ * (B-1)*s+3 rows, of which the walker's previous band computed 3-s. The
+ * ring holds R >= window rows of every channel, E row r at slot
+ * (r - base) mod R (channel c's rows at ring + c*R*w, row stride w), so
+ * each E row is computed once per walker (the two bands where the walkers
+ * meet compute their at most 2 shared rows twice). New rows are computed
+ * per run of
  * slots that does not wrap by a direct kernel (4 expanded channels x 24
  * pixels in registers, k over the input channels: the reduction is 16 to
  * 32 long, so hal_gemm's packing and 6x16 tiles cost more than they save;
@@ -42,6 +45,7 @@
  * Compiled for AVX2+FMA and the baseline, picked with the GEMM's kernel
  * (HAL_GEMM_PICK), so hal_gemm_use_isa("generic") tests both.
  */
+#include <stdatomic.h>
 #include <string.h>
 #include "hal/gemm.h"
 #include "hal/ops/conv_fused.h"
@@ -56,10 +60,14 @@
  * ms), on 1 and 2 threads; smaller planes were not measured. */
 size_t hal_conv_fused_min_bytes = 64 * 1024;
 
+int hal_conv_fused_band_rows = 0;
+
 #define FZ_COLS 224      /* new E pixels (rows * w) a band aims at */
 #define FZ_CHUNK 240     /* E pixels per expand chunk (K x 240 floats in L1) */
 #define FZ_FRONT 16      /* ring slack before the first row (floats) */
 #define FZ_BACK 32       /* and after the last one */
+#define FZ_SPLIT_X_BYTES (384 * 1024)  /* X up to this size: split channels
+					* on several threads (fz_groups) */
 
 
 #define EV ((v8i){ 0, 2, 8, 10, 4, 6, 12, 14 })
@@ -67,10 +75,12 @@ size_t hal_conv_fused_min_bytes = 64 * 1024;
 
 struct fz {
 	int64_t n, cin, ce, h, w, oh, ow, s;
-	int64_t band;           /* output rows per band */
+	int64_t band;           /* output rows per band (B) */
+	int64_t group;          /* > 0: the walkers split channels, this many a
+				 * claim (fz_groups); 0: they split rows */
 	int64_t ring;           /* rows per channel in the ring (R) */
 	int64_t nblk;           /* 8-pixel blocks per output row */
-	int slots;              /* threads: one ring each */
+	int slots;              /* walkers (fz_range): one ring each */
 	size_t ring_floats, slot_bytes;
 	const float *wp;        /* We packed for FZ_EXPAND: [ceil(ce/4)][cin][4] */
 	const float *be, *wd, *bd;
@@ -83,7 +93,8 @@ struct fz {
 	float lo, hi;
 	int reg_exp;            /* the expand's likewise */
 	float elo, ehi;
-	void (*expand)(const struct fz *c, const float *x, int64_t xs, float *e, int64_t n);
+	void (*expand)(const struct fz *c, const float *x, int64_t xs, float *e, int64_t n,
+		       int64_t ob0, int64_t ob1);
 	/* stem: the expand is a 3x3 Conv, stride 2, pad 1 over X [cin, xh, xw]
 	 * (ek = cin*9 taps), its taps gathered per run of rows into a column
 	 * buffer (after the ring) first; else ek = cin, X read in place */
@@ -125,6 +136,42 @@ struct fz {
 			a += W[ky * 3] * t0;                                           \
 			a += W[ky * 3 + 1] * t1;                                       \
 			a += W[ky * 3 + 2] * t2;                                       \
+		}                                                                      \
+	} while (0)
+
+/* FZ_TAPS for two output rows at stride S, the second one row lower: input
+ * rows r[0..S+2] (the second reads r[S..S+2]), each loaded and (stride 2)
+ * deinterleaved row feeding both sums (stride 1: 12 loads for two output
+ * vectors instead of 18; stride 2: 5 rows' loads and shuffles instead of
+ * 6), in FZ_TAPS's order for each sum. */
+#define FZ_TAPS2(S, M, ox0, a, a2, m)                                                  \
+	do {                                                                           \
+		for (int ky = 0; ky < (S) + 3; ky++) {                                 \
+			const float *p_ = r[ky] + (ox0) * (S) - 1;                     \
+			v8f t_[3];                                                     \
+			if ((S) == 1) {                                                \
+				memcpy(&t_[0], p_, sizeof t_[0]);                      \
+				memcpy(&t_[1], p_ + 1, sizeof t_[1]);                  \
+				memcpy(&t_[2], p_ + 2, sizeof t_[2]);                  \
+			} else {                                                       \
+				v8f l0, h0, l2, h2;                                    \
+				memcpy(&l0, p_, sizeof l0);                            \
+				memcpy(&h0, p_ + 8, sizeof h0);                        \
+				memcpy(&l2, p_ + 2, sizeof l2);                        \
+				memcpy(&h2, p_ + 10, sizeof h2);                       \
+				t_[0] = __builtin_shuffle(l0, h0, EV);                 \
+				t_[1] = __builtin_shuffle(l0, h0, EV + 1);             \
+				t_[2] = __builtin_shuffle(l2, h2, EV);                 \
+			}                                                              \
+			for (int kx = 0; kx < 3; kx++) {                               \
+				if (M)                                                 \
+					t_[kx] = (v8f)((v8i)t_[kx] & (m)[kx]);         \
+				FZ_INREG(t_[kx]);                                      \
+				if (ky < 3)                                            \
+					a += W[ky * 3 + kx] * t_[kx];                  \
+				if (ky >= (S))                                         \
+					a2 += W[(ky - (S)) * 3 + kx] * t_[kx];         \
+			}                                                              \
 		}                                                                      \
 	} while (0)
 
@@ -207,7 +254,36 @@ struct fz {
 			W[k] = (v8f){ wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k] }; \
 		const v8f LO = { c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo };  \
 		const v8f HI = { c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi };  \
-		for (int64_t i = 0; i < nrow; i++, y += ow) {                          \
+		int64_t i = 0;                                                         \
+		for (; i + 1 < nrow; i += 2, y += 2 * ow) {                            \
+			const float *r[S + 3];                                         \
+			for (int k = 0; k < S + 3; k++)                                \
+				r[k] = ring + roff[i * S + k];                         \
+			v8f a = B, a2 = B;                                             \
+			FZ_TAPS2(S, 1, 0, a, a2, c->mask);                                \
+			FZ_STORE(S, a, y);                                             \
+			FZ_STORE(S, a2, y + ow);                                       \
+			int64_t b = 1;                                                 \
+			for (; b + 1 < nblk; b++) {                                    \
+				a = B;                                                 \
+				a2 = B;                                                \
+				FZ_TAPS2(S, 0, b * 8, a, a2, c->mask);                    \
+				FZ_STORE(S, a, y + b * 8);                             \
+				FZ_STORE(S, a2, y + ow + b * 8);                       \
+			}                                                              \
+			if (nblk > 1) {                                                \
+				a = B;                                                 \
+				a2 = B;                                                \
+				FZ_TAPS2(S, 1, ow - 8, a, a2, c->mask + 3);               \
+				FZ_STORE(S, a, y + ow - 8);                            \
+				FZ_STORE(S, a2, y + ow + ow - 8);                      \
+			}                                                              \
+			if (c->epd && !reg) {                                          \
+				hal_epilogue_apply(c->epd, y, ow);                     \
+				hal_epilogue_apply(c->epd, y + ow, ow);                \
+			}                                                              \
+		}                                                                      \
+		for (; i < nrow; i++, y += ow) {                                       \
 			const float *r[3] = { ring + roff[i * S], ring + roff[i * S + 1],     \
 					      ring + roff[i * S + 2] };                      \
 			v8f a = B, a2;                                                 \
@@ -238,14 +314,19 @@ struct fz {
 	}
 
 #define FZ_CLIPV FZ_CLIPV_GENERIC
+#define FZ_INREG(t) ((void)0)
 FZ_ROWS(fz_rows1_generic, 1, )
 FZ_ROWS(fz_rows2_generic, 2, )
 #undef FZ_CLIPV
+#undef FZ_INREG
 #if defined(__x86_64__) || defined(__i386__)
 #define FZ_CLIPV FZ_CLIPV_AVX2
+/* one load feeding two FMAs, not folded into each as a memory operand */
+#define FZ_INREG(t) __asm__("" : "+x"(t))
 FZ_ROWS(fz_rows1_avx2, 1, __attribute__((target("avx2,fma"))))
 FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 #undef FZ_CLIPV
+#undef FZ_INREG
 #endif
 
 /* The expand: 4 output channels x NPX pixels (NPX / 8 vectors) in
@@ -259,15 +340,17 @@ FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 			FZ_CLIPV(t);                                                   \
 	} while (0)
 
-/* E pixels [0, n) (n >= 8) of the rows at x (reduction index k at x + k*xs)
- * into e (channel o at e + o*ldo), in chunks of FZ_CHUNK pixels whose taps
+/* E pixels [0, n) (n >= 8) of channel blocks [ob0, ob1) (4 channels
+ * each, the last one possibly partial) of the rows at x (reduction index k
+ * at x + k*xs) into e (channel ob0*4 + o at e + o*ldo), in chunks of FZ_CHUNK pixels whose taps
  * stay in L1 across the channel blocks; a last partial vector is computed
  * again over the 8 pixels ending at the chunk's end (never read past n).
  * Chunks are at least 8 pixels long, so that vector stays inside its chunk:
  * an epilogue applied over the finished chunk then never meets a pixel it
  * has already been applied to. */
 #define FZ_EXPAND(NAME, ATTR)                                                          \
-	ATTR static void NAME(const struct fz *c, const float *x, int64_t xs, float *e, int64_t n) \
+	ATTR static void NAME(const struct fz *c, const float *x, int64_t xs, float *e, int64_t n, \
+			      int64_t ob0, int64_t ob1)                                     \
 	{                                                                              \
 		const int64_t K = c->ek, ldo = c->ring * c->w;                         \
 		const int reg = c->reg_exp;                                            \
@@ -277,7 +360,7 @@ FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 			c1 = c0 + FZ_CHUNK;                                            \
 			if (c1 > n - 8)  /* no chunk under 8 pixels: see above */      \
 				c1 = n;                                                \
-			for (int64_t ob = 0; ob * 4 < c->ce; ob++, e += 4 * ldo) {     \
+			for (int64_t ob = ob0; ob < ob1; ob++, e += 4 * ldo) {         \
 				const float *w = c->wp + ob * K * 4;                   \
 				int no = c->ce - ob * 4 < 4 ? (int)(c->ce - ob * 4) : 4; \
 				float b4[4] = { 0, 0, 0, 0 };                          \
@@ -296,7 +379,7 @@ FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 					for (int o = 0; o < no; o++)                   \
 						hal_epilogue_apply(c->epe, e + o * ldo + c0, c1 - c0); \
 			}                                                              \
-			e -= (c->ce + 3) / 4 * 4 * ldo;                                \
+			e -= (ob1 - ob0) * 4 * ldo;                                    \
 		}                                                                      \
 	}
 
@@ -314,6 +397,8 @@ struct fz_job {
 	const float *x;   /* [n, cin, h, w] */
 	float *y;         /* [n, ce, oh, ow] */
 	unsigned char *scratch;
+	/* bands claimed per walker pair (fz_range), a line each */
+	struct { _Alignas(64) _Atomic int64_t n; } claimed[(HAL_GEMM_SLOTS + 1) / 2];
 };
 
 /* Ring slot of E row r. */
@@ -369,10 +454,11 @@ FZ_STEM_COLS(stem_cols_generic, )
 FZ_STEM_COLS(stem_cols_avx2, __attribute__((target("avx2,fma"))))
 #endif
 
-/* Computes E rows [r0, r1) of image x into the ring (one FZ_EXPAND call
- * per run of slots that does not wrap; rows outside [0, h) zeroed). */
+/* Computes E rows [r0, r1) of channels [c0, c1) (c0 a multiple of 4) of
+ * image x into the ring (one FZ_EXPAND call per run of slots that does not
+ * wrap; rows outside [0, h) zeroed). */
 static void expand_rows(const struct fz *c, const float *x, float *ring, float *cols, int64_t base,
-			int64_t r0, int64_t r1)
+			int64_t c0, int64_t c1, int64_t r0, int64_t r1)
 {
 	const int64_t R = c->ring, w = c->w;
 	while (r0 < r1) {
@@ -381,58 +467,125 @@ static void expand_rows(const struct fz *c, const float *x, float *ring, float *
 		int64_t g0 = r0 < 0 ? 0 : r0, g1 = e > c->h ? c->h : e;
 		for (int64_t r = r0; r < e; r++)
 			if (r < 0 || r >= c->h)
-				for (int64_t ch = 0; ch < c->ce; ch++)
+				for (int64_t ch = c0; ch < c1; ch++)
 					memset(ring + ch * R * w + (sl + r - r0) * w, 0,
 					       (size_t)w * sizeof *ring);
+		float *e0 = ring + c0 * R * w + (sl + g0 - r0) * w;
 		if (g0 < g1 && c->stem) {
 			c->stem_cols(c, x, g0, g1, cols);
-			c->expand(c, cols, (g1 - g0) * w, ring + (sl + g0 - r0) * w, (g1 - g0) * w);
+			c->expand(c, cols, (g1 - g0) * w, e0, (g1 - g0) * w, c0 / 4, (c1 + 3) / 4);
 		} else if (g0 < g1) {
-			c->expand(c, x + g0 * w, c->h * w, ring + (sl + g0 - r0) * w, (g1 - g0) * w);
+			c->expand(c, x + g0 * w, c->h * w, e0, (g1 - g0) * w, c0 / 4, (c1 + 3) / 4);
 		}
 		r0 = e;
 	}
 }
 
-/* Output rows [a, b) of image x into y (all channels), with the ring at
- * mem. */
-static void fz_run(const struct fz *c, const float *x, float *y, unsigned char *mem, int64_t a,
-		   int64_t b)
+/* Output rows [o0, o1) of channels [c0, c1) of one image (X at x, Y at y) with
+ * the ring at mem, E row r at slot slot_of(r, base, R). The ring holds E
+ * rows [*have0, *have1) (none when equal): the rows of the band's window
+ * [o0*s-1, (o1-1)*s+1] it lacks are computed (one run: the window of the
+ * walker's previous band overlaps this one at one end), and the window is
+ * left as the rows held. */
+static void fz_band(const struct fz *c, const float *x, float *y, unsigned char *mem, int64_t base,
+		    int64_t c0, int64_t c1, int64_t *have0, int64_t *have1, int64_t o0, int64_t o1)
 {
-	const int64_t s = c->s, R = c->ring, B = c->band, w = c->w;
+	const int64_t s = c->s, R = c->ring, w = c->w;
 	float *ring = (float *)(void *)mem + FZ_FRONT;
 	float *cols = (float *)(void *)mem + c->ring_floats;  /* stem only */
 	int64_t roff[64];  /* (B-1)*s+3 <= 64: fz_make keeps B small */
-	if (a >= b)
-		return;
-	/* base: the first new row of the second band lands on slot 0, so
-	 * the bands' new rows (B*s, R a multiple of it) never wrap */
-	int64_t hi0 = ((a + B < b ? a + B : b) - 1) * s + 1;
-	int64_t base = hi0 + 1, done = a * s - 1;
-	for (int64_t o0 = a; o0 < b; o0 += B) {
-		int64_t o1 = o0 + B < b ? o0 + B : b;
-		int64_t lo = o0 * s - 1, hi = (o1 - 1) * s + 1;
-		expand_rows(c, x, ring, cols, base, done > lo ? done : lo, hi + 1);
-		done = hi + 1;
-		for (int64_t r = lo; r <= hi; r++)
-			roff[r - lo] = slot_of(r, base, R) * w;
-		for (int64_t ch = 0; ch < c->ce; ch++)
-			c->rows(c, ring + ch * R * w, roff, o1 - o0, c->wd + ch * 9,
-				c->bd ? c->bd[ch] : 0.0f, y + (ch * c->oh + o0) * c->ow);
+	int64_t lo = o0 * s - 1, hi = (o1 - 1) * s + 1, h0 = *have0, h1 = *have1;
+	if (h0 >= h1 || h1 <= lo || h0 > hi) {
+		expand_rows(c, x, ring, cols, base, c0, c1, lo, hi + 1);
+	} else {
+		if (lo < h0)
+			expand_rows(c, x, ring, cols, base, c0, c1, lo, h0);
+		if (h1 <= hi)
+			expand_rows(c, x, ring, cols, base, c0, c1, h1, hi + 1);
+	}
+	*have0 = lo;
+	*have1 = hi + 1;
+	for (int64_t r = lo; r <= hi; r++)
+		roff[r - lo] = slot_of(r, base, R) * w;
+	for (int64_t ch = c0; ch < c1; ch++)
+		c->rows(c, ring + ch * R * w, roff, o1 - o0, c->wd + ch * 9, c->bd ? c->bd[ch] : 0.0f,
+			y + (ch * c->oh + o0) * c->ow);
+}
+
+int64_t hal_conv_fused_down_bands = -1;
+int hal_conv_fused_group = 0;
+
+/* Worker chunks [k0, k1) when the step splits channels (c->group > 0):
+ * each chunk is a walker claiming items, one group of c->group expanded
+ * channels of one image, through one counter, and computing every output
+ * row of its group, top down in bands, with the ring it owns. Expanded
+ * channels are independent (E channel e reads all of X and We's row e;
+ * the depthwise reads only E channel e), so nothing is computed twice: no
+ * halo rows as between row bands, and the bands keep the one-thread
+ * height (14x14 planes: one band of 14 rows, not bands of 3 and a halo of
+ * 2). The price is reading X once per item, which fz_make allows only
+ * where X stays in L2. */
+static void fz_groups(struct fz_job *j, int64_t k0, int64_t k1)
+{
+	const struct fz *c = j->c;
+	const int64_t B = c->band, G = c->group, ng = (c->ce + G - 1) / G;
+	for (int64_t k = k0; k < k1; k++) {
+		unsigned char *mem = j->scratch + (size_t)k * c->slot_bytes;
+		for (;;) {
+			int64_t g = atomic_fetch_add_explicit(&j->claimed[0].n, 1, memory_order_relaxed);
+			if (g >= ng * c->n)
+				break;
+			int64_t im = g / ng, c0 = g % ng * G, c1 = c0 + G < c->ce ? c0 + G : c->ce;
+			int64_t have0 = 0, have1 = 0;
+			for (int64_t o0 = 0; o0 < c->oh; o0 += B)
+				fz_band(c, j->x + im * c->cin * c->xh * c->xw,
+					j->y + im * c->ce * c->oh * c->ow, mem, 2 - c->s, c0, c1, &have0,
+					&have1, o0, o0 + B < c->oh ? o0 + B : c->oh);
+		}
 	}
 }
 
-/* Worker slots [s0, s1): slot k takes output rows [k*oh/slots,
- * (k+1)*oh/slots) of every image. */
-static void fz_range(void *arg, int64_t s0, int64_t s1)
+/* Worker chunks [k0, k1): a chunk is one walker over the bands (c->band
+ * output rows each, on a grid from row 0 of every image) of its pair's
+ * segment of the batch's nb*n bands: chunk 2p walks pair p's segment
+ * down from its first band, chunk 2p+1 up from its last, each claiming a
+ * band through the pair's counter (one relaxed fetch_add: the total
+ * claimed never passes the segment's length, so the two walkers' bands
+ * never overlap; whichever is faster takes more, and they meet wherever
+ * their speeds put them). A walker's bands are consecutive, so its ring
+ * keeps the rows its next band shares with the last one: only the two
+ * bands that meet compute the shared rows twice. The ring's base puts each
+ * full band's new rows at a slot multiple of B*s (R is one), so they never
+ * wrap: down, band b's new rows start at b*B*s + 2 - s; up, at b*B*s - 1. */
+static void fz_range(void *arg, int64_t k0, int64_t k1)
 {
-	const struct fz_job *j = arg;
+	struct fz_job *j = arg;
 	const struct fz *c = j->c;
-	for (int64_t k = s0; k < s1; k++) {
-		int64_t a = k * c->oh / c->slots, b = (k + 1) * c->oh / c->slots;
-		for (int64_t n = 0; n < c->n; n++)
-			fz_run(c, j->x + n * c->cin * c->xh * c->xw, j->y + n * c->ce * c->oh * c->ow,
-			       j->scratch + (size_t)k * c->slot_bytes, a, b);
+	const int64_t B = c->band, nb = (c->oh + B - 1) / B, nall = nb * c->n;
+	const int pairs = (c->slots + 1) / 2;
+	if (c->group) {
+		fz_groups(j, k0, k1);
+		return;
+	}
+	for (int64_t k = k0; k < k1; k++) {
+		int p = (int)(k / 2), up = (int)(k % 2);
+		int64_t g0 = nall * p / pairs, len = nall * (p + 1) / pairs - g0;
+		int64_t base = up ? -1 : 2 - c->s, img = -1, have0 = 0, have1 = 0;
+		unsigned char *mem = j->scratch + (size_t)k * c->slot_bytes;
+		for (int64_t mine = 0;; mine++) {
+			if (!up && 2 * p + 1 < c->slots && hal_conv_fused_down_bands >= 0 &&
+			    mine >= hal_conv_fused_down_bands)
+				break;
+			if (atomic_fetch_add_explicit(&j->claimed[p].n, 1, memory_order_relaxed) >= len)
+				break;
+			int64_t g = up ? g0 + len - 1 - mine : g0 + mine, im = g / nb, o0 = g % nb * B;
+			if (im != img) {  /* a new image: nothing of its E in the ring */
+				img = im;
+				have0 = have1 = 0;
+			}
+			fz_band(c, j->x + im * c->cin * c->xh * c->xw, j->y + im * c->ce * c->oh * c->ow,
+				mem, base, 0, c->ce, &have0, &have1, o0, o0 + B < c->oh ? o0 + B : c->oh);
+		}
 	}
 }
 
@@ -443,6 +596,8 @@ static int fz_exec(hal_step *s)
 			    .scratch = s->scratch };
 	if (c->n == 0 || c->oh == 0)
 		return 0;
+	for (int p = 0; p < (c->slots + 1) / 2; p++)
+		atomic_init(&j.claimed[p].n, 0);
 	hal_parallel_for(s, c->slots, 1, fz_range, &j);
 	return 0;
 }
@@ -508,16 +663,39 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 	c->oh = d->y->dims[2];
 	c->ow = d->y->dims[3];
 	c->nblk = (c->ow + 7) / 8;
-	/* B rows per band: about FZ_COLS new E pixels per band, the window
-	 * (B-1)*s+3 rows at most 64 (fz_run's offsets) */
+	c->slots = threads < 1 ? 1 : threads > HAL_GEMM_SLOTS ? HAL_GEMM_SLOTS : threads;
+	if (c->slots > c->oh * c->n)
+		c->slots = (int)(c->oh * c->n);
+	/* channels instead of rows on several threads: where X stays in L2
+	 * (each claim reads all of it), not for a stem (each claim would
+	 * gather its taps again), and with enough channels for about 4 claims
+	 * a walker. MobileNetV2 on 2 threads, the pair alone (interleaved,
+	 * p10): 56x56 (X 301 KiB) 0.32 -> 0.29 ms, 14x14 0.22 -> 0.13 ms;
+	 * 112x112 (800 KiB) 0.48 -> 0.59 ms and the stem 0.29 -> 0.67 ms, so
+	 * those split rows */
+	int64_t G = hal_conv_fused_group;
+	if (G == 0 && !c->stem && c->ce >= 8 * c->slots &&
+	    (size_t)(c->cin * c->xh * c->xw) * sizeof(float) <= FZ_SPLIT_X_BYTES)
+		G = (c->ce + 4 * c->slots - 1) / (4 * c->slots);
+	c->group = c->slots > 1 && G > 0 ? (G + 3) / 4 * 4 : 0;
+	/* B rows per band: about FZ_COLS new E pixels per band and at least 2
+	 * rows, so the depthwise's two-row passes apply (MobileNetV2's
+	 * 112x112 stride-2 pair had bands of 1 row: 0.88 -> 0.85 ms alone,
+	 * p10 of 10 interleaved rounds); walkers splitting rows take at least
+	 * 3 bands each of an image, so they can balance (28x28 planes: bands
+	 * of 5 rows, not 8); the window (B-1)*s+3 rows at most 64 (fz_band's
+	 * offsets) */
 	int64_t B = (FZ_COLS + c->s * c->w - 1) / (c->s * c->w);
+	if (B < 2)
+		B = 2;
+	if (c->slots > 1 && !c->group && B > (c->oh + 3 * c->slots - 1) / (3 * c->slots))
+		B = (c->oh + 3 * c->slots - 1) / (3 * c->slots);
+	if (hal_conv_fused_band_rows > 0)
+		B = hal_conv_fused_band_rows;
 	B = B < 1 ? 1 : B > 16 ? 16 : B;
 	int64_t win = (B - 1) * c->s + 3, step = B * c->s;
 	c->band = B;
 	c->ring = (win + step - 1) / step * step;
-	c->slots = threads < 1 ? 1 : threads > HAL_GEMM_SLOTS ? HAL_GEMM_SLOTS : threads;
-	if (c->slots > c->oh)
-		c->slots = (int)c->oh;
 	c->ring_floats = ((size_t)(c->ce * c->ring * c->w) + FZ_FRONT + FZ_BACK + 15) & ~(size_t)15;
 	c->cols_floats = c->stem ? (size_t)(c->ek * c->ring * c->w) : 0;
 	c->slot_bytes = ((c->ring_floats + c->cols_floats) * sizeof(float) + 63) & ~(size_t)63;

@@ -44,6 +44,19 @@ typedef struct hal_conv_fused_desc {
  * small shapes. */
 extern size_t hal_conv_fused_min_bytes;
 
+/* Test hooks, read at plan time / run time: output rows per band (0: the
+ * step's own choice, else 1 to 16), and the most bands the downward
+ * walker of a pair claims when the step has two or more walkers (< 0: no
+ * limit; the upward walker then takes the rest, so a test puts the
+ * meeting point where it wants). */
+extern int hal_conv_fused_band_rows;
+extern int64_t hal_conv_fused_down_bands;
+/* Test hook, read at plan time: on two or more threads, how the walkers
+ * split the work: 0 the step's choice (channels where X is small, else
+ * rows), < 0 always rows, > 0 channels, this many (rounded up to a
+ * multiple of 4) per claim. */
+extern int hal_conv_fused_group;
+
 /* Whether the fused step computes this pair: the geometry above (output
  * widths of at least 8) and an expanded tensor of hal_conv_fused_min_bytes
  * or more. Plan time only. */
@@ -51,8 +64,9 @@ int hal_conv_fused_fits(const hal_conv_fused_desc *d);
 
 /* Fills *s (zeroed by the caller, s->plan, s->node and s->opset set) as
  * the fused step: op, inputs, output, params (the expand's weights packed
- * for hal_gemm), scratch. threads: the plan's thread count (one ring per
- * thread). Returns 0 or AIDOS_E_NOMEM. Plan time only. */
+ * for hal_gemm), scratch. threads: the plan's thread count (one walker and
+ * ring per thread; the walkers claim bands of output rows from both ends
+ * of the plane, see hal/ops/conv_fused.c). Returns 0 or AIDOS_E_NOMEM. Plan time only. */
 int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads);
 
 #endif
