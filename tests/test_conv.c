@@ -211,7 +211,9 @@ static void conv_pw_small_planes(void **state)
 }
 
 /* Short reductions through the direct kernel (K <= 64: stems; 1x1 with
- * K <= 32 over many pixels), and ones just past them through the GEMM. */
+ * K <= 32 over many pixels: chunks of 240 pixels in bands of 480, the
+ * next chunk's X and Y lines prefetched, none past a band's end), and
+ * ones just past them through the GEMM. */
 static void conv_direct_small_k(void **state)
 {
 	(void)state;
@@ -225,6 +227,8 @@ static void conv_direct_small_k(void **state)
 		{ "K 64",            1, 4, 10, 99, 9, 1, 4, 4, 2, 2, { 1, 1, 2, 2 }, 1 },
 		{ "1x1 K 16",        2, 16, 91, 93, 30, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "1x1 K 32",        1, 32, 90, 97, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
+		/* MobileNetV2's 32->16 at 112x112, odd: 15 channels, 10961 pixels */
+		{ "1x1 K 32 m 15",   1, 32, 113, 97, 15, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "1x1 K 3 grouped", 1, 6, 96, 91, 10, 2, 1, 1, 1, 1, { 0 }, 0 },
 		{ "1x1 K 16 few px", 1, 16, 23, 27, 30, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "1x1 K 33 gemm",   1, 33, 12, 10, 7, 1, 1, 1, 1, 1, { 0 }, 1 },
