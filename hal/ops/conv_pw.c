@@ -54,6 +54,11 @@
 /* larger planes, or more pixels than output channels (X larger than W):
  * threads split pixels, not channels */
 #define PW_SPLIT_PIXELS 256
+/* Over PW_SPLIT_PIXELS pixels, X's rows (K of them, P floats apart: 96-192
+ * streams at 28x28 and 56x56, X from L3) are more streams than the
+ * hardware prefetcher follows: each tile prefetches the X block of the
+ * tile this many ahead (4 ahead: 1.02-1.07x; 1 ahead: as 2) */
+#define PW_PF_TILES 2
 
 
 /* What a tile does besides its products. */
@@ -278,7 +283,12 @@ struct pw_job {
  * weights stream from L2, one contiguous run per K block: panel-major W,
  * a 4.6 KiB run per panel and block, took 1.04-1.09x the time at 14x14
  * 384 and 576 deep; panel-outer order measured the same at 14x14, 3-10%
- * slower at 28x28 and 56x56 in the network). */
+ * slower at 28x28 and 56x56 in the network). Over PW_SPLIT_PIXELS, X's
+ * prefetch (PW_PF_TILES): MobileNetV2's 56x56 projections (96 and 144 ->
+ * 24) 0.88-0.98x the time on 1 thread, 0.79-0.86x on 2; its 28x28 ones
+ * 0.95-1.02x on 1, 0.91-0.95x on 2; at 14x14 (X in L2) it measured
+ * 1.00-1.04x, so smaller planes do without (A/B in one process,
+ * alternating runs); Y's lines prefetched for writing: 0.96-1.05x. */
 static void pw_block(const struct pw_job *j, int64_t p0, int64_t p1, int64_t q0, int64_t q1)
 {
 	const struct pw *c = j->c;
@@ -290,7 +300,14 @@ static void pw_block(const struct pw_job *j, int64_t p0, int64_t p1, int64_t q0,
 			int cols = (int)(P - q < PW_NR ? P - q : PW_NR);
 			const float *x = cols == PW_NR ? j->x + k0 * P + q : j->xt + k0 * PW_NR;
 			int64_t ldx = cols == PW_NR ? P : PW_NR;
+			/* planes over PW_SPLIT_PIXELS: tile q + PW_PF_TILES's X
+			 * block (kc lines) towards L2, a slice per panel */
+			const float *xn = P > PW_SPLIT_PIXELS && q + (PW_PF_TILES + 1) * PW_NR <= P
+						  ? j->x + k0 * P + q + PW_PF_TILES * PW_NR : NULL;
+			int64_t l = xn ? 0 : kc, step = (kc + p1 - p0 - 1) / (p1 - p0);
 			for (int64_t p = p0; p < p1; p++) {
+				for (int64_t e = l + step; l < kc && l < e; l++)
+					__builtin_prefetch(xn + l * P, 0, 2);
 				int mr = p < c->n6 ? PW_MR : 4;
 				int64_t o0 = p < c->n6 ? p * PW_MR : c->n6 * PW_MR + (p - c->n6) * 4;
 				int64_t r = c->cout - o0;
