@@ -173,7 +173,8 @@ static void conv_1x1_few_pixels(void **state)
  * over 16..4096 pixels read in place (16-pixel tiles with a zero-padded
  * copy of the last P % 16 columns, 6- and 4-channel panels for every
  * cout % 6, K cut into blocks of at most 256: 2 and 3 blocks; over 256
- * pixels X prefetched some tiles ahead, none past the last whole tile; on 2
+ * pixels with X of 1 MiB or more, X prefetched some tiles ahead, none
+ * past the last whole tile; on 2
  * threads split by pixel tiles, or by channels where cout >= P <= 256),
  * batch 2; and the sizes just outside it. */
 static void conv_pw_small_planes(void **state)
@@ -204,8 +205,10 @@ static void conv_pw_small_planes(void **state)
 		{ "6+4 rows",        1, 30, 11, 5, 9, 1, 1, 1, 1, 1, { 0 }, 0 },
 		{ "28x28 K 2 blocks", 1, 300, 28, 28, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "56x56",           1, 24, 56, 56, 8, 1, 1, 1, 1, 1, { 0 }, 1 },
-		/* over 256 pixels (X prefetched 2 tiles ahead), tail 3, 2 K blocks */
+		/* over 256 pixels, tail 3, 2 K blocks, X under 1 MiB: no prefetch */
 		{ "17x19 K 270 b2",  2, 270, 17, 19, 25, 1, 1, 1, 1, 1, { 0 }, 1 },
+		/* X of 1.06 MiB: prefetched 2 tiles ahead; tail 1, 2 K blocks */
+		{ "37x29 K 260",     1, 260, 37, 29, 25, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "64x64 largest",   1, 5, 64, 64, 13, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "65x64 above",     1, 5, 65, 64, 13, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "3x5 below",       1, 20, 3, 5, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
