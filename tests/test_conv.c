@@ -172,7 +172,9 @@ static void conv_1x1_few_pixels(void **state)
  * at most 256: 960 in 4, 513 in 3, 257 in 2);
  * over 16..4096 pixels read in place (16-pixel tiles with a zero-padded
  * copy of the last P % 16 columns, 6- and 4-channel panels for every
- * cout % 6, K cut into blocks of at most 256: 2 and 3 blocks; on 2
+ * cout % 6, K cut into blocks of at most 256: 2 and 3 blocks; over 256
+ * pixels with X of 1 MiB or more, X prefetched some tiles ahead, none
+ * past the last whole tile; on 2
  * threads split by pixel tiles, or by channels where cout >= P <= 256),
  * batch 2; and the sizes just outside it. */
 static void conv_pw_small_planes(void **state)
@@ -203,6 +205,10 @@ static void conv_pw_small_planes(void **state)
 		{ "6+4 rows",        1, 30, 11, 5, 9, 1, 1, 1, 1, 1, { 0 }, 0 },
 		{ "28x28 K 2 blocks", 1, 300, 28, 28, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "56x56",           1, 24, 56, 56, 8, 1, 1, 1, 1, 1, { 0 }, 1 },
+		/* over 256 pixels, tail 3, 2 K blocks, X under 1 MiB: no prefetch */
+		{ "17x19 K 270 b2",  2, 270, 17, 19, 25, 1, 1, 1, 1, 1, { 0 }, 1 },
+		/* X of 1.06 MiB: prefetched 2 tiles ahead; tail 1, 2 K blocks */
+		{ "37x29 K 260",     1, 260, 37, 29, 25, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "64x64 largest",   1, 5, 64, 64, 13, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "65x64 above",     1, 5, 65, 64, 13, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "3x5 below",       1, 20, 3, 5, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
@@ -211,7 +217,9 @@ static void conv_pw_small_planes(void **state)
 }
 
 /* Short reductions through the direct kernel (K <= 64: stems; 1x1 with
- * K <= 32 over many pixels), and ones just past them through the GEMM. */
+ * K <= 32 over many pixels: chunks of 240 pixels in bands of 480, the
+ * next chunk's X and Y lines prefetched, none past a band's end), and
+ * ones just past them through the GEMM. */
 static void conv_direct_small_k(void **state)
 {
 	(void)state;
@@ -225,6 +233,8 @@ static void conv_direct_small_k(void **state)
 		{ "K 64",            1, 4, 10, 99, 9, 1, 4, 4, 2, 2, { 1, 1, 2, 2 }, 1 },
 		{ "1x1 K 16",        2, 16, 91, 93, 30, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "1x1 K 32",        1, 32, 90, 97, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
+		/* MobileNetV2's 32->16 at 112x112, odd: 15 channels, 10961 pixels */
+		{ "1x1 K 32 m 15",   1, 32, 113, 97, 15, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "1x1 K 3 grouped", 1, 6, 96, 91, 10, 2, 1, 1, 1, 1, { 0 }, 0 },
 		{ "1x1 K 16 few px", 1, 16, 23, 27, 30, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "1x1 K 33 gemm",   1, 33, 12, 10, 7, 1, 1, 1, 1, 1, { 0 }, 1 },

@@ -130,21 +130,45 @@ void hal_conv_direct_rows(const hal_conv_direct *d, int64_t oy0, int64_t oy1)
 /* Pixels of the 1x1 path's chunk: the taps of a chunk (K x 240 floats)
  * stay in L1 across all output-channel blocks. */
 #define CHUNK (10 * PX)
+#define CHUNK_LINES (CHUNK * (int64_t)sizeof(float) / 64)  /* 15 per row */
 
+/* The 1x1 path over pixels [p0, p1): chunk by chunk, every output-channel
+ * block. Its planes are large (112x112: X 1.6 MiB, Y 0.8 MiB), so X
+ * arrives from L3 and Y's lines are not in cache; the K + cout rows of a
+ * chunk are as many separate streams (rows 49 KiB apart), more than the
+ * hardware prefetcher follows. So while a chunk computes, the next one's
+ * lines (X's K rows to read, Y's cout rows to write) are prefetched into
+ * L2, a slice before each register block: MobileNetV2's 32->16 at
+ * 112x112 took 0.64-0.74x the time on 1 thread, 0.82-0.94x on 2 (A/B in
+ * one process, alternating runs; X's lines alone 0.76-0.95x; into L1
+ * instead of L2, 1.02-1.04x). The last chunk of a range prefetches
+ * nothing. */
 void hal_conv_direct_1x1(const hal_conv_direct *d, int64_t p0, int64_t p1)
 {
 	int64_t nb = (d->cout + OCB - 1) / OCB, HW = d->OW;
 	float out[OCB][PX] __attribute__((aligned(32)));
 	float tail[HAL_CONV_DIRECT_MAX_K * PX];  /* a last partial block's taps */
 	int64_t tkoff[HAL_CONV_DIRECT_MAX_K];
+	/* lines to prefetch per chunk: X's, then Y's; per register block */
+	const int64_t nx = d->K * CHUNK_LINES, nl = nx + d->cout * CHUNK_LINES;
+	const int64_t step = (nl + nb * (CHUNK / PX) - 1) / (nb * (CHUNK / PX));
 	for (int64_t c0 = p0; c0 < p1; c0 += CHUNK) {
 		int64_t c1 = MIN(c0 + CHUNK, p1);
+		/* prefetch only a next chunk that is whole: its lines lie in X and Y */
+		int64_t l = c1 + CHUNK <= p1 ? 0 : nl;
 		for (int64_t b = 0; b < nb; b++) {
 			const float *w = d->wp + b * d->K * OCB;
 			float b4[OCB];
 			int64_t no = block_bias(d, b, b4);
 			float *y = d->y + b * OCB * HW;  /* channel b*4 */
 			for (int64_t p = c0; p < c1; p += PX) {
+				for (int64_t e = l + step; l < nl && l < e; l++)
+					if (l < nx)
+						__builtin_prefetch(d->xph + d->koff[l / CHUNK_LINES] + c1 +
+								   l % CHUNK_LINES * 16, 0, 2);
+					else
+						__builtin_prefetch(d->y + (l - nx) / CHUNK_LINES * HW + c1 +
+								   (l - nx) % CHUNK_LINES * 16, 1, 2);
 				int64_t n = MIN(PX, c1 - p);
 				if (p + PX <= HW) {
 					block(out, d->xph + p, d->koff, w, d->K, b4);

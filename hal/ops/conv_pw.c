@@ -54,6 +54,16 @@
 /* larger planes, or more pixels than output channels (X larger than W):
  * threads split pixels, not channels */
 #define PW_SPLIT_PIXELS 256
+/* Over PW_SPLIT_PIXELS pixels with X larger than L2 (PW_PF_MIN_BYTES),
+ * X's rows (K of them, P floats apart: 96 and 144 streams at 56x56, X
+ * from L3) are more streams than the hardware prefetcher follows: each
+ * tile prefetches the X block of the tile this many ahead (4 ahead:
+ * 1.02-1.07x; 1 ahead: as 2). X that fits L2 comes from there: PaddleOCR
+ * cls (8-104 x 192-2304, 73-100 KiB) took 1.02-1.10x the time with it,
+ * MobileNetV2's 28x28 projections (451-602 KiB) 0.96-1.05x on 1 thread,
+ * 0.89-1.04x on 2. */
+#define PW_PF_TILES 2
+#define PW_PF_MIN_BYTES (1 << 20)
 
 
 /* What a tile does besides its products. */
@@ -256,6 +266,7 @@ struct pw {
 	const ir_epilogue *epi; /* or NULL */
 	int epi_reg;            /* epi is NONE/RELU/CLIP: applied in the tile */
 	int split_px;           /* threads split pixel tiles, not panels */
+	int pf;                 /* prefetch X PW_PF_TILES tiles ahead */
 	pw_tile_fn tile[2][2];  /* [4-row panel][at most 8 columns] */
 	size_t xt_floats;       /* tail copy [K][PW_NR] at the start of scratch */
 	/* transposed: panels of PT_NR channels, n5 tiles of 5 pixels then n4
@@ -278,7 +289,12 @@ struct pw_job {
  * weights stream from L2, one contiguous run per K block: panel-major W,
  * a 4.6 KiB run per panel and block, took 1.04-1.09x the time at 14x14
  * 384 and 576 deep; panel-outer order measured the same at 14x14, 3-10%
- * slower at 28x28 and 56x56 in the network). */
+ * slower at 28x28 and 56x56 in the network). Over PW_SPLIT_PIXELS with X
+ * of PW_PF_MIN_BYTES or more, X's prefetch (PW_PF_TILES): MobileNetV2's
+ * 56x56 projections (96 and 144 -> 24) 0.70-1.04x the time on 1 thread
+ * (most runs 0.85-0.98x), 0.79-1.04x on 2 (A/B in one process,
+ * alternating runs; the gain varies with the host's load); at 14x14 it
+ * measured 1.00-1.04x; Y's lines prefetched for writing: 0.96-1.05x. */
 static void pw_block(const struct pw_job *j, int64_t p0, int64_t p1, int64_t q0, int64_t q1)
 {
 	const struct pw *c = j->c;
@@ -290,7 +306,14 @@ static void pw_block(const struct pw_job *j, int64_t p0, int64_t p1, int64_t q0,
 			int cols = (int)(P - q < PW_NR ? P - q : PW_NR);
 			const float *x = cols == PW_NR ? j->x + k0 * P + q : j->xt + k0 * PW_NR;
 			int64_t ldx = cols == PW_NR ? P : PW_NR;
+			/* tile q + PW_PF_TILES's X block (kc lines) towards L2,
+			 * a slice per panel */
+			const float *xn = c->pf && q + (PW_PF_TILES + 1) * PW_NR <= P
+						  ? j->x + k0 * P + q + PW_PF_TILES * PW_NR : NULL;
+			int64_t l = xn ? 0 : kc, step = (kc + p1 - p0 - 1) / (p1 - p0);
 			for (int64_t p = p0; p < p1; p++) {
+				for (int64_t e = l + step; l < kc && l < e; l++)
+					__builtin_prefetch(xn + l * P, 0, 2);
 				int mr = p < c->n6 ? PW_MR : 4;
 				int64_t o0 = p < c->n6 ? p * PW_MR : c->n6 * PW_MR + (p - c->n6) * 4;
 				int64_t r = c->cout - o0;
@@ -542,6 +565,7 @@ int hal_conv_pw_plan(hal_step *s, int64_t n, int64_t cin, int64_t cout, int64_t 
 	c->ttile4 = HAL_GEMM_PICK(pt_tile4_generic, pt_tile4_avx2);
 	c->trans = trans;
 	c->split_px = hw > PW_SPLIT_PIXELS || hw > cout;
+	c->pf = hw > PW_SPLIT_PIXELS && (uint64_t)(cin * hw) * sizeof(float) >= PW_PF_MIN_BYTES;
 	c->tnkb = (K + PT_KC - 1) / PT_KC;
 	c->xt_floats = hw % PW_NR ? (size_t)(K * PW_NR) : 0;
 	if (trans) {
