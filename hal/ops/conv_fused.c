@@ -106,36 +106,40 @@ struct fz {
 		     const float *wk, float bias, float *y);
 };
 
+/* t[0..2] = the three horizontal taps of 8 output pixels at stride S, from
+ * the input row p (p: the pixel left of the first one's centre): three
+ * loads at stride 1; at stride 2 four loads and the even/odd split. */
+#define FZ_LOAD3(S, p, t)                                                              \
+	do {                                                                           \
+		if ((S) == 1) {                                                        \
+			memcpy(&(t)[0], (p), sizeof(t)[0]);                            \
+			memcpy(&(t)[1], (p) + 1, sizeof(t)[1]);                        \
+			memcpy(&(t)[2], (p) + 2, sizeof(t)[2]);                        \
+		} else {                                                               \
+			v8f l0, h0, l2, h2;                                            \
+			memcpy(&l0, (p), sizeof l0);                                   \
+			memcpy(&h0, (p) + 8, sizeof h0);                               \
+			memcpy(&l2, (p) + 2, sizeof l2);                               \
+			memcpy(&h2, (p) + 10, sizeof h2);                              \
+			(t)[0] = __builtin_shuffle(l0, h0, EV);                        \
+			(t)[1] = __builtin_shuffle(l0, h0, EV + 1);                    \
+			(t)[2] = __builtin_shuffle(l2, h2, EV);                        \
+		}                                                                      \
+	} while (0)
+
 /* Accumulates the 9 taps of the 8 output pixels from ox0 of the row whose
  * input rows are r[0..2] into a (lane order of the stride's loads), masked
  * with m[kx] where M is 1. */
 #define FZ_TAPS(S, M, ox0, a, m)                                                       \
 	do {                                                                           \
 		for (int ky = 0; ky < 3; ky++) {                                       \
-			const float *p_ = r[ky] + (ox0) * (S) - 1;                     \
-			v8f t0, t1, t2;                                                \
-			if ((S) == 1) {                                                \
-				memcpy(&t0, p_, sizeof t0);                            \
-				memcpy(&t1, p_ + 1, sizeof t1);                        \
-				memcpy(&t2, p_ + 2, sizeof t2);                        \
-			} else {                                                       \
-				v8f l0, h0, l2, h2;                                    \
-				memcpy(&l0, p_, sizeof l0);                            \
-				memcpy(&h0, p_ + 8, sizeof h0);                        \
-				memcpy(&l2, p_ + 2, sizeof l2);                        \
-				memcpy(&h2, p_ + 10, sizeof h2);                       \
-				t0 = __builtin_shuffle(l0, h0, EV);                    \
-				t1 = __builtin_shuffle(l0, h0, EV + 1);                \
-				t2 = __builtin_shuffle(l2, h2, EV);                    \
+			v8f t_[3];                                                     \
+			FZ_LOAD3(S, r[ky] + (ox0) * (S) - 1, t_);                      \
+			for (int kx = 0; kx < 3; kx++) {                               \
+				if (M)                                                 \
+					t_[kx] = (v8f)((v8i)t_[kx] & (m)[kx]);         \
+				a += W[ky * 3 + kx] * t_[kx];                          \
 			}                                                              \
-			if (M) {                                                       \
-				t0 = (v8f)((v8i)t0 & (m)[0]);                          \
-				t1 = (v8f)((v8i)t1 & (m)[1]);                          \
-				t2 = (v8f)((v8i)t2 & (m)[2]);                          \
-			}                                                              \
-			a += W[ky * 3] * t0;                                           \
-			a += W[ky * 3 + 1] * t1;                                       \
-			a += W[ky * 3 + 2] * t2;                                       \
 		}                                                                      \
 	} while (0)
 
@@ -147,22 +151,8 @@ struct fz {
 #define FZ_TAPS2(S, M, ox0, a, a2, m)                                                  \
 	do {                                                                           \
 		for (int ky = 0; ky < (S) + 3; ky++) {                                 \
-			const float *p_ = r[ky] + (ox0) * (S) - 1;                     \
 			v8f t_[3];                                                     \
-			if ((S) == 1) {                                                \
-				memcpy(&t_[0], p_, sizeof t_[0]);                      \
-				memcpy(&t_[1], p_ + 1, sizeof t_[1]);                  \
-				memcpy(&t_[2], p_ + 2, sizeof t_[2]);                  \
-			} else {                                                       \
-				v8f l0, h0, l2, h2;                                    \
-				memcpy(&l0, p_, sizeof l0);                            \
-				memcpy(&h0, p_ + 8, sizeof h0);                        \
-				memcpy(&l2, p_ + 2, sizeof l2);                        \
-				memcpy(&h2, p_ + 10, sizeof h2);                       \
-				t_[0] = __builtin_shuffle(l0, h0, EV);                 \
-				t_[1] = __builtin_shuffle(l0, h0, EV + 1);             \
-				t_[2] = __builtin_shuffle(l2, h2, EV);                 \
-			}                                                              \
+			FZ_LOAD3(S, r[ky] + (ox0) * (S) - 1, t_);                      \
 			for (int kx = 0; kx < 3; kx++) {                               \
 				if (M)                                                 \
 					t_[kx] = (v8f)((v8i)t_[kx] & (m)[kx]);         \
