@@ -2171,6 +2171,19 @@ static void maxpool2d_f32(void *arg, int64_t t0, int64_t t1)
  * is skipped, one in the first tap kept). */
 #define GT_SEL(m, v) ((m) = (v8f)(((v8i)(m) & ~((v) > (m))) | ((v8i)(v) & ((v) > (m)))))
 
+/* m = the max of each pair of p[0..16) (even tap first, odd second:
+ * GT_SEL's order), eight results; ev and od are the even and odd lane
+ * selectors in scope. A macro, as the kernels are target clones. */
+#define PAIR_MAX8(p, m)                                                       \
+	do {                                                                  \
+		v8f a_, b_, v_;                                               \
+		memcpy(&a_, (p), sizeof a_);                                  \
+		memcpy(&b_, (p) + 8, sizeof b_);                              \
+		(m) = __builtin_shuffle(a_, b_, ev);                          \
+		v_ = __builtin_shuffle(a_, b_, od);                           \
+		GT_SEL(m, v_);                                                \
+	} while (0)
+
 /* 2-D float MaxPool whose windows tile the input: kernel = stride, both 1
  * or 2 per axis, no padding, no dilation (openWakeWord's 2x2 and 1x2
  * pools). Eight outputs per step: the row pairs' even and odd columns are
@@ -2198,12 +2211,8 @@ static void maxpool_tile_f32(void *arg, int64_t t0, int64_t t1)
 		float *y = (float *)j->y + t0 * OH * OW;
 		int64_t n = (t1 - t0) * OH * OW, i = 0;
 		for (; i + 8 <= n; i += 8) {
-			v8f a, b, m, v;
-			memcpy(&a, x + 2 * i, sizeof a);
-			memcpy(&b, x + 2 * i + 8, sizeof b);
-			m = __builtin_shuffle(a, b, ev);
-			v = __builtin_shuffle(a, b, od);
-			GT_SEL(m, v);
+			v8f m;
+			PAIR_MAX8(x + 2 * i, m);
 			memcpy(y + i, &m, sizeof m);
 		}
 		for (; i < n; i++)
@@ -2262,11 +2271,7 @@ static void maxpool_tile_f32(void *arg, int64_t t0, int64_t t1)
 			if (kw == 2) {
 				for (; ox + 8 <= OW; ox += 8) {
 					v8f a, b, m, v;
-					memcpy(&a, r0 + 2 * ox, sizeof a);
-					memcpy(&b, r0 + 2 * ox + 8, sizeof b);
-					m = __builtin_shuffle(a, b, ev);
-					v = __builtin_shuffle(a, b, od);
-					GT_SEL(m, v);
+					PAIR_MAX8(r0 + 2 * ox, m);
 					if (kh == 2) {
 						memcpy(&a, r1 + 2 * ox, sizeof a);
 						memcpy(&b, r1 + 2 * ox + 8, sizeof b);
