@@ -184,18 +184,35 @@ static void build(const struct fcase *t, pbw *out, int *steps)
 	ot_model(out, &g, 14, "y");
 }
 
-static void run_case(const struct fcase *t)
-{
+/* A case built and its input drawn (in this order, so the draws stay the
+ * same): the model's bytes and step count, x and the input tensor. */
+struct fsetup {
 	pbw bytes;
 	int steps;
-	build(t, &bytes, &steps);
-	size_t nx = (size_t)(t->n * t->cin * t->h * t->w);
-	float *x = ot_rand_new(nx, -2, 2);
-	aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
-			    .dims = { t->n, t->cin, t->h, t->w }, .data = x };
-	ot_check_vs_ref(&bytes, 1, &in, 1, 1e-4, steps, t->name);
-	free(x);
-	free(bytes.b);
+	float *x;
+	aidos_tensor in;
+};
+
+static void fsetup_init(const struct fcase *t, struct fsetup *f)
+{
+	build(t, &f->bytes, &f->steps);
+	f->x = ot_rand_new((size_t)(t->n * t->cin * t->h * t->w), -2, 2);
+	f->in = (aidos_tensor){ .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
+				.dims = { t->n, t->cin, t->h, t->w }, .data = f->x };
+}
+
+static void fsetup_free(struct fsetup *f)
+{
+	free(f->x);
+	free(f->bytes.b);
+}
+
+static void run_case(const struct fcase *t)
+{
+	struct fsetup f;
+	fsetup_init(t, &f);
+	ot_check_vs_ref(&f.bytes, 1, &f.in, 1, 1e-4, f.steps, t->name);
+	fsetup_free(&f);
 }
 
 static void fused_vs_reference(void **state)
@@ -227,19 +244,13 @@ static void width_sweep(void **state)
 			struct fcase t = { "width sweep", 1, 3, 5, 5, w, s, ACT_CLIP, ACT_RELU,
 					   1, 0, 0, MISS_NONE, 0 };
 			char what[64];
-			pbw bytes;
-			int steps;
+			struct fsetup f;
 			snprintf(what, sizeof what, "width sweep s%lld w %lld", (long long)s,
 				 (long long)w);
-			build(&t, &bytes, &steps);
-			size_t nx = (size_t)(t.n * t.cin * t.h * t.w);
-			float *x = ot_rand_new(nx, -2, 2);
-			aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
-					    .dims = { t.n, t.cin, t.h, t.w }, .data = x };
+			fsetup_init(&t, &f);
 			int64_t ow = (w - 1) / s + 1;
-			ot_check_vs_ref(&bytes, 1, &in, 1, 1e-4, ow >= 8 ? steps : steps + 1, what);
-			free(x);
-			free(bytes.b);
+			ot_check_vs_ref(&f.bytes, 1, &f.in, 1, 1e-4, ow >= 8 ? f.steps : f.steps + 1, what);
+			fsetup_free(&f);
 		}
 }
 
@@ -267,15 +278,10 @@ static void walkers_meet(void **state)
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
 		const struct fcase *t = &shapes[i];
 		int64_t eh = t->stem ? (t->h - 1) / 2 + 1 : t->h, oh = (eh - 1) / t->s + 1;
-		pbw bytes;
-		int steps;
-		build(t, &bytes, &steps);
-		size_t nx = (size_t)(t->n * t->cin * t->h * t->w);
-		float *x = ot_rand_new(nx, -2, 2);
-		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
-				    .dims = { t->n, t->cin, t->h, t->w }, .data = x };
+		struct fsetup f;
+		fsetup_init(t, &f);
 		int64_t nr;
-		float *ref = ot_run_ref(&bytes, 1, &in, &nr, t->name);
+		float *ref = ot_run_ref(&f.bytes, 1, &f.in, &nr, t->name);
 		for (size_t b = 0; b < sizeof bands / sizeof bands[0]; b++) {
 			int64_t nb = (oh + bands[b] - 1) / bands[b] * t->n;
 			for (int64_t k = -1; k <= nb; k++) {
@@ -285,15 +291,14 @@ static void walkers_meet(void **state)
 				hal_conv_fused_band_rows = bands[b];
 				hal_conv_fused_down_bands = k;
 				hal_conv_fused_group = -1;  /* rows */
-				ot_check_runs(&bytes, 1, &in, 1, NULL, ref, nr, 1e-4, steps, what);
+				ot_check_runs(&f.bytes, 1, &f.in, 1, NULL, ref, nr, 1e-4, f.steps, what);
 			}
 		}
 		hal_conv_fused_band_rows = 0;
 		hal_conv_fused_down_bands = -1;
 		hal_conv_fused_group = 0;
 		free(ref);
-		free(x);
-		free(bytes.b);
+		fsetup_free(&f);
 	}
 }
 
@@ -314,15 +319,10 @@ static void channel_groups(void **state)
 	static const int groups[] = { 4, 8, 12, 24 }, bands[] = { 1, 3, 16 };
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
 		const struct fcase *t = &shapes[i];
-		pbw bytes;
-		int steps;
-		build(t, &bytes, &steps);
-		size_t nx = (size_t)(t->n * t->cin * t->h * t->w);
-		float *x = ot_rand_new(nx, -2, 2);
-		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
-				    .dims = { t->n, t->cin, t->h, t->w }, .data = x };
+		struct fsetup f;
+		fsetup_init(t, &f);
 		int64_t nr;
-		float *ref = ot_run_ref(&bytes, 1, &in, &nr, t->name);
+		float *ref = ot_run_ref(&f.bytes, 1, &f.in, &nr, t->name);
 		for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
 			for (size_t b = 0; b < sizeof bands / sizeof bands[0]; b++) {
 				char what[96];
@@ -330,13 +330,12 @@ static void channel_groups(void **state)
 					 t->name, groups[g], bands[b]);
 				hal_conv_fused_group = groups[g];
 				hal_conv_fused_band_rows = bands[b];
-				ot_check_runs(&bytes, 1, &in, 1, NULL, ref, nr, 1e-4, steps, what);
+				ot_check_runs(&f.bytes, 1, &f.in, 1, NULL, ref, nr, 1e-4, f.steps, what);
 			}
 		hal_conv_fused_group = 0;
 		hal_conv_fused_band_rows = 0;
 		free(ref);
-		free(x);
-		free(bytes.b);
+		fsetup_free(&f);
 	}
 }
 
@@ -353,15 +352,10 @@ static void more_threads(void **state)
 	};
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
 		const struct fcase *t = &shapes[i];
-		pbw bytes;
-		int steps;
-		build(t, &bytes, &steps);
-		size_t nx = (size_t)(t->n * t->cin * t->h * t->w);
-		float *x = ot_rand_new(nx, -2, 2);
-		aidos_tensor in = { .name = "x", .dtype = AIDOS_DT_FLOAT, .rank = 4,
-				    .dims = { t->n, t->cin, t->h, t->w }, .data = x };
+		struct fsetup f;
+		fsetup_init(t, &f);
 		int64_t nr;
-		float *ref = ot_run_ref(&bytes, 1, &in, &nr, t->name);
+		float *ref = ot_run_ref(&f.bytes, 1, &f.in, &nr, t->name);
 		for (int g = -1; g <= 4; g += 5)
 			for (int threads = 3; threads <= 5; threads++) {
 				char what[96];
@@ -371,9 +365,9 @@ static void more_threads(void **state)
 					 g < 0 ? "rows" : "channels");
 				hal_conv_fused_group = g;
 				hal_conv_fused_band_rows = 2;
-				float *got = ot_run(&bytes, 1, &in, threads, &n, &got_steps, what);
+				float *got = ot_run(&f.bytes, 1, &f.in, threads, &n, &got_steps, what);
 				int64_t k = n == nr ? ot_far_f(got, ref, n, 1e-4f) : 0;
-				if (n != nr || got_steps != steps || k >= 0)
+				if (n != nr || got_steps != f.steps || k >= 0)
 					fail_msg("%s: %lld elements, %d steps, y[%lld] off", what,
 						 (long long)n, got_steps, (long long)k);
 				free(got);
@@ -381,8 +375,7 @@ static void more_threads(void **state)
 		hal_conv_fused_group = 0;
 		hal_conv_fused_band_rows = 0;
 		free(ref);
-		free(x);
-		free(bytes.b);
+		fsetup_free(&f);
 	}
 }
 
