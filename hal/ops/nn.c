@@ -2171,6 +2171,16 @@ static void maxpool2d_f32(void *arg, int64_t t0, int64_t t1)
  * is skipped, one in the first tap kept). */
 #define GT_SEL(m, v) ((m) = (v8f)(((v8i)(m) & ~((v) > (m))) | ((v8i)(v) & ((v) > (m)))))
 
+/* The max of four taps visited in this order, GT_SEL's rule in scalar (a
+ * NaN in a later tap skipped, one in the first kept). */
+static inline float gt_max4(float a, float b, float c, float d)
+{
+	float m = a;
+	m = b > m ? b : m;
+	m = c > m ? c : m;
+	return d > m ? d : m;
+}
+
 /* m = the max of each pair of p[0..16) (even tap first, odd second:
  * GT_SEL's order), eight results; ev and od are the even and odd lane
  * selectors in scope. A macro, as the kernels are target clones. */
@@ -2223,13 +2233,8 @@ static void maxpool_tile_f32(void *arg, int64_t t0, int64_t t1)
 		/* a window is 4 consecutive floats, in maxpool2d_f32's order */
 		const float *x = (const float *)j->x + t0 * H * Wd;
 		float *y = (float *)j->y + t0 * OH;
-		for (int64_t i = 0; i < (t1 - t0) * OH; i++, x += 4) {
-			float m = x[0];
-			m = x[1] > m ? x[1] : m;
-			m = x[2] > m ? x[2] : m;
-			m = x[3] > m ? x[3] : m;
-			y[i] = m;
-		}
+		for (int64_t i = 0; i < (t1 - t0) * OH; i++, x += 4)
+			y[i] = gt_max4(x[0], x[1], x[2], x[3]);
 		return;
 	}
 	if (whole && kh == 2 && kw == 2 && OW == 4) {
@@ -2254,11 +2259,7 @@ static void maxpool_tile_f32(void *arg, int64_t t0, int64_t t1)
 		if (r < rows)
 			for (int64_t ox = 0; ox < 4; ox++) {
 				const float *w = x + 2 * ox;
-				float m = w[0];
-				m = w[1] > m ? w[1] : m;
-				m = w[8] > m ? w[8] : m;
-				m = w[9] > m ? w[9] : m;
-				y[ox] = m;
+				y[ox] = gt_max4(w[0], w[1], w[8], w[9]);
 			}
 		return;
 	}
