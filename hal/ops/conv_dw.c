@@ -173,6 +173,22 @@ struct dwc {
 			MSTORE(q_, SM, a##r);                                    \
 	}
 
+/* The bias and the clamp bounds as vectors: B, LO, HI (from `bias` and
+ * the struct dwc *c in scope). */
+#define DW_BIAS_CLAMP_VECS                                                             \
+	const v8f B = { bias, bias, bias, bias, bias, bias, bias, bias };              \
+	const v8f LO = { c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo };     \
+	const v8f HI = { c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi };
+
+/* A row kernel's constants: the nine taps K[] broadcast from wk, then
+ * DW_BIAS_CLAMP_VECS and a zero vector Z. */
+#define DW_ROW_VECS                                                                    \
+	v8f K[9];                                                                      \
+	for (int k = 0; k < 9; k++)                                                    \
+		K[k] = (v8f){ wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k] }; \
+	DW_BIAS_CLAMP_VECS                                                             \
+	const v8f Z = { 0 };
+
 /* One output plane y [oh, ow] of channel plane x [h, w], taps wk [kh, kw]. */
 #define DW_PLANE(NAME, ATTR)                                                     \
 	ATTR static void NAME(const struct dwc *c, const float *x, const float *wk, \
@@ -186,9 +202,7 @@ struct dwc {
 		const int64_t rs = c->rs;                                        \
 		v8i SM;                                                          \
 		memcpy(&SM, c->smask, sizeof SM);                                \
-		const v8f B = { bias, bias, bias, bias, bias, bias, bias, bias }; \
-		const v8f LO = { c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo }; \
-		const v8f HI = { c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi }; \
+		DW_BIAS_CLAMP_VECS                                               \
 		for (int64_t it = 0; it < items; it += DW_T) {                   \
 			int edge = it + DW_T > c->nplain && !c->padded;          \
 			int colm = edge && it + DW_T <= c->ncolm;                \
@@ -250,13 +264,7 @@ struct dwc {
 		const v8i ML = { 0, -1, -1, -1, -1, -1, -1, -1 };                \
 		const v8i MR = { -1, -1, -1, -1, -1, -1, -1, 0 };                \
 		const v8i IL = { 0, 0, 1, 2, 3, 4, 5, 6 }, IR = { 1, 2, 3, 4, 5, 6, 7, 7 }; \
-		v8f K[9];                                                        \
-		for (int k = 0; k < 9; k++)                                      \
-			K[k] = (v8f){ wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k] }; \
-		const v8f B = { bias, bias, bias, bias, bias, bias, bias, bias }; \
-		const v8f LO = { c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo }; \
-		const v8f HI = { c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi }; \
-		const v8f Z = { 0 };                                             \
+		DW_ROW_VECS                                                      \
 		v8f l0 = Z, c0 = Z, r0 = Z, c1 = MLOAD(x, M);                    \
 		v8f l1 = (v8f)((v8i)__builtin_shuffle(c1, IL) & ML);             \
 		v8f r1 = (v8f)((v8i)__builtin_shuffle(c1, IR) & MR);             \
@@ -296,13 +304,7 @@ struct dwc {
 		const v8i ML = { 0, -1, -1, -1, -1, -1, -1, -1 };                \
 		const v8i IL = { 0, 0, 1, 2, 3, 4, 5, 6 };                       \
 		const v8i IE = { 0, 2, 4, 6, 8, 10, 12, 14 }, IO = IE + 1;       \
-		v8f K[9];                                                        \
-		for (int k = 0; k < 9; k++)                                      \
-			K[k] = (v8f){ wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k], wk[k] }; \
-		const v8f B = { bias, bias, bias, bias, bias, bias, bias, bias }; \
-		const v8f LO = { c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo, c->lo }; \
-		const v8f HI = { c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi, c->hi }; \
-		const v8f Z = { 0 };                                             \
+		DW_ROW_VECS                                                      \
 		v8f l0 = Z, e0 = Z, o0 = Z;                                      \
 		for (int64_t oy = 0; oy < OH; oy++) {                            \
 			v8f l1 = Z, e1 = Z, o1 = Z, l2 = Z, e2 = Z, o2 = Z;      \
