@@ -83,6 +83,19 @@ typedef struct pw_tile_args {
 typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float *w, float *y,
 			   int64_t ldy, const pw_tile_args *a);
 
+/* The tiles' epilogue constants: clamp bounds (Clip: a, b; none: -inf,
+ * inf; Relu: 0, inf; also for no epilogue at all) and the affine after
+ * it (post_s, post_b; 1, 0 without an epilogue). */
+static inline void pw_epi_consts(const ir_epilogue *e, float *lo, float *hi, float *ps, float *pb)
+{
+	*lo = e && e->act == IR_ACT_CLIP ? e->a : 0.0f;
+	*hi = e && e->act == IR_ACT_CLIP ? e->b : __builtin_inff();
+	if (e && e->act == IR_ACT_NONE)
+		*lo = -__builtin_inff();
+	*ps = e ? e->post_s : 1.0f;
+	*pb = e ? e->post_b : 0.0f;
+}
+
 /* v = max(v, LO), then min(v, HI), then v*PS + PB (NaN stays NaN) */
 #define PW_ACT(v) do {                                                          \
 		PW_CLIPV(v);                                                     \
@@ -156,13 +169,9 @@ typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float 
 			/* w[i] - 0 is w[i] (-0 included): a broadcast load */       \
 			PW_FMA(0) PW_FMA(1) PW_FMA(2) PW_FMA(3) PW_FMA(4) PW_FMA(5)  \
 		}                                                                    \
-		const ir_epilogue *e = a->epi;                                       \
-		float lo = e && e->act == IR_ACT_CLIP ? e->a : 0.0f;      \
-		float hi = e && e->act == IR_ACT_CLIP ? e->b : __builtin_inff();     \
-		if (e && e->act == IR_ACT_NONE)                                      \
-			lo = -__builtin_inff();                                      \
-		const v8f LO = z + lo, HI = z + hi;                                  \
-		const v8f PS = z + (e ? e->post_s : 1.0f), PB = z + (e ? e->post_b : 0.0f); \
+		float lo, hi, ps, pb;                                                \
+		pw_epi_consts(a->epi, &lo, &hi, &ps, &pb);                           \
+		const v8f LO = z + lo, HI = z + hi, PS = z + ps, PB = z + pb;        \
 		PW_STORE(0) PW_STORE(1) PW_STORE(2) PW_STORE(3) PW_STORE(4) PW_STORE(5) \
 	}
 
@@ -232,12 +241,9 @@ typedef void (*pt_tile_fn)(int64_t K, const float *xp, const float *w, const flo
 			/* x - 0 is x (-0 included): a broadcast load */             \
 			PT_FMA(0) PT_FMA(1) PT_FMA(2) PT_FMA(3) PT_FMA(4)            \
 		}                                                                    \
-		float lo = epi && epi->act == IR_ACT_CLIP ? epi->a : 0.0f;           \
-		float hi = epi && epi->act == IR_ACT_CLIP ? epi->b : __builtin_inff(); \
-		if (epi && epi->act == IR_ACT_NONE)                                  \
-			lo = -__builtin_inff();                                      \
-		const v8f LO = z + lo, HI = z + hi;                                  \
-		const v8f PS = z + (epi ? epi->post_s : 1.0f), PB = z + (epi ? epi->post_b : 0.0f); \
+		float lo, hi, ps, pb;                                                \
+		pw_epi_consts(epi, &lo, &hi, &ps, &pb);                              \
+		const v8f LO = z + lo, HI = z + hi, PS = z + ps, PB = z + pb;        \
 		PT_ST(0) PT_ST(1) PT_ST(2) PT_ST(3) PT_ST(4)                         \
 	}
 
