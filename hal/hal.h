@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include "aidos/aidos.h"
 
 #define HAL_MAX_RANK 8
@@ -172,6 +173,23 @@ int hal_need_value(hal_step *s, const hal_tensor *t, const char *what);
  * of at least `grain` items; returns when all are done. No allocation. */
 typedef void (*hal_range_fn)(void *arg, int64_t i0, int64_t i1);
 void hal_parallel_for(hal_step *s, int64_t n, int64_t grain, hal_range_fn fn, void *arg);
+
+/* Two walkers over items [0, len) that meet wherever their speeds put
+ * them: walker 0 takes 0, 1, 2, ..., walker 1 (up) len-1, len-2, ....
+ * A claim is one relaxed fetch_add on *claimed (0 before the first), so
+ * the claims never pass len and no item is taken twice; *mine counts the
+ * caller's own claims (0 before its first). Returns the item, or -1 when
+ * none is left. Each walker's items are consecutive, so what it computed
+ * for one (rows in its own cache, a ring) serves the next; a walker the
+ * host deschedules holds up only the item it runs. */
+static inline int64_t hal_meet_next(_Atomic int64_t *claimed, int64_t len, int up, int64_t *mine)
+{
+	if (atomic_fetch_add_explicit(claimed, 1, memory_order_relaxed) >= len)
+		return -1;
+	int64_t i = up ? len - 1 - *mine : *mine;
+	++*mine;
+	return i;
+}
 
 /* Reads element i of a numeric tensor of any supported dtype as double / int64. */
 double hal_get_f64(const hal_tensor *t, int64_t i);

@@ -562,13 +562,14 @@ static void fz_range(void *arg, int64_t k0, int64_t k1)
 		int64_t g0 = nall * p / pairs, len = nall * (p + 1) / pairs - g0;
 		int64_t base = up ? -1 : 2 - c->s, img = -1, have0 = 0, have1 = 0;
 		unsigned char *mem = j->scratch + (size_t)k * c->slot_bytes;
-		for (int64_t mine = 0;; mine++) {
+		for (int64_t mine = 0;;) {
 			if (!up && 2 * p + 1 < c->slots && hal_conv_fused_down_bands >= 0 &&
 			    mine >= hal_conv_fused_down_bands)
 				break;
-			if (atomic_fetch_add_explicit(&j->claimed[p].n, 1, memory_order_relaxed) >= len)
+			int64_t i = hal_meet_next(&j->claimed[p].n, len, up, &mine);
+			if (i < 0)
 				break;
-			int64_t g = up ? g0 + len - 1 - mine : g0 + mine, im = g / nb, o0 = g % nb * B;
+			int64_t g = g0 + i, im = g / nb, o0 = g % nb * B;
 			if (im != img) {  /* a new image: nothing of its E in the ring */
 				img = im;
 				have0 = have1 = 0;

@@ -64,7 +64,8 @@ struct cs_job {
 	int64_t rows_per_task;  /* band mode: output rows, a multiple of unit_rows */
 	/* two threads (cs_run): task t is run(job, t, t + 1) */
 	hal_range_fn run;
-	_Atomic uint64_t ends;  /* lo | hi << 32: tasks [lo, hi) not yet claimed */
+	int64_t ntask;
+	_Atomic int64_t claimed;  /* tasks claimed by either side (hal_meet_next) */
 };
 
 /* One CS_MR x CS_NR tile: t[i*CS_NR + o] = bias[o] + sum_k
@@ -283,21 +284,11 @@ static void cs_two_ended(void *arg, int64_t s0, int64_t s1)
 {
 	struct cs_job *j = arg;
 	for (int64_t side = s0; side < s1; side++) {
-		uint64_t e = atomic_load_explicit(&j->ends, memory_order_relaxed);
-		for (;;) {
-			uint32_t lo = (uint32_t)e, hi = (uint32_t)(e >> 32);
-			if (lo >= hi)
-				break;
-			uint64_t ne = side == 0 ? e + 1 : e - ((uint64_t)1 << 32);
-			/* relaxed: the claim only needs atomicity; the tasks'
-			 * writes reach the caller through the pool's join */
-			if (!atomic_compare_exchange_weak_explicit(&j->ends, &e, ne, memory_order_relaxed,
-								   memory_order_relaxed))
-				continue;
-			int64_t t = side == 0 ? lo : hi - 1;
+		int64_t mine = 0, t;
+		/* relaxed claims: the tasks' writes reach the caller through the
+		 * pool's join */
+		while ((t = hal_meet_next(&j->claimed, j->ntask, (int)side, &mine)) >= 0)
 			j->run(j, t, t + 1);
-			e = atomic_load_explicit(&j->ends, memory_order_relaxed);
-		}
 	}
 }
 
@@ -311,7 +302,8 @@ static void cs_run(hal_step *s, int par, struct cs_job *j, int64_t ntask, hal_ra
 		return;
 	}
 	j->run = fn;
-	atomic_init(&j->ends, (uint64_t)ntask << 32);
+	j->ntask = ntask;
+	atomic_init(&j->claimed, 0);
 	hal_parallel_for(s, 2, 1, cs_two_ended, j);
 }
 
@@ -328,7 +320,7 @@ static int cs_exec(hal_step *s)
 		  hal_threadpool_size(s->plan->tp) > 1;
 	for (int64_t n = 0; n < g->n; n++) {
 		const float *xn = x + n * g->cin * g->h * g->w;
-		struct cs_job j = { c, xn, xn, y + n * g->cout * c->ohw, c->ntile, g->oh, NULL, 0 };
+		struct cs_job j = { c, xn, xn, y + n * g->cout * c->ohw, c->ntile, g->oh, NULL, 0, 0 };
 		if (c->band) {
 			/* two threads: about CS_TASKS tasks; one: a single band */
 			int64_t units = (g->oh + c->unit_rows - 1) / c->unit_rows;
