@@ -61,6 +61,7 @@
 size_t hal_conv_fused_min_bytes = 64 * 1024;
 
 int hal_conv_fused_band_rows = 0;
+int hal_conv_fused_ring_rows = 0;
 
 #define FZ_COLS 224      /* new E pixels (rows * w) a band aims at */
 #define FZ_CHUNK 240     /* E pixels per expand chunk (K x 240 floats in L1) */
@@ -544,9 +545,10 @@ static void fz_groups(struct fz_job *j, int64_t k0, int64_t k1)
  * never overlap; whichever is faster takes more, and they meet wherever
  * their speeds put them). A walker's bands are consecutive, so its ring
  * keeps the rows its next band shares with the last one: only the two
- * bands that meet compute the shared rows twice. The ring's base puts each
- * full band's new rows at a slot multiple of B*s (R is one), so they never
- * wrap: down, band b's new rows start at b*B*s + 2 - s; up, at b*B*s - 1. */
+ * bands that meet compute the shared rows twice. The ring's base puts
+ * down-walker band b's new rows at b*B*s + 2 - s, an up-walker's at
+ * b*B*s - 1, from slot 0 (a ring of a multiple of B*s rows, the hook's
+ * old choice, then never splits a full band's run at its end). */
 static void fz_range(void *arg, int64_t k0, int64_t k1)
 {
 	struct fz_job *j = arg;
@@ -684,9 +686,15 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 	if (hal_conv_fused_band_rows > 0)
 		B = hal_conv_fused_band_rows;
 	B = B < 1 ? 1 : B > 16 ? 16 : B;
+	/* R: the window's rows (rows of a band's run that pass the ring's end
+	 * go as two expand calls, expand_rows); the window rounded up to a
+	 * multiple of B*s kept every full band's run whole but held up to
+	 * twice the rows: 28x28x192 344 -> 215 KiB, 112x112x96 at stride 2
+	 * 344 -> 215 KiB, in a 512 KiB L2 that X's rows and Y's stores share */
 	int64_t win = (B - 1) * c->s + 3, step = B * c->s;
 	c->band = B;
-	c->ring = (win + step - 1) / step * step;
+	c->ring = hal_conv_fused_ring_rows < 0 ? (win + step - 1) / step * step
+		  : hal_conv_fused_ring_rows > win ? hal_conv_fused_ring_rows : win;
 	c->ring_floats = ((size_t)(c->ce * c->ring * c->w) + FZ_FRONT + FZ_BACK + 15) & ~(size_t)15;
 	c->cols_floats = c->stem ? (size_t)(c->ek * c->ring * c->w) : 0;
 	c->slot_bytes = ((c->ring_floats + c->cols_floats) * sizeof(float) + 63) & ~(size_t)63;
