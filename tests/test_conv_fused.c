@@ -393,6 +393,40 @@ static void ring_sizes(void **state)
 	}
 }
 
+/* Expand chunks (hook hal_conv_fused_chunk) of 8 to 240 pixels, not
+ * multiples of the 24-pixel block or of the row: a chunk's last partial
+ * vector recomputed inside it, a HardSwish (not in registers) applied
+ * once per pixel over each finished chunk; reductions of 3 to 70 input
+ * channels (the step's own chunk 48 to 240 among them: K 64 and 70 give
+ * 48), a stem (K 27), stride 1 and 2, 1 and 2 threads. */
+static void expand_chunks(void **state)
+{
+	(void)state;
+	static const struct fcase shapes[] = {
+		{ "chunks K 3",     1,  3, 6, 11, 37, 1, ACT_HSWISH, ACT_CLIP, 1, 0, 0, MISS_NONE, 0 },
+		{ "chunks K 70 s2", 1, 70, 9, 13, 29, 2, ACT_HSWISH, ACT_RELU, 1, 0, 0, MISS_NONE, 0 },
+		{ "chunks K 64",    1, 64, 7, 14, 14, 1, ACT_CLIP, ACT_HSWISH, 1, 0, 0, MISS_NONE, 0 },
+		{ "chunks stem",    1,  3, 5, 23, 45, 1, ACT_HSWISH, ACT_CLIP, 1, 0, 0, MISS_NONE, 1 },
+	};
+	static const int chunks[] = { 0, 8, 9, 13, 24, 31, 48, 100, 240 };
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const struct fcase *t = &shapes[i];
+		struct fsetup f;
+		fsetup_init(t, &f);
+		int64_t nr;
+		float *ref = ot_run_ref(&f.bytes, 1, &f.in, &nr, t->name);
+		for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+			char what[96];
+			snprintf(what, sizeof what, "%s, chunks of %d pixels", t->name, chunks[k]);
+			hal_conv_fused_chunk = chunks[k];
+			ot_check_runs(&f.bytes, 1, &f.in, 1, NULL, ref, nr, 1e-4, f.steps, what);
+		}
+		hal_conv_fused_chunk = 0;
+		free(ref);
+		fsetup_free(&f);
+	}
+}
+
 /* 3 to 5 threads (more walkers than the two of a pair: rows split into
  * segments, one pair of walkers each, the last walker alone when odd;
  * channel claims shared by all), rows and channels, stride 1 and 2, batch
@@ -477,6 +511,7 @@ int main(void)
 		cmocka_unit_test(walkers_meet),
 		cmocka_unit_test(channel_groups),
 		cmocka_unit_test(ring_sizes),
+		cmocka_unit_test(expand_chunks),
 		cmocka_unit_test(more_threads),
 		cmocka_unit_test(threshold),
 	};

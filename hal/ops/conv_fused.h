@@ -62,6 +62,10 @@ extern int hal_conv_fused_group;
  * band's new rows never wrap; the choice before the 512 KiB L2 was
  * measured, kept for A/B and for tests). */
 extern int hal_conv_fused_ring_rows;
+/* Test hook, read at plan time: E pixels per expand chunk (0: the step's
+ * choice, 48 to 240 by the expand's reduction length; else this many, at
+ * least 8). */
+extern int hal_conv_fused_chunk;
 
 /* Whether the fused step computes this pair: the geometry above (output
  * widths of at least 8) and an expanded tensor of hal_conv_fused_min_bytes
