@@ -23,7 +23,10 @@
  * read twice, a 5x5 depthwise, dilation 2, group 1 (a full 3x3 Conv),
  * stride 3, a 3x3 "expand" (stride 1), a stem of 8 input channels (72 taps)
  * or without padding, and a small plane under the default threshold.
- * Tolerance: 1e-4 (1 + |ref|): float sums of at most 40 products.
+ * Ring heights (ring_sizes) and expand chunk lengths (expand_chunks) are
+ * swept through hooks.
+ * Tolerance: 1e-4 (1 + |ref|): float sums of at most 80 products (the
+ * expand's reduction is 70 long in expand_chunks).
  */
 #include <math.h>
 #include <setjmp.h>
