@@ -23,7 +23,10 @@
  * read twice, a 5x5 depthwise, dilation 2, group 1 (a full 3x3 Conv),
  * stride 3, a 3x3 "expand" (stride 1), a stem of 8 input channels (72 taps)
  * or without padding, and a small plane under the default threshold.
- * Tolerance: 1e-4 (1 + |ref|): float sums of at most 40 products.
+ * Ring heights (ring_sizes) and expand chunk lengths (expand_chunks) are
+ * swept through hooks.
+ * Tolerance: 1e-4 (1 + |ref|): float sums of at most 80 products (the
+ * expand's reduction is 70 long in expand_chunks).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -339,6 +342,94 @@ static void channel_groups(void **state)
 	}
 }
 
+/* The ring's height (hook hal_conv_fused_ring_rows): the band's window,
+ * one, two and window+1 rows more (a band's new rows then wrap at the
+ * ring's end in every position, its run split into two expand calls), and
+ * the window rounded up to a multiple of B*s; bands of 1 to 5 rows, the
+ * walkers meeting at the first band, in the middle and not at all (2
+ * threads), rows and channel claims, stride 1 and 2, a stem, batch 2,
+ * widths not a multiple of 8 (an expand run of a partial last vector). */
+static void ring_sizes(void **state)
+{
+	(void)state;
+	static const struct fcase shapes[] = {
+		{ "ring s1",       1, 3, 6, 21, 11, 1, ACT_CLIP, ACT_RELU, 1, 0, 0, MISS_NONE, 0 },
+		{ "ring s2",       1, 3, 6, 23, 19, 2, ACT_RELU, ACT_CLIP, 1, 0, 0, MISS_NONE, 0 },
+		{ "ring batch 2",  2, 4, 9, 13, 16, 1, ACT_HSWISH, ACT_CLIP, 1, 0, 0, MISS_NONE, 0 },
+		{ "ring stem s1",  1, 3, 7, 26, 22, 1, ACT_CLIP, ACT_CLIP, 1, 0, 0, MISS_NONE, 1 },
+		{ "ring stem s2",  1, 3, 7, 37, 35, 2, ACT_CLIP, ACT_HSWISH, 1, 0, 0, MISS_NONE, 1 },
+	};
+	static const int bands[] = { 1, 2, 3, 5 };
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const struct fcase *t = &shapes[i];
+		int64_t eh = t->stem ? (t->h - 1) / 2 + 1 : t->h, oh = (eh - 1) / t->s + 1;
+		struct fsetup f;
+		fsetup_init(t, &f);
+		int64_t nr;
+		float *ref = ot_run_ref(&f.bytes, 1, &f.in, &nr, t->name);
+		for (size_t b = 0; b < sizeof bands / sizeof bands[0]; b++) {
+			int win = (bands[b] - 1) * (int)t->s + 3;
+			const int rings[] = { 0, win + 1, win + 2, 2 * win + 1, -1 };
+			int64_t nb = (oh + bands[b] - 1) / bands[b] * t->n;
+			const int64_t downs[] = { -1, 1, nb / 2 };
+			for (size_t r = 0; r < sizeof rings / sizeof rings[0]; r++)
+				for (size_t d = 0; d < 4; d++) {
+					char what[128];
+					snprintf(what, sizeof what, "%s, bands of %d rows, ring %d rows, %s %lld",
+						 t->name, bands[b], rings[r] ? rings[r] : win,
+						 d < 3 ? "down walker bands" : "channel claims",
+						 d < 3 ? (long long)downs[d] : 4LL);
+					hal_conv_fused_band_rows = bands[b];
+					hal_conv_fused_ring_rows = rings[r];
+					hal_conv_fused_down_bands = d < 3 ? downs[d] : -1;
+					hal_conv_fused_group = d < 3 ? -1 : 4;
+					ot_check_runs(&f.bytes, 1, &f.in, 1, NULL, ref, nr, 1e-4, f.steps,
+						      what);
+				}
+		}
+		hal_conv_fused_band_rows = 0;
+		hal_conv_fused_ring_rows = 0;
+		hal_conv_fused_down_bands = -1;
+		hal_conv_fused_group = 0;
+		free(ref);
+		fsetup_free(&f);
+	}
+}
+
+/* Expand chunks (hook hal_conv_fused_chunk) of 8 to 240 pixels, not
+ * multiples of the 24-pixel block or of the row: a chunk's last partial
+ * vector recomputed inside it, a HardSwish (not in registers) applied
+ * once per pixel over each finished chunk; reductions of 3 to 70 input
+ * channels (the step's own chunk 48 to 240 among them: K 64 and 70 give
+ * 48), a stem (K 27), stride 1 and 2, 1 and 2 threads. */
+static void expand_chunks(void **state)
+{
+	(void)state;
+	static const struct fcase shapes[] = {
+		{ "chunks K 3",     1,  3, 6, 11, 37, 1, ACT_HSWISH, ACT_CLIP, 1, 0, 0, MISS_NONE, 0 },
+		{ "chunks K 70 s2", 1, 70, 9, 13, 29, 2, ACT_HSWISH, ACT_RELU, 1, 0, 0, MISS_NONE, 0 },
+		{ "chunks K 64",    1, 64, 7, 14, 14, 1, ACT_CLIP, ACT_HSWISH, 1, 0, 0, MISS_NONE, 0 },
+		{ "chunks stem",    1,  3, 5, 23, 45, 1, ACT_HSWISH, ACT_CLIP, 1, 0, 0, MISS_NONE, 1 },
+	};
+	static const int chunks[] = { 0, 8, 9, 13, 24, 31, 48, 100, 240 };
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const struct fcase *t = &shapes[i];
+		struct fsetup f;
+		fsetup_init(t, &f);
+		int64_t nr;
+		float *ref = ot_run_ref(&f.bytes, 1, &f.in, &nr, t->name);
+		for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+			char what[96];
+			snprintf(what, sizeof what, "%s, chunks of %d pixels", t->name, chunks[k]);
+			hal_conv_fused_chunk = chunks[k];
+			ot_check_runs(&f.bytes, 1, &f.in, 1, NULL, ref, nr, 1e-4, f.steps, what);
+		}
+		hal_conv_fused_chunk = 0;
+		free(ref);
+		fsetup_free(&f);
+	}
+}
+
 /* 3 to 5 threads (more walkers than the two of a pair: rows split into
  * segments, one pair of walkers each, the last walker alone when odd;
  * channel claims shared by all), rows and channels, stride 1 and 2, batch
@@ -422,6 +513,8 @@ int main(void)
 		cmocka_unit_test(width_sweep),
 		cmocka_unit_test(walkers_meet),
 		cmocka_unit_test(channel_groups),
+		cmocka_unit_test(ring_sizes),
+		cmocka_unit_test(expand_chunks),
 		cmocka_unit_test(more_threads),
 		cmocka_unit_test(threshold),
 	};

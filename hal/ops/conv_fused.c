@@ -61,9 +61,15 @@
 size_t hal_conv_fused_min_bytes = 64 * 1024;
 
 int hal_conv_fused_band_rows = 0;
+int hal_conv_fused_ring_rows = 0;
+int hal_conv_fused_chunk = 0;
 
 #define FZ_COLS 224      /* new E pixels (rows * w) a band aims at */
-#define FZ_CHUNK 240     /* E pixels per expand chunk (K x 240 floats in L1) */
+#define FZ_CHUNK 240     /* E pixels per expand chunk at most, and */
+#define FZ_CHUNK_MIN 48  /* at least (unless the hook says otherwise) */
+#define FZ_CHUNK_TAPS (12 * 1024)  /* bytes of taps (K x chunk floats) a
+				    * chunk aims at: they stay in L1 across
+				    * the channel blocks */
 #define FZ_FRONT 16      /* ring slack before the first row (floats) */
 #define FZ_BACK 32       /* and after the last one */
 #define FZ_SPLIT_X_BYTES (384 * 1024)  /* X up to this size: split channels
@@ -80,6 +86,7 @@ struct fz {
 				 * claim (fz_groups); 0: they split rows */
 	int64_t ring;           /* rows per channel in the ring (R) */
 	int64_t nblk;           /* 8-pixel blocks per output row */
+	int64_t chunk;          /* E pixels per expand chunk (FZ_EXPAND) */
 	int slots;              /* walkers (fz_range): one ring each */
 	size_t ring_floats, slot_bytes;
 	const float *wp;        /* We packed for FZ_EXPAND: [ceil(ce/4)][cin][4] */
@@ -332,8 +339,8 @@ FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 
 /* E pixels [0, n) (n >= 8) of channel blocks [ob0, ob1) (4 channels
  * each, the last one possibly partial) of the rows at x (reduction index k
- * at x + k*xs) into e (channel ob0*4 + o at e + o*ldo), in chunks of FZ_CHUNK pixels whose taps
- * stay in L1 across the channel blocks; a last partial vector is computed
+ * at x + k*xs) into e (channel ob0*4 + o at e + o*ldo), in chunks of
+ * c->chunk pixels whose taps stay in L1 across the channel blocks; a last partial vector is computed
  * again over the 8 pixels ending at the chunk's end (never read past n).
  * Chunks are at least 8 pixels long, so that vector stays inside its chunk:
  * an epilogue applied over the finished chunk then never meets a pixel it
@@ -347,7 +354,7 @@ FZ_ROWS(fz_rows2_avx2, 2, __attribute__((target("avx2,fma"))))
 		const v8f LO = { c->elo, c->elo, c->elo, c->elo, c->elo, c->elo, c->elo, c->elo }; \
 		const v8f HI = { c->ehi, c->ehi, c->ehi, c->ehi, c->ehi, c->ehi, c->ehi, c->ehi }; \
 		for (int64_t c0 = 0, c1; c0 < n; c0 = c1) {                            \
-			c1 = c0 + FZ_CHUNK;                                            \
+			c1 = c0 + c->chunk;                                            \
 			if (c1 > n - 8)  /* no chunk under 8 pixels: see above */      \
 				c1 = n;                                                \
 			for (int64_t ob = ob0; ob < ob1; ob++, e += 4 * ldo) {         \
@@ -544,9 +551,10 @@ static void fz_groups(struct fz_job *j, int64_t k0, int64_t k1)
  * never overlap; whichever is faster takes more, and they meet wherever
  * their speeds put them). A walker's bands are consecutive, so its ring
  * keeps the rows its next band shares with the last one: only the two
- * bands that meet compute the shared rows twice. The ring's base puts each
- * full band's new rows at a slot multiple of B*s (R is one), so they never
- * wrap: down, band b's new rows start at b*B*s + 2 - s; up, at b*B*s - 1. */
+ * bands that meet compute the shared rows twice. The ring's base puts
+ * down-walker band b's new rows at b*B*s + 2 - s, an up-walker's at
+ * b*B*s - 1, from slot 0 (a ring of a multiple of B*s rows, the hook's
+ * old choice, then never splits a full band's run at its end). */
 static void fz_range(void *arg, int64_t k0, int64_t k1)
 {
 	struct fz_job *j = arg;
@@ -684,9 +692,24 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 	if (hal_conv_fused_band_rows > 0)
 		B = hal_conv_fused_band_rows;
 	B = B < 1 ? 1 : B > 16 ? 16 : B;
+	/* R: the window's rows (rows of a band's run that pass the ring's end
+	 * go as two expand calls, expand_rows); the window rounded up to a
+	 * multiple of B*s kept every full band's run whole but held up to
+	 * twice the rows: 28x28x192 344 -> 215 KiB, 112x112x96 at stride 2
+	 * 344 -> 215 KiB, in a 512 KiB L2 that X's rows and Y's stores share */
 	int64_t win = (B - 1) * c->s + 3, step = B * c->s;
 	c->band = B;
-	c->ring = (win + step - 1) / step * step;
+	/* chunk: pixels whose K taps take about FZ_CHUNK_TAPS, a multiple of
+	 * the 24-pixel block, 48 to 240 (K 16: 192, 24: 120, 32: 96, 64
+	 * and up: 48). MobileNetV2's pairs alone, one thread, in-process A/B
+	 * against 240 for all (20-30 rounds): K 96 and 64 (14x14 planes)
+	 * 0.98x and 0.97x, K 16 to 32 0.96x to 1.00x */
+	c->chunk = FZ_CHUNK_TAPS / (int64_t)sizeof(float) / c->ek / 24 * 24;
+	c->chunk = c->chunk < FZ_CHUNK_MIN ? FZ_CHUNK_MIN : c->chunk > FZ_CHUNK ? FZ_CHUNK : c->chunk;
+	if (hal_conv_fused_chunk > 0)
+		c->chunk = hal_conv_fused_chunk < 8 ? 8 : hal_conv_fused_chunk;
+	c->ring = hal_conv_fused_ring_rows < 0 ? (win + step - 1) / step * step
+		  : hal_conv_fused_ring_rows > win ? hal_conv_fused_ring_rows : win;
 	c->ring_floats = ((size_t)(c->ce * c->ring * c->w) + FZ_FRONT + FZ_BACK + 15) & ~(size_t)15;
 	c->cols_floats = c->stem ? (size_t)(c->ek * c->ring * c->w) : 0;
 	c->slot_bytes = ((c->ring_floats + c->cols_floats) * sizeof(float) + 63) & ~(size_t)63;

@@ -56,6 +56,16 @@ extern int64_t hal_conv_fused_down_bands;
  * rows), < 0 always rows, > 0 channels, this many (rounded up to a
  * multiple of 4) per claim. */
 extern int hal_conv_fused_group;
+/* Test hook, read at plan time: rows per channel in a walker's ring: 0
+ * the band's window ((B-1)*s+3 rows), > 0 this many (at least the
+ * window), < 0 the window rounded up to a multiple of B*s (each full
+ * band's new rows never wrap; the choice before the 512 KiB L2 was
+ * measured, kept for A/B and for tests). */
+extern int hal_conv_fused_ring_rows;
+/* Test hook, read at plan time: E pixels per expand chunk (0: the step's
+ * choice, 48 to 240 by the expand's reduction length; else this many, at
+ * least 8). */
+extern int hal_conv_fused_chunk;
 
 /* Whether the fused step computes this pair: the geometry above (output
  * widths of at least 8) and an expanded tensor of hal_conv_fused_min_bytes
