@@ -8,10 +8,12 @@
  * multiplication", TOMS 2008; the BLIS loop order): A and B are copied into
  * "packed panels" (A: MR rows at a time, k-major; B: NR columns at a time,
  * k-major, both zero-padded) so that an MR x NR register-blocked
- * micro-kernel streams both with unit stride. K is blocked by HAL_GEMM_KC so
- * a packed A block stays in L2 and a B micro-panel in L1 (with NR <= 16, a
- * K of at most 384 is one block: a short second block cost more than it
- * saved). The micro-kernel is plain C with GCC/clang vector extensions,
+ * micro-kernel streams both with unit stride. K is split into even blocks
+ * of at most HAL_GEMM_KC (256 for NR > 16) so that a B micro-panel stays
+ * in L1, and M into blocks of HAL_GEMM_MC rows so that a packed A block and
+ * the next one (prefetched while the first computes) stay in L2; the B
+ * block of a task (KC x NC) lives in L3. Sized for Zen 3's 32 KiB L1d and
+ * 512 KiB L2 per core. The micro-kernel is plain C with GCC/clang vector extensions,
  * compiled once per ISA
  * (AVX-512F, AVX2+FMA, baseline) and chosen at load time with
  * __builtin_cpu_supports: MR x NR is 8x32, 6x16 and 4x8 respectively
@@ -45,9 +47,9 @@
 #include "hal/hal.h"
 #include "hal/ir.h"
 
-#define HAL_GEMM_KC 256    /* K block: kc*MR (A micro-panel) and kc*NR (B) fit L1 */
-#define HAL_GEMM_NC 256    /* widest N block a task packs (KC x NC: L2) */
-#define HAL_GEMM_MC 240    /* rows of an A block: MC x KC stays in L2 */
+#define HAL_GEMM_KC 384    /* longest K block: a B micro-panel, kc*NR, fits L1 */
+#define HAL_GEMM_NC 512    /* widest N block a task packs (KC x NC: L3) */
+#define HAL_GEMM_MC 120    /* rows of an A block: two MC x KC blocks fit L2 */
 #define HAL_GEMM_SLOTS 16  /* most workers one GEMM uses (one B buffer each) */
 
 /* Writes the packed form of B's rows [k0, k0+kc) and columns [j0, j0+nc)

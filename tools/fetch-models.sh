@@ -108,14 +108,25 @@ tgen=$root/tools/gen_transformers.py
 trun=$root/tools/ort_run.js
 tiny=${AIDOS_SHARED:-$root/../shared}/corpus/torch/bert_tiny.onnx
 [[ -f $tiny ]] || tiny=
-tkey=$({ echo "ort $ortver"; sha "$tgen"; sha "$trun"; sha "$root/tools/npy.js"; [[ -z $tiny ]] || sha "$tiny"; } | sha256sum | cut -d' ' -f1)
+# .key holds the scripts' key and, on a second line, bert_tiny's checksum
+# (or "none"). A checkout without the shared corpus (a fresh clone outside
+# the workspace) accepts a cache built with bert_tiny, so it does not
+# replace the shared cache with one that lacks it.
+tkey=$({ echo "ort $ortver"; sha "$tgen"; sha "$trun"; sha "$root/tools/npy.js"; } | sha256sum | cut -d' ' -f1)
+ttiny=none
+[[ -z $tiny ]] || ttiny=$(sha "$tiny")
 tdir=$cache/transformers
-if [[ ! -f $tdir/.key || $(<"$tdir/.key") != "$tkey" || ! -f $tdir/cases.txt ]]; then
+tstale=1
+if [[ -f $tdir/.key && -f $tdir/cases.txt ]]; then
+	{ read -r have_key; read -r have_tiny; } <"$tdir/.key" || true
+	[[ $have_key == "$tkey" && ( $have_tiny == "$ttiny" || $ttiny == none ) ]] && tstale=0
+fi
+if ((tstale)); then
 	echo "models: building transformer test models -> $tdir"
 	rm -rf "$cache/transformers.new"
 	/usr/bin/python3 "$tgen" "$cache/transformers.new" ${tiny:+"$tiny"} || die "tools/gen_transformers.py failed"
 	node "$trun" "$cache/transformers.new" || die "tools/ort_run.js failed"
-	echo "$tkey" >"$cache/transformers.new/.key"
+	printf '%s\n%s\n' "$tkey" "$ttiny" >"$cache/transformers.new/.key"
 	rm -rf "$tdir"
 	mv "$cache/transformers.new" "$tdir"
 fi
