@@ -193,17 +193,21 @@ PW_TILE(pw_tile4_n8_avx2, __attribute__((target("avx2,fma"))), 4, 8)
 /* The transposed tile, for planes of fewer than HAL_CONV_PW_T_BELOW pixels
  * with at least as many output channels (7x7: 49 = 3*16 + 1 would leave a
  * 16-pixel tile 1/16 full): PT_NR = 16 output channels (two vectors of a
- * weight panel [K][PT_NR]) by MR = 5 or 4 pixels (one broadcast each from
- * X^T, packed per run as [K][MR] per tile): 10 or 8 accumulator chains,
- * enough to keep both FMA pipes busy, and P = 5a + 4b tiles with no unused
- * pixel for any P >= 12 (49 = 9*5 + 4; 6-pixel tiles left a 1-pixel one):
+ * weight panel [K][PT_NR]) by MR = 6, 5 or 4 pixels (one broadcast each
+ * from X^T, packed per run as [K][MR] per tile): 12, 10 or 8 accumulator
+ * chains, and P = 6a + 5b + 4c tiles with no unused pixel for any P >= 8
+ * (49 = 4*6 + 5*5; 6-pixel tiles alone left a 1-pixel one). The 6-pixel
+ * tile (8 loads a 12 FMAs, against 7 a 10) took MobileNetV2's 7x7
+ * expansions (160 -> 960, 320 -> 1280) to 0.93-0.98x the time of
+ * 49 = 9*5 + 4, its 960 -> 320 0.98-0.99x, 960 -> 160 0.98-1.00x (A/B
+ * in one process, alternating runs, 1 and 2 threads):
  *   t[i*PT_NR + o] = act(s[i*PT_NR + o] + sum_k xp[k*MR + i] * w[k*PT_NR + o])
  * where s is bias[o] (bias not NULL) or t's own rows, the sums of the K
  * blocks before (bias NULL); act is the epilogue, none where epi is NULL.
  * Pixel-major t is then scattered to Y's rows by the caller. */
 #define PT_NR 16
 #define PT_KC 256   /* K block: a panel's W block [PT_KC][PT_NR] = 16 KiB of L1 */
-#define PT_MAX_TILES ((HAL_CONV_PW_T_BELOW - 1 + 4) / 5 + 4) /* n5 + n4 at most */
+#define PT_MAX_PX 6  /* pixels per tile at most */
 typedef void (*pt_tile_fn)(int64_t K, const float *xp, const float *w, const float *bias,
 			   const ir_epilogue *epi, float *t);
 #define PT_FMA(i) if ((i) < MR_) { a = xp[i] - z; c##i##0 += a * w0; c##i##1 += a * w1; }
@@ -230,29 +234,31 @@ typedef void (*pt_tile_fn)(int64_t K, const float *xp, const float *w, const flo
 		memcpy(&b0, bias ? bias : t, sizeof b0);                             \
 		memcpy(&b1, bias ? bias + 8 : t + 8, sizeof b1);                     \
 		v8f c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1;      \
-		v8f c30 = b0, c31 = b1, c40 = b0, c41 = b1;                          \
+		v8f c30 = b0, c31 = b1, c40 = b0, c41 = b1, c50 = b0, c51 = b1;      \
 		if (!bias) {                                                         \
-			PT_LD(1) PT_LD(2) PT_LD(3) PT_LD(4)                          \
+			PT_LD(1) PT_LD(2) PT_LD(3) PT_LD(4) PT_LD(5)                 \
 		}                                                                    \
 		for (int64_t k = 0; k < K; k++, xp += MR_, w += PT_NR) {             \
 			v8f w0, w1, a;                                               \
 			memcpy(&w0, w, sizeof w0);                                   \
 			memcpy(&w1, w + 8, sizeof w1);                               \
 			/* x - 0 is x (-0 included): a broadcast load */             \
-			PT_FMA(0) PT_FMA(1) PT_FMA(2) PT_FMA(3) PT_FMA(4)            \
+			PT_FMA(0) PT_FMA(1) PT_FMA(2) PT_FMA(3) PT_FMA(4) PT_FMA(5)  \
 		}                                                                    \
 		float lo, hi, ps, pb;                                                \
 		pw_epi_consts(epi, &lo, &hi, &ps, &pb);                              \
 		const v8f LO = z + lo, HI = z + hi, PS = z + ps, PB = z + pb;        \
-		PT_ST(0) PT_ST(1) PT_ST(2) PT_ST(3) PT_ST(4)                         \
+		PT_ST(0) PT_ST(1) PT_ST(2) PT_ST(3) PT_ST(4) PT_ST(5)                \
 	}
 
 #define PW_CLIPV PW_CLIPV_GENERIC
+PT_TILE(pt_tile6_generic, , 6)
 PT_TILE(pt_tile5_generic, , 5)
 PT_TILE(pt_tile4_generic, , 4)
 #undef PW_CLIPV
 #if defined(__x86_64__) || defined(__i386__)
 #define PW_CLIPV PW_CLIPV_AVX2
+PT_TILE(pt_tile6_avx2, __attribute__((target("avx2,fma"))), 6)
 PT_TILE(pt_tile5_avx2, __attribute__((target("avx2,fma"))), 5)
 PT_TILE(pt_tile4_avx2, __attribute__((target("avx2,fma"))), 4)
 #undef PW_CLIPV
@@ -275,13 +281,25 @@ struct pw {
 	int pf;                 /* prefetch X PW_PF_TILES tiles ahead */
 	pw_tile_fn tile[2][2];  /* [4-row panel][at most 8 columns] */
 	size_t xt_floats;       /* tail copy [K][PW_NR] at the start of scratch */
-	/* transposed: panels of PT_NR channels, n5 tiles of 5 pixels then n4
+	/* transposed: panels of PT_NR channels, n6t tiles of 6 pixels, n5 of 5, then n4
 	 * of 4 (tile pixels past P repeat the last one); X^T in scratch */
 	int trans;
-	int64_t n5, n4;
+	int64_t n6t, n5, n4;    /* tiles of 6, then 5, then 4 pixels */
 	int64_t tnkb;           /* K blocks of at most PT_KC */
-	pt_tile_fn ttile5, ttile4;
+	pt_tile_fn ttile[3];    /* [6 - pixels]: 6, 5, 4 */
 };
+
+/* Transposed tile q: its first pixel, and its pixel count in *m. */
+static inline int64_t pt_tile_at(const struct pw *c, int64_t q, int *m)
+{
+	if (q < c->n6t) {
+		*m = 6;
+		return 6 * q;
+	}
+	q -= c->n6t;
+	*m = q < c->n5 ? 5 : 4;
+	return 6 * c->n6t + (q < c->n5 ? 5 * q : 5 * c->n5 + 4 * (q - c->n5));
+}
 
 struct pw_job {
 	const struct pw *c;
@@ -364,7 +382,8 @@ static void pw_range_px(void *arg, int64_t q0, int64_t q1)
  * y[o*P + i] = t[i*PT_NR + o] for o < no, i < mr. A full tile goes as
  * 4x4 blocks transposed in registers (unpack, then move halves: SSE
  * shuffles on every x86-64), one 16-byte store per channel, plus the
- * fifth pixel's column; a scalar loop scattering one float at a time cost
+ * fifth pixel's column, or for 6 pixels a second set over pixels 2..5
+ * (2 and 3 stored twice, the same values); a scalar loop scattering one float at a time cost
  * 7% of a 7x7 1x1's time. */
 static void pt_store(float *y, int64_t P, const float *t, int m, int64_t mr, int64_t no)
 {
@@ -376,7 +395,10 @@ static void pt_store(float *y, int64_t P, const float *t, int m, int64_t mr, int
 	}
 	for (int o = 0; o < PT_NR; o += 4)
 		vec_tr4_store(y + o * P, P, t + o, PT_NR);
-	if (m == 5)
+	if (m == 6) /* pixels 2..5: 2 and 3 again, with the same values */
+		for (int o = 0; o < PT_NR; o += 4)
+			vec_tr4_store(y + o * P + 2, P, t + 2 * PT_NR + o, PT_NR);
+	else if (m == 5)
 		for (int o = 0; o < PT_NR; o++)
 			y[o * P + 4] = t[4 * PT_NR + o];
 }
@@ -400,9 +422,10 @@ static void pt_range(void *arg, int64_t p0, int64_t p1)
 {
 	const struct pw_job *j = arg;
 	const struct pw *c = j->c;
-	int64_t P = c->P, K = c->K, nq = c->n5 + c->n4, nkb = c->tnkb;
-	/* acc: tile q's sums [5][PT_NR] at acc + q*5*PT_NR, across K blocks */
-	float acc[PT_MAX_TILES * 5 * PT_NR] __attribute__((aligned(32)));
+	int64_t P = c->P, K = c->K, nq = c->n6t + c->n5 + c->n4, nkb = c->tnkb;
+	/* acc: tile q's sums [m][PT_NR] at acc + i0*PT_NR (its first pixel
+	 * i0), across K blocks */
+	float acc[(HAL_CONV_PW_T_BELOW + PT_MAX_PX) * PT_NR] __attribute__((aligned(32)));
 	int64_t step = (K + nq * nkb - 1) / (nq * nkb); /* W lines per tile call */
 	for (int64_t p = p0; p < p1; p++) {
 		int64_t o0 = p * PT_NR, no = c->cout - o0 < PT_NR ? c->cout - o0 : PT_NR;
@@ -417,11 +440,11 @@ static void pt_range(void *arg, int64_t p0, int64_t p1)
 				if (nw)
 					for (int64_t e = l + step; l < K && l < e; l++)
 						__builtin_prefetch(nw + l * 64, 0, 2);
-				int m = q < c->n5 ? 5 : 4;
-				int64_t i0 = q < c->n5 ? 5 * q : 5 * c->n5 + 4 * (q - c->n5);
+				int m;
+				int64_t i0 = pt_tile_at(c, q, &m);
 				int64_t mr = P - i0 < m ? P - i0 : m;
-				float *t = acc + q * 5 * PT_NR;
-				(m == 5 ? c->ttile5 : c->ttile4)(kc, j->xt + i0 * K + k0 * m,
+				float *t = acc + i0 * PT_NR;
+				c->ttile[6 - m](kc, j->xt + i0 * K + k0 * m,
 								  c->wpk + o0 * K + k0 * PT_NR,
 								  kb == 0 ? c->bias + o0 : NULL,
 								  last && c->epi_reg ? c->epi : NULL, t);
@@ -446,8 +469,8 @@ static void pt_pack(void *arg, int64_t q0, int64_t q1)
 	float *xt = (float *)j->xt;
 	int64_t P = c->P, K = c->K;
 	for (int64_t q = q0; q < q1; q++) {
-		int m = q < c->n5 ? 5 : 4;
-		int64_t i0 = q < c->n5 ? 5 * q : 5 * c->n5 + 4 * (q - c->n5);
+		int m;
+		int64_t i0 = pt_tile_at(c, q, &m);
 		float *d = xt + i0 * K;
 		const float *sx = x + i0;
 		if (i0 + m <= P)
@@ -474,10 +497,10 @@ static int pw_exec(hal_step *s)
 			 * one would be ~10% of a 960->160 conv at 7x7 */
 			struct pw_job j = { c, xn, xt, y + n * c->cout * P };
 			if (par) {
-				hal_parallel_for(s, c->n5 + c->n4, 2, pt_pack, &j);
+				hal_parallel_for(s, c->n6t + c->n5 + c->n4, 2, pt_pack, &j);
 				hal_parallel_for(s, c->npan, 1, pt_range, &j);
 			} else {
-				pt_pack(&j, 0, c->n5 + c->n4);
+				pt_pack(&j, 0, c->n6t + c->n5 + c->n4);
 				pt_range(&j, 0, c->npan);
 			}
 			continue;
@@ -567,25 +590,33 @@ int hal_conv_pw_plan(hal_step *s, int64_t n, int64_t cin, int64_t cout, int64_t 
 	c->tile[1][0] = HAL_GEMM_PICK(pw_tile4_generic, pw_tile4_avx2);
 	c->tile[0][1] = HAL_GEMM_PICK(pw_tile_n8_generic, pw_tile_n8_avx2);
 	c->tile[1][1] = HAL_GEMM_PICK(pw_tile4_n8_generic, pw_tile4_n8_avx2);
-	c->ttile5 = HAL_GEMM_PICK(pt_tile5_generic, pt_tile5_avx2);
-	c->ttile4 = HAL_GEMM_PICK(pt_tile4_generic, pt_tile4_avx2);
+	c->ttile[0] = HAL_GEMM_PICK(pt_tile6_generic, pt_tile6_avx2);
+	c->ttile[1] = HAL_GEMM_PICK(pt_tile5_generic, pt_tile5_avx2);
+	c->ttile[2] = HAL_GEMM_PICK(pt_tile4_generic, pt_tile4_avx2);
 	c->trans = trans;
 	c->split_px = hw > PW_SPLIT_PIXELS || hw > cout;
 	c->pf = hw > PW_SPLIT_PIXELS && (uint64_t)(cin * hw) * sizeof(float) >= PW_PF_MIN_BYTES;
 	c->tnkb = (K + PT_KC - 1) / PT_KC;
 	c->xt_floats = hw % PW_NR ? (size_t)(K * PW_NR) : 0;
 	if (trans) {
-		/* P = 5*n5 + 4*n4 exactly where it can be (any P >= 12); else
-		 * 5-pixel tiles, the last one partly repeated */
+		/* P = 6a + 5b + 4c with the most 6-pixel tiles (any P >= 8,
+		 * 4, 5, 6; 49 = 4*6 + 5*5); else (P = 2, 3, 7) 5-pixel tiles,
+		 * the last one partly repeated */
+		c->n6t = 0;
 		c->n5 = (hw + 4) / 5;
 		c->n4 = 0;
-		for (int64_t b4 = 0; b4 < 5; b4++)
-			if (hw - 4 * b4 >= 0 && (hw - 4 * b4) % 5 == 0) {
-				c->n5 = (hw - 4 * b4) / 5;
-				c->n4 = b4;
+		for (int64_t a6 = hw / 6; a6 >= 0; a6--) {
+			int64_t r = hw - 6 * a6, b5 = r / 5;
+			while (b5 >= 0 && (r - 5 * b5) % 4)
+				b5--;
+			if (b5 >= 0) {
+				c->n6t = a6;
+				c->n5 = b5;
+				c->n4 = (r - 5 * b5) / 4;
 				break;
 			}
-		c->xt_floats = (size_t)((5 * c->n5 + 4 * c->n4) * K);
+		}
+		c->xt_floats = (size_t)((6 * c->n6t + 5 * c->n5 + 4 * c->n4) * K);
 	}
 	s->params = c;
 	s->scratch_bytes = c->xt_floats * sizeof(float);
