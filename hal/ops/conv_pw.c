@@ -54,14 +54,17 @@
 /* larger planes, or more pixels than output channels (X larger than W):
  * threads split pixels, not channels */
 #define PW_SPLIT_PIXELS 256
-/* Over PW_SPLIT_PIXELS pixels with X larger than L2 (PW_PF_MIN_BYTES),
- * X's rows (K of them, P floats apart: 96 and 144 streams at 56x56, X
- * from L3) are more streams than the hardware prefetcher follows: each
+/* Over PW_SPLIT_PIXELS pixels with X of PW_PF_MIN_BYTES or more, X's
+ * rows (K of them, P floats apart: 96 and 144 streams at 56x56, X 1.2-1.8
+ * MiB from L3) are more streams than the hardware prefetcher follows: each
  * tile prefetches the X block of the tile this many ahead (4 ahead:
- * 1.02-1.07x; 1 ahead: as 2). X that fits L2 comes from there: PaddleOCR
- * cls (8-104 x 192-2304, 73-100 KiB) took 1.02-1.10x the time with it,
- * MobileNetV2's 28x28 projections (451-602 KiB) 0.96-1.05x on 1 thread,
- * 0.89-1.04x on 2. */
+ * 1.02-1.07x; 1 ahead: as 2). The bound is measured, not the L2's size
+ * (512 KiB a core on this Zen 3; 1 MiB is two cores' sum): PaddleOCR cls
+ * (8-104 x 192-2304, 73-100 KiB) took 1.02-1.10x the time with the
+ * prefetch, and MobileNetV2's 28x28 192 -> 32, whose X (602 KiB) exceeds
+ * L2, 1.03-1.07x on 1 thread and on 2 with a 512 KiB bound (A/B in one
+ * process, alternating runs, 3 runs); its 144 -> 32 (451 KiB)
+ * 0.96-1.05x. */
 #define PW_PF_TILES 2
 #define PW_PF_MIN_BYTES (1 << 20)
 
