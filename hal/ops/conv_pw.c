@@ -74,6 +74,8 @@ typedef struct pw_tile_args {
 	const float *bias;      /* [PW_MR]: start from it (first K block); NULL: add to y */
 	const ir_epilogue *epi; /* ReLU/Clip applied in registers (last K block), or NULL */
 	int rows, cols;         /* y's rows (<= PW_MR) and columns (<= PW_NR) to write */
+	const float *pf;        /* prefetch npf lines pf, pf + pf_ld, ... towards L2 */
+	int64_t npf, pf_ld;
 } pw_tile_args;
 
 /* One MR x NR tile over kc (MR = PW_MR, or 4 for the last panels: a
@@ -81,7 +83,9 @@ typedef struct pw_tile_args {
  * computed 36; NR = PW_NR, or 8 for a last tile of at most 8 pixels: the
  * 4 of 196 = 12*16 + 4): y[i*ldy + j] (=|+=) sum_k w[k*MR + i] *
  * x[k*ldx + j], for i < rows, j < cols <= NR; x must hold NR readable
- * floats per row. Compiled for AVX2+FMA and for the baseline, chosen at plan time
+ * floats per row. The tile also prefetches a->npf lines (a->pf, then
+ * a->pf_ld floats apart) towards L2, one every kc/npf steps of its k loop.
+ * Compiled for AVX2+FMA and for the baseline, chosen at plan time
  * with the GEMM's kernel (hal_gemm_use_isa("generic") tests the baseline). */
 typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float *w, float *y,
 			   int64_t ldy, const pw_tile_args *a);
@@ -162,16 +166,29 @@ static inline void pw_epi_consts(const ir_epilogue *e, float *lo, float *hi, flo
 		float t[PW_NR] __attribute__((aligned(32))) = { 0 };                 \
 		v8f c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;      \
 		PW_INIT(0) PW_INIT(1) PW_INIT(2) PW_INIT(3) PW_INIT(4) PW_INIT(5)    \
-		for (int64_t k = 0; k < kc; k++, x += ldx, w += MR_) {               \
-			v8f x0, x1, b;                                               \
-			memcpy(&x0, x, sizeof x0);                                   \
-			if (NR_ > 8)                                                 \
-				memcpy(&x1, x + 8, sizeof x1);                       \
-			else                                                         \
-				x1 = z;                                              \
-			/* w[i] - 0 is w[i] (-0 included): a broadcast load */       \
-			PW_FMA(0) PW_FMA(1) PW_FMA(2) PW_FMA(3) PW_FMA(4) PW_FMA(5)  \
+		const float *pf = a->pf;                                             \
+		int64_t npf = a->npf, gap = npf > 0 ? (kc + npf - 1) / npf : kc;     \
+		for (int64_t k = 0; k < kc;) {                                       \
+			int64_t ke = kc - k > gap ? k + gap : kc;                    \
+			if (npf > 0) {                                               \
+				__builtin_prefetch(pf, 0, 2);                        \
+				pf += a->pf_ld;                                      \
+				npf--;                                               \
+			}                                                            \
+			for (; k < ke; k++, x += ldx, w += MR_) {                    \
+				v8f x0, x1, b;                                       \
+				memcpy(&x0, x, sizeof x0);                           \
+				if (NR_ > 8)                                         \
+					memcpy(&x1, x + 8, sizeof x1);               \
+				else                                                 \
+					x1 = z;                                      \
+				/* w[i] - 0 is w[i] (-0 included): a broadcast load */ \
+				PW_FMA(0) PW_FMA(1) PW_FMA(2) PW_FMA(3) PW_FMA(4)    \
+				PW_FMA(5)                                            \
+			}                                                            \
 		}                                                                    \
+		for (; npf > 0; npf--, pf += a->pf_ld)                               \
+			__builtin_prefetch(pf, 0, 2);                                \
 		float lo, hi, ps, pb;                                                \
 		pw_epi_consts(a->epi, &lo, &hi, &ps, &pb);                           \
 		const v8f LO = z + lo, HI = z + hi, PS = z + ps, PB = z + pb;        \
@@ -337,7 +354,13 @@ struct pw_job {
  * 56x56 projections (96 and 144 -> 24) 0.70-1.04x the time on 1 thread
  * (most runs 0.85-0.98x), 0.79-1.04x on 2 (A/B in one process,
  * alternating runs; the gain varies with the host's load); at 14x14 it
- * measured 1.00-1.04x; Y's lines prefetched for writing: 0.96-1.05x. */
+ * measured 1.00-1.04x; Y's lines prefetched for writing: 0.96-1.05x.
+ * Each tile spreads its slice of those prefetches through its k loop
+ * (as pt_range's W prefetches): issued back to back before the tile they
+ * stalled it (perf: 38% of pw_block's samples on them); spread, the 56x56
+ * projections took 0.92-1.01x the time on 1 thread (median 0.965x),
+ * 0.88-1.10x on 2 (median 0.97x; A/B in one process, alternating runs,
+ * 4 runs each). */
 static void pw_block(const struct pw_job *j, int64_t p0, int64_t p1, int64_t q0, int64_t q1)
 {
 	const struct pw *c = j->c;
@@ -350,19 +373,20 @@ static void pw_block(const struct pw_job *j, int64_t p0, int64_t p1, int64_t q0,
 			const float *x = cols == PW_NR ? j->x + k0 * P + q : j->xt + k0 * PW_NR;
 			int64_t ldx = cols == PW_NR ? P : PW_NR;
 			/* tile q + PW_PF_TILES's X block (kc lines) towards L2,
-			 * a slice per panel */
+			 * a slice per panel, spread through the tile's k loop */
 			const float *xn = c->pf && q + (PW_PF_TILES + 1) * PW_NR <= P
 						  ? j->x + k0 * P + q + PW_PF_TILES * PW_NR : NULL;
 			int64_t l = xn ? 0 : kc, step = (kc + p1 - p0 - 1) / (p1 - p0);
 			for (int64_t p = p0; p < p1; p++) {
-				for (int64_t e = l + step; l < kc && l < e; l++)
-					__builtin_prefetch(xn + l * P, 0, 2);
+				int64_t npf = kc - l < step ? kc - l : step;
+				const float *pf = xn ? xn + l * P : NULL;
+				l += npf;
 				int mr = p < c->n6 ? PW_MR : 4;
 				int64_t o0 = p < c->n6 ? p * PW_MR : c->n6 * PW_MR + (p - c->n6) * 4;
 				int64_t r = c->cout - o0;
 				pw_tile_args a = { kb == 0 ? c->bias + o0 : NULL,
 						   last && c->epi_reg ? c->epi : NULL,
-						   (int)(r < mr ? r : mr), cols };
+						   (int)(r < mr ? r : mr), cols, pf, npf, P };
 				float *y = j->y + o0 * P + q;
 				c->tile[mr == 4][cols <= 8](kc, x, ldx, c->wpk + k0 * c->rows + o0 * kc, y, P,
 							    &a);
