@@ -167,8 +167,8 @@ static void conv_1x1_few_pixels(void **state)
 }
 
 /* 1x1 convs through hal/ops/conv_pw.c: transposed under 100 pixels (at
- * least as many channels: 16 channels x 5 or 4 pixels, P = 5a + 4b or a
- * last tile that repeats pixels, cout % 16 left over, K cut into blocks of
+ * least as many channels: 16 channels x 6, 5 or 4 pixels, P = 6a + 5b + 4c
+ * or a last tile that repeats pixels, cout % 16 left over, K cut into blocks of
  * at most 256: 960 in 4, 513 in 3, 257 in 2);
  * over 16..4096 pixels read in place (16-pixel tiles with a zero-padded
  * copy of the last P % 16 columns, 6- and 4-channel panels for every
@@ -191,15 +191,19 @@ static void conv_pw_small_planes(void **state)
 		{ "12x12 cout>P",    1, 64, 12, 12, 151, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "16x16 b2",        2, 33, 16, 16, 7, 1, 1, 1, 1, 1, { 0 }, 0 },
 		{ "1 row 1x17",      1, 8, 1, 17, 5, 1, 1, 1, 1, 1, { 0 }, 1 },
-		/* transposed (P < 100, cout >= P): 5- and 4-pixel tiles */
-		{ "t 2x3 padded",    1, 10, 2, 3, 20, 1, 1, 1, 1, 1, { 0 }, 1 },
+		/* transposed (P < 100, cout >= P): 6-, 5- and 4-pixel tiles */
+		{ "t 2x3 one 6",     1, 10, 2, 3, 20, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "t 1x7 padded",    1, 33, 1, 7, 17, 1, 1, 1, 1, 1, { 0 }, 0 },
 		{ "t 3x3 5+4 b2",    2, 15, 3, 3, 9, 1, 1, 1, 1, 1, { 0 }, 1 },
-		{ "t 1x11 padded",   1, 20, 1, 11, 40, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 1x11 6+5",      1, 20, 1, 11, 40, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "t 7x7 K 960",     1, 960, 7, 7, 50, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "t 7x7 K 513",     1, 513, 7, 7, 35, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "t 6x6 K 257 b2",  2, 257, 6, 6, 40, 1, 1, 1, 1, 1, { 0 }, 0 },
-		{ "t 8x8 12*5+4",    1, 17, 8, 8, 64, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 8x8 9*6+2*5",   1, 17, 8, 8, 64, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 2x4 4+4",       1, 21, 2, 4, 19, 1, 1, 1, 1, 1, { 0 }, 0 },
+		/* 6-pixel tiles: 54 = 9*6, 91 = 11*6 + 5*5, 2 K blocks */
+		{ "t 6x9 K 300",     1, 300, 6, 9, 59, 1, 1, 1, 1, 1, { 0 }, 1 },
+		{ "t 7x13 K 301 b2", 2, 301, 7, 13, 93, 1, 1, 1, 1, 1, { 0 }, 0 },
 		/* untransposed */
 		{ "two 4-row panels", 1, 29, 9, 9, 8, 1, 1, 1, 1, 1, { 0 }, 1 },
 		{ "6+4 rows",        1, 30, 11, 5, 9, 1, 1, 1, 1, 1, { 0 }, 0 },

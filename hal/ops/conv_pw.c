@@ -54,14 +54,17 @@
 /* larger planes, or more pixels than output channels (X larger than W):
  * threads split pixels, not channels */
 #define PW_SPLIT_PIXELS 256
-/* Over PW_SPLIT_PIXELS pixels with X larger than L2 (PW_PF_MIN_BYTES),
- * X's rows (K of them, P floats apart: 96 and 144 streams at 56x56, X
- * from L3) are more streams than the hardware prefetcher follows: each
+/* Over PW_SPLIT_PIXELS pixels with X of PW_PF_MIN_BYTES or more, X's
+ * rows (K of them, P floats apart: 96 and 144 streams at 56x56, X 1.2-1.8
+ * MiB from L3) are more streams than the hardware prefetcher follows: each
  * tile prefetches the X block of the tile this many ahead (4 ahead:
- * 1.02-1.07x; 1 ahead: as 2). X that fits L2 comes from there: PaddleOCR
- * cls (8-104 x 192-2304, 73-100 KiB) took 1.02-1.10x the time with it,
- * MobileNetV2's 28x28 projections (451-602 KiB) 0.96-1.05x on 1 thread,
- * 0.89-1.04x on 2. */
+ * 1.02-1.07x; 1 ahead: as 2). The bound is measured, not the L2's size
+ * (512 KiB a core on this Zen 3; 1 MiB is two cores' sum): PaddleOCR cls
+ * (8-104 x 192-2304, 73-100 KiB) took 1.02-1.10x the time with the
+ * prefetch, and MobileNetV2's 28x28 192 -> 32, whose X (602 KiB) exceeds
+ * L2, 1.03-1.07x on 1 thread and on 2 with a 512 KiB bound (A/B in one
+ * process, alternating runs, 3 runs); its 144 -> 32 (451 KiB)
+ * 0.96-1.05x. */
 #define PW_PF_TILES 2
 #define PW_PF_MIN_BYTES (1 << 20)
 
@@ -71,6 +74,8 @@ typedef struct pw_tile_args {
 	const float *bias;      /* [PW_MR]: start from it (first K block); NULL: add to y */
 	const ir_epilogue *epi; /* ReLU/Clip applied in registers (last K block), or NULL */
 	int rows, cols;         /* y's rows (<= PW_MR) and columns (<= PW_NR) to write */
+	const float *pf;        /* prefetch npf lines pf, pf + pf_ld, ... towards L2 */
+	int64_t npf, pf_ld;
 } pw_tile_args;
 
 /* One MR x NR tile over kc (MR = PW_MR, or 4 for the last panels: a
@@ -78,7 +83,9 @@ typedef struct pw_tile_args {
  * computed 36; NR = PW_NR, or 8 for a last tile of at most 8 pixels: the
  * 4 of 196 = 12*16 + 4): y[i*ldy + j] (=|+=) sum_k w[k*MR + i] *
  * x[k*ldx + j], for i < rows, j < cols <= NR; x must hold NR readable
- * floats per row. Compiled for AVX2+FMA and for the baseline, chosen at plan time
+ * floats per row. The tile also prefetches a->npf lines (a->pf, then
+ * a->pf_ld floats apart) towards L2, one every kc/npf steps of its k loop.
+ * Compiled for AVX2+FMA and for the baseline, chosen at plan time
  * with the GEMM's kernel (hal_gemm_use_isa("generic") tests the baseline). */
 typedef void (*pw_tile_fn)(int64_t kc, const float *x, int64_t ldx, const float *w, float *y,
 			   int64_t ldy, const pw_tile_args *a);
@@ -159,16 +166,29 @@ static inline void pw_epi_consts(const ir_epilogue *e, float *lo, float *hi, flo
 		float t[PW_NR] __attribute__((aligned(32))) = { 0 };                 \
 		v8f c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;      \
 		PW_INIT(0) PW_INIT(1) PW_INIT(2) PW_INIT(3) PW_INIT(4) PW_INIT(5)    \
-		for (int64_t k = 0; k < kc; k++, x += ldx, w += MR_) {               \
-			v8f x0, x1, b;                                               \
-			memcpy(&x0, x, sizeof x0);                                   \
-			if (NR_ > 8)                                                 \
-				memcpy(&x1, x + 8, sizeof x1);                       \
-			else                                                         \
-				x1 = z;                                              \
-			/* w[i] - 0 is w[i] (-0 included): a broadcast load */       \
-			PW_FMA(0) PW_FMA(1) PW_FMA(2) PW_FMA(3) PW_FMA(4) PW_FMA(5)  \
+		const float *pf = a->pf;                                             \
+		int64_t npf = a->npf, gap = npf > 0 ? (kc + npf - 1) / npf : kc;     \
+		for (int64_t k = 0; k < kc;) {                                       \
+			int64_t ke = kc - k > gap ? k + gap : kc;                    \
+			if (npf > 0) {                                               \
+				__builtin_prefetch(pf, 0, 2);                        \
+				pf += a->pf_ld;                                      \
+				npf--;                                               \
+			}                                                            \
+			for (; k < ke; k++, x += ldx, w += MR_) {                    \
+				v8f x0, x1, b;                                       \
+				memcpy(&x0, x, sizeof x0);                           \
+				if (NR_ > 8)                                         \
+					memcpy(&x1, x + 8, sizeof x1);               \
+				else                                                 \
+					x1 = z;                                      \
+				/* w[i] - 0 is w[i] (-0 included): a broadcast load */ \
+				PW_FMA(0) PW_FMA(1) PW_FMA(2) PW_FMA(3) PW_FMA(4)    \
+				PW_FMA(5)                                            \
+			}                                                            \
 		}                                                                    \
+		for (; npf > 0; npf--, pf += a->pf_ld)                               \
+			__builtin_prefetch(pf, 0, 2);                                \
 		float lo, hi, ps, pb;                                                \
 		pw_epi_consts(a->epi, &lo, &hi, &ps, &pb);                           \
 		const v8f LO = z + lo, HI = z + hi, PS = z + ps, PB = z + pb;        \
@@ -193,19 +213,25 @@ PW_TILE(pw_tile4_n8_avx2, __attribute__((target("avx2,fma"))), 4, 8)
 /* The transposed tile, for planes of fewer than HAL_CONV_PW_T_BELOW pixels
  * with at least as many output channels (7x7: 49 = 3*16 + 1 would leave a
  * 16-pixel tile 1/16 full): PT_NR = 16 output channels (two vectors of a
- * weight panel [K][PT_NR]) by MR = 5 or 4 pixels (one broadcast each from
- * X^T, packed per run as [K][MR] per tile): 10 or 8 accumulator chains,
- * enough to keep both FMA pipes busy, and P = 5a + 4b tiles with no unused
- * pixel for any P >= 12 (49 = 9*5 + 4; 6-pixel tiles left a 1-pixel one):
+ * weight panel [K][PT_NR]) by MR = 6, 5 or 4 pixels (one broadcast each
+ * from X^T, packed per run as [K][MR] per tile): 12, 10 or 8 accumulator
+ * chains, and P = 6a + 5b + 4c tiles with no unused pixel for any P >= 8
+ * (49 = 4*6 + 5*5; 6-pixel tiles alone left a 1-pixel one). The 6-pixel
+ * tile (8 loads a 12 FMAs, against 7 a 10) took MobileNetV2's 7x7
+ * expansions (160 -> 960, 320 -> 1280) to 0.93-0.98x the time of
+ * 49 = 9*5 + 4, its 960 -> 320 0.98-0.99x, 960 -> 160 0.98-1.00x (A/B
+ * in one process, alternating runs, 1 and 2 threads):
  *   t[i*PT_NR + o] = act(s[i*PT_NR + o] + sum_k xp[k*MR + i] * w[k*PT_NR + o])
  * where s is bias[o] (bias not NULL) or t's own rows, the sums of the K
  * blocks before (bias NULL); act is the epilogue, none where epi is NULL.
- * Pixel-major t is then scattered to Y's rows by the caller. */
+ * Pixel-major t is then scattered to Y's rows by the caller. The tile also
+ * prefetches npf lines of 64 bytes from pf towards L2 (another panel's
+ * weights), one every K/npf steps of its k loop. */
 #define PT_NR 16
 #define PT_KC 256   /* K block: a panel's W block [PT_KC][PT_NR] = 16 KiB of L1 */
-#define PT_MAX_TILES ((HAL_CONV_PW_T_BELOW - 1 + 4) / 5 + 4) /* n5 + n4 at most */
+#define PT_MAX_PX 6  /* pixels per tile at most */
 typedef void (*pt_tile_fn)(int64_t K, const float *xp, const float *w, const float *bias,
-			   const ir_epilogue *epi, float *t);
+			   const ir_epilogue *epi, float *t, const char *pf, int64_t npf);
 #define PT_FMA(i) if ((i) < MR_) { a = xp[i] - z; c##i##0 += a * w0; c##i##1 += a * w1; }
 #define PT_LD(i) if ((i) < MR_) {                                               \
 		memcpy(&c##i##0, t + (i) * PT_NR, sizeof b0);                   \
@@ -222,7 +248,8 @@ typedef void (*pt_tile_fn)(int64_t K, const float *xp, const float *w, const flo
 #define PT_TILE(NAME, ATTR, MRP)                                                     \
 	ATTR static void NAME(int64_t K, const float *restrict xp,                      \
 			      const float *restrict w, const float *restrict bias,     \
-			      const ir_epilogue *epi, float *restrict t)               \
+			      const ir_epilogue *epi, float *restrict t,               \
+			      const char *pf, int64_t npf)                             \
 	{                                                                            \
 		enum { MR_ = MRP };                                                  \
 		const v8f z = { 0 };                                                 \
@@ -230,29 +257,44 @@ typedef void (*pt_tile_fn)(int64_t K, const float *xp, const float *w, const flo
 		memcpy(&b0, bias ? bias : t, sizeof b0);                             \
 		memcpy(&b1, bias ? bias + 8 : t + 8, sizeof b1);                     \
 		v8f c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1;      \
-		v8f c30 = b0, c31 = b1, c40 = b0, c41 = b1;                          \
+		v8f c30 = b0, c31 = b1, c40 = b0, c41 = b1, c50 = b0, c51 = b1;      \
 		if (!bias) {                                                         \
-			PT_LD(1) PT_LD(2) PT_LD(3) PT_LD(4)                          \
+			PT_LD(1) PT_LD(2) PT_LD(3) PT_LD(4) PT_LD(5)                 \
 		}                                                                    \
-		for (int64_t k = 0; k < K; k++, xp += MR_, w += PT_NR) {             \
-			v8f w0, w1, a;                                               \
-			memcpy(&w0, w, sizeof w0);                                   \
-			memcpy(&w1, w + 8, sizeof w1);                               \
-			/* x - 0 is x (-0 included): a broadcast load */             \
-			PT_FMA(0) PT_FMA(1) PT_FMA(2) PT_FMA(3) PT_FMA(4)            \
+		/* one prefetch every gap k steps */                                 \
+		int64_t gap = npf > 0 ? (K + npf - 1) / npf : K;                     \
+		for (int64_t k = 0; k < K;) {                                        \
+			int64_t ke = K - k > gap ? k + gap : K;                      \
+			if (npf > 0) {                                               \
+				__builtin_prefetch(pf, 0, 2);                        \
+				pf += 64;                                            \
+				npf--;                                               \
+			}                                                            \
+			for (; k < ke; k++, xp += MR_, w += PT_NR) {                 \
+				v8f w0, w1, a;                                       \
+				memcpy(&w0, w, sizeof w0);                           \
+				memcpy(&w1, w + 8, sizeof w1);                       \
+				/* x - 0 is x (-0 included): a broadcast load */     \
+				PT_FMA(0) PT_FMA(1) PT_FMA(2) PT_FMA(3) PT_FMA(4)    \
+				PT_FMA(5)                                            \
+			}                                                            \
 		}                                                                    \
+		for (; npf > 0; npf--, pf += 64)                                     \
+			__builtin_prefetch(pf, 0, 2);                                \
 		float lo, hi, ps, pb;                                                \
 		pw_epi_consts(epi, &lo, &hi, &ps, &pb);                              \
 		const v8f LO = z + lo, HI = z + hi, PS = z + ps, PB = z + pb;        \
-		PT_ST(0) PT_ST(1) PT_ST(2) PT_ST(3) PT_ST(4)                         \
+		PT_ST(0) PT_ST(1) PT_ST(2) PT_ST(3) PT_ST(4) PT_ST(5)                \
 	}
 
 #define PW_CLIPV PW_CLIPV_GENERIC
+PT_TILE(pt_tile6_generic, , 6)
 PT_TILE(pt_tile5_generic, , 5)
 PT_TILE(pt_tile4_generic, , 4)
 #undef PW_CLIPV
 #if defined(__x86_64__) || defined(__i386__)
 #define PW_CLIPV PW_CLIPV_AVX2
+PT_TILE(pt_tile6_avx2, __attribute__((target("avx2,fma"))), 6)
 PT_TILE(pt_tile5_avx2, __attribute__((target("avx2,fma"))), 5)
 PT_TILE(pt_tile4_avx2, __attribute__((target("avx2,fma"))), 4)
 #undef PW_CLIPV
@@ -275,13 +317,25 @@ struct pw {
 	int pf;                 /* prefetch X PW_PF_TILES tiles ahead */
 	pw_tile_fn tile[2][2];  /* [4-row panel][at most 8 columns] */
 	size_t xt_floats;       /* tail copy [K][PW_NR] at the start of scratch */
-	/* transposed: panels of PT_NR channels, n5 tiles of 5 pixels then n4
+	/* transposed: panels of PT_NR channels, n6t tiles of 6 pixels, n5 of 5, then n4
 	 * of 4 (tile pixels past P repeat the last one); X^T in scratch */
 	int trans;
-	int64_t n5, n4;
+	int64_t n6t, n5, n4;    /* tiles of 6, then 5, then 4 pixels */
 	int64_t tnkb;           /* K blocks of at most PT_KC */
-	pt_tile_fn ttile5, ttile4;
+	pt_tile_fn ttile[3];    /* [6 - pixels]: 6, 5, 4 */
 };
+
+/* Transposed tile q: its first pixel, and its pixel count in *m. */
+static inline int64_t pt_tile_at(const struct pw *c, int64_t q, int *m)
+{
+	if (q < c->n6t) {
+		*m = 6;
+		return 6 * q;
+	}
+	q -= c->n6t;
+	*m = q < c->n5 ? 5 : 4;
+	return 6 * c->n6t + (q < c->n5 ? 5 * q : 5 * c->n5 + 4 * (q - c->n5));
+}
 
 struct pw_job {
 	const struct pw *c;
@@ -300,7 +354,13 @@ struct pw_job {
  * 56x56 projections (96 and 144 -> 24) 0.70-1.04x the time on 1 thread
  * (most runs 0.85-0.98x), 0.79-1.04x on 2 (A/B in one process,
  * alternating runs; the gain varies with the host's load); at 14x14 it
- * measured 1.00-1.04x; Y's lines prefetched for writing: 0.96-1.05x. */
+ * measured 1.00-1.04x; Y's lines prefetched for writing: 0.96-1.05x.
+ * Each tile spreads its slice of those prefetches through its k loop
+ * (as pt_range's W prefetches): issued back to back before the tile they
+ * stalled it (perf: 38% of pw_block's samples on them); spread, the 56x56
+ * projections took 0.92-1.01x the time on 1 thread (median 0.965x),
+ * 0.88-1.10x on 2 (median 0.97x; A/B in one process, alternating runs,
+ * 4 runs each). */
 static void pw_block(const struct pw_job *j, int64_t p0, int64_t p1, int64_t q0, int64_t q1)
 {
 	const struct pw *c = j->c;
@@ -313,19 +373,20 @@ static void pw_block(const struct pw_job *j, int64_t p0, int64_t p1, int64_t q0,
 			const float *x = cols == PW_NR ? j->x + k0 * P + q : j->xt + k0 * PW_NR;
 			int64_t ldx = cols == PW_NR ? P : PW_NR;
 			/* tile q + PW_PF_TILES's X block (kc lines) towards L2,
-			 * a slice per panel */
+			 * a slice per panel, spread through the tile's k loop */
 			const float *xn = c->pf && q + (PW_PF_TILES + 1) * PW_NR <= P
 						  ? j->x + k0 * P + q + PW_PF_TILES * PW_NR : NULL;
 			int64_t l = xn ? 0 : kc, step = (kc + p1 - p0 - 1) / (p1 - p0);
 			for (int64_t p = p0; p < p1; p++) {
-				for (int64_t e = l + step; l < kc && l < e; l++)
-					__builtin_prefetch(xn + l * P, 0, 2);
+				int64_t npf = kc - l < step ? kc - l : step;
+				const float *pf = xn ? xn + l * P : NULL;
+				l += npf;
 				int mr = p < c->n6 ? PW_MR : 4;
 				int64_t o0 = p < c->n6 ? p * PW_MR : c->n6 * PW_MR + (p - c->n6) * 4;
 				int64_t r = c->cout - o0;
 				pw_tile_args a = { kb == 0 ? c->bias + o0 : NULL,
 						   last && c->epi_reg ? c->epi : NULL,
-						   (int)(r < mr ? r : mr), cols };
+						   (int)(r < mr ? r : mr), cols, pf, npf, P };
 				float *y = j->y + o0 * P + q;
 				c->tile[mr == 4][cols <= 8](kc, x, ldx, c->wpk + k0 * c->rows + o0 * kc, y, P,
 							    &a);
@@ -364,7 +425,8 @@ static void pw_range_px(void *arg, int64_t q0, int64_t q1)
  * y[o*P + i] = t[i*PT_NR + o] for o < no, i < mr. A full tile goes as
  * 4x4 blocks transposed in registers (unpack, then move halves: SSE
  * shuffles on every x86-64), one 16-byte store per channel, plus the
- * fifth pixel's column; a scalar loop scattering one float at a time cost
+ * fifth pixel's column, or for 6 pixels a second set over pixels 2..5
+ * (2 and 3 stored twice, the same values); a scalar loop scattering one float at a time cost
  * 7% of a 7x7 1x1's time. */
 static void pt_store(float *y, int64_t P, const float *t, int m, int64_t mr, int64_t no)
 {
@@ -376,7 +438,10 @@ static void pt_store(float *y, int64_t P, const float *t, int m, int64_t mr, int
 	}
 	for (int o = 0; o < PT_NR; o += 4)
 		vec_tr4_store(y + o * P, P, t + o, PT_NR);
-	if (m == 5)
+	if (m == 6) /* pixels 2..5: 2 and 3 again, with the same values */
+		for (int o = 0; o < PT_NR; o += 4)
+			vec_tr4_store(y + o * P + 2, P, t + 2 * PT_NR + o, PT_NR);
+	else if (m == 5)
 		for (int o = 0; o < PT_NR; o++)
 			y[o * P + 4] = t[4 * PT_NR + o];
 }
@@ -395,14 +460,20 @@ static void pt_store(float *y, int64_t P, const float *t, int m, int64_t mr, int
  * arrives from L3 or memory, it cost ~10 times W's traffic. The next
  * panel's W is prefetched (prefetcht1, K/(tiles*blocks) lines per tile)
  * while a panel's tiles compute, so only a task's first panel waits on
- * memory. */
+ * memory; each tile spreads its lines through its k loop, one every
+ * kc/lines steps: issued back to back before the tile (27 at 960 deep),
+ * the misses filled the load queue and stalled it (perf: 62% of
+ * pt_range's samples on the prefetches); spread, MobileNetV2's 7x7 1x1s
+ * took 0.93x their summed step time on 1 thread, 0.95x on 2 (A/B in
+ * one process, alternating runs, 2 runs each). */
 static void pt_range(void *arg, int64_t p0, int64_t p1)
 {
 	const struct pw_job *j = arg;
 	const struct pw *c = j->c;
-	int64_t P = c->P, K = c->K, nq = c->n5 + c->n4, nkb = c->tnkb;
-	/* acc: tile q's sums [5][PT_NR] at acc + q*5*PT_NR, across K blocks */
-	float acc[PT_MAX_TILES * 5 * PT_NR] __attribute__((aligned(32)));
+	int64_t P = c->P, K = c->K, nq = c->n6t + c->n5 + c->n4, nkb = c->tnkb;
+	/* acc: tile q's sums [m][PT_NR] at acc + i0*PT_NR (its first pixel
+	 * i0), across K blocks */
+	float acc[(HAL_CONV_PW_T_BELOW + PT_MAX_PX) * PT_NR] __attribute__((aligned(32)));
 	int64_t step = (K + nq * nkb - 1) / (nq * nkb); /* W lines per tile call */
 	for (int64_t p = p0; p < p1; p++) {
 		int64_t o0 = p * PT_NR, no = c->cout - o0 < PT_NR ? c->cout - o0 : PT_NR;
@@ -413,18 +484,18 @@ static void pt_range(void *arg, int64_t p0, int64_t p1)
 			int last = kb == nkb - 1;
 			for (int64_t q = 0; q < nq; q++) {
 				/* the next panel's weights (K lines of 64 bytes) towards
-				 * L2, a slice per tile, while this panel's tiles compute */
-				if (nw)
-					for (int64_t e = l + step; l < K && l < e; l++)
-						__builtin_prefetch(nw + l * 64, 0, 2);
-				int m = q < c->n5 ? 5 : 4;
-				int64_t i0 = q < c->n5 ? 5 * q : 5 * c->n5 + 4 * (q - c->n5);
+				 * L2, a slice per tile, spread through its k loop */
+				int64_t npf = nw ? (K - l < step ? K - l : step) : 0;
+				const char *pf = nw ? nw + l * 64 : NULL;
+				l += npf;
+				int m;
+				int64_t i0 = pt_tile_at(c, q, &m);
 				int64_t mr = P - i0 < m ? P - i0 : m;
-				float *t = acc + q * 5 * PT_NR;
-				(m == 5 ? c->ttile5 : c->ttile4)(kc, j->xt + i0 * K + k0 * m,
+				float *t = acc + i0 * PT_NR;
+				c->ttile[6 - m](kc, j->xt + i0 * K + k0 * m,
 								  c->wpk + o0 * K + k0 * PT_NR,
 								  kb == 0 ? c->bias + o0 : NULL,
-								  last && c->epi_reg ? c->epi : NULL, t);
+								  last && c->epi_reg ? c->epi : NULL, t, pf, npf);
 				if (!last)
 					continue;
 				if (c->epi && !c->epi_reg)
@@ -446,8 +517,8 @@ static void pt_pack(void *arg, int64_t q0, int64_t q1)
 	float *xt = (float *)j->xt;
 	int64_t P = c->P, K = c->K;
 	for (int64_t q = q0; q < q1; q++) {
-		int m = q < c->n5 ? 5 : 4;
-		int64_t i0 = q < c->n5 ? 5 * q : 5 * c->n5 + 4 * (q - c->n5);
+		int m;
+		int64_t i0 = pt_tile_at(c, q, &m);
 		float *d = xt + i0 * K;
 		const float *sx = x + i0;
 		if (i0 + m <= P)
@@ -474,10 +545,10 @@ static int pw_exec(hal_step *s)
 			 * one would be ~10% of a 960->160 conv at 7x7 */
 			struct pw_job j = { c, xn, xt, y + n * c->cout * P };
 			if (par) {
-				hal_parallel_for(s, c->n5 + c->n4, 2, pt_pack, &j);
+				hal_parallel_for(s, c->n6t + c->n5 + c->n4, 2, pt_pack, &j);
 				hal_parallel_for(s, c->npan, 1, pt_range, &j);
 			} else {
-				pt_pack(&j, 0, c->n5 + c->n4);
+				pt_pack(&j, 0, c->n6t + c->n5 + c->n4);
 				pt_range(&j, 0, c->npan);
 			}
 			continue;
@@ -567,25 +638,34 @@ int hal_conv_pw_plan(hal_step *s, int64_t n, int64_t cin, int64_t cout, int64_t 
 	c->tile[1][0] = HAL_GEMM_PICK(pw_tile4_generic, pw_tile4_avx2);
 	c->tile[0][1] = HAL_GEMM_PICK(pw_tile_n8_generic, pw_tile_n8_avx2);
 	c->tile[1][1] = HAL_GEMM_PICK(pw_tile4_n8_generic, pw_tile4_n8_avx2);
-	c->ttile5 = HAL_GEMM_PICK(pt_tile5_generic, pt_tile5_avx2);
-	c->ttile4 = HAL_GEMM_PICK(pt_tile4_generic, pt_tile4_avx2);
+	c->ttile[0] = HAL_GEMM_PICK(pt_tile6_generic, pt_tile6_avx2);
+	c->ttile[1] = HAL_GEMM_PICK(pt_tile5_generic, pt_tile5_avx2);
+	c->ttile[2] = HAL_GEMM_PICK(pt_tile4_generic, pt_tile4_avx2);
 	c->trans = trans;
 	c->split_px = hw > PW_SPLIT_PIXELS || hw > cout;
 	c->pf = hw > PW_SPLIT_PIXELS && (uint64_t)(cin * hw) * sizeof(float) >= PW_PF_MIN_BYTES;
 	c->tnkb = (K + PT_KC - 1) / PT_KC;
 	c->xt_floats = hw % PW_NR ? (size_t)(K * PW_NR) : 0;
 	if (trans) {
-		/* P = 5*n5 + 4*n4 exactly where it can be (any P >= 12); else
-		 * 5-pixel tiles, the last one partly repeated */
+		/* P = 6a + 5b + 4c with the fewest 4-pixel tiles (8 chains),
+		 * then the most 6-pixel ones (any P >= 8, and 4, 5, 6: 49 =
+		 * 4*6 + 5*5, not 6*6 + 5 + 2*4, 0.99-1.00x the time); else
+		 * (P = 2, 3, 7) 5-pixel tiles, the last one partly repeated */
+		c->n6t = 0;
 		c->n5 = (hw + 4) / 5;
 		c->n4 = 0;
-		for (int64_t b4 = 0; b4 < 5; b4++)
-			if (hw - 4 * b4 >= 0 && (hw - 4 * b4) % 5 == 0) {
-				c->n5 = (hw - 4 * b4) / 5;
-				c->n4 = b4;
+		for (int64_t d4 = 0; d4 <= hw / 4; d4++) {
+			int64_t r = hw - 4 * d4, a6 = r / 6;
+			while (a6 >= 0 && (r - 6 * a6) % 5)
+				a6--;
+			if (a6 >= 0) {
+				c->n6t = a6;
+				c->n5 = (r - 6 * a6) / 5;
+				c->n4 = d4;
 				break;
 			}
-		c->xt_floats = (size_t)((5 * c->n5 + 4 * c->n4) * K);
+		}
+		c->xt_floats = (size_t)((6 * c->n6t + 5 * c->n5 + 4 * c->n4) * K);
 	}
 	s->params = c;
 	s->scratch_bytes = c->xt_floats * sizeof(float);
