@@ -486,6 +486,47 @@ static void channel_blocks(void **state)
 	}
 }
 
+/* Output widths under 8 at stride 2 fuse with the channel-blocked ring
+ * only (one block of 8 pixels, ow of them stored, the rest reading past the
+ * row): widths 8 to 16 (output widths 4 to 8), 1 and 3 blocks, bands of 1
+ * and the step's choice, rows and claims; with the hook at -1 or a
+ * HardSwish expand they stay two steps. */
+static void narrow_blocks(void **state)
+{
+	(void)state;
+	for (int64_t w = 8; w <= 16; w++)
+		for (int k = 0; k < 3; k++) {
+			struct fcase t = { "narrow", 1, 5, k == 1 ? 24 : 8, w + 1 - 2 * (w % 2), w, 2,
+					   k == 2 ? ACT_HSWISH : ACT_CLIP, ACT_RELU, 1, 0, 0, MISS_NONE,
+					   0 };
+			struct fsetup f;
+			fsetup_init(&t, &f);
+			int64_t nr, ow = (w - 1) / 2 + 1;
+			float *ref = ot_run_ref(&f.bytes, 1, &f.in, &nr, t.name);
+			for (int cb = 0; cb >= -1; cb--)
+				for (int b = 0; b <= 1; b++)
+					for (int g = -1; g <= 8; g += 9) {
+						char what[128];
+						snprintf(what, sizeof what,
+							 "narrow w %lld ce %lld %s, hook %d, bands %d, %s",
+							 (long long)w, (long long)t.ce,
+							 k == 2 ? "hswish" : "clip", cb, b,
+							 g < 0 ? "rows" : "claims");
+						hal_conv_fused_cb = cb;
+						hal_conv_fused_band_rows = b;
+						hal_conv_fused_group = g;
+						int fused = ow >= 8 || (cb == 0 && k != 2);
+						ot_check_runs(&f.bytes, 1, &f.in, 1, NULL, ref, nr, 1e-4,
+							      fused ? f.steps : f.steps + 1, what);
+					}
+			hal_conv_fused_cb = 0;
+			hal_conv_fused_band_rows = 0;
+			hal_conv_fused_group = 0;
+			free(ref);
+			fsetup_free(&f);
+		}
+}
+
 /* 3 to 5 threads (more walkers than the two of a pair: rows split into
  * segments, one pair of walkers each, the last walker alone when odd;
  * channel claims shared by all), rows and channels, stride 1 and 2, batch
@@ -572,6 +613,7 @@ int main(void)
 		cmocka_unit_test(ring_sizes),
 		cmocka_unit_test(expand_chunks),
 		cmocka_unit_test(channel_blocks),
+		cmocka_unit_test(narrow_blocks),
 		cmocka_unit_test(more_threads),
 		cmocka_unit_test(threshold),
 	};

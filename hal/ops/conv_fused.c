@@ -77,6 +77,8 @@ int hal_conv_fused_cb = 0;
 				    * the channel blocks */
 #define FZ_FRONT 16      /* ring slack before the first row (floats) */
 #define FZ_BACK 32       /* and after the last one */
+#define FZ_CB_BACK (17 * 8)  /* channel-blocked: the 8th output pixel of a
+			      * row 8 wide reads 8 pixels past it */
 #define FZ_SPLIT_X_BYTES (384 * 1024)  /* X up to this size: split channels
 					* on several threads (fz_groups) */
 
@@ -479,7 +481,9 @@ FZ_EXPAND(fz_expand_avx2, __attribute__((target("avx2,fma"))))
 	/* Output rows [0, nrow) of channel block b: output row i reads the    \
 	 * block's ring rows ring + roff[i*s + ky] (ky = 0..2) and goes to     \
 	 * y + (8b + l)*oh*ow + i*ow for channel 8b + l. Blocks of 8 output    \
-	 * pixels, the last one shifted left to end at ow (ow >= 8). */        \
+	 * pixels, the last one shifted left to end at ow (or one block of 8  \
+	 * when ow < 8, ow of them stored: the others read up to 8 pixels past  \
+	 * the row, inside the ring or its FZ_CB_BACK slack). */                \
 	ATTR static void NROWS(const struct fz *c, const float *ring, const int64_t *roff,       \
 			       int64_t nrow, int64_t b, float *y)                            \
 	{                                                                              \
@@ -492,7 +496,7 @@ FZ_EXPAND(fz_expand_avx2, __attribute__((target("avx2,fma"))))
 		y += b * 8 * ys;                                                       \
 		for (int64_t i = 0; i < nrow; i++, y += ow) {                          \
 			for (int64_t ox = 0; ox < ow; ox += 8) {                       \
-				if (ox > ow - 8)                                       \
+				if (ox > ow - 8 && ow >= 8)                            \
 					ox = ow - 8;                                   \
 				v8f a_[8];                                             \
 				for (int j = 0; j < 8; j++)                            \
@@ -515,8 +519,13 @@ FZ_EXPAND(fz_expand_avx2, __attribute__((target("avx2,fma"))))
 					for (int j = 0; j < 8; j++)                    \
 						FZ_CLIPV(a_[j]);                       \
 				FZ_TR8(a_);                                            \
-				for (int l = 0; l < 8; l++)                            \
-					memcpy(y + l * ys + ox, &a_[l], 32);           \
+				if (ow >= 8)                                           \
+					for (int l = 0; l < 8; l++)                    \
+						memcpy(y + l * ys + ox, &a_[l], 32);   \
+				else  /* ow < 8: the lanes past ow read slack */       \
+					for (int l = 0; l < 8; l++)                    \
+						memcpy(y + l * ys, &a_[l],             \
+						       (size_t)ow * sizeof(float));    \
 			}                                                              \
 			if (c->epd && !reg)                                            \
 				for (int l = 0; l < 8; l++)                            \
@@ -806,6 +815,16 @@ static int is_const_vec(const hal_tensor *t, int64_t n)
 	return !t || (is_f32(t, 1) && t->dims[0] == n && t->is_const && t->data);
 }
 
+/* Whether the step keeps a channel-blocked ring (FZ_CB): stride 2, a 1x1
+ * expand of whole blocks of 8 channels whose epilogue, if any, is a clamp
+ * (others run over finished NCHW rows), unless the hook says no. */
+static int fz_cb_ok(const hal_conv_fused_desc *d)
+{
+	float lo, hi;
+	return hal_conv_fused_cb >= 0 && d->stride == 2 && !d->stem && d->we->dims[0] % 8 == 0 &&
+	       (!d->epe || ir_epi_clamp(d->epe, &lo, &hi));
+}
+
 int hal_conv_fused_fits(const hal_conv_fused_desc *d)
 {
 	const hal_tensor *x = d->x, *y = d->y;
@@ -824,7 +843,8 @@ int hal_conv_fused_fits(const hal_conv_fused_desc *d)
 	    d->wd->dims[3] != 3 || !is_const_vec(d->be, ce) || !is_const_vec(d->bd, ce))
 		return 0;
 	int64_t oh = (h - 1) / s + 1, ow = (w - 1) / s + 1;
-	if (y->dims[0] != n || y->dims[1] != ce || y->dims[2] != oh || y->dims[3] != ow || ow < 8)
+	if (y->dims[0] != n || y->dims[1] != ce || y->dims[2] != oh || y->dims[3] != ow ||
+	    (ow < 8 && !fz_cb_ok(d)))
 		return 0;
 	return (size_t)(ce * h * w) * sizeof(float) >= hal_conv_fused_min_bytes;
 }
@@ -865,15 +885,13 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 	 * p10): 56x56 (X 301 KiB) 0.32 -> 0.29 ms, 14x14 0.22 -> 0.13 ms;
 	 * 112x112 (800 KiB) 0.48 -> 0.59 ms and the stem 0.29 -> 0.67 ms, so
 	 * those split rows */
-	/* cb: a channel-blocked ring for stride 2 (see FZ_CB): 1x1 expands
-	 * of whole blocks of 8 channels whose epilogue, if any, is a clamp
-	 * (others run over finished NCHW rows). In-process A/B against the
+	/* cb: a channel-blocked ring for stride 2 (FZ_CB, fz_cb_ok; output
+	 * widths under 8 too). In-process A/B against the
 	 * NCHW ring (MobileNetV2's stride-2 pairs alone, 20-30 rounds, 1
 	 * thread): 112x112 16->96 0.85x, 56x56 24->144 0.81x, 28x28 32->192
 	 * 0.78x (the depthwise part about half); 2 threads 0.78-0.82x. At
 	 * stride 1 it measured 0.96-1.04x, so those keep the NCHW ring */
-	c->cb = hal_conv_fused_cb >= 0 && c->s == 2 && !c->stem && c->ce % 8 == 0 &&
-		(!d->epe || ir_epi_clamp(d->epe, &c->elo, &c->ehi));
+	c->cb = fz_cb_ok(d);
 	int64_t G = hal_conv_fused_group;
 	if (G == 0 && !c->stem && c->ce >= 8 * c->slots &&
 	    (size_t)(c->cin * c->xh * c->xw) * sizeof(float) <= FZ_SPLIT_X_BYTES)
@@ -914,8 +932,8 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 		c->chunk = hal_conv_fused_chunk < 8 ? 8 : hal_conv_fused_chunk;
 	c->ring = hal_conv_fused_ring_rows < 0 ? (win + step - 1) / step * step
 		  : hal_conv_fused_ring_rows > win ? hal_conv_fused_ring_rows : win;
-	c->ring_floats = ((size_t)(c->ce * c->ring * (c->w + 2 * c->cb)) + FZ_FRONT + FZ_BACK + 15) &
-			 ~(size_t)15;
+	c->ring_floats = ((size_t)(c->ce * c->ring * (c->w + 2 * c->cb)) + FZ_FRONT +
+			  (c->cb ? FZ_CB_BACK : FZ_BACK) + 15) & ~(size_t)15;
 	c->cols_floats = c->stem ? (size_t)(c->ek * c->ring * c->w) : 0;
 	c->slot_bytes = ((c->ring_floats + c->cols_floats) * sizeof(float) + 63) & ~(size_t)63;
 	int64_t nob = (c->ce + 3) / 4;
