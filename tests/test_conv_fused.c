@@ -23,7 +23,8 @@
  * read twice, a 5x5 depthwise, dilation 2, group 1 (a full 3x3 Conv),
  * stride 3, a 3x3 "expand" (stride 1), a stem of 8 input channels (72 taps)
  * or without padding, and a small plane under the default threshold.
- * Ring heights (ring_sizes) and expand chunk lengths (expand_chunks) are
+ * Ring heights (ring_sizes), expand chunk lengths (expand_chunks) and the
+ * stride-2 channel-blocked ring against the NCHW one (channel_blocks) are
  * swept through hooks.
  * Tolerance: 1e-4 (1 + |ref|): float sums of at most 80 products (the
  * expand's reduction is 70 long in expand_chunks).
@@ -430,6 +431,102 @@ static void expand_chunks(void **state)
 	}
 }
 
+/* The channel-blocked ring of stride-2 steps (8 channels a block; the
+ * expand 3 blocks x 4 pixels a step, then 2 x 6 and 1 x 8 for the last
+ * blocks, the last step of a row shifted to end at w; the depthwise 8
+ * output pixels a step, transposed into NCHW): 1 to 5 blocks (every mix of
+ * the three expand shapes), widths 15 to 40 (output widths 8 to 20: odd
+ * widths read the right zero pixel, rows not a multiple of 4, 6 or 8),
+ * odd and even heights, the expand's Clip, Relu or none (a HardSwish keeps
+ * the NCHW ring), the depthwise's HardSwish (applied over the finished
+ * rows), no bias, batch 2; bands of 1 to 3 rows, rows and channel claims
+ * (claims of 4 rounded up to 8), the ring's window and +1 rows, 1 and 2
+ * threads, both ISAs; and each case with the NCHW ring (hook at -1). */
+static void channel_blocks(void **state)
+{
+	(void)state;
+	static const struct fcase shapes[] = {
+		{ "cb 1 block w 15",  1, 3,  8, 9,  15, 2, ACT_CLIP, ACT_CLIP,   1, 0, 0, MISS_NONE, 0 },
+		{ "cb 2 blocks w 17", 1, 5, 16, 10, 17, 2, ACT_RELU, ACT_RELU,   1, 0, 0, MISS_NONE, 0 },
+		{ "cb 3 blocks w 23", 1, 4, 24, 7,  23, 2, ACT_NONE, ACT_HSWISH, 1, 0, 0, MISS_NONE, 0 },
+		{ "cb 4 blocks w 40", 1, 7, 32, 12, 40, 2, ACT_CLIP, ACT_NONE,   0, 0, 0, MISS_NONE, 0 },
+		{ "cb 5 blocks w 33", 2, 6, 40, 11, 33, 2, ACT_CLIP, ACT_CLIP,   1, 1, 0, MISS_NONE, 0 },
+		{ "cb hswish expand", 1, 3, 16, 9,  19, 2, ACT_HSWISH, ACT_CLIP, 1, 0, 0, MISS_NONE, 0 },
+	};
+	static const int bands[] = { 0, 1, 3 };
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const struct fcase *t = &shapes[i];
+		struct fsetup f;
+		fsetup_init(t, &f);
+		int64_t nr;
+		float *ref = ot_run_ref(&f.bytes, 1, &f.in, &nr, t->name);
+		for (int cb = 0; cb >= -1; cb--)
+			for (size_t b = 0; b < sizeof bands / sizeof bands[0]; b++)
+				for (int g = -1; g <= 4; g += 5)
+					for (int r = 0; r <= 1; r++) {
+						char what[128];
+						int win = ((bands[b] ? bands[b] : 2) - 1) * 2 + 3;
+						snprintf(what, sizeof what,
+							 "%s, %s ring, bands of %d rows, %s, ring +%d",
+							 t->name, cb ? "NCHW" : "blocked", bands[b],
+							 g < 0 ? "rows" : "claims of 4", r);
+						hal_conv_fused_cb = cb;
+						hal_conv_fused_band_rows = bands[b];
+						hal_conv_fused_group = g;
+						hal_conv_fused_ring_rows = r ? win + 1 : 0;
+						ot_check_runs(&f.bytes, 1, &f.in, 1, NULL, ref, nr, 1e-4,
+							      f.steps, what);
+					}
+		hal_conv_fused_cb = 0;
+		hal_conv_fused_band_rows = 0;
+		hal_conv_fused_group = 0;
+		hal_conv_fused_ring_rows = 0;
+		free(ref);
+		fsetup_free(&f);
+	}
+}
+
+/* Output widths under 8 at stride 2 fuse with the channel-blocked ring
+ * only (one block of 8 pixels, ow of them stored, the rest reading past the
+ * row): widths 8 to 16 (output widths 4 to 8), 1 and 3 blocks, bands of 1
+ * and the step's choice, rows and claims; with the hook at -1 or a
+ * HardSwish expand they stay two steps. */
+static void narrow_blocks(void **state)
+{
+	(void)state;
+	for (int64_t w = 8; w <= 16; w++)
+		for (int k = 0; k < 3; k++) {
+			struct fcase t = { "narrow", 1, 5, k == 1 ? 24 : 8, w + 1 - 2 * (w % 2), w, 2,
+					   k == 2 ? ACT_HSWISH : ACT_CLIP, ACT_RELU, 1, 0, 0, MISS_NONE,
+					   0 };
+			struct fsetup f;
+			fsetup_init(&t, &f);
+			int64_t nr, ow = (w - 1) / 2 + 1;
+			float *ref = ot_run_ref(&f.bytes, 1, &f.in, &nr, t.name);
+			for (int cb = 0; cb >= -1; cb--)
+				for (int b = 0; b <= 1; b++)
+					for (int g = -1; g <= 8; g += 9) {
+						char what[128];
+						snprintf(what, sizeof what,
+							 "narrow w %lld ce %lld %s, hook %d, bands %d, %s",
+							 (long long)w, (long long)t.ce,
+							 k == 2 ? "hswish" : "clip", cb, b,
+							 g < 0 ? "rows" : "claims");
+						hal_conv_fused_cb = cb;
+						hal_conv_fused_band_rows = b;
+						hal_conv_fused_group = g;
+						int fused = ow >= 8 || (cb == 0 && k != 2);
+						ot_check_runs(&f.bytes, 1, &f.in, 1, NULL, ref, nr, 1e-4,
+							      fused ? f.steps : f.steps + 1, what);
+					}
+			hal_conv_fused_cb = 0;
+			hal_conv_fused_band_rows = 0;
+			hal_conv_fused_group = 0;
+			free(ref);
+			fsetup_free(&f);
+		}
+}
+
 /* 3 to 5 threads (more walkers than the two of a pair: rows split into
  * segments, one pair of walkers each, the last walker alone when odd;
  * channel claims shared by all), rows and channels, stride 1 and 2, batch
@@ -515,6 +612,8 @@ int main(void)
 		cmocka_unit_test(channel_groups),
 		cmocka_unit_test(ring_sizes),
 		cmocka_unit_test(expand_chunks),
+		cmocka_unit_test(channel_blocks),
+		cmocka_unit_test(narrow_blocks),
 		cmocka_unit_test(more_threads),
 		cmocka_unit_test(threshold),
 	};

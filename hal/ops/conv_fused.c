@@ -36,6 +36,10 @@
  * The last block of a row is shifted left to end at ow (ow >= 8), so
  * every store is a full vector.
  *
+ * At stride 2 the ring is channel-blocked instead (FZ_CB): 8 channels
+ * of a pixel a vector, so each tap of the depthwise is one unit-stride
+ * load and the outputs go through an 8x8 transpose into Y's rows.
+ *
  * The stem variant (the expand is a MobileNet stem, 3x3 stride 2 pad 1
  * over few channels) gathers each run of new E rows' taps into a column
  * buffer [cin*9][rows*w] after the ring and runs the same kernel over it:
@@ -63,6 +67,7 @@ size_t hal_conv_fused_min_bytes = 64 * 1024;
 int hal_conv_fused_band_rows = 0;
 int hal_conv_fused_ring_rows = 0;
 int hal_conv_fused_chunk = 0;
+int hal_conv_fused_cb = 0;
 
 #define FZ_COLS 224      /* new E pixels (rows * w) a band aims at */
 #define FZ_CHUNK 240     /* E pixels per expand chunk at most, and */
@@ -72,6 +77,8 @@ int hal_conv_fused_chunk = 0;
 				    * the channel blocks */
 #define FZ_FRONT 16      /* ring slack before the first row (floats) */
 #define FZ_BACK 32       /* and after the last one */
+#define FZ_CB_BACK (17 * 8)  /* channel-blocked: the 8th output pixel of a
+			      * row 8 wide reads 8 pixels past it */
 #define FZ_SPLIT_X_BYTES (384 * 1024)  /* X up to this size: split channels
 					* on several threads (fz_groups) */
 
@@ -111,6 +118,17 @@ struct fz {
 	void (*stem_cols)(const struct fz *c, const float *x, int64_t g0, int64_t g1, float *cols);
 	void (*rows)(const struct fz *c, const float *ring, const int64_t *roff, int64_t nrow,
 		     const float *wk, float bias, float *y);
+	/* cb: the ring is channel-blocked (stride 2 only, fz_make): channel
+	 * block b (8 channels) holds R rows of w+2 pixels of 8 floats, a zero
+	 * pixel either side (the depthwise's column padding), E[8b+l] row r
+	 * column x at ring + ((b*R + slot)*(w+2) + x+1)*8 + l; weights packed
+	 * per block: expand [ce/8][ek][8], depthwise [ce/8][9][8] */
+	int cb;
+	const float *wcb, *wdcb, *becb, *bdcb;
+	void (*cb_expand)(const struct fz *c, const float *x, int64_t xs, float *row, int64_t rs,
+			  int64_t b0, int64_t b1);
+	void (*cb_rows)(const struct fz *c, const float *ring, const int64_t *roff, int64_t nrow,
+			int64_t b, float *y);
 };
 
 /* t[0..2] = the three horizontal taps of 8 output pixels at stride S, from
@@ -389,6 +407,165 @@ FZ_EXPAND(fz_expand_avx2, __attribute__((target("avx2,fma"))))
 #undef FZ_CLIPV
 #endif
 
+
+/* Channel-blocked (c->cb) kernels. E pixel x of channel block b of one row
+ * at row + b*rs + (x+1)*8: the expand computes 2 blocks x 6 pixels (12
+ * vectors) per step, k over the reduction, each step a weight vector per
+ * block and a broadcast X value per pixel (the last step shifted left to
+ * end at w, recomputing equal values); the depthwise reads each tap of 8
+ * output pixels as one unit-stride vector (8 channels of one E pixel),
+ * whatever the stride, and transposes the 8 pixel vectors into 8 NCHW
+ * rows. MobileNetV2's stride-2 depthwise in NCHW needed 4 loads and 3
+ * shuffles per input row and output vector, and a permute per output. */
+#define FZ_CB_EXP(NB, NP)                                                              \
+	do {                                                                           \
+		v8f acc_[NB][NP];                                                      \
+		_Pragma("GCC unroll 16") for (int b_ = 0; b_ < (NB); b_++) {           \
+			v8f bv_;                                                       \
+			memcpy(&bv_, c->becb + (b + b_) * 8, 32);                      \
+			_Pragma("GCC unroll 16") for (int j_ = 0; j_ < (NP); j_++)     \
+				acc_[b_][j_] = bv_;                                    \
+		}                                                                      \
+		const float *xr_ = x + p;                                              \
+		const float *w0_ = c->wcb + b * K * 8;                                 \
+		for (int64_t k = 0; k < K; k++, xr_ += xs, w0_ += 8) {                 \
+			v8f wv_[NB];                                                   \
+			_Pragma("GCC unroll 16") for (int b_ = 0; b_ < (NB); b_++)     \
+				memcpy(&wv_[b_], w0_ + b_ * K * 8, 32);                 \
+			_Pragma("GCC unroll 16") for (int j_ = 0; j_ < (NP); j_++) {   \
+				v8f xv_ = FZ_SPLAT(xr_[j_]);                           \
+				_Pragma("GCC unroll 16") for (int b_ = 0; b_ < (NB); b_++) \
+					acc_[b_][j_] += wv_[b_] * xv_;                 \
+			}                                                              \
+		}                                                                      \
+		_Pragma("GCC unroll 16") for (int b_ = 0; b_ < (NB); b_++)             \
+			_Pragma("GCC unroll 16") for (int j_ = 0; j_ < (NP); j_++) {   \
+				v8f o_ = acc_[b_][j_];                                 \
+				if (reg)                                               \
+					FZ_CLIPV(o_);                                  \
+				memcpy(row + (b + b_) * rs + (p + j_ + 1) * 8, &o_, 32); \
+			}                                                              \
+	} while (0)
+
+/* Pixels [0, w) (w >= NP) of blocks [b, b + NB) by FZ_CB_EXP steps, the
+ * last one shifted left to end at w. */
+#define FZ_CB_ROW(NB, NP)                                                              \
+	for (int64_t p = 0; p < w; p += (NP)) {                                        \
+		if (p > w - (NP))                                                      \
+			p = w - (NP);                                                  \
+		FZ_CB_EXP(NB, NP);                                                     \
+	}
+
+#ifndef FZ_CB_NB
+#define FZ_CB_NB 3
+#define FZ_CB_NP 4
+#endif
+#define FZ_CB(NEXP, NROWS, ATTR)                                                       \
+	/* One E row (w pixels, w >= 6) of channel blocks [b0, b1) from X's    \
+	 * row at x (reduction index k at x + k*xs) into row (block b at       \
+	 * row + b*rs); the pad pixels are not touched. */                     \
+	ATTR static void NEXP(const struct fz *c, const float *x, int64_t xs, float *row,        \
+			      int64_t rs, int64_t b0, int64_t b1)                            \
+	{                                                                              \
+		const int64_t K = c->ek, w = c->w;                                     \
+		const int reg = c->reg_exp;                                            \
+		const v8f LO = FZ_SPLAT(c->elo), HI = FZ_SPLAT(c->ehi);                \
+		int64_t b = b0;                                                        \
+		for (; b + FZ_CB_NB <= b1; b += FZ_CB_NB)                              \
+			FZ_CB_ROW(FZ_CB_NB, FZ_CB_NP)                                  \
+		for (; b + 2 <= b1; b += 2)                                            \
+			FZ_CB_ROW(2, 6)                                                \
+		for (; b < b1; b++)                                                    \
+			FZ_CB_ROW(1, 8)                                                \
+	}                                                                              \
+	/* Output rows [0, nrow) of channel block b: output row i reads the    \
+	 * block's ring rows ring + roff[i*s + ky] (ky = 0..2) and goes to     \
+	 * y + (8b + l)*oh*ow + i*ow for channel 8b + l. Blocks of 8 output    \
+	 * pixels, the last one shifted left to end at ow (or one block of 8  \
+	 * when ow < 8, ow of them stored: the others read up to 8 pixels past  \
+	 * the row, inside the ring or its FZ_CB_BACK slack). */                \
+	ATTR static void NROWS(const struct fz *c, const float *ring, const int64_t *roff,       \
+			       int64_t nrow, int64_t b, float *y)                            \
+	{                                                                              \
+		const int64_t ow = c->ow, s = c->s, ys = c->oh * ow;                   \
+		const int reg = c->reg_epi;                                            \
+		const v8f LO = FZ_SPLAT(c->lo), HI = FZ_SPLAT(c->hi);                  \
+		const float *wd = c->wdcb + b * 72;                                    \
+		v8f bias;                                                              \
+		memcpy(&bias, c->bdcb + b * 8, 32);                                    \
+		y += b * 8 * ys;                                                       \
+		for (int64_t i = 0; i < nrow; i++, y += ow) {                          \
+			for (int64_t ox = 0; ox < ow; ox += 8) {                       \
+				if (ox > ow - 8 && ow >= 8)                            \
+					ox = ow - 8;                                   \
+				v8f a_[8];                                             \
+				for (int j = 0; j < 8; j++)                            \
+					a_[j] = bias;                                  \
+				for (int ky = 0; ky < 3; ky++) {                       \
+					/* tap kx of pixel ox+j: E column           \
+					 * (ox+j)*s - 1 + kx, stored at +1 */        \
+					const float *e = ring + roff[i * s + ky] + ox * s * 8; \
+					for (int kx = 0; kx < 3; kx++, e += 8) {       \
+						v8f wv;                                \
+						memcpy(&wv, wd + (ky * 3 + kx) * 8, 32); \
+						for (int j = 0; j < 8; j++) {          \
+							v8f t;                         \
+							memcpy(&t, e + j * s * 8, 32); \
+							a_[j] += wv * t;               \
+						}                                      \
+					}                                              \
+				}                                                      \
+				if (reg)                                               \
+					for (int j = 0; j < 8; j++)                    \
+						FZ_CLIPV(a_[j]);                       \
+				FZ_TR8(a_);                                            \
+				if (ow >= 8)                                           \
+					for (int l = 0; l < 8; l++)                    \
+						memcpy(y + l * ys + ox, &a_[l], 32);   \
+				else  /* ow < 8: the lanes past ow read slack */       \
+					for (int l = 0; l < 8; l++)                    \
+						memcpy(y + l * ys, &a_[l],             \
+						       (size_t)ow * sizeof(float));    \
+			}                                                              \
+			if (c->epd && !reg)                                            \
+				for (int l = 0; l < 8; l++)                            \
+					hal_epilogue_apply(c->epd, y + l * ys, ow);    \
+		}                                                                      \
+	}
+
+/* a[0..7] transposed in place: lane l of a[j] goes to lane j of a[l]. */
+#define FZ_TR8(a)                                                                      \
+	do {                                                                           \
+		const v8i u0_ = { 0, 8, 1, 9, 4, 12, 5, 13 }, u1_ = { 2, 10, 3, 11, 6, 14, 7, 15 }; \
+		const v8i s0_ = { 0, 1, 8, 9, 4, 5, 12, 13 }, s1_ = { 2, 3, 10, 11, 6, 7, 14, 15 }; \
+		const v8i q0_ = { 0, 1, 2, 3, 8, 9, 10, 11 }, q1_ = { 4, 5, 6, 7, 12, 13, 14, 15 }; \
+		v8f t_[8], r_[8];                                                      \
+		for (int h_ = 0; h_ < 4; h_++) {                                       \
+			t_[2 * h_] = __builtin_shuffle(a[2 * h_], a[2 * h_ + 1], u0_);   \
+			t_[2 * h_ + 1] = __builtin_shuffle(a[2 * h_], a[2 * h_ + 1], u1_); \
+		}                                                                      \
+		for (int h_ = 0; h_ < 2; h_++)                                         \
+			for (int g_ = 0; g_ < 2; g_++) {                               \
+				r_[4 * h_ + 2 * g_] =                                  \
+					__builtin_shuffle(t_[4 * h_ + g_], t_[4 * h_ + 2 + g_], s0_); \
+				r_[4 * h_ + 2 * g_ + 1] =                              \
+					__builtin_shuffle(t_[4 * h_ + g_], t_[4 * h_ + 2 + g_], s1_); \
+			}                                                              \
+		for (int m_ = 0; m_ < 4; m_++) {                                       \
+			a[m_] = __builtin_shuffle(r_[m_], r_[4 + m_], q0_);            \
+			a[4 + m_] = __builtin_shuffle(r_[m_], r_[4 + m_], q1_);        \
+		}                                                                      \
+	} while (0)
+
+#define FZ_CLIPV FZ_CLIPV_GENERIC
+FZ_CB(fz_cb_expand_generic, fz_cb_rows_generic, )
+#undef FZ_CLIPV
+#if defined(__x86_64__) || defined(__i386__)
+#define FZ_CLIPV FZ_CLIPV_AVX2
+FZ_CB(fz_cb_expand_avx2, fz_cb_rows_avx2, __attribute__((target("avx2,fma"))))
+#undef FZ_CLIPV
+#endif
+
 struct fz_job {
 	const struct fz *c;
 	const float *x;   /* [n, cin, h, w] */
@@ -458,6 +635,24 @@ static void expand_rows(const struct fz *c, const float *x, float *ring, float *
 			int64_t c0, int64_t c1, int64_t r0, int64_t r1)
 {
 	const int64_t R = c->ring, w = c->w;
+	if (c->cb) {  /* a row at a time: block b's slot sl at ring + (b*R + sl)*rs */
+		const int64_t rs = (w + 2) * 8;
+		for (int64_t r = r0; r < r1; r++) {
+			float *row = ring + slot_of(r, base, R) * rs;
+			for (int64_t b = c0 / 8; b < c1 / 8; b++) {
+				float *q = row + b * R * rs;
+				if (r < 0 || r >= c->h) {
+					memset(q, 0, (size_t)rs * sizeof *q);
+				} else {
+					memset(q, 0, 8 * sizeof *q);
+					memset(q + rs - 8, 0, 8 * sizeof *q);
+				}
+			}
+			if (r >= 0 && r < c->h)
+				c->cb_expand(c, x + r * w, c->h * w, row, R * rs, c0 / 8, c1 / 8);
+		}
+		return;
+	}
 	while (r0 < r1) {
 		int64_t sl = slot_of(r0, base, R);
 		int64_t e = r1 - r0 < R - sl ? r1 : r0 + (R - sl);
@@ -502,6 +697,13 @@ static void fz_band(const struct fz *c, const float *x, float *y, unsigned char 
 	}
 	*have0 = lo;
 	*have1 = hi + 1;
+	if (c->cb) {
+		for (int64_t r = lo; r <= hi; r++)
+			roff[r - lo] = slot_of(r, base, R) * (w + 2) * 8;
+		for (int64_t b = c0 / 8; b < c1 / 8; b++)
+			c->cb_rows(c, ring + b * R * (w + 2) * 8, roff, o1 - o0, b, y + o0 * c->ow);
+		return;
+	}
 	for (int64_t r = lo; r <= hi; r++)
 		roff[r - lo] = slot_of(r, base, R) * w;
 	for (int64_t ch = c0; ch < c1; ch++)
@@ -613,6 +815,16 @@ static int is_const_vec(const hal_tensor *t, int64_t n)
 	return !t || (is_f32(t, 1) && t->dims[0] == n && t->is_const && t->data);
 }
 
+/* Whether the step keeps a channel-blocked ring (FZ_CB): stride 2, a 1x1
+ * expand of whole blocks of 8 channels whose epilogue, if any, is a clamp
+ * (others run over finished NCHW rows), unless the hook says no. */
+static int fz_cb_ok(const hal_conv_fused_desc *d)
+{
+	float lo, hi;
+	return hal_conv_fused_cb >= 0 && d->stride == 2 && !d->stem && d->we->dims[0] % 8 == 0 &&
+	       (!d->epe || ir_epi_clamp(d->epe, &lo, &hi));
+}
+
 int hal_conv_fused_fits(const hal_conv_fused_desc *d)
 {
 	const hal_tensor *x = d->x, *y = d->y;
@@ -631,7 +843,8 @@ int hal_conv_fused_fits(const hal_conv_fused_desc *d)
 	    d->wd->dims[3] != 3 || !is_const_vec(d->be, ce) || !is_const_vec(d->bd, ce))
 		return 0;
 	int64_t oh = (h - 1) / s + 1, ow = (w - 1) / s + 1;
-	if (y->dims[0] != n || y->dims[1] != ce || y->dims[2] != oh || y->dims[3] != ow || ow < 8)
+	if (y->dims[0] != n || y->dims[1] != ce || y->dims[2] != oh || y->dims[3] != ow ||
+	    (ow < 8 && !fz_cb_ok(d)))
 		return 0;
 	return (size_t)(ce * h * w) * sizeof(float) >= hal_conv_fused_min_bytes;
 }
@@ -672,11 +885,20 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 	 * p10): 56x56 (X 301 KiB) 0.32 -> 0.29 ms, 14x14 0.22 -> 0.13 ms;
 	 * 112x112 (800 KiB) 0.48 -> 0.59 ms and the stem 0.29 -> 0.67 ms, so
 	 * those split rows */
+	/* cb: a channel-blocked ring for stride 2 (FZ_CB, fz_cb_ok; output
+	 * widths under 8 too). In-process A/B against the
+	 * NCHW ring (MobileNetV2's stride-2 pairs alone, 20-30 rounds, 1
+	 * thread): 112x112 16->96 0.85x, 56x56 24->144 0.81x, 28x28 32->192
+	 * 0.78x (the depthwise part about half); 2 threads 0.78-0.82x. At
+	 * stride 1 it measured 0.96-1.04x, so those keep the NCHW ring */
+	c->cb = fz_cb_ok(d);
 	int64_t G = hal_conv_fused_group;
 	if (G == 0 && !c->stem && c->ce >= 8 * c->slots &&
 	    (size_t)(c->cin * c->xh * c->xw) * sizeof(float) <= FZ_SPLIT_X_BYTES)
 		G = (c->ce + 4 * c->slots - 1) / (4 * c->slots);
 	c->group = c->slots > 1 && G > 0 ? (G + 3) / 4 * 4 : 0;
+	if (c->cb && c->group)
+		c->group = (c->group + 7) / 8 * 8;
 	/* B rows per band: about FZ_COLS new E pixels per band and at least 2
 	 * rows, so the depthwise's two-row passes apply (MobileNetV2's
 	 * 112x112 stride-2 pair had bands of 1 row: 0.88 -> 0.85 ms alone,
@@ -710,7 +932,8 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 		c->chunk = hal_conv_fused_chunk < 8 ? 8 : hal_conv_fused_chunk;
 	c->ring = hal_conv_fused_ring_rows < 0 ? (win + step - 1) / step * step
 		  : hal_conv_fused_ring_rows > win ? hal_conv_fused_ring_rows : win;
-	c->ring_floats = ((size_t)(c->ce * c->ring * c->w) + FZ_FRONT + FZ_BACK + 15) & ~(size_t)15;
+	c->ring_floats = ((size_t)(c->ce * c->ring * (c->w + 2 * c->cb)) + FZ_FRONT +
+			  (c->cb ? FZ_CB_BACK : FZ_BACK) + 15) & ~(size_t)15;
 	c->cols_floats = c->stem ? (size_t)(c->ek * c->ring * c->w) : 0;
 	c->slot_bytes = ((c->ring_floats + c->cols_floats) * sizeof(float) + 63) & ~(size_t)63;
 	int64_t nob = (c->ce + 3) / 4;
@@ -724,6 +947,31 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 				wp[(ob * c->ek + k) * 4 + o] =
 					ob * 4 + o < c->ce ? we[(ob * 4 + o) * c->ek + k] : 0.0f;
 	c->wp = wp;
+	if (c->cb) {
+		int64_t nb = c->ce / 8;
+		float *wcb = hal_step_alloc(s, (size_t)(nb * 8 * (c->ek + 11)) * sizeof *wcb);
+		if (!wcb)
+			return AIDOS_E_NOMEM;
+		const float *wd = d->wd->data, *be = d->be ? d->be->data : NULL;
+		const float *bd = d->bd ? d->bd->data : NULL;
+		float *wdcb = wcb + nb * 8 * c->ek, *becb = wdcb + nb * 72, *bdcb = becb + nb * 8;
+		for (int64_t b = 0; b < nb; b++)
+			for (int64_t l = 0; l < 8; l++) {
+				int64_t ch = b * 8 + l;
+				for (int64_t k = 0; k < c->ek; k++)
+					wcb[(b * c->ek + k) * 8 + l] = we[ch * c->ek + k];
+				for (int64_t t = 0; t < 9; t++)
+					wdcb[(b * 9 + t) * 8 + l] = wd[ch * 9 + t];
+				becb[b * 8 + l] = be ? be[ch] : 0.0f;
+				bdcb[b * 8 + l] = bd ? bd[ch] : 0.0f;
+			}
+		c->wcb = wcb;
+		c->wdcb = wdcb;
+		c->becb = becb;
+		c->bdcb = bdcb;
+		c->cb_expand = HAL_GEMM_PICK(fz_cb_expand_generic, fz_cb_expand_avx2);
+		c->cb_rows = HAL_GEMM_PICK(fz_cb_rows_generic, fz_cb_rows_avx2);
+	}
 	c->be = d->be ? d->be->data : NULL;
 	c->wd = d->wd->data;
 	c->bd = d->bd ? d->bd->data : NULL;

@@ -66,10 +66,14 @@ extern int hal_conv_fused_ring_rows;
  * choice, 48 to 240 by the expand's reduction length; else this many, at
  * least 8). */
 extern int hal_conv_fused_chunk;
+/* Test hook, read at plan time: -1 keeps stride-2 steps on the NCHW ring
+ * (0: channel-blocked where it applies, see conv_fused.c). */
+extern int hal_conv_fused_cb;
 
 /* Whether the fused step computes this pair: the geometry above (output
- * widths of at least 8) and an expanded tensor of hal_conv_fused_min_bytes
- * or more. Plan time only. */
+ * widths of at least 8, or under 8 where the stride-2 channel-blocked ring
+ * applies: MobileNetV2's 14x14 -> 7x7 pair) and an expanded tensor of
+ * hal_conv_fused_min_bytes or more. Plan time only. */
 int hal_conv_fused_fits(const hal_conv_fused_desc *d);
 
 /* Fills *s (zeroed by the caller, s->plan, s->node and s->opset set) as
