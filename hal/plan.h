@@ -162,8 +162,9 @@ int hal_threadpool_create(int threads, hal_threadpool **out);
  * nothing), 0 leaves them to the kernel, -1 pins unless the environment has
  * AIDOS_POOL_PIN=0. Affinity is set once, at thread creation. */
 int hal_threadpool_create_pinned(int threads, int pin, hal_threadpool **out);
-/* The CPU thread i (1 .. size-1: the workers; 0 is the caller) is pinned to,
- * or -1 (not pinned, out of range, or tp NULL). */
+/* The CPU thread i (1 .. size-1: the workers; 0 is the caller) is pinned to
+ * now (a worker moves off the caller's CPU: hal_threadpool_moves), or -1
+ * (not pinned, out of range, or tp NULL). */
 int hal_threadpool_worker_cpu(const hal_threadpool *tp, int i);
 void hal_threadpool_destroy(hal_threadpool *tp);
 int hal_threadpool_size(const hal_threadpool *tp);
@@ -180,6 +181,9 @@ uint64_t hal_threadpool_sleeps(const hal_threadpool *tp);
 /* How many times a spinning waiter yielded its CPU because another thread
  * of the pool was last seen on it. */
 uint64_t hal_threadpool_yields(const hal_threadpool *tp);
+/* How many times a pinned worker that found the caller on its CPU re-pinned
+ * itself to a CPU no thread of the pool was on. */
+uint64_t hal_threadpool_moves(const hal_threadpool *tp);
 void hal_threadpool_run(hal_threadpool *tp, int64_t n, int64_t grain, hal_range_fn fn, void *arg);
 
 #endif

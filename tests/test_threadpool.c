@@ -11,8 +11,10 @@
  * Spinning: after a request ends, a worker keeps spinning for the idle
  * limit counted from that end (a request that follows soon finds it awake,
  * however long the last one's single-threaded tail was), and then sleeps.
- * A waiter that finds another thread of its pool on its own CPU yields it
- * (the caller pinned onto the worker's CPU: jobs still complete, and the
+ * A pinned worker that finds the caller on its CPU moves to another CPU of
+ * the mask (the caller pinned onto the worker's CPU: the worker's CPU
+ * changes, the pool counts the move, jobs complete); a waiter that cannot
+ * move (unpinned threads confined to one CPU) yields it (jobs complete, the
  * pool counts the yields).
  */
 #include <pthread.h>
@@ -155,7 +157,24 @@ static void slow_count_range(void *arg, int64_t i0, int64_t i1)
 	}
 }
 
-static void waiter_yields_a_shared_cpu(void **state)
+/* 300 jobs of 64 slow items, each item run exactly once. */
+static void run_slow_jobs(hal_threadpool *tp)
+{
+	_Atomic uint32_t hits[64];
+	hal_threadpool_begin(tp);
+	for (int rep = 0; rep < 300; rep++) {
+		struct job j = { hits, 64, 0, 0 };
+		for (int i = 0; i < 64; i++)
+			atomic_store(&hits[i], 0);
+		hal_threadpool_run(tp, 64, 1, slow_count_range, &j);
+		for (int i = 0; i < 64; i++)
+			assert_int_equal(atomic_load(&hits[i]), 1);
+		assert_int_equal(atomic_load(&j.bad), 0);
+	}
+	hal_threadpool_end(tp);
+}
+
+static void worker_moves_off_the_callers_cpu(void **state)
 {
 	(void)state;
 	cpu_set_t old;
@@ -170,22 +189,34 @@ static void waiter_yields_a_shared_cpu(void **state)
 	CPU_ZERO(&one);
 	CPU_SET(wc, &one);
 	assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof one, &one), 0);
-	_Atomic uint32_t hits[64];
-	hal_threadpool_begin(tp);
-	for (int rep = 0; rep < 300; rep++) {
-		struct job j = { hits, 64, 0, 0 };
-		for (int i = 0; i < 64; i++)
-			atomic_store(&hits[i], 0);
-		hal_threadpool_run(tp, 64, 1, slow_count_range, &j);
-		for (int i = 0; i < 64; i++)
-			assert_int_equal(atomic_load(&hits[i]), 1);
-		assert_int_equal(atomic_load(&j.bad), 0);
-	}
-	hal_threadpool_end(tp);
-	uint64_t y = hal_threadpool_yields(tp);
+	run_slow_jobs(tp);
+	uint64_t moves = hal_threadpool_moves(tp);
+	int now = hal_threadpool_worker_cpu(tp, 1);
 	assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof old, &old), 0);
 	hal_threadpool_destroy(tp);
+	assert_true(moves > 0);
+	assert_true(now >= 0 && now != wc && CPU_ISSET(now, &old));
+}
+
+static void waiter_yields_a_shared_cpu(void **state)
+{
+	(void)state;
+	cpu_set_t old;
+	assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof old, &old), 0);
+	/* an unpinned pool created on one CPU: its worker inherits that mask,
+	 * so both threads share the CPU and nobody can move */
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu(), &one);
+	assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof one, &one), 0);
+	hal_threadpool *tp = NULL;
+	assert_int_equal(hal_threadpool_create_pinned(2, 0, &tp), 0);
+	run_slow_jobs(tp);
+	uint64_t y = hal_threadpool_yields(tp), moves = hal_threadpool_moves(tp);
+	hal_threadpool_destroy(tp);
+	assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof old, &old), 0);
 	assert_true(y > 0);
+	assert_int_equal(moves, 0);
 }
 
 /* ---- placement ---- */
@@ -276,8 +307,11 @@ static void pinned_workers_distinct_cpus(void **state)
 			CPU_SET(c, &used);
 		}
 		assert_int_equal(CPU_COUNT(&used), threads - 1);
+		/* a worker that found the caller on its CPU may have moved since
+		 * it recorded its mask (hal_threadpool_moves) */
 		for (int i = 1; i < threads; i++)
-			assert_true(CPU_ISSET(hal_threadpool_worker_cpu(tp, i), &used));
+			assert_true(CPU_ISSET(hal_threadpool_worker_cpu(tp, i), &used) ||
+				    (hal_threadpool_moves(tp) > 0 && CPU_ISSET(hal_threadpool_worker_cpu(tp, i), &all)));
 		assert_int_equal(hal_threadpool_worker_cpu(tp, 0), -1);
 		assert_int_equal(hal_threadpool_worker_cpu(tp, threads), -1);
 		hal_threadpool_destroy(tp);
@@ -396,6 +430,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(pool_covers_every_item),
 		cmocka_unit_test(idle_spin_counts_from_request_end),
+		cmocka_unit_test(worker_moves_off_the_callers_cpu),
 		cmocka_unit_test(waiter_yields_a_shared_cpu),
 		cmocka_unit_test(pinned_workers_distinct_cpus),
 		cmocka_unit_test(pin_opt_out),
