@@ -700,7 +700,8 @@ static void gemm_task(struct gemm_run *r, int64_t t, float *slot)
 			struct a_prefetch pf;
 			a_prefetch_init(&pf, r, ib, b0, b1, k0, kc, kb, nc, mc);
 			/* BLIS order: one B micro-panel (L1) against the whole
-			 * A block (L2); the B block stays in L2 across M blocks. */
+			 * A block (L2); the B block (KC x NC) is reread from L3
+			 * for each M block. */
 			for (int64_t j = 0; j < nc; j += nr) {
 				float *cj = g->c + i0 * g->ldc + j0 + j;
 				const float *bj = koff ? bp + j : bp + j * kc;
