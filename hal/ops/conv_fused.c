@@ -96,7 +96,8 @@ struct fz {
 	int64_t chunk;          /* E pixels per expand chunk (FZ_EXPAND) */
 	int slots;              /* walkers (fz_range): one ring each */
 	size_t ring_floats, slot_bytes;
-	const float *wp;        /* We packed for FZ_EXPAND: [ceil(ce/4)][cin][4] */
+	const float *wp;        /* We packed for FZ_EXPAND: [ceil(ce/4)][cin][4]
+				 * (NULL where cb: the FZ_CB kernels read wcb) */
 	const float *be, *wd, *bd;
 	const ir_epilogue *epe, *epd;
 	/* [2][3]: lane masks of the first and the last block per tap kx, in
@@ -936,18 +937,19 @@ int hal_conv_fused_make(hal_step *s, const hal_conv_fused_desc *d, int threads)
 			  (c->cb ? FZ_CB_BACK : FZ_BACK) + 15) & ~(size_t)15;
 	c->cols_floats = c->stem ? (size_t)(c->ek * c->ring * c->w) : 0;
 	c->slot_bytes = ((c->ring_floats + c->cols_floats) * sizeof(float) + 63) & ~(size_t)63;
-	int64_t nob = (c->ce + 3) / 4;
-	float *wp = hal_step_alloc(s, (size_t)(nob * 4 * c->ek) * sizeof *wp);
-	if (!wp)
-		return AIDOS_E_NOMEM;
 	const float *we = d->we->data;
-	for (int64_t ob = 0; ob < nob; ob++)
-		for (int64_t k = 0; k < c->ek; k++)
-			for (int64_t o = 0; o < 4; o++)
-				wp[(ob * c->ek + k) * 4 + o] =
-					ob * 4 + o < c->ce ? we[(ob * 4 + o) * c->ek + k] : 0.0f;
-	c->wp = wp;
-	if (c->cb) {
+	if (!c->cb) {  /* the NCHW expand's panels (FZ_EXPAND) */
+		int64_t nob = (c->ce + 3) / 4;
+		float *wp = hal_step_alloc(s, (size_t)(nob * 4 * c->ek) * sizeof *wp);
+		if (!wp)
+			return AIDOS_E_NOMEM;
+		for (int64_t ob = 0; ob < nob; ob++)
+			for (int64_t k = 0; k < c->ek; k++)
+				for (int64_t o = 0; o < 4; o++)
+					wp[(ob * c->ek + k) * 4 + o] =
+						ob * 4 + o < c->ce ? we[(ob * 4 + o) * c->ek + k] : 0.0f;
+		c->wp = wp;
+	} else {  /* the channel-blocked kernels' (FZ_CB) */
 		int64_t nb = c->ce / 8;
 		float *wcb = hal_step_alloc(s, (size_t)(nb * 8 * (c->ek + 11)) * sizeof *wcb);
 		if (!wcb)
