@@ -410,8 +410,9 @@ FZ_EXPAND(fz_expand_avx2, __attribute__((target("avx2,fma"))))
 
 
 /* Channel-blocked (c->cb) kernels. E pixel x of channel block b of one row
- * at row + b*rs + (x+1)*8: the expand computes 2 blocks x 6 pixels (12
- * vectors) per step, k over the reduction, each step a weight vector per
+ * at row + b*rs + (x+1)*8: the expand computes 3 blocks x 4 pixels (12
+ * vectors) per step, then 2 x 6 and 1 x 8 for the last blocks, k over the
+ * reduction, each step a weight vector per
  * block and a broadcast X value per pixel (the last step shifted left to
  * end at w, recomputing equal values); the depthwise reads each tap of 8
  * output pixels as one unit-stride vector (8 channels of one E pixel),
@@ -457,10 +458,6 @@ FZ_EXPAND(fz_expand_avx2, __attribute__((target("avx2,fma"))))
 		FZ_CB_EXP(NB, NP);                                                     \
 	}
 
-#ifndef FZ_CB_NB
-#define FZ_CB_NB 3
-#define FZ_CB_NP 4
-#endif
 #define FZ_CB(NEXP, NROWS, ATTR)                                                       \
 	/* One E row (w pixels, w >= 6) of channel blocks [b0, b1) from X's    \
 	 * row at x (reduction index k at x + k*xs) into row (block b at       \
@@ -472,8 +469,8 @@ FZ_EXPAND(fz_expand_avx2, __attribute__((target("avx2,fma"))))
 		const int reg = c->reg_exp;                                            \
 		const v8f LO = FZ_SPLAT(c->elo), HI = FZ_SPLAT(c->ehi);                \
 		int64_t b = b0;                                                        \
-		for (; b + FZ_CB_NB <= b1; b += FZ_CB_NB)                              \
-			FZ_CB_ROW(FZ_CB_NB, FZ_CB_NP)                                  \
+		for (; b + 3 <= b1; b += 3)                                            \
+			FZ_CB_ROW(3, 4)                                                \
 		for (; b + 2 <= b1; b += 2)                                            \
 			FZ_CB_ROW(2, 6)                                                \
 		for (; b < b1; b++)                                                    \
