@@ -266,22 +266,22 @@ static int pin_default(void)
 }
 
 /* Chooses the CPU of each of the n workers of one pool into cpu[] (-1: not
- * pinned): from the calling thread's affinity mask, the caller's current
- * CPU left out when the mask has n CPUs besides it, consecutive CPUs of the
- * process-wide rotation. A mask of one CPU, or an unreadable one, pins
- * nothing (the workers inherit the mask anyway). */
-static void pick_cpus(int n, int *cpu)
+ * pinned): from the calling thread's affinity mask (set; empty when it
+ * could not be read), the caller's current CPU left out when the mask has
+ * n CPUs besides it, consecutive CPUs of the process-wide rotation. A mask
+ * of one CPU, or an empty one, pins nothing (the workers inherit the
+ * caller's mask anyway). */
+static void pick_cpus(int n, const cpu_set_t *set, int *cpu)
 {
-	cpu_set_t set;
 	int list[CPU_SETSIZE], m = 0;
 	for (int i = 0; i < n; i++)
 		cpu[i] = -1;
-	if (sched_getaffinity(0, sizeof set, &set) || CPU_COUNT(&set) < 2)
+	if (CPU_COUNT(set) < 2)
 		return;
 	int self = sched_getcpu();
-	int skip = CPU_COUNT(&set) - 1 >= n && self >= 0 && CPU_ISSET(self, &set);
+	int skip = CPU_COUNT(set) - 1 >= n && self >= 0 && CPU_ISSET(self, set);
 	for (int c = 0; c < CPU_SETSIZE; c++)
-		if (CPU_ISSET(c, &set) && !(skip && c == self))
+		if (CPU_ISSET(c, set) && !(skip && c == self))
 			list[m++] = c;
 	unsigned start = atomic_fetch_add_explicit(&pin_next, (unsigned)n, memory_order_relaxed);
 	for (int i = 0; i < n; i++)
@@ -327,10 +327,12 @@ int hal_threadpool_create_pinned(int threads, int pin, hal_threadpool **out)
 		int cpu[256];
 		if (pin < 0)
 			pin = pin_default();
-		if (pin)
-			pick_cpus(threads - 1, cpu);
+		/* the creator's mask: where workers are pinned, and where a
+		 * pinned one may move to (move_off) */
 		if (sched_getaffinity(0, sizeof tp->mask, &tp->mask))
 			CPU_ZERO(&tp->mask);
+		if (pin)
+			pick_cpus(threads - 1, &tp->mask, cpu);
 		for (int i = 0; i < threads - 1; i++) {
 			tp->wk[i] = (struct hal_worker){ tp, i + 1, pin ? cpu[i] : -1, 0 };
 			pthread_attr_t at;
