@@ -42,23 +42,28 @@ def pct(v, q):
     return float(s[min(len(s) - 1, max(0, int(math.ceil(q / 100.0 * len(s))) - 1))])
 
 
-def stats(v, cpu_file):
+def cpu_blocks(path):
+    """bench/cpu.sh's FILE.cpu: a row "RUNS CPU_NS" per timed block, or None."""
+    if not os.path.exists(path):
+        return None
+    c = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    return c if c.size else None
+
+
+def stats(v, c):
     r = {"runs": int(v.size), "median_ms": float(np.median(v)) / 1e6, "p90_ms": pct(v, 90) / 1e6,
          "min_ms": float(v.min()) / 1e6}
-    if os.path.exists(cpu_file):
-        c = np.loadtxt(cpu_file, dtype=np.float64, ndmin=2)
-        if c.size:
-            # process CPU time (all threads) per run, over all timed blocks
-            r["cpu_ms"] = float(c[:, 1].sum() / c[:, 0].sum()) / 1e6
+    if c is not None:
+        # process CPU time (all threads) per run, over all timed blocks
+        r["cpu_ms"] = float(c[:, 1].sum() / c[:, 0].sum()) / 1e6
     return r
 
 
-def blocks(v, cpu_file):
-    """The per-block medians of v, blocks sized as the .cpu file lists them."""
-    if not os.path.exists(cpu_file):
+def blocks(v, c):
+    """The per-block medians of v, blocks sized as the cpu_blocks rows c list them."""
+    if c is None:
         return None
-    c = np.loadtxt(cpu_file, dtype=np.float64, ndmin=2)
-    k = c[:, 0].astype(int) if c.size else []
+    k = c[:, 0].astype(int)
     if sum(k) != v.size:
         return None
     out, i = [], 0
@@ -76,11 +81,12 @@ def model_result(d, mid, threads):
     if a is None or o is None:
         r.setdefault("error", "no timings")
         return r
-    r["aidos"] = stats(a, os.path.join(d, "aidos.ns.cpu"))
-    r["ort"] = stats(o, os.path.join(d, "ort.ns.cpu"))
+    ca, co = cpu_blocks(os.path.join(d, "aidos.ns.cpu")), cpu_blocks(os.path.join(d, "ort.ns.cpu"))
+    r["aidos"] = stats(a, ca)
+    r["ort"] = stats(o, co)
     r["ratio"] = r["aidos"]["median_ms"] / r["ort"]["median_ms"]
     r["ratio_min"] = r["aidos"]["min_ms"] / r["ort"]["min_ms"]
-    ba, bo = blocks(a, os.path.join(d, "aidos.ns.cpu")), blocks(o, os.path.join(d, "ort.ns.cpu"))
+    ba, bo = blocks(a, ca), blocks(o, co)
     if ba and bo and len(ba) == len(bo):
         r["ratio_paired"] = float(np.median([x / y for x, y in zip(ba, bo)]))
         r["pairs"] = len(ba)
