@@ -208,6 +208,9 @@ struct fz {
 			memcpy(e + (o) * ldo + p + 8 * (v), &t, sizeof t);             \
 		}                                                                      \
 	} while (0)
+/* The expand k loops (here and FZ_CB_EXP) are unrolled 4 times: with a
+ * busy SMT sibling on the host core, loop control costs FMA time (see
+ * hal/gemm.c's micro-kernel). */
 #define FZ_EXP_BLOCK3()                                                                \
 	do {                                                                           \
 		v8f a00 = FZ_SPLAT(b4[0]), a01 = a00, a02 = a00;                       \
@@ -215,6 +218,7 @@ struct fz {
 		v8f a20 = FZ_SPLAT(b4[2]), a21 = a20, a22 = a20;                       \
 		v8f a30 = FZ_SPLAT(b4[3]), a31 = a30, a32 = a30;                       \
 		const float *wq = w, *xr = x + p;                                      \
+		_Pragma("GCC unroll 4")                                                \
 		for (int64_t k = 0; k < K; k++, wq += 4, xr += xs) {                   \
 			v8f x0 = FZ_LD(xr), x1 = FZ_LD(xr + 8), x2 = FZ_LD(xr + 16);   \
 			v8f v = FZ_SPLAT(wq[0]);                                       \
@@ -236,6 +240,7 @@ struct fz {
 		v8f a0 = FZ_SPLAT(b4[0]), a1 = FZ_SPLAT(b4[1]);                        \
 		v8f a2 = FZ_SPLAT(b4[2]), a3 = FZ_SPLAT(b4[3]);                        \
 		const float *wq = w, *xr = x + p;                                      \
+		_Pragma("GCC unroll 4")                                                \
 		for (int64_t k = 0; k < K; k++, wq += 4, xr += xs) {                   \
 			v8f x0 = FZ_LD(xr);                                            \
 			a0 += FZ_SPLAT(wq[0]) * x0;                                    \
@@ -430,6 +435,7 @@ FZ_EXPAND(fz_expand_avx2, __attribute__((target("avx2,fma"))))
 		}                                                                      \
 		const float *xr_ = x + p;                                              \
 		const float *w0_ = c->wcb + b * K * 8;                                 \
+		_Pragma("GCC unroll 4")                                                \
 		for (int64_t k = 0; k < K; k++, xr_ += xs, w0_ += 8) {                 \
 			v8f wv_[NB];                                                   \
 			_Pragma("GCC unroll 16") for (int b_ = 0; b_ < (NB); b_++)     \

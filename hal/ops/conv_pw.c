@@ -156,6 +156,9 @@ static inline void pw_epi_consts(const ir_epilogue *e, float *lo, float *hi, flo
 		}                                                               \
 	}
 
+/* The k loops of both tiles are unrolled 4 times, for the reason the GEMM
+ * micro-kernel's are (hal/gemm.c): with a busy SMT sibling on the host
+ * core, loop control costs FMA time. */
 #define PW_TILE(NAME, ATTR, MRP, NRP)                                                \
 	ATTR static void NAME(int64_t kc, const float *restrict x, int64_t ldx,       \
 			      const float *restrict w, float *restrict y, int64_t ldy, \
@@ -175,6 +178,7 @@ static inline void pw_epi_consts(const ir_epilogue *e, float *lo, float *hi, flo
 				pf += a->pf_ld;                                      \
 				npf--;                                               \
 			}                                                            \
+			_Pragma("GCC unroll 4")                                      \
 			for (; k < ke; k++, x += ldx, w += MR_) {                    \
 				v8f x0, x1, b;                                       \
 				memcpy(&x0, x, sizeof x0);                           \
@@ -270,6 +274,7 @@ typedef void (*pt_tile_fn)(int64_t K, const float *xp, const float *w, const flo
 				pf += 64;                                            \
 				npf--;                                               \
 			}                                                            \
+			_Pragma("GCC unroll 4")                                      \
 			for (; k < ke; k++, xp += MR_, w += PT_NR) {                 \
 				v8f w0, w1, a;                                       \
 				memcpy(&w0, w, sizeof w0);                           \
