@@ -11,6 +11,7 @@
 typedef struct ir_mem_chunk {
 	struct ir_mem_chunk *next;
 	size_t used, size;
+	size_t map_len;  /* an mmap of this length (huge pages), else 0: pool_malloc */
 	unsigned char data[];
 } ir_mem_chunk;
 

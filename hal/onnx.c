@@ -31,6 +31,42 @@ void *ir_mem_alloc(ir_mem *m, size_t n)
 	return mem_alloc(m, n, 1);
 }
 
+/* A chunk for an allocation of 1 MiB or more (a plan's large packed
+ * weights: MobileNetV2's classifier is 5 MB) is whole 2 MiB pages, 2 MiB
+ * aligned, with MADV_HUGEPAGE: read once per inference by a GEMV, its
+ * stream ran 0.43-0.49 ms on huge pages against 0.53-0.58 on 4 KiB ones
+ * (one L2 TLB miss per 4 KiB). What the allocation leaves of its last page
+ * serves the allocations after it. */
+#define MEM_HUGE ((size_t)2 << 20)
+
+static ir_mem_chunk *mem_chunk_new(size_t sz)
+{
+	ir_mem_chunk *c;
+	if (sz >= MEM_HUGE / 2) {
+		size_t len = pool_align_up(sizeof *c + sz, MEM_HUGE);
+		unsigned char *q = mmap(NULL, len + MEM_HUGE, PROT_READ | PROT_WRITE,
+					MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (q != MAP_FAILED) {
+			unsigned char *a = (unsigned char *)pool_align_up((uintptr_t)q, MEM_HUGE);
+			if (a > q)
+				munmap(q, (size_t)(a - q));
+			if (q + len + MEM_HUGE > a + len)
+				munmap(a + len, (size_t)(q + len + MEM_HUGE - (a + len)));
+			madvise(a, len, MADV_HUGEPAGE);  /* advice only */
+			c = (ir_mem_chunk *)(void *)a;
+			c->size = len - sizeof *c;
+			c->map_len = len;
+			return c;
+		}
+	}
+	c = pool_malloc(sizeof *c + sz);
+	if (c) {
+		c->size = sz;
+		c->map_len = 0;
+	}
+	return c;
+}
+
 static void *mem_alloc(ir_mem *m, size_t n, int zero)
 {
 	n = pool_align_up(n ? n : 1, 16);
@@ -38,15 +74,14 @@ static void *mem_alloc(ir_mem *m, size_t n, int zero)
 	if (!c || c->size - c->used < n) {
 		/* Room for n after aligning data[] (up to 15 bytes of padding). */
 		size_t sz = (n > 60000 ? n : 60000) + 16;
-		c = pool_malloc(sizeof *c + sz);
+		c = mem_chunk_new(sz);
 		if (!c)
 			return NULL;
 		c->next = m->head;
-		c->size = sz;
 		/* data[] starts 16-aligned relative to the header; align used. */
 		c->used = (size_t)(pool_align_up((uintptr_t)c->data, 16) - (uintptr_t)c->data);
 		m->head = c;
-		m->total += sz;
+		m->total += c->size;
 	}
 	void *p = c->data + c->used;
 	c->used += n;
@@ -60,7 +95,10 @@ void ir_mem_free(ir_mem *m)
 	ir_mem_chunk *c = m->head;
 	while (c) {
 		ir_mem_chunk *n = c->next;
-		pool_free(c);
+		if (c->map_len)
+			munmap(c, c->map_len);
+		else
+			pool_free(c);
 		c = n;
 	}
 	m->head = NULL;

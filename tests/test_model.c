@@ -64,11 +64,51 @@ static void test_missing_file(void **state)
 	assert_non_null(strstr(err, "not a regular file"));
 }
 
+/* The bump allocator's large chunks: whole 2 MiB pages, 2 MiB aligned (so
+ * that the kernel can back them with huge pages), zeroed, their tail used
+ * by the allocations after them, unmapped by ir_mem_free. */
+static void test_mem_huge_chunk(void **state)
+{
+	(void)state;
+	const size_t huge = (size_t)2 << 20;
+	ir_mem m = { 0 };
+	unsigned char *small = ir_mem_alloc(&m, 100);
+	assert_non_null(small);
+	assert_int_equal(m.head->map_len, 0);  /* small: the heap */
+	size_t n = 5 * ((size_t)1 << 20) + 123;
+	unsigned char *big = ir_mem_alloc(&m, n);
+	assert_non_null(big);
+	ir_mem_chunk *c = m.head;
+	assert_int_equal((uintptr_t)c % huge, 0);
+	assert_int_equal(c->map_len, 3 * huge);  /* 5 MiB + header: three pages */
+	assert_true(big >= c->data && big + n <= (unsigned char *)c + c->map_len);
+	for (size_t i = 0; i < n; i += 4096)
+		assert_int_equal(big[i], 0);
+	memset(big, 0xab, n);
+	/* the rest of the last page serves the next allocation */
+	unsigned char *next = ir_mem_alloc(&m, 1000);
+	assert_ptr_equal(m.head, c);
+	assert_true(next >= big + n && next + 1000 <= (unsigned char *)c + c->map_len);
+	assert_int_equal(next[999], 0);
+	assert_int_equal(small[0], 0);  /* the heap chunk is untouched */
+	/* exactly 1 MiB takes the mapped path; just under it, the heap */
+	unsigned char *edge = ir_mem_alloc(&m, ((size_t)1 << 20) - 64);
+	assert_non_null(edge);
+	assert_int_equal(m.head->map_len, 0);
+	assert_non_null(ir_mem_alloc(&m, (size_t)1 << 20));
+	assert_int_equal(m.head->map_len, huge);
+	assert_true(m.total >= n + ((size_t)2 << 20));
+	ir_mem_free(&m);
+	assert_null(m.head);
+	assert_int_equal(m.total, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_mapped_once),
 		cmocka_unit_test(test_missing_file),
+		cmocka_unit_test(test_mem_huge_chunk),
 	};
 	return cmocka_run_group_tests_name("model files", tests, NULL, NULL);
 }
