@@ -34,7 +34,7 @@ void *ir_mem_alloc(ir_mem *m, size_t n)
 /* A chunk for an allocation of 1 MiB or more (a plan's large packed
  * weights: MobileNetV2's classifier is 5 MB) is whole 2 MiB pages, 2 MiB
  * aligned, with MADV_HUGEPAGE: read once per inference by a GEMV, its
- * stream ran 0.43-0.49 ms on huge pages against 0.53-0.58 on 4 KiB ones
+ * stream ran 0.38-0.42 ms on huge pages against 0.53-0.61 on 4 KiB ones
  * (one L2 TLB miss per 4 KiB). What the allocation leaves of its last page
  * serves the allocations after it. */
 #define MEM_HUGE ((size_t)2 << 20)
