@@ -25,8 +25,12 @@
  * straggler. The paired ratio is the median over rounds of oneDNN's time /
  * aidos's time within one round (samples next to each other in time, so
  * both see the same phase of a host whose speed swings by 30-70% within
- * seconds). 15 samples per side from 5e8 flop up (11 below): with 5, the
- * median of 2048^3 moved by 10% between runs of the same binary. Both
+ * seconds). 15 samples per side from 5e8 flop up, 21 below (7 ms or less
+ * each, so the extra ones cost about 20 s in all): with 5, the median of
+ * 2048^3 moved by 10% between runs of the same binary, and with 11, one
+ * run in ten printed 256^3 on 1 thread at 0.87 of oneDNN while its paired
+ * ratio was 0.99 (the two sides' medians had fallen in different phases
+ * of the host). Both
  * results are checked against each other once per shape
  * (largest difference relative to sum |a*b| of its row: printed).
  *
@@ -199,7 +203,7 @@ static void bench_shape(const shape *s, int threads, hal_plan *plan, result *r)
 		  .scratch_pa = falloc(hal_gemm_scratch_bytes(s->M, s->N, s->K, 1, 0) / sizeof(float) + 1) };
 	double flop = 2.0 * (double)s->M * (double)s->N * (double)s->K;
 	int reps = flop >= 5e8 ? 1 : flop <= 5e4 ? 10000 : (int)(5e8 / flop);
-	int samples = flop >= 5e8 ? 15 : 11;
+	int samples = flop >= 5e8 ? 15 : 21;
 	double t[N_SIDES][MAX_SAMPLES], tc[N_SIDES][MAX_SAMPLES];
 	int have_dnnl = 0;
 #ifdef AIDOS_HAVE_DNNL
@@ -428,7 +432,7 @@ int main(int argc, char **argv)
 			if (worst[ti] < 1e9)
 				fprintf(f, "\n%d thread(s), square shapes with N >= 256: lowest aidos / oneDNN **%.3f** (medians), %.3f (best samples), %.3f (CPU time), %.3f (paired); target >= 0.90.\n",
 					tlist[ti], worst[ti], worst_best[ti], worst_cpu[ti], worst_pair[ti]);
-		fprintf(f, "\naidos kernel %s vs %s; median of 11-15 interleaved samples (15 from 5e8 flop); load average at the end %.2f %.2f %.2f.\n",
+		fprintf(f, "\naidos kernel %s vs %s; median of 15-21 interleaved samples (15 from 5e8 flop); load average at the end %.2f %.2f %.2f.\n",
 			hal_gemm_isa(), dnnl_ver, la[0], la[1], la[2]);
 		fclose(f);
 	}
