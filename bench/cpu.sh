@@ -13,7 +13,7 @@
 # Writes bench/results/cpu-latest.{json,md,png} (bench/cpu_report.py); then
 # the GEMM micro-benchmark (bench/gemm.c: gemm-latest.{json,md}, SKIP_GEMM=1
 # leaves it out) and the charts (bench/plot.sh).
-#   RUNS=50 RUNS_BIG=16 BLOCK=10 WARMUP=5 PAUSE_MS=20 THREADS="1 2" PIN_CPU=0 ONLY="det320 rec dispatch" \
+#   RUNS=100 RUNS_BIG=16 BLOCK=10 WARMUP=5 PAUSE_MS=20 THREADS="1 2" PIN_CPU=0 ONLY="det320 rec dispatch" \
 #   RESULTS=/tmp/mine bench/cpu.sh build
 # A measurement, never a pass/fail test: the exit status says only whether it ran.
 set -euo pipefail
@@ -21,7 +21,14 @@ build=${1:-build}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 cache=${AIDOS_CACHE:-$HOME/.cache/aidos}
-runs=${RUNS:-50}
+# 100 runs a side (10 blocks each): the host switches between a fast and a
+# slow phase every few seconds, and at any moment the two sides' finished
+# blocks differ by at most one, so one block in the wrong phase can carry
+# a side's median across the phases. With 5 blocks a side that is 20% of
+# its runs: one run in fourteen (00:51 UTC 2026-11-27) printed MobileNetV2
+# on 1 thread at 1.12 while its paired ratio was 1.00 and its CPU-time
+# ratio 1.00. With 10 it is 10%.
+runs=${RUNS:-100}
 runs_big=${RUNS_BIG:-16}
 block=${BLOCK:-10}
 warmup=${WARMUP:-5}
