@@ -30,24 +30,19 @@ import numpy as np
 ORDER = ["det640", "det320", "rec", "cls", "vad", "mel", "embedding", "hey_jarvis", "mobilenetv2", "bert", "gpt2"]
 
 
-def ns(path):
+def ns(path, ndmin=1):
+    """A bench/cpu.sh timings file, or None when it is missing or empty:
+    FILE.ns one latency in ns per line (ndmin 1), FILE.cpu a row
+    "RUNS CPU_NS" per timed block (ndmin 2)."""
     if not os.path.exists(path):
         return None
-    v = np.loadtxt(path, dtype=np.float64, ndmin=1)
+    v = np.loadtxt(path, dtype=np.float64, ndmin=ndmin)
     return v if v.size else None
 
 
 def pct(v, q):
     s = np.sort(v)
     return float(s[min(len(s) - 1, max(0, int(math.ceil(q / 100.0 * len(s))) - 1))])
-
-
-def cpu_blocks(path):
-    """bench/cpu.sh's FILE.cpu: a row "RUNS CPU_NS" per timed block, or None."""
-    if not os.path.exists(path):
-        return None
-    c = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    return c if c.size else None
 
 
 def stats(v, c):
@@ -60,7 +55,7 @@ def stats(v, c):
 
 
 def blocks(v, c):
-    """The per-block medians of v, blocks sized as the cpu_blocks rows c list them."""
+    """The per-block medians of v, blocks sized as the FILE.cpu rows c list them."""
     if c is None:
         return None
     k = c[:, 0].astype(int)
@@ -81,7 +76,7 @@ def model_result(d, mid, threads):
     if a is None or o is None:
         r.setdefault("error", "no timings")
         return r
-    ca, co = cpu_blocks(os.path.join(d, "aidos.ns.cpu")), cpu_blocks(os.path.join(d, "ort.ns.cpu"))
+    ca, co = ns(os.path.join(d, "aidos.ns.cpu"), 2), ns(os.path.join(d, "ort.ns.cpu"), 2)
     r["aidos"] = stats(a, ca)
     r["ort"] = stats(o, co)
     r["ratio"] = r["aidos"]["median_ms"] / r["ort"]["median_ms"]
