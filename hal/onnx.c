@@ -50,8 +50,7 @@ static ir_mem_chunk *mem_chunk_new(size_t sz)
 			unsigned char *a = (unsigned char *)pool_align_up((uintptr_t)q, MEM_HUGE);
 			if (a > q)
 				munmap(q, (size_t)(a - q));
-			if (q + len + MEM_HUGE > a + len)
-				munmap(a + len, (size_t)(q + len + MEM_HUGE - (a + len)));
+			munmap(a + len, (size_t)(q + MEM_HUGE - a));  /* > 0: a < q + MEM_HUGE */
 			madvise(a, len, MADV_HUGEPAGE);  /* advice only */
 			c = (ir_mem_chunk *)(void *)a;
 			c->size = len - sizeof *c;
